@@ -1,0 +1,105 @@
+"""multirun's own exceptions, and the one place that maps them to exit codes.
+
+Every message is one line, names what went wrong and where, and never contains
+a secret (API key or session token): callers build messages from names, never
+from credential values.
+"""
+
+from __future__ import annotations
+
+
+class MultirunError(Exception):
+    """Base of every error multirun raises on purpose; never shown as a traceback."""
+
+    exit_code: int = 1
+
+
+class UsageError(MultirunError):
+    """The command line or an input file cannot be used at all (missing, unreadable)."""
+
+    exit_code = 2
+
+
+class ConfigError(MultirunError):
+    """runner.yaml is invalid; ``problems`` lists every problem found."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, problems: list | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class StrategyError(MultirunError):
+    """A strategy cannot be found, imported, or built from its params."""
+
+
+# --- talking to ALGOGENE ---------------------------------------------------
+
+
+class ApiError(MultirunError):
+    """Base for every failure talking to the ALGOGENE API (or the simulator)."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, endpoint: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.status = status
+
+
+class NetworkError(ApiError):
+    """No usable reply: connection refused or dropped, or a timeout."""
+
+
+class AuthError(ApiError):
+    """The server refused our credentials or our session token (HTTP 401/403)."""
+
+
+class RateLimitError(ApiError):
+    """The server throttled us (HTTP 429)."""
+
+
+class ServerError(ApiError):
+    """The server failed (HTTP 5xx)."""
+
+
+class ProtocolError(ApiError):
+    """The reply was not what the API documents (not JSON, missing fields, bad types)."""
+
+
+class OrderRejected(ApiError):
+    """The server answered and refused the order (bad parameter, unknown trade...)."""
+
+
+class OrderUncertain(ApiError):
+    """An order may or may not have reached the server, and reconciling failed too.
+
+    The caller must not send it again until a later reconciliation settles it.
+    """
+
+
+# --- local state and processes ---------------------------------------------
+
+
+class JournalError(MultirunError):
+    """The per-account journal cannot be opened or written."""
+
+
+class SupervisorError(MultirunError):
+    """The supervisor cannot start, find, or stop its workers."""
+
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The process exit code for ``error``: the single mapping the CLI uses."""
+    if isinstance(error, MultirunError):
+        return error.exit_code
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    return EXIT_FAILURE

@@ -1,0 +1,164 @@
+"""Typed, immutable specs: what the rest of multirun consumes after ``config``.
+
+Nothing downstream of :mod:`multirun.config` reads raw YAML dicts; it reads these.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+RunMode = Literal["livetest", "livetrade"]
+OnStop = Literal["close", "keep"]
+
+SIM_SERVER = "sim"
+DEFAULT_SERVER = "https://algogene.com/rest/v1"
+
+
+class Secret:
+    """A string that never shows itself in ``str``, ``repr``, logs or tracebacks.
+
+    Call :meth:`reveal` at the single place the value must leave the process
+    (the HTTP request).
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def masked(self) -> str:
+        """A hint that identifies the secret to its owner without disclosing it."""
+        return "****" if len(self._value) < 12 else f"{self._value[:2]}…{self._value[-2:]}"
+
+    def __repr__(self) -> str:
+        return "Secret('****')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def freeze(value: Any) -> Any:
+    """A read-only deep copy of a JSON-like value (mappings and lists)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """A plain, mutable copy of a value made by :func:`freeze` (for jsonschema, JSON)."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
+_INTERVAL = re.compile(r"^([1-9][0-9]*)([smhd]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_interval(text: str | int) -> int:
+    """Seconds in an interval: ``30s``, ``1m``, ``5m``, ``1h``, ``1d`` or whole seconds >= 1."""
+    if isinstance(text, bool):
+        raise ValueError("interval must be a duration like 30s, 1m, 1h, or whole seconds >= 1")
+    if isinstance(text, int):
+        if text < 1:
+            raise ValueError("interval must be at least 1 second")
+        return text
+    match = _INTERVAL.match(str(text).strip())
+    if not match:
+        raise ValueError(f"invalid interval {text!r}: use 30s, 1m, 5m, 1h, 1d or whole seconds")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def format_interval(seconds: int) -> str:
+    """The shortest way to write ``seconds`` as an interval (``60`` -> ``1m``)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class Guardrails:
+    """Per-account limits the worker enforces before sending any order."""
+
+    max_open_trades: int = 5
+    max_orders_per_hour: int = 120
+    halt_after_failures: int = 5
+
+
+@dataclass(frozen=True)
+class AccountSpec:
+    """One account of runner.yaml, defaults merged and environment interpolated."""
+
+    name: str
+    user: str
+    api_key: Secret
+    accountid: str
+    runmode: RunMode
+    strategy: str
+    instrument: str
+    volume: float
+    interval_s: int
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    on_stop: OnStop = "close"
+    enabled: bool = True
+    guardrails: Guardrails = field(default_factory=Guardrails)
+
+    @property
+    def order_ref_prefix(self) -> str:
+        """Every orderRef this account sends starts with this; nothing else is ours."""
+        return f"mr-{self.name}-"
+
+    @property
+    def is_live(self) -> bool:
+        return self.runmode == "livetrade"
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """A whole validated runner.yaml."""
+
+    path: Path
+    server: str
+    state_dir: Path
+    accounts: tuple[AccountSpec, ...]
+    version: int = 1
+    stop_timeout_s: float = 30.0
+
+    @property
+    def uses_sim(self) -> bool:
+        return self.server == SIM_SERVER
+
+    @property
+    def config_dir(self) -> Path:
+        return self.path.parent
+
+    def account(self, name: str) -> AccountSpec:
+        for spec in self.accounts:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @property
+    def enabled_accounts(self) -> tuple[AccountSpec, ...]:
+        return tuple(a for a in self.accounts if a.enabled)
