@@ -23,9 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ConfigArg = Annotated[
-    Path, typer.Argument(help="The runner file.", show_default=True)
-]
+ConfigArg = Annotated[Path, typer.Argument(help="The runner file.", show_default=True)]
 
 
 @app.command()
