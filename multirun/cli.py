@@ -43,9 +43,59 @@ def schema() -> None:
 
 
 @app.command()
-def sim() -> None:
-    """Run the local ALGOGENE-compatible simulator in the foreground."""
-    raise NotImplementedError("sim: see issue 3")
+def sim(
+    host: Annotated[str, typer.Option(help="Interface to bind.", metavar="HOST")] = "127.0.0.1",
+    port: Annotated[str, typer.Option(help="TCP port (0: any free port).", metavar="N")] = "8765",
+    token_ttl: Annotated[
+        str, typer.Option(help="Session token lifetime, seconds.", metavar="S")
+    ] = "3600",
+    seed: Annotated[
+        str, typer.Option(help="Seed of prices, trade ids and faults.", metavar="N")
+    ] = "1",
+    accounts: Annotated[
+        str | None, typer.Option(help="Accept only these users/accounts.", metavar="FILE")
+    ] = None,
+    fill_delay_ms: Annotated[
+        str, typer.Option(help="Delay before a market order fills.", metavar="N")
+    ] = "20",
+    latency_ms: Annotated[
+        str, typer.Option(help="Delay added to every API reply.", metavar="N")
+    ] = "0",
+    jitter_ms: Annotated[
+        str, typer.Option(help="Random extra delay, up to N ms.", metavar="N")
+    ] = "0",
+    error_rate: Annotated[
+        str, typer.Option(help="Share of 5xx replies, nothing executed.", metavar="R")
+    ] = "0",
+    drop_rate: Annotated[
+        str, typer.Option(help="Share of dropped connections.", metavar="R")
+    ] = "0",
+    malformed_rate: Annotated[
+        str, typer.Option(help="Share of executed, garbled replies.", metavar="R")
+    ] = "0",
+    revoke_rate: Annotated[
+        str, typer.Option(help="Share of calls whose token is revoked.", metavar="R")
+    ] = "0",
+    slow_success_rate: Annotated[
+        str, typer.Option(help="Share of executed, held replies.", metavar="R")
+    ] = "0",
+    slow_success_ms: Annotated[
+        str, typer.Option(help="How long held replies are held.", metavar="N")
+    ] = "30000",
+) -> None:
+    """Run the local ALGOGENE-compatible simulator in the foreground; print its base URL."""
+    from multirun.sim import serve
+    from multirun.sim.options import config_from_options
+
+    options = dict(locals())
+    config = config_from_options(**options)
+
+    def ready(url: str) -> None:
+        typer.echo(url)
+        typer.echo("multirun sim: serving (Ctrl-C or SIGTERM to stop)", err=True)
+        sys.stdout.flush()
+
+    serve(config, on_ready=ready)
 
 
 @app.command("run-account")

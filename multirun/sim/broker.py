@@ -1,0 +1,511 @@
+"""The simulated ALGOGENE back office: sessions, accounts and orders.
+
+Every public method takes the request's parameters and returns the reply body,
+or raises :class:`ApiFail`. One lock guards all state; :meth:`Broker.process`
+(called before each request and by a background ticker) fills, expires and
+closes orders whose time has come or whose price was crossed.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from multirun.sim import params as p
+from multirun.sim.accounts import RUNMODES, Directory
+from multirun.sim.clock import SimClock, fmt_ts
+from multirun.sim.market import INSTRUMENTS, Market
+from multirun.sim.orders import CANCELLED, CLOSED, OPEN, PENDING, Account, Order
+from multirun.sim.params import ApiFail, Params
+
+ORDER_TYPES = ("MKT", "LMT", "STOP")
+
+
+@dataclass
+class _Session:
+    user: str
+    expires: float
+    revoked: bool = False
+
+
+class Broker:
+    def __init__(
+        self,
+        market: Market,
+        clock: SimClock,
+        directory: Directory,
+        *,
+        seed: int,
+        token_ttl_s: float,
+        fill_delay_s: float,
+        initial_balance: float,
+    ) -> None:
+        self.market = market
+        self.clock = clock
+        self.directory = directory
+        self.token_ttl_s = token_ttl_s
+        self.fill_delay_s = fill_delay_s
+        self.initial_balance = initial_balance
+        self.lock = threading.RLock()
+        self.tokens_issued = 0
+        self._rng = random.Random(seed)
+        self._next_id = 700_000_000_000 + self._rng.randrange(100_000_000_000)
+        self._sessions: dict[str, _Session] = {}
+        self._accounts: dict[tuple[str, str, str], Account] = {}
+        self._orders: dict[int, Order] = {}
+        self._active: dict[int, Order] = {}
+
+    # --- auth -----------------------------------------------------------------
+
+    def session(self, params: Params) -> dict[str, object]:
+        user, key = p.text(params, "user"), p.text(params, "api_key")
+        if not self.directory.key_ok(user, key):
+            raise ApiFail(401, "invalid user or api_key")
+        now = self.clock.now()
+        token = secrets.token_hex(16)
+        with self.lock:
+            self._sessions[token] = _Session(user, now + self.token_ttl_s)
+            self.tokens_issued += 1
+        return {"res": {"token": token, "expired_utc": fmt_ts(now + self.token_ttl_s)}}
+
+    def revoke(self, token: str) -> None:
+        with self.lock:
+            if token in self._sessions:
+                self._sessions[token].revoked = True
+
+    def revoke_all(self) -> None:
+        with self.lock:
+            for session in self._sessions.values():
+                session.revoked = True
+
+    def _user(self, params: Params) -> str:
+        """The authenticated user of an account call (401 on any doubt)."""
+        user, key = p.text(params, "user"), p.text(params, "api_key")
+        token = p.text(params, "token")
+        if not user or not key:
+            raise ApiFail(401, "missing user or api_key")
+        if not self.directory.key_ok(user, key):
+            raise ApiFail(401, "invalid user or api_key")
+        if not token:
+            raise ApiFail(401, "missing token")
+        session = self._sessions.get(token)
+        if session is None or session.user != user:
+            raise ApiFail(401, "invalid token")
+        if session.revoked:
+            raise ApiFail(401, "token revoked")
+        if self.clock.now() >= session.expires:
+            raise ApiFail(401, "token expired")
+        return user
+
+    def _runmode(self, params: Params) -> str:
+        runmode = p.text(params, "runmode", required=True)
+        if runmode not in RUNMODES:
+            raise ApiFail(400, "invalid parameter: runmode must be livetest or livetrade")
+        return runmode
+
+    def _account(self, params: Params) -> Account:
+        user = self._user(params)
+        runmode = self._runmode(params)
+        accountid = p.text(params, "accountid", required=True)
+        if not self.directory.account_ok(user, runmode, accountid):
+            raise ApiFail(403, f"account {accountid} is not available in {runmode}")
+        return self._provision(user, runmode, accountid)
+
+    def _provision(self, user: str, runmode: str, accountid: str) -> Account:
+        key = (user, runmode, accountid)
+        account = self._accounts.get(key)
+        if account is None:
+            cash = self.directory.balance(user) or self.initial_balance
+            account = Account(user, runmode, accountid, cash, updated=self.clock.now())
+            self._accounts[key] = account
+        return account
+
+    # --- reading --------------------------------------------------------------
+
+    def accounts(self, params: Params) -> dict[str, object]:
+        with self.lock:
+            self.process()
+            user = self._user(params)
+            runmode = self._runmode(params)
+            for accountid in self.directory.listed(user, runmode):
+                self._provision(user, runmode, accountid)
+            mine = [a for k, a in self._accounts.items() if k[0] == user and k[1] == runmode]
+            rows = [self._account_row(a) for a in sorted(mine, key=lambda a: a.accountid)]
+        return {"count": len(rows), "res": rows}
+
+    def balance(self, params: Params) -> dict[str, object]:
+        with self.lock:
+            self.process()
+            account = self._account(params)
+            nav, unrealized, margin = self._valuation(account)
+            return {
+                "res": {
+                    "NAV": round(nav, 2),
+                    "available_Balance": round(nav - margin, 2),
+                    "margin_Used": round(margin, 2),
+                    "realized_PL": round(account.realized_pl, 2),
+                    "unrealized_PL": round(unrealized, 2),
+                    "timestamp": fmt_ts(self.clock.now()),
+                    "BaseCurrency": "USD",
+                }
+            }
+
+    def positions(self, params: Params) -> dict[str, object]:
+        with self.lock:
+            self.process()
+            account = self._account(params)
+            now = self.clock.now()
+            books: dict[str, dict[str, float]] = {}
+            for order in self._open_orders(account):
+                book = books.setdefault(order.instrument, {"net": 0.0, "last": 0.0})
+                book["net"] += order.buysell * order.volume
+                book["last"] = max(book["last"], order.filled or 0.0)
+            res = {}
+            for symbol, book in sorted(books.items()):
+                if abs(book["net"]) < 1e-12:
+                    continue
+                inst = INSTRUMENTS[symbol]
+                units = book["net"] * inst.contract_size
+                value = self.market.to_usd(
+                    inst.settle_currency, units * self.market.mid(symbol, now), now
+                )
+                res[symbol] = {
+                    "LastTradeTime": fmt_ts(book["last"]),
+                    "MarketValue": round(value, 2),
+                    "Position": round(units, 8),
+                    "netVolume": round(book["net"], 8),
+                }
+        return {"count": len(res), "res": res}
+
+    def opened_trades(self, params: Params) -> dict[str, object]:
+        with self.lock:
+            self.process()
+            account = self._account(params)
+            wanted = p.text(params, "tradeID")
+            now = self.clock.now()
+            rows = [
+                o.trade_reply(self._unrealized(o, now))
+                for o in self._open_orders(account)
+                if not wanted or str(o.trade_id) == wanted
+            ]
+        return {"count": len(rows), "res": rows}
+
+    def pending_trades(self, params: Params) -> dict[str, object]:
+        with self.lock:
+            self.process()
+            account = self._account(params)
+            rows = [
+                o.trade_reply(0.0)
+                for o in self._orders_of(account)
+                if o.status == PENDING and o.ordertype != "MKT"
+            ]
+        return {"count": len(rows), "res": rows}
+
+    def query_order(self, params: Params) -> dict[str, object]:
+        with self.lock:
+            self.process()
+            account = self._account(params)
+            order = self._find(account, p.trade_id(params))
+            return order.query_reply()
+
+    # --- trading --------------------------------------------------------------
+
+    def open_order(self, params: Params) -> dict[str, object]:
+        with self.lock:
+            self.process()
+            account = self._account(params)
+            order = self._new_order(account, params)
+            self._check_margin(account, order)
+            self._orders[order.trade_id] = order
+            self._active[order.trade_id] = order
+            account.order_ids.append(order.trade_id)
+        return {
+            "status": "PENDING_TO_FILL",
+            "timestamp_utc": fmt_ts(order.received),
+            "tradeID": order.trade_id,
+        }
+
+    def close_orders(self, params: Params) -> dict[str, object]:
+        with self.lock:
+            self.process()
+            account = self._account(params)
+            targets = self._close_targets(account, params)
+            due = self.clock.now() + self.fill_delay_s
+            for order in targets:
+                if order.close_due is None:
+                    order.close_due = due
+            self.process()
+        listed = "".join(f"'{o.trade_id}'," for o in targets)
+        return {"status": "SUCCESS", "res": f"Submitted close order request for {listed}"}
+
+    def cancel_orders(self, params: Params) -> dict[str, object]:
+        with self.lock:
+            self.process()
+            account = self._account(params)
+            ids = p.trade_ids(params)
+            pending = [o for o in self._orders_of(account) if o.status == PENDING]
+            targets = [o for o in pending if o.trade_id in ids]
+            if not targets:
+                raise ApiFail(404, "no pending order with the given tradeIDs")
+            for order in targets:
+                self._cancel(order, "cancelled by request")
+        return {"status": "SUCCESS", "res": "Submitted for BULK_CANCEL"}
+
+    def update_opened_order(self, params: Params) -> dict[str, object]:
+        with self.lock:
+            self.process()
+            account = self._account(params)
+            order = self._find(account, p.trade_id(params))
+            if order.status != OPEN:
+                raise ApiFail(404, f"trade {order.trade_id} is not open")
+            self._apply_updates(order, params)
+        return {"status": "SUCCESS", "res": "Submitted for order update!"}
+
+    def update_pending_order(self, params: Params) -> dict[str, object]:
+        with self.lock:
+            self.process()
+            account = self._account(params)
+            order = self._find(account, p.trade_id(params))
+            if order.status != PENDING:
+                raise ApiFail(404, f"order {order.trade_id} is not pending")
+            self._apply_updates(order, params)
+            price = p.number(params, "price", positive=True)
+            if price is not None and order.ordertype != "MKT":
+                order.price = price
+            tif = p.number(params, "timeinforce")
+            if tif is not None:
+                order.timeinforce, order.tif_from = tif, self.clock.now()
+        return {"status": "SUCCESS", "res": "Submitted for pending order update!"}
+
+    # --- inspection -----------------------------------------------------------
+
+    def ledger(self) -> list[dict[str, object]]:
+        with self.lock:
+            self.process()
+            return [o.ledger_entry() for o in self._orders.values()]
+
+    # --- the engine -----------------------------------------------------------
+
+    def process(self) -> None:
+        """Fill, expire, and close every order whose moment has come."""
+        with self.lock:
+            if not self._active:
+                return
+            now = self.clock.now()
+            quotes: dict[str, tuple[float, float]] = {}
+
+            def quote(symbol: str) -> tuple[float, float]:
+                if symbol not in quotes:
+                    quotes[symbol] = self.market.quote(symbol, now)
+                return quotes[symbol]
+
+            for order in list(self._active.values()):
+                if order.status == PENDING:
+                    self._step_pending(order, now, quote)
+                if order.status == OPEN:
+                    self._step_open(order, now, quote)
+
+    def _step_pending(self, order: Order, now: float, quote: _Quoter) -> None:
+        if order.timeinforce > 0 and now >= order.tif_from + order.timeinforce:
+            self._cancel(order, "timeinforce lapsed", now)
+            return
+        bid, ask = quote(order.instrument)
+        price = ask if order.buysell > 0 else bid
+        if order.ordertype == "MKT":
+            if order.fill_due is not None and now >= order.fill_due:
+                self._fill(order, price, now)
+        elif _crossed(order, price):
+            self._fill(order, price, now)
+
+    def _step_open(self, order: Order, now: float, quote: _Quoter) -> None:
+        bid, ask = quote(order.instrument)
+        price = bid if order.buysell > 0 else ask
+        if order.close_due is not None and now >= order.close_due:
+            self._close(order, price, now, "closed by request")
+        elif order.holdtime > 0 and now >= (order.filled or now) + order.holdtime:
+            self._close(order, price, now, "holdtime")
+        elif order.take_profit > 0 and _beyond(order, price, order.take_profit, profit=True):
+            self._close(order, price, now, "take profit")
+        elif order.stop_loss > 0 and _beyond(order, price, order.stop_loss, profit=False):
+            self._close(order, price, now, "stop loss")
+
+    def _fill(self, order: Order, price: float, now: float) -> None:
+        order.status, order.filled, order.fill_price = OPEN, now, price
+        self._touch(order, now)
+
+    def _close(self, order: Order, price: float, now: float, reason: str) -> None:
+        order.status, order.closed, order.close_price = CLOSED, now, price
+        order.close_reason = reason
+        order.realized_pl = self._pnl(order, price, now)
+        account = self._accounts[order.account_key]
+        account.realized_pl += order.realized_pl
+        account.cash += order.realized_pl
+        self._active.pop(order.trade_id, None)
+        self._touch(order, now)
+
+    def _cancel(self, order: Order, reason: str, now: float | None = None) -> None:
+        order.status, order.close_reason = CANCELLED, reason
+        order.closed = self.clock.now() if now is None else now
+        self._active.pop(order.trade_id, None)
+        self._touch(order, order.closed)
+
+    def _touch(self, order: Order, now: float) -> None:
+        self._accounts[order.account_key].updated = now
+
+    # --- helpers --------------------------------------------------------------
+
+    def _new_order(self, account: Account, params: Params) -> Order:
+        instrument = p.text(params, "instrument", required=True).upper()
+        if instrument not in INSTRUMENTS:
+            raise ApiFail(400, f"unknown instrument: {instrument}")
+        side = p.buysell(params)
+        volume = p.number(params, "volume", required=True, positive=True)
+        ordertype = p.text(params, "ordertype", required=True).upper()
+        if ordertype not in ORDER_TYPES:
+            raise ApiFail(400, "invalid parameter: ordertype must be MKT, LMT or STOP")
+        price = p.number(params, "price", positive=ordertype != "MKT")
+        if ordertype != "MKT" and price is None:
+            raise ApiFail(400, f"missing parameter: price (required for {ordertype})")
+        now = self.clock.now()
+        order = Order(
+            trade_id=self._new_id(),
+            user=account.user,
+            runmode=account.runmode,
+            accountid=account.accountid,
+            order_ref=p.text(params, "orderRef"),
+            instrument=instrument,
+            buysell=side,
+            volume=float(volume or 0.0),
+            ordertype=ordertype,
+            received=now,
+            price=float(price or 0.0) if ordertype != "MKT" else 0.0,
+            timeinforce=p.number(params, "timeinforce") or 0.0,
+            tif_from=now,
+            expiry=p.text(params, "expiry"),
+            right=p.text(params, "right"),
+            strike=p.number(params, "strike") or 0.0,
+            fill_due=now + self.fill_delay_s if ordertype == "MKT" else None,
+        )
+        self._apply_updates(order, params)
+        return order
+
+    def _apply_updates(self, order: Order, params: Params) -> None:
+        """takeProfitLevel, stopLossLevel, holdtime, orderRef, callback when given."""
+        tp = p.number(params, "takeProfitLevel")
+        sl = p.number(params, "stopLossLevel")
+        hold = p.number(params, "holdtime")
+        if tp is not None:
+            order.take_profit = tp
+        if sl is not None:
+            order.stop_loss = sl
+        if hold is not None:
+            order.holdtime = hold
+        if p.present(params, "orderRef"):
+            order.order_ref = p.text(params, "orderRef")
+        if p.present(params, "callback"):
+            order.callback = p.text(params, "callback")
+
+    def _new_id(self) -> int:
+        trade_id = self._next_id
+        self._next_id += self._rng.randrange(1, 1000)
+        return trade_id
+
+    def _check_margin(self, account: Account, order: Order) -> None:
+        now = self.clock.now()
+        nav, _, margin = self._valuation(account)
+        inst = INSTRUMENTS[order.instrument]
+        price = order.price or self.market.mid(order.instrument, now)
+        notional = order.volume * inst.contract_size * price
+        needed = self.market.to_usd(inst.settle_currency, notional * inst.margin_rate, now)
+        if needed > nav - margin:
+            raise ApiFail(400, "insufficient margin for this order")
+
+    def _close_targets(self, account: Account, params: Params) -> list[Order]:
+        opened = self._open_orders(account)
+        if p.present(params, "tradeIDs"):
+            ids = p.trade_ids(params)
+            targets = [o for o in opened if o.trade_id in ids]
+            what = "tradeIDs"
+        elif p.present(params, "orderRef"):
+            ref = p.text(params, "orderRef")
+            targets = [o for o in opened if o.order_ref == ref]
+            what = "orderRef"
+        else:
+            raise ApiFail(400, "missing parameter: tradeIDs or orderRef")
+        if not targets:
+            raise ApiFail(404, f"no open trade with the given {what}")
+        return targets
+
+    def _find(self, account: Account, trade_id: int) -> Order:
+        order = self._orders.get(trade_id)
+        if order is None or order.account_key != (
+            account.user,
+            account.runmode,
+            account.accountid,
+        ):
+            raise ApiFail(404, f"unknown tradeID: {trade_id}")
+        return order
+
+    def _orders_of(self, account: Account) -> list[Order]:
+        return [self._orders[i] for i in account.order_ids]
+
+    def _open_orders(self, account: Account) -> list[Order]:
+        return [o for o in self._orders_of(account) if o.status == OPEN]
+
+    def _pnl(self, order: Order, price: float, now: float) -> float:
+        inst = INSTRUMENTS[order.instrument]
+        fill = order.fill_price or 0.0
+        raw = (price - fill) * order.buysell * order.volume * inst.contract_size
+        return self.market.to_usd(inst.settle_currency, raw, now)
+
+    def _unrealized(self, order: Order, now: float) -> float:
+        bid, ask = self.market.quote(order.instrument, now)
+        return self._pnl(order, bid if order.buysell > 0 else ask, now)
+
+    def _valuation(self, account: Account) -> tuple[float, float, float]:
+        """(NAV, unrealized PnL, margin used) of ``account`` now."""
+        now = self.clock.now()
+        unrealized = margin = 0.0
+        for order in self._open_orders(account):
+            inst = INSTRUMENTS[order.instrument]
+            unrealized += self._unrealized(order, now)
+            notional = order.volume * inst.contract_size * self.market.mid(order.instrument, now)
+            margin += self.market.to_usd(inst.settle_currency, notional * inst.margin_rate, now)
+        return account.cash + unrealized, unrealized, margin
+
+    def _account_row(self, account: Account) -> dict[str, object]:
+        nav, unrealized, margin = self._valuation(account)
+        return {
+            "accountid": account.accountid,
+            "runmode": account.runmode,
+            "NAV": round(nav, 2),
+            "availableBalance": round(nav - margin, 2),
+            "marginUsed": round(margin, 2),
+            "realizedPL": round(account.realized_pl, 2),
+            "unrealizedPL": round(unrealized, 2),
+            "lastUpdatedTime": fmt_ts(account.updated),
+            "isTrading": True,
+        }
+
+
+_Quoter = Callable[[str], tuple[float, float]]
+
+
+def _crossed(order: Order, price: float) -> bool:
+    """Whether a limit/stop order's trigger is reached at the price it would fill at."""
+    buying = order.buysell > 0
+    if order.ordertype == "LMT":
+        return price <= order.price if buying else price >= order.price
+    return price >= order.price if buying else price <= order.price
+
+
+def _beyond(order: Order, price: float, level: float, *, profit: bool) -> bool:
+    """Whether ``price`` (the closing side) reached a take-profit or stop-loss ``level``."""
+    up = price >= level
+    down = price <= level
+    if order.buysell > 0:
+        return up if profit else down
+    return down if profit else up

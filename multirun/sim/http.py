@@ -1,0 +1,113 @@
+"""The HTTP layer: a threading stdlib server that reads requests and writes replies.
+
+GET parameters come from the query string; a POST body is parsed as JSON whatever
+its Content-Type (the seed script posts ``json.dumps(...)`` as plain data), with a
+form-encoded body accepted too. Query-string parameters of a POST are merged
+under the body's. Nothing is logged per request: parameters carry secrets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from multirun.sim.app import Reply, SimApp
+from multirun.sim.params import ApiFail
+
+MAX_BODY = 1 << 20
+
+
+class SimHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, address: tuple[str, int], app: SimApp) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.app = app
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: SimHTTPServer
+    protocol_version = "HTTP/1.0"
+    server_version = "multirun-sim"
+    sys_version = ""
+    timeout = 60
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence http.server's per-request log: URLs carry api keys and tokens."""
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        url = urlsplit(self.path)
+        params = _read_params(self, method, url.query)
+        reply = self.server.app.dispatch(method, url.path, params)
+        if reply.drop:
+            self._drop()
+        else:
+            self._write(reply)
+
+    def _write(self, reply: Reply) -> None:
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            self.wfile.write(reply.body)
+        except OSError:
+            self.close_connection = True
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+
+def _read_params(handler: BaseHTTPRequestHandler, method: str, query: str) -> dict | ApiFail:
+    params: dict[str, Any] = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+    if method == "GET":
+        return params
+    try:
+        length = int(handler.headers.get("Content-Length") or 0)
+    except ValueError:
+        return ApiFail(400, "invalid Content-Length")
+    if length < 0 or length > MAX_BODY:
+        return ApiFail(400, "request body too large")
+    raw = handler.rfile.read(length) if length else b""
+    body = _parse_body(raw)
+    if isinstance(body, ApiFail):
+        return body
+    params.update(body)
+    return params
+
+
+def _parse_body(raw: bytes) -> dict[str, Any] | ApiFail:
+    text = raw.decode("utf-8", errors="replace").strip()
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        if "=" in text and not text.startswith(("{", "[")):
+            return {k: v[-1] for k, v in parse_qs(text, keep_blank_values=True).items()}
+        return ApiFail(400, "request body is not valid JSON")
+    if not isinstance(data, dict):
+        return ApiFail(400, "request body must be a JSON object")
+    return data

@@ -1,0 +1,73 @@
+"""``multirun sim`` flags (as the strings typed) -> a checked :class:`SimConfig`.
+
+Flags arrive as strings so that every bad value gets the same one-line
+:class:`UsageError` (exit 2) instead of a usage screen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from multirun.errors import UsageError
+from multirun.sim.faults import FaultSettings
+from multirun.sim.server import SimConfig
+
+RATE_FLAGS = ("error_rate", "drop_rate", "malformed_rate", "revoke_rate", "slow_success_rate")
+MS_FLAGS = ("latency_ms", "jitter_ms", "slow_success_ms")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _number(name: str, raw: str, *, low: float = 0.0, high: float | None = None) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UsageError(f"{_flag(name)}: {raw!r} is not a number") from None
+    if value != value or value < low or (high is not None and value > high):
+        bound = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
+        raise UsageError(f"{_flag(name)}: {raw!r} must be {bound}")
+    return value
+
+
+def _integer(name: str, raw: str, *, low: int, high: int | None = None) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"{_flag(name)}: {raw!r} is not an integer") from None
+    if value < low or (high is not None and value > high):
+        raise UsageError(f"{_flag(name)}: {raw!r} is out of range")
+    return value
+
+
+def config_from_options(
+    *,
+    host: str,
+    port: str,
+    token_ttl: str,
+    seed: str,
+    accounts: str | None,
+    fill_delay_ms: str,
+    **faults: str,
+) -> SimConfig:
+    """Check every flag; raise UsageError naming the first bad one."""
+    if not host.strip():
+        raise UsageError("--host: must not be empty")
+    settings = {name: _number(name, faults[name], high=1.0) for name in RATE_FLAGS}
+    settings.update({name: _number(name, faults[name]) for name in MS_FLAGS})
+    ttl = _number("token_ttl", token_ttl)
+    if ttl <= 0:
+        raise UsageError(f"--token-ttl: {token_ttl!r} must be > 0")
+    accounts_path = Path(accounts) if accounts else None
+    if accounts_path is not None and not accounts_path.is_file():
+        raise UsageError(f"--accounts: {accounts} is not a readable file")
+    return SimConfig(
+        host=host.strip(),
+        port=_integer("port", port, low=0, high=65535),
+        seed=_integer("seed", seed, low=0),
+        token_ttl_s=ttl,
+        accounts_file=accounts_path,
+        fill_delay_ms=_number("fill_delay_ms", fill_delay_ms),
+        faults=FaultSettings(**settings),
+    )
