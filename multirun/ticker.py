@@ -1,0 +1,268 @@
+"""Punctual ticks on a UTC grid, driven by the ``schedule`` library.
+
+A worker with interval ``I`` ticks at every multiple of ``I`` seconds since the
+Unix epoch: a ``1m`` account at second :00 of every minute, a ``5m`` one at :00,
+:05, ..., a ``5s`` one at seconds divisible by 5.
+
+``schedule`` alone would drift: it computes a job's next run from the moment the
+job *finished*. :class:`GridJob` instead advances its due time by exactly one
+interval from the grid point it ran for, so a tick that takes time never pushes
+the following ones. When a tick overruns (or the machine was suspended), the
+missed grid points are collapsed into one catch-up tick, run at once and logged,
+never a burst.
+
+Between ticks the loop sleeps (a ``select`` on a self-pipe, woken early by a
+stop request) instead of polling. The clock is injectable so tests run without
+waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import math
+import os
+import select
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import schedule
+
+log = logging.getLogger("multirun.ticker")
+
+
+class StopFlag:
+    """A stop request that a signal handler may raise safely and a sleeper can wait on.
+
+    A ``threading.Event`` set from a signal handler can deadlock (the handler may
+    run while the main thread holds the Event's lock), so this uses a self-pipe:
+    ``set`` only assigns an attribute and writes one byte, both safe in a handler.
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+
+    def set(self, reason: str = "stop") -> None:
+        if self.reason is None:
+            self.reason = reason
+        # A full pipe already wakes the sleeper; a closed one means we are done.
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._write_fd, b"x")
+
+    def is_set(self) -> bool:
+        return self.reason is not None
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds or until :meth:`set`; True if stop was requested."""
+        if self.is_set():
+            return True
+        # PEP 475: select resumes after a signal with the remaining timeout, and a
+        # handler calling set() makes the pipe readable, so the wake-up is prompt.
+        select.select([self._read_fd], [], [], max(0.0, timeout))
+        return self.is_set()
+
+    def close(self) -> None:
+        for fd in (self._read_fd, self._write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class Clock(Protocol):
+    def time(self) -> float:
+        """Unix time in seconds (UTC)."""
+        ...
+
+    def wait(self, stop: StopFlag, seconds: float) -> bool:
+        """Sleep ``seconds`` unless stopped first; True if a stop was requested."""
+        ...
+
+
+class SystemClock:
+    """Wall-clock time; sleeps on the stop flag so a stop request wakes it."""
+
+    def time(self) -> float:
+        return time.time()
+
+    def wait(self, stop: StopFlag, seconds: float) -> bool:
+        return stop.wait(seconds)
+
+
+class ManualClock:
+    """A clock that only moves when told to (tests, benchmarks of logic)."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+        self.waits: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def wait(self, stop: StopFlag, seconds: float) -> bool:
+        self.waits.append(seconds)
+        if stop.is_set():
+            return True
+        self.now += max(0.0, seconds)
+        return stop.is_set()
+
+
+SYSTEM_CLOCK = SystemClock()
+
+
+def grid_ceil(t: float, interval_s: int) -> float:
+    """The first grid point at or after ``t``."""
+    return math.ceil(t / interval_s) * interval_s
+
+
+def grid_floor(t: float, interval_s: int) -> float:
+    """The last grid point at or before ``t``."""
+    return math.floor(t / interval_s) * interval_s
+
+
+def utc(ts: float) -> dt.datetime:
+    """A Unix time as an aware UTC datetime."""
+    return dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One tick: the grid point it is for, when it actually started, and what it skipped."""
+
+    due: float
+    started: float
+    number: int
+    missed: int = 0
+
+    @property
+    def lateness(self) -> float:
+        return self.started - self.due
+
+    @property
+    def due_utc(self) -> dt.datetime:
+        return utc(self.due)
+
+
+class GridJob(schedule.Job):
+    """A ``schedule`` job whose runs stay on the interval's UTC grid."""
+
+    def __init__(self, interval_s: int, scheduler: GridScheduler) -> None:
+        super().__init__(interval_s, scheduler)
+        self.unit = "seconds"  # for schedule's repr; we compute next runs ourselves
+        self.interval_s = interval_s
+        self.clock = scheduler.clock
+        self.due: float | None = None
+        self.missed = 0
+
+    @property
+    def should_run(self) -> bool:
+        return self.due is not None and self.clock.time() >= self.due
+
+    def run(self) -> object:
+        self._collapse_missed()
+        ret = self.job_func()
+        self.last_run = dt.datetime.now()
+        self._schedule_next_run()
+        return ret
+
+    def _collapse_missed(self) -> None:
+        """If whole intervals passed since the due time, run once for the latest one."""
+        assert self.due is not None
+        now = self.clock.time()
+        latest = grid_floor(now, self.interval_s)
+        self.missed = max(0, round((latest - self.due) / self.interval_s))
+        if self.missed:
+            log.warning(
+                "missed %d tick(s) from %s (previous tick overran or the process was "
+                "suspended): running one catch-up tick for %s",
+                self.missed,
+                utc(self.due).isoformat(timespec="seconds"),
+                utc(latest).isoformat(timespec="seconds"),
+            )
+            self._set_due(latest)
+
+    def _schedule_next_run(self) -> None:
+        # Called by schedule's do() and by run(): the first due time is the next grid
+        # point; each later one is exactly one interval after the previous due time,
+        # never "now + interval", which would drift by the tick's duration.
+        if self.due is None:
+            self._set_due(grid_ceil(self.clock.time(), self.interval_s))
+        else:
+            self._set_due(self.due + self.interval_s)
+
+    def _set_due(self, due: float) -> None:
+        self.due = due
+        # schedule compares next_run values between jobs; naive UTC keeps them ordered.
+        self.next_run = utc(due).replace(tzinfo=None)
+
+
+class GridScheduler(schedule.Scheduler):
+    """A ``schedule`` scheduler whose jobs run on a UTC grid against an injectable clock."""
+
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def every_grid(self, interval_s: int) -> GridJob:
+        return GridJob(interval_s, self)
+
+    @property
+    def idle_seconds(self) -> float | None:
+        dues = [job.due for job in self.jobs if isinstance(job, GridJob) and job.due is not None]
+        return None if not dues else min(dues) - self.clock.time()
+
+
+class Ticker:
+    """Calls ``on_tick(tick)`` at every grid point until ``stop`` is set.
+
+    An exception escaping ``on_tick`` is logged and the schedule continues; the
+    worker handles its own failures, this is the last line of defence.
+    """
+
+    def __init__(
+        self,
+        interval_s: int,
+        on_tick: Callable[[Tick], None],
+        *,
+        stop: StopFlag,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        if interval_s < 1:
+            raise ValueError("interval must be at least 1 second")
+        self.interval_s = interval_s
+        self.stop = stop
+        self.clock = clock
+        self.ticks = 0
+        self._on_tick = on_tick
+        self._scheduler = GridScheduler(clock)
+        self._job = self._scheduler.every_grid(interval_s).do(self._fire)
+
+    @property
+    def next_due(self) -> float | None:
+        """Unix time of the next tick."""
+        return self._job.due
+
+    def run(self) -> None:
+        """Tick until stopped; returns between ticks, never in the middle of one."""
+        while not self.stop.is_set():
+            idle = self._scheduler.idle_seconds
+            if idle is not None and idle > 0:
+                self.clock.wait(self.stop, idle)
+                continue
+            self._scheduler.run_pending()
+
+    def _fire(self) -> None:
+        assert self._job.due is not None
+        self.ticks += 1
+        tick = Tick(self._job.due, self.clock.time(), self.ticks, self._job.missed)
+        try:
+            self._on_tick(tick)
+        except Exception as exc:  # keep ticking: the schedule must survive a bad tick
+            log.error("tick %d failed: %s: %s", tick.number, type(exc).__name__, exc)

@@ -1,0 +1,130 @@
+"""The ticker: grid alignment, no drift, one catch-up tick, sleeping, stopping."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from multirun.ticker import ManualClock, StopFlag, Tick, Ticker, grid_ceil, grid_floor
+
+T0 = 1_700_000_000.0  # a multiple of 1, 5 and 10 seconds (not of 60)
+
+
+def run_ticks(interval: int, start: float, count: int, work=lambda tick, clock: None):
+    """Run a ticker on a manual clock for ``count`` ticks; returns the ticks and the clock."""
+    clock = ManualClock(start)
+    stop = StopFlag()
+    seen: list[Tick] = []
+
+    def on_tick(tick: Tick) -> None:
+        seen.append(tick)
+        work(tick, clock)
+        if len(seen) >= count:
+            stop.set()
+
+    Ticker(interval, on_tick, stop=stop, clock=clock).run()
+    stop.close()
+    return seen, clock
+
+
+def test_grid_helpers() -> None:
+    assert grid_ceil(61.2, 60) == 120
+    assert grid_ceil(120.0, 60) == 120
+    assert grid_floor(119.9, 60) == 60
+    assert grid_ceil(7.0, 5) == 10
+
+
+@pytest.mark.parametrize("interval", [1, 5, 60, 300])
+def test_ticks_land_on_the_utc_grid(interval: int) -> None:
+    ticks, _ = run_ticks(interval, T0 + 0.37, 5)
+    assert all(t.due % interval == 0 for t in ticks)
+    assert [t.due - ticks[0].due for t in ticks] == [i * interval for i in range(5)]
+    assert ticks[0].due == grid_ceil(T0 + 0.37, interval)
+    assert all(t.lateness == 0 for t in ticks)
+
+
+def test_a_one_minute_account_ticks_at_second_zero() -> None:
+    ticks, _ = run_ticks(60, 1_700_000_017.5, 3)
+    assert [t.due_utc.second for t in ticks] == [0, 0, 0]
+
+
+def test_slow_ticks_do_not_drift() -> None:
+    # Each tick takes 0.7 of the interval: schedule alone would run at 0, 1.7, 3.4...
+    ticks, _ = run_ticks(1, T0, 10, work=lambda tick, clock: clock.advance(0.7))
+    assert [t.due - T0 for t in ticks] == list(range(10))
+    assert all(t.started == t.due for t in ticks)
+
+
+def test_a_missed_tick_runs_once_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    def work(tick: Tick, clock: ManualClock) -> None:
+        clock.advance(3.5 if tick.number == 2 else 0.1)
+
+    with caplog.at_level(logging.WARNING, logger="multirun.ticker"):
+        ticks, _ = run_ticks(1, T0, 5, work=work)
+    # Tick 2 (due +1) ran until +4.5: +2, +3 and +4 are collapsed into one catch-up tick
+    # for +4 started at +4.5; then the grid resumes at +5.
+    assert [t.due - T0 for t in ticks] == [0, 1, 4, 5, 6]
+    assert ticks[2].missed == 2
+    assert ticks[2].lateness == pytest.approx(0.5)
+    assert "missed 2 tick(s)" in caplog.text
+
+
+def test_an_overrun_shorter_than_an_interval_runs_the_next_tick_late_once() -> None:
+    def work(tick: Tick, clock: ManualClock) -> None:
+        clock.advance(1.5 if tick.number == 1 else 0.1)
+
+    ticks, _ = run_ticks(1, T0, 3, work=work)
+    assert [t.due - T0 for t in ticks] == [0, 1, 2]
+    assert ticks[1].lateness == pytest.approx(0.5)
+    assert ticks[1].missed == 0
+
+
+def test_the_ticker_sleeps_until_the_next_tick_instead_of_polling() -> None:
+    _, clock = run_ticks(10, T0 + 1, 3, work=lambda tick, clock: clock.advance(2))
+    # one wait to reach the first grid point, then one wait per gap
+    assert clock.waits == [pytest.approx(9), pytest.approx(8), pytest.approx(8)]
+
+
+def test_a_stop_request_wakes_a_real_sleep_promptly() -> None:
+    stop = StopFlag()
+    ticks: list[Tick] = []
+    ticker = Ticker(3600, ticks.append, stop=stop)
+    thread = threading.Thread(target=ticker.run)
+    begin = time.monotonic()
+    thread.start()
+    stop.set("test")
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert time.monotonic() - begin < 1
+    assert stop.reason == "test"
+    stop.close()
+
+
+def test_an_exception_in_a_tick_does_not_stop_the_schedule(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def work(tick: Tick, clock: ManualClock) -> None:
+        if tick.number == 1:
+            raise RuntimeError("boom")
+
+    ticks, _ = run_ticks(1, T0, 3, work=work)
+    assert len(ticks) == 3
+    assert "RuntimeError: boom" in caplog.text
+
+
+def test_real_clock_ticks_are_punctual() -> None:
+    stop = StopFlag()
+    seen: list[Tick] = []
+
+    def on_tick(tick: Tick) -> None:
+        seen.append(tick)
+        if len(seen) == 2:
+            stop.set()
+
+    Ticker(1, on_tick, stop=stop).run()
+    stop.close()
+    assert seen[1].due - seen[0].due == 1
+    assert all(0 <= t.lateness < 0.05 for t in seen)
