@@ -4,14 +4,19 @@
   the test). ``sim.base_url`` is what clients use; ``sim.advance(s)`` moves its clock.
 - ``sim_factory(**SimConfig kwargs)``: start more, or differently configured, simulators
   (``faults`` may be a dict of FaultSettings fields); all are stopped after the test.
+- ``caller``: a logged-in :class:`SimCaller` on ``sim`` making seed-style calls.
+- ``wait_until(predicate, timeout)``: poll with a deadline instead of sleeping.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from multirun.sim import FaultSettings, SimConfig, SimServer
 
@@ -39,3 +44,113 @@ def sim_factory() -> Iterator[SimFactory]:
 @pytest.fixture
 def sim(sim_factory: SimFactory) -> SimServer:
     return sim_factory()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+class SimCaller:
+    """Calls a simulator the way ALGOGENE's seed script does.
+
+    GET: ``requests.get(url, params=...)``; POST: ``requests.post(url, data=json.dumps(...))``
+    (no JSON content type). Credentials and, after :meth:`login`, the token are added to
+    every call; explicit keyword arguments override them (``token=None`` leaves it out).
+    """
+
+    def __init__(
+        self,
+        sim: SimServer,
+        user: str = "alice",
+        api_key: str = "alice-key",
+        runmode: str = "livetest",
+        accountid: str = "ACC-1",
+        timeout: float = 10.0,
+    ) -> None:
+        self.sim = sim
+        self.creds: dict[str, Any] = {
+            "user": user,
+            "api_key": api_key,
+            "runmode": runmode,
+            "accountid": accountid,
+        }
+        self.token: str | None = None
+        self.timeout = timeout
+
+    def login(self) -> SimCaller:
+        reply = requests.get(
+            self.sim.base_url + "/session",
+            params={"user": self.creds["user"], "api_key": self.creds["api_key"]},
+            timeout=self.timeout,
+        )
+        assert reply.status_code == 200, reply.text
+        self.token = reply.json()["res"]["token"]
+        return self
+
+    def _params(self, extra: dict[str, Any]) -> dict[str, Any]:
+        params = {**self.creds, "token": self.token, **extra}
+        return {k: v for k, v in params.items() if v is not None}
+
+    def get(self, endpoint: str, **params: Any) -> requests.Response:
+        return requests.get(
+            f"{self.sim.base_url}/{endpoint}", params=self._params(params), timeout=self.timeout
+        )
+
+    def post(self, endpoint: str, **data: Any) -> requests.Response:
+        return requests.post(
+            f"{self.sim.base_url}/{endpoint}",
+            data=json.dumps(self._params(data)),
+            timeout=self.timeout,
+        )
+
+    def ok(self, method: str, endpoint: str, **params: Any) -> Any:
+        """The JSON of a call that must succeed."""
+        reply = (self.get if method == "GET" else self.post)(endpoint, **params)
+        assert reply.status_code == 200, (endpoint, reply.status_code, reply.text)
+        return reply.json()
+
+    def open(
+        self,
+        instrument: str = "BTCUSD",
+        buysell: str = "BUY",
+        volume: float = 1.0,
+        ordertype: str = "MKT",
+        **extra: Any,
+    ) -> str:
+        """Place an order; returns its trade id as a string."""
+        body = self.ok(
+            "POST",
+            "open_order",
+            instrument=instrument,
+            buysell=buysell,
+            volume=volume,
+            ordertype=ordertype,
+            **extra,
+        )
+        return str(body["tradeID"])
+
+    def opened(self) -> dict[str, dict[str, Any]]:
+        return {t["trade_ID"]: t for t in self.ok("GET", "opened_trades")["res"]}
+
+    def pending(self) -> dict[str, dict[str, Any]]:
+        return {t["trade_ID"]: t for t in self.ok("GET", "pending_trades")["res"]}
+
+    def wait_open(self, trade_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        return wait_until(lambda: self.opened().get(trade_id), timeout)
+
+    def ledger_entry(self, trade_id: str) -> dict[str, Any]:
+        return next(o for o in self.sim.ledger() if str(o["tradeID"]) == trade_id)
+
+
+@pytest.fixture
+def caller(sim: SimServer) -> SimCaller:
+    """A logged-in :class:`SimCaller` (user alice, livetest account ACC-1) on ``sim``."""
+    return SimCaller(sim).login()

@@ -74,7 +74,7 @@ class SimServer:
             where = f"{self.config.host}:{self.config.port}"
             raise UsageError(f"cannot listen on {where}: {error.strerror or error}") from None
         self._threads = [
-            threading.Thread(target=self._httpd.serve_forever, name="sim-http", daemon=True),
+            threading.Thread(target=self._serve_http, name="sim-http", daemon=True),
             threading.Thread(target=self._engine, name="sim-engine", daemon=True),
         ]
         for thread in self._threads:
@@ -99,6 +99,10 @@ class SimServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def _serve_http(self) -> None:
+        assert self._httpd is not None
+        self._httpd.serve_forever(poll_interval=0.05)
 
     def _engine(self) -> None:
         tick = max(0.001, self.config.tick_ms / 1000.0)
