@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from multirun.sim.clock import parse_ts
-
 from tests.conftest import SimCaller, wait_until
 
 
