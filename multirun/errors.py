@@ -79,6 +79,14 @@ class OrderUncertain(ApiError):
     """
 
 
+class RequestRejected(ApiError):
+    """The server refused a read (HTTP 4xx other than 401/403/429, e.g. an unknown trade)."""
+
+
+class CloseUnconfirmed(ApiError):
+    """Trades we asked to close (or orders to cancel) were still listed when the wait ran out."""
+
+
 # --- local state and processes ---------------------------------------------
 
 

@@ -120,3 +120,269 @@ class AccountInfo:
     nav: float
     available_balance: float
     is_trading: bool = True
+
+
+# --- parsing the API's replies -------------------------------------------------
+#
+# Each ``*_from_api`` takes one decoded JSON object as the API spells it and returns
+# our type, or raises :class:`ReplyError` naming the field that is missing or of the
+# wrong type (never its value: a reply may echo what we sent). The client turns
+# ReplyError into ProtocolError with the endpoint's name.
+
+API_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+class ReplyError(ValueError):
+    """A reply object lacks a field or has one of the wrong type."""
+
+
+def _field(obj: object, key: str) -> object:
+    if not isinstance(obj, dict):
+        raise ReplyError(f"expected an object, got {type(obj).__name__}")
+    if key not in obj or obj[key] is None:
+        raise ReplyError(f"missing field {key!r}")
+    return obj[key]
+
+
+def req_str(obj: object, key: str) -> str:
+    """A required string field."""
+    value = _field(obj, key)
+    if not isinstance(value, str):
+        raise ReplyError(f"field {key!r} is {type(value).__name__}, expected a string")
+    return value
+
+
+def opt_str(obj: dict, key: str, default: str = "") -> str:
+    """An optional string field (``default`` when absent or null)."""
+    return req_str(obj, key) if obj.get(key) is not None else default
+
+
+def req_id(obj: object, key: str) -> str:
+    """A required id: a string, or an integer (``tradeID`` is a number in some replies)."""
+    value = _field(obj, key)
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ReplyError(f"field {key!r} is {type(value).__name__}, expected an id")
+    text = str(value).strip()
+    if not text:
+        raise ReplyError(f"field {key!r} is empty")
+    return text
+
+
+def req_num(obj: object, key: str) -> float:
+    """A required number (int or float; bools and strings are refused)."""
+    value = _field(obj, key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ReplyError(f"field {key!r} is {type(value).__name__}, expected a number")
+    return float(value)
+
+
+def opt_num(obj: dict, key: str, default: float = 0.0) -> float:
+    """An optional number (``default`` when absent, null or an empty string)."""
+    if obj.get(key) is None or obj.get(key) == "":
+        return default
+    return req_num(obj, key)
+
+
+def req_side(obj: object, key: str) -> int:
+    """``buysell``: 1/-1 (as listings send it) or BUY/SELL; returns 1 or -1."""
+    value = _field(obj, key)
+    if isinstance(value, str) and value.upper() in ("BUY", "SELL"):
+        return 1 if value.upper() == "BUY" else -1
+    if not isinstance(value, bool) and isinstance(value, int | float) and value in (1, -1):
+        return int(value)
+    raise ReplyError(f"field {key!r} is not 1, -1, BUY or SELL")
+
+
+def req_list(obj: object, key: str) -> list:
+    value = _field(obj, key)
+    if not isinstance(value, list):
+        raise ReplyError(f"field {key!r} is {type(value).__name__}, expected a list")
+    return value
+
+
+def req_dict(obj: object, key: str) -> dict:
+    value = _field(obj, key)
+    if not isinstance(value, dict):
+        raise ReplyError(f"field {key!r} is {type(value).__name__}, expected an object")
+    return value
+
+
+def parse_api_time(text: str, key: str = "expired_utc") -> datetime:
+    """The API's ``YYYY-MM-DD hh:mm:ss[.ffffff]`` UTC timestamp as a naive UTC datetime."""
+    patterns = (API_TS_FORMAT, "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S")
+    for pattern in patterns:
+        try:
+            return datetime.strptime(text.strip(), pattern)
+        except ValueError:
+            continue
+    raise ReplyError(f"field {key!r} is not a timestamp")
+
+
+def token_from_api(reply: object) -> Token:
+    """``/session``: ``{"res": {"token", "expired_utc"}}``."""
+    res = req_dict(reply, "res")
+    value = req_str(res, "token")
+    if not value:
+        raise ReplyError("field 'token' is empty")
+    return Token(value, parse_api_time(req_str(res, "expired_utc")))
+
+
+def trade_from_api(obj: object) -> Trade:
+    """One entry of ``/opened_trades`` or ``/pending_trades``."""
+    if not isinstance(obj, dict):
+        raise ReplyError(f"trade is {type(obj).__name__}, expected an object")
+    instrument = opt_str(obj, "instrument") or req_str(obj, "symbol")
+    return Trade(
+        trade_id=req_id(obj, "trade_ID"),
+        order_ref=opt_str(obj, "order_Ref"),
+        instrument=instrument,
+        buysell=req_side(obj, "buysell"),
+        volume=req_num(obj, "volume"),
+        price=req_num(obj, "price"),
+        timestamp=opt_str(obj, "timestamp"),
+        take_profit=opt_num(obj, "takeProfitLevel"),
+        stop_loss=opt_num(obj, "stopLossLevel"),
+        holdtime=opt_num(obj, "holdtime"),
+        unrealized_pl=opt_num(obj, "unrealizedPL"),
+    )
+
+
+def trades_from_api(reply: object) -> list[Trade]:
+    """``{"count": n, "res": [trade, ...]}``."""
+    return [trade_from_api(item) for item in req_list(reply, "res")]
+
+
+def ack_from_api(reply: object, order_ref: str) -> OrderAck:
+    """``/open_order``: ``{"status", "timestamp_utc", "tradeID": <number>}``."""
+    if not isinstance(reply, dict):
+        raise ReplyError(f"expected an object, got {type(reply).__name__}")
+    return OrderAck(
+        trade_id=req_id(reply, "tradeID"),
+        status=req_str(reply, "status"),
+        timestamp=opt_str(reply, "timestamp_utc"),
+        order_ref=order_ref,
+    )
+
+
+def _one(reply: object) -> dict:
+    """The single object of a reply: under ``res`` (object or one-item list) or top level."""
+    if not isinstance(reply, dict):
+        raise ReplyError(f"expected an object, got {type(reply).__name__}")
+    res = reply.get("res")
+    if isinstance(res, dict):
+        return res
+    if isinstance(res, list):
+        if len(res) != 1:
+            raise ReplyError(f"field 'res' has {len(res)} items, expected 1")
+        if not isinstance(res[0], dict):
+            raise ReplyError("field 'res' holds no object")
+        return res[0]
+    return reply
+
+
+def order_status_from_api(reply: object) -> OrderStatus:
+    """``/query_order``: one order, at the top level or under ``res``."""
+    obj = _one(reply)
+    return OrderStatus(
+        trade_id=req_id(obj, "tradeID" if "tradeID" in obj else "trade_ID"),
+        status=req_str(obj, "status"),
+        order_ref=opt_str(obj, "orderRef") or opt_str(obj, "order_Ref"),
+        instrument=opt_str(obj, "instrument") or opt_str(obj, "symbol"),
+        buysell=req_side(obj, "buysell"),
+        volume=req_num(obj, "volume"),
+        price=opt_num(obj, "price"),
+        err_msg=opt_str(obj, "err_msg"),
+    )
+
+
+def balance_from_api(reply: object) -> Balance:
+    """``/balance``: the fields at the top level or under ``res``."""
+    obj = _one(reply)
+    return Balance(
+        nav=req_num(obj, "NAV"),
+        available_balance=req_num(obj, "available_Balance"),
+        margin_used=opt_num(obj, "margin_Used"),
+        realized_pl=opt_num(obj, "realized_PL"),
+        unrealized_pl=opt_num(obj, "unrealized_PL"),
+        timestamp=opt_str(obj, "timestamp"),
+        base_currency=opt_str(obj, "BaseCurrency"),
+    )
+
+
+def positions_from_api(reply: object) -> list[Position]:
+    """``/positions``: ``{"res": {SYMBOL: {"netVolume", "MarketValue", "LastTradeTime"}}}``."""
+    res = _field(reply, "res")
+    if isinstance(res, list) and not res:
+        return []  # an empty mapping may come back as an empty list
+    if not isinstance(res, dict):
+        raise ReplyError(f"field 'res' is {type(res).__name__}, expected an object")
+    out = []
+    for symbol, item in res.items():
+        if not isinstance(item, dict):
+            raise ReplyError(f"position {symbol!r} is not an object")
+        volume = opt_num(item, "netVolume") if "netVolume" in item else req_num(item, "Position")
+        out.append(
+            Position(
+                symbol=str(symbol),
+                net_volume=volume,
+                market_value=opt_num(item, "MarketValue"),
+                last_trade_time=opt_str(item, "LastTradeTime"),
+            )
+        )
+    return out
+
+
+def accounts_from_api(reply: object) -> list[AccountInfo]:
+    """``/accounts``: ``{"count": n, "res": [{"accountid", "runmode", "NAV", ...}]}``."""
+    out = []
+    for item in req_list(reply, "res"):
+        if not isinstance(item, dict):
+            raise ReplyError("account entry is not an object")
+        trading = item.get("isTrading", True)
+        out.append(
+            AccountInfo(
+                accountid=req_id(item, "accountid"),
+                runmode=req_str(item, "runmode"),
+                nav=req_num(item, "NAV"),
+                available_balance=opt_num(item, "availableBalance"),
+                is_trading=bool(trading) if not isinstance(trading, str) else trading != "0",
+            )
+        )
+    return out
+
+
+def quotes_from_api(reply: object) -> dict[str, Quote]:
+    """``/realtime_price``: ``{"res": {SYMBOL: {"timestamp", "bidPrice", "askPrice", ...}}}``."""
+    res = req_dict(reply, "res")
+    out = {}
+    for symbol, item in res.items():
+        if not isinstance(item, dict):
+            raise ReplyError(f"quote {symbol!r} is not an object")
+        out[str(symbol)] = Quote(
+            symbol=str(symbol),
+            timestamp=opt_str(item, "timestamp"),
+            bid=req_num(item, "bidPrice"),
+            ask=req_num(item, "askPrice"),
+            bid_size=opt_num(item, "bidSize"),
+            ask_size=opt_num(item, "askSize"),
+        )
+    return out
+
+
+def bars_from_api(reply: object) -> list[Bar]:
+    """``/history_price``: ``{"res": [{"t", "o", "h", "l", "c", "v", ...}]}``, ascending."""
+    out = []
+    for item in req_list(reply, "res"):
+        if not isinstance(item, dict):
+            raise ReplyError("bar is not an object")
+        out.append(
+            Bar(
+                t=req_str(item, "t"),
+                open=req_num(item, "o"),
+                high=req_num(item, "h"),
+                low=req_num(item, "l"),
+                close=req_num(item, "c"),
+                volume=opt_num(item, "v"),
+            )
+        )
+    return out
