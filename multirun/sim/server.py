@@ -102,7 +102,7 @@ class SimServer:
 
     def _serve_http(self) -> None:
         assert self._httpd is not None
-        self._httpd.serve_forever(poll_interval=0.05)
+        self._httpd.serve_forever(poll_interval=0.02)
 
     def _engine(self) -> None:
         tick = max(0.001, self.config.tick_ms / 1000.0)
