@@ -32,14 +32,29 @@ def validate(
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
     strict: Annotated[bool, typer.Option(help="Treat warnings as errors.")] = False,
 ) -> None:
-    """Check CONFIG against the schema and semantic rules; report every problem."""
-    raise NotImplementedError("validate: see issue 2")
+    """Check CONFIG against the schema and semantic rules; report every problem.
+
+    Exit 0 when valid (printing the accounts), 1 when invalid (printing every problem as
+    FILE:LINE:COL: PATH: message), 2 when CONFIG cannot be read.
+    """
+    from multirun import configcli  # imported here: other commands need not load jsonschema
+
+    try:
+        code = configcli.run_validate(config, json_output=json_output, strict=strict)
+    except MultirunError as error:
+        fail(error)
+    raise typer.Exit(code)
 
 
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of runner.yaml."""
-    raise NotImplementedError("schema: see issue 2")
+    from multirun import configcli
+
+    try:
+        typer.echo(configcli.schema_json())
+    except MultirunError as error:
+        fail(error)
 
 
 @app.command()

@@ -1,0 +1,213 @@
+"""Safe YAML loading that remembers where every value came from.
+
+PyYAML's ``safe_load`` silently keeps the last of two duplicate keys, expands aliases
+without limit and forgets line numbers. This loader composes the node graph with the
+safe loader (so no Python tags), then builds plain values itself, recording the line and
+column of every key and value and refusing duplicate keys, oversized files and alias
+bombs. Every problem is collected, so the caller can report them all at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+MAX_BYTES = 1024 * 1024
+# Nodes after alias expansion. A real runner.yaml has a few hundred; a "billion laughs"
+# document has billions, built from a few lines.
+MAX_EXPANDED_NODES = 100_000
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+PathKey = str | int
+Path = tuple[PathKey, ...]
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A 1-based position in the file."""
+
+    line: int
+    column: int
+
+
+@dataclass
+class YamlProblem:
+    mark: Mark
+    path: Path
+    message: str
+
+
+@dataclass
+class Document:
+    """A loaded document: plain data, where each part of it is, what went wrong."""
+
+    data: Any = None
+    values: dict[Path, Mark] = field(default_factory=dict)
+    keys: dict[Path, Mark] = field(default_factory=dict)
+    styles: dict[Path, str | None] = field(default_factory=dict)
+    problems: list[YamlProblem] = field(default_factory=list)
+    fatal: bool = False
+
+    def mark(self, path: Path) -> Mark:
+        """Where ``path`` is written: its value, else its nearest written ancestor."""
+        for end in range(len(path), -1, -1):
+            found = self.values.get(path[:end])
+            if found is not None:
+                return found
+        return Mark(1, 1)
+
+    def key_mark(self, path: Path) -> Mark:
+        """Where the key of ``path`` is written (for unknown or duplicate keys)."""
+        return self.keys.get(path) or self.mark(path)
+
+
+def _mark(node_mark: yaml.Mark | None) -> Mark:
+    if node_mark is None:
+        return Mark(1, 1)
+    return Mark(node_mark.line + 1, node_mark.column + 1)
+
+
+def load_text(text: str) -> Document:
+    """Parse ``text``; syntax errors, alias bombs and bad tags make the result ``fatal``."""
+    doc = Document()
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        return _fatal(doc, Mark(1, 1), f"file is larger than {MAX_BYTES // 1024} KiB")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as error:
+        return _fatal(doc, _mark(error.problem_mark), _yaml_message(error))
+    except yaml.YAMLError as error:  # unmarked: reader errors (bad characters)
+        return _fatal(doc, Mark(1, 1), f"YAML: {error}".splitlines()[0])
+    finally:
+        loader.dispose()
+    if node is None:
+        return doc
+    expansion = _check_expansion(node)
+    if expansion is not None:
+        return _fatal(doc, _mark(node.start_mark), expansion)
+    try:
+        doc.data = _Builder(doc, loader).build(node, ())
+    except _Refused as refused:
+        return _fatal(doc, _mark(refused.error.problem_mark), refused.message, refused.path)
+    except yaml.MarkedYAMLError as error:
+        return _fatal(doc, _mark(error.problem_mark), _yaml_message(error))
+    return doc
+
+
+class _Refused(Exception):
+    """A value the safe constructor cannot build (an unknown or unsafe tag)."""
+
+    def __init__(self, path: Path, error: yaml.MarkedYAMLError) -> None:
+        super().__init__()
+        self.path = path
+        self.error = error
+        self.message = _yaml_message(error).replace("YAML syntax error: ", "YAML: ")
+
+
+def _fatal(doc: Document, mark: Mark, message: str, path: Path = ()) -> Document:
+    doc.problems.append(YamlProblem(mark, path, message))
+    doc.fatal = True
+    return doc
+
+
+def _yaml_message(error: yaml.MarkedYAMLError) -> str:
+    """PyYAML's problem and context, without its quoted snippet of the file (secrets)."""
+    parts = [p for p in (error.context, error.problem) if p]
+    return "YAML syntax error: " + ("; ".join(parts) or "cannot parse")
+
+
+def _check_expansion(root: yaml.Node) -> str | None:
+    """Refuse recursive aliases and documents that expand to too many nodes."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise RecursionError
+        active.add(key)
+        total = 1 + sum(size(child) for child in _children(node))
+        active.discard(key)
+        sizes[key] = min(total, MAX_EXPANDED_NODES + 1)
+        return sizes[key]
+
+    try:
+        total = size(root)
+    except RecursionError:
+        return "recursive alias: an anchor refers to itself"
+    if total > MAX_EXPANDED_NODES:
+        return f"aliases expand to more than {MAX_EXPANDED_NODES} values (alias bomb?); refusing"
+    return None
+
+
+def _children(node: yaml.Node) -> Iterator[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            yield key
+            yield value
+    elif isinstance(node, yaml.SequenceNode):
+        yield from node.value
+
+
+class _Builder:
+    def __init__(self, doc: Document, loader: yaml.SafeLoader) -> None:
+        self.doc = doc
+        self.loader = loader
+
+    def build(self, node: yaml.Node, path: Path) -> Any:
+        self.doc.values[path] = _mark(node.start_mark)
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
+        self.doc.styles[path] = node.style
+        # The safe constructor types the scalar (int, float, bool, null, str...) and
+        # raises a marked error for any tag it does not know, e.g. !!python/object.
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as error:
+            raise _Refused(path, error) from None
+
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
+        # Merge keys (<<: *anchor) are expanded by the safe constructor, which puts the
+        # merged entries first; explicit keys may override them, but not repeat each other.
+        explicit = sum(1 for key, _ in node.value if key.tag != _MERGE_TAG)
+        self.loader.flatten_mapping(node)
+        first_explicit = len(node.value) - explicit
+        result: dict[str, Any] = {}
+        written: set[str] = set()
+        for index, (key_node, value_node) in enumerate(node.value):
+            key = self._key(key_node, path)
+            if key is None:
+                continue
+            child = (*path, key)
+            if index >= first_explicit:
+                if key in written:
+                    self._duplicate(key_node, child)
+                written.add(key)
+            self.doc.keys[child] = _mark(key_node.start_mark)
+            result[key] = self.build(value_node, child)
+        return result
+
+    def _key(self, key_node: yaml.Node, path: Path) -> str | None:
+        key = self.loader.construct_object(key_node, deep=True)
+        if isinstance(key, str):
+            return key
+        self.doc.problems.append(
+            YamlProblem(_mark(key_node.start_mark), path, "mapping keys must be strings")
+        )
+        return None
+
+    def _duplicate(self, key_node: yaml.Node, child: Path) -> None:
+        first = self.doc.keys.get(child)
+        where = f" (first at line {first.line})" if first else ""
+        self.doc.problems.append(
+            YamlProblem(_mark(key_node.start_mark), child, f"duplicate key {child[-1]!r}{where}")
+        )
