@@ -489,8 +489,8 @@ class AlgogeneClient:
                 break
             if isinstance(error, OrderRejected) and len(still) == len(todo):
                 raise error
-            log.warning("%s: %s; %d trade(s) still listed, sending again (%d of %d)",
-                        endpoint, error, len(still), send + 1, self._max_sends)  # fmt: skip
+            log.warning("%s; %d trade(s) still listed, sending %s again (%d of %d)",
+                        error, len(still), endpoint, send + 1, self._max_sends)  # fmt: skip
             todo = still
         raise CloseUnconfirmed(
             f"{endpoint}: trade(s) {', '.join(todo)} still listed in {listing} after {timeout:g} s",

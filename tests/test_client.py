@@ -1,0 +1,714 @@
+"""Unit tests of :mod:`multirun.client` against canned replies (``responses``).
+
+Time is fake: the client's clock and sleep come from :class:`FakeClock`, so backoff,
+reconciliation windows and token lifetimes pass instantly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import traceback
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+import requests
+import responses
+
+from multirun.client import AlgogeneClient, RedactQueryFilter, redact_query
+from multirun.errors import (
+    ApiError,
+    AuthError,
+    CloseUnconfirmed,
+    NetworkError,
+    OrderRejected,
+    OrderUncertain,
+    ProtocolError,
+    RateLimitError,
+    RequestRejected,
+    ServerError,
+)
+from multirun.models import OrderAck
+from multirun.specs import Secret
+
+BASE = "https://algo.test/rest/v1"
+API_KEY = "KEY-s3cr3t-0123456789"
+TOKENS = [f"TOK-s3cr3t-{i:04d}-abcdef" for i in range(20)]
+SECRETS = [API_KEY, *TOKENS]
+T0 = datetime(2026, 11, 24, 8, 0, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    """Monotonic and wall clocks that move only when told (sleep moves them)."""
+
+    def __init__(self, wall: datetime = T0) -> None:
+        self.mono = 1000.0
+        self.wall = wall.timestamp()
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def time(self) -> float:
+        return self.wall
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.sleeps.append(seconds)
+        self.advance(seconds)
+
+
+class Server:
+    """Canned session tokens: the n-th /session reply hands out TOKENS[n]."""
+
+    def __init__(self, rsps: responses.RequestsMock, clock: FakeClock) -> None:
+        self.rsps = rsps
+        self.clock = clock
+        self.issued = 0
+        self.skew_s = 0.0  # server clock minus local clock
+        self.ttl_s = 3600.0
+        self.send_date = True
+        rsps.add_callback(responses.GET, f"{BASE}/session", callback=self._session)
+
+    def _session(self, request: requests.PreparedRequest) -> tuple[int, dict, str]:
+        token = TOKENS[self.issued]
+        self.issued += 1
+        server_now = datetime.fromtimestamp(self.clock.wall + self.skew_s, UTC)
+        expires = (server_now + timedelta(seconds=self.ttl_s)).replace(tzinfo=None)
+        headers = {"Date": format_datetime(server_now, usegmt=True)} if self.send_date else {}
+        body = {"res": {"token": token, "expired_utc": expires.strftime("%Y-%m-%d %H:%M:%S.%f")}}
+        return 200, headers, json.dumps(body)
+
+
+@pytest.fixture
+def rsps() -> Iterator[responses.RequestsMock]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def server(rsps: responses.RequestsMock, clock: FakeClock) -> Server:
+    return Server(rsps, clock)
+
+
+def make_client(clock: FakeClock, **kwargs: Any) -> AlgogeneClient:
+    kwargs.setdefault("read_budget_s", 3.0)
+    return AlgogeneClient(
+        BASE, "alice", Secret(API_KEY), "livetest", "ACC-1",
+        clock=clock, sleep=clock.sleep, rng=random.Random(7), **kwargs,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def client(clock: FakeClock, server: Server) -> Iterator[AlgogeneClient]:
+    with make_client(clock) as c:
+        yield c
+
+
+def trade(trade_id: str = "746805590705", ref: str = "", **over: Any) -> dict[str, Any]:
+    row = {
+        "broker": "ALGOGENE", "buysell": 1, "channel": "api", "expiry": "", "holdtime": 0.0,
+        "instrument": "BTCUSD", "market": "CRYPTO", "openclose": "open", "order_Ref": ref,
+        "price": 30086.67, "product_type": "SPOT", "right": "", "stopLossLevel": 0.0,
+        "strike": 0.0, "symbol": "BTCUSD", "takeProfitLevel": 0.0,
+        "timestamp": "2023-08-31 14:00:53.787035", "trade_ID": trade_id,
+        "unrealizedPL": -36.56, "volume": 1.0,
+    }  # fmt: skip
+    row.update(over)
+    return row
+
+
+def listing(*rows: dict[str, Any]) -> dict[str, Any]:
+    return {"count": len(rows), "res": list(rows)}
+
+
+ACK = {"status": "PENDING_TO_FILL", "timestamp_utc": "2023-08-31 14:00:51.330180", "tradeID": 7}
+
+
+def assert_clean(exc: BaseException) -> None:
+    """No secret, URL or newline in the message; no secret anywhere in the traceback."""
+    text = str(exc)
+    assert "\n" not in text
+    assert "http://" not in text and "https://" not in text and "/rest/v1" not in text
+    assert not re.search(r"(api_key|token)=(?!\*\*\*\*)", text)
+    full = "".join(traceback.format_exception(exc))
+    for secret in SECRETS:
+        assert secret not in full
+        assert secret not in repr(exc)
+
+
+def calls_to(rsps: responses.RequestsMock, endpoint: str) -> list[Any]:
+    return [c for c in rsps.calls if c.request.url.split("?")[0].endswith("/" + endpoint)]
+
+
+def body_of(call: Any) -> dict[str, Any]:
+    return json.loads(call.request.body)
+
+
+# --- transport --------------------------------------------------------------------
+
+
+def test_get_puts_every_parameter_in_the_query_string(client, rsps) -> None:
+    rsps.get(f"{BASE}/opened_trades", json=listing(trade()))
+    client.opened_trades(trade_id=746805590705)
+    call = calls_to(rsps, "opened_trades")[0]
+    query = requests.utils.urlparse(call.request.url).query
+    params = dict(p.split("=", 1) for p in query.split("&"))
+    assert params == {
+        "user": "alice", "api_key": API_KEY, "runmode": "livetest", "accountid": "ACC-1",
+        "token": TOKENS[0], "tradeID": "746805590705",
+    }  # fmt: skip
+    assert call.request.body is None
+    assert call.request.req_kwargs["timeout"] == (3.05, 3.0)  # read timeout capped by budget
+
+
+def test_post_sends_a_json_body_with_a_json_content_type(client, rsps) -> None:
+    rsps.post(f"{BASE}/open_order", json=ACK)
+    ack = client.open_order("BTCUSD", 1, 0.5, "mr-a-1", take_profit=31000.0)
+    assert ack == OrderAck("7", "PENDING_TO_FILL", "2023-08-31 14:00:51.330180", "mr-a-1")
+    call = calls_to(rsps, "open_order")[0]
+    assert call.request.headers["Content-Type"] == "application/json"
+    assert "?" not in call.request.url
+    assert body_of(call) == {
+        "user": "alice", "api_key": API_KEY, "runmode": "livetest", "accountid": "ACC-1",
+        "token": TOKENS[0], "instrument": "BTCUSD", "buysell": "BUY", "volume": 0.5,
+        "ordertype": "MKT", "orderRef": "mr-a-1", "takeProfitLevel": 31000.0,
+    }  # fmt: skip
+    assert call.request.req_kwargs["timeout"] == (3.05, 10.0)
+
+
+def test_every_call_has_explicit_timeouts_and_one_session(client, rsps, monkeypatch) -> None:
+    def forbidden(*a: Any, **k: Any) -> None:
+        raise AssertionError("module-level requests call: no connection reuse")
+
+    monkeypatch.setattr(requests, "get", forbidden)
+    monkeypatch.setattr(requests, "post", forbidden)
+    rsps.get(f"{BASE}/balance", json={"NAV": 1.0, "available_Balance": 1.0})
+    rsps.get(f"{BASE}/realtime_price", json={"count": 0, "res": {}})
+    client.balance()
+    client.realtime_price("BTCUSD")
+    for call in rsps.calls:
+        connect, read = call.request.req_kwargs["timeout"]
+        assert connect > 0 and read > 0
+
+
+def test_market_data_needs_no_token(client, rsps, server) -> None:
+    rsps.get(f"{BASE}/realtime_price", json={"count": 0, "res": {}})
+    client.realtime_price(["BTCUSD", "EURUSD"])
+    assert server.issued == 0
+    assert "token" not in calls_to(rsps, "realtime_price")[0].request.url
+    assert "symbols=BTCUSD%2CEURUSD" in calls_to(rsps, "realtime_price")[0].request.url
+
+
+def test_argument_errors_send_nothing(client, rsps) -> None:
+    for bad in (
+        dict(order_ref=""),
+        dict(order_ref="r", ordertype="LIMIT"),
+        dict(order_ref="r", ordertype="LMT"),
+        dict(order_ref="r", buysell="HOLD"),
+        dict(order_ref="r", volume=0),
+    ):
+        kwargs = {"instrument": "BTCUSD", "buysell": "BUY", "volume": 1.0, **bad}
+        with pytest.raises(ValueError):
+            client.open_order(**kwargs)
+    assert not rsps.calls
+
+
+# --- parsing ------------------------------------------------------------------------
+
+
+def test_parses_listings_and_compares_trade_ids_as_strings(client, rsps) -> None:
+    rsps.get(f"{BASE}/opened_trades", json=listing(trade("746805590705", "mr-a-1")))
+    rsps.get(f"{BASE}/pending_trades", json=listing(trade("5", "mr-a-2", timeinforce=60)))
+    (opened,) = client.opened_trades()
+    assert opened.trade_id == "746805590705" and opened.order_ref == "mr-a-1"
+    assert opened.buysell == 1 and opened.volume == 1.0 and opened.unrealized_pl == -36.56
+    assert client.find_order("mr-a-1") == opened
+    assert client.find_order("mr-a-2").trade_id == "5"
+    assert client.find_order("mr-a-3") is None
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_balance_at_top_level_or_under_res(client, rsps, nested) -> None:
+    fields = {"NAV": 100.5, "available_Balance": 90.0, "margin_Used": 10.5, "realized_PL": 1.0,
+              "unrealized_PL": -0.5, "timestamp": "t", "BaseCurrency": "USD"}  # fmt: skip
+    rsps.get(f"{BASE}/balance", json={"res": fields} if nested else fields)
+    balance = client.balance()
+    assert (balance.nav, balance.available_balance, balance.margin_used) == (100.5, 90.0, 10.5)
+    assert balance.base_currency == "USD"
+
+
+def test_parses_positions_accounts_quotes_bars_and_query_order(client, rsps) -> None:
+    rsps.get(f"{BASE}/positions", json={"count": 1, "res": {"EURUSD": {
+        "LastTradeTime": "t", "MarketValue": 5.0, "Position": 0.5, "netVolume": 0.5}}})  # fmt: skip
+    rsps.get(f"{BASE}/accounts", json={"count": 1, "res": [{
+        "accountid": "ACC-1", "runmode": "livetest", "NAV": 10.0, "availableBalance": 9.0,
+        "marginUsed": 1.0, "realizedPL": 0.0, "unrealizedPL": 0.0, "lastUpdatedTime": "t",
+        "isTrading": True}]})  # fmt: skip
+    rsps.get(f"{BASE}/realtime_price", json={"count": 1, "res": {"BTCUSD": {
+        "timestamp": "t", "bidPrice": 1.0, "askPrice": 3.0, "bidSize": 1, "askSize": 2,
+        "bidOrderBook": [], "askOrderBook": []}}})  # fmt: skip
+    rsps.get(f"{BASE}/history_price", json={"count": 1, "res": [
+        {"t": "2023-08-31 14:00:00", "o": 1, "h": 2, "l": 0.5, "c": 1.5, "b": 1, "a": 2,
+         "m": 1.5, "v": 10}]})  # fmt: skip
+    rsps.get(f"{BASE}/query_order", json={"status": "FILLED", "err_msg": "", "tradeID": 42,
+              "orderRef": "mr-a-1", "buysell": 1, "price": 2.0, "volume": 1.0,
+              "instrument": "BTCUSD"})  # fmt: skip
+    assert client.positions()[0].net_volume == 0.5
+    account = client.accounts()[0]
+    assert account.accountid == "ACC-1" and account.nav == 10.0
+    assert "accountid" not in calls_to(rsps, "accounts")[0].request.url
+    assert client.realtime_price("BTCUSD")["BTCUSD"].mid == 2.0
+    bars = client.history_price("BTCUSD", "M", 1, before=datetime(2023, 8, 31, 14, 1))
+    assert bars[0].close == 1.5
+    history_url = calls_to(rsps, "history_price")[0].request.url
+    assert "timestamp=2023-08-31+14%3A01%3A00.000000" in history_url
+    status = client.query_order(42)
+    assert (status.trade_id, status.status, status.order_ref) == ("42", "FILLED", "mr-a-1")
+
+
+MALFORMED = [
+    pytest.param({"body": "{not json"}, id="not-json"),
+    pytest.param({"body": '{"count": 1, "res": [{"trade_ID": "1"'}, id="cut-short"),
+    pytest.param({"json": [1, 2]}, id="not-an-object"),
+    pytest.param({"json": {"count": 0}}, id="missing-res"),
+    pytest.param({"json": {"res": {"a": 1}}}, id="res-wrong-type"),
+    pytest.param({"json": listing({"trade_ID": "1"})}, id="trade-missing-fields"),
+    pytest.param({"json": listing(trade(volume="1.0"))}, id="volume-is-a-string"),
+    pytest.param({"json": listing(trade(buysell=2))}, id="bad-buysell"),
+    pytest.param({"json": listing(trade(trade_ID=True))}, id="id-is-a-bool"),
+]
+
+
+@pytest.mark.parametrize("reply", MALFORMED)
+def test_malformed_read_replies_raise_protocol_error_after_retries(client, rsps, reply) -> None:
+    rsps.get(f"{BASE}/opened_trades", **reply)
+    with pytest.raises(ProtocolError) as info:
+        client.opened_trades()
+    assert info.value.endpoint == "opened_trades"
+    assert "opened_trades" in str(info.value)
+    assert len(calls_to(rsps, "opened_trades")) > 1  # reads are retried
+    assert_clean(info.value)
+
+
+def test_malformed_session_reply_is_a_protocol_error(clock, rsps) -> None:
+    rsps.get(f"{BASE}/session", json={"res": {"token": TOKENS[0]}})
+    with make_client(clock) as c, pytest.raises(ProtocolError) as info:
+        c.balance()
+    assert "expired_utc" in str(info.value)
+    assert_clean(info.value)
+
+
+# --- error mapping ------------------------------------------------------------------
+
+READ_STATUS = [
+    (401, AuthError), (403, AuthError), (429, RateLimitError), (500, ServerError),
+    (502, ServerError), (503, ServerError), (504, ServerError), (400, RequestRejected),
+    (404, RequestRejected), (302, ProtocolError),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("status", "kind"), READ_STATUS)
+def test_read_status_mapping(client, rsps, status, kind) -> None:
+    echo = {"status": "FAIL", "err_msg": f"bad request api_key={API_KEY} token {TOKENS[0]}\nx"}
+    rsps.get(f"{BASE}/query_order", status=status, json=echo)
+    with pytest.raises(kind) as info:
+        client.query_order("1")
+    error = info.value
+    assert type(error) is kind
+    assert isinstance(error, ApiError) and error.endpoint == "query_order"
+    assert error.status == status
+    assert f"query_order: HTTP {status}" in str(error)
+    assert_clean(error)
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [(400, OrderRejected), (404, OrderRejected), (422, OrderRejected), (401, AuthError),
+     (403, AuthError), (429, RateLimitError)],
+)  # fmt: skip
+def test_definitive_order_failures_are_not_resent_or_reconciled(client, rsps, status, kind):
+    rsps.post(f"{BASE}/open_order", status=status, json={"status": "FAIL", "err_msg": "no"})
+    with pytest.raises(kind) as info:
+        client.open_order("BTCUSD", "BUY", 1.0, "mr-a-1")
+    sends = 2 if kind is AuthError else 1  # a refused token is renewed once, then resent once
+    assert len(calls_to(rsps, "open_order")) == sends
+    assert not calls_to(rsps, "opened_trades") and not calls_to(rsps, "pending_trades")
+    assert {body_of(c)["orderRef"] for c in calls_to(rsps, "open_order")} == {"mr-a-1"}
+    assert_clean(info.value)
+
+
+def test_200_fail_reply_is_a_refusal(client, rsps) -> None:
+    rsps.post(f"{BASE}/open_order", json={"status": "FAIL", "err_msg": "invalid instrument"})
+    with pytest.raises(OrderRejected, match="invalid instrument"):
+        client.open_order("NOPE", "BUY", 1.0, "mr-a-1")
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [requests.ConnectTimeout, requests.ReadTimeout, requests.ConnectionError,
+     requests.exceptions.ChunkedEncodingError],
+)  # fmt: skip
+def test_network_failures_of_reads_are_network_errors_without_urls(client, rsps, failure):
+    url = f"{BASE}/balance?user=alice&api_key={API_KEY}&token={TOKENS[0]}"
+    rsps.get(f"{BASE}/balance", body=failure(f"HTTPSConnectionPool: Max retries for url: {url}"))
+    with pytest.raises(NetworkError) as info:
+        client.balance()
+    assert info.value.__context__ is None and info.value.__cause__ is None
+    assert len(calls_to(rsps, "balance")) > 1
+    assert_clean(info.value)
+
+
+def test_reads_back_off_with_full_jitter_within_the_budget(clock, server, rsps) -> None:
+    rsps.get(f"{BASE}/positions", status=503)
+    with make_client(clock, read_budget_s=5.0) as c:
+        start = clock.mono
+        with pytest.raises(ServerError):
+            c.positions()
+        assert clock.mono - start <= 5.0
+    attempts = len(calls_to(rsps, "positions"))
+    assert attempts >= 4
+    for n, pause in enumerate(clock.sleeps, start=1):
+        assert 0 <= pause <= min(2.0, 0.05 * 2**n)
+
+
+def test_read_recovers_after_transient_failures(client, rsps, clock) -> None:
+    rsps.get(f"{BASE}/positions", status=502)
+    rsps.get(f"{BASE}/positions", body=requests.ReadTimeout("slow"))
+    rsps.get(f"{BASE}/positions", json={"count": 0, "res": {}})
+    assert client.positions() == []
+    assert len(calls_to(rsps, "positions")) == 3
+
+
+def test_secrets_in_a_server_message_are_masked(client, rsps) -> None:
+    message = f"token {TOKENS[0]} of key {API_KEY} is not valid"
+    rsps.get(f"{BASE}/balance", status=400, json={"status": "FAIL", "err_msg": message})
+    client.realtime_price  # noqa: B018
+    with pytest.raises(RequestRejected) as info:
+        client.balance()
+    assert "****" in str(info.value)
+    assert_clean(info.value)
+
+
+def test_redact_query_and_log_filter() -> None:
+    line = f"GET /rest/v1/balance?user=alice&api_key={API_KEY}&token={TOKENS[0]}&x=1 HTTP/1.1"
+    assert redact_query(line) == (
+        "GET /rest/v1/balance?user=alice&api_key=****&token=****&x=1 HTTP/1.1"
+    )
+    record = logging.LogRecord("urllib3.connectionpool", logging.DEBUG, "f", 1,
+                               '%s "%s %s"', ("http://h", "GET", line), None)  # fmt: skip
+    assert RedactQueryFilter().filter(record)
+    assert API_KEY not in record.getMessage() and TOKENS[0] not in record.getMessage()
+    assert logging.getLogger("urllib3.connectionpool").filters
+
+
+def test_no_secret_in_any_log_line(client, rsps, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    rsps.get(f"{BASE}/balance", status=503, json={"err_msg": f"down {API_KEY}"})
+    rsps.get(f"{BASE}/balance", status=401, json={"err_msg": f"token {TOKENS[0]} expired"})
+    rsps.get(f"{BASE}/balance", json={"NAV": 1.0, "available_Balance": 1.0})
+    rsps.post(f"{BASE}/open_order", body=requests.ConnectionError(f"x?api_key={API_KEY}"))
+    rsps.get(f"{BASE}/pending_trades", json=listing())
+    rsps.get(f"{BASE}/opened_trades", json=listing(trade("9", "mr-a-1")))
+    client.balance()
+    client.open_order("BTCUSD", "BUY", 1.0, "mr-a-1")
+    assert caplog.records
+    for secret in SECRETS:
+        assert secret not in caplog.text
+
+
+# --- tokens -------------------------------------------------------------------------
+
+
+def test_token_fetched_on_first_use_and_reused(client, rsps, server) -> None:
+    rsps.get(f"{BASE}/balance", json={"NAV": 1.0, "available_Balance": 1.0})
+    assert client.token_expires_utc is None and server.issued == 0
+    for _ in range(5):
+        client.balance()
+    assert server.issued == 1
+    assert client.token_expires_utc == (T0 + timedelta(hours=1)).replace(tzinfo=None)
+
+
+def test_token_renewed_ahead_of_expiry_by_the_margin(clock, server, rsps) -> None:
+    rsps.get(f"{BASE}/balance", json={"NAV": 1.0, "available_Balance": 1.0})
+    with make_client(clock, token_margin_s=60.0) as c:
+        c.balance()
+        clock.advance(3600 - 60 - 1)
+        c.balance()
+        assert server.issued == 1
+        clock.advance(2)  # 59 s before expiry: inside the margin
+        c.balance()
+        assert server.issued == 2
+    tokens = [c.request.url.split("token=")[1].split("&")[0] for c in calls_to(rsps, "balance")]
+    assert tokens == [TOKENS[0], TOKENS[0], TOKENS[1]]
+
+
+def test_short_lived_tokens_use_a_tenth_of_their_life_as_margin(clock, server, rsps) -> None:
+    server.ttl_s = 5.0
+    rsps.get(f"{BASE}/balance", json={"NAV": 1.0, "available_Balance": 1.0})
+    with make_client(clock, token_margin_s=60.0) as c:
+        for _ in range(600):  # 60 s of calls every 100 ms
+            c.balance()
+            clock.advance(0.1)
+    assert 12 <= server.issued <= 14
+
+
+def test_refused_token_is_renewed_once_and_the_call_repeated(client, rsps, server) -> None:
+    rsps.get(f"{BASE}/balance", status=401, json={"status": "FAIL", "err_msg": "token expired"})
+    rsps.get(f"{BASE}/balance", json={"NAV": 1.0, "available_Balance": 1.0})
+    client.balance()
+    urls = [c.request.url for c in calls_to(rsps, "balance")]
+    assert server.issued == 2
+    assert f"token={TOKENS[0]}" in urls[0] and f"token={TOKENS[1]}" in urls[1]
+
+
+def test_token_refused_twice_is_an_auth_error(client, rsps, server) -> None:
+    rsps.get(f"{BASE}/balance", status=401, json={"err_msg": "invalid token"})
+    with pytest.raises(AuthError) as info:
+        client.balance()
+    assert server.issued == 2 and len(calls_to(rsps, "balance")) == 2
+    assert_clean(info.value)
+
+
+def test_refused_token_on_open_order_resends_with_the_same_ref(client, rsps, server) -> None:
+    rsps.post(f"{BASE}/open_order", status=401, json={"err_msg": "token revoked"})
+    rsps.post(f"{BASE}/open_order", json=ACK)
+    assert client.open_order("BTCUSD", "SELL", 1.0, "mr-a-9").trade_id == "7"
+    bodies = [body_of(c) for c in calls_to(rsps, "open_order")]
+    assert [b["orderRef"] for b in bodies] == ["mr-a-9", "mr-a-9"]
+    assert [b["token"] for b in bodies] == [TOKENS[0], TOKENS[1]]
+    assert not calls_to(rsps, "opened_trades")
+
+
+def test_bad_api_key_is_an_auth_error_from_session(clock, rsps) -> None:
+    rsps.get(f"{BASE}/session", status=401, json={"err_msg": f"bad key {API_KEY}"})
+    with make_client(clock) as c, pytest.raises(AuthError) as info:
+        c.open_order("BTCUSD", "BUY", 1.0, "mr-a-1")
+    assert info.value.endpoint == "session"
+    assert not calls_to(rsps, "open_order")
+    assert_clean(info.value)
+
+
+def test_session_unreachable_before_an_order_is_not_uncertain(clock, rsps) -> None:
+    rsps.get(f"{BASE}/session", body=requests.ConnectionError("refused"))
+    with make_client(clock) as c, pytest.raises(NetworkError) as info:
+        c.open_order("BTCUSD", "BUY", 1.0, "mr-a-1")
+    assert not isinstance(info.value, OrderUncertain)
+    assert not calls_to(rsps, "open_order")
+
+
+@pytest.mark.parametrize("skew_s", [-3600.0, -30.0, 30.0, 3600.0])
+def test_clock_skew_both_ways(clock, server, rsps, skew_s) -> None:
+    """The server's clock is ``skew_s`` ahead of ours; its tokens live 120 s. We must use
+    each one for about 120 s, whatever our own clock says."""
+    server.skew_s, server.ttl_s = skew_s, 120.0
+    rsps.get(f"{BASE}/balance", json={"NAV": 1.0, "available_Balance": 1.0})
+    with make_client(clock, token_margin_s=10.0) as c:
+        c.balance()
+        clock.advance(100.0)  # well inside the token's life
+        c.balance()
+        assert server.issued == 1
+        clock.advance(10.0)  # 10 s before expiry, on the server's clock: renew
+        c.balance()
+        assert server.issued == 2
+
+
+def test_without_a_date_header_the_local_clock_is_trusted(clock, server, rsps) -> None:
+    server.send_date, server.ttl_s = False, 120.0
+    rsps.get(f"{BASE}/balance", json={"NAV": 1.0, "available_Balance": 1.0})
+    with make_client(clock, token_margin_s=10.0) as c:
+        c.balance()
+        clock.advance(105.0)
+        c.balance()
+        assert server.issued == 1
+        clock.advance(6.0)
+        c.balance()
+        assert server.issued == 2
+
+
+# --- open_order reconciliation ------------------------------------------------------
+
+AMBIGUOUS_FAILURES = [
+    pytest.param({"body": requests.ReadTimeout("slow")}, id="timeout"),
+    pytest.param({"body": requests.ConnectionError("dropped")}, id="dropped"),
+    pytest.param({"status": 503, "json": {}}, id="5xx"),
+    pytest.param({"body": '{"status": "PENDING_TO'}, id="malformed"),
+    pytest.param({"json": {"status": "PENDING_TO_FILL"}}, id="missing-tradeID"),
+]
+
+
+@pytest.mark.parametrize("failure", AMBIGUOUS_FAILURES)
+def test_found_after_an_ambiguous_failure_means_no_resend(client, rsps, failure) -> None:
+    rsps.post(f"{BASE}/open_order", **failure)
+    rsps.get(f"{BASE}/pending_trades", json=listing())
+    rsps.get(f"{BASE}/opened_trades", json=listing())  # not filled yet...
+    rsps.get(f"{BASE}/opened_trades", json=listing(trade("11", "other"), trade("12", "mr-a-1")))
+    ack = client.open_order("BTCUSD", "BUY", 1.0, "mr-a-1")
+    assert ack == OrderAck("12", "FILLED", "2023-08-31 14:00:53.787035", "mr-a-1")
+    assert len(calls_to(rsps, "open_order")) == 1
+
+
+def test_found_pending_after_an_ambiguous_failure(client, rsps) -> None:
+    rsps.post(f"{BASE}/open_order", body=requests.ReadTimeout("slow"))
+    rsps.get(f"{BASE}/pending_trades", json=listing(trade("13", "mr-a-1", timeinforce=60)))
+    rsps.get(f"{BASE}/opened_trades", json=listing())
+    ack = client.open_order("BTCUSD", "BUY", 1.0, "mr-a-1", ordertype="LMT", price=1.0)
+    assert (ack.trade_id, ack.status) == ("13", "PENDING")
+    assert len(calls_to(rsps, "open_order")) == 1
+
+
+@pytest.mark.parametrize("failure", AMBIGUOUS_FAILURES)
+def test_positively_absent_after_the_window_resends_the_same_ref(client, rsps, clock, failure):
+    rsps.post(f"{BASE}/open_order", **failure)
+    rsps.post(f"{BASE}/open_order", json=ACK)
+    rsps.get(f"{BASE}/pending_trades", json=listing())
+    rsps.get(f"{BASE}/opened_trades", json=listing(trade("11", "mr-a-other")))
+    start = clock.mono
+    ack = client.open_order("BTCUSD", "BUY", 1.0, "mr-a-1")
+    assert ack.trade_id == "7" and ack.order_ref == "mr-a-1"
+    sends = calls_to(rsps, "open_order")
+    assert [body_of(c)["orderRef"] for c in sends] == ["mr-a-1", "mr-a-1"]
+    assert clock.mono - start >= 5.0  # waited the whole reconcile window
+    # the last lookup began after the window had ended
+    assert len(calls_to(rsps, "opened_trades")) >= 3
+
+
+def test_sends_are_bounded_and_the_final_error_says_not_placed(client, rsps) -> None:
+    rsps.post(f"{BASE}/open_order", body=requests.ReadTimeout("slow"))
+    rsps.get(f"{BASE}/pending_trades", json=listing())
+    rsps.get(f"{BASE}/opened_trades", json=listing())
+    with pytest.raises(NetworkError) as info:
+        client.open_order("BTCUSD", "BUY", 1.0, "mr-a-1")
+    assert not isinstance(info.value, OrderUncertain)
+    assert "not placed" in str(info.value)
+    assert len(calls_to(rsps, "open_order")) == 3
+    assert_clean(info.value)
+
+
+@pytest.mark.parametrize(
+    "lookup",
+    [requests.ConnectionError("down"), requests.ReadTimeout("slow")],
+)
+def test_unreachable_reconciliation_is_order_uncertain(client, rsps, clock, lookup) -> None:
+    rsps.post(f"{BASE}/open_order", body=requests.ReadTimeout("slow"))
+    rsps.get(f"{BASE}/pending_trades", body=lookup)
+    rsps.get(f"{BASE}/opened_trades", body=lookup)
+    with pytest.raises(OrderUncertain) as info:
+        client.open_order("BTCUSD", "BUY", 1.0, "mr-a-1")
+    assert len(calls_to(rsps, "open_order")) == 1
+    assert "mr-a-1" in str(info.value) and "open_order" in str(info.value)
+    assert_clean(info.value)
+
+
+def test_reconciliation_tolerates_a_failed_lookup_inside_the_window(client, rsps) -> None:
+    rsps.post(f"{BASE}/open_order", status=502)
+    rsps.get(f"{BASE}/pending_trades", status=503)
+    rsps.get(f"{BASE}/pending_trades", json=listing())
+    rsps.get(f"{BASE}/opened_trades", json=listing(trade("21", "mr-a-1")))
+    assert client.open_order("BTCUSD", "BUY", 1.0, "mr-a-1").trade_id == "21"
+    assert len(calls_to(rsps, "open_order")) == 1
+
+
+def test_two_trades_with_our_ref_returns_the_first_and_warns(client, rsps, caplog) -> None:
+    rsps.post(f"{BASE}/open_order", body=requests.ReadTimeout("slow"))
+    rsps.get(f"{BASE}/pending_trades", json=listing())
+    rsps.get(f"{BASE}/opened_trades", json=listing(trade("31", "mr-a-1"), trade("32", "mr-a-1")))
+    with caplog.at_level(logging.WARNING, logger="multirun.client"):
+        ack = client.open_order("BTCUSD", "BUY", 1.0, "mr-a-1")
+    assert ack.trade_id == "31"
+    warnings = [r.getMessage() for r in caplog.records]
+    warning = next(m for m in warnings if "carried by 2 trades" in m)
+    assert "31" in warning and "32" in warning
+
+
+# --- close_trades / cancel_orders ---------------------------------------------------
+
+
+def test_close_confirms_through_opened_trades(client, rsps) -> None:
+    rsps.post(f"{BASE}/close_orders", json={"status": "SUCCESS", "res": "Submitted '1','2',"})
+    rsps.get(f"{BASE}/opened_trades", json=listing(trade("1"), trade("2"), trade("3")))
+    rsps.get(f"{BASE}/opened_trades", json=listing(trade("3")))
+    client.close_trades(["1", 2, "1"])
+    (send,) = calls_to(rsps, "close_orders")
+    assert body_of(send)["tradeIDs"] == "1,2"
+    assert len(calls_to(rsps, "opened_trades")) == 2
+
+
+def test_closing_an_already_closed_trade_is_success(client, rsps) -> None:
+    rsps.post(f"{BASE}/close_orders", status=404, json={"err_msg": "no open trade"})
+    rsps.get(f"{BASE}/opened_trades", json=listing())
+    client.close_trades(["1"])
+    assert len(calls_to(rsps, "close_orders")) == 1
+
+
+def test_close_after_an_ambiguous_failure_checks_then_resends(client, rsps) -> None:
+    rsps.post(f"{BASE}/close_orders", body=requests.ReadTimeout("slow"))
+    rsps.post(f"{BASE}/close_orders", json={"status": "SUCCESS", "res": "ok"})
+    opened = listing(trade("1"))
+    rsps.get(f"{BASE}/opened_trades", json=opened)  # still open: the close was lost
+    for _ in range(8):
+        rsps.get(f"{BASE}/opened_trades", json=opened)
+    rsps.get(f"{BASE}/opened_trades", json=listing())
+    client.close_trades("1")
+    assert len(calls_to(rsps, "close_orders")) == 2
+
+
+def test_close_after_an_ambiguous_failure_that_did_close(client, rsps) -> None:
+    rsps.post(f"{BASE}/close_orders", status=504)
+    rsps.get(f"{BASE}/opened_trades", json=listing())
+    client.close_trades(["1"])
+    assert len(calls_to(rsps, "close_orders")) == 1
+
+
+def test_close_unconfirmed_after_the_timeout(client, rsps, clock) -> None:
+    rsps.post(f"{BASE}/close_orders", json={"status": "SUCCESS", "res": "ok"})
+    rsps.get(f"{BASE}/opened_trades", json=listing(trade("1")))
+    start = clock.mono
+    with pytest.raises(CloseUnconfirmed) as info:
+        client.close_trades(["1"], confirm_timeout_s=3.0)
+    assert 3.0 <= clock.mono - start < 4.0
+    assert "1" in str(info.value)
+    assert_clean(info.value)
+
+
+def test_close_refused_for_an_open_trade_raises(client, rsps) -> None:
+    rsps.post(f"{BASE}/close_orders", status=400, json={"err_msg": "market closed"})
+    rsps.get(f"{BASE}/opened_trades", json=listing(trade("1")))
+    with pytest.raises(OrderRejected, match="market closed"):
+        client.close_trades(["1"])
+
+
+def test_close_nothing_sends_nothing(client, rsps) -> None:
+    client.close_trades([])
+    assert not rsps.calls
+
+
+def test_cancel_confirms_through_pending_trades(client, rsps) -> None:
+    rsps.post(f"{BASE}/cancel_orders", json={"status": "SUCCESS", "res": "BULK_CANCEL"})
+    rsps.get(f"{BASE}/pending_trades", json=listing())
+    client.cancel_orders(["5"])
+    assert body_of(calls_to(rsps, "cancel_orders")[0])["tradeIDs"] == "5"
+
+
+def test_cancel_of_a_gone_order_is_success(client, rsps) -> None:
+    rsps.post(f"{BASE}/cancel_orders", status=404, json={"err_msg": "no pending order"})
+    rsps.get(f"{BASE}/pending_trades", json=listing())
+    client.cancel_orders(["5"])
+
+
+def test_repr_and_errors_never_show_the_key(client) -> None:
+    assert API_KEY not in repr(client) and API_KEY not in str(vars(client).get("_api_key"))
