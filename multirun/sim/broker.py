@@ -132,6 +132,9 @@ class Broker:
             runmode = self._runmode(params)
             for accountid in self.directory.listed(user, runmode):
                 self._provision(user, runmode, accountid)
+            wanted = p.text(params, "accountid")
+            if wanted and self.directory.account_ok(user, runmode, wanted):
+                self._provision(user, runmode, wanted)
             mine = [a for k, a in self._accounts.items() if k[0] == user and k[1] == runmode]
             rows = [self._account_row(a) for a in sorted(mine, key=lambda a: a.accountid)]
         return {"count": len(rows), "res": rows}
@@ -198,9 +201,7 @@ class Broker:
             self.process()
             account = self._account(params)
             rows = [
-                o.trade_reply(0.0)
-                for o in self._orders_of(account)
-                if o.status == PENDING and o.ordertype != "MKT"
+                o.trade_reply(0.0) for o in self._pending_orders(account) if o.ordertype != "MKT"
             ]
         return {"count": len(rows), "res": rows}
 
@@ -222,6 +223,7 @@ class Broker:
             self._orders[order.trade_id] = order
             self._active[order.trade_id] = order
             account.order_ids.append(order.trade_id)
+            account.live[order.trade_id] = order
         return {
             "status": "PENDING_TO_FILL",
             "timestamp_utc": fmt_ts(order.received),
@@ -246,8 +248,7 @@ class Broker:
             self.process()
             account = self._account(params)
             ids = p.trade_ids(params)
-            pending = [o for o in self._orders_of(account) if o.status == PENDING]
-            targets = [o for o in pending if o.trade_id in ids]
+            targets = [o for o in self._pending_orders(account) if o.trade_id in ids]
             if not targets:
                 raise ApiFail(404, "no pending order with the given tradeIDs")
             for order in targets:
@@ -343,14 +344,18 @@ class Broker:
         account = self._accounts[order.account_key]
         account.realized_pl += order.realized_pl
         account.cash += order.realized_pl
-        self._active.pop(order.trade_id, None)
+        self._retire(order)
         self._touch(order, now)
 
     def _cancel(self, order: Order, reason: str, now: float | None = None) -> None:
         order.status, order.close_reason = CANCELLED, reason
         order.closed = self.clock.now() if now is None else now
-        self._active.pop(order.trade_id, None)
+        self._retire(order)
         self._touch(order, order.closed)
+
+    def _retire(self, order: Order) -> None:
+        self._active.pop(order.trade_id, None)
+        self._accounts[order.account_key].live.pop(order.trade_id, None)
 
     def _touch(self, order: Order, now: float) -> None:
         self._accounts[order.account_key].updated = now
@@ -449,11 +454,11 @@ class Broker:
             raise ApiFail(404, f"unknown tradeID: {trade_id}")
         return order
 
-    def _orders_of(self, account: Account) -> list[Order]:
-        return [self._orders[i] for i in account.order_ids]
+    def _pending_orders(self, account: Account) -> list[Order]:
+        return [o for o in account.live.values() if o.status == PENDING]
 
     def _open_orders(self, account: Account) -> list[Order]:
-        return [o for o in self._orders_of(account) if o.status == OPEN]
+        return [o for o in account.live.values() if o.status == OPEN]
 
     def _pnl(self, order: Order, price: float, now: float) -> float:
         inst = INSTRUMENTS[order.instrument]

@@ -181,13 +181,17 @@ class Market:
         seconds = INTERVALS[interval]
         last_end = math.floor(before / seconds) * seconds
         first_start = last_end - count * seconds
-        return [self._bar(symbol, first_start + i * seconds, seconds) for i in range(count)]
+        edges = [self.mid(symbol, first_start + i * seconds) for i in range(count + 1)]
+        return [
+            self._bar(symbol, first_start + i * seconds, seconds, edges[i], edges[i + 1])
+            for i in range(count)
+        ]
 
-    def _bar(self, symbol: str, start: float, seconds: int) -> dict[str, object]:
+    def _bar(
+        self, symbol: str, start: float, seconds: int, opening: float, closing: float
+    ) -> dict[str, object]:
         inst = INSTRUMENTS[symbol]
         coarse = max(0, int(math.log2(max(1.0, seconds / 4))))
-        opening = self.mid(symbol, start)
-        closing = self.mid(symbol, start + seconds)
         inner = [self.mid(symbol, start + seconds * k / 5, coarse) for k in range(1, 5)]
         bid, ask = _bid_ask(inst, closing)
         volume = round(seconds * (0.5 + _unit(_mix(self._keys[symbol] ^ int(start)))), 2)

@@ -139,7 +139,8 @@ class Account:
     cash: float  # starting cash plus realized PnL
     realized_pl: float = 0.0
     updated: float = 0.0
-    order_ids: list[int] = field(default_factory=list)
+    order_ids: list[int] = field(default_factory=list)  # every order, oldest first
+    live: dict[int, Order] = field(default_factory=dict)  # pending and open ones
 
 
 def _ts_or_none(t: float | None) -> str | None:

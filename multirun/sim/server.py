@@ -37,6 +37,14 @@ class SimConfig:
     tick_ms: float = 10.0  # how often the engine fills/expires/closes orders
     faults: FaultSettings = field(default_factory=FaultSettings)
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError("port must be between 0 and 65535")
+        if self.token_ttl_s <= 0:
+            raise ValueError("token_ttl_s must be > 0")
+        if self.fill_delay_ms < 0 or self.tick_ms <= 0 or self.initial_balance < 0:
+            raise ValueError("fill_delay_ms and initial_balance must be >= 0, tick_ms > 0")
+
 
 class SimServer:
     """The simulator in background threads: ``with SimServer(cfg) as sim: ...``."""
@@ -160,6 +168,8 @@ class SimServer:
 
 def serve(config: SimConfig, on_ready: Callable[[str], None] | None = None) -> None:
     """Run the simulator in the foreground until SIGINT or SIGTERM (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("multirun.sim.serve must run in the main thread (it handles signals)")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
