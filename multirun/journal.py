@@ -1,0 +1,325 @@
+"""The per-account order journal: a SQLite database that survives any crash.
+
+``state_dir/<name>/journal.sqlite`` (0600, directory 0700), WAL mode with
+``synchronous=FULL``, so a committed row is on disk before we act on it.
+
+An order goes through these states::
+
+    INTENT --ack--> OPEN --close requested--> CLOSING --confirmed--> CLOSED
+       |                                                      (also: gone from the server)
+       +--not on the server after the reconcile window--> ABANDONED
+
+The intent (orderRef, side, volume, instrument) is committed *before* the order is
+sent, so after a crash at any instant the worker knows every orderRef it may have
+sent and asks the server about it instead of sending it again. Trades the server
+lists with our prefix but the journal does not know are ADOPTED as OPEN.
+
+orderRefs are ``<prefix><n>`` with ``n`` from a counter kept in the journal and
+bumped above any suffix seen on the server, so they are never reused while a trade
+carrying them may still be open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from multirun.errors import JournalError
+
+INTENT, OPEN, CLOSING, CLOSED, ABANDONED = "INTENT", "OPEN", "CLOSING", "CLOSED", "ABANDONED"
+HELD = (OPEN, CLOSING)  # states in which the trade may still be open on the server
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    order_ref TEXT NOT NULL UNIQUE,
+    instrument TEXT NOT NULL,
+    side TEXT NOT NULL CHECK (side IN ('BUY', 'SELL')),
+    volume REAL NOT NULL,
+    origin TEXT NOT NULL DEFAULT 'sent',
+    state TEXT NOT NULL,
+    trade_id TEXT,
+    created_ts REAL NOT NULL,
+    send_ended_ts REAL,
+    acked_ts REAL,
+    close_requested_ts REAL,
+    closed_ts REAL,
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS orders_state ON orders (state);
+CREATE TABLE IF NOT EXISTS strategy_state (id INTEGER PRIMARY KEY CHECK (id = 1), json TEXT);
+"""
+
+
+@dataclass(frozen=True)
+class JournalOrder:
+    id: int
+    order_ref: str
+    instrument: str
+    side: str
+    volume: float
+    origin: str
+    state: str
+    trade_id: str | None
+    created_ts: float
+    send_ended_ts: float | None
+    acked_ts: float | None
+    close_requested_ts: float | None
+    closed_ts: float | None
+    note: str
+
+
+class Journal:
+    """One account's journal. Not thread-safe: the worker uses it from one thread."""
+
+    def __init__(self, path: Path, prefix: str, *, clock: Any = time, lock: bool = True) -> None:
+        self.path = path
+        self.prefix = prefix
+        self._clock = clock
+        self._db = _connect(path)
+        self._lock_fd: int | None = None
+        if lock:
+            try:
+                self._lock_fd = _lock(path.with_name("worker.lock"))
+            except BaseException:
+                self._db.close()
+                raise
+
+    @classmethod
+    def for_account(cls, state_dir: Path, name: str, prefix: str) -> Journal:
+        return cls(Path(state_dir) / name / "journal.sqlite", prefix)
+
+    def close(self) -> None:
+        self._db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+
+    # --- orders -----------------------------------------------------------------
+
+    def new_intent(self, instrument: str, side: str, volume: float) -> JournalOrder:
+        """Commit the intent of an order (with a fresh orderRef) before it is sent."""
+        with self._tx() as db:
+            seq = self._next_seq(db)
+            ref = f"{self.prefix}{seq}"
+            db.execute(
+                "INSERT INTO orders (order_ref, instrument, side, volume, state, created_ts)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (ref, instrument, side, volume, INTENT, self._now()),
+            )
+        return self.get(ref)
+
+    def mark_send_ended(self, order_ref: str) -> None:
+        """The client gave up on an intent without knowing its fate: no resend after now."""
+        self._update(order_ref, "send_ended_ts = ?", self._now())
+
+    def mark_acked(self, order_ref: str, trade_id: str) -> None:
+        now = self._now()
+        self._update(
+            order_ref,
+            "state = ?, trade_id = ?, acked_ts = COALESCE(acked_ts, ?),"
+            " send_ended_ts = COALESCE(send_ended_ts, ?)",
+            OPEN,
+            str(trade_id),
+            now,
+            now,
+        )
+
+    def mark_abandoned(self, order_ref: str, note: str) -> None:
+        self._update(order_ref, "state = ?, note = ?", ABANDONED, note)
+
+    def adopt(
+        self, order_ref: str, trade_id: str, instrument: str, side: str, volume: float
+    ) -> JournalOrder:
+        """Record a trade of ours the journal did not know (or thought gone) as OPEN."""
+        now = self._now()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO orders (order_ref, instrument, side, volume, origin, state,"
+                " trade_id, created_ts, acked_ts, note) VALUES (?, ?, ?, ?, 'adopted', ?, ?, ?, ?,"
+                " 'adopted from the server')"
+                " ON CONFLICT (order_ref) DO UPDATE SET state = excluded.state,"
+                " trade_id = excluded.trade_id, acked_ts = COALESCE(acked_ts, excluded.acked_ts),"
+                " closed_ts = NULL, note = 'seen open on the server again'",
+                (order_ref, instrument, side, volume, OPEN, str(trade_id), now, now),
+            )
+            self._bump_seq(db, self.seq_of(order_ref))
+        return self.get(order_ref)
+
+    def mark_close_requested(self, order_refs: Iterable[str]) -> None:
+        now = self._now()
+        with self._tx() as db:
+            for ref in order_refs:
+                db.execute(
+                    "UPDATE orders SET state = ?, close_requested_ts = ? WHERE order_ref = ?",
+                    (CLOSING, now, ref),
+                )
+
+    def mark_closed(self, order_refs: Iterable[str], note: str = "close confirmed") -> None:
+        now = self._now()
+        with self._tx() as db:
+            for ref in order_refs:
+                db.execute(
+                    "UPDATE orders SET state = ?, closed_ts = ?, note = ? WHERE order_ref = ?",
+                    (CLOSED, now, note, ref),
+                )
+
+    def bump_seq(self, seen_suffix: int | None) -> None:
+        """Make sure the next orderRef's number is above ``seen_suffix``."""
+        if seen_suffix is not None:
+            with self._tx() as db:
+                self._bump_seq(db, seen_suffix)
+
+    # --- queries ----------------------------------------------------------------
+
+    def get(self, order_ref: str) -> JournalOrder:
+        row = self._db.execute("SELECT * FROM orders WHERE order_ref = ?", (order_ref,)).fetchone()
+        if row is None:
+            raise KeyError(order_ref)
+        return JournalOrder(**dict(row))
+
+    def find(self, order_ref: str) -> JournalOrder | None:
+        try:
+            return self.get(order_ref)
+        except KeyError:
+            return None
+
+    def in_states(self, *states: str) -> list[JournalOrder]:
+        marks = ",".join("?" * len(states))
+        rows = self._db.execute(
+            f"SELECT * FROM orders WHERE state IN ({marks}) ORDER BY id", states
+        ).fetchall()
+        return [JournalOrder(**dict(row)) for row in rows]
+
+    def held(self) -> list[JournalOrder]:
+        """Orders that may be open on the server (OPEN or CLOSING)."""
+        return self.in_states(*HELD)
+
+    def intents(self) -> list[JournalOrder]:
+        """Orders that may or may not have reached the server."""
+        return self.in_states(INTENT)
+
+    def sent_since(self, since_ts: float) -> int:
+        """How many orders we created (sent or about to) since ``since_ts``."""
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM orders WHERE origin = 'sent' AND created_ts >= ?", (since_ts,)
+        ).fetchone()
+        return int(row[0])
+
+    def all_orders(self) -> list[JournalOrder]:
+        rows = self._db.execute("SELECT * FROM orders ORDER BY id").fetchall()
+        return [JournalOrder(**dict(row)) for row in rows]
+
+    def seq_of(self, order_ref: str) -> int | None:
+        """The counter in one of our orderRefs (None if it has no number)."""
+        suffix = order_ref[len(self.prefix) :] if order_ref.startswith(self.prefix) else ""
+        return int(suffix) if suffix.isdigit() else None
+
+    # --- strategy state -----------------------------------------------------------
+
+    def load_state(self) -> dict[str, Any]:
+        row = self._db.execute("SELECT json FROM strategy_state WHERE id = 1").fetchone()
+        if row is None or not row[0]:
+            return {}
+        value = json.loads(row[0])
+        return value if isinstance(value, dict) else {}
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        """Persist the strategy's state dict (must be JSON-serialisable)."""
+        try:
+            text = json.dumps(state, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise JournalError(f"strategy state is not JSON-serialisable: {exc}") from None
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO strategy_state (id, json) VALUES (1, ?)", (text,))
+
+    # --- internals ----------------------------------------------------------------
+
+    def _now(self) -> float:
+        return float(self._clock.time())
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: committed (durably) on exit, rolled back on error."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: {exc}") from None
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: cannot commit: {exc}") from None
+
+    def _update(self, order_ref: str, assignments: str, *values: Any) -> None:
+        with self._tx() as db:
+            db.execute(f"UPDATE orders SET {assignments} WHERE order_ref = ?", (*values, order_ref))
+
+    @staticmethod
+    def _next_seq(db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+        seq = int(row[0]) if row else 1
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?)", (seq + 1,))
+        return seq
+
+    @staticmethod
+    def _bump_seq(db: sqlite3.Connection, seen: int | None) -> None:
+        if seen is None:
+            return
+        row = db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+        if not row or int(row[0]) <= seen:
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?)", (seen + 1,)
+            )
+
+
+def _lock(path: Path) -> int:
+    """Hold an exclusive lock on ``path``: one worker per account, ever.
+
+    The kernel releases it when the process dies, however it dies.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise JournalError(
+            f"journal {path.parent} is in use: another worker runs this account"
+        ) from None
+    return fd
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open (creating 0700/0600 if needed) the journal in WAL mode with full syncs."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path.parent, 0o700)
+        # Create the file ourselves so it is born 0600; SQLite gives its -wal and -shm
+        # files the database file's permissions.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
+        db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+        db.row_factory = sqlite3.Row
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise JournalError(f"journal {path}: cannot use WAL mode (got {mode})")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+        return db
+    except OSError as exc:
+        raise JournalError(f"cannot open journal {path}: {exc.strerror or exc}") from None
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot open journal {path}: {exc}") from None

@@ -1,0 +1,119 @@
+"""The journal: durable intents, states, orderRef counter, state dict, permissions, lock."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from multirun.errors import JournalError
+from multirun.journal import ABANDONED, CLOSED, CLOSING, INTENT, OPEN, Journal
+
+PREFIX = "mr-alpha-"
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    j = Journal.for_account(tmp_path / "state", "alpha", PREFIX)
+    yield j
+    j.close()
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_files_are_private_and_in_wal_mode(journal: Journal) -> None:
+    journal.new_intent("BTCUSD", "BUY", 1.0)
+    assert mode(journal.path) == 0o600
+    assert mode(journal.path.parent) == 0o700
+    wal = journal.path.with_name("journal.sqlite-wal")
+    assert wal.exists() and mode(wal) == 0o600
+    db = sqlite3.connect(journal.path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+def test_order_refs_are_unique_prefixed_and_monotonic(journal: Journal) -> None:
+    refs = [journal.new_intent("BTCUSD", "BUY", 1.0).order_ref for _ in range(3)]
+    assert refs == [f"{PREFIX}1", f"{PREFIX}2", f"{PREFIX}3"]
+
+
+def test_the_counter_survives_a_reopen_and_jumps_above_server_refs(tmp_path: Path) -> None:
+    j = Journal.for_account(tmp_path, "alpha", PREFIX)
+    j.new_intent("BTCUSD", "BUY", 1.0)
+    j.close()
+    j = Journal.for_account(tmp_path, "alpha", PREFIX)
+    assert j.new_intent("BTCUSD", "BUY", 1.0).order_ref == f"{PREFIX}2"
+    j.adopt(f"{PREFIX}41", "900", "BTCUSD", "SELL", 1.0)
+    assert j.new_intent("BTCUSD", "BUY", 1.0).order_ref == f"{PREFIX}42"
+    j.bump_seq(99)
+    assert j.new_intent("BTCUSD", "BUY", 1.0).order_ref == f"{PREFIX}100"
+    j.close()
+
+
+def test_an_order_moves_through_its_states(journal: Journal) -> None:
+    intent = journal.new_intent("BTCUSD", "SELL", 0.5)
+    assert intent.state == INTENT and intent.trade_id is None
+    assert journal.intents() == [intent]
+    journal.mark_acked(intent.order_ref, "123")
+    row = journal.get(intent.order_ref)
+    assert (row.state, row.trade_id) == (OPEN, "123")
+    assert row.acked_ts is not None and row.send_ended_ts is not None
+    journal.mark_close_requested([intent.order_ref])
+    assert journal.get(intent.order_ref).state == CLOSING
+    assert [r.order_ref for r in journal.held()] == [intent.order_ref]
+    journal.mark_closed([intent.order_ref])
+    assert journal.get(intent.order_ref).state == CLOSED
+    assert journal.held() == [] and journal.intents() == []
+
+
+def test_abandoned_intents_and_adoption(journal: Journal) -> None:
+    intent = journal.new_intent("BTCUSD", "BUY", 1.0)
+    journal.mark_abandoned(intent.order_ref, "not on the server")
+    assert journal.get(intent.order_ref).state == ABANDONED
+    # The server shows it after all: adoption makes it OPEN again, never a new row.
+    journal.adopt(intent.order_ref, "77", "BTCUSD", "BUY", 1.0)
+    row = journal.get(intent.order_ref)
+    assert (row.state, row.trade_id) == (OPEN, "77")
+    assert len(journal.all_orders()) == 1
+    adopted = journal.adopt(f"{PREFIX}9", "78", "BTCUSD", "SELL", 2.0)
+    assert adopted.origin == "adopted" and adopted.state == OPEN
+
+
+def test_sent_since_counts_our_orders_not_adopted_ones(journal: Journal) -> None:
+    journal.new_intent("BTCUSD", "BUY", 1.0)
+    journal.new_intent("BTCUSD", "SELL", 1.0)
+    journal.adopt(f"{PREFIX}50", "1", "BTCUSD", "BUY", 1.0)
+    assert journal.sent_since(0) == 2
+    assert journal.sent_since(4_000_000_000) == 0
+
+
+def test_strategy_state_round_trips(tmp_path: Path) -> None:
+    j = Journal.for_account(tmp_path, "alpha", PREFIX)
+    assert j.load_state() == {}
+    j.save_state({"draws": 3, "last": [1, 2]})
+    j.close()
+    j = Journal.for_account(tmp_path, "alpha", PREFIX)
+    assert j.load_state() == {"draws": 3, "last": [1, 2]}
+    with pytest.raises(JournalError, match="JSON"):
+        j.save_state({"bad": object()})
+    j.close()
+
+
+def test_only_one_worker_may_hold_an_account(journal: Journal, tmp_path: Path) -> None:
+    with pytest.raises(JournalError, match="another worker"):
+        Journal.for_account(tmp_path / "state", "alpha", PREFIX)
+    # Readers that do not run the account can open it without the lock.
+    reader = Journal(journal.path, PREFIX, lock=False)
+    assert reader.all_orders() == []
+    reader.close()
+
+
+def test_an_unusable_state_dir_is_a_journal_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(JournalError, match="cannot open journal"):
+        Journal.for_account(blocker, "alpha", PREFIX)
