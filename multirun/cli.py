@@ -114,9 +114,25 @@ def sim(
 
 
 @app.command("run-account")
-def run_account() -> None:
-    """Run one account of CONFIG in the foreground until SIGTERM/SIGINT."""
-    raise NotImplementedError("run-account: see issue 5")
+def run_account(
+    config: Annotated[Path, typer.Argument(help="The runner file.")],
+    name: Annotated[str, typer.Argument(help="The account (its `name` in CONFIG) to run.")],
+    server: Annotated[
+        str | None,
+        typer.Option(help="Server base URL; overrides CONFIG's `server` (e.g. a running sim)."),
+    ] = None,
+) -> None:
+    """Run one account of CONFIG in the foreground until SIGTERM/SIGINT.
+
+    SIGTERM/SIGINT finish the current tick, then apply the account's `on_stop` and exit 0.
+    SIGHUP (the supervisor died) stops within 2 s and closes nothing. With `server: sim`
+    and no --server, an in-process simulator is started (for demos).
+    """
+    from multirun import config as runner_config
+    from multirun import worker
+
+    runner = runner_config.load(config)
+    raise typer.Exit(worker.run_account(runner, name, server_url=server))
 
 
 @app.command()
