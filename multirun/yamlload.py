@@ -21,6 +21,7 @@ MAX_BYTES = 1024 * 1024
 MAX_EXPANDED_NODES = 100_000
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_PLAIN_COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 
 PathKey = str | int
 Path = tuple[PathKey, ...]
@@ -99,6 +100,12 @@ def load_text(text: str) -> Document:
     return doc
 
 
+def _tag_error(node: yaml.Node) -> yaml.MarkedYAMLError:
+    return yaml.constructor.ConstructorError(
+        None, None, f"unsupported tag {node.tag!r}", node.start_mark
+    )
+
+
 class _Refused(Exception):
     """A value the safe constructor cannot build (an unknown or unsafe tag)."""
 
@@ -163,6 +170,11 @@ class _Builder:
 
     def build(self, node: yaml.Node, path: Path) -> Any:
         self.doc.values[path] = _mark(node.start_mark)
+        # Collections are built here, not by the constructor: refuse any tag on them
+        # (!!python/object/apply:..., !!set, !!omap) rather than silently ignore it.
+        is_collection = isinstance(node, yaml.MappingNode | yaml.SequenceNode)
+        if is_collection and node.tag not in _PLAIN_COLLECTION_TAGS:
+            raise _Refused(path, _tag_error(node))
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):

@@ -32,3 +32,8 @@ class BadSchema:
 
     def on_tick(self, ctx: Any) -> None:
         return None
+
+
+def flat(ctx: Any) -> str:
+    """A plain function strategy with no params schema."""
+    return "FLAT"
