@@ -298,3 +298,26 @@ def test_accounts_do_not_see_each_other(sim) -> None:
     assert set(row) == {"accountid", "runmode", "NAV", "availableBalance", "marginUsed",
                         "realizedPL", "unrealizedPL", "lastUpdatedTime", "isTrading"}  # fmt: skip
     assert row["isTrading"] is True and row["runmode"] == "livetest"
+
+
+def test_closing_a_market_order_before_it_fills_is_refused(sim_factory) -> None:
+    """Clients must wait for the fill: a close sent during PENDING_TO_FILL does nothing."""
+    sim = sim_factory(fill_delay_ms=60_000)
+    caller = SimCaller(sim).login()
+    trade_id = caller.open()
+    reply = caller.post("close_orders", tradeIDs=trade_id)
+    assert reply.status_code == 404 and "not open yet" in reply.json()["err_msg"]
+    sim.advance(60)
+    assert trade_id in caller.opened()
+    caller.ok("POST", "close_orders", tradeIDs=trade_id)
+    wait_until(lambda: caller.opened() == {})
+
+
+def test_pending_market_order_can_be_cancelled(sim_factory) -> None:
+    sim = sim_factory(fill_delay_ms=60_000)
+    caller = SimCaller(sim).login()
+    trade_id = caller.open()
+    caller.ok("POST", "cancel_orders", tradeIDs=trade_id)
+    sim.advance(60)
+    assert caller.opened() == {}
+    assert caller.ledger_entry(trade_id)["status"] == "CANCELLED"

@@ -441,6 +441,9 @@ class Broker:
         else:
             raise ApiFail(400, "missing parameter: tradeIDs or orderRef")
         if not targets:
+            waiting = [o for o in self._pending_orders(account) if o.ordertype == "MKT"]
+            if what == "tradeIDs" and any(o.trade_id in ids for o in waiting):
+                raise ApiFail(404, "trade is not open yet (still waiting to fill)")
             raise ApiFail(404, f"no open trade with the given {what}")
         return targets
 
