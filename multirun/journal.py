@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS orders (
     created_ts REAL NOT NULL,
     send_ended_ts REAL,
     acked_ts REAL,
+    listed_ts REAL,
     close_requested_ts REAL,
     closed_ts REAL,
     note TEXT NOT NULL DEFAULT ''
@@ -73,6 +74,7 @@ class JournalOrder:
     created_ts: float
     send_ended_ts: float | None
     acked_ts: float | None
+    listed_ts: float | None
     close_requested_ts: float | None
     closed_ts: float | None
     note: str
@@ -134,6 +136,16 @@ class Journal:
             now,
         )
 
+    def mark_listed(self, order_refs: Iterable[str]) -> None:
+        """The server listed these trades: from now on, unlisted means closed."""
+        now = self._now()
+        with self._tx() as db:
+            for ref in order_refs:
+                db.execute(
+                    "UPDATE orders SET listed_ts = ? WHERE order_ref = ? AND listed_ts IS NULL",
+                    (now, ref),
+                )
+
     def mark_abandoned(self, order_ref: str, note: str) -> None:
         self._update(order_ref, "state = ?, note = ?", ABANDONED, note)
 
@@ -145,12 +157,13 @@ class Journal:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO orders (order_ref, instrument, side, volume, origin, state,"
-                " trade_id, created_ts, acked_ts, note) VALUES (?, ?, ?, ?, 'adopted', ?, ?, ?, ?,"
-                " 'adopted from the server')"
+                " trade_id, created_ts, acked_ts, listed_ts, note)"
+                " VALUES (?, ?, ?, ?, 'adopted', ?, ?, ?, ?, ?, 'adopted from the server')"
                 " ON CONFLICT (order_ref) DO UPDATE SET state = excluded.state,"
                 " trade_id = excluded.trade_id, acked_ts = COALESCE(acked_ts, excluded.acked_ts),"
+                " listed_ts = COALESCE(listed_ts, excluded.listed_ts),"
                 " closed_ts = NULL, note = 'seen open on the server again'",
-                (order_ref, instrument, side, volume, OPEN, str(trade_id), now, now),
+                (order_ref, instrument, side, volume, OPEN, str(trade_id), now, now, now),
             )
             self._bump_seq(db, self.seq_of(order_ref))
         return self.get(order_ref)

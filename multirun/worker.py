@@ -257,7 +257,7 @@ class Worker:
         self._save_state(ctx.state)
         plan = plan_orders(decision, trades, self.spec.instrument)
         if not plan.empty:
-            self.execute(plan, open_count=len(trades))
+            self.execute(plan)
 
     def _failed(self, exc: Exception) -> None:
         self.failures += 1
@@ -290,11 +290,11 @@ class Worker:
 
     # --- execution ------------------------------------------------------------------
 
-    def execute(self, plan: Plan, open_count: int) -> None:
+    def execute(self, plan: Plan) -> None:
         if plan.close:
             self.close(plan.close)
         if plan.open_side is not None:
-            self.open(plan.open_side, open_count - len(plan.close))
+            self.open(plan.open_side)
 
     def close(self, trades: Sequence[OpenTrade]) -> None:
         """Close ``trades`` and confirm it through opened_trades (journaled both ways)."""
@@ -308,9 +308,9 @@ class Worker:
         self.journal.mark_closed(refs)
         log.info("closed %s", ", ".join(f"{t.side} {t.trade_id} ({t.order_ref})" for t in trades))
 
-    def open(self, side: str, open_count: int) -> None:
+    def open(self, side: str) -> None:
         """Open one ``volume`` trade on ``side`` unless a guardrail or unsettled order forbids."""
-        refusal = self._refusal(open_count)
+        refusal = self._refusal()
         if refusal:
             log.warning("not opening %s: %s", side, refusal)
             self.last_error = f"guardrail: {refusal}"
@@ -343,8 +343,10 @@ class Worker:
             self.journal.mark_send_ended(intent.order_ref)
             raise
 
-    def _refusal(self, open_count: int) -> str | None:
+    def _refusal(self) -> str | None:
         guard = self.spec.guardrails
+        # Counted from the journal, not from the plan: a safety net against planning bugs.
+        open_count = len(self.journal.held())
         unsettled = self.journal.intents()
         if unsettled:
             refs = ", ".join(i.order_ref for i in unsettled)
@@ -393,6 +395,9 @@ class Worker:
         self._visible = set(listed)
         for trade in listed.values():
             self._record_listed(trade)
+        self.journal.mark_listed(
+            row.order_ref for row in self.journal.held() if row.order_ref in listed
+        )
         now = time.time()
         for row in self.journal.held():
             if row.order_ref not in listed and not self._may_be_unlisted(row, now):
@@ -420,9 +425,11 @@ class Worker:
         )  # fmt: skip
 
     def _may_be_unlisted(self, row: JournalOrder, now: float) -> bool:
-        """A just-acknowledged market order is listed only once filled: give it time."""
-        acked = row.acked_ts or row.created_ts
-        return now < acked + self.timing.reconcile_window_s
+        """A just-acknowledged market order is listed only once filled: give it time.
+
+        Once the server has listed a trade, missing from the listing means closed.
+        """
+        return row.listed_ts is None and now < self._grace_end(row)
 
     def _intent_deadline(self, row: JournalOrder) -> float:
         """When an intent not found on the server can be declared never placed."""
@@ -461,8 +468,9 @@ class Worker:
         now = time.time()
         deadline = max((self._grace_end(r) for r in waiting.values()), default=now)
         while waiting and time.time() < deadline:
-            listed = {t.order_ref for t in self.client.opened_trades()}
-            self._visible |= listed & set(waiting)
+            listed = {t.order_ref for t in self.client.opened_trades()} & set(waiting)
+            self._visible |= listed
+            self.journal.mark_listed(listed)
             waiting = {ref: r for ref, r in waiting.items() if ref not in listed}
             if waiting:
                 time.sleep(self.timing.poll_s)
