@@ -92,6 +92,10 @@ class _Parser:
         if self.text.startswith("}", self.pos):
             self.pos += 1
             return self._lookup_required(name)
+        if self.pos >= len(self.text):
+            raise InterpolationError(
+                f"malformed '${{{name}' at character {dollar + 1}: missing '}}'"
+            )
         operator = next((op for op in _OPERATORS if self.text.startswith(op, self.pos)), None)
         if operator is None:
             raise InterpolationError(

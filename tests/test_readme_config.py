@@ -1,0 +1,42 @@
+"""README.md's configuration reference is generated from the schema and must not drift.
+
+After changing the schema, regenerate it with:
+    MULTIRUN_UPDATE_README=1 python -m pytest tests/test_readme_config.py
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from multirun import config
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+START, END = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
+
+
+def section(text: str) -> str:
+    match = re.search(re.escape(START) + r"(.*?)" + re.escape(END), text, flags=re.S)
+    assert match, "README.md lost its config-reference markers"
+    return match.group(1)
+
+
+def test_readme_config_reference_matches_the_schema() -> None:
+    text = README.read_text(encoding="utf-8")
+    generated = config.reference_markdown()
+    if os.environ.get("MULTIRUN_UPDATE_README") and section(text) != generated:
+        start = text.index(START) + len(START)
+        end = text.index(END, start)
+        README.write_text(text[:start] + generated + text[end:], encoding="utf-8")
+        text = README.read_text(encoding="utf-8")
+    assert section(text) == generated, (
+        "README.md's configuration reference is stale: "
+        "MULTIRUN_UPDATE_README=1 python -m pytest tests/test_readme_config.py"
+    )
+
+
+def test_readme_documents_validate_and_schema() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert "### multirun validate" in text
+    assert "### multirun schema" in text
