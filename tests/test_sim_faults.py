@@ -119,7 +119,8 @@ def test_post_sim_faults_changes_only_the_given_fields(sim) -> None:
 
 
 @pytest.mark.parametrize(
-    "body", [{"error_rate": 2}, {"drop_rate": -0.1}, {"latency_ms": "x"}, {"bogus": 1}]
+    "body",
+    [{"error_rate": 2}, {"drop_rate": -0.1}, {"latency_ms": "x"}, {"bogus": 1}, {"endpoints": 5}],
 )
 def test_post_sim_faults_rejects_bad_values(sim, body) -> None:
     reply = requests.post(sim.root_url + "/sim/faults", data=json.dumps(body))
@@ -151,3 +152,14 @@ def test_fault_settings_validate() -> None:
     with pytest.raises(ValueError):
         FaultSettings(latency_ms=-1)
     assert FaultSettings().slow_success_ms == 30_000
+
+
+def test_faults_can_target_chosen_endpoints(sim_factory) -> None:
+    caller = faulty(sim_factory, error_rate=1.0, endpoints=["open_order"])
+    assert caller.get("opened_trades").status_code == 200
+    assert caller.post("open_order", **ORDER).status_code >= 500
+    reply = requests.post(caller.sim.root_url + "/sim/faults", data=json.dumps({"endpoints": []}))
+    assert reply.json()["endpoints"] == [] and reply.json()["error_rate"] == 1.0
+    assert caller.get("opened_trades").status_code >= 500
+    bad = requests.post(caller.sim.root_url + "/sim/faults", data=json.dumps({"endpoints": "x"}))
+    assert bad.status_code == 400

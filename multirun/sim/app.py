@@ -149,6 +149,8 @@ class SimApp:
             return json_reply(405, ApiFail(405, f"/{name} takes {route[0]}").body())
         if isinstance(params, ApiFail):
             return self._finish(json_reply(params.status, params.body()))
+        if not self.faults.settings.applies_to(name):
+            return self._run(route[1], params)
         decision = self.faults.decide(has_token=bool(params.get("token")))
         return self._with_faults(decision, route[1], params)
 
@@ -194,13 +196,16 @@ class SimApp:
     def stats_snapshot(self) -> dict[str, Any]:
         return self.stats.snapshot(self.broker.tokens_issued)
 
-    def set_faults(self, changes: dict[str, Any]) -> dict[str, float]:
+    def set_faults(self, changes: dict[str, Any]) -> dict[str, object]:
         """Apply ``changes`` (unset names keep their values); ValueError if invalid."""
         return self.faults.update(changes).to_dict()
 
     def _set_faults(self, params: Params) -> dict[str, Any]:
+        changes = dict(params)
+        if isinstance(changes.get("endpoints"), list):
+            changes["endpoints"] = tuple(changes["endpoints"])
         try:
-            return self.set_faults(dict(params))
+            return self.set_faults(changes)
         except (TypeError, ValueError) as error:
             raise ApiFail(400, str(error)) from None
 

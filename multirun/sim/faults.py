@@ -11,6 +11,9 @@ rates stack: their sum is capped at 1). Latency (``latency_ms`` plus a uniform
   token; nothing executed. Only requests carrying a token can draw it.
 - malformed: executed, but the 200 reply body is cut short (not valid JSON).
 - slow_success: executed, but the reply is held back for ``slow_success_ms``.
+
+``endpoints`` (a list of names such as ``["open_order"]``) limits all of it to
+those endpoints; empty means every ``/rest/v1`` endpoint.
 """
 
 from __future__ import annotations
@@ -45,9 +48,16 @@ class FaultSettings:
     revoke_rate: float = 0.0
     slow_success_rate: float = 0.0
     slow_success_ms: float = 30000.0
+    endpoints: tuple[str, ...] = ()  # faults only these /rest/v1 endpoints; () = all
 
     def __post_init__(self) -> None:
+        names = self.endpoints
+        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+            raise ValueError("endpoints must be a list of endpoint names")
+        object.__setattr__(self, "endpoints", tuple(n.strip("/") for n in names))
         for f in fields(self):
+            if f.name == "endpoints":
+                continue
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"{f.name} must be a number")
@@ -56,8 +66,13 @@ class FaultSettings:
             if f.name.endswith("_rate") and value > 1:
                 raise ValueError(f"{f.name} must be between 0 and 1")
 
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["endpoints"] = list(self.endpoints)
+        return data
+
+    def applies_to(self, endpoint: str) -> bool:
+        return not self.endpoints or endpoint in self.endpoints
 
     def updated(self, changes: dict[str, object]) -> FaultSettings:
         """A copy with ``changes`` applied; unknown names raise ValueError."""

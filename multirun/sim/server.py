@@ -140,11 +140,11 @@ class SimServer:
 
     # --- inspection and control -----------------------------------------------
 
-    def set_faults(self, **changes: Any) -> dict[str, float]:
+    def set_faults(self, **changes: Any) -> dict[str, object]:
         """Change fault settings; names left out keep their values (as POST /sim/faults)."""
         return self.app.set_faults(changes)
 
-    def faults(self) -> dict[str, float]:
+    def faults(self) -> dict[str, object]:
         return self.app.faults.settings.to_dict()
 
     def ledger(self) -> list[dict[str, Any]]:
