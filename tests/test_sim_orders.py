@@ -323,3 +323,22 @@ def test_pending_market_order_can_be_cancelled(sim_factory) -> None:
     sim.advance(60)
     assert caller.opened() == {}
     assert caller.ledger_entry(trade_id)["status"] == "CANCELLED"
+
+
+def test_a_rejected_update_changes_nothing(caller, sim) -> None:
+    pin(sim, 30_000)
+    trade_id = caller.open(ordertype="LMT", price=20_000)
+    reply = caller.post("update_pending_order", tradeID=trade_id, takeProfitLevel=1, price=-5)
+    assert reply.status_code == 400
+    assert caller.pending()[trade_id]["takeProfitLevel"] == 0.0
+
+
+def test_trade_ids_are_reproducible_from_the_seed(sim_factory) -> None:
+    def ids(seed: int) -> list[str]:
+        caller = SimCaller(sim_factory(seed=seed)).login()
+        caller.post("open_order", instrument="NOPE")  # refused: uses no id
+        return [caller.open() for _ in range(3)]
+
+    first = ids(4)
+    assert first == ids(4) != ids(5)
+    assert [int(i) for i in first] == sorted(int(i) for i in first)

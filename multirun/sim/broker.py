@@ -220,6 +220,7 @@ class Broker:
             account = self._account(params)
             order = self._new_order(account, params)
             self._check_margin(account, order)
+            order.trade_id = self._new_id()
             self._orders[order.trade_id] = order
             self._active[order.trade_id] = order
             account.order_ids.append(order.trade_id)
@@ -272,11 +273,11 @@ class Broker:
             order = self._find(account, p.trade_id(params))
             if order.status != PENDING:
                 raise ApiFail(404, f"order {order.trade_id} is not pending")
-            self._apply_updates(order, params)
             price = p.number(params, "price", positive=True)
+            tif = p.number(params, "timeinforce")
+            self._apply_updates(order, params)
             if price is not None and order.ordertype != "MKT":
                 order.price = price
-            tif = p.number(params, "timeinforce")
             if tif is not None:
                 order.timeinforce, order.tif_from = tif, self.clock.now()
         return {"status": "SUCCESS", "res": "Submitted for pending order update!"}
@@ -376,7 +377,7 @@ class Broker:
             raise ApiFail(400, f"missing parameter: price (required for {ordertype})")
         now = self.clock.now()
         order = Order(
-            trade_id=self._new_id(),
+            trade_id=0,  # assigned once the order is accepted
             user=account.user,
             runmode=account.runmode,
             accountid=account.accountid,
