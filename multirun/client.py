@@ -82,6 +82,9 @@ AMBIGUOUS = (NetworkError, ServerError, ProtocolError)
 # Failures after which a read is worth repeating.
 RETRYABLE_READ = (NetworkError, ServerError, ProtocolError, RateLimitError)
 ORDER_TYPES = ("MKT", "LMT", "STOP")
+SETTLE_MAX_SENDS = 10  # close/cancel requests per call, at most
+SETTLE_RESEND_S = 1.0  # a trade still listed this long after its accepted request: again
+SETTLE_RETRY_S = 0.2  # the same after a failed (ambiguous) request
 
 _SECRET_PARAM = re.compile(r"\b((?:api_key|token)=)[^&\s'\"]*", re.IGNORECASE)
 _TOKEN_WORDS = re.compile(r"\b(token|session)\b", re.IGNORECASE)
@@ -351,21 +354,24 @@ class AlgogeneClient:
     def close_trades(self, trade_ids: Iterable[str | int] | str | int, *,
                      confirm_timeout_s: float = 10.0) -> None:  # fmt: skip
         """``/close_orders`` for ``trade_ids``, then wait until ``/opened_trades`` no
-        longer lists them. Idempotent: a trade already closed counts as closed. After an
-        ambiguous failure it checks ``/opened_trades`` and resends only for trades still
-        open (closing by trade id cannot open anything new).
+        longer lists them. Idempotent: a trade already closed (or unknown to the server)
+        counts as closed; a market order acknowledged but not filled yet is waited for and
+        closed once it fills. After an ambiguous failure, a refusal, or a trade still
+        listed a second after its request, the request is sent again for the trades still
+        open (closing by trade id cannot open anything).
 
-        Raises CloseUnconfirmed when a trade is still listed after ``confirm_timeout_s``
-        (or after ``max_sends`` sends); OrderRejected when the server refuses to close a
-        trade that is still open; AuthError, RateLimitError as sent back."""
+        Raises CloseUnconfirmed when a trade is still open or unfilled after
+        ``confirm_timeout_s`` (a pending limit/stop order never fills on request: cancel
+        it instead); OrderRejected when the server refuses to close a trade it lists as
+        open; AuthError, RateLimitError as sent back."""
         self._settle("close_orders", "opened_trades", _ids(trade_ids), confirm_timeout_s)
 
     def cancel_orders(self, trade_ids: Iterable[str | int] | str | int, *,
                       confirm_timeout_s: float = 10.0) -> None:  # fmt: skip
         """``/cancel_orders`` for pending ``trade_ids``, then wait until
-        ``/pending_trades`` no longer lists them (an order that filled meanwhile is no
-        longer pending either: look for it in :meth:`opened_trades`). Idempotent, and
-        raises, like :meth:`close_trades`."""
+        ``/pending_trades`` no longer lists them. Idempotent: an order no longer pending
+        counts as done (one that filled meanwhile is an open trade now: see
+        :meth:`opened_trades`). Raises like :meth:`close_trades`."""
         self._settle("cancel_orders", "pending_trades", _ids(trade_ids), confirm_timeout_s)
 
     # --- open_order helpers ----------------------------------------------------
@@ -473,29 +479,78 @@ class AlgogeneClient:
         return found
 
     # --- close/cancel helpers --------------------------------------------------
+    #
+    # Per trade id, what we knew when we last sent the request for it: "seen" (listed:
+    # open, or pending for a cancel), "unfilled" (query_order says PENDING: a market
+    # order not filled yet, which close_orders cannot touch), or "unknown".
 
     def _settle(self, endpoint: str, listing: str, ids: list[str], timeout: float) -> None:
-        """Send ``endpoint`` for ``ids`` until ``listing`` no longer shows them."""
-        todo = ids
-        for send in range(1, self._max_sends + 1):
-            if not todo:
-                return
-            error = self._send_ids(endpoint, todo)
-            wait = timeout if error is None else min(timeout, 1.0)
-            still = self._await_gone(listing, todo, wait)
-            if not still:
-                return
-            if error is None:
-                break
-            if isinstance(error, OrderRejected) and len(still) == len(todo):
+        """Send ``endpoint`` for ``ids`` and poll ``listing`` until none is left in it,
+        resending (idempotent) for trades still listed; see close_trades/cancel_orders."""
+        deadline = self._clock.monotonic() + timeout
+        known: dict[str, str] = dict.fromkeys(ids, "unknown")
+        last: dict[str, tuple[float, str, ApiError | None]] = {}
+        todo, to_send, sends, interval = list(ids), list(ids), 0, 0.05
+        while todo:
+            if to_send and sends < SETTLE_MAX_SENDS:
+                error = self._send_ids(endpoint, to_send)
+                sends += 1
+                sent_at = self._clock.monotonic()
+                last.update({i: (sent_at, known[i], error) for i in to_send})
+            listed = self._listed(listing, deadline)
+            to_send = []
+            if listed is not None:
+                todo = [i for i in todo if not self._gone(i, listed, known, endpoint)]
+                to_send = self._due(todo, listed, last)
+                known.update({i: "seen" for i in todo if i in listed})
+            now = self._clock.monotonic()
+            if todo and now >= deadline:
+                raise CloseUnconfirmed(
+                    f"{endpoint}: trade(s) {', '.join(todo)} still listed in {listing} or "
+                    f"not filled after {timeout:g} s",
+                    endpoint=endpoint,
+                )
+            if todo and not to_send:
+                self._sleep(min(interval, deadline - now))
+                interval = min(interval * 2, 0.5)
+
+    def _gone(self, trade_id: str, listed: set[str], known: dict[str, str], endpoint: str) -> bool:
+        """Whether ``trade_id`` is done with. For a close, a trade missing from
+        opened_trades is closed only if it had filled before that listing was read (seen
+        listed earlier, or query_order said so); an unfilled market order is not."""
+        if trade_id in listed:
+            return False
+        if endpoint != "close_orders" or known[trade_id] == "seen":
+            return True
+        try:
+            status = self.query_order(trade_id).status
+        except RequestRejected:
+            return True  # the server knows no such trade: nothing to close
+        except (ApiError, _NotSent):
+            return False
+        known[trade_id] = "unfilled" if status.upper() == "PENDING" else "seen"
+        return False  # filled: the next listing, read after this query, decides
+
+    def _due(
+        self, todo: list[str], listed: set[str], last: dict[str, tuple[float, str, ApiError | None]]
+    ) -> list[str]:
+        """The listed trades to send the request for again; raises a refusal of a trade
+        that was listed when we sent it."""
+        now = self._clock.monotonic()
+        due = []
+        for trade_id in todo:
+            if trade_id not in listed:
+                continue
+            sent_at, known_then, error = last[trade_id]
+            if isinstance(error, OrderRejected) and known_then == "seen":
                 raise error
-            log.warning("%s; %d trade(s) still listed, sending %s again (%d of %d)",
-                        error, len(still), endpoint, send + 1, self._max_sends)  # fmt: skip
-            todo = still
-        raise CloseUnconfirmed(
-            f"{endpoint}: trade(s) {', '.join(todo)} still listed in {listing} after {timeout:g} s",
-            endpoint=endpoint,
-        )
+            if known_then != "seen" and isinstance(error, OrderRejected):
+                due.append(trade_id)  # refused before it filled: filled now
+            else:
+                pause = SETTLE_RESEND_S if error is None else SETTLE_RETRY_S
+                if known_then == "unfilled" or now - sent_at >= pause:
+                    due.append(trade_id)
+        return due
 
     def _send_ids(self, endpoint: str, ids: list[str]) -> ApiError | None:
         """POST ``tradeIDs``; None when accepted, the ambiguous or refusal error otherwise."""
@@ -505,29 +560,18 @@ class AlgogeneClient:
         except _NotSent as not_sent:
             error: ApiError = not_sent.error
         except (*AMBIGUOUS, OrderRejected) as failed:
+            log.info("%s; checking the trades before sending again", failed)
             return failed
         raise error
 
-    def _await_gone(self, listing: str, ids: list[str], timeout: float) -> list[str]:
-        """Poll ``listing`` until none of ``ids`` is in it (returns []) or ``timeout``
-        passes (returns those still listed, or all of them if the last poll failed)."""
-        deadline = self._clock.monotonic() + timeout
-        interval = 0.05
-        while True:
-            still = ids
-            try:
-                listed = self._read(listing, {}, models.trades_from_api, deadline=deadline)
-                present = {t.trade_id for t in listed}
-                still = [i for i in ids if i in present]
-                if not still:
-                    return []
-            except (ApiError, _NotSent) as exc:
-                log.info("%s: confirming failed (%s)", listing, exc)
-            now = self._clock.monotonic()
-            if now >= deadline:
-                return still
-            self._sleep(min(interval, deadline - now))
-            interval = min(interval * 2, 0.5)
+    def _listed(self, listing: str, deadline: float) -> set[str] | None:
+        """The trade ids in ``listing``, or None when it could not be read."""
+        try:
+            trades = self._read(listing, {}, models.trades_from_api, deadline=deadline)
+        except (ApiError, _NotSent) as failed:
+            log.info("%s: could not read it to confirm (%s)", listing, failed)
+            return None
+        return {t.trade_id for t in trades}
 
     # --- plumbing ------------------------------------------------------------------
 
