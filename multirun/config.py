@@ -13,9 +13,11 @@ quoted, and every message is scrubbed of them before it leaves this module.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -296,6 +298,9 @@ class _Checker:
         if isinstance(value, list):
             return [self._interpolate(v, (*path, i)) for i, v in enumerate(value)]
         if not isinstance(value, str):
+            if _keeps_text(path) and isinstance(value, int) and not isinstance(value, bool):
+                # `accountid: 0123` is YAML 1.1 octal 83: an id is the text as written.
+                return self.doc.texts.get(path, str(value))
             return value
         secret = bool(path) and path[-1] in SECRET_FIELDS
         if secret and not has_references(value):
@@ -418,7 +423,9 @@ class _Checker:
             return
         ref = account.values["strategy"]
         try:
-            strategy = strategies.resolve(ref, self.path.resolve().parent)
+            # A strategy module that prints while imported must not corrupt `--json` output.
+            with contextlib.redirect_stdout(sys.stderr):
+                strategy = strategies.resolve(ref, self.path.resolve().parent)
         except StrategyError as error:
             self.add(account.origin("strategy"), str(error))
             return
@@ -623,15 +630,31 @@ def _retype(text: str) -> Any:
 
 
 @cache
-def _string_fields() -> frozenset[str]:
+def _text_fields() -> dict[str, bool]:
+    """Fields that take text: name -> whether they take a number too (accountid)."""
     props = {**schema()["properties"], **dict(iter_account_fields())}
-    return frozenset(name for name, prop in props.items() if prop.get("type") == "string")
+    types = {name: prop.get("type") for name, prop in props.items()}
+    return {
+        name: isinstance(kind, list)
+        for name, kind in types.items()
+        if kind == "string" or (isinstance(kind, list) and "string" in kind)
+    }
+
+
+def _our_field(path: YamlPath) -> str | None:
+    """The runner field ``path`` names (None inside a strategy's params)."""
+    if not path or "params" in path[:-1] or not isinstance(path[-1], str):
+        return None
+    return path[-1]
 
 
 def _typed_after_interpolation(path: YamlPath) -> bool:
-    """String-only fields stay strings (a numeric user id stays "12345"); others are typed."""
-    in_params = "params" in path[:-1]
-    return in_params or not (path and path[-1] in _string_fields())
+    """Text fields stay strings (a numeric user id stays "12345"); others are typed."""
+    return _our_field(path) not in _text_fields()
+
+
+def _keeps_text(path: YamlPath) -> bool:
+    return _text_fields().get(_our_field(path) or "", False)
 
 
 def iter_account_fields() -> Iterator[tuple[str, dict[str, Any]]]:

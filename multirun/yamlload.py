@@ -50,6 +50,7 @@ class Document:
     values: dict[Path, Mark] = field(default_factory=dict)
     keys: dict[Path, Mark] = field(default_factory=dict)
     styles: dict[Path, str | None] = field(default_factory=dict)
+    texts: dict[Path, str] = field(default_factory=dict)  # scalars as written
     problems: list[YamlProblem] = field(default_factory=list)
     fatal: bool = False
 
@@ -180,6 +181,7 @@ class _Builder:
         if isinstance(node, yaml.SequenceNode):
             return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
         self.doc.styles[path] = node.style
+        self.doc.texts[path] = node.value
         # The safe constructor types the scalar (int, float, bool, null, str...) and
         # raises a marked error for any tag it does not know, e.g. !!python/object.
         try:

@@ -111,6 +111,15 @@ def test_server_url_trailing_slash_is_dropped(tmp_path: Path) -> None:
     assert config.load(write(tmp_path, body), environ={}).server == "http://h:1/rest/v1"
 
 
+def test_account_ids_are_kept_as_written(tmp_path: Path) -> None:
+    body = runner_file(tmp_path).read_text().replace('accountid: "alpha-id"', "accountid: 0123")
+    body += ACCOUNT.format(name="beta", key="k", runmode="livetest").replace(
+        'accountid: "beta-id"', "accountid: ${ACC:-0099}"
+    )
+    spec = config.load(write(tmp_path, body), environ={})
+    assert [a.accountid for a in spec.accounts] == ["0123", "0099"]  # not octal 83, not 99
+
+
 def test_quoted_interpolation_stays_a_string(tmp_path: Path) -> None:
     body = runner_file(tmp_path).read_text().replace("volume: 0.1", 'volume: "${V:-0.1}"')
     report = config.validate(write(tmp_path, body), environ={})
