@@ -17,6 +17,7 @@ import contextlib
 import difflib
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ DEFAULT_STATE_DIR = ".multirun"
 DEFAULT_STOP_TIMEOUT = 30.0
 SECRET_FIELDS = frozenset({"api_key"})
 BINDING_FIELDS = ("user", "runmode", "accountid")
+_VARIABLE_NAME = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 
 
 # --- the schema ---------------------------------------------------------------
@@ -303,12 +305,20 @@ class _Checker:
                 return self.doc.texts.get(path, str(value))
             return value
         secret = bool(path) and path[-1] in SECRET_FIELDS
-        if secret and not has_references(value):
-            self.secrets.add(value)
-            self.literal_keys.add(path)
+        if secret:
+            self._collect_secrets(value, path)
         if "$" not in value:
             return value
         return self._interpolate_string(value, path, secret)
+
+    def _collect_secrets(self, value: str, path: YamlPath) -> None:
+        """Remember a key's value, and the values of every variable it names, to scrub them."""
+        if not has_references(value):
+            self.secrets.add(value)
+            self.literal_keys.add(path)
+        # Even when interpolation fails half-way, the variables it names hold key material.
+        for name in _VARIABLE_NAME.findall(value):
+            self.secrets.add(self.environ.get(name, ""))
 
     def _interpolate_string(self, value: str, path: YamlPath, secret: bool) -> Any:
         try:
@@ -318,7 +328,6 @@ class _Checker:
             return value
         if secret:
             self.secrets.add(result.value)
-            self.secrets.update(self.environ.get(name, "") for name in result.variables)
         if self.doc.styles.get(path) is None and _typed_after_interpolation(path):
             return _retype(result.value)
         return result.value
