@@ -19,7 +19,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -342,16 +342,24 @@ class _Checker:
                 self._schema_error(path, error)
 
     def _schema_error(self, path: YamlPath, error: jsonschema.ValidationError) -> None:
+        if not self._key_error(path, error, lambda key: f"missing required key '{key}'"):
+            self.add(path, self._describe(path, error))
+
+    def _key_error(
+        self, path: YamlPath, error: jsonschema.ValidationError, missing: Callable[[str], str]
+    ) -> bool:
+        """Report an unknown or missing key at its own place; False for other errors."""
         if error.validator == "additionalProperties":
             allowed = sorted(error.schema.get("properties", {}))
-            for key in sorted(set(error.instance) - set(allowed)):
-                self.add((*path, key), _unknown_key(key, allowed, path), at_key=True)
-        elif error.validator == "required":
+            for key in _extra_keys(error):
+                self.add((*path, key), _unknown_key(key, allowed), at_key=True)
+            return True
+        if error.validator == "required":
             for key in error.validator_value:
                 if key not in error.instance:
-                    self.add_missing(path, f"missing required key '{key}'")
-        else:
-            self.add(path, self._describe(path, error))
+                    self.add_missing(path, missing(key))
+            return True
+        return False
 
     def _describe(self, path: YamlPath, error: jsonschema.ValidationError) -> str:
         shown = None if _is_secret(path) else error.instance
@@ -457,17 +465,13 @@ class _Checker:
             return
         params = account.values.get("params", {})
         base = account.origin("params")
+
+        def missing(key: str) -> str:
+            return f"missing required param '{key}' for strategy {ref!r}"
+
         for error in validator_class(declared).iter_errors(params):
             path = (*base, *error.absolute_path)
-            if error.validator == "additionalProperties":
-                allowed = sorted(error.schema.get("properties", {}))
-                for key in sorted(set(error.instance) - set(allowed)):
-                    self.add((*path, key), _unknown_key(key, allowed, path), at_key=True)
-            elif error.validator == "required":
-                missing = [k for k in error.validator_value if k not in error.instance]
-                for key in missing:
-                    self.add_missing(path, f"missing required param '{key}' for strategy {ref!r}")
-            else:
+            if not self._key_error(path, error, missing):
                 self.add(path, describe_error(error, field=None, instance=error.instance))
 
     def _check_api_key(self, account: _Account) -> None:
@@ -609,7 +613,18 @@ def _show(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + '..."'
 
 
-def _unknown_key(key: str, allowed: list[str], path: YamlPath) -> str:
+def _extra_keys(error: jsonschema.ValidationError) -> list[str]:
+    """The keys an ``additionalProperties: false`` error is about."""
+    known = error.schema.get("properties", {})
+    patterns = [re.compile(p) for p in error.schema.get("patternProperties", {})]
+    return sorted(
+        key
+        for key in error.instance
+        if key not in known and not any(p.search(key) for p in patterns)
+    )
+
+
+def _unknown_key(key: str, allowed: list[str]) -> str:
     close = difflib.get_close_matches(key, allowed, n=1)
     hint = f"did you mean '{close[0]}'?" if close else "allowed: " + ", ".join(allowed)
     return f"unknown key '{key}' ({hint})"
