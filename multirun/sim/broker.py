@@ -56,7 +56,7 @@ class Broker:
         self._sessions: dict[str, _Session] = {}
         self._accounts: dict[tuple[str, str, str], Account] = {}
         self._orders: dict[int, Order] = {}
-        self._active: dict[int, Order] = {}
+        self._watch: dict[int, Order] = {}  # orders process() must look at
 
     # --- auth -----------------------------------------------------------------
 
@@ -222,7 +222,7 @@ class Broker:
             self._check_margin(account, order)
             order.trade_id = self._new_id()
             self._orders[order.trade_id] = order
-            self._active[order.trade_id] = order
+            self._watch[order.trade_id] = order
             account.order_ids.append(order.trade_id)
             account.live[order.trade_id] = order
         return {
@@ -240,6 +240,7 @@ class Broker:
             for order in targets:
                 if order.close_due is None:
                     order.close_due = due
+                    self._rewatch(order)
             self.process()
         listed = "".join(f"'{o.trade_id}'," for o in targets)
         return {"status": "SUCCESS", "res": f"Submitted close order request for {listed}"}
@@ -264,6 +265,7 @@ class Broker:
             if order.status != OPEN:
                 raise ApiFail(404, f"trade {order.trade_id} is not open")
             self._apply_updates(order, params)
+            self._rewatch(order)
         return {"status": "SUCCESS", "res": "Submitted for order update!"}
 
     def update_pending_order(self, params: Params) -> dict[str, object]:
@@ -294,7 +296,7 @@ class Broker:
     def process(self) -> None:
         """Fill, expire, and close every order whose moment has come."""
         with self.lock:
-            if not self._active:
+            if not self._watch:
                 return
             now = self.clock.now()
             quotes: dict[str, tuple[float, float]] = {}
@@ -304,7 +306,7 @@ class Broker:
                     quotes[symbol] = self.market.quote(symbol, now)
                 return quotes[symbol]
 
-            for order in list(self._active.values()):
+            for order in list(self._watch.values()):
                 if order.status == PENDING:
                     self._step_pending(order, now, quote)
                 if order.status == OPEN:
@@ -336,7 +338,15 @@ class Broker:
 
     def _fill(self, order: Order, price: float, now: float) -> None:
         order.status, order.filled, order.fill_price = OPEN, now, price
+        self._rewatch(order)
         self._touch(order, now)
+
+    def _rewatch(self, order: Order) -> None:
+        """Watch an open order only while something can close it on its own."""
+        if order.take_profit or order.stop_loss or order.holdtime or order.close_due is not None:
+            self._watch[order.trade_id] = order
+        else:
+            self._watch.pop(order.trade_id, None)
 
     def _close(self, order: Order, price: float, now: float, reason: str) -> None:
         order.status, order.closed, order.close_price = CLOSED, now, price
@@ -355,7 +365,7 @@ class Broker:
         self._touch(order, order.closed)
 
     def _retire(self, order: Order) -> None:
-        self._active.pop(order.trade_id, None)
+        self._watch.pop(order.trade_id, None)
         self._accounts[order.account_key].live.pop(order.trade_id, None)
 
     def _touch(self, order: Order, now: float) -> None:

@@ -108,6 +108,8 @@ class Market:
         self._keys = {s: _mix(_mix(seed & _MASK) ^ _stable_hash(s)) for s in INSTRUMENTS}
         self._pins: dict[str, list[tuple[float, float]]] = {}
         self._lock = threading.Lock()
+        self._layers = {s: _layers(inst) for s, inst in INSTRUMENTS.items()}
+        self._recent: dict[tuple[str, float, int], float] = {}  # repeated mids of one moment
 
     # --- prices ---------------------------------------------------------------
 
@@ -116,22 +118,26 @@ class Market:
 
     def walk(self, symbol: str, t: float, min_level: int = 0) -> float:
         """The unpinned mid at ``t``; layers finer than 2**min_level s are left out."""
-        inst = INSTRUMENTS[symbol]
         key = self._keys[symbol]
-        sigma = inst.annual_vol / math.sqrt(_SECONDS_PER_YEAR)
         log_move = 0.0
-        for level in range(min_level, _TOP_LEVEL + 1):
-            scale = float(1 << level)
+        for level, scale, amplitude in self._layers[symbol][min_level:]:
             pos = t / scale
             index = math.floor(pos)
             frac = pos - index
             a = _lattice(key, level, index)
             b = _lattice(key, level, index + 1)
-            log_move += (a + (b - a) * frac) * sigma * math.sqrt(scale) * 0.6
-        return inst.base_price * math.exp(log_move)
+            log_move += (a + (b - a) * frac) * amplitude
+        return INSTRUMENTS[symbol].base_price * math.exp(log_move)
 
     def mid(self, symbol: str, t: float, min_level: int = 0) -> float:
-        return self.walk(symbol, t, min_level) * self._factor(symbol, t)
+        memo = (symbol, t, min_level)
+        value = self._recent.get(memo)
+        if value is None:
+            value = self.walk(symbol, t, min_level) * self._factor(symbol, t)
+            if len(self._recent) > 512:
+                self._recent.clear()
+            self._recent[memo] = value
+        return value
 
     def quote(self, symbol: str, t: float) -> tuple[float, float]:
         """(bid, ask) at ``t``, rounded to the instrument's decimals."""
@@ -147,6 +153,7 @@ class Market:
             pins = [p for p in self._pins.get(symbol, []) if p[0] < t]
             pins.append((t, factor))
             self._pins[symbol] = pins
+            self._recent.clear()
 
     def _factor(self, symbol: str, t: float) -> float:
         factor = 1.0
@@ -227,6 +234,15 @@ class Market:
         if currency == "HKD":
             return amount / 7.8
         return amount
+
+
+def _layers(inst: Instrument) -> list[tuple[int, float, float]]:
+    """(level, time scale in s, log-price amplitude) of every noise layer."""
+    sigma = inst.annual_vol / math.sqrt(_SECONDS_PER_YEAR)
+    return [
+        (level, float(1 << level), sigma * math.sqrt(float(1 << level)) * 0.6)
+        for level in range(_TOP_LEVEL + 1)
+    ]
 
 
 def _bid_ask(inst: Instrument, mid: float) -> tuple[float, float]:
