@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -19,6 +20,7 @@ from multirun.sim.app import Reply, SimApp
 from multirun.sim.params import ApiFail
 
 MAX_BODY = 1 << 20
+log = logging.getLogger("multirun.sim")
 
 
 class SimHTTPServer(ThreadingHTTPServer):
@@ -31,6 +33,10 @@ class SimHTTPServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         self.app = app
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client vanished mid-request: not worth a traceback on stderr."""
+        log.debug("connection error", exc_info=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
