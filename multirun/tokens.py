@@ -8,16 +8,16 @@ token was issued, then counts that lifetime down on the local *monotonic*
 clock:
 
 - the server's "now" comes from the HTTP ``Date`` header of the ``/session``
-  reply (1 s resolution). When the local wall clock agrees with it (within
-  ``skew_tolerance_s``), the local wall clock is used instead (sub-second, and
-  right whenever NTP is working); when they disagree, the header wins, taken
-  conservatively (the latest server time it can stand for, anchored at the
-  moment the request was sent);
+  replies (1 s resolution): each one bounds the offset between the two clocks, and
+  successive ones narrow those bounds. When the local wall clock agrees with them
+  (within ``skew_tolerance_s``) the local clock is used (sub-second, and right
+  whenever NTP is working); when it disagrees, the latest server time the bounds
+  allow is used (conservative: the token is taken to expire no later than it does);
 - without a ``Date`` header the local wall clock is all there is.
 
 The token is renewed ``margin`` seconds before that local deadline, where
-``margin = min(token_margin_s, lifetime / 10)``: a one-hour token is renewed a
-minute early, a 5 s token half a second early (a 60 s margin on a 5 s token
+``margin = min(token_margin_s, lifetime / 20)``: a one-hour token is renewed a
+minute early, a 5 s token a quarter of a second early (a 60 s margin on a 5 s token
 would mean a new token for every call).
 
 The token value never leaves this module except through :meth:`TokenManager.get`
@@ -103,6 +103,8 @@ class TokenManager:
         self._clock = clock or SystemClock()
         self._skew_tolerance_s = skew_tolerance_s
         self._held: _Held | None = None
+        self._offset: tuple[float, float] | None = None  # server - local, seconds
+        self._warned = False
         self._lock = threading.Lock()
         self.fetches = 0
 
@@ -136,33 +138,50 @@ class TokenManager:
                 self._held = None
 
     def _renew_locked(self) -> _Held:
-        sent = self._clock.monotonic()
+        wall_sent = self._clock.time()
         reply = self._fetch()
         received = self._clock.monotonic()
         wall = self._clock.time()
-        lifetime, anchor = self._lifetime(reply, sent, received, wall)
-        margin = max(0.0, min(self._margin_s, lifetime / 10.0))
-        held = _Held(reply.token, anchor + lifetime - margin, lifetime)
+        lifetime = self._lifetime(reply, wall_sent, wall)
+        if lifetime <= 0:
+            log.warning("session token arrived already expired by our estimate; using it once")
+        margin = max(0.0, min(self._margin_s, lifetime / 20.0))
+        held = _Held(reply.token, received + lifetime - margin, lifetime)
         self._held = held
         self.fetches += 1
         log.debug("session token renewed: usable %.1f s, renewed %.1f s early", lifetime, margin)
         return held
 
-    def _lifetime(
-        self, reply: SessionReply, sent: float, received: float, wall: float
-    ) -> tuple[float, float]:
-        """(seconds the token lives from ``anchor``, ``anchor`` on the monotonic clock)."""
+    def _lifetime(self, reply: SessionReply, wall_sent: float, wall: float) -> float:
+        """Seconds the token lives from its receipt (local wall time ``wall``)."""
         expires = _utc_seconds(reply.token.expires_utc)
         if reply.server_date is None:
-            return expires - wall, received
-        date = _utc_seconds(reply.server_date)
-        # The header was stamped between ``sent`` and ``received``, at a server time in
-        # [date, date + 1). A local clock inside that window (plus tolerance) agrees.
-        if date - self._skew_tolerance_s <= wall <= date + 1.0 + self._skew_tolerance_s:
-            return expires - wall, received
-        log.warning(
-            "local clock differs from the server's by about %+.0f s; timing the session "
-            "token by the server's clock",
-            wall - date,
-        )
-        return expires - (date + 1.0), sent
+            return expires - wall
+        low, high = self._observe(_utc_seconds(reply.server_date), wall_sent, wall)
+        if low - self._skew_tolerance_s <= 0.0 <= high + self._skew_tolerance_s:
+            return expires - wall  # the local clock agrees with the server's
+        if not self._warned:
+            self._warned = True
+            offset = (low + high) / 2
+            log.warning(
+                "local clock is about %.0f s %s the server's; timing session tokens by the "
+                "server's clock",
+                abs(offset), "behind" if offset > 0 else "ahead of",
+            )  # fmt: skip
+        return expires - (wall + high)  # the latest the server's clock can be
+
+    def _observe(self, date: float, wall_sent: float, wall_received: float) -> tuple[float, float]:
+        """Narrow the interval the offset (server clock - local clock) must lie in.
+
+        The server stamped ``Date`` (whole seconds, truncated) at some moment between
+        sending and receiving, so the offset lies in (date - wall_received,
+        date + 1 - wall_sent). Intersecting successive observations tightens it; an
+        empty intersection means a clock jumped, and the newest observation restarts it.
+        """
+        low, high = date - wall_received, date + 1.0 - wall_sent
+        if self._offset is not None:
+            both = (max(low, self._offset[0]), min(high, self._offset[1]))
+            if both[0] <= both[1]:
+                low, high = both
+        self._offset = (low, high)
+        return low, high

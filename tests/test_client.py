@@ -457,7 +457,7 @@ def test_token_renewed_ahead_of_expiry_by_the_margin(clock, server, rsps) -> Non
     assert tokens == [TOKENS[0], TOKENS[0], TOKENS[1]]
 
 
-def test_short_lived_tokens_use_a_tenth_of_their_life_as_margin(clock, server, rsps) -> None:
+def test_short_lived_tokens_use_a_twentieth_of_their_life_as_margin(clock, server, rsps) -> None:
     server.ttl_s = 5.0
     rsps.get(f"{BASE}/balance", json={"NAV": 1.0, "available_Balance": 1.0})
     with make_client(clock, token_margin_s=60.0) as c:
@@ -517,12 +517,12 @@ def test_clock_skew_both_ways(clock, server, rsps, skew_s) -> None:
     each one for about 120 s, whatever our own clock says."""
     server.skew_s, server.ttl_s = skew_s, 120.0
     rsps.get(f"{BASE}/balance", json={"NAV": 1.0, "available_Balance": 1.0})
-    with make_client(clock, token_margin_s=10.0) as c:
+    with make_client(clock, token_margin_s=5.0) as c:
         c.balance()
-        clock.advance(100.0)  # well inside the token's life
+        clock.advance(110.0)  # well inside the token's life, on the server's clock
         c.balance()
         assert server.issued == 1
-        clock.advance(10.0)  # 10 s before expiry, on the server's clock: renew
+        clock.advance(6.0)  # 4 s before expiry: renewed (5 s margin, 1 s Date resolution)
         c.balance()
         assert server.issued == 2
 
@@ -530,12 +530,12 @@ def test_clock_skew_both_ways(clock, server, rsps, skew_s) -> None:
 def test_without_a_date_header_the_local_clock_is_trusted(clock, server, rsps) -> None:
     server.send_date, server.ttl_s = False, 120.0
     rsps.get(f"{BASE}/balance", json={"NAV": 1.0, "available_Balance": 1.0})
-    with make_client(clock, token_margin_s=10.0) as c:
+    with make_client(clock, token_margin_s=5.0) as c:
         c.balance()
-        clock.advance(105.0)
+        clock.advance(114.0)
         c.balance()
         assert server.issued == 1
-        clock.advance(6.0)
+        clock.advance(2.0)
         c.balance()
         assert server.issued == 2
 
