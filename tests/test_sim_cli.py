@@ -6,12 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 import requests
 
 from multirun.errors import UsageError
+from multirun.sim import SimConfig, serve
 from multirun.sim.options import config_from_options
 
 MAIN = [sys.executable, "-c", "from multirun.cli import main; main()", "sim"]
@@ -106,3 +108,31 @@ def test_flag_errors_name_the_flag() -> None:
         config_from_options(**{**DEFAULTS, "slow_success_rate": "1.5"})
     with pytest.raises(UsageError, match="--seed"):
         config_from_options(**{**DEFAULTS, "seed": "x"})
+
+
+def test_serve_runs_until_sigterm_and_restores_handlers() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    seen: list[str] = []
+
+    def ready(url: str) -> None:
+        seen.append(requests.get(url + "/list_instrument", timeout=5).json()["res"][0])
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+
+    serve(SimConfig(port=0), on_ready=ready)
+    assert seen == ["AAPL"]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_serve_refuses_other_threads() -> None:
+    errors: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            serve(SimConfig(port=0))
+        except RuntimeError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=attempt)
+    thread.start()
+    thread.join(timeout=5)
+    assert len(errors) == 1
