@@ -353,3 +353,13 @@ def test_cli_schema_prints_the_schema() -> None:
     result = CliRunner().invoke(app, ["schema"])
     assert result.exit_code == 0
     assert json.loads(result.stdout) == config.schema()
+
+
+def test_cli_json_survives_a_strategy_that_prints(tmp_path: Path) -> None:
+    (tmp_path / "noisy_strat.py").write_text("print('hello from import')\ndef flat(ctx): ...\n")
+    body = (
+        runner_file(tmp_path).read_text().replace("strategy: random", "strategy: noisy_strat:flat")
+    )
+    result = CliRunner().invoke(app, ["validate", "--json", str(write(tmp_path, body))])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["ok"]
