@@ -4,8 +4,9 @@
 
 Runs an in-process simulator and, ``--cycles`` times, a real ``multirun run-account``
 process (strategy ``random``, which trades on every tick) that is SIGKILLed at a random
-instant: half the kills are aimed inside a tick (just after its grid time, while it
-closes and opens trades), half anywhere. Then one last worker is stopped with SIGTERM
+instant: 45% of the kills are aimed inside a tick (just after its grid time, while it
+closes and opens trades), 40% anywhere once it ticks, 15% during start-up (while it
+logs in and reconciles its journal). Then one last worker is stopped with SIGTERM
 (``on_stop: close``). Done when the ledger holds no orderRef twice and none of the
 account's trades is left open. Exit status 0 on success, 1 otherwise.
 """
@@ -58,7 +59,7 @@ accounts:
 @dataclass
 class Result:
     cycles: int = 0
-    kills_in_tick: int = 0
+    kills: collections.Counter[str] = field(default_factory=collections.Counter)
     orders: int = 0
     duplicated_refs: list[str] = field(default_factory=list)
     left_open: list[str] = field(default_factory=list)
@@ -107,18 +108,24 @@ def wait_ticking(workdir: Path, proc: subprocess.Popen[bytes], timeout: float = 
     raise TimeoutError("worker did not start ticking in time")
 
 
-def kill_at_random(workdir: Path, proc: subprocess.Popen[bytes], rng: random.Random) -> bool:
-    """SIGKILL ``proc`` at a random instant; True when aimed inside a tick."""
-    in_tick = rng.random() < 0.5
-    if in_tick:
+def kill_at_random(workdir: Path, proc: subprocess.Popen[bytes], rng: random.Random) -> str:
+    """SIGKILL ``proc`` at a random instant; returns where the kill was aimed."""
+    draw = rng.random()
+    if draw < 0.15:
+        where = "startup"  # while importing, logging in or reconciling
+        target = time.time() + rng.uniform(0.0, 1.0)
+    elif draw < 0.6:
+        where = "tick"
         due = datetime.fromisoformat(wait_ticking(workdir, proc)["next_tick_utc"]).timestamp()
         target = due + rng.uniform(0.0, 0.15)  # a tick closes and opens within ~150 ms
     else:
+        where = "anywhere"
+        wait_ticking(workdir, proc)
         target = time.time() + rng.uniform(0.0, 1.5)
     time.sleep(max(0.0, target - time.time()))  # timing the kill, not synchronising
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-    return in_tick
+    return where
 
 
 def check_ledger(ledger: list[dict[str, Any]], result: Result) -> None:
@@ -141,8 +148,7 @@ def run_cycles(
     for _ in range(cycles):
         proc = start_worker(config, server_url, log)
         try:
-            wait_ticking(workdir, proc)
-            result.kills_in_tick += kill_at_random(workdir, proc, rng)
+            result.kills[kill_at_random(workdir, proc, rng)] += 1
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -178,7 +184,8 @@ def main() -> int:
             sim.base_url, sim.ledger, workdir, args.cycles, seed=args.seed,
             interval=args.interval,
         )  # fmt: skip
-    print(f"cycles:             {result.cycles} ({result.kills_in_tick} kills aimed inside a tick)")
+    aimed = ", ".join(f"{n} {where}" for where, n in sorted(result.kills.items()))
+    print(f"cycles:             {result.cycles} (kills aimed: {aimed})")
     print(f"orders in ledger:   {result.orders}")
     print(f"duplicated orders:  {len(result.duplicated_refs)} {result.duplicated_refs or ''}")
     print(f"open after stop:    {len(result.left_open)} {result.left_open or ''}")

@@ -120,9 +120,10 @@ class Journal:
             )
         return self.get(ref)
 
-    def mark_send_ended(self, order_ref: str) -> None:
-        """The client gave up on an intent without knowing its fate: no resend after now."""
-        self._update(order_ref, "send_ended_ts = ?", self._now())
+    def mark_send_ended(self, order_ref: str, at: float | None = None) -> None:
+        """No copy of this intent can reach the server after ``at`` (default: now):
+        the client gave up on it, or the process sending it died."""
+        self._update(order_ref, "send_ended_ts = ?", self._now() if at is None else at)
 
     def mark_acked(self, order_ref: str, trade_id: str) -> None:
         now = self._now()

@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
@@ -172,6 +173,7 @@ class Worker:
         self.last_error: str | None = None
         self.halted_reason: str | None = None
         self.strategy_state: dict[str, Any] = journal.load_state()
+        self._saved_state = json.dumps(self.strategy_state, sort_keys=True)
         self.ticker: Ticker | None = None
         self.busy = False  # in a tick or closing: where SIGHUP must unwind at once
         self._visible: set[str] = set()  # orderRefs listed by the server at the last sync
@@ -180,11 +182,12 @@ class Worker:
 
     def run(self) -> int:
         """Reconcile, tick until stopped, apply on_stop; returns the exit code."""
-        self.ticker = Ticker(self.spec.interval_s, self.tick, stop=self.stop, clock=self.clock)
         self.write_status()
         try:
             with self._busy():
-                self.reconcile()
+                self._reconcile_or_stop()
+            # Scheduled only now: the first tick is the first grid point after reconciling.
+            self.ticker = Ticker(self.spec.interval_s, self.tick, stop=self.stop, clock=self.clock)
             log.info(
                 "account %s: %s on %s every %ss, %d trade(s) of ours open",
                 self.spec.name, self.spec.strategy, self.spec.instrument,
@@ -198,8 +201,18 @@ class Worker:
         except Orphaned:
             return self.orphaned()
 
+    def _reconcile_or_stop(self) -> None:
+        try:
+            self.reconcile()
+        except MultirunError as exc:
+            self.state = STOPPED
+            self.last_error = _describe(exc)
+            self.write_status()
+            raise
+
     def reconcile(self) -> None:
         """Settle the journal against the server before the first tick."""
+        self._close_send_windows()
         self.sync()
         while self.journal.intents() and not self.stop.is_set():
             self._settle_intents()
@@ -214,7 +227,7 @@ class Worker:
             try:
                 with self._busy():
                     self.close_all()
-            except (ApiError, OSError) as exc:
+            except (MultirunError, OSError) as exc:
                 code = exit_code_for(exc) if isinstance(exc, MultirunError) else EXIT_FAILURE
                 self.last_error = _describe(exc)
                 log.error("on_stop close failed, trades stay journaled: %s", self.last_error)
@@ -286,7 +299,10 @@ class Worker:
 
     def _save_state(self, state: dict[str, Any]) -> None:
         self.strategy_state = state
-        self.journal.save_state(state)
+        text = json.dumps(state, sort_keys=True, default=repr)
+        if text != self._saved_state:  # one fsync'd transaction only when it changed
+            self.journal.save_state(state)
+            self._saved_state = text
 
     # --- execution ------------------------------------------------------------------
 
@@ -431,15 +447,21 @@ class Worker:
         """
         return row.listed_ts is None and now < self._grace_end(row)
 
+    def _close_send_windows(self) -> None:
+        """Journal that intents of a previous (dead) process can no longer be sent.
+
+        Stored, so the reconcile window of such an intent runs from the first restart
+        that saw it: a worker killed again and again while waiting still settles it.
+        """
+        for row in self.journal.intents():
+            if row.send_ended_ts is None and row.created_ts < self.started:
+                ended = min(self.started, row.created_ts + MAX_SEND_S)
+                self.journal.mark_send_ended(row.order_ref, at=ended)
+
     def _intent_deadline(self, row: JournalOrder) -> float:
         """When an intent not found on the server can be declared never placed."""
-        if row.send_ended_ts is not None:
-            last_send = row.send_ended_ts
-        elif row.created_ts < self.started:
-            # Sent (if at all) by a previous process, which is dead by now.
-            last_send = min(self.started, row.created_ts + MAX_SEND_S)
-        else:
-            last_send = time.time()  # being sent by us right now
+        # No end recorded: the intent is being sent by this very process right now.
+        last_send = row.send_ended_ts if row.send_ended_ts is not None else time.time()
         return last_send + self.timing.reconcile_window_s
 
     def _settle_intents(self) -> None:
@@ -510,6 +532,8 @@ class Worker:
     def _busy(self) -> Iterator[None]:
         self.busy = True
         try:
+            if self.stop.reason == ORPHANED:  # SIGHUP came just before: do not start work
+                raise Orphaned()
             yield
         finally:
             self.busy = False
@@ -535,8 +559,6 @@ def _iso(ts: float | None) -> str | None:
 
 
 def _iso_naive(moment: Any) -> str:
-    from datetime import UTC, datetime
-
     if isinstance(moment, datetime):
         aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
         return aware.isoformat(timespec="seconds")
@@ -620,13 +642,17 @@ def _signals(worker: Worker) -> Iterator[None]:
             log.info("%s: stopping after the current tick", signal.Signals(signum).name)
         worker.stop.set(signal.Signals(signum).name)
 
+    timers: list[threading.Timer] = []
+
     def orphaned(signum: int, frame: FrameType | None) -> None:
         worker.stop.reason = ORPHANED  # overrides a graceful stop already under way
         worker.stop.set(ORPHANED)
-        # Last resort if unwinding is stuck in C code: the journal is crash-safe.
-        timer = threading.Timer(ORPHAN_EXIT_S, os._exit, args=(EXIT_OK,))
-        timer.daemon = True
-        timer.start()
+        if not timers:
+            # Last resort if unwinding is stuck in C code: the journal is crash-safe.
+            timer = threading.Timer(ORPHAN_EXIT_S, os._exit, args=(EXIT_OK,))
+            timer.daemon = True
+            timer.start()
+            timers.append(timer)
         if worker.busy:
             raise Orphaned()
 
@@ -635,6 +661,8 @@ def _signals(worker: Worker) -> Iterator[None]:
     try:
         yield
     finally:
+        for timer in timers:
+            timer.cancel()  # unwound in time: the caller decides how the process ends
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
