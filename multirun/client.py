@@ -493,12 +493,13 @@ class AlgogeneClient:
         todo, to_send, sends, interval = list(ids), list(ids), 0, 0.05
         while todo:
             if to_send and sends < SETTLE_MAX_SENDS:
-                error = self._send_ids(endpoint, to_send)
+                error, acknowledged = self._send_ids(endpoint, to_send)
                 sends += 1
                 sent_at = self._clock.monotonic()
                 last.update({i: (sent_at, known[i], error) for i in to_send})
+                known.update(dict.fromkeys(acknowledged, "seen"))
             listed = self._listed(listing, deadline)
-            to_send = []
+            to_send, before = [], dict(known)
             if listed is not None:
                 todo = [i for i in todo if not self._gone(i, listed, known, endpoint)]
                 to_send = self._due(todo, listed, last)
@@ -510,7 +511,11 @@ class AlgogeneClient:
                     f"not filled after {timeout:g} s",
                     endpoint=endpoint,
                 )
-            if todo and not to_send:
+            # a trade query_order just found filled: the next listing decides it, at once
+            learned = listed is not None and any(
+                known[i] == "seen" != before[i] and i not in listed for i in todo
+            )
+            if todo and not to_send and not learned:
                 self._sleep(min(interval, deadline - now))
                 interval = min(interval * 2, 0.5)
 
@@ -552,16 +557,19 @@ class AlgogeneClient:
                     due.append(trade_id)
         return due
 
-    def _send_ids(self, endpoint: str, ids: list[str]) -> ApiError | None:
-        """POST ``tradeIDs``; None when accepted, the ambiguous or refusal error otherwise."""
+    def _send_ids(self, endpoint: str, ids: list[str]) -> tuple[ApiError | None, set[str]]:
+        """POST ``tradeIDs``. Returns (None, the ids the reply names as submitted) when
+        accepted, (the ambiguous or refusal error, empty) otherwise."""
         try:
-            self._write(endpoint, {"tradeIDs": ",".join(ids)})
-            return None
+            reply = self._write(endpoint, {"tradeIDs": ",".join(ids)})
+            res = reply.get("res")
+            named = {i for i in ids if isinstance(res, str) and f"'{i}'" in res}
+            return None, named
         except _NotSent as not_sent:
             error: ApiError = not_sent.error
         except (*AMBIGUOUS, OrderRejected) as failed:
             log.info("%s; checking the trades before sending again", failed)
-            return failed
+            return failed, set()
         raise error
 
     def _listed(self, listing: str, deadline: float) -> set[str] | None:
