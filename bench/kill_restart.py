@@ -1,6 +1,6 @@
 """SIGKILL a worker at random instants, restart it, and check the simulator's ledger.
 
-    python bench/kill_restart.py [--cycles 100] [--seed 1] [--interval 1]
+    python bench/kill_restart.py [--cycles 100] [--seed 1] [--interval 1] [--latency-ms 20]
 
 Runs an in-process simulator and, ``--cycles`` times, a real ``multirun run-account``
 process (strategy ``random``, which trades on every tick) that is SIGKILLed at a random
@@ -117,7 +117,7 @@ def kill_at_random(workdir: Path, proc: subprocess.Popen[bytes], rng: random.Ran
     elif draw < 0.6:
         where = "tick"
         due = datetime.fromisoformat(wait_ticking(workdir, proc)["next_tick_utc"]).timestamp()
-        target = due + rng.uniform(0.0, 0.15)  # a tick closes and opens within ~150 ms
+        target = due + rng.uniform(0.0, 0.3)  # a tick closes and opens within ~300 ms
     else:
         where = "anywhere"
         wait_ticking(workdir, proc)
@@ -173,11 +173,16 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--interval", type=int, default=1, help="tick interval, seconds")
     parser.add_argument("--workdir", type=Path, help="keep config, journal and logs here")
+    parser.add_argument(
+        "--latency-ms", type=float, default=20.0,
+        help="simulator latency per call (plus as much jitter): kills land mid-request more",
+    )  # fmt: skip
     args = parser.parse_args()
 
     from multirun.sim import SimConfig, SimServer
 
     with SimServer(SimConfig()) as sim, tempfile.TemporaryDirectory() as tmp:
+        sim.set_faults(latency_ms=args.latency_ms, jitter_ms=args.latency_ms)
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         result = run_cycles(

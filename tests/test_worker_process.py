@@ -170,7 +170,8 @@ def test_a_second_worker_on_the_same_account_is_refused(
 def test_sigkill_at_random_instants_then_restart_never_duplicates_or_orphans(
     sim: SimServer, tmp_path: Path
 ) -> None:
-    result = bench.run_cycles(sim.base_url, sim.ledger, tmp_path, cycles=10, seed=11)
+    sim.set_faults(latency_ms=20, jitter_ms=20)  # ticks last longer: more kills mid-request
+    result = bench.run_cycles(sim.base_url, sim.ledger, tmp_path, cycles=12, seed=11)
     assert result.final_exit == 0
     assert result.duplicated_refs == []
     assert result.left_open == []
