@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from multirun.errors import MultirunError, exit_code_for
+from multirun.errors import MultirunError, UsageError, exit_code_for
 
 app = typer.Typer(
     name="multirun",
@@ -136,21 +136,86 @@ def run_account(
 
 
 @app.command()
-def start() -> None:
-    """Start every enabled account of CONFIG under one supervisor."""
-    raise NotImplementedError("start: see issue 6")
+def start(
+    config: ConfigArg = Path("runner.yaml"),
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Start only this account (repeatable).", metavar="NAME"),
+    ] = None,
+    live: Annotated[
+        bool, typer.Option("--live", help="Also start livetrade (real money) accounts.")
+    ] = False,
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="Terminal output: text or json.", metavar="FORMAT")
+    ] = "text",
+) -> None:
+    """Start every enabled account of CONFIG under one supervisor, in the foreground.
+
+    Validates CONFIG first (refusing to start on any problem), then runs one process per
+    account, restarting crashed ones with backoff. Ctrl-C or SIGTERM (or `multirun stop`)
+    stops them all: SIGTERM, then SIGKILL after `stop_timeout`; Ctrl-C twice forces.
+    Exit 0 when every account stopped cleanly.
+    """
+    from multirun import config as runner_config
+    from multirun import configcli, supervisor
+    from multirun.logs import LogFormat
+
+    if log_format not in ("text", "json"):
+        fail(UsageError(f"--log-format must be text or json, not {log_format!r}"))
+    try:
+        report = runner_config.validate(config)
+        if not report.ok or report.spec is None:
+            typer.echo(configcli.render(report), err=True)
+            raise typer.Exit(1)
+        fmt: LogFormat = "json" if log_format == "json" else "text"
+        code = supervisor.start(report.spec, only=only or (), live=live, log_format=fmt)
+    except MultirunError as error:
+        fail(error)
+    raise typer.Exit(code)
 
 
 @app.command()
-def stop() -> None:
-    """Stop a running supervisor of CONFIG and wait for it."""
-    raise NotImplementedError("stop: see issue 6")
+def stop(
+    config: ConfigArg = Path("runner.yaml"),
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds to wait (default: stop_timeout + 30).", metavar="S"),
+    ] = None,
+) -> None:
+    """Stop the supervisor running CONFIG (through state_dir/supervisor.pid) and wait for it.
+
+    Exit 0 when every account stopped cleanly, or when none was running.
+    """
+    from multirun import config as runner_config
+    from multirun import supervisor
+
+    try:
+        runner = runner_config.load(config)
+        wait = timeout if timeout is not None else runner.stop_timeout_s + 30
+        code = supervisor.stop(runner.state_dir, timeout_s=wait, echo=typer.echo)
+    except MultirunError as error:
+        fail(error)
+    raise typer.Exit(code)
 
 
 @app.command()
-def status() -> None:
-    """Show each account's state."""
-    raise NotImplementedError("status: see issue 6")
+def status(
+    config: ConfigArg = Path("runner.yaml"),
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show each account's state, pid, uptime, restarts, ticks, open trades, token, errors.
+
+    Works while the supervisor runs and after it stopped (last known details).
+    """
+    from multirun import config as runner_config
+    from multirun import status as account_status
+
+    try:
+        snapshot = account_status.collect(runner_config.load(config))
+    except MultirunError as error:
+        fail(error)
+    render = account_status.render_json if json_output else account_status.render_text
+    typer.echo(render(snapshot))
 
 
 def fail(error: MultirunError) -> None:

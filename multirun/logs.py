@@ -1,0 +1,236 @@
+"""The supervisor's log output: one merged stream on the terminal, one file per account.
+
+- :class:`LineSplitter` turns the bytes a child writes into complete lines.
+- :class:`Scrubber` masks known secret values in every line (defence in depth: workers
+  never log secrets; this catches a strategy that prints one anyway).
+- :class:`Printer` writes ``name | line`` with the name in its own colour (honcho style;
+  no colour when the stream is not a TTY or ``NO_COLOR`` is set), or one JSON object per
+  line with ``--log-format json``.
+- :class:`RotatingFile` is ``state_dir/<name>/worker.log``: 0600, rotated by size.
+- :class:`LogRouter` sends each line through the scrubber to the printer and the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Literal, TextIO
+
+LogFormat = Literal["text", "json"]
+SUPERVISOR = "supervisor"
+MASK = "****"
+MIN_SECRET_LEN = 4  # shorter values would mask ordinary words; config forbids them anyway
+MAX_LINE = 64 * 1024
+ROTATE_BYTES = 5 * 1024 * 1024
+ROTATE_KEEP = 3
+
+# ANSI colours, in the order honcho hands them out (bright variants after the plain ones).
+COLOURS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)
+RESET = "\033[0m"
+
+
+def utc_stamp(ts: float | None = None) -> str:
+    ts = time.time() if ts is None else ts
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+class LineSplitter:
+    """Bytes in, complete decoded lines out; overlong lines are cut at ``MAX_LINE``."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+
+    def feed(self, data: bytes) -> list[str]:
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        while len(self.buffer) > MAX_LINE:
+            lines.append(self.buffer[:MAX_LINE])
+            self.buffer = self.buffer[MAX_LINE:]
+        return [_decode(line) for line in lines]
+
+    def flush(self) -> list[str]:
+        rest, self.buffer = self.buffer, b""
+        return [_decode(rest)] if rest else []
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace").rstrip("\r")
+
+
+class Scrubber:
+    """Replaces every occurrence of a known secret value with ``****``."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        # Longest first, so a secret containing another is masked whole.
+        unique = {s for s in secrets if s and len(s) >= MIN_SECRET_LEN}
+        self.secrets = sorted(unique, key=len, reverse=True)
+
+    def __call__(self, line: str) -> str:
+        for secret in self.secrets:
+            if secret in line:
+                line = line.replace(secret, MASK)
+        return line
+
+
+def colour_wanted(stream: TextIO, environ: dict[str, str] | None = None) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    env = os.environ if environ is None else environ
+    if env.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+class Printer:
+    """The merged terminal stream: ``name | line`` (coloured names) or JSON lines."""
+
+    def __init__(
+        self,
+        names: Iterable[str],
+        *,
+        stream: TextIO | None = None,
+        log_format: LogFormat = "text",
+        colour: bool | None = None,
+    ) -> None:
+        self.stream = stream if stream is not None else sys.stdout
+        self.format = log_format
+        self.colour = colour_wanted(self.stream) if colour is None else colour
+        ordered = [SUPERVISOR, *names]
+        self.width = max(len(n) for n in ordered)
+        self.colours = {name: COLOURS[i % len(COLOURS)] for i, name in enumerate(names)}
+        self.broken = False
+
+    def prefix(self, name: str) -> str:
+        padded = name.ljust(self.width)
+        if not self.colour:
+            return f"{padded} | "
+        code = self.colours.get(name)
+        style = f"\033[{code}m" if code else "\033[1m"  # supervisor: bold
+        return f"{style}{padded} |{RESET} "
+
+    def format_line(self, name: str, line: str, stream: str, ts: float) -> str:
+        if self.format == "json":
+            record = {"ts": utc_stamp(ts), "account": name, "stream": stream, "line": line}
+            return json.dumps(record, ensure_ascii=False)
+        return self.prefix(name) + line
+
+    def write(self, name: str, line: str, stream: str = "stderr", ts: float | None = None) -> None:
+        if self.broken:
+            return
+        text = self.format_line(name, line, stream, time.time() if ts is None else ts)
+        try:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.broken = True  # terminal gone (SIGHUP, closed pipe): keep supervising
+
+
+class RotatingFile:
+    """An append-only log file (0600) rotated by size: ``worker.log``, ``.1`` ... ``.N``."""
+
+    def __init__(self, path: Path, max_bytes: int = ROTATE_BYTES, keep: int = ROTATE_KEEP) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self.fd = -1
+        self.size = 0
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        self.fd = os.open(self.path, flags, 0o600)
+        os.fchmod(self.fd, 0o600)
+        self.size = os.fstat(self.fd).st_size
+
+    def write(self, text: str) -> None:
+        data = text.encode("utf-8", errors="replace")
+        try:
+            if self.fd < 0:
+                self._open()
+            if self.size and self.size + len(data) > self.max_bytes:
+                self.rotate()
+            os.write(self.fd, data)
+            self.size += len(data)
+        except OSError:
+            self.close()  # disk full or directory gone: try again on the next line
+
+    def rotate(self) -> None:
+        self.close()
+        for index in range(self.keep - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{index + 1}"))
+        if self.keep > 0:
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink(missing_ok=True)
+        self._open()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def fds(self) -> Iterator[int]:
+        if self.fd >= 0:
+            yield self.fd
+
+
+class LogRouter:
+    """Every line goes through the scrubber, then to the terminal and the account's file."""
+
+    def __init__(
+        self,
+        printer: Printer,
+        scrubber: Scrubber,
+        files: dict[str, RotatingFile] | None = None,
+    ) -> None:
+        self.printer = printer
+        self.scrub = scrubber
+        self.files = files or {}
+
+    @classmethod
+    def for_accounts(
+        cls,
+        names: Iterable[str],
+        state_dir: Path,
+        secrets: Iterable[str],
+        *,
+        log_format: LogFormat = "text",
+        stream: TextIO | None = None,
+        max_bytes: int = ROTATE_BYTES,
+        keep: int = ROTATE_KEEP,
+    ) -> LogRouter:
+        names = list(names)
+        files = {n: RotatingFile(state_dir / n / "worker.log", max_bytes, keep) for n in names}
+        printer = Printer(names, stream=stream, log_format=log_format)
+        return cls(printer, Scrubber(secrets), files)
+
+    def line(self, name: str, line: str, stream: str = "stderr") -> None:
+        """A line a child process wrote."""
+        ts = time.time()
+        clean = self.scrub(line)
+        self.printer.write(name, clean, stream, ts)
+        log_file = self.files.get(name)
+        if log_file is not None:
+            log_file.write(f"{utc_stamp(ts)} {stream} {clean}\n")
+
+    def event(self, message: str, account: str | None = None) -> None:
+        """The supervisor's own event; also written to ``account``'s file when given."""
+        ts = time.time()
+        clean = self.scrub(message)
+        self.printer.write(SUPERVISOR, clean, "supervisor", ts)
+        log_file = self.files.get(account) if account else None
+        if log_file is not None:
+            log_file.write(f"{utc_stamp(ts)} supervisor {clean}\n")
+
+    def fds(self) -> list[int]:
+        return [fd for f in self.files.values() for fd in f.fds()]
+
+    def close(self) -> None:
+        for log_file in self.files.values():
+            log_file.close()

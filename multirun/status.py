@@ -1,0 +1,225 @@
+"""``multirun status``: what each account is doing, merged from the state files.
+
+Sources (all in ``runner.state_dir``):
+
+- ``supervisor.pid``: locked by a running supervisor;
+- ``supervisor.json``: the supervisor's view, rewritten on every state change
+  (per account: state, pid, started, restarts, last exit, next start);
+- ``<name>/status.json``: the worker's view (ticks, trades, token, errors).
+
+Rules: a worker reporting HALTED overrides the supervisor's RUNNING (same pid); when no
+supervisor runs, every account is STOPPED (FATAL stays FATAL) with its last known details.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from multirun.procutil import is_locked, looks_like_multirun, read_json, read_pid
+from multirun.specs import RunnerSpec
+
+STARTING, RUNNING, BACKOFF, FATAL, HALTED, STOPPED = (
+    "STARTING",
+    "RUNNING",
+    "BACKOFF",
+    "FATAL",
+    "HALTED",
+    "STOPPED",
+)
+STATES = (STARTING, RUNNING, BACKOFF, FATAL, HALTED, STOPPED)
+
+SUPERVISOR_JSON = "supervisor.json"
+SUPERVISOR_PID = "supervisor.pid"
+WORKER_STATUS = "status.json"
+
+
+@dataclass
+class AccountStatus:
+    name: str
+    state: str
+    pid: int | None = None
+    started_utc: str | None = None
+    uptime_s: float | None = None
+    restarts: int = 0
+    last_exit: str | None = None
+    next_start_utc: str | None = None
+    last_tick_utc: str | None = None
+    next_tick_utc: str | None = None
+    ticks: int | None = None
+    open_trades: int | None = None
+    token_expires_utc: str | None = None
+    last_error: str | None = None
+    halted_reason: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class Snapshot:
+    supervisor_pid: int | None
+    running: bool
+    accounts: list[AccountStatus]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "supervisor": {"pid": self.supervisor_pid, "running": self.running},
+            "accounts": [asdict(a) for a in self.accounts],
+        }
+
+
+def supervisor_pid(state_dir: Path) -> int | None:
+    """The pid of the supervisor running on ``state_dir``, or None (stale pidfiles ignored)."""
+    path = state_dir / SUPERVISOR_PID
+    pid = read_pid(path)
+    if pid is None or not is_locked(path) or not looks_like_multirun(pid):
+        return None
+    return pid
+
+
+def collect(runner: RunnerSpec, *, now: float | None = None) -> Snapshot:
+    """Every account of ``runner``, merged from the supervisor's and the workers' files."""
+    now = time.time() if now is None else now
+    pid = supervisor_pid(runner.state_dir)
+    sup = read_json(runner.state_dir / SUPERVISOR_JSON) or {}
+    if pid is not None and sup.get("pid") != pid:
+        sup = {}  # a new supervisor that has not written its file yet
+    known = sup.get("accounts", {}) if isinstance(sup.get("accounts"), dict) else {}
+    rows = []
+    for spec in runner.accounts:
+        worker = read_json(runner.state_dir / spec.name / WORKER_STATUS) or {}
+        entry = known.get(spec.name)
+        row = merge(spec.name, entry, worker, running=pid is not None, now=now)
+        if entry is None:
+            row.note = "disabled" if not spec.enabled else "not started"
+        rows.append(row)
+    return Snapshot(pid, pid is not None, rows)
+
+
+def merge(
+    name: str,
+    sup: dict[str, Any] | None,
+    worker: dict[str, Any],
+    *,
+    running: bool,
+    now: float,
+) -> AccountStatus:
+    """One account's row from its supervisor entry and its worker status file."""
+    sup = sup or {}
+    state = sup.get("state") or STOPPED
+    pid = sup.get("pid")
+    same_process = pid is not None and worker.get("pid") == pid
+    if not running:
+        state = FATAL if state == FATAL else STOPPED
+        pid = None
+    elif state == RUNNING and same_process and worker.get("state") == HALTED:
+        state = HALTED
+    started = sup.get("started_utc") if pid else None
+    return AccountStatus(
+        name=name,
+        state=state,
+        pid=pid,
+        started_utc=started,
+        uptime_s=_age(started, now),
+        restarts=int(sup.get("restarts") or 0),
+        last_exit=sup.get("last_exit"),
+        next_start_utc=sup.get("next_start_utc") if state == BACKOFF else None,
+        last_tick_utc=worker.get("last_tick_utc"),
+        next_tick_utc=worker.get("next_tick_utc") if state in (RUNNING, HALTED) else None,
+        ticks=worker.get("ticks"),
+        open_trades=worker.get("open_trades"),
+        token_expires_utc=worker.get("token_expires_utc"),
+        last_error=worker.get("last_error") or sup.get("last_error"),
+        halted_reason=worker.get("halted_reason"),
+        note=sup.get("note"),
+    )
+
+
+def _age(iso: str | None, now: float) -> float | None:
+    if not iso:
+        return None
+    try:
+        return max(0.0, now - datetime.fromisoformat(iso).timestamp())
+    except ValueError:
+        return None
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+COLUMNS = ("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST TICK", "NEXT TICK", "OPEN")
+COLUMNS += ("TOKEN EXPIRES", "LAST ERROR")
+
+
+def render_json(snapshot: Snapshot) -> str:
+    return json.dumps(snapshot.to_dict(), indent=2)
+
+
+def render_text(snapshot: Snapshot) -> str:
+    head = (
+        f"supervisor: running (pid {snapshot.supervisor_pid})"
+        if snapshot.running
+        else "supervisor: not running (last known details)"
+    )
+    cells = [list(COLUMNS)] + [_cells(a) for a in snapshot.accounts]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    return "\n".join([head, *lines])
+
+
+def _cells(a: AccountStatus) -> list[str]:
+    error = a.halted_reason if a.state == HALTED and a.halted_reason else a.last_error
+    if not error and a.state == BACKOFF and a.next_start_utc:
+        error = f"restart at {_clock(a.next_start_utc)}"
+    if not error and a.last_exit and a.last_exit != "exit 0" and a.state != RUNNING:
+        error = f"exited: {a.last_exit}"
+    if not error and a.note:
+        error = f"({a.note})"
+    return [
+        a.name,
+        a.state,
+        str(a.pid) if a.pid else "-",
+        format_duration(a.uptime_s) if a.pid else "-",
+        str(a.restarts),
+        _clock(a.last_tick_utc),
+        _clock(a.next_tick_utc),
+        "-" if a.open_trades is None else str(a.open_trades),
+        _clock(a.token_expires_utc, date=True),
+        _short(error or "-"),
+    ]
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def _clock(iso: str | None, *, date: bool = False) -> str:
+    """``HH:MM:SS`` (UTC) of an ISO time, with the date too when asked."""
+    if not iso:
+        return "-"
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    return moment.strftime("%Y-%m-%d %H:%M" if date else "%H:%M:%S")
+
+
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
