@@ -20,9 +20,10 @@ What it guarantees (see docs/CONTRACTS.md for the interface):
   ProtocolError with exponential backoff and full jitter, for at most
   ``read_budget_s`` seconds in all.
 - **Tokens** come from a :class:`~multirun.tokens.TokenManager` (fetched on first
-  use, renewed ahead of expiry, clock skew tolerated). A 401/403 on a call that
-  carried a token renews the token once and repeats the call once: the server
-  executed nothing, so this holds for ``open_order`` too.
+  use, renewed ahead of expiry, clock skew tolerated). A 401 (or a refusal that
+  names the token) on a call that carried a token renews the token once and repeats
+  the call once: the server executed nothing, so this holds for ``open_order`` too.
+  A 403 (forbidden) is not about the token and is raised at once.
 - **Writes are never retried blindly.** ``open_order`` carries our ``orderRef``;
   when its outcome is unknown (timeout, dropped connection, 5xx, malformed reply),
   the client looks for that orderRef among pending and opened trades for
@@ -268,10 +269,17 @@ class AlgogeneClient:
 
     def realtime_price(self, symbols: str | Iterable[str]) -> dict[str, Quote]:
         """``/realtime_price``: the latest quote per symbol, keyed by symbol (no token
-        needed). Raises as :meth:`accounts`."""
+        needed). Raises RequestRejected when a requested symbol has no quote, otherwise
+        as :meth:`accounts`."""
         names = [symbols] if isinstance(symbols, str) else list(symbols)
         params = {"symbols": ",".join(names)}
-        return self._read("realtime_price", params, models.quotes_from_api, auth=False)
+        quotes = self._read("realtime_price", params, models.quotes_from_api, auth=False)
+        missing = [name for name in names if name not in quotes]
+        if missing:
+            raise RequestRejected(
+                f"realtime_price: no quote for {', '.join(missing)}", endpoint="realtime_price"
+            )
+        return quotes
 
     def history_price(
         self, instrument: str, interval: str, count: int, before: datetime | str | None = None
@@ -639,7 +647,9 @@ class AlgogeneClient:
         try:
             return self._send(method, endpoint, {**payload, **self._scope(endpoint, token)},
                               read_timeout)[0]  # fmt: skip
-        except AuthError:
+        except AuthError as refused:
+            if refused.status == 403:
+                raise  # forbidden (e.g. the account): a new token would not change that
             log.info("%s: session token refused; renewing it and trying once more", endpoint)
             self._tokens.invalidate(token)
         token = self._token()

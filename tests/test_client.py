@@ -200,14 +200,16 @@ def test_every_call_has_explicit_timeouts_and_one_session(client, rsps, monkeypa
     rsps.get(f"{BASE}/balance", json={"NAV": 1.0, "available_Balance": 1.0})
     rsps.get(f"{BASE}/realtime_price", json={"count": 0, "res": {}})
     client.balance()
-    client.realtime_price("BTCUSD")
+    with pytest.raises(RequestRejected):
+        client.realtime_price("BTCUSD")
     for call in rsps.calls:
         connect, read = call.request.req_kwargs["timeout"]
         assert connect > 0 and read > 0
 
 
 def test_market_data_needs_no_token(client, rsps, server) -> None:
-    rsps.get(f"{BASE}/realtime_price", json={"count": 0, "res": {}})
+    quote = {"timestamp": "t", "bidPrice": 1.0, "askPrice": 2.0}
+    rsps.get(f"{BASE}/realtime_price", json={"count": 2, "res": {"BTCUSD": quote, "EURUSD": quote}})
     client.realtime_price(["BTCUSD", "EURUSD"])
     assert server.issued == 0
     assert "token" not in calls_to(rsps, "realtime_price")[0].request.url
@@ -345,7 +347,7 @@ def test_definitive_order_failures_are_not_resent_or_reconciled(client, rsps, st
     rsps.post(f"{BASE}/open_order", status=status, json={"status": "FAIL", "err_msg": "no"})
     with pytest.raises(kind) as info:
         client.open_order("BTCUSD", "BUY", 1.0, "mr-a-1")
-    sends = 2 if kind is AuthError else 1  # a refused token is renewed once, then resent once
+    sends = 2 if status == 401 else 1  # a refused token is renewed once, then resent once
     assert len(calls_to(rsps, "open_order")) == sends
     assert not calls_to(rsps, "opened_trades") and not calls_to(rsps, "pending_trades")
     assert {body_of(c)["orderRef"] for c in calls_to(rsps, "open_order")} == {"mr-a-1"}
@@ -492,6 +494,26 @@ def test_refused_token_on_open_order_resends_with_the_same_ref(client, rsps, ser
     assert [b["orderRef"] for b in bodies] == ["mr-a-9", "mr-a-9"]
     assert [b["token"] for b in bodies] == [TOKENS[0], TOKENS[1]]
     assert not calls_to(rsps, "opened_trades")
+
+
+def test_forbidden_is_not_retried_with_a_new_token(client, rsps, server) -> None:
+    rsps.get(f"{BASE}/balance", status=403, json={"err_msg": "account not available"})
+    with pytest.raises(AuthError, match="HTTP 403"):
+        client.balance()
+    assert server.issued == 1 and len(calls_to(rsps, "balance")) == 1
+
+
+def test_a_200_refusal_naming_the_token_renews_it(client, rsps, server) -> None:
+    rsps.get(f"{BASE}/balance", json={"status": "FAIL", "err_msg": "Invalid session token"})
+    rsps.get(f"{BASE}/balance", json={"NAV": 1.0, "available_Balance": 1.0})
+    assert client.balance().nav == 1.0
+    assert server.issued == 2
+
+
+def test_a_missing_quote_is_a_rejection(client, rsps) -> None:
+    rsps.get(f"{BASE}/realtime_price", json={"count": 0, "res": {}})
+    with pytest.raises(RequestRejected, match="no quote for NOPE"):
+        client.realtime_price("NOPE")
 
 
 def test_bad_api_key_is_an_auth_error_from_session(clock, rsps) -> None:
