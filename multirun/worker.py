@@ -551,7 +551,8 @@ def _trade_view(trade: Trade) -> OpenTrade:
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    """``Type: message`` on one line (log lines and status fields are single lines)."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
 def _iso(ts: float | None) -> str | None:

@@ -187,3 +187,47 @@ def test_sigkill_at_random_instants_then_restart_never_duplicates_or_orphans(
     assert json.loads((tmp_path / "state" / NAME / "status.json").read_text())["state"] == (
         "STOPPED"
     )
+
+
+def test_sigterm_mid_tick_lets_the_tick_finish(
+    sim: SimServer, alice: SimCaller, tmp_path: Path
+) -> None:
+    proc = start(tmp_path, config(tmp_path), sim)
+    try:
+        wait_for_a_trade(tmp_path, proc, alice)
+        sim.set_faults(latency_ms=150)  # a tick now lasts about a second
+        time.sleep(math.ceil(time.time()) + 0.1 - time.time())  # aim into the next tick
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        sim.set_faults(latency_ms=0)
+    log = (tmp_path / "worker.log").read_text().splitlines()
+    after = log[next(i for i, line in enumerate(log) if "SIGTERM" in line) :]
+    assert any("closed" in line for line in after)  # the tick, then on_stop, completed
+    journal = Journal(tmp_path / "state" / NAME / "journal.sqlite", PREFIX, lock=False)
+    try:
+        assert journal.intents() == [] and journal.held() == []
+    finally:
+        journal.close()
+    assert ours_open(alice) == {}
+
+
+def test_server_sim_without_a_server_option_starts_its_own_simulator(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with (tmp_path / "worker.log").open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from multirun.cli import main; main()",
+             "run-account", str(cfg), NAME],
+            stdout=out, stderr=out, env=env,
+        )  # fmt: skip
+    try:
+        bench.wait_ticking(tmp_path, proc)
+        wait_until(lambda: bench.status(tmp_path).get("ticks", 0) >= 1, timeout=10)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+    assert "started an in-process simulator" in (tmp_path / "worker.log").read_text()
+    assert bench.status(tmp_path)["open_trades"] == 0
