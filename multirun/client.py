@@ -459,8 +459,8 @@ class AlgogeneClient:
                     return OrderAck(trade.trade_id, status, trade.timestamp, order_ref)
                 if began >= window_end:
                     return None
-            now = self._clock.monotonic()
-            self._sleep(max(0.0, min(interval, window_end - now)) if now < window_end else 0.05)
+            now = self._clock.monotonic()  # the next lookup must begin after the window
+            self._sleep(max(0.0, min(interval, window_end - now)) if now < window_end else interval)
             interval = min(interval * 1.5, 1.0)
 
     def _uncertain(self, order_ref: str, cause: ApiError, error: ApiError) -> OrderUncertain:

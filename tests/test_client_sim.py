@@ -166,7 +166,7 @@ FAULT_KINDS = {
     "drop": {"drop_rate": 0.3},
     "malformed": {"malformed_rate": 0.3},
     "revoke": {"revoke_rate": 0.3},
-    "slow_success": {"slow_success_rate": 0.25, "slow_success_ms": SLOW_MS},
+    "slow_success": {"slow_success_rate": 0.15, "slow_success_ms": SLOW_MS},
 }
 
 
@@ -174,44 +174,55 @@ FAULT_KINDS = {
 def test_each_fault_kind_loses_and_duplicates_nothing(sim_factory, run, caplog, kind) -> None:
     caplog.set_level(logging.DEBUG)
     sim = sim_factory(seed=11, faults=FAULT_KINDS[kind])
-    cycles(sim, "ACC-K", 10, run)
+    cycles(sim, "ACC-K", 8, run)
     injected = sim.stats()["faults_injected"]
     assert injected.get(kind, 0) > 0, injected
-    check_ledger(sim, run, {f"mr-ACC-K-{i}" for i in range(10)})
+    check_ledger(sim, run, {f"mr-ACC-K-{i}" for i in range(8)})
     check_no_secrets(run, caplog)
 
 
-def lift_faults_after_first_order(sim: SimServer) -> None:
-    """Switch faults off as soon as the simulator has received one open_order."""
-    deadline = time.monotonic() + 5.0
-    while not sim.stats()["requests"].get("open_order") and time.monotonic() < deadline:
-        time.sleep(0.005)
-    sim.set_faults(slow_success_rate=0.0, drop_rate=0.0)
-
-
-def test_slow_success_order_is_found_not_resent(sim_factory, run) -> None:
-    """Every open_order reply is held back past the read timeout: each order must be
-    recognised by reconciliation, never sent twice."""
-    sim = sim_factory(seed=3)
+@pytest.mark.parametrize("kind", ["slow_success", "malformed"])
+def test_executed_order_with_a_lost_reply_is_found_not_resent(sim_factory, kind) -> None:
+    """Every open_order executes but its reply is lost (held back past the read timeout,
+    or cut short): reconciliation must recognise the order; it is never sent twice."""
+    faults = {f"{kind}_rate": 1.0, "slow_success_ms": SLOW_MS, "endpoints": ["open_order"]}
+    sim = sim_factory(seed=3, faults=faults)
     with make_client(sim, "ACC-S") as client:
-        client.balance()  # token fetched before the faults start
-        sim.set_faults(slow_success_rate=1.0, slow_success_ms=SLOW_MS)
-        lift = threading.Thread(target=lift_faults_after_first_order, args=(sim,))
-        lift.start()
-        try:
-            ack = client.open_order("EURUSD", "SELL", 0.01, "mr-ACC-S-1")
-        finally:
-            lift.join()
-        assert ack.status == "FILLED"
+        ack = client.open_order("EURUSD", "SELL", 0.01, "mr-ACC-S-1")
+    assert ack.status == "FILLED"
     assert sim.stats()["requests"].get("open_order") == 1
     (order,) = [o for o in sim.ledger() if o["orderRef"] == "mr-ACC-S-1"]
     assert str(order["tradeID"]) == ack.trade_id
 
 
+@pytest.mark.parametrize("kind", ["drop", "error"])
+def test_unexecuted_order_is_resent_with_the_same_ref(sim_factory, kind) -> None:
+    """The first two sends are refused without executing (dropped, or a 5xx): after each,
+    reconciliation finds nothing, and the order is sent again with the same orderRef."""
+    sim = sim_factory(seed=3, faults={f"{kind}_rate": 1.0, "endpoints": ["open_order"]})
+    with make_client(sim, "ACC-R") as client:
+        client.balance()
+        lift = threading.Thread(target=lift_after, args=(sim, "open_order", 2))
+        lift.start()
+        ack = client.open_order("EURUSD", "BUY", 0.01, "mr-ACC-R-1")
+        lift.join()
+    assert sim.stats()["requests"].get("open_order") == 3
+    (order,) = [o for o in sim.ledger() if o["orderRef"] == "mr-ACC-R-1"]
+    assert str(order["tradeID"]) == ack.trade_id
+
+
+def lift_after(sim: SimServer, endpoint: str, count: int) -> None:
+    """Switch faults off once ``endpoint`` has been requested ``count`` times."""
+    deadline = time.monotonic() + 10.0
+    while sim.stats()["requests"].get(endpoint, 0) < count and time.monotonic() < deadline:
+        time.sleep(0.002)
+    sim.set_faults(drop_rate=0.0, error_rate=0.0)
+
+
 def test_unreachable_reconciliation_is_order_uncertain(sim_factory, run) -> None:
     sim = sim_factory(seed=4)
     with make_client(sim, "ACC-U", read_budget_s=1.0) as client:
-        client.balance()
+        client.balance()  # token fetched before the faults start
         sim.set_faults(drop_rate=1.0)
         with pytest.raises(OrderUncertain):
             client.open_order("EURUSD", "BUY", 0.01, "mr-ACC-U-1")
