@@ -458,8 +458,8 @@ class Arbiter:
 
     def stopped(self, proc: Proc, description: str, ok: bool) -> None:
         proc.state = STOPPED
-        if ok:
-            self.log(f"{proc.name}: stopped", proc.name)
+        if ok or description == "signal SIGTERM":  # the signal we sent: stopped before its
+            self.log(f"{proc.name}: stopped", proc.name)  # handlers were up, nothing to undo
         else:
             self.clean = False
             self.log(f"{proc.name}: stopped with {description}", proc.name)

@@ -1,0 +1,102 @@
+"""logs: line splitting, secret scrubbing, prefixes and colours, JSON lines, rotation."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from multirun.logs import (
+    MAX_LINE,
+    LineSplitter,
+    LogRouter,
+    Printer,
+    RotatingFile,
+    Scrubber,
+    colour_wanted,
+)
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_line_splitter_joins_partial_writes_and_flushes_the_rest() -> None:
+    split = LineSplitter()
+    assert split.feed(b"one\ntw") == ["one"]
+    assert split.feed(b"o\r\nthr") == ["two"]
+    assert split.feed(b"\xff\n") == ["thr\ufffd"]  # undecodable bytes never break it
+    assert split.flush() == []
+    assert split.feed(b"tail") == [] and split.flush() == ["tail"]
+    long = split.feed(b"x" * (MAX_LINE + 10))
+    assert long == ["x" * MAX_LINE] and split.flush() == ["x" * 10]
+
+
+def test_scrubber_masks_every_known_secret_longest_first() -> None:
+    scrub = Scrubber(["abcd1234", "abcd1234-more", "", "ab"])
+    assert scrub("key=abcd1234-more and abcd1234, ab") == "key=**** and ****, ab"
+    assert Scrubber()("nothing") == "nothing"
+
+
+def test_printer_prefixes_and_colours_only_on_a_tty(monkeypatch) -> None:
+    plain = io.StringIO()
+    Printer(["a", "longer"], stream=plain).write("a", "hello")
+    assert plain.getvalue() == "a          | hello\n"
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    tty = Tty()
+    printer = Printer(["a", "b"], stream=tty)
+    printer.write("a", "x")
+    printer.write("b", "y")
+    printer.write("supervisor", "z")
+    first, second, third = tty.getvalue().splitlines()
+    assert first.startswith("\033[36ma") and second.startswith("\033[33mb")
+    assert third.startswith("\033[1msupervisor")
+
+    assert colour_wanted(Tty(), {"NO_COLOR": "1"}) is False
+    assert colour_wanted(Tty(), {}) is True
+    assert colour_wanted(io.StringIO(), {}) is False
+
+
+def test_json_lines() -> None:
+    out = io.StringIO()
+    Printer(["a"], stream=out, log_format="json").write("a", "hé", "stdout", ts=0.5)
+    assert json.loads(out.getvalue()) == {
+        "ts": "1970-01-01T00:00:00.500Z", "account": "a", "stream": "stdout", "line": "hé",
+    }  # fmt: skip
+
+
+def test_a_closed_terminal_does_not_stop_the_printer() -> None:
+    out = io.StringIO()
+    printer = Printer(["a"], stream=out)
+    out.close()
+    printer.write("a", "lost")  # no exception
+    assert printer.broken
+
+
+def test_rotating_file_keeps_n_backups_0600(tmp_path: Path) -> None:
+    log = RotatingFile(tmp_path / "a" / "worker.log", max_bytes=100, keep=2)
+    for i in range(20):
+        log.write(f"{i:02d} " + "x" * 27 + "\n")  # 31 bytes: 3 lines a file
+    log.close()
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == ["worker.log", "worker.log.1", "worker.log.2"]
+    assert (tmp_path / "a" / "worker.log").read_text().startswith("18 ")
+    assert (tmp_path / "a" / "worker.log.1").read_text().startswith("15 ")
+    for name in files:
+        path = tmp_path / "a" / name
+        assert path.stat().st_size <= 100 and path.stat().st_mode & 0o777 == 0o600
+
+
+def test_router_scrubs_before_printing_and_writing(tmp_path: Path) -> None:
+    out = io.StringIO()
+    router = LogRouter.for_accounts(["a"], tmp_path, ["topsecret"], stream=out)
+    router.line("a", "leak topsecret here", "stderr")
+    router.event("a: started with topsecret", "a")
+    router.close()
+    assert "topsecret" not in out.getvalue()
+    assert "a          | leak **** here" in out.getvalue()
+    text = (tmp_path / "a" / "worker.log").read_text()
+    assert "stderr leak **** here" in text and "supervisor a: started with ****" in text
+    assert "topsecret" not in text

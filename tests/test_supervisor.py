@@ -1,0 +1,344 @@
+"""The arbiter as a real process, with test targets in place of the worker.
+
+Each test runs :func:`arbiter_main` in a subprocess (the arbiter forks, installs signal
+handlers and must be single-threaded, so never inside pytest), with targets below that
+crash, sleep, ignore SIGTERM... The worker and simulator wiring is tested in
+``test_supervisor_cli.py``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from multirun import procutil, status
+from multirun.errors import SupervisorError
+from multirun.logs import LogRouter
+from multirun.specs import AccountSpec, RunnerSpec, Secret
+from multirun.supervisor import Arbiter, RestartPolicy, stop
+from tests.conftest import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "s3cret-api-key-value"
+
+# --- targets: run in the forked child; get the work dir, the name and the server URL --------
+
+
+def sleeper(workdir: Path, name: str, url: str | None) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"hello from {name}; my key is {SECRET}", flush=True)
+    print(f"{name} on stderr", file=sys.stderr, flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def crasher(workdir: Path, name: str, url: str | None) -> int:
+    print(f"{name}: boom", file=sys.stderr)
+    return 3
+
+
+def stubborn(workdir: Path, name: str, url: str | None) -> int:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print(f"{name}: ignoring SIGTERM", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def no_deathsig(workdir: Path, name: str, url: str | None) -> int:
+    """Only the pipe watcher can notice the arbiter's death (prctl undone)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.prctl(procutil.PR_SET_PDEATHSIG, 0, 0, 0, 0)
+    return sleeper(workdir, name, url)
+
+
+def chatty(workdir: Path, name: str, url: str | None) -> int:
+    for i in range(400):
+        print(f"line {i:04d} " + "x" * 60)
+    sys.stdout.flush()
+    return sleeper(workdir, name, url)
+
+
+TARGETS = {f.__name__: f for f in (sleeper, crasher, stubborn, no_deathsig, chatty)}
+
+
+def arbiter_main(argument: str) -> None:
+    """The subprocess: an arbiter over the targets named in ``argument`` (JSON)."""
+    spec = json.loads(argument)
+    workdir = Path(spec["dir"])
+    state_dir = workdir / "state"
+    accounts: dict[str, str] = spec["accounts"]
+    router = LogRouter.for_accounts(
+        accounts,
+        state_dir,
+        [SECRET],
+        log_format=spec.get("format", "text"),
+        max_bytes=spec.get("max_bytes", 5 * 1024 * 1024),
+    )
+    arbiter = Arbiter(
+        {name: partial(TARGETS[kind], workdir, name) for name, kind in accounts.items()},
+        state_dir=state_dir,
+        router=router,
+        policy=RestartPolicy(**spec.get("policy", {})),
+        stop_timeout_s=spec.get("stop_timeout", 10.0),
+    )
+    sys.exit(arbiter.run())
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+class Running:
+    """An arbiter subprocess, its output file and its state files."""
+
+    def __init__(self, workdir: Path, proc: subprocess.Popen[bytes]) -> None:
+        self.workdir, self.proc = workdir, proc
+        self.state_dir = workdir / "state"
+        self.out = workdir / "out.log"
+
+    def output(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    def sup(self) -> dict[str, Any]:
+        return procutil.read_json(self.state_dir / status.SUPERVISOR_JSON) or {}
+
+    def account(self, name: str) -> dict[str, Any]:
+        return self.sup().get("accounts", {}).get(name, {})
+
+    def wait_state(self, name: str, state: str, timeout: float = 10.0) -> dict[str, Any]:
+        return wait_until(lambda: self.account(name).get("state") == state and self.account(name),
+                          timeout)  # fmt: skip
+
+    def wait_exit(self, timeout: float = 15.0) -> int:
+        return self.proc.wait(timeout=timeout)
+
+
+@pytest.fixture
+def arbiter(tmp_path: Path) -> Iterator[Any]:
+    started: list[Running] = []
+
+    def run(accounts: dict[str, str], **options: Any) -> Running:
+        spec = {"dir": str(tmp_path), "accounts": accounts, **options}
+        code = "import sys, multirun; from tests.test_supervisor import arbiter_main; "
+        code += "arbiter_main(sys.argv[1])"
+        with (tmp_path / "out.log").open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", code, json.dumps(spec)],
+                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": ""},
+            )  # fmt: skip
+        running = Running(tmp_path, proc)
+        started.append(running)
+        wait_until(lambda: running.sup().get("pid") == proc.pid or proc.poll() is not None, 10)
+        return running
+
+    yield run
+    for running in started:
+        if running.proc.poll() is None:
+            running.proc.kill()
+            running.proc.wait()
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie waiting for init counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return not procutil.alive(pid)
+    return stat[stat.rindex(")") + 2] in "ZX"
+
+
+FAST = {"startsecs": 0.5, "backoff_base_s": 0.05, "backoff_cap_s": 0.2, "fatal_after": 100}
+
+
+# --- restarts ----------------------------------------------------------------------------
+
+
+def test_a_crashing_account_is_restarted_with_exponential_backoff(arbiter: Any) -> None:
+    run = arbiter({"crashy": "crasher"}, policy=FAST)
+    wait_until(lambda: run.account("crashy").get("restarts", 0) >= 4, 10)
+    out = run.output()
+    delays = [
+        line.split("restarting in ")[1] for line in out.splitlines() if "restarting in" in line
+    ]
+    assert delays[:4] == ["0.05 s", "0.1 s", "0.2 s", "0.2 s"]  # doubling, then capped
+    assert "crashy: exited unexpectedly (exit 3)" in out
+    assert "crashy     | crashy: boom" in out  # names padded to "supervisor"
+    assert run.account("crashy")["last_exit"] == "exit 3"
+    run.proc.send_signal(signal.SIGTERM)
+    # 0 when the stop found it in BACKOFF, 1 when it was caught crashing (exit 3) meanwhile.
+    assert run.wait_exit() in (0, 1)
+    assert run.account("crashy")["state"] == "STOPPED"
+    assert "restarting in" not in run.output().split("SIGTERM: stopping")[-1]
+
+
+def test_backoff_delays_double_and_cap_at_60_s_by_default() -> None:
+    policy = RestartPolicy()
+    assert [policy.delay(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
+
+
+def test_a_crash_loop_is_fatal_while_the_other_account_goes_on(arbiter: Any) -> None:
+    policy = {**FAST, "fatal_after": 3, "startsecs": 1.0}
+    run = arbiter({"bad": "crasher", "good": "sleeper"}, policy=policy)
+    fatal = run.wait_state("bad", "FATAL")
+    assert fatal["restarts"] == 2 and fatal["last_exit"] == "exit 3"
+    good = run.wait_state("good", "RUNNING")
+    assert good["restarts"] == 0 and procutil.alive(good["pid"])
+    assert "bad: FATAL: exited within 1 s of its start 3 times in a row" in run.output()
+
+    snapshot = status.collect(runner_for(run.state_dir, "bad", "good"))
+    rows = {a.name: a for a in snapshot.accounts}
+    assert snapshot.running and rows["bad"].state == "FATAL" and rows["good"].state == "RUNNING"
+    text = status.render_text(snapshot)
+    assert "FATAL" in text and f"running (pid {run.proc.pid})" in text
+
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait_exit() == 1  # a FATAL account is not a clean stop
+    after = status.collect(runner_for(run.state_dir, "bad", "good"))
+    assert {a.name: a.state for a in after.accounts} == {"bad": "FATAL", "good": "STOPPED"}
+    assert not after.running
+
+
+# --- stopping ----------------------------------------------------------------------------
+
+
+def test_sigterm_stops_every_account_and_exits_0(arbiter: Any) -> None:
+    run = arbiter({"a": "sleeper", "b": "sleeper"})
+    pids = [run.wait_state(n, "STARTING", 10)["pid"] for n in ("a", "b")]
+    wait_until(lambda: "hello from b" in run.output() and "hello from a" in run.output())
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait_exit() == 0
+    assert all(gone(pid) for pid in pids)
+    assert "every account stopped cleanly" in run.output()
+    assert not (run.state_dir / status.SUPERVISOR_PID).exists()
+    assert run.sup()["exit_code"] == 0
+
+
+def test_stop_timeout_then_sigkill(arbiter: Any) -> None:
+    run = arbiter({"mule": "stubborn", "ok": "sleeper"}, stop_timeout=0.5)
+    pid = run.wait_state("mule", "STARTING")["pid"]
+    wait_until(lambda: "ignoring SIGTERM" in run.output() and "hello from ok" in run.output())
+    run.proc.send_signal(signal.SIGINT)
+    assert run.wait_exit() == 1
+    assert gone(pid)
+    assert "stop_timeout (0.5 s) passed for mule: SIGKILL to mule" in run.output()
+    assert run.account("mule")["last_exit"] == "signal SIGKILL"
+    assert run.account("ok")["last_exit"] == "exit 0"
+
+
+def test_a_second_signal_forces(arbiter: Any) -> None:
+    run = arbiter({"mule": "stubborn"}, stop_timeout=60)
+    pid = run.wait_state("mule", "STARTING")["pid"]
+    wait_until(lambda: "ignoring SIGTERM" in run.output())
+    run.proc.send_signal(signal.SIGINT)
+    wait_until(lambda: "stopping 1 account(s)" in run.output())
+    run.proc.send_signal(signal.SIGINT)
+    assert run.wait_exit(timeout=5) == 1
+    assert gone(pid)
+    assert "SIGINT again: SIGKILL to mule" in run.output()
+
+
+def test_sigkill_of_the_supervisor_leaves_no_process_within_2_s(arbiter: Any) -> None:
+    accounts = {"a": "sleeper", "b": "stubborn", "c": "no_deathsig"}
+    run = arbiter(accounts)
+    pids = [run.wait_state(name, "STARTING")["pid"] for name in accounts]
+    wait_until(lambda: all(f"{n}" in run.output() for n in ("hello from c", "ignoring")))
+    assert set(procutil.descendants(run.proc.pid)) >= set(pids)
+    run.proc.kill()
+    run.proc.wait()
+    wait_until(lambda: all(gone(pid) for pid in pids), timeout=2.0)
+
+
+def test_multirun_stop_from_another_process(arbiter: Any) -> None:
+    run = arbiter({"a": "sleeper"})
+    wait_until(lambda: "hello from a" in run.output())
+    lines: list[str] = []
+    assert stop(run.state_dir, timeout_s=10, echo=lines.append) == 0
+    assert run.proc.poll() == 0
+    assert lines[0] == f"stopping the supervisor (pid {run.proc.pid}); waiting up to 10 s"
+    assert lines[-1] == "stopped: every account stopped cleanly"
+
+
+def test_stop_handles_a_stale_pidfile(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    pidfile = tmp_path / status.SUPERVISOR_PID
+    pidfile.write_text(dead.stdout)
+    lines: list[str] = []
+    assert stop(tmp_path, timeout_s=5, echo=lines.append) == 0
+    assert lines == [f"no supervisor running on {tmp_path} (removed a stale pidfile)"]
+    assert not pidfile.exists()
+    # A live pid that is not a multirun supervisor (ours, without the lock) is not signalled.
+    pidfile.write_text(f"{os.getppid()}\n")
+    assert stop(tmp_path, timeout_s=5, echo=lines.append) == 0
+
+
+def test_a_second_start_on_the_same_state_dir_is_refused(arbiter: Any, tmp_path: Path) -> None:
+    run = arbiter({"a": "sleeper"})
+    run.wait_state("a", "STARTING")
+    router = LogRouter.for_accounts(["a"], tmp_path / "state", [])
+    second = Arbiter({"a": lambda url: 0}, state_dir=tmp_path / "state", router=router)
+    with pytest.raises(SupervisorError, match=rf"another supervisor \(pid {run.proc.pid}\)"):
+        second.run()
+    assert run.proc.poll() is None
+
+
+# --- logs ----------------------------------------------------------------------------------
+
+
+def test_output_is_prefixed_logged_per_account_and_scrubbed(arbiter: Any) -> None:
+    run = arbiter({"alpha": "sleeper", "b": "sleeper"})
+    wait_until(lambda: "hello from alpha" in run.output() and "hello from b" in run.output())
+    out = run.output()
+    assert "alpha      | hello from alpha; my key is ****" in out
+    assert "b          | b on stderr" in out
+    assert "supervisor | alpha: started, pid" in out
+    assert SECRET not in out and "\033[" not in out  # not a TTY: no colour
+    log = run.state_dir / "alpha" / "worker.log"
+    assert log.stat().st_mode & 0o777 == 0o600
+    text = log.read_text()
+    assert "stdout hello from alpha; my key is ****" in text and SECRET not in text
+    assert "supervisor alpha: started, pid" in text and "hello from b" not in text
+
+
+def test_json_log_format(arbiter: Any) -> None:
+    run = arbiter({"alpha": "sleeper"}, format="json")
+    wait_until(lambda: "alpha on stderr" in run.output() and "hello" in run.output())
+    records = [json.loads(line) for line in run.output().splitlines()]
+    assert all(set(r) == {"ts", "account", "stream", "line"} for r in records)
+    ours = {r["stream"]: r for r in records if r["account"] == "alpha"}
+    assert ours["stdout"]["line"] == "hello from alpha; my key is ****"
+    assert ours["stderr"]["line"] == "alpha on stderr"
+    assert any(r["account"] == "supervisor" for r in records)
+
+
+def test_worker_logs_rotate(arbiter: Any) -> None:
+    run = arbiter({"talker": "chatty"}, max_bytes=8000)
+    wait_until(lambda: "hello from talker" in run.output())
+    log = run.state_dir / "talker" / "worker.log"
+    rotated = [log.with_name(f"worker.log.{i}") for i in (1, 2, 3)]
+    assert all(p.exists() for p in rotated) and not log.with_name("worker.log.4").exists()
+    assert all(p.stat().st_size <= 8000 for p in (log, *rotated))
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in (log, *rotated))
+    assert "line 0399" in log.read_text() or "line 0399" in rotated[0].read_text()
+
+
+def runner_for(state_dir: Path, *names: str) -> RunnerSpec:
+    accounts = tuple(
+        AccountSpec(name=n, user="u", api_key=Secret("k"), accountid=n, runmode="livetest",
+                    strategy="random", instrument="BTCUSD", volume=1.0, interval_s=5)
+        for n in names
+    )  # fmt: skip
+    return RunnerSpec(path=state_dir / "runner.yaml", server="sim", state_dir=state_dir,
+                      accounts=accounts)  # fmt: skip
