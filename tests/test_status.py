@@ -1,0 +1,87 @@
+"""status: merging the supervisor's and the workers' files, and both renderings."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from multirun import procutil
+from multirun.status import (
+    SUPERVISOR_JSON,
+    AccountStatus,
+    Snapshot,
+    collect,
+    format_duration,
+    merge,
+    render_json,
+    render_text,
+)
+from tests.test_supervisor import runner_for
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
+SUP = {"state": "RUNNING", "pid": 42, "started_utc": "2026-01-02T03:00:00+00:00", "restarts": 2}
+WORKER = {
+    "pid": 42, "state": "HALTED", "last_tick_utc": "2026-01-02T03:04:00+00:00",
+    "next_tick_utc": "2026-01-02T03:04:10+00:00", "open_trades": 1, "ticks": 7,
+    "token_expires_utc": "2026-01-02T04:00:00+00:00", "last_error": "ServerError: 503",
+    "halted_reason": "5 failed ticks in a row",
+}  # fmt: skip
+
+
+def test_a_halted_worker_overrides_running() -> None:
+    row = merge("a", SUP, WORKER, running=True, now=NOW)
+    assert (row.state, row.pid, row.restarts, row.uptime_s) == ("HALTED", 42, 2, 245.0)
+    assert row.open_trades == 1 and row.next_tick_utc == WORKER["next_tick_utc"]
+
+
+def test_a_status_file_of_another_process_does_not_override() -> None:
+    row = merge("a", SUP, {**WORKER, "pid": 41}, running=True, now=NOW)
+    assert row.state == "RUNNING"
+
+
+def test_without_a_supervisor_everything_is_stopped_but_fatal() -> None:
+    row = merge("a", SUP, WORKER, running=False, now=NOW)
+    assert (row.state, row.pid, row.uptime_s, row.next_tick_utc) == ("STOPPED", None, None, None)
+    assert row.last_tick_utc == WORKER["last_tick_utc"] and row.restarts == 2
+    fatal = merge("b", {**SUP, "state": "FATAL"}, {}, running=False, now=NOW)
+    assert fatal.state == "FATAL"
+    assert merge("c", None, {}, running=False, now=NOW).state == "STOPPED"
+
+
+def test_collect_after_a_stop_keeps_the_last_known_details(tmp_path: Path) -> None:
+    runner = runner_for(tmp_path, "a", "b")
+    data = {"pid": 1, "accounts": {"a": {**SUP, "state": "STOPPED", "last_exit": "exit 0"}}}
+    procutil.write_json_atomic(tmp_path / SUPERVISOR_JSON, data)
+    procutil.write_json_atomic(tmp_path / "a" / "status.json", WORKER)
+    snapshot = collect(runner, now=NOW)
+    assert not snapshot.running
+    a, b = snapshot.accounts
+    assert (a.state, a.ticks, a.last_error, a.note) == ("STOPPED", 7, "ServerError: 503", None)
+    assert (b.state, b.note) == ("STOPPED", "not started")
+
+
+def test_text_and_json_renderings() -> None:
+    rows = [
+        merge("alpha", SUP, WORKER, running=True, now=NOW),
+        AccountStatus(name="beta", state="BACKOFF", restarts=3, last_exit="exit 3",
+                      next_start_utc="2026-01-02T03:04:09+00:00"),
+    ]  # fmt: skip
+    snapshot = Snapshot(99, True, rows)
+    lines = render_text(snapshot).splitlines()
+    assert lines[0] == "supervisor: running (pid 99)"
+    header = "NAME STATE PID UPTIME RESTARTS LAST TICK NEXT TICK OPEN TOKEN EXPIRES LAST ERROR"
+    assert lines[1].split() == header.split()
+    assert lines[2].split()[:9] == ["alpha", "HALTED", "42", "4m05s", "2", "03:04:00",
+                                    "03:04:10", "1", "2026-01-02"]  # fmt: skip
+    assert lines[2].endswith("5 failed ticks in a row")
+    assert lines[3].split()[:2] == ["beta", "BACKOFF"] and lines[3].endswith("restart at 03:04:09")
+    data = json.loads(render_json(snapshot))
+    assert data["supervisor"] == {"pid": 99, "running": True}
+    assert data["accounts"][0]["state"] == "HALTED" and data["accounts"][1]["restarts"] == 3
+    fields = "name state pid uptime_s restarts last_tick_utc next_tick_utc open_trades"
+    assert set(data["accounts"][0]) >= {*fields.split(), "token_expires_utc", "last_error"}
+
+
+def test_durations() -> None:
+    assert [format_duration(s) for s in (5, 65, 3700, 90000)] == ["5s", "1m05s", "1h01m", "1d1h"]
