@@ -1,0 +1,161 @@
+"""``multirun start`` / ``stop`` / ``status`` as real processes with the real worker and sim."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from multirun import procutil
+from multirun.sim import SimServer
+from tests.conftest import SimCaller, wait_until
+from tests.test_supervisor import gone
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "alice-key-1234"
+ACCOUNT = """\
+  - name: {name}
+    user: alice
+    api_key: {key}
+    accountid: {accountid}
+    runmode: {runmode}
+    strategy: random
+    params:
+      seed: 3
+    instrument: BTCUSD
+    volume: 1
+    interval: 1s
+    on_stop: close
+"""
+
+
+def write_config(tmp_path: Path, server: str, *, live: bool = False) -> Path:
+    text = f"version: 1\nserver: {server}\nstate_dir: {tmp_path / 'state'}\nstop_timeout: 20\n"
+    text += "accounts:\n"
+    for index, name in enumerate(("coin-a", "coin-b"), start=1):
+        runmode = "livetrade" if live and index == 2 else "livetest"
+        text += ACCOUNT.format(name=name, key=KEY, accountid=f"ACC-{index}", runmode=runmode)
+    path = tmp_path / "runner.yaml"
+    path.write_text(text)
+    return path
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from multirun.cli import main; main()", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Any]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def run(config: Path, *args: str) -> subprocess.Popen[bytes]:
+        with (tmp_path / "out.log").open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", "from multirun.cli import main; main()",
+                 "start", str(config), *args],
+                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )  # fmt: skip
+        procs.append(proc)
+        return proc
+
+    yield run
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def worker_status(tmp_path: Path, name: str) -> dict[str, Any]:
+    return procutil.read_json(tmp_path / "state" / name / "status.json") or {}
+
+
+def trading(tmp_path: Path, proc: subprocess.Popen[bytes]) -> bool:
+    if proc.poll() is not None:
+        raise AssertionError((tmp_path / "out.log").read_text())
+    return all(worker_status(tmp_path, n).get("ticks", 0) >= 1 for n in ("coin-a", "coin-b"))
+
+
+def test_start_trades_and_stop_from_another_terminal_closes_every_trade(
+    sim: SimServer, tmp_path: Path, start: Any
+) -> None:
+    config = write_config(tmp_path, sim.base_url)
+    proc = start(config)
+    wait_until(lambda: trading(tmp_path, proc), timeout=30)
+    alice = SimCaller(sim, user="alice", api_key=KEY, accountid="ACC-1").login()
+    wait_until(lambda: any(o["orderRef"].startswith("mr-coin-") for o in sim.ledger()), 10)
+
+    shown = cli("status", str(config), "--json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["supervisor"] == {"pid": proc.pid, "running": True}
+    assert {a["state"] for a in data["accounts"]} <= {"STARTING", "RUNNING"}
+    assert "coin-a" in cli("status", str(config)).stdout
+
+    stopped = cli("stop", str(config))
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert proc.wait(timeout=5) == 0
+    ours = [o for o in sim.ledger() if o["orderRef"].startswith("mr-coin-")]
+    assert ours and not [o for o in ours if o["status"] in ("OPEN", "PENDING")]
+    assert not [t for t in alice.opened().values() if t["order_Ref"].startswith("mr-coin-")]
+
+    out = (tmp_path / "out.log").read_text()
+    assert "coin-a     | " in out and "every account stopped cleanly" in out
+    assert KEY not in out and KEY not in (tmp_path / "state/coin-a/worker.log").read_text()
+    after = json.loads(cli("status", str(config), "--json").stdout)
+    assert after["supervisor"]["running"] is False
+    assert {a["state"] for a in after["accounts"]} == {"STOPPED"}
+    assert all(a["open_trades"] == 0 for a in after["accounts"])
+
+
+def test_embedded_sim_and_sigkill_of_the_supervisor_leaves_no_process(
+    tmp_path: Path, start: Any
+) -> None:
+    config = write_config(tmp_path, "sim")
+    proc = start(config)
+    wait_until(lambda: trading(tmp_path, proc), timeout=30)
+    children = procutil.descendants(proc.pid)
+    assert len(children) == 3  # the simulator and two workers
+    second = cli("start", str(config))
+    assert second.returncode == 1
+    assert second.stderr.strip().splitlines() == [
+        f"multirun: error: another supervisor (pid {proc.pid}) is running on "
+        f"{tmp_path / 'state'}; stop it first with `multirun stop`"
+    ]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    wait_until(lambda: all(gone(pid) for pid in children), timeout=2.0)
+    assert "STOPPED" in cli("status", str(config)).stdout
+
+
+def test_start_refuses_an_invalid_config_with_the_messages_of_validate(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "sim")
+    config.write_text(config.read_text().replace("volume: 1", "volume: -1", 1))
+    started = cli("start", str(config))
+    validated = cli("validate", str(config))
+    assert started.returncode == validated.returncode == 1
+    assert started.stderr.strip() == validated.stdout.strip()
+    assert not (tmp_path / "state").exists()
+
+
+def test_livetrade_accounts_need_live(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "sim", live=True)
+    refused = cli("start", str(config))
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "multirun: error: livetrade account(s) coin-b trade real money: start with --live, "
+        "or leave them out with --only"
+    )
+    unknown = cli("start", str(config), "--only", "nope")
+    assert unknown.returncode == 2 and "--only: no account named nope" in unknown.stderr
