@@ -602,27 +602,37 @@ class AlgogeneClient:
     ) -> T:
         """GET ``endpoint`` and parse it, retrying retryable failures with exponential
         backoff and full jitter until ``deadline`` (default: now + read_budget_s)."""
+
+        def once(read_timeout: float) -> T:
+            reply = self._call("GET", endpoint, params, auth=auth, read_timeout=read_timeout)
+            return self._parse(endpoint, parse, reply)
+
         if deadline is None:
             deadline = self._clock.monotonic() + self._read_budget_s
+        try:
+            return self._retrying(endpoint, once, deadline)
+        except _NotSent as not_sent:  # the session fetch already spent its own budget
+            error = not_sent.error
+        raise error
+
+    def _retrying(self, endpoint: str, once: Callable[[float], T], deadline: float) -> T:
+        """``once(read_timeout)`` until it succeeds, raises something not worth repeating,
+        or the next attempt would start after ``deadline``. Pauses are drawn uniformly
+        from [0, min(2 s, 0.05 s * 2**attempt)] (exponential backoff, full jitter); each
+        attempt's read timeout is capped by the time left."""
         attempt = 0
         while True:
-            remaining = deadline - self._clock.monotonic()
-            read_timeout = min(self._timeouts[1], max(remaining, 0.2))
+            left = deadline - self._clock.monotonic()
             try:
-                reply = self._call("GET", endpoint, params, auth=auth, read_timeout=read_timeout)
-                return self._parse(endpoint, parse, reply)
-            except _NotSent as not_sent:
-                error: ApiError = not_sent.error
-                break
+                return once(min(self._timeouts[1], max(left, 0.2)))
             except RETRYABLE_READ as retryable:
-                error = retryable
+                error: ApiError = retryable
             attempt += 1
             delay = self._rng.uniform(0.0, min(2.0, 0.05 * 2**attempt))
             if self._clock.monotonic() + delay >= deadline:
-                break
+                raise error
             log.info("%s: %s; retrying in %.2f s (attempt %d)", endpoint, error, delay, attempt + 1)
             self._sleep(delay)
-        raise error
 
     def _write(self, endpoint: str, params: dict[str, Any]) -> dict[str, Any]:
         """POST ``endpoint`` once (twice if the token was refused). Raises _NotSent when
@@ -676,21 +686,12 @@ class AlgogeneClient:
     def _fetch_session(self) -> SessionReply:
         """``/session`` (retried like any read); the token and the reply's Date header."""
         payload = {"user": self._user, "api_key": self._api_key.reveal()}
-        deadline = self._clock.monotonic() + self._read_budget_s
-        attempt = 0
-        while True:
-            try:
-                reply, date = self._send("GET", "session", payload, None)
-                token = self._parse("session", models.token_from_api, reply)
-                return SessionReply(token, date)
-            except RETRYABLE_READ as retryable:
-                error: ApiError = retryable
-            attempt += 1
-            delay = self._rng.uniform(0.0, min(2.0, 0.05 * 2**attempt))
-            if self._clock.monotonic() + delay >= deadline:
-                raise error
-            log.info("session: %s; retrying in %.2f s", error, delay)
-            self._sleep(delay)
+
+        def once(read_timeout: float) -> SessionReply:
+            reply, date = self._send("GET", "session", payload, read_timeout)
+            return SessionReply(self._parse("session", models.token_from_api, reply), date)
+
+        return self._retrying("session", once, self._clock.monotonic() + self._read_budget_s)
 
     def _send(
         self, method: str, endpoint: str, payload: dict[str, Any], read_timeout: float | None
