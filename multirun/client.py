@@ -179,6 +179,7 @@ class AlgogeneClient:
         token_margin_s: float = 60.0,
         reconcile_window_s: float = 5.0,
         max_sends: int = 3,
+        send_window_s: float = 60.0,
         clock: Clock | None = None,
         sleep: Callable[[float], None] | None = None,
         rng: random.Random | None = None,
@@ -196,6 +197,7 @@ class AlgogeneClient:
         self._read_budget_s = read_budget_s
         self._reconcile_window_s = reconcile_window_s
         self._max_sends = max_sends
+        self._send_window_s = send_window_s
         self._clock = clock or SystemClock()
         self._sleep = sleep or time.sleep
         self._rng = rng or random.Random()
@@ -323,7 +325,9 @@ class AlgogeneClient:
         ``FILLED`` if opened, ``PENDING`` if pending). After an ambiguous failure
         (NetworkError, ServerError, ProtocolError) it reconciles before any resend and
         resends, with the same ``order_ref``, only when the order is positively absent,
-        up to ``max_sends`` sends in all.
+        up to ``max_sends`` sends in all, and none starting more than ``send_window_s``
+        after the call began (so a process that dies meanwhile stops sending within
+        that bound plus one send).
 
         Raises ValueError for bad arguments (nothing sent); OrderRejected (the server
         refused it), AuthError, RateLimitError: not executed; OrderUncertain: it may or
@@ -336,27 +340,28 @@ class AlgogeneClient:
             instrument, buysell, volume, order_ref, ordertype, price, timeinforce,
             take_profit, stop_loss, holdtime,
         )  # fmt: skip
-        last: ApiError | None = None
-        for send in range(1, self._max_sends + 1):
+        last_send = self._clock.monotonic() + self._send_window_s
+        send = 0
+        while True:
+            send += 1
             outcome = self._try_open(body, order_ref)
             if isinstance(outcome, OrderAck):
                 return outcome
-            last = outcome
             log.warning("open_order %s: %s; reconciling by orderRef", order_ref, outcome)
             found = self._reconcile(order_ref, outcome)
             if found is not None:
                 return found
-            if send < self._max_sends:
-                log.warning(
-                    "open_order %s: not on the server after %.1f s; sending it again (%d of %d)",
-                    order_ref, self._reconcile_window_s, send + 1, self._max_sends,
-                )  # fmt: skip
-        assert last is not None
-        raise type(last)(
-            f"open_order {order_ref}: not placed: {self._max_sends} sends failed and each "
-            f"time the order was confirmed absent (last: {last})",
+            if send >= self._max_sends or self._clock.monotonic() >= last_send:
+                break
+            log.warning(
+                "open_order %s: not on the server after %.1f s; sending it again (%d of %d)",
+                order_ref, self._reconcile_window_s, send + 1, self._max_sends,
+            )  # fmt: skip
+        raise type(outcome)(
+            f"open_order {order_ref}: not placed: {send} send(s) failed and each time the "
+            f"order was confirmed absent (last: {outcome})",
             endpoint="open_order",
-            status=last.status,
+            status=outcome.status,
         )
 
     def close_trades(self, trade_ids: Iterable[str | int] | str | int, *,

@@ -621,6 +621,16 @@ def test_sends_are_bounded_and_the_final_error_says_not_placed(client, rsps) -> 
     assert_clean(info.value)
 
 
+def test_no_send_starts_after_the_send_window(clock, server, rsps) -> None:
+    rsps.post(f"{BASE}/open_order", status=503)
+    rsps.get(f"{BASE}/pending_trades", json=listing())
+    rsps.get(f"{BASE}/opened_trades", json=listing())
+    with make_client(clock, send_window_s=3.0) as c, pytest.raises(ServerError) as info:
+        c.open_order("BTCUSD", "BUY", 1.0, "mr-a-1")  # reconciling alone takes 5 s
+    assert "not placed: 1 send(s)" in str(info.value)
+    assert len(calls_to(rsps, "open_order")) == 1
+
+
 @pytest.mark.parametrize(
     "lookup",
     [requests.ConnectionError("down"), requests.ReadTimeout("slow")],
