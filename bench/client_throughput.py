@@ -112,14 +112,19 @@ def run_pass(sim: SimServer, cycles: int, label: str) -> tuple[float, float]:
     ours.client.close()
     rates = {}
     print(f"\n{label}: {cycles} cycles each (open_order + opened_trades + close_orders)")
-    print(f"  {'':8} {'cycles/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'requests/cycle':>15}")
+    print(f"  {'':8} {'cycles/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'requests/cycle':>15}"
+          f" {'requests/s':>11}")  # fmt: skip
+    per_request = {}
     for name, latencies in results.items():
         rates[name] = len(latencies) / sum(latencies)
         p50, p99 = percentile(latencies, 0.50) * 1e3, percentile(latencies, 0.99) * 1e3
         per_cycle = requests_made[name] / len(latencies)
-        print(f"  {name:8} {rates[name]:10.1f} {p50:9.2f} {p99:9.2f} {per_cycle:15.2f}")
+        per_request[name] = requests_made[name] / sum(latencies)
+        print(f"  {name:8} {rates[name]:10.1f} {p50:9.2f} {p99:9.2f} {per_cycle:15.2f}"
+              f" {per_request[name]:11.1f}")  # fmt: skip
     ratio = rates["client"] / rates["seed"]
-    print(f"  ratio client/seed: {ratio:.2f}x")
+    request_ratio = per_request["client"] / per_request["seed"]
+    print(f"  ratio client/seed: {ratio:.2f}x cycles/s ({request_ratio:.2f}x requests/s)")
     return rates["client"], rates["seed"]
 
 
