@@ -43,6 +43,15 @@ def alive(pid: int) -> bool:
     return True
 
 
+def exited(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie not yet reaped by its parent counts)."""
+    try:
+        text = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return not alive(pid)
+    return text[text.rindex(")") + 2] in "ZX"
+
+
 def cmdline(pid: int) -> list[str] | None:
     """The argv of ``pid`` from /proc, or None when unknown (gone, or not Linux)."""
     try:

@@ -792,7 +792,7 @@ def stop(state_dir: Path, *, timeout_s: float, echo: Callable[[str], None] = pri
     echo(f"stopping the supervisor (pid {pid}); waiting up to {timeout_s:g} s")
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while procutil.is_locked(pidfile) and procutil.read_pid(pidfile) == pid:
+    while not procutil.exited(pid):
         if time.monotonic() >= deadline:
             raise SupervisorError(
                 f"the supervisor (pid {pid}) is still running after {timeout_s:g} s"

@@ -150,13 +150,7 @@ def arbiter(tmp_path: Path) -> Iterator[Any]:
             running.proc.wait()
 
 
-def gone(pid: int) -> bool:
-    """Exited (a zombie waiting for init counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return not procutil.alive(pid)
-    return stat[stat.rindex(")") + 2] in "ZX"
+gone = procutil.exited  # a zombie waiting for init counts as gone
 
 
 FAST = {"startsecs": 0.5, "backoff_base_s": 0.05, "backoff_cap_s": 0.2, "fatal_after": 100}
