@@ -121,6 +121,8 @@ class Figures:
     pss_per_account_mib: float
     idle_cpu_pct: float  # of one core, averaged over the window
     processes: int
+    supervisor_pss_mib: float = 0.0  # multirun: the supervisor's own share of the totals
+    supervisor_cpu_pct: float = 0.0
 
 
 def wait_for(what: str, predicate: Callable[[], bool], timeout: float) -> float:
@@ -139,16 +141,24 @@ def tree(roots: list[int]) -> list[int]:
     return pids
 
 
-def measure(pids_of: Callable[[], list[int]], window: float, n: int) -> tuple[float, float, int]:
-    """Total PSS (MiB), CPU % of one core over ``window`` s, and the process count."""
-    pids = pids_of()
+@dataclass
+class Usage:
+    pss_mib: dict[int, float]
+    cpu_pct: dict[int, float]  # of one core, over the window
+
+    def total(self) -> tuple[float, float, int]:
+        return sum(self.pss_mib.values()), sum(self.cpu_pct.values()), len(self.pss_mib)
+
+
+def measure(pids: list[int], window: float) -> Usage:
+    """PSS (MiB) of each process, and its CPU % of one core over ``window`` seconds."""
     before = {pid: procutil.cpu_ticks(pid) or 0 for pid in pids}
     time.sleep(window)  # the measurement window itself
     after = {pid: procutil.cpu_ticks(pid) for pid in pids}
-    ticks = sum((after[p] or before[p]) - before[p] for p in pids)
-    cpu_pct = 100.0 * ticks / os.sysconf("SC_CLK_TCK") / window
-    pss_kib = sum(procutil.pss_kib(pid) or 0 for pid in pids)
-    return pss_kib / 1024, cpu_pct, len(pids)
+    hertz = os.sysconf("SC_CLK_TCK")
+    cpu = {p: 100.0 * ((after[p] or before[p]) - before[p]) / hertz / window for p in pids}
+    pss = {pid: (procutil.pss_kib(pid) or 0) / 1024 for pid in pids}
+    return Usage(pss, cpu)
 
 
 def run_multirun(url: str, n: int, interval: int, window: float, workdir: Path) -> Figures:
@@ -171,13 +181,17 @@ def run_multirun(url: str, n: int, interval: int, window: float, workdir: Path) 
     try:
         up = wait_for("all workers up", lambda: all(statuses()), 120) - start
         ticked = wait_for("all ticked", lambda: all(s.get("ticks") for s in statuses()), 120)
-        pss, cpu, count = measure(lambda: tree([proc.pid]), window, n)
+        usage = measure(tree([proc.pid]), window)
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=120)
     if code != 0:
         print(f"scale: multirun start exited {code}; see {workdir / 'multirun.log'}")
-    return Figures(up, ticked - start, pss, pss / n, cpu, count)
+    pss, cpu, count = usage.total()
+    figures = Figures(up, ticked - start, pss, pss / n, cpu, count)
+    figures.supervisor_pss_mib = usage.pss_mib[proc.pid]
+    figures.supervisor_cpu_pct = usage.cpu_pct[proc.pid]
+    return figures
 
 
 def run_seeds(url: str, n: int, interval: int, window: float, workdir: Path) -> Figures:
@@ -196,7 +210,7 @@ def run_seeds(url: str, n: int, interval: int, window: float, workdir: Path) -> 
     try:
         up = wait_for("all seeds up", lambda: lines("up"), 120) - start
         ticked = wait_for("all seeds ticked", lambda: lines("round"), 120) - start
-        pss, cpu, count = measure(lambda: [p.pid for p in procs], window, n)
+        pss, cpu, count = measure([p.pid for p in procs], window).total()
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -222,6 +236,10 @@ def report(multirun: Figures, seed: Figures, n: int, interval: int) -> str:
         ratio = f"{ours / theirs:.2f}" if theirs else "-"
         lines.append(f"{label:28}{ours:12.2f}{theirs:12.2f}{ratio:>10}")
     lines.append("ratio = multirun / seed-style (below 1: multirun uses less)")
+    lines.append(
+        f"multirun's supervisor alone: {multirun.supervisor_pss_mib:.2f} MiB PSS, "
+        f"{multirun.supervisor_cpu_pct:.2f} % CPU"
+    )
     return "\n".join(lines)
 
 

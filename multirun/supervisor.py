@@ -474,7 +474,8 @@ class Arbiter:
                 f"exited within {policy.startsecs:g} s of its start "
                 f"{proc.quick_failures} times in a row"
             )
-            self.log(f"{proc.name}: FATAL: {proc.note} (last: {description}); left stopped")
+            message = f"{proc.name}: FATAL: {proc.note} (last: {description}); left stopped"
+            self.log(message, proc.name)
             return
         delay = policy.delay(proc.failures)
         proc.state, proc.next_start = BACKOFF, time.monotonic() + delay
