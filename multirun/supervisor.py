@@ -175,7 +175,10 @@ class Arbiter:
 
     def run(self) -> int:
         """Supervise until stopped; returns the exit status (0: every worker stopped cleanly)."""
-        holder = self.pidfile.acquire()
+        try:
+            holder = self.pidfile.acquire()
+        except OSError as error:
+            raise SupervisorError(f"cannot lock {self.pidfile.path}: {error.strerror}") from None
         if holder is not None:
             raise SupervisorError(
                 f"another supervisor (pid {holder}) is running on {self.state_dir}; "
@@ -451,7 +454,9 @@ class Arbiter:
 
     def sim_exited(self, description: str) -> None:
         self.sim.state = STOPPED
-        if not self.stopping:
+        if self.stopping:
+            self.log(f"sim: stopped ({description})")
+        else:
             self.log(f"sim: the simulator exited unexpectedly ({description})")
             self.clean = False
             self.begin_stop("simulator gone")
