@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,7 @@ def merge(
         last_exit=sup.get("last_exit"),
         next_start_utc=sup.get("next_start_utc") if state == BACKOFF else None,
         last_tick_utc=worker.get("last_tick_utc"),
-        next_tick_utc=worker.get("next_tick_utc") if state in (RUNNING, HALTED) else None,
+        next_tick_utc=_next_tick(worker) if state in (RUNNING, HALTED) else None,
         ticks=worker.get("ticks"),
         open_trades=worker.get("open_trades"),
         token_expires_utc=worker.get("token_expires_utc"),
@@ -136,6 +136,22 @@ def merge(
         halted_reason=worker.get("halted_reason"),
         note=sup.get("note"),
     )
+
+
+def _next_tick(worker: dict[str, Any]) -> str | None:
+    """The worker's next tick; a status written during a tick may still show that tick's
+    own time, then the next grid point after it is the next tick."""
+    due, last, interval = (worker.get(k) for k in ("next_tick_utc", "last_tick_utc", "interval_s"))
+    if not (due and last and isinstance(interval, int) and interval > 0):
+        return due
+    try:
+        due_ts, last_ts = (datetime.fromisoformat(t).timestamp() for t in (due, last))
+    except ValueError:
+        return due
+    if due_ts > last_ts:
+        return due
+    upcoming = (last_ts // interval + 1) * interval
+    return datetime.fromtimestamp(upcoming, UTC).isoformat(timespec="milliseconds")
 
 
 def _age(iso: str | None, now: float) -> float | None:

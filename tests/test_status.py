@@ -85,3 +85,11 @@ def test_text_and_json_renderings() -> None:
 
 def test_durations() -> None:
     assert [format_duration(s) for s in (5, 65, 3700, 90000)] == ["5s", "1m05s", "1h01m", "1d1h"]
+
+
+def test_a_status_written_during_a_tick_shows_the_next_grid_point() -> None:
+    during = {**WORKER, "state": "RUNNING", "interval_s": 10,
+              "last_tick_utc": "2026-01-02T03:04:00.012+00:00",
+              "next_tick_utc": "2026-01-02T03:04:00.000+00:00"}  # fmt: skip
+    row = merge("a", SUP, during, running=True, now=NOW)
+    assert row.next_tick_utc == "2026-01-02T03:04:10.000+00:00"
