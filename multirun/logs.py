@@ -6,7 +6,8 @@
 - :class:`Printer` writes ``name | line`` with the name in its own colour (honcho style;
   no colour when the stream is not a TTY or ``NO_COLOR`` is set), or one JSON object per
   line with ``--log-format json``.
-- :class:`RotatingFile` is ``state_dir/<name>/worker.log``: 0600, rotated by size.
+- :class:`RotatingFile` is ``state_dir/<name>/worker.log`` (and ``state_dir/supervisor.log``
+  for the supervisor's events and the simulator's lines): 0600, rotated by size.
 - :class:`LogRouter` sends each line through the scrubber to the printer and the file.
 """
 
@@ -207,6 +208,7 @@ class LogRouter:
     ) -> LogRouter:
         names = list(names)
         files = {n: RotatingFile(state_dir / n / "worker.log", max_bytes, keep) for n in names}
+        files[SUPERVISOR] = RotatingFile(state_dir / "supervisor.log", max_bytes, keep)
         printer = Printer(names, stream=stream, log_format=log_format)
         return cls(printer, Scrubber(secrets), files)
 
@@ -218,15 +220,18 @@ class LogRouter:
         log_file = self.files.get(name)
         if log_file is not None:
             log_file.write(f"{utc_stamp(ts)} {stream} {clean}\n")
+        elif (own := self.files.get(SUPERVISOR)) is not None:  # e.g. the simulator child
+            own.write(f"{utc_stamp(ts)} {name} {stream} {clean}\n")
 
     def event(self, message: str, account: str | None = None) -> None:
         """The supervisor's own event; also written to ``account``'s file when given."""
         ts = time.time()
         clean = self.scrub(message)
         self.printer.write(SUPERVISOR, clean, "supervisor", ts)
-        log_file = self.files.get(account) if account else None
-        if log_file is not None:
-            log_file.write(f"{utc_stamp(ts)} supervisor {clean}\n")
+        for name in {SUPERVISOR, account or SUPERVISOR}:
+            log_file = self.files.get(name)
+            if log_file is not None:
+                log_file.write(f"{utc_stamp(ts)} supervisor {clean}\n")
 
     def fds(self) -> list[int]:
         return [fd for f in self.files.values() for fd in f.fds()]

@@ -757,12 +757,11 @@ def start(
     names = [a.name for a in accounts]
     preload(runner, accounts)
     router = LogRouter.for_accounts(
-        [*names, SIM] if runner.uses_sim else names,
+        names,
         runner.state_dir,
         secrets_of(runner),
         log_format=log_format,
     )
-    router.files.pop(SIM, None)
     arbiter = Arbiter(
         {name: partial(run_worker, runner, name) for name in names},
         state_dir=runner.state_dir,

@@ -100,3 +100,12 @@ def test_router_scrubs_before_printing_and_writing(tmp_path: Path) -> None:
     text = (tmp_path / "a" / "worker.log").read_text()
     assert "stderr leak **** here" in text and "supervisor a: started with ****" in text
     assert "topsecret" not in text
+    own = (tmp_path / "supervisor.log").read_text()
+    assert "supervisor a: started with ****" in own and "leak" not in own
+
+
+def test_lines_of_a_child_without_a_file_go_to_the_supervisor_log(tmp_path: Path) -> None:
+    router = LogRouter.for_accounts(["a"], tmp_path, [], stream=io.StringIO())
+    router.line("sim", "listening", "stderr")
+    router.close()
+    assert (tmp_path / "supervisor.log").read_text().endswith(" sim stderr listening\n")
