@@ -336,3 +336,23 @@ def runner_for(state_dir: Path, *names: str) -> RunnerSpec:
     )  # fmt: skip
     return RunnerSpec(path=state_dir / "runner.yaml", server="sim", state_dir=state_dir,
                       accounts=accounts)  # fmt: skip
+
+
+def test_select_accounts(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from multirun.errors import UsageError
+    from multirun.supervisor import select_accounts
+
+    runner = runner_for(tmp_path, "a", "b", "c")
+    a, b, c = runner.accounts
+    changed = (a, replace(b, enabled=False), replace(c, runmode="livetrade"))
+    runner = replace(runner, accounts=changed)
+    with pytest.raises(SupervisorError, match=r"livetrade account\(s\) c trade real money"):
+        select_accounts(runner)
+    assert [s.name for s in select_accounts(runner, live=True)] == ["a", "c"]
+    assert [s.name for s in select_accounts(runner, ["a"])] == ["a"]
+    with pytest.raises(UsageError, match="account b is disabled"):
+        select_accounts(runner, ["b"])
+    with pytest.raises(UsageError, match="no account named x"):
+        select_accounts(runner, ["x"])
