@@ -295,7 +295,7 @@ class Arbiter:
             self._child_setup(parent, death_signal, out_w, err_w)
             code = main()
         except SystemExit as error:
-            code = error.code if isinstance(error.code, int) else 1
+            code = 0 if error.code is None else error.code if isinstance(error.code, int) else 1
         except BaseException as error:
             traceback.print_exc()
             code = exit_code_for(error)
@@ -308,7 +308,7 @@ class Arbiter:
     def _child_setup(self, parent: int, death_signal: int, out_w: int, err_w: int) -> None:
         signal.set_wakeup_fd(-1)
         for signum in (*STOP_SIGNALS, signal.SIGCHLD):
-            signal.signal(signum, signal.SIG_DFL)
+            signal.signal(signum, _default(signum))
         os.setpgid(0, 0)  # the terminal's Ctrl-C is for the arbiter, which stops us in order
         procutil.set_parent_death_signal(death_signal)
         if os.getppid() != parent:  # the arbiter died before prctl took effect
@@ -319,7 +319,7 @@ class Arbiter:
         os.dup2(null, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        for fd in (null, out_w, err_w):
+        for fd in {null, out_w, err_w} - {0, 1, 2}:
             os.close(fd)
         sys.stdout = _text(1)
         sys.stderr = _text(2)
@@ -626,7 +626,7 @@ class Arbiter:
         code = self.exit_code()
         self.save_final(code)
         for signum in (*STOP_SIGNALS, signal.SIGCHLD):
-            signal.signal(signum, signal.SIG_DFL if signum == signal.SIGCHLD else _default(signum))
+            signal.signal(signum, _default(signum))
         for fd in (self.wake_r, self.wake_w, self.death_r, self.death_w):
             if fd >= 0:
                 with contextlib.suppress(OSError):
