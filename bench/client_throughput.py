@@ -16,12 +16,10 @@ Prints cycles per second for both, their ratio, p50/p99 latency per cycle, and
 requests per cycle (the client's close is confirmed by one more opened_trades read,
 so it makes four requests where the seed makes three).
 
-The simulator as shipped may answer in HTTP/1.0 and close every connection, which
-leaves nothing for connection reuse to save; the benchmark says so, and then also
-runs a second pass with the in-process simulator's handler switched to HTTP/1.1
-keep-alive with TCP_NODELAY (what a real HTTPS server does), to show what reuse
-buys. Over loopback HTTP a new connection costs little; over TLS to a remote
-server it costs a handshake of several round trips, so these ratios understate it.
+The simulator speaks HTTP/1.1 with keep-alive, as a real API server does, so the
+client's connection reuse counts. Over loopback HTTP a new connection costs little;
+over TLS to a remote server it costs a handshake of several round trips, so these
+ratios understate what reuse saves.
 """
 
 from __future__ import annotations
@@ -132,13 +130,6 @@ def total_requests(sim: SimServer) -> int:
     return sum(sim.stats()["requests"].values())
 
 
-def keeps_alive(base_url: str) -> bool:
-    with requests.Session() as session:
-        reply = session.get(base_url + "/list_instrument", params={"user": USER,
-                            "api_key": API_KEY}, timeout=5)  # fmt: skip
-        return reply.raw.version >= 11 and reply.headers.get("Connection", "") != "close"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=300)
@@ -146,18 +137,8 @@ def main() -> int:
     args = parser.parse_args()
     config = SimConfig(seed=args.seed, fill_delay_ms=0.0)
     with SimServer(config) as sim:
-        alive = keeps_alive(sim.base_url)
-        print(f"simulator at {sim.base_url}; keep-alive: {'yes' if alive else 'no (HTTP/1.0)'}")
-        run_pass(sim, args.cycles, "simulator as shipped")
-    if alive:
-        return 0
-    from multirun.sim import http as sim_http
-
-    sim_http._Handler.protocol_version = "HTTP/1.1"  # in this process only
-    sim_http._Handler.disable_nagle_algorithm = True  # as servers that keep alive do
-    with SimServer(config) as sim:
-        print(f"\nsimulator switched to HTTP/1.1 keep-alive: {keeps_alive(sim.base_url)}")
-        run_pass(sim, args.cycles, "keep-alive simulator")
+        print(f"simulator at {sim.base_url}")
+        run_pass(sim, args.cycles, "simulator")
     return 0
 
 

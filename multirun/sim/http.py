@@ -4,14 +4,20 @@ GET parameters come from the query string; a POST body is parsed as JSON whateve
 its Content-Type (the seed script posts ``json.dumps(...)`` as plain data), with a
 form-encoded body accepted too. Query-string parameters of a POST are merged
 under the body's. Nothing is logged per request: parameters carry secrets.
+
+It speaks HTTP/1.1 with keep-alive, as a production API server does, so a client's
+connection reuse (or the lack of it) shows in the benchmarks; the ``Date`` header
+comes from the simulator's clock, as a real server's comes from its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import json
 import logging
 import socket
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -32,7 +38,27 @@ class SimHTTPServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.app = app
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Cut every kept-alive connection: a stopped server must not go on serving."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: object, client_address: object) -> None:
         """A client vanished mid-request: not worth a traceback on stderr."""
@@ -41,10 +67,16 @@ class SimHTTPServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: SimHTTPServer
-    protocol_version = "HTTP/1.0"
+    protocol_version = "HTTP/1.1"
     server_version = "multirun-sim"
     sys_version = ""
-    timeout = 60
+    timeout = 60  # an idle keep-alive connection is closed after this many seconds
+    disable_nagle_algorithm = True  # replies are small: do not hold them back 40 ms
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header, on the simulator's clock (which tests may advance)."""
+        now = self.server.app.broker.clock.now() if timestamp is None else timestamp
+        return email.utils.formatdate(now, usegmt=True)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence http.server's per-request log: URLs carry api keys and tokens."""
@@ -64,6 +96,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, method: str) -> None:
         url = urlsplit(self.path)
         params = _read_params(self, method, url.query)
+        if isinstance(params, ApiFail):
+            self.close_connection = True  # an unread body must not be parsed as a request
         reply = self.server.app.dispatch(method, url.path, params)
         if reply.drop:
             self._drop()

@@ -94,6 +94,7 @@ class SimServer:
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
+            self._httpd.close_connections()
         for thread in self._threads:
             thread.join(timeout=5)
 
