@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -154,3 +155,27 @@ class SimCaller:
 def caller(sim: SimServer) -> SimCaller:
     """A logged-in :class:`SimCaller` (user alice, livetest account ACC-1) on ``sim``."""
     return SimCaller(sim).login()
+
+
+class FakeClock:
+    """Monotonic and wall clocks that move only when told (sleep moves them)."""
+
+    def __init__(self, wall: datetime, mono: float = 1000.0) -> None:
+        self.mono = mono
+        self.wall = wall.timestamp()
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def time(self) -> float:
+        return self.wall
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.sleeps.append(seconds)
+        self.advance(seconds)

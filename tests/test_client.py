@@ -35,6 +35,7 @@ from multirun.errors import (
 )
 from multirun.models import OrderAck
 from multirun.specs import Secret
+from tests import conftest
 
 BASE = "https://algo.test/rest/v1"
 API_KEY = "KEY-s3cr3t-0123456789"
@@ -43,28 +44,9 @@ SECRETS = [API_KEY, *TOKENS]
 T0 = datetime(2026, 11, 24, 8, 0, 0, tzinfo=UTC)
 
 
-class FakeClock:
-    """Monotonic and wall clocks that move only when told (sleep moves them)."""
-
+class FakeClock(conftest.FakeClock):
     def __init__(self, wall: datetime = T0) -> None:
-        self.mono = 1000.0
-        self.wall = wall.timestamp()
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def time(self) -> float:
-        return self.wall
-
-    def advance(self, seconds: float) -> None:
-        self.mono += seconds
-        self.wall += seconds
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.sleeps.append(seconds)
-        self.advance(seconds)
+        super().__init__(wall)
 
 
 class Server:

@@ -11,24 +11,14 @@ import pytest
 
 from multirun.models import Token
 from multirun.tokens import SessionReply, TokenManager
+from tests.conftest import FakeClock
 
 T0 = datetime(2026, 11, 24, 8, 0, 0, 250000, tzinfo=UTC)
 
 
-class Clock:
+class Clock(FakeClock):
     def __init__(self) -> None:
-        self.mono = 50.0
-        self.wall = T0.timestamp()
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def time(self) -> float:
-        return self.wall
-
-    def advance(self, seconds: float) -> None:
-        self.mono += seconds
-        self.wall += seconds
+        super().__init__(T0, mono=50.0)
 
 
 class Server:
