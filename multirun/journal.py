@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -36,6 +37,7 @@ from multirun.errors import JournalError
 
 INTENT, OPEN, CLOSING, CLOSED, ABANDONED = "INTENT", "OPEN", "CLOSING", "CLOSED", "ABANDONED"
 HELD = (OPEN, CLOSING)  # states in which the trade may still be open on the server
+_COUNTER = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() accepts "²", int() does not
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -234,9 +236,17 @@ class Journal:
         return [JournalOrder(**dict(row)) for row in rows]
 
     def seq_of(self, order_ref: str) -> int | None:
-        """The counter in one of our orderRefs (None if it has no number)."""
-        suffix = order_ref[len(self.prefix) :] if order_ref.startswith(self.prefix) else ""
-        return int(suffix) if suffix.isdigit() else None
+        """The counter in one of our orderRefs; None if ``order_ref`` is not ours."""
+        suffix = order_ref.removeprefix(self.prefix) if order_ref.startswith(self.prefix) else ""
+        return int(suffix) if _COUNTER.fullmatch(suffix) else None
+
+    def owns(self, order_ref: str) -> bool:
+        """Whether ``order_ref`` is one of this account's: the prefix, then only digits.
+
+        The prefix alone is not enough: account ``coin``'s ``mr-coin-`` is also the
+        start of every orderRef of an account named ``coin-btc``.
+        """
+        return self.seq_of(order_ref) is not None
 
     # --- strategy state -----------------------------------------------------------
 

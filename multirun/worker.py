@@ -11,8 +11,8 @@ journal, strategy and ticker:
 2. On each tick it syncs with the server's trade listings, calls the strategy, and
    executes the decision: close what is on the wrong side, open one trade of
    ``volume`` when not already there. Every order's intent is journaled before
-   it is sent. Only trades whose orderRef starts with the account's prefix are
-   ever touched.
+   it is sent. Only trades whose orderRef is the account's prefix followed by
+   digits are ever touched (see :meth:`Journal.owns`).
 3. Guardrails: no opening beyond ``max_open_trades`` or ``max_orders_per_hour``;
    after ``halt_after_failures`` consecutive failed ticks the worker is HALTED (no
    more orders; still writing its status) until stopped.
@@ -161,7 +161,6 @@ class Worker:
         self.stop = stop
         self.clock = clock  # drives the ticker only; journal and deadlines use wall time
         self.timing = timing
-        self.prefix = spec.order_ref_prefix
         self.status_path = Path(runner.state_dir) / spec.name / "status.json"
         self.log = logging.getLogger(f"multirun.strategy.{spec.name}")
         self.state = RUNNING
@@ -400,8 +399,8 @@ class Worker:
 
     def _ours(self) -> tuple[list[Trade], list[Trade]]:
         """Our opened and our pending trades, as the server lists them now."""
-        pending = [t for t in self.client.pending_trades() if t.order_ref.startswith(self.prefix)]
-        opened = [t for t in self.client.opened_trades() if t.order_ref.startswith(self.prefix)]
+        pending = [t for t in self.client.pending_trades() if self.journal.owns(t.order_ref)]
+        opened = [t for t in self.client.opened_trades() if self.journal.owns(t.order_ref)]
         return opened, pending
 
     def sync(self) -> list[JournalOrder]:

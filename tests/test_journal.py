@@ -117,3 +117,23 @@ def test_an_unusable_state_dir_is_a_journal_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(JournalError, match="cannot open journal"):
         Journal.for_account(blocker, "alpha", PREFIX)
+
+
+@pytest.mark.parametrize(
+    ("order_ref", "seq"),
+    [
+        (f"{PREFIX}12", 12),
+        (f"{PREFIX}beta-3", None),  # account alpha-beta's, not ours
+        (f"{PREFIX}", None),
+        (f"{PREFIX}3x", None),
+        (f"{PREFIX}\u00b2", None),  # str.isdigit() says yes, int() says no
+        (f"{PREFIX}\u0663", None),  # a non-ASCII digit
+        ("mr-alph-12", None),
+        ("manual-1", None),
+    ],
+)
+def test_only_our_prefix_followed_by_digits_is_ours(
+    journal: Journal, order_ref: str, seq: int | None
+) -> None:
+    assert journal.seq_of(order_ref) == seq
+    assert journal.owns(order_ref) is (seq is not None)

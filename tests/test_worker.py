@@ -230,6 +230,25 @@ def test_trades_without_our_prefix_are_never_touched(harness: Harness, alice: Si
     assert open_ours(alice) == {}
 
 
+def test_a_longer_account_name_sharing_our_prefix_is_not_ours(
+    harness: Harness, alice: SimCaller
+) -> None:
+    # Account "alpha-beta" orders as mr-alpha-beta-<n>, which starts with mr-alpha-.
+    sibling = alice.open(buysell="SELL", orderRef=f"{PREFIX}beta-1")
+    lookalike = alice.open(buysell="SELL", orderRef=f"{PREFIX}7x")
+    for trade in (sibling, lookalike):
+        alice.wait_open(trade)
+    worker = harness.worker(Script("BUY", "FLAT"), on_stop="close")
+    worker.reconcile()
+    assert worker.journal.all_orders() == []  # nothing adopted
+    for _ in range(2):
+        tick(worker)
+    worker.stop.set()
+    assert worker.finish() == 0
+    assert {sibling, lookalike} <= set(alice.opened())
+    assert [r.order_ref for r in worker.journal.all_orders()] == [f"{PREFIX}1"]
+
+
 # --- reconciling the journal with the server ---------------------------------------------
 
 
