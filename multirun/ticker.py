@@ -158,7 +158,8 @@ class GridJob(schedule.Job):
         self.unit = "seconds"  # for schedule's repr; we compute next runs ourselves
         self.interval_s = interval_s
         self.clock = scheduler.clock
-        self.due: float | None = None
+        self.due: float | None = None  # the next grid point to run for
+        self.running_due: float | None = None  # the grid point of the tick under way
         self.missed = 0
 
     @property
@@ -167,9 +168,11 @@ class GridJob(schedule.Job):
 
     def run(self) -> object:
         self._collapse_missed()
+        self.running_due = self.due
+        # Advanced before the tick, so what the tick reports as next is the next one.
+        self._schedule_next_run()
         ret = self.job_func()
         self.last_run = dt.datetime.now()
-        self._schedule_next_run()
         return ret
 
     def _collapse_missed(self) -> None:
@@ -246,7 +249,7 @@ class Ticker:
 
     @property
     def next_due(self) -> float | None:
-        """Unix time of the next tick."""
+        """Unix time of the next tick (during a tick: the one after it)."""
         return self._job.due
 
     def run(self) -> None:
@@ -259,9 +262,9 @@ class Ticker:
             self._scheduler.run_pending()
 
     def _fire(self) -> None:
-        assert self._job.due is not None
+        assert self._job.running_due is not None
         self.ticks += 1
-        tick = Tick(self._job.due, self.clock.time(), self.ticks, self._job.missed)
+        tick = Tick(self._job.running_due, self.clock.time(), self.ticks, self._job.missed)
         try:
             self._on_tick(tick)
         except Exception as exc:  # keep ticking: the schedule must survive a bad tick

@@ -88,6 +88,22 @@ def test_the_ticker_sleeps_until_the_next_tick_instead_of_polling() -> None:
     assert clock.waits == [pytest.approx(9), pytest.approx(8), pytest.approx(8)]
 
 
+def test_during_a_tick_next_due_is_the_following_grid_point() -> None:
+    clock = ManualClock(T0 + 0.2)
+    stop = StopFlag()
+    seen: list[tuple[float, float | None]] = []
+
+    def on_tick(tick: Tick) -> None:
+        seen.append((tick.due, ticker.next_due))
+        if len(seen) == 3:
+            stop.set()
+
+    ticker = Ticker(5, on_tick, stop=stop, clock=clock)
+    ticker.run()
+    stop.close()
+    assert [(due - T0, (nxt or 0) - T0) for due, nxt in seen] == [(5, 10), (10, 15), (15, 20)]
+
+
 def test_a_stop_request_wakes_a_real_sleep_promptly() -> None:
     stop = StopFlag()
     ticks: list[Tick] = []

@@ -8,6 +8,7 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -352,6 +353,26 @@ def test_run_ticks_on_the_grid_until_stopped(harness: Harness) -> None:
     assert [c.tick_utc.microsecond for c in script.contexts] == [0, 0]
     assert script.contexts[1].tick_utc.timestamp() - script.contexts[0].tick_utc.timestamp() == 1
     assert worker.journal.held() == []
+
+
+def test_the_status_written_after_a_tick_names_the_next_tick(harness: Harness) -> None:
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def strategy(ctx: StrategyContext) -> None:
+        # What `multirun status` reads at this moment: the file the previous tick wrote.
+        seen.append((_iso(ctx.tick_utc), json.loads(worker.status_path.read_text())))
+        if len(seen) == 2:
+            worker.stop.set("test")
+
+    worker = harness.worker(strategy)
+    assert worker.run() == 0
+    (first_due, _), (second_due, after_first) = seen
+    assert after_first["next_tick_utc"] == second_due
+    assert after_first["last_tick_utc"] >= first_due
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds")
 
 
 # --- failures, guardrails, status --------------------------------------------------------------
