@@ -167,3 +167,11 @@ def test_decision_of_accepts_signals_names_and_none() -> None:
     assert Decision.of(Decision(Signal.SELL, fresh=True)).fresh
     with pytest.raises(StrategyError):
         Decision.of("LONG")
+
+
+def test_a_decision_built_with_a_signal_name_is_parsed_like_a_bare_one() -> None:
+    # Signal names are accepted everywhere else; a Decision must not turn them into an
+    # AttributeError deep in the worker's planning.
+    assert Decision.of(Decision("buy", fresh=True)) == Decision(Signal.BUY, fresh=True)  # type: ignore[arg-type]
+    with pytest.raises(StrategyError, match="expected BUY, SELL, FLAT or None"):
+        Decision.of(Decision("LONG"))  # type: ignore[arg-type]

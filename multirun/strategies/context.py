@@ -35,8 +35,8 @@ class Decision:
     @classmethod
     def of(cls, value: object) -> Decision:
         """Whatever ``on_tick`` returned, as a Decision (raises StrategyError if invalid)."""
-        if isinstance(value, Decision):
-            return value
+        if isinstance(value, Decision):  # its signal may be a name, as in Decision("BUY")
+            return cls(Signal.parse(value.signal), value.fresh)
         return cls(Signal.parse(value))
 
 
