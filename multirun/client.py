@@ -3,7 +3,8 @@
 What it guarantees (see docs/CONTRACTS.md for the interface):
 
 - **Transport.** One :class:`requests.Session` (connections are reused), explicit
-  ``(connect, read)`` timeouts on every request, no hidden urllib3 retries. GET
+  ``(connect, read)`` timeouts on every request, no hidden urllib3 retries, no
+  redirects followed (a 3xx is a :class:`ProtocolError`). GET
   parameters go in the query string; POST parameters go in a JSON body sent with
   ``Content-Type: application/json``.
 - **Errors.** Every failure is one of :mod:`multirun.errors`: 401/403
@@ -705,11 +706,17 @@ class AlgogeneClient:
         url = f"{self._base}/{endpoint}"
         timeout = (self._timeouts[0], read_timeout or self._timeouts[1])
         failure = ""
+        # Redirects are not followed: requests would re-send the credentials (the query
+        # string, or for 307/308 the JSON body) to a URL of the replier's choosing.
         try:
             if method == "GET":
-                response = self._session.get(url, params=payload, timeout=timeout)
+                response = self._session.get(
+                    url, params=payload, timeout=timeout, allow_redirects=False
+                )
             else:
-                response = self._session.post(url, json=payload, timeout=timeout)
+                response = self._session.post(
+                    url, json=payload, timeout=timeout, allow_redirects=False
+                )
         except requests.ConnectTimeout:
             failure = "connect timed out"
         except requests.Timeout:
@@ -752,6 +759,9 @@ class AlgogeneClient:
         if 400 <= status < 500:
             kind = OrderRejected if endpoint in WRITE_ENDPOINTS else RequestRejected
             return kind(f"{text} (refused){detail}", endpoint=endpoint, status=status)
+        if 300 <= status < 400:
+            return ProtocolError(f"{text} (redirect not followed: check the server URL)",
+                                 endpoint=endpoint, status=status)  # fmt: skip
         return ProtocolError(f"{text} (unexpected status)", endpoint=endpoint, status=status)
 
     def _detail(self, response: requests.Response) -> str:

@@ -336,6 +336,26 @@ def test_definitive_order_failures_are_not_resent_or_reconciled(client, rsps, st
     assert_clean(info.value)
 
 
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_redirects_are_not_followed(client, rsps, status) -> None:
+    """A redirect would re-send the credentials (the query string, or for 307/308 the JSON
+    body with api_key and token) to a URL of the replier's choosing: never follow one."""
+    elsewhere = "https://elsewhere.test/rest/v1"
+    for endpoint in ("balance", "open_order"):
+        method = responses.GET if endpoint == "balance" else responses.POST
+        rsps.add(method, f"{BASE}/{endpoint}", status=status,
+                 headers={"Location": f"{elsewhere}/{endpoint}"})  # fmt: skip
+        rsps.add(method, f"{elsewhere}/{endpoint}", json=ACK)
+    rsps.get(f"{BASE}/pending_trades", json=listing())
+    rsps.get(f"{BASE}/opened_trades", json=listing())
+    with pytest.raises(ProtocolError, match=f"balance: HTTP {status} .*redirect") as info:
+        client.balance()
+    assert_clean(info.value)
+    with pytest.raises(ProtocolError, match=f"not placed.*HTTP {status}"):
+        client.open_order("BTCUSD", "BUY", 1.0, "mr-a-1")
+    assert not [c for c in rsps.calls if "elsewhere.test" in c.request.url]
+
+
 def test_200_fail_reply_is_a_refusal(client, rsps) -> None:
     rsps.post(f"{BASE}/open_order", json={"status": "FAIL", "err_msg": "invalid instrument"})
     with pytest.raises(OrderRejected, match="invalid instrument"):
