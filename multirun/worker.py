@@ -451,9 +451,11 @@ class Worker:
 
         Stored, so the reconcile window of such an intent runs from the first restart
         that saw it: a worker killed again and again while waiting still settles it.
+        Every intent is a previous process's here (we hold the lock and sent nothing),
+        even one stamped after our start by a clock that has since been set back.
         """
         for row in self.journal.intents():
-            if row.send_ended_ts is None and row.created_ts < self.started:
+            if row.send_ended_ts is None:
                 ended = min(self.started, row.created_ts + MAX_SEND_S)
                 self.journal.mark_send_ended(row.order_ref, at=ended)
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -310,6 +312,26 @@ def test_an_intent_missing_from_the_server_is_abandoned_after_the_window(
     tick(restarted)  # trading resumes with a new orderRef; the abandoned one is never sent
     refs = [o["orderRef"] for o in harness.sim.ledger()]
     assert intent.order_ref not in refs and len(refs) == 1
+
+
+def test_an_intent_stamped_by_a_clock_ahead_of_ours_is_still_settled(
+    harness: Harness,
+) -> None:
+    # The previous process's wall clock was ahead (stepped back since, e.g. by NTP).
+    ahead = SimpleNamespace(time=lambda: time.time() + 600)
+    path = harness.state_dir / NAME / "journal.sqlite"
+    previous = Journal(path, PREFIX, clock=ahead)
+    intent = previous.new_intent("BTCUSD", "BUY", 1.0)  # crashed before sending
+    previous.close()
+    restarted = harness.worker(Script(), window=0.3)
+    give_up = threading.Timer(5, restarted.stop.set, args=("test: reconcile hung",))
+    give_up.start()
+    try:
+        restarted.reconcile()
+    finally:
+        give_up.cancel()
+    assert restarted.stop.reason is None
+    assert restarted.journal.get(intent.order_ref).state == ABANDONED
 
 
 # --- stopping ------------------------------------------------------------------------------
