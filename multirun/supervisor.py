@@ -61,6 +61,10 @@ SIM = "sim"
 SIM_READY_TIMEOUT_S = 30.0
 SIM_STOP_TIMEOUT_S = 5.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+HANDLED_SIGNALS = (*STOP_SIGNALS, signal.SIGCHLD)
+# Meant for the arbiter when they reach a child still in its process group (Ctrl-C, the
+# terminal closing): a child discards them; the arbiter stops it in order with SIGTERM.
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGHUP)
 
 # A worker's entry point in the forked child: gets the server URL (the supervisor's sim,
 # or None), returns the exit status.
@@ -168,6 +172,7 @@ class Arbiter:
         self.signals: list[int] = []
         self.stopping = False
         self.stop_deadline = 0.0
+        self.killed = False  # SIGKILL sent on the stop deadline: do not send it every turn
         self.clean = True
         self.started_wall = time.time()
 
@@ -228,7 +233,7 @@ class Arbiter:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.death_r, self.death_w = os.pipe2(os.O_CLOEXEC)
         self.selector.register(self.wake_r, selectors.EVENT_READ, None)
-        for signum in (*STOP_SIGNALS, signal.SIGCHLD):
+        for signum in HANDLED_SIGNALS:
             signal.signal(signum, self._on_signal)
         self.save()
 
@@ -272,11 +277,18 @@ class Arbiter:
             with contextlib.suppress(OSError, ValueError):
                 stream.flush()
         parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:
-            os.close(out_r)
-            os.close(err_r)
-            self._child(parent, death_signal, out_w, err_w, main)
+        # Until the child has reset them, our handlers would swallow a signal sent to it
+        # (a SIGTERM from begin_stop right after this fork would be lost): block them
+        # across the fork; the child unblocks once its own dispositions are in place.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                os.close(out_r)
+                os.close(err_r)
+                self._child(parent, death_signal, out_w, err_w, main, mask)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(out_w)
         os.close(err_w)
         pipes = {out_r: ("stdout", LineSplitter()), err_r: ("stderr", LineSplitter())}
@@ -287,12 +299,19 @@ class Arbiter:
         return pid, pipes
 
     def _child(
-        self, parent: int, death_signal: int, out_w: int, err_w: int, main: Callable[[], int]
+        self,
+        parent: int,
+        death_signal: int,
+        out_w: int,
+        err_w: int,
+        main: Callable[[], int],
+        mask: set[signal.Signals],
     ) -> NoReturn:
         """In the forked child: detach from the arbiter's state, then run ``main``."""
         code = 1
         try:
             self._child_setup(parent, death_signal, out_w, err_w)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending SIGTERM acts now
             code = main()
         except SystemExit as error:
             code = 0 if error.code is None else error.code if isinstance(error.code, int) else 1
@@ -306,10 +325,13 @@ class Arbiter:
             os._exit(code if isinstance(code, int) and 0 <= code < 256 else 1)
 
     def _child_setup(self, parent: int, death_signal: int, out_w: int, err_w: int) -> None:
+        """Runs with the arbiter's signals blocked (see :meth:`_fork`)."""
         signal.set_wakeup_fd(-1)
-        for signum in (*STOP_SIGNALS, signal.SIGCHLD):
-            signal.signal(signum, _default(signum))
+        for signum in TERMINAL_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)  # discards one already pending
         os.setpgid(0, 0)  # the terminal's Ctrl-C is for the arbiter, which stops us in order
+        for signum in HANDLED_SIGNALS:
+            signal.signal(signum, _default(signum))
         procutil.set_parent_death_signal(death_signal)
         if os.getppid() != parent:  # the arbiter died before prctl took effect
             os._exit(1)
@@ -498,13 +520,13 @@ class Arbiter:
                 self.save()
             elif proc.state == BACKOFF and proc.next_start is not None and now >= proc.next_start:
                 self.spawn(proc)
-        if self.stopping and now >= self.stop_deadline and self.live():
+        if self.stopping and not self.killed and now >= self.stop_deadline and self.live():
             names = ", ".join(p.name for p in self.live())
             self.force(f"stop_timeout ({self.stop_timeout_s:g} s) passed for {names}")
 
     def timeout(self) -> float:
         now = time.monotonic()
-        moments = [self.stop_deadline] if self.stopping else []
+        moments = [self.stop_deadline] if self.stopping and not self.killed else []
         for proc in self.procs.values():
             if proc.state == STARTING:
                 moments.append(proc.started + self.policy.startsecs)
@@ -537,6 +559,7 @@ class Arbiter:
         if not live:
             return
         self.clean = False
+        self.killed = True
         self.log(f"{reason}: SIGKILL to {', '.join(p.name for p in live)}")
         for proc in live:
             _kill(proc.pid, signal.SIGKILL)
@@ -625,7 +648,7 @@ class Arbiter:
                 proc.state = STOPPED
         code = self.exit_code()
         self.save_final(code)
-        for signum in (*STOP_SIGNALS, signal.SIGCHLD):
+        for signum in HANDLED_SIGNALS:
             signal.signal(signum, _default(signum))
         for fd in (self.wake_r, self.wake_w, self.death_r, self.death_w):
             if fd >= 0:

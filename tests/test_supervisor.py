@@ -77,6 +77,8 @@ def arbiter_main(argument: str) -> None:
     """The subprocess: an arbiter over the targets named in ``argument`` (JSON)."""
     spec = json.loads(argument)
     workdir = Path(spec["dir"])
+    if spec.get("term_after_first_fork"):
+        _term_after_first_fork()
     state_dir = workdir / "state"
     accounts: dict[str, str] = spec["accounts"]
     router = LogRouter.for_accounts(
@@ -94,6 +96,21 @@ def arbiter_main(argument: str) -> None:
         stop_timeout_s=spec.get("stop_timeout", 10.0),
     )
     sys.exit(arbiter.run())
+
+
+def _term_after_first_fork() -> None:
+    """The first child gets SIGTERM the moment it exists, before the arbiter's child setup
+    (as a SIGTERM from a stop that comes right after a spawn may)."""
+    real_fork, forks = os.fork, [0]
+
+    def fork() -> int:
+        forks[0] += 1
+        pid = real_fork()
+        if pid == 0 and forks[0] == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return pid
+
+    os.fork = fork
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -227,6 +244,7 @@ def test_stop_timeout_then_sigkill(arbiter: Any) -> None:
     assert run.wait_exit() == 1
     assert gone(pid)
     assert "stop_timeout (0.5 s) passed for mule: SIGKILL to mule" in run.output()
+    assert run.output().count("SIGKILL to") == 1  # once, not on every turn of the loop
     assert run.account("mule")["last_exit"] == "signal SIGKILL"
     assert run.account("ok")["last_exit"] == "exit 0"
 
@@ -241,6 +259,16 @@ def test_a_second_signal_forces(arbiter: Any) -> None:
     assert run.wait_exit(timeout=5) == 1
     assert gone(pid)
     assert "SIGINT again: SIGKILL to mule" in run.output()
+
+
+def test_a_signal_reaching_a_child_before_its_setup_is_not_swallowed(arbiter: Any) -> None:
+    run = arbiter({"a": "sleeper"}, term_after_first_fork=True, policy=FAST)
+    # Killed by that SIGTERM (not kept by a copy of the arbiter's handler), then restarted.
+    again = wait_until(lambda: run.account("a").get("restarts") == 1 and run.account("a"))
+    assert again["last_exit"] == "signal SIGTERM"
+    wait_until(lambda: "hello from a" in run.output())
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait_exit() == 0
 
 
 def test_sigkill_of_the_supervisor_leaves_no_process_within_2_s(arbiter: Any) -> None:
