@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import random
 import re
 import time
@@ -149,6 +150,14 @@ def _side(buysell: str | int) -> str:
     if not isinstance(buysell, bool) and buysell in (1, -1):
         return "BUY" if buysell == 1 else "SELL"
     raise ValueError("buysell must be BUY, SELL, 1 or -1")
+
+
+def _number(name: str, value: object) -> float:
+    """``value`` as a finite float. Checked before sending: requests cannot encode NaN or
+    infinity, and that failure would look like a lost send (reconciled, then resent)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number")
+    return float(value)
 
 
 def _api_time(moment: datetime | str) -> str:
@@ -409,7 +418,7 @@ class AlgogeneClient:
             raise ValueError(f"ordertype must be one of {', '.join(ORDER_TYPES)}")
         if ordertype != "MKT" and price is None:
             raise ValueError(f"a {ordertype} order needs a price")
-        if not volume or volume <= 0:
+        if _number("volume", volume) <= 0:
             raise ValueError("volume must be > 0")
         body: dict[str, Any] = {
             "instrument": instrument,
@@ -425,7 +434,10 @@ class AlgogeneClient:
             "stopLossLevel": stop_loss,
             "holdtime": holdtime,
         }
-        body.update({k: v for k, v in optional.items() if v is not None})
+        given = {k: v for k, v in optional.items() if v is not None}
+        for name, value in given.items():
+            _number(name, value)
+        body.update(given)
         return body
 
     def _try_open(self, body: dict[str, Any], order_ref: str) -> OrderAck | ApiError:

@@ -205,6 +205,13 @@ def test_argument_errors_send_nothing(client, rsps) -> None:
         dict(order_ref="r", ordertype="LMT"),
         dict(order_ref="r", buysell="HOLD"),
         dict(order_ref="r", volume=0),
+        dict(order_ref="r", volume=float("nan")),
+        dict(order_ref="r", volume=float("inf")),
+        dict(order_ref="r", volume="1"),
+        dict(order_ref="r", volume=True),
+        dict(order_ref="r", ordertype="LMT", price=float("nan")),
+        dict(order_ref="r", take_profit=float("inf")),
+        dict(order_ref="r", holdtime="60"),
     ):
         kwargs = {"instrument": "BTCUSD", "buysell": "BUY", "volume": 1.0, **bad}
         with pytest.raises(ValueError):
