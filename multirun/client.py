@@ -806,9 +806,11 @@ class AlgogeneClient:
 
 
 def _json(response: requests.Response) -> tuple[Any, bool]:
+    """(decoded body, True), or (None, False) when the body is not JSON (an HTML error
+    page, an empty or cut body, or nesting too deep for the decoder)."""
     try:
         return response.json(), True
-    except ValueError:
+    except (ValueError, RecursionError):
         return None, False
 
 

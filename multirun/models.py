@@ -8,6 +8,7 @@ as strings in another, so we compare them as strings.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -169,11 +170,18 @@ def req_id(obj: object, key: str) -> str:
 
 
 def req_num(obj: object, key: str) -> float:
-    """A required number (int or float; bools and strings are refused)."""
+    """A required finite number (int or float; bools, strings, and the NaN and Infinity
+    Python's json module accepts, are refused)."""
     value = _field(obj, key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ReplyError(f"field {key!r} is {type(value).__name__}, expected a number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer literal beyond a float's range
+        number = math.inf
+    if not math.isfinite(number):
+        raise ReplyError(f"field {key!r} is not a finite number")
+    return number
 
 
 def opt_num(obj: dict, key: str, default: float = 0.0) -> float:

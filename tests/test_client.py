@@ -282,6 +282,13 @@ MALFORMED = [
     pytest.param({"json": listing(trade(volume="1.0"))}, id="volume-is-a-string"),
     pytest.param({"json": listing(trade(buysell=2))}, id="bad-buysell"),
     pytest.param({"json": listing(trade(trade_ID=True))}, id="id-is-a-bool"),
+    pytest.param({"body": "[" * 100_000}, id="nested-too-deep"),
+    pytest.param(
+        {"body": json.dumps(listing(trade(price=-1))).replace("-1", "9" * 400)},
+        id="number-too-large",
+    ),
+    pytest.param({"body": json.dumps(listing(trade(price=float("nan"))))}, id="price-is-NaN"),
+    pytest.param({"body": json.dumps(listing(trade(volume=float("inf"))))}, id="volume-is-inf"),
 ]
 
 
