@@ -28,7 +28,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,10 +198,10 @@ class Journal:
     # --- queries ----------------------------------------------------------------
 
     def get(self, order_ref: str) -> JournalOrder:
-        row = self._db.execute("SELECT * FROM orders WHERE order_ref = ?", (order_ref,)).fetchone()
-        if row is None:
+        rows = self._rows("SELECT * FROM orders WHERE order_ref = ?", (order_ref,))
+        if not rows:
             raise KeyError(order_ref)
-        return JournalOrder(**dict(row))
+        return JournalOrder(**dict(rows[0]))
 
     def find(self, order_ref: str) -> JournalOrder | None:
         try:
@@ -211,9 +211,7 @@ class Journal:
 
     def in_states(self, *states: str) -> list[JournalOrder]:
         marks = ",".join("?" * len(states))
-        rows = self._db.execute(
-            f"SELECT * FROM orders WHERE state IN ({marks}) ORDER BY id", states
-        ).fetchall()
+        rows = self._rows(f"SELECT * FROM orders WHERE state IN ({marks}) ORDER BY id", states)
         return [JournalOrder(**dict(row)) for row in rows]
 
     def held(self) -> list[JournalOrder]:
@@ -226,13 +224,13 @@ class Journal:
 
     def sent_since(self, since_ts: float) -> int:
         """How many orders we created (sent or about to) since ``since_ts``."""
-        row = self._db.execute(
+        (row,) = self._rows(
             "SELECT COUNT(*) FROM orders WHERE origin = 'sent' AND created_ts >= ?", (since_ts,)
-        ).fetchone()
+        )
         return int(row[0])
 
     def all_orders(self) -> list[JournalOrder]:
-        rows = self._db.execute("SELECT * FROM orders ORDER BY id").fetchall()
+        rows = self._rows("SELECT * FROM orders ORDER BY id")
         return [JournalOrder(**dict(row)) for row in rows]
 
     def seq_of(self, order_ref: str) -> int | None:
@@ -251,10 +249,10 @@ class Journal:
     # --- strategy state -----------------------------------------------------------
 
     def load_state(self) -> dict[str, Any]:
-        row = self._db.execute("SELECT json FROM strategy_state WHERE id = 1").fetchone()
-        if row is None or not row[0]:
+        rows = self._rows("SELECT json FROM strategy_state WHERE id = 1")
+        if not rows or not rows[0][0]:
             return {}
-        value = json.loads(row[0])
+        value = json.loads(rows[0][0])
         return value if isinstance(value, dict) else {}
 
     def save_state(self, state: dict[str, Any]) -> None:
@@ -280,13 +278,23 @@ class Journal:
             raise JournalError(f"journal {self.path}: {exc}") from None
         try:
             yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
+                self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise JournalError(f"journal {self.path}: {exc}") from None
             raise
         try:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: cannot commit: {exc}") from None
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """A read's rows; a failing database (disk full, I/O error) is a JournalError."""
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: {exc}") from None
 
     def _update(self, order_ref: str, assignments: str, *values: Any) -> None:
         with self._tx() as db:

@@ -137,3 +137,31 @@ def test_only_our_prefix_followed_by_digits_is_ours(
 ) -> None:
     assert journal.seq_of(order_ref) == seq
     assert journal.owns(order_ref) is (seq is not None)
+
+
+class BrokenDisk:
+    """A connection whose every statement fails as on a full or failing disk."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def execute(self, *args: object) -> sqlite3.Cursor:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._db, name)
+
+
+def test_a_failing_disk_is_a_one_line_journal_error(journal: Journal) -> None:
+    intent = journal.new_intent("BTCUSD", "BUY", 1.0)
+    journal._db = BrokenDisk(journal._db)  # type: ignore[assignment]
+    for call in (
+        journal.held,
+        lambda: journal.find(intent.order_ref),
+        lambda: journal.sent_since(0),
+        journal.load_state,
+        lambda: journal.mark_acked(intent.order_ref, "1"),
+        lambda: journal.new_intent("BTCUSD", "BUY", 1.0),
+    ):
+        with pytest.raises(JournalError, match="disk I/O error"):
+            call()

@@ -18,6 +18,7 @@ import pytest
 
 from multirun import strategies
 from multirun.client import AlgogeneClient
+from multirun.errors import JournalError
 from multirun.journal import ABANDONED, CLOSED, OPEN, Journal
 from multirun.sim import SimServer
 from multirun.specs import AccountSpec, Guardrails, RunnerSpec, Secret, freeze
@@ -26,6 +27,7 @@ from multirun.strategies.context import Decision, OpenTrade, StrategyContext
 from multirun.ticker import StopFlag, Tick
 from multirun.worker import HALTED, RUNNING, STOPPED, Plan, Timing, Worker, plan_orders
 from tests.conftest import SimCaller, wait_until
+from tests.test_journal import BrokenDisk
 
 NAME = "alpha"
 PREFIX = f"mr-{NAME}-"
@@ -505,6 +507,15 @@ def test_server_errors_are_failed_ticks_not_crashes(harness: Harness) -> None:
     harness.sim.set_faults(error_rate=0.0)
     tick(worker)
     assert worker.failures == 0 and worker.orders_sent == 1
+
+
+def test_a_journal_failure_on_start_is_a_journal_error_not_a_traceback(
+    harness: Harness,
+) -> None:
+    worker = harness.worker(Script())
+    worker.journal._db = BrokenDisk(worker.journal._db)  # type: ignore[assignment]
+    with pytest.raises(JournalError, match="disk I/O error"):
+        worker.run()  # the CLI prints a MultirunError as one line
 
 
 def replace_budget(client: AlgogeneClient) -> AlgogeneClient:
