@@ -14,11 +14,15 @@ import fcntl
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 PR_SET_PDEATHSIG = 1
 PROC = Path("/proc")
+# `status` and `stop` probe the pidfile's lock for an instant; a start meeting such a probe
+# tries again for this long before it believes another supervisor holds the lock.
+LOCK_RETRY_S = 0.2
 
 
 def set_parent_death_signal(signum: int) -> bool:
@@ -127,7 +131,10 @@ def descendants(root: int) -> list[int]:
 class PidFile:
     """``state_dir/supervisor.pid``, held with an exclusive ``flock`` while we run.
 
-    A pidfile nobody holds the lock of is stale and is taken over.
+    A pidfile nobody holds the lock of is stale and is taken over. The file is unlinked
+    only by the one holding its lock (:meth:`release`, :func:`remove_stale_pidfile`), and
+    a lock is ours only if the path still names the file we locked: a lock taken on a file
+    unlinked meanwhile (its supervisor exiting) would let a third start run beside us.
     """
 
     def __init__(self, path: Path) -> None:
@@ -137,14 +144,22 @@ class PidFile:
     def acquire(self) -> int | None:
         """Lock and write our pid; returns None, or the pid of the holder when locked."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            os.close(fd)
-            if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-                raise
-            return read_pid(self.path) or -1
+        deadline = time.monotonic() + LOCK_RETRY_S
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                os.close(fd)
+                if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    return read_pid(self.path) or -1
+                time.sleep(0.01)
+                continue
+            if _names(self.path, fd):
+                break
+            os.close(fd)  # unlinked between our open and our lock: lock the new one
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
@@ -158,6 +173,35 @@ class PidFile:
                 self.path.unlink()
         os.close(self.fd)
         self.fd = -1
+
+
+def remove_stale_pidfile(path: Path) -> bool:
+    """Unlink ``path`` if nobody holds its lock (under our own lock, so a start that
+    locks it meanwhile is not left holding an unlinked file); whether it was removed."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not _names(path, fd):
+            return False
+        path.unlink()
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` is (still) the file open on ``fd``."""
+    try:
+        on_disk = path.stat()
+    except OSError:
+        return False
+    opened = os.fstat(fd)
+    return (on_disk.st_dev, on_disk.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def read_pid(path: Path) -> int | None:

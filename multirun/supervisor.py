@@ -808,17 +808,16 @@ def stop(state_dir: Path, *, timeout_s: float, echo: Callable[[str], None] = pri
     """
     from multirun.status import supervisor_pid
 
-    pidfile = state_dir / SUPERVISOR_PID
     pid = supervisor_pid(state_dir)
     if pid is None:
-        if pidfile.exists() and not procutil.is_locked(pidfile):
-            pidfile.unlink(missing_ok=True)
+        if procutil.remove_stale_pidfile(state_dir / SUPERVISOR_PID):
             echo(f"no supervisor running on {state_dir} (removed a stale pidfile)")
         else:
             echo(f"no supervisor running on {state_dir}")
         return 0
     echo(f"stopping the supervisor (pid {pid}); waiting up to {timeout_s:g} s")
-    os.kill(pid, signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError):  # it exited since we found it
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while not procutil.exited(pid):
         if time.monotonic() >= deadline:

@@ -306,6 +306,60 @@ def test_stop_handles_a_stale_pidfile(tmp_path: Path) -> None:
     assert stop(tmp_path, timeout_s=5, echo=lines.append) == 0
 
 
+def test_a_pidfile_unlinked_between_open_and_lock_is_not_the_one_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / status.SUPERVISOR_PID
+    exiting = procutil.PidFile(path)
+    assert exiting.acquire() is None
+    real_flock = procutil.fcntl.flock
+
+    def flock(fd: int, operation: int) -> None:
+        exiting.release()  # the running supervisor exits (unlinks) as we are about to lock
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(procutil.fcntl, "flock", flock)
+    starting = procutil.PidFile(path)
+    assert starting.acquire() is None
+    monkeypatch.setattr(procutil.fcntl, "flock", real_flock)
+    assert procutil.read_pid(path) == os.getpid() and procutil.is_locked(path)
+    # A third start must see the lock, not create a pidfile of its own beside ours.
+    assert procutil.PidFile(path).acquire() == os.getpid()
+    assert not procutil.remove_stale_pidfile(path) and path.exists()
+    starting.release()
+    assert not path.exists()
+
+
+def test_a_lock_probed_by_status_for_an_instant_does_not_refuse_a_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_flock, calls = procutil.fcntl.flock, []
+
+    def flock(fd: int, operation: int) -> None:
+        calls.append(operation)
+        if len(calls) == 1:  # `multirun status` holds a shared lock at this moment
+            raise BlockingIOError(procutil.errno.EWOULDBLOCK, "busy")
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(procutil.fcntl, "flock", flock)
+    pidfile = procutil.PidFile(tmp_path / status.SUPERVISOR_PID)
+    assert pidfile.acquire() is None and len(calls) == 2
+    pidfile.release()
+
+
+def test_stop_when_the_supervisor_exits_as_it_is_signalled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    pid = int(done.stdout)
+    procutil.write_json_atomic(tmp_path / status.SUPERVISOR_JSON, {"pid": pid, "exit_code": 0})
+    monkeypatch.setattr(status, "supervisor_pid", lambda state_dir: pid)  # found it alive
+    lines: list[str] = []
+    assert stop(tmp_path, timeout_s=5, echo=lines.append) == 0
+    assert lines[-1] == "stopped: every account stopped cleanly"
+
+
 def test_a_second_start_on_the_same_state_dir_is_refused(arbiter: Any, tmp_path: Path) -> None:
     run = arbiter({"a": "sleeper"})
     run.wait_state("a", "STARTING")
