@@ -90,7 +90,12 @@ SETTLE_RESEND_S = 1.0  # a trade still listed this long after its accepted reque
 SETTLE_RETRY_S = 0.2  # the same after a failed (ambiguous) request
 
 _SECRET_PARAM = re.compile(r"\b((?:api_key|token)=)[^&\s'\"]*", re.IGNORECASE)
-_TOKEN_WORDS = re.compile(r"\b(token|session)\b", re.IGNORECASE)
+# A 200 refusal about our session token (renew it and repeat the call), as opposed to one
+# that only mentions a session ("market session closed": a refusal like any other).
+_TOKEN_WORDS = re.compile(
+    r"\btoken\b|\bsession\s+(?:expired|invalid|revoked|not\s+found)\b|\binvalid\s+session\b",
+    re.IGNORECASE,
+)
 
 
 def redact_query(text: str) -> str:

@@ -526,6 +526,25 @@ def test_a_200_refusal_naming_the_token_renews_it(client, rsps, server) -> None:
     assert server.issued == 2
 
 
+@pytest.mark.parametrize("message", ["market session closed", "outside trading session"])
+def test_a_refusal_merely_mentioning_a_session_is_not_about_the_token(
+    client, rsps, server, message
+):
+    rsps.post(f"{BASE}/open_order", json={"status": "FAIL", "err_msg": message})
+    with pytest.raises(OrderRejected, match=message):
+        client.open_order("BTCUSD", "BUY", 1.0, "mr-a-1")
+    assert len(calls_to(rsps, "open_order")) == 1  # refused: not sent again
+    assert server.issued == 1
+
+
+@pytest.mark.parametrize("message", ["session expired", "Invalid session", "token revoked"])
+def test_a_200_refusal_of_the_session_renews_the_token(client, rsps, server, message) -> None:
+    rsps.get(f"{BASE}/balance", json={"status": "FAIL", "err_msg": message})
+    rsps.get(f"{BASE}/balance", json={"NAV": 1.0, "available_Balance": 1.0})
+    assert client.balance().nav == 1.0
+    assert server.issued == 2
+
+
 def test_a_missing_quote_is_a_rejection(client, rsps) -> None:
     rsps.get(f"{BASE}/realtime_price", json={"count": 0, "res": {}})
     with pytest.raises(RequestRejected, match="no quote for NOPE"):
