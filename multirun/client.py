@@ -419,6 +419,9 @@ class AlgogeneClient:
     ) -> dict[str, Any]:
         if not isinstance(order_ref, str) or not order_ref.strip():
             raise ValueError("open_order needs a non-empty order_ref")
+        if order_ref != order_ref.strip():
+            # a server that trims it would list a ref we could never match: sent again
+            raise ValueError("order_ref must not start or end with whitespace")
         if ordertype not in ORDER_TYPES:
             raise ValueError(f"ordertype must be one of {', '.join(ORDER_TYPES)}")
         if ordertype != "MKT" and price is None:

@@ -169,6 +169,15 @@ def req_id(obj: object, key: str) -> str:
     return text
 
 
+def opt_ref(obj: dict, key: str) -> str:
+    """An optional orderRef: free text we choose, but a trade another tool placed on the
+    account may carry a number; as a string, so it compares like ours ("" when absent)."""
+    value = obj.get(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return opt_str(obj, key)
+
+
 def req_num(obj: object, key: str) -> float:
     """A required finite number (int or float; bools, strings, and the NaN and Infinity
     Python's json module accepts, are refused)."""
@@ -242,7 +251,7 @@ def trade_from_api(obj: object) -> Trade:
     instrument = opt_str(obj, "instrument") or req_str(obj, "symbol")
     return Trade(
         trade_id=req_id(obj, "trade_ID"),
-        order_ref=opt_str(obj, "order_Ref"),
+        order_ref=opt_ref(obj, "order_Ref"),
         instrument=instrument,
         buysell=req_side(obj, "buysell"),
         volume=req_num(obj, "volume"),
@@ -294,7 +303,7 @@ def order_status_from_api(reply: object) -> OrderStatus:
     return OrderStatus(
         trade_id=req_id(obj, "tradeID" if "tradeID" in obj else "trade_ID"),
         status=req_str(obj, "status"),
-        order_ref=opt_str(obj, "orderRef") or opt_str(obj, "order_Ref"),
+        order_ref=opt_ref(obj, "orderRef") or opt_ref(obj, "order_Ref"),
         instrument=opt_str(obj, "instrument") or opt_str(obj, "symbol"),
         buysell=req_side(obj, "buysell"),
         volume=req_num(obj, "volume"),

@@ -201,6 +201,8 @@ def test_market_data_needs_no_token(client, rsps, server) -> None:
 def test_argument_errors_send_nothing(client, rsps) -> None:
     for bad in (
         dict(order_ref=""),
+        dict(order_ref=" mr-a-1"),
+        dict(order_ref="mr-a-1\n"),
         dict(order_ref="r", ordertype="LIMIT"),
         dict(order_ref="r", ordertype="LMT"),
         dict(order_ref="r", buysell="HOLD"),
@@ -231,6 +233,17 @@ def test_parses_listings_and_compares_trade_ids_as_strings(client, rsps) -> None
     assert client.find_order("mr-a-1") == opened
     assert client.find_order("mr-a-2").trade_id == "5"
     assert client.find_order("mr-a-3") is None
+
+
+def test_a_foreign_trade_with_a_numeric_ref_does_not_blind_the_listing(client, rsps) -> None:
+    """Trades opened by other tools share the account: a numeric orderRef (echoed as a JSON
+    number) must not make the whole listing unreadable, or no order of ours could be found."""
+    rsps.get(f"{BASE}/pending_trades", json=listing())
+    rsps.get(f"{BASE}/opened_trades", json=listing(trade("1", 123), trade("2", "mr-a-1")))
+    rsps.get(f"{BASE}/query_order", json={**FILLED, "orderRef": 123})
+    assert client.find_order("mr-a-1").trade_id == "2"
+    assert [t.order_ref for t in client.opened_trades()] == ["123", "mr-a-1"]
+    assert client.query_order(1).order_ref == "123"
 
 
 @pytest.mark.parametrize("nested", [True, False])
