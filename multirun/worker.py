@@ -313,8 +313,8 @@ class Worker:
 
     def close(self, trades: Sequence[OpenTrade]) -> None:
         """Close ``trades`` and confirm it through opened_trades (journaled both ways)."""
-        self._await_listed([t.order_ref for t in trades])
         refs = [t.order_ref for t in trades]
+        self._await_listed(refs)
         self.journal.mark_close_requested(refs)
         self.write_status()
         self.client.close_trades(
