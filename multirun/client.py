@@ -809,7 +809,7 @@ class AlgogeneClient:
         try:
             return parse(reply)
         except models.ReplyError as bad:
-            problem = str(bad)
+            problem = self._scrub(str(bad))  # it may quote a key the server chose
         raise ProtocolError(f"{endpoint}: malformed reply: {problem}", endpoint=endpoint)
 
 

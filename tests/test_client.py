@@ -316,6 +316,15 @@ def test_malformed_read_replies_raise_protocol_error_after_retries(client, rsps,
     assert_clean(info.value)
 
 
+def test_server_text_inside_a_malformed_reply_message_is_scrubbed(client, rsps) -> None:
+    echoed = f"EURUSD?api_key={API_KEY}&token={TOKENS[0]}" + "x" * 500
+    rsps.get(f"{BASE}/positions", json={"count": 1, "res": {echoed: "not an object"}})
+    with pytest.raises(ProtocolError) as info:
+        client.positions()
+    assert len(str(info.value)) < 250
+    assert_clean(info.value)
+
+
 def test_malformed_session_reply_is_a_protocol_error(clock, rsps) -> None:
     rsps.get(f"{BASE}/session", json={"res": {"token": TOKENS[0]}})
     with make_client(clock) as c, pytest.raises(ProtocolError) as info:
