@@ -13,7 +13,8 @@ clock:
   (within ``skew_tolerance_s``) the local clock is used (sub-second, and right
   whenever NTP is working); when it disagrees, the latest server time the bounds
   allow is used (conservative: the token is taken to expire no later than it does);
-- without a ``Date`` header the local wall clock is all there is.
+- without a ``Date`` header, or with one that contradicts ``expired_utc`` (not
+  from the server's clock), the local wall clock is all there is.
 
 The token is renewed ``margin`` seconds before that local deadline, where
 ``margin = min(token_margin_s, lifetime / 20)``: a one-hour token is renewed a
@@ -37,6 +38,10 @@ from typing import Protocol
 from multirun.models import Token
 
 log = logging.getLogger(__name__)
+
+# A token lifetime (expired_utc - Date) beyond this means the Date header is not the
+# server's: ALGOGENE's tokens last an hour.
+MAX_PLAUSIBLE_LIFETIME_S = 86400.0
 
 
 class Clock(Protocol):
@@ -104,7 +109,7 @@ class TokenManager:
         self._skew_tolerance_s = skew_tolerance_s
         self._held: _Held | None = None
         self._offset: tuple[float, float] | None = None  # server - local, seconds
-        self._warned = False
+        self._warned: set[str] = set()  # warnings already logged once
         self._lock = threading.Lock()
         self.fetches = 0
 
@@ -155,13 +160,14 @@ class TokenManager:
     def _lifetime(self, reply: SessionReply, wall_sent: float, wall: float) -> float:
         """Seconds the token lives from its receipt (local wall time ``wall``)."""
         expires = _utc_seconds(reply.token.expires_utc)
-        if reply.server_date is None:
+        date = self._plausible_date(reply, expires)
+        if date is None:
             return expires - wall
-        low, high = self._observe(_utc_seconds(reply.server_date), wall_sent, wall)
+        low, high = self._observe(date, wall_sent, wall)
         if low - self._skew_tolerance_s <= 0.0 <= high + self._skew_tolerance_s:
             return expires - wall  # the local clock agrees with the server's
-        if not self._warned:
-            self._warned = True
+        if "skew" not in self._warned:
+            self._warned.add("skew")
             offset = (low + high) / 2
             log.warning(
                 "local clock is about %.0f s %s the server's; timing session tokens by the "
@@ -169,6 +175,25 @@ class TokenManager:
                 abs(offset), "behind" if offset > 0 else "ahead of",
             )  # fmt: skip
         return expires - (wall + high)  # the latest the server's clock can be
+
+    def _plausible_date(self, reply: SessionReply, expires: float) -> float | None:
+        """The reply's ``Date`` in Unix seconds, or None when absent or implausible.
+
+        ``Date`` and ``expired_utc`` come from the same (server) clock, whatever ours says,
+        so their difference is the token's lifetime: not in (0, one day], the header was
+        stamped elsewhere (a proxy) or is garbage, and would make the token look already
+        expired (a session call per request) or good for years (renewed only when refused).
+        """
+        if reply.server_date is None:
+            return None
+        date = _utc_seconds(reply.server_date)
+        if 0.0 < expires - date <= MAX_PLAUSIBLE_LIFETIME_S:
+            return date
+        if "date" not in self._warned:
+            self._warned.add("date")
+            log.warning("the session reply's Date header disagrees with its expired_utc; "
+                        "timing session tokens by the local clock")  # fmt: skip
+        return None
 
     def _observe(self, date: float, wall_sent: float, wall_received: float) -> tuple[float, float]:
         """Narrow the interval the offset (server clock - local clock) must lie in.

@@ -109,6 +109,30 @@ def test_successive_dates_narrow_the_skew_estimate() -> None:
     assert all(life <= 10.0 for life in lifetimes)  # never more than the truth
 
 
+@pytest.mark.parametrize("date_off_s", [-86400.0 * 365 * 2000, -3 * 86400.0, 200.0, 1e9])
+def test_a_date_header_inconsistent_with_the_expiry_is_ignored(date_off_s) -> None:
+    """Date and expired_utc both come from the server's clock, so expiry - Date is the
+    token's lifetime by the server's word. When that is not plausible (negative, or over a
+    day) the Date came from elsewhere (a proxy, garbage): the local clock counts instead,
+    and the estimate of the offset is left untouched."""
+    clock = Clock()
+    server = Server(clock, ttl_s=100.0)
+    real = server.fetch
+
+    def fetch() -> SessionReply:
+        reply = real()
+        date = reply.server_date + timedelta(seconds=date_off_s)
+        return SessionReply(reply.token, date)
+
+    tokens = TokenManager(fetch, margin_s=1.0, clock=clock)
+    tokens.get()
+    clock.advance(98.9)
+    assert tokens.get() == "tok-1"
+    clock.advance(0.2)
+    assert tokens.get() == "tok-2"
+    assert tokens._offset is None
+
+
 def test_without_date_header_the_local_clock_counts() -> None:
     clock = Clock()
     server = Server(clock, ttl_s=100.0, skew_s=0.0)
