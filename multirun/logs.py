@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -40,15 +41,26 @@ def utc_stamp(ts: float | None = None) -> str:
 
 
 class LineSplitter:
-    """Bytes in, complete decoded lines out; overlong lines are cut at ``MAX_LINE``."""
+    """Bytes in, complete decoded lines out; overlong lines are cut at ``MAX_LINE``.
 
-    def __init__(self) -> None:
+    ``secrets`` are masked before a cut: a secret cut in two would reach the
+    :class:`Scrubber` as two harmless-looking halves. So a cut waits until every secret
+    that starts before it has arrived whole.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.buffer = b""
+        self.secrets = [s.encode() for s in Scrubber(secrets).secrets]
+        self.reach = max((len(s) - 1 for s in self.secrets), default=0)
 
     def feed(self, data: bytes) -> list[str]:
         self.buffer += data
         *lines, self.buffer = self.buffer.split(b"\n")
-        while len(self.buffer) > MAX_LINE:
+        while len(self.buffer) > MAX_LINE + self.reach:
+            for secret in self.secrets:
+                self.buffer = self.buffer.replace(secret, MASK.encode())
+            if len(self.buffer) <= MAX_LINE + self.reach:
+                break  # shorter once masked: wait for more
             lines.append(self.buffer[:MAX_LINE])
             self.buffer = self.buffer[MAX_LINE:]
         return [_decode(line) for line in lines]
@@ -62,8 +74,19 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace").rstrip("\r")
 
 
+# The value of an ``api_key``/``token`` query parameter or keyword (``token=...``), or of
+# such a key in JSON or a dict's repr (``"token": "..."``): the session token is never
+# known to the supervisor, but a URL or a reply printed whole would carry it.
+_SECRET_FIELD = re.compile(
+    r"""((?<![A-Za-z0-9])(?:api_key|token)=["']?|["'](?:api_key|token)["']\s*:\s*["'])"""
+    r"""[^&\s'"]+""",
+    re.IGNORECASE,
+)
+
+
 class Scrubber:
-    """Replaces every occurrence of a known secret value with ``****``."""
+    """Replaces every occurrence of a known secret value with ``****``, and the value of
+    any ``api_key``/``token`` parameter or key."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         # Longest first, so a secret containing another is masked whole.
@@ -74,7 +97,7 @@ class Scrubber:
         for secret in self.secrets:
             if secret in line:
                 line = line.replace(secret, MASK)
-        return line
+        return _SECRET_FIELD.sub(rf"\g<1>{MASK}", line)
 
 
 def colour_wanted(stream: TextIO, environ: dict[str, str] | None = None) -> bool:

@@ -291,7 +291,8 @@ class Arbiter:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(out_w)
         os.close(err_w)
-        pipes = {out_r: ("stdout", LineSplitter()), err_r: ("stderr", LineSplitter())}
+        secrets = self.router.scrub.secrets
+        pipes = {out_r: ("stdout", LineSplitter(secrets)), err_r: ("stderr", LineSplitter(secrets))}
         for fd in pipes:
             os.set_blocking(fd, False)
             assert self.selector is not None

@@ -33,6 +33,30 @@ def test_line_splitter_joins_partial_writes_and_flushes_the_rest() -> None:
     assert long == ["x" * MAX_LINE] and split.flush() == ["x" * 10]
 
 
+def test_a_secret_across_the_cut_of_an_overlong_line_is_masked() -> None:
+    secret = "s3cret-api-key-value"
+    line = b"x" * (MAX_LINE - 6) + secret.encode() + b"y" * 70000 + b"\n"
+    split = LineSplitter([secret])
+    pieces = [p for i in range(0, len(line), 65536) for p in split.feed(line[i : i + 65536])]
+    assert len(pieces) > 1 and len(pieces[0]) == MAX_LINE
+    joined = "".join(pieces)
+    assert secret[:6] not in joined and secret[6:] not in joined and "x****y" in joined
+    plain = LineSplitter()  # without secrets: cut exactly at MAX_LINE, as before
+    assert [len(p) for p in plain.feed(b"z" * (MAX_LINE + 5))] == [MAX_LINE]
+
+
+def test_api_key_and_token_values_are_masked_wherever_they_appear() -> None:
+    scrub = Scrubber()
+    url = "GET /rest/v1/balance?user=u&api_key=k3y-value&token=abcDEF123&runmode=livetest"
+    assert scrub(url) == "GET /rest/v1/balance?user=u&api_key=****&token=****&runmode=livetest"
+    assert scrub('{"res": {"token": "abcDEF123", "expires": 3}}') == (
+        '{"res": {"token": "****", "expires": 3}}'
+    )
+    assert scrub("{'token': 'abc123'} token='xyz'") == "{'token': '****'} token='****'"
+    words = "session token refused; token_expires_utc: 2026-01-02 (token: renewed)"
+    assert scrub(words) == words
+
+
 def test_scrubber_masks_every_known_secret_longest_first() -> None:
     scrub = Scrubber(["abcd1234", "abcd1234-more", "", "ab"])
     assert scrub("key=abcd1234-more and abcd1234, ab") == "key=**** and ****, ab"
