@@ -92,6 +92,10 @@ class Orphaned(BaseException):  # a control-flow signal, like KeyboardInterrupt
     """SIGHUP: the supervisor is gone. Unwinds the current tick; nothing is closed."""
 
 
+class StoppedReconciling(BaseException):  # a control-flow signal, like KeyboardInterrupt
+    """SIGTERM/SIGINT during start-up reconciliation, which only reads: unwind it now."""
+
+
 @dataclass(frozen=True)
 class Timing:
     """The client's timing the worker must agree with (see AlgogeneClient)."""
@@ -175,6 +179,9 @@ class Worker:
         self._saved_state = json.dumps(self.strategy_state, sort_keys=True)
         self.ticker: Ticker | None = None
         self.busy = False  # in a tick or closing: where SIGHUP must unwind at once
+        # Start-up reconciliation sends nothing, so a stop request may cut it short (an
+        # unreachable server would otherwise hold it through every retry).
+        self.reconciling = False
         self._visible: set[str] = set()  # orderRefs listed by the server at the last sync
 
     # --- lifecycle ------------------------------------------------------------------
@@ -185,6 +192,11 @@ class Worker:
         try:
             with self._busy():
                 self._reconcile_or_stop()
+        except StoppedReconciling:
+            return self.stopped_reconciling()
+        except Orphaned:
+            return self.orphaned()
+        try:
             # Scheduled only now: the first tick is the first grid point after reconciling.
             self.ticker = Ticker(self.spec.interval_s, self.tick, stop=self.stop, clock=self.clock)
             log.info(
@@ -201,13 +213,18 @@ class Worker:
             return self.orphaned()
 
     def _reconcile_or_stop(self) -> None:
+        self.reconciling = True
         try:
+            if self.stop.is_set() and self.stop.reason != ORPHANED:
+                raise StoppedReconciling()
             self.reconcile()
         except MultirunError as exc:
             self.state = STOPPED
             self.last_error = _describe(exc)
             self.write_status()
             raise
+        finally:
+            self.reconciling = False
 
     def reconcile(self) -> None:
         """Settle the journal against the server before the first tick."""
@@ -236,6 +253,12 @@ class Worker:
         self.state = STOPPED
         self.write_status()
         return code
+
+    def stopped_reconciling(self) -> int:
+        log.info("stopped before the first tick: our trades stay journaled for the next start")
+        self.state = STOPPED
+        self.write_status()
+        return EXIT_OK
 
     def orphaned(self) -> int:
         log.warning("supervisor gone (SIGHUP): stopping now, trades left open and journaled")
@@ -643,6 +666,8 @@ def _signals(worker: Worker) -> Iterator[None]:
         if not worker.stop.is_set():
             log.info("%s: stopping after the current tick", signal.Signals(signum).name)
         worker.stop.set(signal.Signals(signum).name)
+        if worker.reconciling:
+            raise StoppedReconciling()
 
     timers: list[threading.Timer] = []
 

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -135,6 +136,27 @@ def test_sighup_stops_within_two_seconds_without_closing(
     finally:
         journal.close()
     assert set(ours_open(alice)) <= held | {i.order_ref for i in intents}
+
+
+def test_sigterm_while_the_server_is_unreachable_stops_at_once(tmp_path: Path) -> None:
+    # Start-up reconciliation retries an unreachable server for its whole read budget;
+    # a stop request must not wait for it: nothing has been sent in this run.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again below: connections are refused
+    log = tmp_path / "worker.log"
+    proc = bench.start_worker(config(tmp_path), f"http://127.0.0.1:{port}/rest/v1", log)
+    try:
+        wait_until(lambda: "retrying" in log.read_text(), timeout=15)
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=10)
+        elapsed = time.monotonic() - began
+    finally:
+        proc.kill()
+    assert code == 0 and elapsed < 2.0
+    assert "stopped before the first tick" in log.read_text()
+    assert bench.status(tmp_path)["state"] == "STOPPED"
 
 
 def test_an_unknown_account_is_a_one_line_usage_error(tmp_path: Path) -> None:
