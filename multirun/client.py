@@ -657,7 +657,7 @@ class AlgogeneClient:
             delay = self._rng.uniform(0.0, min(2.0, 0.05 * 2**attempt))
             if self._clock.monotonic() + delay >= deadline:
                 raise error
-            log.info("%s: %s; retrying in %.2f s (attempt %d)", endpoint, error, delay, attempt + 1)
+            log.info("%s; retrying in %.2f s (attempt %d)", error, delay, attempt + 1)
             self._sleep(delay)
 
     def _write(self, endpoint: str, params: dict[str, Any]) -> dict[str, Any]:
