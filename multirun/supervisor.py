@@ -259,7 +259,15 @@ class Arbiter:
     def spawn(self, proc: Proc) -> None:
         assert proc.target is not None
         target = proc.target
-        pid, pipes = self._fork(proc.name, signal.SIGHUP, lambda: target(self.sim_url))
+        try:
+            pid, pipes = self._fork(proc.name, signal.SIGHUP, lambda: target(self.sim_url))
+        except OSError as error:
+            # EAGAIN/ENOMEM: a failed start of this account, retried with backoff; left to
+            # propagate, it would end in _teardown SIGKILLing every account.
+            proc.last_exit = f"fork failed: {error.strerror}"
+            self.crashed(proc, proc.last_exit, ran=0.0)
+            self.save()
+            return
         proc.pid, proc.pipes = pid, pipes
         proc.state, proc.next_start, proc.note = STARTING, None, None
         proc.started, proc.started_wall = time.monotonic(), time.time()
@@ -287,6 +295,10 @@ class Arbiter:
                 os.close(out_r)
                 os.close(err_r)
                 self._child(parent, death_signal, out_w, err_w, main, mask)
+        except OSError:
+            for fd in (out_r, out_w, err_r, err_w):
+                os.close(fd)
+            raise
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(out_w)

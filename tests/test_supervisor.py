@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import json
 import os
 import signal
@@ -79,6 +80,8 @@ def arbiter_main(argument: str) -> None:
     workdir = Path(spec["dir"])
     if spec.get("term_after_first_fork"):
         _term_after_first_fork()
+    if spec.get("fail_fork"):
+        _fail_fork(spec["fail_fork"])
     state_dir = workdir / "state"
     accounts: dict[str, str] = spec["accounts"]
     router = LogRouter.for_accounts(
@@ -109,6 +112,19 @@ def _term_after_first_fork() -> None:
         if pid == 0 and forks[0] == 1:
             os.kill(os.getpid(), signal.SIGTERM)
         return pid
+
+    os.fork = fork
+
+
+def _fail_fork(number: int) -> None:
+    """Fork call ``number`` fails as it does at the process limit."""
+    real_fork, forks = os.fork, [0]
+
+    def fork() -> int:
+        forks[0] += 1
+        if forks[0] == number:
+            raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        return real_fork()
 
     os.fork = fork
 
@@ -267,6 +283,17 @@ def test_a_signal_reaching_a_child_before_its_setup_is_not_swallowed(arbiter: An
     again = wait_until(lambda: run.account("a").get("restarts") == 1 and run.account("a"))
     assert again["last_exit"] == "signal SIGTERM"
     wait_until(lambda: "hello from a" in run.output())
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait_exit() == 0
+
+
+def test_a_failed_fork_is_a_failed_start_not_the_end_of_every_account(arbiter: Any) -> None:
+    run = arbiter({"a": "sleeper", "b": "sleeper"}, fail_fork=2, policy=FAST)
+    first = run.wait_state("a", "RUNNING")
+    b = wait_until(lambda: run.account("b").get("pid") and run.account("b"))
+    assert b["last_exit"] == "fork failed: Resource temporarily unavailable"
+    assert run.account("a")["pid"] == first["pid"] and procutil.alive(first["pid"])
+    wait_until(lambda: "hello from b" in run.output())
     run.proc.send_signal(signal.SIGTERM)
     assert run.wait_exit() == 0
 
