@@ -115,7 +115,7 @@ def merge(
     if not running:
         state = FATAL if state == FATAL else STOPPED
         pid = None
-    elif state == RUNNING and same_process and worker.get("state") == HALTED:
+    elif state in (STARTING, RUNNING) and same_process and worker.get("state") == HALTED:
         state = HALTED
     started = sup.get("started_utc") if pid else None
     return AccountStatus(

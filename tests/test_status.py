@@ -35,6 +35,11 @@ def test_a_halted_worker_overrides_running() -> None:
     assert row.open_trades == 1 and row.next_tick_utc == WORKER["next_tick_utc"]
 
 
+def test_a_worker_halted_within_its_first_seconds_shows_halted_not_starting() -> None:
+    row = merge("a", {**SUP, "state": "STARTING"}, WORKER, running=True, now=NOW)
+    assert row.state == "HALTED" and row.halted_reason == WORKER["halted_reason"]
+
+
 def test_a_status_file_of_another_process_does_not_override() -> None:
     row = merge("a", SUP, {**WORKER, "pid": 41}, running=True, now=NOW)
     assert row.state == "RUNNING"
