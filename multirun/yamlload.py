@@ -78,12 +78,16 @@ def load_text(text: str) -> Document:
     doc = Document()
     if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
         return _fatal(doc, Mark(1, 1), f"file is larger than {MAX_BYTES // 1024} KiB")
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks every character as it is built: a NUL fails here.
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as error:
+        return _fatal(doc, _position(text, error.position), _reader_message(error))
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as error:
         return _fatal(doc, _mark(error.problem_mark), _yaml_message(error))
-    except yaml.YAMLError as error:  # unmarked: reader errors (bad characters)
+    except yaml.YAMLError as error:  # unmarked, none known: keep it to one line
         return _fatal(doc, Mark(1, 1), f"YAML: {error}".splitlines()[0])
     finally:
         loader.dispose()
@@ -126,7 +130,21 @@ def _fatal(doc: Document, mark: Mark, message: str, path: Path = ()) -> Document
 def _yaml_message(error: yaml.MarkedYAMLError) -> str:
     """PyYAML's problem and context, without its quoted snippet of the file (secrets)."""
     parts = [p for p in (error.context, error.problem) if p]
-    return "YAML syntax error: " + ("; ".join(parts) or "cannot parse")
+    message = "YAML syntax error: " + ("; ".join(parts) or "cannot parse")
+    if "'\\t'" in message:  # PyYAML's words for a tab do not say what to do
+        message += " (indent with spaces, not tabs)"
+    return message
+
+
+def _reader_message(error: yaml.reader.ReaderError) -> str:
+    """A character YAML does not allow, by code point (never the text around it)."""
+    return f"YAML: unacceptable character #x{error.character:04x}: {error.reason}"
+
+
+def _position(text: str, offset: int) -> Mark:
+    """The line and column of character ``offset`` in ``text``."""
+    line_start = text.rfind("\n", 0, offset) + 1
+    return Mark(text.count("\n", 0, offset) + 1, offset - line_start + 1)
 
 
 def _check_expansion(root: yaml.Node) -> str | None:

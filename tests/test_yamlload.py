@@ -78,6 +78,18 @@ def test_syntax_errors_carry_a_position_and_no_snippet() -> None:
     assert "secret-value" not in problem.message
 
 
+def test_tabs_get_a_hint() -> None:
+    doc = load_text("a:\n\tb: 1\n")
+    assert doc.fatal and doc.problems[0].mark == Mark(2, 1)
+    assert "indent with spaces" in doc.problems[0].message
+
+
+def test_characters_yaml_refuses_are_located() -> None:
+    doc = load_text("a: 1\nb: x\x00\n")
+    assert doc.fatal and doc.problems[0].mark == Mark(2, 5)
+    assert "#x0000" in doc.problems[0].message
+
+
 def test_empty_document() -> None:
     doc = load_text("# only a comment\n")
     assert doc.data is None and doc.problems == []
