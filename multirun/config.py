@@ -16,10 +16,11 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import math
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -31,8 +32,10 @@ import yaml
 from multirun import strategies
 from multirun.errors import ConfigError, StrategyError, UsageError
 from multirun.interpolate import InterpolationError, has_references, interpolate
+from multirun.logs import MASK, MIN_SECRET_LEN
 from multirun.specs import (
     DEFAULT_SERVER,
+    MAX_INTERVAL_S,
     AccountSpec,
     Guardrails,
     RunnerSpec,
@@ -125,10 +128,21 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     spec: RunnerSpec | None = None
+    # Every key value met (and the variables they came from): nothing shown may hold one.
+    secrets: set[str] = field(default_factory=set, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
         return not self.problems and self.spec is not None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The accounts as ``validate`` shows them: a key used as another value is masked too."""
+        if self.spec is None:
+            return []
+        return [
+            {k: scrub(v, self.secrets) if isinstance(v, str) else v for k, v in row.items()}
+            for row in map(account_row, self.spec.accounts)
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -136,7 +150,7 @@ class Report:
             "ok": self.ok,
             "problems": [p.to_dict() for p in self.problems],
             "warnings": [w.to_dict() for w in self.warnings],
-            "accounts": [account_row(a) for a in self.spec.accounts] if self.spec else [],
+            "accounts": self.rows(),
         }
 
 
@@ -153,6 +167,20 @@ def account_row(account: AccountSpec) -> dict[str, Any]:
         "enabled": account.enabled,
         "api_key": account.api_key.masked(),
     }
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret in it masked.
+
+    A value shorter than a key can be (the schema refuses it, yet the report still names
+    it) is masked only as a whole word: masked anywhere, it would eat ordinary words.
+    """
+    for secret in sorted(filter(None, set(secrets)), key=len, reverse=True):
+        if len(secret) >= MIN_SECRET_LEN:
+            text = text.replace(secret, MASK)
+        else:
+            text = re.sub(rf"(?<!\w){re.escape(secret)}(?!\w)", MASK, text)
+    return text
 
 
 def format_path(path: YamlPath) -> str:
@@ -219,7 +247,6 @@ class _Checker:
         self.strict = strict
         self.doc = Document()
         self.report = Report(self.file)
-        self.secrets: set[str] = set()
         self.bad_paths: set[YamlPath] = set()
         self.literal_keys: set[YamlPath] = set()
 
@@ -241,6 +268,8 @@ class _Checker:
     ) -> None:
         if severity == "warning" and self.strict:
             severity = "error"
+        # One problem, one line: an imported strategy's error may span several.
+        message = " ".join(message.splitlines())
         problem = Problem(self.file, mark.line, mark.column, format_path(path), message, severity)
         target = self.report.problems if severity == "error" else self.report.warnings
         if problem not in target:
@@ -257,6 +286,7 @@ class _Checker:
         data = self._parse()
         if isinstance(data, dict):
             data = self._interpolate(data, ())
+            self._check_finite(data, ())
             self._check_schema(data)
             accounts = self._merged_accounts(data)
             self._check_semantics(accounts)
@@ -277,9 +307,11 @@ class _Checker:
         try:
             text = self.raw.decode("utf-8")
         except UnicodeDecodeError as error:
-            line = self.raw[: error.start].count(b"\n") + 1
-            column = error.start - (self.raw.rfind(b"\n", 0, error.start) + 1) + 1
-            self.add_at(Mark(line, column), (), "file is not valid UTF-8 text", "error")
+            # Counted in characters, as YAML's positions are: what precedes is valid UTF-8.
+            valid = self.raw[: error.start].decode("utf-8")
+            line_start = valid.rfind("\n") + 1
+            mark = Mark(valid.count("\n") + 1, len(valid) - line_start + 1)
+            self.add_at(mark, (), "file is not valid UTF-8 text", "error")
             return None
         self.doc = load_text(text)
         for problem in self.doc.problems:
@@ -314,11 +346,11 @@ class _Checker:
     def _collect_secrets(self, value: str, path: YamlPath) -> None:
         """Remember a key's value, and the values of every variable it names, to scrub them."""
         if not has_references(value):
-            self.secrets.add(value)
+            self.report.secrets.add(value)
             self.literal_keys.add(path)
         # Even when interpolation fails half-way, the variables it names hold key material.
         for name in _VARIABLE_NAME.findall(value):
-            self.secrets.add(self.environ.get(name, ""))
+            self.report.secrets.add(self.environ.get(name, ""))
 
     def _interpolate_string(self, value: str, path: YamlPath, secret: bool) -> Any:
         try:
@@ -327,19 +359,34 @@ class _Checker:
             self.add(path, str(error))
             return value
         if secret:
-            self.secrets.add(result.value)
+            self.report.secrets.add(result.value)
         if self.doc.styles.get(path) is None and _typed_after_interpolation(path):
             return _retype(result.value)
         return result.value
+
+    def _check_finite(self, value: Any, path: YamlPath) -> None:
+        """Refuse NaN and infinity (`.nan`, `.inf`) anywhere: NaN passes every bound the
+        schema sets, and neither is JSON, so `--json` would print an invalid document."""
+        if isinstance(value, float) and not math.isfinite(value):
+            self.add(path, f"must be a finite number, not {_show(value)}")
+        elif isinstance(value, dict):
+            for key, child in value.items():
+                self._check_finite(child, (*path, key))
+        elif isinstance(value, list):
+            for index, child in enumerate(value):
+                self._check_finite(child, (*path, index))
 
     # the schema
 
     def _check_schema(self, data: dict[str, Any]) -> None:
         for error in _validator().iter_errors(data):
             path: YamlPath = tuple(error.absolute_path)
-            # One message per value (the first, its type, wins); keys are always reported.
-            if error.validator in ("additionalProperties", "required") or not self.is_bad(path):
+            if self._is_news(path, error):
                 self._schema_error(path, error)
+
+    def _is_news(self, path: YamlPath, error: jsonschema.ValidationError) -> bool:
+        """One message per value (the first, its type, wins); keys are always reported."""
+        return error.validator in ("additionalProperties", "required") or not self.is_bad(path)
 
     def _schema_error(self, path: YamlPath, error: jsonschema.ValidationError) -> None:
         if not self._key_error(path, error, lambda key: f"missing required key '{key}'"):
@@ -362,8 +409,18 @@ class _Checker:
         return False
 
     def _describe(self, path: YamlPath, error: jsonschema.ValidationError) -> str:
-        shown = None if _is_secret(path) else error.instance
+        shown = self._quotable(path, error.instance)
         return describe_error(error, field=_field_name(path), instance=shown)
+
+    def _quotable(self, path: YamlPath, value: Any) -> Any:
+        """``value`` if a message may quote it, else None: not a key, nor text holding one.
+
+        Checked here, not left to :meth:`_scrub`: a long value is quoted cut short, and a
+        key cut in two is no longer masked whole.
+        """
+        if _is_secret(path) or scrub(str(value), self.report.secrets) != str(value):
+            return None
+        return value
 
     # defaults
 
@@ -391,6 +448,7 @@ class _Checker:
         self._check_unique_names(accounts)
         self._check_bindings(accounts)
         for account in accounts:
+            self._check_interval(account)
             self._check_strategy(account)
             self._check_api_key(account)
             if account.values.get("runmode") == "livetrade" and not self.is_bad(
@@ -435,6 +493,14 @@ class _Checker:
                 f"{self.doc.mark(first.path).line}): one strategy per account",
             )
 
+    def _check_interval(self, account: _Account) -> None:
+        """The bounds the schema cannot set on a duration string (``8d``)."""
+        if self._usable(account, "interval"):
+            try:
+                parse_interval(account.values["interval"])
+            except ValueError as error:
+                self.add(account.origin("interval"), str(error))
+
     def _check_strategy(self, account: _Account) -> None:
         if not self._usable(account, "strategy"):
             return
@@ -445,6 +511,9 @@ class _Checker:
                 strategy = strategies.resolve(ref, self.path.resolve().parent)
         except StrategyError as error:
             self.add(account.origin("strategy"), str(error))
+            return
+        except SystemExit:  # e.g. a script's argparse run at import: not ours to exit on
+            self.add(account.origin("strategy"), f"strategy {ref!r} called exit while imported")
             return
         declared = strategies.params_schema(strategy)
         params_broken = "params" in account.values and not self._usable(account, "params")
@@ -471,8 +540,9 @@ class _Checker:
 
         for error in validator_class(declared).iter_errors(params):
             path = (*base, *error.absolute_path)
-            if not self._key_error(path, error, missing):
-                self.add(path, describe_error(error, field=None, instance=error.instance))
+            if self._is_news(path, error) and not self._key_error(path, error, missing):
+                shown = self._quotable(path, error.instance)
+                self.add(path, describe_error(error, field=None, instance=shown))
 
     def _check_api_key(self, account: _Account) -> None:
         origin = account.origin("api_key")
@@ -500,14 +570,9 @@ class _Checker:
 
     def _scrub(self) -> None:
         """Last line of defence: no message may contain a secret value."""
-        secrets = sorted((s for s in self.secrets if len(s) >= 4), key=len, reverse=True)
-        if not secrets:
-            return
         for target in (self.report.problems, self.report.warnings):
             for index, problem in enumerate(target):
-                message = problem.message
-                for secret in secrets:
-                    message = message.replace(secret, "****")
+                message = scrub(problem.message, self.report.secrets)
                 if message != problem.message:
                     target[index] = Problem(**{**problem.to_dict(), "message": message})
 
@@ -547,7 +612,8 @@ def _account_spec(values: dict[str, Any]) -> AccountSpec:
         on_stop=values.get("on_stop", "close"),
         enabled=values.get("enabled", True),
         guardrails=Guardrails(
-            **{k: values[k] for k in Guardrails.__dataclass_fields__ if k in values}
+            # int(): JSON Schema's integers include 2.0
+            **{k: int(values[k]) for k in Guardrails.__dataclass_fields__ if k in values}
         ),
     )
 
@@ -567,7 +633,10 @@ _TYPE_WORDS = {
 # Pattern and anyOf failures say nothing useful by themselves ("does not match '^[a-z]...'").
 FIELD_HINTS = {
     "name": "must be a lower-case slug: a letter, then letters, digits, '-' or '_' (max 32)",
-    "interval": "must be a duration like 30s, 1m, 5m, 1h, 1d, or whole seconds >= 1",
+    "interval": (
+        "must be a duration like 30s, 1m, 5m, 1h, 1d, or whole seconds >= 1 "
+        f"(at most {format_interval(MAX_INTERVAL_S)})"
+    ),
     "server": "must be `sim` or an http(s) URL such as https://algogene.com/rest/v1",
     "instrument": "must be an instrument symbol such as BTCUSD (letters, digits, '.', '_', '-')",
 }

@@ -28,7 +28,7 @@ def render(report: config.Report) -> str:
     """The human form of a report: problems, or the accounts table; warnings either way."""
     lines = [str(problem) for problem in report.problems]
     if report.ok and report.spec is not None:
-        lines += table([config.account_row(a) for a in report.spec.accounts])
+        lines += table(report.rows())
     lines += [str(warning) for warning in report.warnings]
     lines.append(summary(report))
     return "\n".join(lines)

@@ -73,20 +73,30 @@ def thaw(value: Any) -> Any:
 
 _INTERVAL = re.compile(r"^([1-9][0-9]*)([smhd]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# Far beyond any trading use, and far below what the worker's clock can represent: an
+# interval of 10**20 seconds validated, then crashed every worker at its first tick.
+MAX_INTERVAL_S = 7 * 86400
 
 
-def parse_interval(text: str | int) -> int:
-    """Seconds in an interval: ``30s``, ``1m``, ``5m``, ``1h``, ``1d`` or whole seconds >= 1."""
-    if isinstance(text, bool):
-        raise ValueError("interval must be a duration like 30s, 1m, 1h, or whole seconds >= 1")
-    if isinstance(text, int):
-        if text < 1:
-            raise ValueError("interval must be at least 1 second")
-        return text
-    match = _INTERVAL.match(str(text).strip())
-    if not match:
-        raise ValueError(f"invalid interval {text!r}: use 30s, 1m, 5m, 1h, 1d or whole seconds")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+def parse_interval(text: str | int | float) -> int:
+    """Seconds in an interval: ``30s``, ``1m``, ``5m``, ``1h``, ``1d`` or whole seconds >= 1.
+
+    At most :data:`MAX_INTERVAL_S`. ``5.0`` is 5: JSON Schema's integers include it.
+    """
+    if isinstance(text, bool) or (isinstance(text, float) and not text.is_integer()):
+        raise ValueError("must be a duration like 30s, 1m, 1h, or whole seconds >= 1")
+    if isinstance(text, int | float):
+        seconds = int(text)
+    else:
+        match = _INTERVAL.match(str(text).strip())
+        if not match:
+            raise ValueError(f"invalid interval {text!r}: use 30s, 1m, 5m, 1h, 1d or whole seconds")
+        seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds < 1:
+        raise ValueError("must be at least 1 second")
+    if seconds > MAX_INTERVAL_S:
+        raise ValueError(f"must be at most {format_interval(MAX_INTERVAL_S)} ({MAX_INTERVAL_S} s)")
+    return seconds
 
 
 def format_interval(seconds: int) -> str:

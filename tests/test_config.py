@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from multirun import config
 from multirun.cli import app
 from multirun.errors import ConfigError, UsageError
-from multirun.specs import Guardrails, Secret
+from multirun.logs import MIN_SECRET_LEN
+from multirun.specs import MAX_INTERVAL_S, Guardrails, Secret, parse_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -38,7 +39,7 @@ def write(tmp_path: Path, body: str, name: str = "runner.yaml") -> Path:
     return path
 
 
-def runner_file(tmp_path: Path, *, key: str = "${K:-k}", runmode: str = "livetest") -> Path:
+def runner_file(tmp_path: Path, *, key: str = "${K:-sim-key}", runmode: str = "livetest") -> Path:
     account = ACCOUNT.format(name="alpha", key=key, runmode=runmode)
     return write(tmp_path, "server: sim\naccounts:\n" + account)
 
@@ -90,7 +91,7 @@ def test_specs_are_immutable(tmp_path: Path) -> None:
 
 def test_top_level_defaults(tmp_path: Path) -> None:
     path = write(
-        tmp_path, "accounts:\n" + ACCOUNT.format(name="a", key="${K:-k}", runmode="livetest")
+        tmp_path, "accounts:\n" + ACCOUNT.format(name="a", key="${K:-sim-key}", runmode="livetest")
     )
     spec = config.load(path, environ={})
     assert spec.server == "https://algogene.com/rest/v1"
@@ -113,7 +114,7 @@ def test_server_url_trailing_slash_is_dropped(tmp_path: Path) -> None:
 
 def test_account_ids_are_kept_as_written(tmp_path: Path) -> None:
     body = runner_file(tmp_path).read_text().replace('accountid: "alpha-id"', "accountid: 0123")
-    body += ACCOUNT.format(name="beta", key="k", runmode="livetest").replace(
+    body += ACCOUNT.format(name="beta", key="sim-key", runmode="livetest").replace(
         'accountid: "beta-id"', "accountid: ${ACC:-0099}"
     )
     spec = config.load(write(tmp_path, body), environ={})
@@ -127,7 +128,7 @@ def test_quoted_interpolation_stays_a_string(tmp_path: Path) -> None:
 
 
 def test_yaml_merge_keys_and_anchors(tmp_path: Path) -> None:
-    first = ACCOUNT.format(name="a", key="${K:-k}", runmode="livetest")
+    first = ACCOUNT.format(name="a", key="${K:-sim-key}", runmode="livetest")
     body = (
         "server: sim\naccounts:\n"
         + first.replace("  - name: a", "  - &base\n    name: a")
@@ -165,6 +166,61 @@ def test_not_utf8_is_located(tmp_path: Path) -> None:
     assert [(p.line, p.column, p.path) for p in report.problems] == [(3, 11, "(root)")]
 
 
+def test_not_utf8_column_counts_characters_not_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes("server: sim\nuser: ééé".encode() + b"\xff\n")
+    report = config.validate(path, environ={})
+    assert [(p.line, p.column) for p in report.problems] == [(2, 10)]
+
+
+def test_a_whole_number_written_as_a_float_is_an_interval(tmp_path: Path) -> None:
+    body = runner_file(tmp_path).read_text().replace("interval: 5s", "interval: 5.0")
+    spec = config.load(write(tmp_path, body + "    max_open_trades: 2.0\n"), environ={})
+    assert spec.accounts[0].interval_s == 5
+    assert spec.accounts[0].guardrails.max_open_trades == 2
+    assert isinstance(spec.accounts[0].guardrails.max_open_trades, int)
+
+
+def test_parse_interval_bounds() -> None:
+    assert parse_interval("7d") == parse_interval(MAX_INTERVAL_S) == MAX_INTERVAL_S
+    assert parse_interval(90.0) == 90
+    for bad in ("8d", MAX_INTERVAL_S + 1, 10**20, 1.5, 0, True):
+        with pytest.raises(ValueError):
+            parse_interval(bad)
+
+
+def test_nan_is_refused_even_inside_params_and_from_the_environment(tmp_path: Path) -> None:
+    body = runner_file(tmp_path).read_text().replace("volume: 0.1", "volume: ${V}")
+    body = body.replace("strategy: random", "strategy: random\n    params: {seed: .nan}")
+    report = config.validate(write(tmp_path, body + "stop_timeout: .nan\n"), environ={"V": ".inf"})
+    assert [(p.path, p.message) for p in report.problems] == [
+        ("accounts[0].params.seed", "must be a finite number, not NaN"),
+        ("accounts[0].volume", "must be a finite number, not Infinity"),
+        ("stop_timeout", "must be a finite number, not NaN"),
+    ]
+
+
+def test_every_message_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "broken_strat.py").write_text("raise RuntimeError('first\\nsecond')\n")
+    body = runner_file(tmp_path).read_text().replace("random", "broken_strat:flat")
+    report = config.validate(write(tmp_path, body), environ={})
+    assert [p.path for p in report.problems] == ["accounts[0].strategy"]
+    assert "first second" in str(report.problems[0])
+
+
+def test_a_strategy_that_exits_while_imported_is_a_problem(tmp_path: Path) -> None:
+    (tmp_path / "exiting_strat.py").write_text("import sys\nsys.exit(3)\n")
+    body = runner_file(tmp_path).read_text().replace("random", "exiting_strat:flat")
+    report = config.validate(write(tmp_path, body), environ={})
+    assert [p.path for p in report.problems] == ["accounts[0].strategy"]
+    assert "exit" in report.problems[0].message
+
+
+def test_api_key_minimum_length_is_what_the_log_scrubber_masks() -> None:
+    account = config.schema()["properties"]["accounts"]["items"]["properties"]
+    assert account["api_key"]["minLength"] == MIN_SECRET_LEN
+
+
 # --- warnings, notes, strict ---------------------------------------------------------
 
 
@@ -176,7 +232,7 @@ def test_literal_api_key_is_a_warning(tmp_path: Path) -> None:
 
 
 def test_literal_api_key_is_an_error_when_strict(tmp_path: Path) -> None:
-    report = config.validate(runner_file(tmp_path, key="lit"), strict=True, environ={})
+    report = config.validate(runner_file(tmp_path, key="literal"), strict=True, environ={})
     assert not report.ok and report.spec is None
     assert [p.path for p in report.problems] == ["accounts[0].api_key"]
 
@@ -191,7 +247,7 @@ def test_livetrade_is_a_note_even_when_strict(tmp_path: Path) -> None:
 def test_every_problem_at_once(tmp_path: Path) -> None:
     body = (
         "server: simm\nbogus: 1\naccounts:\n"
-        + ACCOUNT.format(name="A", key="${K:-k}", runmode="paper")
+        + ACCOUNT.format(name="A", key="${K:-sim-key}", runmode="paper")
         + ACCOUNT.format(name="b", key="${UNSET_KEY_XYZ}", runmode="livetest")
     ).replace("volume: 0.1", "volume: -1")
     report = config.validate(write(tmp_path, body), environ={})
@@ -319,6 +375,23 @@ def test_cli_validate_json_ok(tmp_path: Path) -> None:
     assert report["ok"] and report["problems"] == []
     assert report["accounts"][0]["name"] == "alpha"
     assert secret not in result.output
+
+
+@pytest.mark.parametrize("args", [["validate"], ["validate", "--json"]])
+def test_cli_validate_never_shows_a_key_used_as_another_value(
+    tmp_path: Path, args: list[str]
+) -> None:
+    secret = "env-secret-value-98765"
+    body = runner_file(tmp_path, key="${MR_K}").read_text()
+    body = body.replace('accountid: "alpha-id"', "accountid: ${MR_K}")
+    result = CliRunner().invoke(app, [*args, str(write(tmp_path, body))], env={"MR_K": secret})
+    assert result.exit_code == 0, result.output
+    assert "alpha" in result.output and secret not in result.output
+
+
+def test_report_repr_holds_no_secret(tmp_path: Path) -> None:
+    report = config.validate(runner_file(tmp_path, key="${MR_K}"), environ={"MR_K": "abcd-secret"})
+    assert report.ok and "abcd-secret" not in repr(report)
 
 
 def test_cli_validate_strict(tmp_path: Path) -> None:
