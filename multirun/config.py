@@ -32,10 +32,11 @@ import yaml
 from multirun import strategies
 from multirun.errors import ConfigError, StrategyError, UsageError
 from multirun.interpolate import InterpolationError, has_references, interpolate
-from multirun.logs import MASK, MIN_SECRET_LEN
 from multirun.specs import (
     DEFAULT_SERVER,
+    MASK,
     MAX_INTERVAL_S,
+    MIN_SECRET_LEN,
     AccountSpec,
     Guardrails,
     RunnerSpec,

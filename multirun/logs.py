@@ -22,10 +22,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal, TextIO
 
+from multirun.specs import MASK, MIN_SECRET_LEN
+
 LogFormat = Literal["text", "json"]
 SUPERVISOR = "supervisor"
-MASK = "****"
-MIN_SECRET_LEN = 4  # shorter values would mask ordinary words; config forbids them anyway
 MAX_LINE = 64 * 1024
 ROTATE_BYTES = 5 * 1024 * 1024
 ROTATE_KEEP = 3

@@ -18,6 +18,9 @@ OnStop = Literal["close", "keep"]
 SIM_SERVER = "sim"
 DEFAULT_SERVER = "https://algogene.com/rest/v1"
 
+MASK = "****"  # what a secret is replaced by, wherever it would be shown
+MIN_SECRET_LEN = 4  # the schema's api_key minLength: shorter values would mask ordinary words
+
 
 class Secret:
     """A string that never shows itself in ``str``, ``repr``, logs or tracebacks.
@@ -36,10 +39,10 @@ class Secret:
 
     def masked(self) -> str:
         """A hint that identifies the secret to its owner without disclosing it."""
-        return "****" if len(self._value) < 12 else f"{self._value[:2]}…{self._value[-2:]}"
+        return MASK if len(self._value) < 12 else f"{self._value[:2]}…{self._value[-2:]}"
 
     def __repr__(self) -> str:
-        return "Secret('****')"
+        return f"Secret('{MASK}')"
 
     __str__ = __repr__
 

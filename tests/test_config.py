@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 from multirun import config
 from multirun.cli import app
 from multirun.errors import ConfigError, UsageError
-from multirun.logs import MIN_SECRET_LEN
-from multirun.specs import MAX_INTERVAL_S, Guardrails, Secret, parse_interval
+from multirun.specs import MAX_INTERVAL_S, MIN_SECRET_LEN, Guardrails, Secret, parse_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = Path(__file__).resolve().parent / "configs"
