@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from multirun.sim import marketdata
+from multirun.sim import params as p
 from multirun.sim.broker import Broker
 from multirun.sim.clock import fmt_ts
 from multirun.sim.faults import Decision, FaultInjector
@@ -26,6 +27,12 @@ log = logging.getLogger("multirun.sim")
 REST_PREFIX = "/rest/v1/"
 SIM_PREFIX = "/sim/"
 Handler = Callable[[Params], dict[str, Any]]
+# the clock may not pass this (9000-01-01 UTC): timestamps must stay printable (year <= 9999)
+LATEST_TIME = 221_845_392_000.0
+# endpoints that never look at a token: a revoke fault there would revoke it unseen
+TOKEN_FREE = frozenset(
+    {"session", "realtime_price", "history_price", "list_instrument", "meta_instrument"}
+)
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,8 @@ class SimApp:
             return self._finish(json_reply(params.status, params.body()))
         if not self.faults.settings.applies_to(name):
             return self._run(route[1], params)
-        decision = self.faults.decide(has_token=bool(params.get("token")))
+        has_token = bool(params.get("token")) and name not in TOKEN_FREE
+        decision = self.faults.decide(has_token=has_token)
         return self._with_faults(decision, route[1], params)
 
     def _with_faults(self, decision: Decision, handler: Handler, params: Params) -> Reply:
@@ -214,21 +222,20 @@ class SimApp:
         return {"now_utc": fmt_ts(clock.now()), "offset_s": clock.offset}
 
     def _advance(self, params: Params) -> dict[str, Any]:
-        raw = params.get("advance_s")
-        if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
-            raise ApiFail(400, "advance_s must be a number >= 0")
-        self.broker.clock.advance(float(raw))
+        seconds = p.number(params, "advance_s", required=True)
+        if seconds is None or self.broker.clock.now() + seconds > LATEST_TIME:
+            raise ApiFail(400, "invalid parameter: advance_s would move the clock past year 9000")
+        self.broker.clock.advance(seconds)
         self.broker.process()
         return self._clock_state()
 
     def _pin_price(self, params: Params) -> dict[str, Any]:
         symbol = str(params.get("instrument", "")).upper()
-        mid = params.get("mid")
         if symbol not in INSTRUMENTS:
             raise ApiFail(400, f"unknown instrument: {symbol}")
-        if isinstance(mid, bool) or not isinstance(mid, int | float) or mid <= 0:
-            raise ApiFail(400, "mid must be a number > 0")
-        return self.pin_price(symbol, float(mid))
+        mid = p.number(params, "mid", required=True, positive=True)
+        assert mid is not None  # required
+        return self.pin_price(symbol, mid)
 
     def pin_price(self, symbol: str, mid: float) -> dict[str, Any]:
         now = self.broker.clock.now()

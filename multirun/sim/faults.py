@@ -18,10 +18,12 @@ those endpoints; empty means every ``/rest/v1`` endpoint.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from dataclasses import asdict, dataclass, fields, replace
 
+MAX_MS = 86_400_000.0  # longer waits overflow threading's timeouts and help no test
 RATE_FIELDS = (
     "drop_rate",
     "error_rate",
@@ -61,10 +63,12 @@ class FaultSettings:
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"{f.name} must be a number")
-            if value < 0:
-                raise ValueError(f"{f.name} must be >= 0")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{f.name} must be a finite number >= 0")
             if f.name.endswith("_rate") and value > 1:
                 raise ValueError(f"{f.name} must be between 0 and 1")
+            if f.name.endswith("_ms") and value > MAX_MS:
+                raise ValueError(f"{f.name} must be at most {MAX_MS:g} (a day)")
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)

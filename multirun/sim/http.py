@@ -19,10 +19,10 @@ import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
-from multirun.sim.app import Reply, SimApp
+from multirun.sim.app import Reply, SimApp, json_reply
 from multirun.sim.params import ApiFail
 
 MAX_BODY = 1 << 20
@@ -81,6 +81,21 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Silence http.server's per-request log: URLs carry api keys and tokens."""
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (bad request line, unknown method...) in the API's form."""
+        self.close_connection = True  # the request could not be parsed: nothing after it can be
+        reply = json_reply(
+            code, ApiFail(code, message or self.responses.get(code, ("",))[0]).body()
+        )
+        with contextlib.suppress(OSError):
+            self.send_response(code, message)
+            self.send_header("Connection", "close")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+                self.wfile.write(reply.body)
+
     def do_GET(self) -> None:
         self._serve("GET")
 
@@ -122,20 +137,48 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _read_params(handler: BaseHTTPRequestHandler, method: str, query: str) -> dict | ApiFail:
     params: dict[str, Any] = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+    # read even a GET's body: left unread, it would be parsed as the connection's next request
+    raw = _read_body(handler)
+    if isinstance(raw, ApiFail):
+        return raw
     if method == "GET":
         return params
+    body = _parse_body(raw)
+    if isinstance(body, ApiFail):
+        return body
+    params.update(body)
+    return params
+
+
+def _read_body(handler: BaseHTTPRequestHandler) -> bytes | ApiFail:
+    if handler.headers.get("Transfer-Encoding", "").strip().lower() == "chunked":
+        return _read_chunked(handler.rfile)
     try:
         length = int(handler.headers.get("Content-Length") or 0)
     except ValueError:
         return ApiFail(400, "invalid Content-Length")
     if length < 0 or length > MAX_BODY:
         return ApiFail(400, "request body too large")
-    raw = handler.rfile.read(length) if length else b""
-    body = _parse_body(raw)
-    if isinstance(body, ApiFail):
-        return body
-    params.update(body)
-    return params
+    return handler.rfile.read(length) if length else b""
+
+
+def _read_chunked(rfile: BinaryIO) -> bytes | ApiFail:
+    """A ``Transfer-Encoding: chunked`` body (what requests sends for a generator)."""
+    body = b""
+    while True:
+        size_line = rfile.readline(1024).split(b";")[0].strip()
+        try:
+            size = int(size_line, 16)
+        except ValueError:
+            return ApiFail(400, "invalid chunked request body")
+        if size < 0 or len(body) + size > MAX_BODY:
+            return ApiFail(400, "request body too large")
+        if size == 0:
+            while rfile.readline(1024).strip():  # trailers, up to the blank line
+                pass
+            return body
+        body += rfile.read(size)
+        rfile.readline(1024)  # the CRLF after each chunk
 
 
 def _parse_body(raw: bytes) -> dict[str, Any] | ApiFail:
@@ -144,6 +187,8 @@ def _parse_body(raw: bytes) -> dict[str, Any] | ApiFail:
         return {}
     try:
         data = json.loads(text)
+    except RecursionError:
+        return ApiFail(400, "request body is nested too deeply")
     except ValueError:
         if "=" in text and not text.startswith(("{", "[")):
             return {k: v[-1] for k, v in parse_qs(text, keep_blank_values=True).items()}

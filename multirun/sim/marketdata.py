@@ -39,12 +39,19 @@ def history_price(market: Market, clock: SimClock, params: Params) -> dict[str, 
     now = clock.now()
     before = now
     if p.present(params, "timestamp"):
-        try:
-            before = min(now, parse_ts(p.text(params, "timestamp")))
-        except ValueError:
-            raise ApiFail(400, "invalid parameter: timestamp must be YYYY-MM-DD hh:mm:ss") from None
+        before = min(now, _timestamp(params))
     bars = market.history(symbol, interval, int(count), before)
     return {"count": len(bars), "res": bars}
+
+
+def _timestamp(params: Params) -> float:
+    try:
+        when = parse_ts(p.text(params, "timestamp"))
+    except ValueError:
+        raise ApiFail(400, "invalid parameter: timestamp must be YYYY-MM-DD hh:mm:ss") from None
+    if when < 0:  # bars far enough before it would fall before year 1: no such dates
+        raise ApiFail(400, "invalid parameter: timestamp must not be before 1970-01-01")
+    return when
 
 
 def list_instrument(market: Market, clock: SimClock, params: Params) -> dict[str, object]:

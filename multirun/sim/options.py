@@ -6,14 +6,16 @@ Flags arrive as strings so that every bad value gets the same one-line
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from multirun.errors import UsageError
-from multirun.sim.faults import FaultSettings
+from multirun.sim.faults import MAX_MS, FaultSettings
 from multirun.sim.server import SimConfig
 
 RATE_FLAGS = ("error_rate", "drop_rate", "malformed_rate", "revoke_rate", "slow_success_rate")
 MS_FLAGS = ("latency_ms", "jitter_ms", "slow_success_ms")
+MAX_TOKEN_TTL_S = 1e9  # ~31 years: a longer one would expire past the last printable date
 
 
 def _flag(name: str) -> str:
@@ -25,7 +27,7 @@ def _number(name: str, raw: str, *, low: float = 0.0, high: float | None = None)
         value = float(raw)
     except ValueError:
         raise UsageError(f"{_flag(name)}: {raw!r} is not a number") from None
-    if value != value or value < low or (high is not None and value > high):
+    if not math.isfinite(value) or value < low or (high is not None and value > high):
         bound = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
         raise UsageError(f"{_flag(name)}: {raw!r} must be {bound}")
     return value
@@ -55,8 +57,8 @@ def config_from_options(
     if not host.strip():
         raise UsageError("--host: must not be empty")
     settings = {name: _number(name, faults[name], high=1.0) for name in RATE_FLAGS}
-    settings.update({name: _number(name, faults[name]) for name in MS_FLAGS})
-    ttl = _number("token_ttl", token_ttl)
+    settings.update({name: _number(name, faults[name], high=MAX_MS) for name in MS_FLAGS})
+    ttl = _number("token_ttl", token_ttl, high=MAX_TOKEN_TTL_S)
     if ttl <= 0:
         raise UsageError(f"--token-ttl: {token_ttl!r} must be > 0")
     accounts_path = Path(accounts) if accounts else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,9 +46,9 @@ def number(
         raise ApiFail(400, f"invalid parameter: {name} must be a number")
     try:
         value = float(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON integer beyond float
         raise ApiFail(400, f"invalid parameter: {name} must be a number") from None
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         raise ApiFail(400, f"invalid parameter: {name} must be a finite number")
     if value < 0 or (positive and value == 0):
         bound = "> 0" if positive else ">= 0"
@@ -78,6 +79,8 @@ def trade_id(params: Params, name: str = "tradeID") -> int:
 
 def trade_ids(params: Params, name: str = "tradeIDs") -> list[int]:
     """A comma-separated list (or a JSON list, or one number) of trade ids."""
+    if not present(params, name):
+        raise ApiFail(400, f"missing parameter: {name}")
     raw = params.get(name)
     items = raw if isinstance(raw, list) else str(raw).split(",")
     ids: list[int] = []
