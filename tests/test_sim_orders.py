@@ -342,3 +342,67 @@ def test_trade_ids_are_reproducible_from_the_seed(sim_factory) -> None:
     first = ids(4)
     assert first == ids(4) != ids(5)
     assert [int(i) for i in first] == sorted(int(i) for i in first)
+
+
+# --- events due during a clock jump happen at their due moment, not at the jump's end ---
+
+
+def test_a_jump_fills_a_market_order_when_due_and_holdtime_counts_from_then(sim_factory) -> None:
+    sim = sim_factory(fill_delay_ms=1000)
+    caller = SimCaller(sim).login()
+    trade_id = caller.open(holdtime=30)
+    sim.advance(100)
+    entry = caller.ledger_entry(trade_id)
+    assert entry["status"] == "CLOSED" and entry["close_reason"] == "holdtime"
+    received, filled = parse_ts(entry["received_utc"]), parse_ts(entry["filled_utc"])
+    assert filled - received == pytest.approx(1.0, abs=0.01)
+    assert parse_ts(entry["closed_utc"]) - filled == pytest.approx(30.0, abs=0.01)
+    # at that moment's prices (timestamps keep microseconds: the quote may move a cent)
+    assert entry["fill_price"] == pytest.approx(sim.market.quote("BTCUSD", filled)[1], abs=0.05)
+    bid_at_close, _ = sim.market.quote("BTCUSD", parse_ts(entry["closed_utc"]))
+    assert entry["close_price"] == pytest.approx(bid_at_close, abs=0.05)
+
+
+def test_a_jump_closes_a_requested_close_at_its_due_moment(sim_factory) -> None:
+    sim = sim_factory(fill_delay_ms=1000)
+    caller = SimCaller(sim).login()
+    trade_id = caller.open()
+    sim.advance(5)
+    caller.ok("POST", "close_orders", tradeIDs=trade_id)
+    asked = sim.clock.now()
+    sim.advance(100)
+    closed = parse_ts(caller.ledger_entry(trade_id)["closed_utc"])
+    assert asked < closed < asked + 1.1
+
+
+def test_a_lapsed_timeinforce_cancels_at_the_lapse(caller, sim) -> None:
+    pin(sim, 30_000)
+    trade_id = caller.open(ordertype="LMT", price=20_000, timeinforce=30)
+    sim.advance(100)
+    entry = caller.ledger_entry(trade_id)
+    assert entry["status"] == "CANCELLED"
+    lapse = parse_ts(entry["received_utc"]) + 30
+    assert parse_ts(entry["closed_utc"]) == pytest.approx(lapse, abs=0.01)
+
+
+@pytest.mark.parametrize(("timeinforce", "status"), [(30, "CANCELLED"), (120, "OPEN")])
+def test_a_market_order_fills_or_lapses_whichever_comes_first(
+    sim_factory, timeinforce: float, status: str
+) -> None:
+    sim = sim_factory(fill_delay_ms=60_000)
+    caller = SimCaller(sim).login()
+    trade_id = caller.open(timeinforce=timeinforce)
+    sim.advance(200)
+    assert caller.ledger_entry(trade_id)["status"] == status
+
+
+def test_a_shortened_holdtime_closes_no_earlier_than_it_was_set(caller, sim) -> None:
+    trade_id = caller.open()
+    caller.wait_open(trade_id)
+    sim.advance(100)
+    updated = sim.clock.now()
+    caller.ok("POST", "update_opened_order", tradeID=trade_id, holdtime=5)
+    sim.advance(0)
+    entry = caller.ledger_entry(trade_id)
+    assert entry["status"] == "CLOSED" and entry["close_reason"] == "holdtime"
+    assert parse_ts(entry["closed_utc"]) >= updated

@@ -8,6 +8,7 @@ closes orders whose time has come or whose price was crossed.
 
 from __future__ import annotations
 
+import math
 import random
 import secrets
 import threading
@@ -313,25 +314,27 @@ class Broker:
                     self._step_open(order, now, quote)
 
     def _step_pending(self, order: Order, now: float, quote: _Quoter) -> None:
-        if order.timeinforce > 0 and now >= order.tif_from + order.timeinforce:
-            self._cancel(order, "timeinforce lapsed", now)
-            return
-        bid, ask = quote(order.instrument)
-        price = ask if order.buysell > 0 else bid
-        if order.ordertype == "MKT":
-            if order.fill_due is not None and now >= order.fill_due:
+        lapse = order.tif_from + order.timeinforce if order.timeinforce > 0 else math.inf
+        due = order.fill_due  # market orders only
+        if due is not None and due <= min(now, lapse):
+            # at its due moment and that moment's price, however far the clock jumped past it
+            self._fill(order, _side(order, self.market.quote(order.instrument, due), True), due)
+        elif now >= lapse:
+            self._cancel(order, "timeinforce lapsed", lapse)
+        elif order.ordertype != "MKT":
+            price = _side(order, quote(order.instrument), True)
+            if _crossed(order, price):
                 self._fill(order, price, now)
-        elif _crossed(order, price):
-            self._fill(order, price, now)
 
     def _step_open(self, order: Order, now: float, quote: _Quoter) -> None:
-        bid, ask = quote(order.instrument)
-        price = bid if order.buysell > 0 else ask
-        if order.close_due is not None and now >= order.close_due:
-            self._close(order, price, now, "closed by request")
-        elif order.holdtime > 0 and now >= (order.filled or now) + order.holdtime:
-            self._close(order, price, now, "holdtime")
-        elif order.take_profit > 0 and _beyond(order, price, order.take_profit, profit=True):
+        timed = _timed_close(order, now)
+        if timed is not None:
+            moment, reason = timed
+            price = _side(order, self.market.quote(order.instrument, moment), False)
+            self._close(order, price, moment, reason)
+            return
+        price = _side(order, quote(order.instrument), False)
+        if order.take_profit > 0 and _beyond(order, price, order.take_profit, profit=True):
             self._close(order, price, now, "take profit")
         elif order.stop_loss > 0 and _beyond(order, price, order.stop_loss, profit=False):
             self._close(order, price, now, "stop loss")
@@ -369,7 +372,8 @@ class Broker:
         self._accounts[order.account_key].live.pop(order.trade_id, None)
 
     def _touch(self, order: Order, now: float) -> None:
-        self._accounts[order.account_key].updated = now
+        account = self._accounts[order.account_key]
+        account.updated = max(account.updated, now)  # events due in a clock jump come in any order
 
     # --- helpers --------------------------------------------------------------
 
@@ -413,16 +417,18 @@ class Broker:
         tp = p.number(params, "takeProfitLevel")
         sl = p.number(params, "stopLossLevel")
         hold = p.number(params, "holdtime")
+        # read (and so check) every parameter before changing anything: a 400 changes nothing
+        ref, callback = p.text(params, "orderRef"), p.text(params, "callback")
         if tp is not None:
             order.take_profit = tp
         if sl is not None:
             order.stop_loss = sl
         if hold is not None:
-            order.holdtime = hold
+            order.holdtime, order.holdtime_set = hold, self.clock.now()
         if p.present(params, "orderRef"):
-            order.order_ref = p.text(params, "orderRef")
+            order.order_ref = ref
         if p.present(params, "callback"):
-            order.callback = p.text(params, "callback")
+            order.callback = callback
 
     def _new_id(self) -> int:
         trade_id = self._next_id
@@ -481,8 +487,7 @@ class Broker:
         return self.market.to_usd(inst.settle_currency, raw, now)
 
     def _unrealized(self, order: Order, now: float) -> float:
-        bid, ask = self.market.quote(order.instrument, now)
-        return self._pnl(order, bid if order.buysell > 0 else ask, now)
+        return self._pnl(order, _side(order, self.market.quote(order.instrument, now), False), now)
 
     def _valuation(self, account: Account) -> tuple[float, float, float]:
         """(NAV, unrealized PnL, margin used) of ``account`` now."""
@@ -511,6 +516,25 @@ class Broker:
 
 
 _Quoter = Callable[[str], tuple[float, float]]
+
+
+def _side(order: Order, quote: tuple[float, float], opening: bool) -> float:
+    """The price ``order`` trades at: buying pays the ask, selling gets the bid."""
+    bid, ask = quote
+    buying = (order.buysell > 0) == opening  # closing a buy sells
+    return ask if buying else bid
+
+
+def _timed_close(order: Order, now: float) -> tuple[float, str] | None:
+    """The earliest moment up to ``now`` that a requested close or the holdtime closes at."""
+    due: list[tuple[float, str]] = []
+    if order.close_due is not None:
+        due.append((order.close_due, "closed by request"))
+    if order.holdtime > 0 and order.filled is not None:
+        # not before the holdtime was set: a shortened holdtime closes from then on
+        due.append((max(order.filled + order.holdtime, order.holdtime_set), "holdtime"))
+    passed = [d for d in due if d[0] <= now]
+    return min(passed) if passed else None
 
 
 def _crossed(order: Order, price: float) -> bool:

@@ -30,6 +30,7 @@ class Order:
     take_profit: float = 0.0
     stop_loss: float = 0.0
     holdtime: float = 0.0
+    holdtime_set: float = 0.0  # when holdtime was last given: it closes no earlier
     callback: str = ""
     expiry: str = ""
     right: str = ""
