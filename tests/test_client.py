@@ -20,7 +20,7 @@ import pytest
 import requests
 import responses
 
-from multirun.client import AlgogeneClient, RedactQueryFilter, redact_query
+from multirun.client import AlgogeneClient, RedactQueryFilter, _http_session, redact_query
 from multirun.errors import (
     ApiError,
     AuthError,
@@ -834,3 +834,18 @@ def test_cancel_of_a_gone_order_is_success(client, rsps) -> None:
 
 def test_repr_and_errors_never_show_the_key(client) -> None:
     assert API_KEY not in repr(client) and API_KEY not in str(vars(client).get("_api_key"))
+
+
+def test_proxy_and_ca_settings_are_read_from_the_environment_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/our-ca.pem")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    session = _http_session("https://api.test/rest/v1")
+    assert session.proxies.get("https") == "http://proxy.test:3128"
+    assert session.verify == "/etc/ssl/our-ca.pem"
+    assert session.trust_env is False  # not re-read (an os.environ scan) per request
+    monkeypatch.setenv("NO_PROXY", "api.test")
+    assert "https" not in _http_session("https://api.test/rest/v1").proxies
