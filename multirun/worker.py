@@ -183,6 +183,8 @@ class Worker:
         # unreachable server would otherwise hold it through every retry).
         self.reconciling = False
         self._visible: set[str] = set()  # orderRefs listed by the server at the last sync
+        self._seen_opened: set[str] = set()  # orderRefs this process saw in opened_trades
+        self.reconciled = False  # start-up reconciliation done: ticks may begin
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -235,6 +237,7 @@ class Worker:
             if self.journal.intents():
                 self.stop.wait(0.2)
         self.sync()
+        self.reconciled = True
 
     def finish(self) -> int:
         """After a stop request (between ticks): on_stop, final status, exit code."""
@@ -420,15 +423,32 @@ class Worker:
 
     # --- reconciling with the server --------------------------------------------------
 
-    def _ours(self) -> tuple[list[Trade], list[Trade]]:
+    def _ours(self, *, with_pending: bool = True) -> tuple[list[Trade], list[Trade]]:
         """Our opened and our pending trades, as the server lists them now."""
-        pending = [t for t in self.client.pending_trades() if self.journal.owns(t.order_ref)]
+        pending = (
+            [t for t in self.client.pending_trades() if self.journal.owns(t.order_ref)]
+            if with_pending
+            else []
+        )
         opened = [t for t in self.client.opened_trades() if self.journal.owns(t.order_ref)]
+        self._seen_opened.update(t.order_ref for t in opened)
         return opened, pending
+
+    def _pending_may_hold_ours(self) -> bool:
+        """Whether a sync must also list pending trades.
+
+        Not when ticking with every trade we hold already seen opened by this process
+        and no order in flight: an opened trade never goes back to pending, so the
+        listing would find nothing of ours (one request less per tick). Reconciling on
+        start, where a lost journal's trades are adopted, always lists both.
+        """
+        if not self.reconciled or self.journal.intents():
+            return True
+        return any(row.order_ref not in self._seen_opened for row in self.journal.held())
 
     def sync(self) -> list[JournalOrder]:
         """Bring the journal in line with the server's listings; returns our held orders."""
-        opened, pending = self._ours()
+        opened, pending = self._ours(with_pending=self._pending_may_hold_ours())
         listed = {t.order_ref: t for t in [*pending, *opened]}  # opened wins a tie
         self._visible = set(listed)
         for trade in listed.values():
@@ -515,6 +535,7 @@ class Worker:
         deadline = max((self._grace_end(r) for r in waiting.values()), default=now)
         while waiting and time.time() < deadline:
             listed = {t.order_ref for t in self.client.opened_trades()} & set(waiting)
+            self._seen_opened |= listed
             self._visible |= listed
             self.journal.mark_listed(listed)
             waiting = {ref: r for ref, r in waiting.items() if ref not in listed}

@@ -525,3 +525,23 @@ def replace_budget(client: AlgogeneClient) -> AlgogeneClient:
 
 
 _ = replace  # dataclasses.replace kept for readers extending these helpers
+
+
+def test_ticks_skip_the_pending_listing_once_every_trade_of_ours_was_seen_opened(
+    harness: Harness, alice: SimCaller
+) -> None:
+    def pending_calls() -> int:
+        return int(harness.sim.stats()["requests"].get("pending_trades", 0))
+
+    worker = harness.worker(Script("BUY"))
+    before = pending_calls()
+    worker.reconcile()
+    assert pending_calls() > before  # start-up reconciliation always looks at both
+    tick(worker)  # opens, and waits until the trade is listed as opened
+    before = pending_calls()
+    tick(worker)
+    assert pending_calls() == before and len(worker.journal.held()) == 1
+    alice.post("close_orders", tradeIDs=next(iter(open_ours(alice).values()))["trade_ID"])
+    wait_until(lambda: not open_ours(alice))
+    tick(worker)  # closed by hand: recorded without a pending listing
+    assert worker.journal.held() == [] and worker.failures == 0
