@@ -277,36 +277,12 @@ class SimTime:
         return self.sim.clock.now()
 
 
-@pytest.fixture
-def sim_dated(sim_factory, monkeypatch) -> Callable[..., SimServer]:
-    """``sim_factory``, with the HTTP ``Date`` header taken from the simulator's clock
-    (the stdlib server stamps it from the wall clock), so advancing it is coherent."""
-    from email.utils import formatdate
-
-    from multirun.sim import http as sim_http
-
-    servers: list[SimServer] = []
-
-    def date_time_string(handler: Any, timestamp: float | None = None) -> str:
-        now = servers[0].clock.now() if servers else time.time()
-        return formatdate(now if timestamp is None else timestamp, usegmt=True)
-
-    monkeypatch.setattr(sim_http._Handler, "date_time_string", date_time_string)
-
-    def make(**kwargs: Any) -> SimServer:
-        server = sim_factory(**kwargs)
-        servers.append(server)
-        return server
-
-    return make
-
-
 @pytest.mark.parametrize("skew_s", [0.0, -90.0, 90.0])
-def test_short_tokens_cost_one_session_call_per_lifetime(sim_dated, skew_s) -> None:
+def test_short_tokens_cost_one_session_call_per_lifetime(sim_factory, skew_s) -> None:
     """Done-when (b): a 5 s token over 60 s of calls (virtual time: the simulator's clock is
     advanced, nobody sleeps) costs about 12 session calls, and no call is refused for an
     expired token, also when this machine's clock is off by ``skew_s``."""
-    sim = sim_dated(seed=5, token_ttl_s=5.0)
+    sim = sim_factory(seed=5, token_ttl_s=5.0)  # its Date header follows its clock
     clock = SimTime(sim)
     skewed = type("Skewed", (), {"monotonic": clock.monotonic,
                                  "time": lambda self: clock.time() + skew_s})()  # fmt: skip
