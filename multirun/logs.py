@@ -110,7 +110,7 @@ def colour_wanted(stream: TextIO, environ: dict[str, str] | None = None) -> bool
 
 
 class Printer:
-    """The merged terminal stream: ``name | line`` (coloured names) or JSON lines."""
+    """The merged terminal stream: ``hh:mm:ss name | line`` (coloured) or JSON lines."""
 
     def __init__(
         self,
@@ -128,19 +128,20 @@ class Printer:
         self.colours = {name: COLOURS[i % len(COLOURS)] for i, name in enumerate(names)}
         self.broken = False
 
-    def prefix(self, name: str) -> str:
-        padded = name.ljust(self.width)
+    def prefix(self, name: str, ts: float) -> str:
+        """``hh:mm:ss name | `` (UTC, as status shows times), coloured per account."""
+        head = f"{time.strftime('%H:%M:%S', time.gmtime(ts))} {name.ljust(self.width)} |"
         if not self.colour:
-            return f"{padded} | "
+            return f"{head} "
         code = self.colours.get(name)
         style = f"\033[{code}m" if code else "\033[1m"  # supervisor: bold
-        return f"{style}{padded} |{RESET} "
+        return f"{style}{head}{RESET} "
 
     def format_line(self, name: str, line: str, stream: str, ts: float) -> str:
         if self.format == "json":
             record = {"ts": utc_stamp(ts), "account": name, "stream": stream, "line": line}
             return json.dumps(record, ensure_ascii=False)
-        return self.prefix(name) + line
+        return self.prefix(name, ts) + line
 
     def write(self, name: str, line: str, stream: str = "stderr", ts: float | None = None) -> None:
         if self.broken:

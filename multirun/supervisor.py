@@ -767,7 +767,7 @@ def preload(runner: RunnerSpec, accounts: Sequence[AccountSpec]) -> None:
 def run_worker(runner: RunnerSpec, name: str, server_url: str | None) -> int:
     from multirun import worker
 
-    return worker.run_account(runner, name, server_url=server_url)
+    return worker.run_account(runner, name, server_url=server_url, supervised=True)
 
 
 def serve_sim(on_ready: Callable[[str], None]) -> None:

@@ -625,15 +625,18 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 # --- the entry point ---------------------------------------------------------------------
 
 
-def run_account(runner: RunnerSpec, name: str, *, server_url: str | None = None) -> int:
+def run_account(
+    runner: RunnerSpec, name: str, *, server_url: str | None = None, supervised: bool = False
+) -> int:
     """Run account ``name`` of ``runner`` in the foreground; returns the exit code.
 
     Installs SIGTERM/SIGINT (graceful: finish the tick, then on_stop) and SIGHUP
     (orphaned: stop within 2 s, close nothing) handlers; main thread only.
     ``server_url`` overrides ``runner.server``; with ``server: sim`` and no
     ``server_url`` an in-process simulator is started (standalone demos).
+    ``supervised``: the supervisor stamps each line with the time and the account.
     """
-    _configure_logging(name)
+    _configure_logging(name, stamped=not supervised)
     try:
         spec = runner.account(name)
     except KeyError:
@@ -715,16 +718,15 @@ def _signals(worker: Worker) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _configure_logging(name: str) -> None:
-    """One line per event on stderr, UTC timestamps, unless the host set up logging."""
+def _configure_logging(name: str, *, stamped: bool = True) -> None:
+    """One line per event on stderr, unless the host set up logging; ``stamped``: with
+    the UTC time and the account's name (a standalone worker's lines have no other)."""
     root = logging.getLogger()
     if root.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    formatter = logging.Formatter(
-        f"%(asctime)s.%(msecs)03dZ %(levelname)s [{name}] %(name)s: %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-    )
+    stamp = f"%(asctime)s.%(msecs)03dZ %(levelname)s [{name}] " if stamped else "%(levelname)s "
+    formatter = logging.Formatter(stamp + "%(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
     root.addHandler(handler)

@@ -65,18 +65,18 @@ def test_scrubber_masks_every_known_secret_longest_first() -> None:
 
 def test_printer_prefixes_and_colours_only_on_a_tty(monkeypatch) -> None:
     plain = io.StringIO()
-    Printer(["a", "longer"], stream=plain).write("a", "hello")
-    assert plain.getvalue() == "a          | hello\n"
+    Printer(["a", "longer"], stream=plain).write("a", "hello", ts=3725.5)
+    assert plain.getvalue() == "01:02:05 a          | hello\n"
 
     monkeypatch.delenv("NO_COLOR", raising=False)
     tty = Tty()
     printer = Printer(["a", "b"], stream=tty)
-    printer.write("a", "x")
-    printer.write("b", "y")
-    printer.write("supervisor", "z")
+    printer.write("a", "x", ts=0)
+    printer.write("b", "y", ts=0)
+    printer.write("supervisor", "z", ts=0)
     first, second, third = tty.getvalue().splitlines()
-    assert first.startswith("\033[36ma") and second.startswith("\033[33mb")
-    assert third.startswith("\033[1msupervisor")
+    assert first.startswith("\033[36m00:00:00 a") and second.startswith("\033[33m00:00:00 b")
+    assert third.startswith("\033[1m00:00:00 supervisor")
 
     assert colour_wanted(Tty(), {"NO_COLOR": "1"}) is False
     assert colour_wanted(Tty(), {}) is True

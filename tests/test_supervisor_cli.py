@@ -111,7 +111,7 @@ def test_start_trades_and_stop_from_another_terminal_closes_every_trade(
     assert not [t for t in alice.opened().values() if t["order_Ref"].startswith("mr-coin-")]
 
     out = (tmp_path / "out.log").read_text()
-    assert "coin-a     | " in out and "every account stopped cleanly" in out
+    assert " coin-a     | INFO multirun.worker: " in out and "every account stopped cleanly" in out
     assert KEY not in out and KEY not in (tmp_path / "state/coin-a/worker.log").read_text()
     after = json.loads(cli("status", str(config), "--json").stdout)
     assert after["supervisor"]["running"] is False
