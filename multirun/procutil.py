@@ -36,6 +36,13 @@ def set_parent_death_signal(signum: int) -> bool:
         return False
 
 
+def set_process_name(name: str) -> None:
+    """Name this process as ``ps -e`` and ``top`` show it (Linux: ``comm``, 15 bytes);
+    its command line, which ``ps -f`` shows, stays the one it was started with."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/comm").write_bytes(name.encode()[:15])
+
+
 def alive(pid: int) -> bool:
     """True when ``pid`` exists (zombies included) and we may signal it or it is someone else's."""
     try:

@@ -294,6 +294,7 @@ class Arbiter:
             if pid == 0:
                 os.close(out_r)
                 os.close(err_r)
+                procutil.set_process_name(f"mr:{name}")  # ps/top tell the accounts apart
                 self._child(parent, death_signal, out_w, err_w, main, mask)
         except OSError:
             for fd in (out_r, out_w, err_r, err_w):

@@ -244,6 +244,8 @@ def test_sigterm_stops_every_account_and_exits_0(arbiter: Any) -> None:
     run = arbiter({"a": "sleeper", "b": "sleeper"})
     pids = [run.wait_state(n, "STARTING", 10)["pid"] for n in ("a", "b")]
     wait_until(lambda: "hello from b" in run.output() and "hello from a" in run.output())
+    names = [Path(f"/proc/{pid}/comm").read_text().strip() for pid in pids]
+    assert names == ["mr:a", "mr:b"]  # each account is told apart in ps and top
     run.proc.send_signal(signal.SIGTERM)
     assert run.wait_exit() == 0
     assert all(gone(pid) for pid in pids)
