@@ -3,9 +3,11 @@
 - :class:`LineSplitter` turns the bytes a child writes into complete lines.
 - :class:`Scrubber` masks known secret values in every line (defence in depth: workers
   never log secrets; this catches a strategy that prints one anyway).
-- :class:`Printer` writes ``name | line`` with the name in its own colour (honcho style;
-  no colour when the stream is not a TTY or ``NO_COLOR`` is set), or one JSON object per
-  line with ``--log-format json``.
+- :class:`Printer` writes ``hh:mm:ss name | line`` with the name in its own colour (honcho
+  style; no colour when the stream is not a TTY or ``NO_COLOR`` is set), or one JSON object
+  per line with ``--log-format json``, through a :class:`TerminalWriter`.
+- :class:`TerminalWriter` writes from a thread of its own, so a terminal that stops
+  reading (a paused pager, Ctrl-S) never holds up the supervisor.
 - :class:`RotatingFile` is ``state_dir/<name>/worker.log`` (and ``state_dir/supervisor.log``
   for the supervisor's events and the simulator's lines): 0600, rotated by size.
 - :class:`LogRouter` sends each line through the scrubber to the printer and the file.
@@ -13,10 +15,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import queue
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -109,6 +115,71 @@ def colour_wanted(stream: TextIO, environ: dict[str, str] | None = None) -> bool
     return bool(isatty and isatty())
 
 
+class TerminalWriter:
+    """Writes text to a file descriptor from a daemon thread; :meth:`put` never blocks.
+
+    The supervisor must go on supervising when its output does not drain (a pager
+    left paused, Ctrl-S, a full pipe): past ``max_pending`` waiting lines, lines are
+    left out of the terminal (the log files have every one) and a note says how many.
+    The thread writes with ``os.write``, not through ``sys.stdout``, so a fork while it
+    is blocked leaves no I/O lock held that a child could need.
+    """
+
+    def __init__(self, fd: int, max_pending: int = 10_000) -> None:
+        self.fd = fd
+        self.pending: queue.Queue[str | None] = queue.Queue(max_pending)
+        self.left_out = 0
+        self.broken = False
+        self.thread = threading.Thread(target=self._drain, name="terminal", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def for_stream(cls, stream: TextIO) -> TerminalWriter | None:
+        """A writer for ``stream``'s descriptor; None for in-memory streams."""
+        try:
+            fd = stream.fileno()
+            stream.flush()  # what was written through ``stream`` goes first
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return None
+        return cls(fd)
+
+    def put(self, text: str) -> None:
+        if self.broken:
+            return
+        if self.left_out and self._offer(_left_out_note(self.left_out)):
+            self.left_out = 0
+        if not self.left_out and self._offer(text):
+            return
+        self.left_out += 1
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Write what is waiting (for up to ``timeout`` s) and stop the thread."""
+        with contextlib.suppress(queue.Full):
+            self.pending.put(None, timeout=timeout)
+        self.thread.join(timeout)
+
+    def _offer(self, text: str) -> bool:
+        try:
+            self.pending.put_nowait(text)
+        except queue.Full:
+            return False
+        return True
+
+    def _drain(self) -> None:
+        while (text := self.pending.get()) is not None:
+            data = text.encode("utf-8", errors="replace")
+            try:
+                while data:
+                    data = data[os.write(self.fd, data) :]
+            except OSError:
+                self.broken = True  # terminal gone (SIGHUP, closed pipe): keep supervising
+                return
+
+
+def _left_out_note(count: int) -> str:
+    return f"[{count} line(s) not shown here: the terminal was not reading; see the log files]\n"
+
+
 class Printer:
     """The merged terminal stream: ``hh:mm:ss name | line`` (coloured) or JSON lines."""
 
@@ -126,7 +197,13 @@ class Printer:
         ordered = [SUPERVISOR, *names]
         self.width = max(len(n) for n in ordered)
         self.colours = {name: COLOURS[i % len(COLOURS)] for i, name in enumerate(names)}
-        self.broken = False
+        self.writer = TerminalWriter.for_stream(self.stream)
+        self._broken = False
+
+    @property
+    def broken(self) -> bool:
+        """The terminal is gone: lines go to the log files only."""
+        return self._broken or (self.writer is not None and self.writer.broken)
 
     def prefix(self, name: str, ts: float) -> str:
         """``hh:mm:ss name | `` (UTC, as status shows times), coloured per account."""
@@ -146,12 +223,19 @@ class Printer:
     def write(self, name: str, line: str, stream: str = "stderr", ts: float | None = None) -> None:
         if self.broken:
             return
-        text = self.format_line(name, line, stream, time.time() if ts is None else ts)
+        text = self.format_line(name, line, stream, time.time() if ts is None else ts) + "\n"
+        if self.writer is not None:
+            self.writer.put(text)
+            return
         try:
-            self.stream.write(text + "\n")
+            self.stream.write(text)
             self.stream.flush()
         except (OSError, ValueError):
-            self.broken = True  # terminal gone (SIGHUP, closed pipe): keep supervising
+            self._broken = True  # terminal gone (SIGHUP, closed pipe): keep supervising
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 class RotatingFile:
@@ -261,5 +345,6 @@ class LogRouter:
         return [fd for f in self.files.values() for fd in f.fds()]
 
     def close(self) -> None:
+        self.printer.close()
         for log_file in self.files.values():
             log_file.close()

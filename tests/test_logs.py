@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import threading
+import time
 from pathlib import Path
 
 from multirun.logs import (
@@ -13,8 +16,10 @@ from multirun.logs import (
     Printer,
     RotatingFile,
     Scrubber,
+    TerminalWriter,
     colour_wanted,
 )
+from tests.conftest import wait_until
 
 
 class Tty(io.StringIO):
@@ -133,3 +138,39 @@ def test_lines_of_a_child_without_a_file_go_to_the_supervisor_log(tmp_path: Path
     router.line("sim", "listening", "stderr")
     router.close()
     assert (tmp_path / "supervisor.log").read_text().endswith(" sim stderr listening\n")
+
+
+def test_a_terminal_that_stops_reading_never_blocks_the_writer() -> None:
+    r, w = os.pipe()
+    writer = TerminalWriter(w, max_pending=50)
+    began = time.monotonic()
+    for i in range(5000):  # about 560 kB: far beyond what a pipe buffers
+        writer.put(f"line {i:05d} " + "x" * 100 + "\n")
+    assert time.monotonic() - began < 2.0 and writer.left_out > 0
+    chunks: list[bytes] = []
+
+    def read_all() -> None:
+        while data := os.read(r, 65536):
+            chunks.append(data)
+
+    reader = threading.Thread(target=read_all)
+    reader.start()  # the reader comes back
+    wait_until(writer.pending.empty)
+    writer.put("after\n")
+    writer.close()
+    os.close(w)
+    reader.join(5)
+    os.close(r)
+    text = b"".join(chunks).decode()
+    assert text.startswith("line 00000") and text.endswith("line(s) not shown here: the "
+                                                           "terminal was not reading; see the "
+                                                           "log files]\nafter\n")  # fmt: skip
+
+
+def test_the_printer_writes_through_a_terminal_writer_for_real_descriptors(tmp_path) -> None:
+    with (tmp_path / "out").open("w") as out:
+        printer = Printer(["a"], stream=out)
+        assert printer.writer is not None
+        printer.write("a", "hello", ts=0)
+        printer.close()
+    assert (tmp_path / "out").read_text() == "00:00:00 a          | hello\n"

@@ -71,7 +71,14 @@ def chatty(workdir: Path, name: str, url: str | None) -> int:
     return sleeper(workdir, name, url)
 
 
-TARGETS = {f.__name__: f for f in (sleeper, crasher, stubborn, no_deathsig, chatty)}
+def flood(workdir: Path, name: str, url: str | None) -> int:
+    for i in range(5000):  # about 400 kB: more than any pipe or terminal buffers
+        print(f"{name} line {i:05d} " + "x" * 60)
+    print(f"{name} flooded", flush=True)
+    return sleeper(workdir, name, url)
+
+
+TARGETS = {f.__name__: f for f in (sleeper, crasher, stubborn, no_deathsig, chatty, flood)}
 
 
 def arbiter_main(argument: str) -> None:
@@ -467,3 +474,23 @@ def test_select_accounts(tmp_path: Path) -> None:
         select_accounts(runner, ["b"])
     with pytest.raises(UsageError, match="no account named x"):
         select_accounts(runner, ["x"])
+
+
+def test_a_terminal_that_stops_reading_does_not_hold_the_supervisor(tmp_path: Path) -> None:
+    spec = {"dir": str(tmp_path), "accounts": {"a": "flood", "b": "flood"}}
+    code = "import sys; from tests.test_supervisor import arbiter_main; arbiter_main(sys.argv[1])"
+    proc = subprocess.Popen(  # its stdout is a pipe nobody reads, like a paused pager
+        [sys.executable, "-c", code, json.dumps(spec)], stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        logs = [tmp_path / "state" / n / "worker.log" for n in ("a", "b")]
+        wait_until(lambda: all(f.exists() and "flooded" in f.read_text() for f in logs), 20)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert all(f.read_text().count(" line ") == 5000 for f in logs)  # the files have all
