@@ -519,6 +519,7 @@ class AlgogeneClient:
         """Send ``endpoint`` for ``ids`` and poll ``listing`` until none is left in it,
         resending (idempotent) for trades still listed; see close_trades/cancel_orders."""
         deadline = self._clock.monotonic() + timeout
+        extended = False
         known: dict[str, str] = dict.fromkeys(ids, "unknown")
         last: dict[str, tuple[float, str, ApiError | None]] = {}
         todo, to_send, sends, interval = list(ids), list(ids), 0, 0.05
@@ -536,6 +537,11 @@ class AlgogeneClient:
                 to_send = self._due(todo, listed, last)
                 known.update({i: "seen" for i in todo if i in listed})
             now = self._clock.monotonic()
+            if todo and now >= deadline and listed is None and not extended:
+                # The last listing could not be read (its reply held past the read
+                # timeout, say): one more read decides, not the clock.
+                deadline, extended = now + self._timeouts[1], True
+                continue
             if todo and now >= deadline:
                 raise CloseUnconfirmed(
                     f"{endpoint}: trade(s) {', '.join(todo)} still listed in {listing} or "

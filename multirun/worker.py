@@ -46,6 +46,7 @@ from multirun.errors import (
     EXIT_FAILURE,
     EXIT_OK,
     ApiError,
+    CloseUnconfirmed,
     MultirunError,
     OrderUncertain,
     UsageError,
@@ -414,7 +415,12 @@ class Worker:
                 self.client.cancel_orders([t.trade_id for t in pending])
             if not opened:
                 break
-            self.close([_trade_view(t) for t in opened])
+            try:
+                self.close([_trade_view(t) for t in opened])
+            except CloseUnconfirmed as exc:
+                if time.time() >= deadline:
+                    raise
+                log.warning("on_stop close: %s; looking again", _describe(exc))
         opened, pending = self._ours()
         if opened or pending:
             raise ApiError(f"on_stop close: {len(opened) + len(pending)} trade(s) still open")

@@ -807,6 +807,20 @@ def test_close_unconfirmed_after_the_timeout(client, rsps, clock) -> None:
     assert_clean(info.value)
 
 
+def test_a_listing_unread_at_the_deadline_gets_one_more_read(client, rsps, clock) -> None:
+    rsps.post(f"{BASE}/close_orders", json={"status": "SUCCESS", "res": "ok"})
+    rsps.get(f"{BASE}/opened_trades", json=listing(trade("1")))
+
+    def held_reply(request: requests.PreparedRequest) -> tuple[int, dict, str]:
+        clock.advance(10.0)  # the reply is held past the read timeout, past the deadline
+        raise requests.ReadTimeout("held")
+
+    rsps.add_callback(responses.GET, f"{BASE}/opened_trades", callback=held_reply)
+    rsps.get(f"{BASE}/opened_trades", json=listing())  # closed all along
+    client.close_trades(["1"], confirm_timeout_s=10.0)
+    assert len(calls_to(rsps, "close_orders")) == 1
+
+
 def test_close_refused_for_an_open_trade_raises(client, rsps) -> None:
     rsps.post(f"{BASE}/close_orders", status=400, json={"err_msg": "market closed"})
     rsps.get(f"{BASE}/opened_trades", json=listing(trade("1")))

@@ -18,7 +18,7 @@ import pytest
 
 from multirun import strategies
 from multirun.client import AlgogeneClient
-from multirun.errors import JournalError
+from multirun.errors import CloseUnconfirmed, JournalError
 from multirun.journal import ABANDONED, CLOSED, OPEN, Journal
 from multirun.sim import SimServer
 from multirun.specs import AccountSpec, Guardrails, RunnerSpec, Secret, freeze
@@ -545,3 +545,22 @@ def test_ticks_skip_the_pending_listing_once_every_trade_of_ours_was_seen_opened
     wait_until(lambda: not open_ours(alice))
     tick(worker)  # closed by hand: recorded without a pending listing
     assert worker.journal.held() == [] and worker.failures == 0
+
+
+def test_on_stop_close_looks_again_after_an_unconfirmed_close(
+    harness: Harness, alice: SimCaller
+) -> None:
+    worker = harness.worker(Script("BUY"))
+    worker.reconcile()
+    tick(worker)
+    real_close, calls = worker.client.close_trades, []
+
+    def unconfirmed_once(trade_ids: Any, **options: Any) -> None:
+        calls.append(trade_ids)
+        if len(calls) == 1:  # as when the confirming listing's reply is held too long
+            raise CloseUnconfirmed("close_orders: still listed", endpoint="close_orders")
+        real_close(trade_ids, **options)
+
+    worker.client.close_trades = unconfirmed_once  # type: ignore[method-assign]
+    worker.close_all()
+    assert len(calls) == 2 and not open_ours(alice) and worker.journal.held() == []
