@@ -524,22 +524,26 @@ class AlgogeneClient:
         last: dict[str, tuple[float, str, ApiError | None]] = {}
         todo, to_send, sends, interval = list(ids), list(ids), 0, 0.05
         while todo:
+            stalled = False  # a reply held past the read timeout, or no listing to go by
             if to_send and sends < SETTLE_MAX_SENDS:
                 error, acknowledged = self._send_ids(endpoint, to_send)
+                stalled = isinstance(error, NetworkError)
                 sends += 1
                 sent_at = self._clock.monotonic()
                 last.update({i: (sent_at, known[i], error) for i in to_send})
                 known.update(dict.fromkeys(acknowledged, "seen"))
             listed = self._listed(listing, deadline)
+            stalled = stalled or listed is None
             to_send, before = [], dict(known)
             if listed is not None:
                 todo = [i for i in todo if not self._gone(i, listed, known, endpoint)]
                 to_send = self._due(todo, listed, last)
                 known.update({i: "seen" for i in todo if i in listed})
             now = self._clock.monotonic()
-            if todo and now >= deadline and listed is None and not extended:
-                # The last listing could not be read (its reply held past the read
-                # timeout, say): one more read decides, not the clock.
+            if todo and now >= deadline and stalled and not extended:
+                # A held reply used up the wait (the server may have refused the close of
+                # a trade that had not filled yet, or the listing could not be read): one
+                # more round of sending and reading decides, not the clock.
                 deadline, extended = now + self._timeouts[1], True
                 continue
             if todo and now >= deadline:

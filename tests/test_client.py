@@ -821,6 +821,24 @@ def test_a_listing_unread_at_the_deadline_gets_one_more_read(client, rsps, clock
     assert len(calls_to(rsps, "close_orders")) == 1
 
 
+def test_a_close_whose_reply_is_held_past_the_deadline_gets_one_more_round(
+    client, rsps, clock
+) -> None:
+    def held_refusal(request: requests.PreparedRequest) -> tuple[int, dict, str]:
+        clock.advance(10.0)  # e.g. refused (not filled yet), and the reply held back
+        raise requests.ReadTimeout("held")
+
+    def opened(request: requests.PreparedRequest) -> tuple[int, dict, str]:
+        closed = len(calls_to(rsps, "close_orders")) >= 2  # only the second close acts
+        return 200, {}, json.dumps(listing() if closed else listing(trade("1")))
+
+    rsps.add_callback(responses.POST, f"{BASE}/close_orders", callback=held_refusal)
+    rsps.post(f"{BASE}/close_orders", json={"status": "SUCCESS", "res": "ok"})
+    rsps.add_callback(responses.GET, f"{BASE}/opened_trades", callback=opened)
+    client.close_trades(["1"], confirm_timeout_s=10.0)
+    assert len(calls_to(rsps, "close_orders")) == 2
+
+
 def test_close_refused_for_an_open_trade_raises(client, rsps) -> None:
     rsps.post(f"{BASE}/close_orders", status=400, json={"err_msg": "market closed"})
     rsps.get(f"{BASE}/opened_trades", json=listing(trade("1")))
