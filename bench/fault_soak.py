@@ -1,0 +1,130 @@
+"""The whole product against a hostile server: ``multirun start`` under injected faults.
+
+    python bench/fault_soak.py [--accounts 3] [--seconds 90] [--interval 2] [--seed 3]
+
+Starts an in-process simulator that faults about a quarter of the requests (5xx replies,
+dropped connections, malformed replies, revoked tokens, and replies held for 12 s:
+longer than the client's read timeout, the case that makes naive clients send an order
+twice), runs ``multirun start`` (the real supervisor and workers, strategy ``random``,
+which trades on every tick) against it for ``--seconds``, stops it with SIGTERM
+(``on_stop: close``), then reads the simulator's ledger. Done when no orderRef was sent
+twice, no trade is left open, no API key appears in any output, and the supervisor
+exits 0. Prints the figures next to the same run's fault counts. Exit status 0 on success.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from multirun.sim import FaultSettings, SimConfig, SimServer  # noqa: E402
+
+API_KEY = "soak-secret-api-key-0123"
+FAULTS = FaultSettings(
+    error_rate=0.08,
+    drop_rate=0.05,
+    malformed_rate=0.05,
+    revoke_rate=0.03,
+    slow_success_rate=0.03,
+    slow_success_ms=12_000,
+)
+CONFIG = """\
+version: 1
+server: {url}
+state_dir: {state_dir}
+stop_timeout: 60
+defaults:
+  user: soak
+  api_key: {api_key}
+  runmode: livetest
+  strategy: random
+  volume: 0.01
+  interval: {interval}s
+  on_stop: close
+  halt_after_failures: 1000
+  max_orders_per_hour: 100000
+accounts:
+{accounts}
+"""
+INSTRUMENTS = ("BTCUSD", "ETHUSD", "EURUSD", "USDJPY", "XAUUSD", "GBPUSD")
+
+
+def write_config(workdir: Path, url: str, accounts: int, interval: int) -> Path:
+    lines = [
+        f"  - {{name: soak-{n}, accountid: 'S-{n}', instrument: {INSTRUMENTS[n % 6]}}}"
+        for n in range(accounts)
+    ]
+    path = workdir / "runner.yaml"
+    path.write_text(
+        CONFIG.format(url=url, state_dir=workdir / "state", api_key=API_KEY,
+                      interval=interval, accounts="\n".join(lines)),
+        encoding="utf-8",
+    )  # fmt: skip
+    return path
+
+
+def run_supervisor(config: Path, seconds: float, out: Path) -> int:
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from multirun.cli import main; main()", "start", str(config)],
+            stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        time.sleep(seconds)  # the soak itself: the run's length is what is being measured
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout=120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=90.0)
+    parser.add_argument("--interval", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=3)
+    args = parser.parse_args()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        SimServer(SimConfig(seed=args.seed, faults=FAULTS)) as sim,
+    ):
+        workdir = Path(tmp)
+        config = write_config(workdir, sim.base_url, args.accounts, args.interval)
+        out = workdir / "out.log"
+        code = run_supervisor(config, args.seconds, out)
+        sim.set_faults(error_rate=0, drop_rate=0, malformed_rate=0, revoke_rate=0,
+                       slow_success_rate=0)  # fmt: skip
+        ledger = sim.ledger()
+        stats = sim.stats()
+        text = out.read_text(errors="replace")
+        logs = "".join(p.read_text(errors="replace") for p in workdir.glob("state/**/*.log"))
+    refs = collections.Counter(o["orderRef"] for o in ledger)
+    duplicated = sorted(r for r, n in refs.items() if n > 1)
+    left_open = sorted(o["orderRef"] for o in ledger if o["status"] in ("OPEN", "PENDING"))
+    faulted = sum(stats["faults_injected"].values())
+    requests = sum(n for e, n in stats["requests"].items() if not e.startswith("sim/"))
+    leaked = API_KEY in text or API_KEY in logs
+    print(f"{args.accounts} accounts every {args.interval} s for {args.seconds:g} s")
+    print(f"requests:           {requests}, faulted {faulted} ({faulted / requests:.0%}): "
+          f"{dict(stats['faults_injected'])}")  # fmt: skip
+    print(f"orders in ledger:   {len(ledger)}")
+    print(f"duplicated orders:  {len(duplicated)} {' '.join(duplicated)}")
+    print(f"open after stop:    {len(left_open)} {' '.join(left_open)}")
+    print(f"failed ticks:       {text.count('tick failed')}")
+    print(f"api key in output:  {'YES' if leaked else 'no'}")
+    print(f"supervisor exit:    {code}")
+    ok = not duplicated and not left_open and not leaked and code == 0
+    print("OK" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
