@@ -190,7 +190,7 @@ def stop(
     from multirun import supervisor
 
     try:
-        runner = runner_config.load(config)
+        runner = runner_config.load_for_control(config)
         wait = timeout if timeout is not None else runner.stop_timeout_s + 30
         code = supervisor.stop(runner.state_dir, timeout_s=wait, echo=typer.echo)
     except MultirunError as error:
@@ -211,7 +211,7 @@ def status(
     from multirun import status as account_status
 
     try:
-        snapshot = account_status.collect(runner_config.load(config))
+        snapshot = account_status.collect(runner_config.load_for_control(config))
     except MultirunError as error:
         fail(error)
     render = account_status.render_json if json_output else account_status.render_text

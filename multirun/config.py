@@ -200,9 +200,15 @@ def format_path(path: YamlPath) -> str:
 # --- entry points ---------------------------------------------------------------
 
 
-def load(path: Path, *, environ: Mapping[str, str] | None = None) -> RunnerSpec:
-    """The valid spec of ``path``; raises ConfigError (all problems) or UsageError."""
-    report = validate(path, environ=environ)
+def load(
+    path: Path, *, environ: Mapping[str, str] | None = None, missing_env: str | None = None
+) -> RunnerSpec:
+    """The valid spec of ``path``; raises ConfigError (all problems) or UsageError.
+
+    ``missing_env``: the value of required environment variables that are not set,
+    instead of an error (see :func:`load_for_control`).
+    """
+    report = validate(path, environ=environ, missing_env=missing_env)
     if report.spec is None or report.problems:
         first = report.problems[0] if report.problems else None
         more = len(report.problems) - 1
@@ -211,13 +217,29 @@ def load(path: Path, *, environ: Mapping[str, str] | None = None) -> RunnerSpec:
     return report.spec
 
 
+def load_for_control(path: Path) -> RunnerSpec:
+    """``path`` for the commands that only find and read a supervisor (status, stop).
+
+    They need the state_dir and the account names, not the credentials: another
+    terminal need not export them, so unset required variables stand for themselves.
+    """
+    return load(path, missing_env=UNSET_FOR_CONTROL)
+
+
+UNSET_FOR_CONTROL = "unset-for-status-and-stop"
+
+
 def validate(
-    path: Path, *, strict: bool = False, environ: Mapping[str, str] | None = None
+    path: Path,
+    *,
+    strict: bool = False,
+    environ: Mapping[str, str] | None = None,
+    missing_env: str | None = None,
 ) -> Report:
     """Check ``path``: every problem, warnings, and the spec when there are no errors."""
     raw = _read(Path(path))
     env = os.environ if environ is None else environ
-    return _Checker(Path(path), raw, env, strict).run()
+    return _Checker(Path(path), raw, env, strict, missing_env).run()
 
 
 def _read(path: Path) -> bytes:
@@ -240,11 +262,19 @@ def _read(path: Path) -> bytes:
 class _Checker:
     """One validation run; collects problems as it goes."""
 
-    def __init__(self, path: Path, raw: bytes, environ: Mapping[str, str], strict: bool) -> None:
+    def __init__(
+        self,
+        path: Path,
+        raw: bytes,
+        environ: Mapping[str, str],
+        strict: bool,
+        missing_env: str | None = None,
+    ) -> None:
         self.path = path
         self.file = str(path)
         self.raw = raw
         self.environ = environ
+        self.missing_env = missing_env
         self.strict = strict
         self.doc = Document()
         self.report = Report(self.file)
@@ -355,7 +385,7 @@ class _Checker:
 
     def _interpolate_string(self, value: str, path: YamlPath, secret: bool) -> Any:
         try:
-            result = interpolate(value, self.environ)
+            result = interpolate(value, self.environ, missing=self.missing_env)
         except InterpolationError as error:
             self.add(path, str(error))
             return value

@@ -39,18 +39,25 @@ def has_references(text: str) -> bool:
     return bool(re.search(r"(?<!\$)(?:\$\$)*\$(?:\{|[A-Za-z_])", text))
 
 
-def interpolate(text: str, environ: Mapping[str, str]) -> Result:
-    """``text`` with every reference replaced; raises :class:`InterpolationError`."""
+def interpolate(text: str, environ: Mapping[str, str], *, missing: str | None = None) -> Result:
+    """``text`` with every reference replaced; raises :class:`InterpolationError`.
+
+    ``missing``: the value of a required variable that is not set (``${VAR}``,
+    ``${VAR:?...}``) instead of an error; defaults and alternatives apply as usual.
+    """
     result = Result("")
-    result.value = _Parser(text, environ, result.variables).run()
+    result.value = _Parser(text, environ, result.variables, missing).run()
     return result
 
 
 class _Parser:
-    def __init__(self, text: str, environ: Mapping[str, str], seen: list[str]) -> None:
+    def __init__(
+        self, text: str, environ: Mapping[str, str], seen: list[str], missing: str | None = None
+    ) -> None:
         self.text = text
         self.environ = environ
         self.seen = seen
+        self.missing = missing
         self.pos = 0
 
     def run(self) -> str:
@@ -137,16 +144,20 @@ class _Parser:
             return self._nested(word) if usable else ""
         if usable and value is not None:  # kind == "?"
             return value
+        if self.missing is not None:
+            return self.missing
         message = self._nested(word) or f"environment variable {name} is not set"
         state = "is empty" if is_set else "is not set"
         raise InterpolationError(f"${{{name}}} {state}: {message}")
 
     def _nested(self, word: str) -> str:
-        return _Parser(word, self.environ, self.seen).run()
+        return _Parser(word, self.environ, self.seen, self.missing).run()
 
     def _lookup_required(self, name: str) -> str:
         self.seen.append(name)
         value = self.environ.get(name)
+        if value is None and self.missing is not None:
+            return self.missing
         if value is None:
             raise InterpolationError(
                 f"environment variable {name} is not set (give a default with ${{{name}:-...}})"

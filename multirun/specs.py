@@ -38,8 +38,8 @@ class Secret:
         return self._value
 
     def masked(self) -> str:
-        """A hint that identifies the secret to its owner without disclosing it."""
-        return MASK if len(self._value) < 12 else f"{self._value[:2]}…{self._value[-2:]}"
+        """What is shown in the secret's place: nothing of it, not even a few characters."""
+        return MASK
 
     def __repr__(self) -> str:
         return f"Secret('{MASK}')"

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from multirun import procutil
-from multirun.errors import SupervisorError, UsageError, exit_code_for
+from multirun.errors import MultirunError, SupervisorError, UsageError, exit_code_for
 from multirun.logs import LineSplitter, LogFormat, LogRouter
 from multirun.specs import AccountSpec, RunnerSpec
 from multirun.status import (
@@ -329,6 +329,9 @@ class Arbiter:
             code = main()
         except SystemExit as error:
             code = 0 if error.code is None else error.code if isinstance(error.code, int) else 1
+        except MultirunError as error:  # ours carry a one-line message: no traceback
+            print(f"multirun: error: {error}", file=sys.stderr)
+            code = exit_code_for(error)
         except BaseException as error:
             traceback.print_exc()
             code = exit_code_for(error)

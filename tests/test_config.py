@@ -435,3 +435,21 @@ def test_cli_json_survives_a_strategy_that_prints(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["validate", "--json", str(write(tmp_path, body))])
     assert result.exit_code == 0
     assert json.loads(result.stdout)["ok"]
+
+
+def test_status_and_stop_load_a_config_without_its_credentials(tmp_path: Path) -> None:
+    path = tmp_path / "runner.yaml"
+    path.write_text(
+        "version: 1\nserver: sim\nstate_dir: ${STATE_DIR:-state}\naccounts:\n"
+        "  - {name: a, user: '${NO_SUCH_USER_VAR}', api_key: '${NO_SUCH_KEY_VAR:?set it}',\n"
+        "     accountid: '1', runmode: livetest, strategy: random, instrument: BTCUSD,\n"
+        "     volume: 1, interval: 5s}\n"
+    )
+    with pytest.raises(ConfigError):
+        config.load(path, environ={})
+    runner = config.load_for_control(path)
+    assert runner.state_dir == tmp_path / "state" and [a.name for a in runner.accounts] == ["a"]
+
+
+def test_no_character_of_an_api_key_is_shown() -> None:
+    assert Secret("SuperSecretKey123456").masked() == "****"

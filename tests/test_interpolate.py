@@ -106,3 +106,9 @@ def test_default_not_evaluated_when_unused() -> None:
 )
 def test_has_references(text: str, expected: bool) -> None:
     assert has_references(text) is expected
+
+
+def test_missing_stands_in_for_required_variables_only() -> None:
+    env = {"SET": "v"}
+    assert interpolate("${A}-$B-${C:?why}", env, missing="x").value == "x-x-x"
+    assert interpolate("${A:-d}/${SET}/${A:+alt}", env, missing="x").value == "d/v/"

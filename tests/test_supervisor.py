@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from multirun import procutil, status
-from multirun.errors import SupervisorError
+from multirun.errors import NetworkError, SupervisorError
 from multirun.logs import LogRouter
 from multirun.specs import AccountSpec, RunnerSpec, Secret
 from multirun.supervisor import Arbiter, RestartPolicy, stop
@@ -43,6 +43,10 @@ def sleeper(workdir: Path, name: str, url: str | None) -> int:
     print(f"{name} on stderr", file=sys.stderr, flush=True)
     while True:
         time.sleep(3600)
+
+
+def refuser(workdir: Path, name: str, url: str | None) -> int:
+    raise NetworkError("session: connection failed or dropped", endpoint="session")
 
 
 def crasher(workdir: Path, name: str, url: str | None) -> int:
@@ -78,7 +82,7 @@ def flood(workdir: Path, name: str, url: str | None) -> int:
     return sleeper(workdir, name, url)
 
 
-TARGETS = {f.__name__: f for f in (sleeper, crasher, stubborn, no_deathsig, chatty, flood)}
+TARGETS = {f.__name__: f for f in (sleeper, crasher, refuser, stubborn, no_deathsig, chatty, flood)}
 
 
 def arbiter_main(argument: str) -> None:
@@ -215,6 +219,18 @@ def test_a_crashing_account_is_restarted_with_exponential_backoff(arbiter: Any) 
     assert run.wait_exit() in (0, 1)
     assert run.account("crashy")["state"] == "STOPPED"
     assert "restarting in" not in run.output().split("SIGTERM: stopping")[-1]
+
+
+def test_an_account_failing_with_our_own_error_prints_one_line_not_a_traceback(
+    arbiter: Any,
+) -> None:
+    run = arbiter({"gone": "refuser"}, policy=FAST)
+    wait_until(lambda: run.account("gone").get("restarts", 0) >= 1, 10)
+    out = run.output()
+    assert "gone       | multirun: error: session: connection failed or dropped" in out
+    assert "Traceback" not in out and run.account("gone")["last_exit"] == "exit 3"
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait_exit() in (0, 1)
 
 
 def test_backoff_delays_double_and_cap_at_60_s_by_default() -> None:
