@@ -160,6 +160,7 @@ class _Parser:
             return self.missing
         if value is None:
             raise InterpolationError(
-                f"environment variable {name} is not set (give a default with ${{{name}:-...}})"
+                f"environment variable {name} is not set "
+                f"(export it, or give a default with ${{{name}:-...}})"
             )
         return value
