@@ -26,6 +26,26 @@ app = typer.Typer(
 ConfigArg = Annotated[Path, typer.Argument(help="The runner file.", show_default=True)]
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from multirun import __version__
+
+        typer.echo(f"multirun {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Run one trading strategy per ALGOGENE account from one runner.yaml."""
+
+
 @app.command()
 def validate(
     config: ConfigArg = Path("runner.yaml"),

@@ -453,3 +453,10 @@ def test_status_and_stop_load_a_config_without_its_credentials(tmp_path: Path) -
 
 def test_no_character_of_an_api_key_is_shown() -> None:
     assert Secret("SuperSecretKey123456").masked() == "****"
+
+
+def test_version() -> None:
+    from multirun import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output == f"multirun {__version__}\n"
