@@ -132,10 +132,20 @@ def merge(
         ticks=worker.get("ticks"),
         open_trades=worker.get("open_trades"),
         token_expires_utc=worker.get("token_expires_utc"),
-        last_error=worker.get("last_error") or sup.get("last_error"),
+        last_error=_last_error(sup, worker, same_process),
         halted_reason=worker.get("halted_reason"),
         note=sup.get("note"),
     )
+
+
+def _last_error(sup: dict[str, Any], worker: dict[str, Any], same_process: bool) -> str | None:
+    """The worker's own last error; else, until its current run has ticked, the error its
+    previous run exited with (which the supervisor kept from its output)."""
+    if worker.get("last_error"):
+        return str(worker["last_error"])
+    if same_process and worker.get("ticks"):
+        return None
+    return sup.get("last_error")
 
 
 def _next_tick(worker: dict[str, Any]) -> str | None:

@@ -61,6 +61,7 @@ SIM = "sim"
 SIM_READY_TIMEOUT_S = 30.0
 SIM_STOP_TIMEOUT_S = 5.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+CHILD_ERROR = "multirun: error: "  # how a child reports the error it exits with
 HANDLED_SIGNALS = (*STOP_SIGNALS, signal.SIGCHLD)
 # Meant for the arbiter when they reach a child still in its process group (Ctrl-C, the
 # terminal closing): a child discards them; the arbiter stops it in order with SIGTERM.
@@ -100,6 +101,7 @@ class Proc:
     failures: int = 0  # unexpected exits since the last stable run
     quick_failures: int = 0  # exits within startsecs, in a row
     last_exit: str | None = None
+    last_error: str | None = None  # the last "multirun: error: ..." line it printed
     next_start: float | None = None  # monotonic, in BACKOFF
     note: str | None = None
     pipes: dict[int, tuple[str, LineSplitter]] = field(default_factory=dict)
@@ -118,6 +120,7 @@ class Proc:
             "started_utc": _iso(self.started_wall) if self.pid else None,
             "restarts": self.restarts,
             "last_exit": self.last_exit,
+            "last_error": self.last_error,
             "next_start_utc": next_start,
             "note": self.note,
         }
@@ -330,7 +333,7 @@ class Arbiter:
         except SystemExit as error:
             code = 0 if error.code is None else error.code if isinstance(error.code, int) else 1
         except MultirunError as error:  # ours carry a one-line message: no traceback
-            print(f"multirun: error: {error}", file=sys.stderr)
+            print(f"{CHILD_ERROR}{error}", file=sys.stderr)
             code = exit_code_for(error)
         except BaseException as error:
             traceback.print_exc()
@@ -604,10 +607,10 @@ class Arbiter:
             data = b""
         if data:
             for line in splitter.feed(data):
-                self.router.line(proc.name, line, stream)
+                self._line(proc, line, stream)
             return
         for line in splitter.flush():
-            self.router.line(proc.name, line, stream)
+            self._line(proc, line, stream)
         self._unregister(proc, fd)
 
     def _owner(self, fd: int) -> Proc | None:
@@ -622,7 +625,7 @@ class Arbiter:
                     # A grandchild may hold the pipe open: flush and stop reading.
                     stream, splitter = proc.pipes[fd]
                     for line in splitter.flush():
-                        self.router.line(proc.name, line, stream)
+                        self._line(proc, line, stream)
                     self._unregister(proc, fd)
 
     def _unregister(self, proc: Proc, fd: int) -> None:
@@ -635,6 +638,13 @@ class Arbiter:
 
     def log(self, message: str, account: str | None = None) -> None:
         self.router.event(message, account)
+
+    def _line(self, proc: Proc, line: str, stream: str) -> None:
+        """Route one line of ``proc``'s output; remember the error it exits with, for
+        ``multirun status`` while it restarts (its next run rewrites its own status)."""
+        if line.startswith(CHILD_ERROR):
+            proc.last_error = self.router.scrub(line.removeprefix(CHILD_ERROR))
+        self.router.line(proc.name, line, stream)
 
     def save(self) -> None:
         """Write ``state_dir/supervisor.json`` (atomic, 0600): read by ``multirun status``."""

@@ -98,3 +98,11 @@ def test_a_status_written_during_a_tick_shows_the_next_grid_point() -> None:
               "next_tick_utc": "2026-01-02T03:04:00.000+00:00"}  # fmt: skip
     row = merge("a", SUP, during, running=True, now=NOW)
     assert row.next_tick_utc == "2026-01-02T03:04:10.000+00:00"
+
+
+def test_the_error_a_previous_run_exited_with_shows_until_the_new_run_ticks() -> None:
+    sup = {**SUP, "last_error": "session: connection failed or dropped"}
+    starting = {**WORKER, "state": "RUNNING", "last_error": None, "ticks": 0}
+    assert merge("a", sup, starting, running=True, now=NOW).last_error == sup["last_error"]
+    ticking = {**starting, "ticks": 3}
+    assert merge("a", sup, ticking, running=True, now=NOW).last_error is None

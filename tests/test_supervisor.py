@@ -229,6 +229,7 @@ def test_an_account_failing_with_our_own_error_prints_one_line_not_a_traceback(
     out = run.output()
     assert "gone       | multirun: error: session: connection failed or dropped" in out
     assert "Traceback" not in out and run.account("gone")["last_exit"] == "exit 3"
+    assert run.account("gone")["last_error"] == "session: connection failed or dropped"
     run.proc.send_signal(signal.SIGTERM)
     assert run.wait_exit() in (0, 1)
 
