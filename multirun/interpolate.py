@@ -156,7 +156,7 @@ class _Parser:
     def _lookup_required(self, name: str) -> str:
         self.seen.append(name)
         value = self.environ.get(name)
-        if value is None and self.missing is not None:
+        if not value and self.missing is not None:  # unset or empty: nothing to go by
             return self.missing
         if value is None:
             raise InterpolationError(

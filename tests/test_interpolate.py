@@ -111,4 +111,5 @@ def test_has_references(text: str, expected: bool) -> None:
 def test_missing_stands_in_for_required_variables_only() -> None:
     env = {"SET": "v"}
     assert interpolate("${A}-$B-${C:?why}", env, missing="x").value == "x-x-x"
+    assert interpolate("${EMPTY}", {"EMPTY": ""}, missing="x").value == "x"
     assert interpolate("${A:-d}/${SET}/${A:+alt}", env, missing="x").value == "d/v/"
