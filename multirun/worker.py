@@ -41,7 +41,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from multirun import strategies
+from multirun import procutil, strategies
 from multirun.errors import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -577,7 +577,7 @@ class Worker:
         }
 
     def write_status(self) -> None:
-        write_json_atomic(self.status_path, self.status())
+        procutil.write_json_atomic(self.status_path, self.status())
 
     @contextlib.contextmanager
     def _busy(self) -> Iterator[None]:
@@ -615,17 +615,6 @@ def _iso_naive(moment: Any) -> str:
         aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
         return aware.isoformat(timespec="seconds")
     return str(moment)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write ``path`` (0600) so readers see the old or the new file, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=1, sort_keys=True)
-        out.write("\n")
-    os.replace(tmp, path)
 
 
 # --- the entry point ---------------------------------------------------------------------
