@@ -88,12 +88,12 @@ class Redactor:
         unique = {s for s in secrets if s}
         self.secrets = sorted(unique, key=len, reverse=True)
         self._short = [
-            re.compile(rf"(?<!\w){re.escape(s)}(?!\w)") for s in self.secrets if len(s) < MIN_SECRET_LEN
+            re.compile(rf"(?<!\w){re.escape(s)}(?!\w)")
+            for s in self.secrets
+            if len(s) < MIN_SECRET_LEN
         ]
         self._grams = {
-            s[i : i + FRAGMENT_LEN]
-            for s in self.secrets
-            for i in range(len(s) - FRAGMENT_LEN + 1)
+            s[i : i + FRAGMENT_LEN] for s in self.secrets for i in range(len(s) - FRAGMENT_LEN + 1)
         }
 
     @property
