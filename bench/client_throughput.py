@@ -36,8 +36,8 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from multirun.client import AlgogeneClient
+from multirun.redact import Secret
 from multirun.sim import SimConfig, SimServer
-from multirun.specs import Secret
 
 USER, API_KEY, RUNMODE = "bench", "bench-api-key-0123456789", "livetest"
 BLOCK = 25  # cycles per block; blocks alternate between the two ways
@@ -54,7 +54,7 @@ class SeedStyle:
             "token"
         ]
 
-    def _data(self, **extra: object) -> dict[str, object]:
+    def _data(self, **extra: str | float) -> dict[str, str | float]:
         return {"api_key": API_KEY, "user": USER, "runmode": RUNMODE,
                 "accountid": self.accountid, "token": self.token, **extra}  # fmt: skip
 

@@ -1,7 +1,7 @@
 """Typed results of the ALGOGENE API, as the client returns them.
 
-Field names are ours (snake_case); :mod:`multirun.client` maps the API's own
-spellings (``trade_ID``, ``order_Ref``, ``available_Balance``...) onto them.
+Field names are ours (snake_case); the ``*_from_api`` parsers below map the API's
+own spellings (``trade_ID``, ``order_Ref``, ``available_Balance``...) onto them.
 Trade ids are always strings: the API returns them as numbers in one reply and
 as strings in another, so we compare them as strings.
 """
@@ -127,7 +127,7 @@ class AccountInfo:
 #
 # Each ``*_from_api`` takes one decoded JSON object as the API spells it and returns
 # our type, or raises :class:`ReplyError` naming the field that is missing or of the
-# wrong type (never its value: a reply may echo what we sent). The client turns
+# wrong type (never its value: a reply may echo what we sent). The transport turns
 # ReplyError into ProtocolError with the endpoint's name.
 
 API_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"

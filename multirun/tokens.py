@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
+from multirun.clock import SYSTEM_CLOCK, Clock
 from multirun.models import Token
 
 log = logging.getLogger(__name__)
@@ -42,28 +41,6 @@ log = logging.getLogger(__name__)
 # A token lifetime (expired_utc - Date) beyond this means the Date header is not the
 # server's: ALGOGENE's tokens last an hour.
 MAX_PLAUSIBLE_LIFETIME_S = 86400.0
-
-
-class Clock(Protocol):
-    """The two clocks the client reads; tests inject a fake one."""
-
-    def monotonic(self) -> float:
-        """Seconds on a clock that never jumps (for deadlines)."""
-        ...
-
-    def time(self) -> float:
-        """Local wall-clock Unix time in seconds (may be skewed)."""
-        ...
-
-
-class SystemClock:
-    """The real clocks: :func:`time.monotonic` and :func:`time.time`."""
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def time(self) -> float:
-        return time.time()
 
 
 @dataclass(frozen=True)
@@ -105,7 +82,7 @@ class TokenManager:
     ) -> None:
         self._fetch = fetch
         self._margin_s = margin_s
-        self._clock = clock or SystemClock()
+        self._clock = clock or SYSTEM_CLOCK
         self._skew_tolerance_s = skew_tolerance_s
         self._held: _Held | None = None
         self._offset: tuple[float, float] | None = None  # server - local, seconds

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 
+from multirun.clock import StopSignal
 from multirun.sim import FaultSettings, SimConfig, SimServer
 
 SimFactory = Callable[..., SimServer]
@@ -158,7 +159,7 @@ def caller(sim: SimServer) -> SimCaller:
 
 
 class FakeClock:
-    """Monotonic and wall clocks that move only when told (sleep moves them)."""
+    """A :class:`multirun.clock.Clock` whose clocks move only when told (waits move them)."""
 
     def __init__(self, wall: datetime, mono: float = 1000.0) -> None:
         self.mono = mono
@@ -179,3 +180,10 @@ class FakeClock:
         assert seconds >= 0
         self.sleeps.append(seconds)
         self.advance(seconds)
+
+    def wait(self, stop: StopSignal, seconds: float) -> bool:
+        """:meth:`multirun.clock.Clock.wait`: sleeps (moves the clocks) unless stopped."""
+        if stop.is_set():
+            return True
+        self.sleep(seconds)
+        return stop.is_set()

@@ -1,6 +1,6 @@
 """Unit tests of :mod:`multirun.client` against canned replies (``responses``).
 
-Time is fake: the client's clock and sleep come from :class:`FakeClock`, so backoff,
+Time is fake: the client's clock (and so its waits) is a :class:`FakeClock`, so backoff,
 reconciliation windows and token lifetimes pass instantly.
 """
 
@@ -20,7 +20,7 @@ import pytest
 import requests
 import responses
 
-from multirun.client import AlgogeneClient, RedactQueryFilter, _http_session, redact_query
+from multirun.client import AlgogeneClient
 from multirun.errors import (
     ApiError,
     AuthError,
@@ -34,7 +34,8 @@ from multirun.errors import (
     ServerError,
 )
 from multirun.models import OrderAck
-from multirun.specs import Secret
+from multirun.redact import RedactingFilter, Secret, mask_fields
+from multirun.transport import http_session
 from tests import conftest
 
 BASE = "https://algo.test/rest/v1"
@@ -91,7 +92,7 @@ def make_client(clock: FakeClock, **kwargs: Any) -> AlgogeneClient:
     kwargs.setdefault("read_budget_s", 3.0)
     return AlgogeneClient(
         BASE, "alice", Secret(API_KEY), "livetest", "ACC-1",
-        clock=clock, sleep=clock.sleep, rng=random.Random(7), **kwargs,
+        clock=clock, rng=random.Random(7), **kwargs,
     )  # fmt: skip
 
 
@@ -444,16 +445,18 @@ def test_secrets_in_a_server_message_are_masked(client, rsps) -> None:
     assert_clean(info.value)
 
 
-def test_redact_query_and_log_filter() -> None:
+def test_urls_in_urllib3_log_lines_are_masked() -> None:
     line = f"GET /rest/v1/balance?user=alice&api_key={API_KEY}&token={TOKENS[0]}&x=1 HTTP/1.1"
-    assert redact_query(line) == (
+    assert mask_fields(line) == (
         "GET /rest/v1/balance?user=alice&api_key=****&token=****&x=1 HTTP/1.1"
     )
     record = logging.LogRecord("urllib3.connectionpool", logging.DEBUG, "f", 1,
                                '%s "%s %s"', ("http://h", "GET", line), None)  # fmt: skip
-    assert RedactQueryFilter().filter(record)
+    logger = logging.getLogger("urllib3.connectionpool")
+    installed = [f for f in logger.filters if isinstance(f, RedactingFilter)]
+    assert installed  # importing the client installs it
+    assert installed[0].filter(record)
     assert API_KEY not in record.getMessage() and TOKENS[0] not in record.getMessage()
-    assert logging.getLogger("urllib3.connectionpool").filters
 
 
 def test_no_secret_in_any_log_line(client, rsps, caplog) -> None:
@@ -875,9 +878,9 @@ def test_proxy_and_ca_settings_are_read_from_the_environment_once(
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/our-ca.pem")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    session = _http_session("https://api.test/rest/v1")
+    session = http_session("https://api.test/rest/v1")
     assert session.proxies.get("https") == "http://proxy.test:3128"
     assert session.verify == "/etc/ssl/our-ca.pem"
     assert session.trust_env is False  # not re-read (an os.environ scan) per request
     monkeypatch.setenv("NO_PROXY", "api.test")
-    assert "https" not in _http_session("https://api.test/rest/v1").proxies
+    assert "https" not in http_session("https://api.test/rest/v1").proxies

@@ -25,10 +25,11 @@ import pytest
 
 from multirun import models
 from multirun.client import AlgogeneClient
+from multirun.clock import StopSignal
 from multirun.errors import ApiError, OrderUncertain
 from multirun.models import OrderAck, Token
+from multirun.redact import Secret
 from multirun.sim import SimServer
-from multirun.specs import Secret
 
 API_KEY = "sim-key-9f8e7d6c5b4a3210"
 FAST = dict(connect_timeout=0.5, read_timeout=0.5, read_budget_s=8.0, reconcile_window_s=0.5)
@@ -265,16 +266,21 @@ def test_mixed_faults_soak(sim_factory, run, caplog) -> None:
 
 
 class SimTime:
-    """The client's clocks, following the simulator's clock (which tests advance)."""
+    """The client's clocks, following the simulator's clock (which tests advance); the
+    wall clock is ``skew_s`` off the simulator's."""
 
-    def __init__(self, sim: SimServer) -> None:
+    def __init__(self, sim: SimServer, skew_s: float = 0.0) -> None:
         self.sim = sim
+        self.skew_s = skew_s
 
     def monotonic(self) -> float:
         return time.monotonic() + self.sim.clock.offset
 
     def time(self) -> float:
-        return self.sim.clock.now()
+        return self.sim.clock.now() + self.skew_s
+
+    def wait(self, stop: StopSignal, seconds: float) -> bool:
+        return stop.wait(max(0.0, seconds))
 
 
 @pytest.mark.parametrize("skew_s", [0.0, -90.0, 90.0])
@@ -283,9 +289,7 @@ def test_short_tokens_cost_one_session_call_per_lifetime(sim_factory, skew_s) ->
     advanced, nobody sleeps) costs about 12 session calls, and no call is refused for an
     expired token, also when this machine's clock is off by ``skew_s``."""
     sim = sim_factory(seed=5, token_ttl_s=5.0)  # its Date header follows its clock
-    clock = SimTime(sim)
-    skewed = type("Skewed", (), {"monotonic": clock.monotonic,
-                                 "time": lambda self: clock.time() + skew_s})()  # fmt: skip
+    skewed = SimTime(sim, skew_s)
     with make_client(sim, "ACC-T", clock=skewed) as client:
         for _ in range(600):  # one call every 100 ms for 60 s
             client.opened_trades()
