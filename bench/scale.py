@@ -37,8 +37,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.procstat import cpu_ticks, descendants, pss_kib  # noqa: E402
 from multirun import procutil  # noqa: E402
 from multirun.sim import SimConfig, SimServer  # noqa: E402
+from multirun.statedir import StateDir  # noqa: E402
 
 ACCOUNT = """\
   - name: acct-{i:03d}
@@ -137,7 +139,7 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float) -> float:
 def tree(roots: list[int]) -> list[int]:
     pids = list(roots)
     for root in roots:
-        pids += procutil.descendants(root)
+        pids += descendants(root)
     return pids
 
 
@@ -152,12 +154,12 @@ class Usage:
 
 def measure(pids: list[int], window: float) -> Usage:
     """PSS (MiB) of each process, and its CPU % of one core over ``window`` seconds."""
-    before = {pid: procutil.cpu_ticks(pid) or 0 for pid in pids}
+    before = {pid: cpu_ticks(pid) or 0 for pid in pids}
     time.sleep(window)  # the measurement window itself
-    after = {pid: procutil.cpu_ticks(pid) for pid in pids}
+    after = {pid: cpu_ticks(pid) for pid in pids}
     hertz = os.sysconf("SC_CLK_TCK")
     cpu = {p: 100.0 * ((after[p] or before[p]) - before[p]) / hertz / window for p in pids}
-    pss = {pid: (procutil.pss_kib(pid) or 0) / 1024 for pid in pids}
+    pss = {pid: (pss_kib(pid) or 0) / 1024 for pid in pids}
     return Usage(pss, cpu)
 
 
@@ -170,7 +172,8 @@ def run_multirun(url: str, n: int, interval: int, window: float, workdir: Path) 
     names = [f"acct-{i:03d}" for i in range(n)]
 
     def statuses() -> list[dict]:
-        return [procutil.read_json(state / name / "status.json") or {} for name in names]
+        layout = StateDir(state)
+        return [procutil.read_json(layout.account(name).status) or {} for name in names]
 
     start = time.monotonic()
     with (workdir / "multirun.log").open("wb") as out:

@@ -177,7 +177,7 @@ def start(
     Exit 0 when every account stopped cleanly.
     """
     from multirun import config as runner_config
-    from multirun import configcli, supervisor
+    from multirun import configcli, launch
     from multirun.logs import LogFormat
 
     if log_format not in ("text", "json"):
@@ -188,7 +188,7 @@ def start(
             typer.echo(configcli.render(report), err=True)
             raise typer.Exit(1)
         fmt: LogFormat = "json" if log_format == "json" else "text"
-        code = supervisor.start(report.spec, only=only or (), live=live, log_format=fmt)
+        code = launch.start(report.spec, only=only or (), live=live, log_format=fmt)
     except MultirunError as error:
         fail(error)
     raise typer.Exit(code)
@@ -207,12 +207,12 @@ def stop(
     Exit 0 when every account stopped cleanly, or when none was running.
     """
     from multirun import config as runner_config
-    from multirun import supervisor
+    from multirun import launch
 
     try:
         runner = runner_config.load_for_control(config)
         wait = timeout if timeout is not None else runner.stop_timeout_s + 30
-        code = supervisor.stop(runner.state_dir, timeout_s=wait, echo=typer.echo)
+        code = launch.stop(runner.state_dir, timeout_s=wait, echo=typer.echo)
     except MultirunError as error:
         fail(error)
     raise typer.Exit(code)

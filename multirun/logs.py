@@ -1,8 +1,7 @@
 """The supervisor's log output: one merged stream on the terminal, one file per account.
 
-- :class:`LineSplitter` turns the bytes a child writes into complete lines.
-- :class:`Scrubber` masks known secret values in every line (defence in depth: workers
-  never log secrets; this catches a strategy that prints one anyway).
+- Every line goes through a :class:`~multirun.redact.Redactor` first (defence in depth:
+  workers never log secrets; this catches a strategy that prints one anyway).
 - :class:`Printer` writes ``hh:mm:ss name | line`` with the name in its own colour (honcho
   style; no colour when the stream is not a TTY or ``NO_COLOR`` is set), or one JSON object
   per line with ``--log-format json``, through a :class:`TerminalWriter`.
@@ -10,7 +9,7 @@
   reading (a paused pager, Ctrl-S) never holds up the supervisor.
 - :class:`RotatingFile` is ``state_dir/<name>/worker.log`` (and ``state_dir/supervisor.log``
   for the supervisor's events and the simulator's lines): 0600, rotated by size.
-- :class:`LogRouter` sends each line through the scrubber to the printer and the file.
+- :class:`LogRouter` sends each line through the redactor to the printer and the file.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import io
 import json
 import os
 import queue
-import re
 import sys
 import threading
 import time
@@ -28,82 +26,18 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal, TextIO
 
-from multirun.specs import MASK, MIN_SECRET_LEN
+from multirun.clock import hms, log_stamp
+from multirun.redact import Redactor
+from multirun.statedir import StateDir
 
 LogFormat = Literal["text", "json"]
 SUPERVISOR = "supervisor"
-MAX_LINE = 64 * 1024
 ROTATE_BYTES = 5 * 1024 * 1024
 ROTATE_KEEP = 3
 
 # ANSI colours, in the order honcho hands them out (bright variants after the plain ones).
 COLOURS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)
 RESET = "\033[0m"
-
-
-def utc_stamp(ts: float | None = None) -> str:
-    ts = time.time() if ts is None else ts
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
-
-
-class LineSplitter:
-    """Bytes in, complete decoded lines out; overlong lines are cut at ``MAX_LINE``.
-
-    ``secrets`` are masked before a cut: a secret cut in two would reach the
-    :class:`Scrubber` as two harmless-looking halves. So a cut waits until every secret
-    that starts before it has arrived whole.
-    """
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.buffer = b""
-        self.secrets = [s.encode() for s in Scrubber(secrets).secrets]
-        self.reach = max((len(s) - 1 for s in self.secrets), default=0)
-
-    def feed(self, data: bytes) -> list[str]:
-        self.buffer += data
-        *lines, self.buffer = self.buffer.split(b"\n")
-        while len(self.buffer) > MAX_LINE + self.reach:
-            for secret in self.secrets:
-                self.buffer = self.buffer.replace(secret, MASK.encode())
-            if len(self.buffer) <= MAX_LINE + self.reach:
-                break  # shorter once masked: wait for more
-            lines.append(self.buffer[:MAX_LINE])
-            self.buffer = self.buffer[MAX_LINE:]
-        return [_decode(line) for line in lines]
-
-    def flush(self) -> list[str]:
-        rest, self.buffer = self.buffer, b""
-        return [_decode(rest)] if rest else []
-
-
-def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="replace").rstrip("\r")
-
-
-# The value of an ``api_key``/``token`` query parameter or keyword (``token=...``), or of
-# such a key in JSON or a dict's repr (``"token": "..."``): the session token is never
-# known to the supervisor, but a URL or a reply printed whole would carry it.
-_SECRET_FIELD = re.compile(
-    r"""((?<![A-Za-z0-9])(?:api_key|token)=["']?|["'](?:api_key|token)["']\s*:\s*["'])"""
-    r"""[^&\s'"]+""",
-    re.IGNORECASE,
-)
-
-
-class Scrubber:
-    """Replaces every occurrence of a known secret value with ``****``, and the value of
-    any ``api_key``/``token`` parameter or key."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # Longest first, so a secret containing another is masked whole.
-        unique = {s for s in secrets if s and len(s) >= MIN_SECRET_LEN}
-        self.secrets = sorted(unique, key=len, reverse=True)
-
-    def __call__(self, line: str) -> str:
-        for secret in self.secrets:
-            if secret in line:
-                line = line.replace(secret, MASK)
-        return _SECRET_FIELD.sub(rf"\g<1>{MASK}", line)
 
 
 def colour_wanted(stream: TextIO, environ: dict[str, str] | None = None) -> bool:
@@ -207,7 +141,7 @@ class Printer:
 
     def prefix(self, name: str, ts: float) -> str:
         """``hh:mm:ss name | `` (UTC, as status shows times), coloured per account."""
-        head = f"{time.strftime('%H:%M:%S', time.gmtime(ts))} {name.ljust(self.width)} |"
+        head = f"{hms(ts)} {name.ljust(self.width)} |"
         if not self.colour:
             return f"{head} "
         code = self.colours.get(name)
@@ -216,7 +150,7 @@ class Printer:
 
     def format_line(self, name: str, line: str, stream: str, ts: float) -> str:
         if self.format == "json":
-            record = {"ts": utc_stamp(ts), "account": name, "stream": stream, "line": line}
+            record = {"ts": log_stamp(ts), "account": name, "stream": stream, "line": line}
             return json.dumps(record, ensure_ascii=False)
         return self.prefix(name, ts) + line
 
@@ -290,16 +224,16 @@ class RotatingFile:
 
 
 class LogRouter:
-    """Every line goes through the scrubber, then to the terminal and the account's file."""
+    """Every line goes through the redactor, then to the terminal and the account's file."""
 
     def __init__(
         self,
         printer: Printer,
-        scrubber: Scrubber,
+        redactor: Redactor,
         files: dict[str, RotatingFile] | None = None,
     ) -> None:
         self.printer = printer
-        self.scrub = scrubber
+        self.redact = redactor
         self.files = files or {}
 
     @classmethod
@@ -314,32 +248,32 @@ class LogRouter:
         max_bytes: int = ROTATE_BYTES,
         keep: int = ROTATE_KEEP,
     ) -> LogRouter:
-        names = list(names)
-        files = {n: RotatingFile(state_dir / n / "worker.log", max_bytes, keep) for n in names}
-        files[SUPERVISOR] = RotatingFile(state_dir / "supervisor.log", max_bytes, keep)
+        names, layout = list(names), StateDir(state_dir)
+        files = {n: RotatingFile(layout.account(n).log, max_bytes, keep) for n in names}
+        files[SUPERVISOR] = RotatingFile(layout.supervisor_log, max_bytes, keep)
         printer = Printer(names, stream=stream, log_format=log_format)
-        return cls(printer, Scrubber(secrets), files)
+        return cls(printer, Redactor(secrets), files)
 
     def line(self, name: str, line: str, stream: str = "stderr") -> None:
         """A line a child process wrote."""
         ts = time.time()
-        clean = self.scrub(line)
+        clean = self.redact(line)
         self.printer.write(name, clean, stream, ts)
         log_file = self.files.get(name)
         if log_file is not None:
-            log_file.write(f"{utc_stamp(ts)} {stream} {clean}\n")
+            log_file.write(f"{log_stamp(ts)} {stream} {clean}\n")
         elif (own := self.files.get(SUPERVISOR)) is not None:  # e.g. the simulator child
-            own.write(f"{utc_stamp(ts)} {name} {stream} {clean}\n")
+            own.write(f"{log_stamp(ts)} {name} {stream} {clean}\n")
 
     def event(self, message: str, account: str | None = None) -> None:
         """The supervisor's own event; also written to ``account``'s file when given."""
         ts = time.time()
-        clean = self.scrub(message)
+        clean = self.redact(message)
         self.printer.write(SUPERVISOR, clean, "supervisor", ts)
         for name in {SUPERVISOR, account or SUPERVISOR}:
             log_file = self.files.get(name)
             if log_file is not None:
-                log_file.write(f"{utc_stamp(ts)} supervisor {clean}\n")
+                log_file.write(f"{log_stamp(ts)} supervisor {clean}\n")
 
     def fds(self) -> list[int]:
         return [fd for f in self.files.values() for fd in f.fds()]

@@ -1,7 +1,8 @@
-"""Small, Linux-first process helpers: parent-death signal, pidfiles, /proc readings.
+"""Small, Linux-first process helpers: parent-death signal, process names, pidfiles, JSON files.
 
 Everything degrades gracefully off Linux: :func:`set_parent_death_signal` returns False,
-the /proc readers return None, and the supervisor falls back to watching a pipe.
+the /proc readers answer from ``kill(pid, 0)`` alone, and the supervisor falls back to
+watching a pipe.
 """
 
 from __future__ import annotations
@@ -80,56 +81,6 @@ def looks_like_multirun(pid: int) -> bool:
     if argv is None:
         return not PROC.is_dir()  # no /proc: trust the pidfile lock alone
     return any("multirun" in part for part in argv)
-
-
-# --- /proc readings (bench and status) -------------------------------------------------
-
-
-def pss_kib(pid: int) -> int | None:
-    """Proportional set size of ``pid`` in KiB (/proc/PID/smaps_rollup), None if unknown."""
-    try:
-        text = (PROC / str(pid) / "smaps_rollup").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    return None
-
-
-def cpu_ticks(pid: int) -> int | None:
-    """utime + stime of ``pid`` in clock ticks (/proc/PID/stat), None if unknown."""
-    try:
-        text = (PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
-
-
-def parent_pid(pid: int) -> int | None:
-    try:
-        text = (PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
-    return int(text[text.rindex(")") + 2 :].split()[1])
-
-
-def descendants(root: int) -> list[int]:
-    """Every live descendant of ``root`` (Linux /proc scan), children first."""
-    children: dict[int, list[int]] = {}
-    for entry in PROC.iterdir() if PROC.is_dir() else ():
-        if entry.name.isdigit():
-            ppid = parent_pid(int(entry.name))
-            if ppid is not None:
-                children.setdefault(ppid, []).append(int(entry.name))
-    found: list[int] = []
-    todo = [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 # --- pidfile with a lock ---------------------------------------------------------------

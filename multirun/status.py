@@ -16,26 +16,14 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from multirun.clock import iso_ms, parse_iso, short_time
 from multirun.procutil import is_locked, looks_like_multirun, read_json, read_pid
 from multirun.specs import RunnerSpec
-
-STARTING, RUNNING, BACKOFF, FATAL, HALTED, STOPPED = (
-    "STARTING",
-    "RUNNING",
-    "BACKOFF",
-    "FATAL",
-    "HALTED",
-    "STOPPED",
-)
-STATES = (STARTING, RUNNING, BACKOFF, FATAL, HALTED, STOPPED)
-
-SUPERVISOR_JSON = "supervisor.json"
-SUPERVISOR_PID = "supervisor.pid"
-WORKER_STATUS = "status.json"
+from multirun.statedir import StateDir
+from multirun.states import BACKOFF, FATAL, HALTED, RUNNING, STARTING, STOPPED
 
 
 @dataclass
@@ -73,7 +61,7 @@ class Snapshot:
 
 def supervisor_pid(state_dir: Path) -> int | None:
     """The pid of the supervisor running on ``state_dir``, or None (stale pidfiles ignored)."""
-    path = state_dir / SUPERVISOR_PID
+    path = StateDir(state_dir).supervisor_pid
     pid = read_pid(path)
     if pid is None or not is_locked(path) or not looks_like_multirun(pid):
         return None
@@ -83,14 +71,15 @@ def supervisor_pid(state_dir: Path) -> int | None:
 def collect(runner: RunnerSpec, *, now: float | None = None) -> Snapshot:
     """Every account of ``runner``, merged from the supervisor's and the workers' files."""
     now = time.time() if now is None else now
-    pid = supervisor_pid(runner.state_dir)
-    sup = read_json(runner.state_dir / SUPERVISOR_JSON) or {}
+    layout = StateDir(runner.state_dir)
+    pid = supervisor_pid(layout.path)
+    sup = read_json(layout.supervisor_json) or {}
     if pid is not None and sup.get("pid") != pid:
         sup = {}  # a new supervisor that has not written its file yet
     known = sup.get("accounts", {}) if isinstance(sup.get("accounts"), dict) else {}
     rows = []
     for spec in runner.accounts:
-        worker = read_json(runner.state_dir / spec.name / WORKER_STATUS) or {}
+        worker = read_json(layout.account(spec.name).status) or {}
         entry = known.get(spec.name)
         row = merge(spec.name, entry, worker, running=pid is not None, now=now)
         if entry is None:
@@ -154,29 +143,23 @@ def _next_tick(worker: dict[str, Any]) -> str | None:
     due, last, interval = (worker.get(k) for k in ("next_tick_utc", "last_tick_utc", "interval_s"))
     if not (due and last and isinstance(interval, int) and interval > 0):
         return due
-    try:
-        due_ts, last_ts = (datetime.fromisoformat(t).timestamp() for t in (due, last))
-    except ValueError:
+    due_ts, last_ts = parse_iso(due), parse_iso(last)
+    if due_ts is None or last_ts is None or due_ts > last_ts:
         return due
-    if due_ts > last_ts:
-        return due
-    upcoming = (last_ts // interval + 1) * interval
-    return datetime.fromtimestamp(upcoming, UTC).isoformat(timespec="milliseconds")
+    return iso_ms((last_ts // interval + 1) * interval)
 
 
 def _age(iso: str | None, now: float) -> float | None:
-    if not iso:
-        return None
-    try:
-        return max(0.0, now - datetime.fromisoformat(iso).timestamp())
-    except ValueError:
-        return None
+    moment = parse_iso(iso)
+    return None if moment is None else max(0.0, now - moment)
 
 
 # --- rendering ---------------------------------------------------------------------------
 
-COLUMNS = ("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST TICK", "NEXT TICK", "OPEN")
-COLUMNS += ("TOKEN EXPIRES", "LAST ERROR")
+COLUMNS = (
+    *("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST TICK", "NEXT TICK", "OPEN"),
+    *("TOKEN EXPIRES", "LAST ERROR"),
+)
 
 
 def render_json(snapshot: Snapshot) -> str:
@@ -200,7 +183,7 @@ def render_text(snapshot: Snapshot) -> str:
 def _cells(a: AccountStatus) -> list[str]:
     error = a.halted_reason if a.state == HALTED and a.halted_reason else a.last_error
     if not error and a.state == BACKOFF and a.next_start_utc:
-        error = f"restart at {_clock(a.next_start_utc)}"
+        error = f"restart at {short_time(a.next_start_utc)}"
     if not error and a.last_exit and a.last_exit != "exit 0" and a.state != RUNNING:
         error = f"exited: {a.last_exit}"
     if not error and a.note:
@@ -211,10 +194,10 @@ def _cells(a: AccountStatus) -> list[str]:
         str(a.pid) if a.pid else "-",
         format_duration(a.uptime_s) if a.pid else "-",
         str(a.restarts),
-        _clock(a.last_tick_utc),
-        _clock(a.next_tick_utc),
+        short_time(a.last_tick_utc),
+        short_time(a.next_tick_utc),
         "-" if a.open_trades is None else str(a.open_trades),
-        _clock(a.token_expires_utc, date=True),
+        short_time(a.token_expires_utc, date=True),
         _short(error or "-"),
     ]
 
@@ -233,17 +216,6 @@ def format_duration(seconds: float | None) -> str:
     if minutes:
         return f"{minutes}m{secs:02d}s"
     return f"{secs}s"
-
-
-def _clock(iso: str | None, *, date: bool = False) -> str:
-    """``HH:MM:SS`` (UTC) of an ISO time, with the date too when asked."""
-    if not iso:
-        return "-"
-    try:
-        moment = datetime.fromisoformat(iso)
-    except ValueError:
-        return iso
-    return moment.strftime("%Y-%m-%d %H:%M" if date else "%H:%M:%S")
 
 
 def _short(text: str, limit: int = 60) -> str:

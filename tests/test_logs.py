@@ -1,4 +1,5 @@
-"""logs: line splitting, secret scrubbing, prefixes and colours, JSON lines, rotation."""
+"""logs: line splitting and masking as the router uses them, prefixes and colours, JSON lines,
+rotation."""
 
 from __future__ import annotations
 
@@ -9,16 +10,9 @@ import threading
 import time
 from pathlib import Path
 
-from multirun.logs import (
-    MAX_LINE,
-    LineSplitter,
-    LogRouter,
-    Printer,
-    RotatingFile,
-    Scrubber,
-    TerminalWriter,
-    colour_wanted,
-)
+from multirun.logs import LogRouter, Printer, RotatingFile, TerminalWriter, colour_wanted
+from multirun.redact import MAX_LINE, LineSplitter, Redactor
+from multirun.statedir import StateDir
 from tests.conftest import wait_until
 
 
@@ -51,7 +45,7 @@ def test_a_secret_across_the_cut_of_an_overlong_line_is_masked() -> None:
 
 
 def test_api_key_and_token_values_are_masked_wherever_they_appear() -> None:
-    scrub = Scrubber()
+    scrub = Redactor()
     url = "GET /rest/v1/balance?user=u&api_key=k3y-value&token=abcDEF123&runmode=livetest"
     assert scrub(url) == "GET /rest/v1/balance?user=u&api_key=****&token=****&runmode=livetest"
     assert scrub('{"res": {"token": "abcDEF123", "expires": 3}}') == (
@@ -62,10 +56,12 @@ def test_api_key_and_token_values_are_masked_wherever_they_appear() -> None:
     assert scrub(words) == words
 
 
-def test_scrubber_masks_every_known_secret_longest_first() -> None:
-    scrub = Scrubber(["abcd1234", "abcd1234-more", "", "ab"])
+def test_redactor_masks_every_known_secret_longest_first() -> None:
+    scrub = Redactor(["abcd1234", "abcd1234-more", ""])
     assert scrub("key=abcd1234-more and abcd1234, ab") == "key=**** and ****, ab"
-    assert Scrubber()("nothing") == "nothing"
+    assert Redactor()("nothing") == "nothing"
+    # A secret shorter than MIN_SECRET_LEN is masked only as a whole word.
+    assert Redactor(["ab"])("key=abc and ab") == "key=abc and ****"
 
 
 def test_printer_prefixes_and_colours_only_on_a_tty(monkeypatch) -> None:
@@ -126,10 +122,11 @@ def test_router_scrubs_before_printing_and_writing(tmp_path: Path) -> None:
     router.close()
     assert "topsecret" not in out.getvalue()
     assert "a          | leak **** here" in out.getvalue()
-    text = (tmp_path / "a" / "worker.log").read_text()
+    layout = StateDir(tmp_path)
+    text = layout.account("a").log.read_text()
     assert "stderr leak **** here" in text and "supervisor a: started with ****" in text
     assert "topsecret" not in text
-    own = (tmp_path / "supervisor.log").read_text()
+    own = layout.supervisor_log.read_text()
     assert "supervisor a: started with ****" in own and "leak" not in own
 
 
@@ -137,7 +134,7 @@ def test_lines_of_a_child_without_a_file_go_to_the_supervisor_log(tmp_path: Path
     router = LogRouter.for_accounts(["a"], tmp_path, [], stream=io.StringIO())
     router.line("sim", "listening", "stderr")
     router.close()
-    assert (tmp_path / "supervisor.log").read_text().endswith(" sim stderr listening\n")
+    assert StateDir(tmp_path).supervisor_log.read_text().endswith(" sim stderr listening\n")
 
 
 def test_a_terminal_that_stops_reading_never_blocks_the_writer() -> None:

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from multirun import procutil
+from multirun.statedir import StateDir
 from multirun.status import (
-    SUPERVISOR_JSON,
     AccountStatus,
     Snapshot,
     collect,
@@ -57,8 +57,9 @@ def test_without_a_supervisor_everything_is_stopped_but_fatal() -> None:
 def test_collect_after_a_stop_keeps_the_last_known_details(tmp_path: Path) -> None:
     runner = runner_for(tmp_path, "a", "b")
     data = {"pid": 1, "accounts": {"a": {**SUP, "state": "STOPPED", "last_exit": "exit 0"}}}
-    procutil.write_json_atomic(tmp_path / SUPERVISOR_JSON, data)
-    procutil.write_json_atomic(tmp_path / "a" / "status.json", WORKER)
+    layout = StateDir(tmp_path)
+    procutil.write_json_atomic(layout.supervisor_json, data)
+    procutil.write_json_atomic(layout.account("a").status, WORKER)
     snapshot = collect(runner, now=NOW)
     assert not snapshot.running
     a, b = snapshot.accounts

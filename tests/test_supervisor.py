@@ -24,20 +24,25 @@ from typing import Any
 
 import pytest
 
+from bench.procstat import descendants
 from multirun import procutil, status
+from multirun.arbiter import Arbiter, Program, RestartPolicy
 from multirun.errors import NetworkError, SupervisorError
+from multirun.launch import stop
 from multirun.logs import LogRouter
-from multirun.specs import AccountSpec, RunnerSpec, Secret
-from multirun.supervisor import Arbiter, RestartPolicy, stop
+from multirun.redact import Secret
+from multirun.spawn import ChildContext
+from multirun.specs import AccountSpec, RunnerSpec
+from multirun.statedir import StateDir
 from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "s3cret-api-key-value"
 
-# --- targets: run in the forked child; get the work dir, the name and the server URL --------
+# --- targets: run in the forked child; get the work dir, the name and the child's context ---
 
 
-def sleeper(workdir: Path, name: str, url: str | None) -> int:
+def sleeper(workdir: Path, name: str, context: ChildContext) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"hello from {name}; my key is {SECRET}", flush=True)
     print(f"{name} on stderr", file=sys.stderr, flush=True)
@@ -45,41 +50,41 @@ def sleeper(workdir: Path, name: str, url: str | None) -> int:
         time.sleep(3600)
 
 
-def refuser(workdir: Path, name: str, url: str | None) -> int:
+def refuser(workdir: Path, name: str, context: ChildContext) -> int:
     raise NetworkError("session: connection failed or dropped", endpoint="session")
 
 
-def crasher(workdir: Path, name: str, url: str | None) -> int:
+def crasher(workdir: Path, name: str, context: ChildContext) -> int:
     print(f"{name}: boom", file=sys.stderr)
     return 3
 
 
-def stubborn(workdir: Path, name: str, url: str | None) -> int:
+def stubborn(workdir: Path, name: str, context: ChildContext) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     print(f"{name}: ignoring SIGTERM", flush=True)
     while True:
         time.sleep(3600)
 
 
-def no_deathsig(workdir: Path, name: str, url: str | None) -> int:
+def no_deathsig(workdir: Path, name: str, context: ChildContext) -> int:
     """Only the pipe watcher can notice the arbiter's death (prctl undone)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     libc.prctl(procutil.PR_SET_PDEATHSIG, 0, 0, 0, 0)
-    return sleeper(workdir, name, url)
+    return sleeper(workdir, name, context)
 
 
-def chatty(workdir: Path, name: str, url: str | None) -> int:
+def chatty(workdir: Path, name: str, context: ChildContext) -> int:
     for i in range(400):
         print(f"line {i:04d} " + "x" * 60)
     sys.stdout.flush()
-    return sleeper(workdir, name, url)
+    return sleeper(workdir, name, context)
 
 
-def flood(workdir: Path, name: str, url: str | None) -> int:
+def flood(workdir: Path, name: str, context: ChildContext) -> int:
     for i in range(5000):  # about 400 kB: more than any pipe or terminal buffers
         print(f"{name} line {i:05d} " + "x" * 60)
     print(f"{name} flooded", flush=True)
-    return sleeper(workdir, name, url)
+    return sleeper(workdir, name, context)
 
 
 TARGETS = {f.__name__: f for f in (sleeper, crasher, refuser, stubborn, no_deathsig, chatty, flood)}
@@ -103,7 +108,7 @@ def arbiter_main(argument: str) -> None:
         max_bytes=spec.get("max_bytes", 5 * 1024 * 1024),
     )
     arbiter = Arbiter(
-        {name: partial(TARGETS[kind], workdir, name) for name, kind in accounts.items()},
+        [Program(name, partial(TARGETS[kind], workdir, name)) for name, kind in accounts.items()],
         state_dir=state_dir,
         router=router,
         policy=RestartPolicy(**spec.get("policy", {})),
@@ -149,13 +154,14 @@ class Running:
     def __init__(self, workdir: Path, proc: subprocess.Popen[bytes]) -> None:
         self.workdir, self.proc = workdir, proc
         self.state_dir = workdir / "state"
+        self.layout = StateDir(self.state_dir)
         self.out = workdir / "out.log"
 
     def output(self) -> str:
         return self.out.read_text(errors="replace")
 
     def sup(self) -> dict[str, Any]:
-        return procutil.read_json(self.state_dir / status.SUPERVISOR_JSON) or {}
+        return procutil.read_json(self.layout.supervisor_json) or {}
 
     def account(self, name: str) -> dict[str, Any]:
         return self.sup().get("accounts", {}).get(name, {})
@@ -205,7 +211,9 @@ FAST = {"startsecs": 0.5, "backoff_base_s": 0.05, "backoff_cap_s": 0.2, "fatal_a
 
 def test_a_crashing_account_is_restarted_with_exponential_backoff(arbiter: Any) -> None:
     run = arbiter({"crashy": "crasher"}, policy=FAST)
-    wait_until(lambda: run.account("crashy").get("restarts", 0) >= 4, 10)
+    # The terminal is written from a thread of its own: wait for its lines, not the state.
+    wait_until(lambda: run.output().count("restarting in") >= 4, 10)
+    wait_until(lambda: "crashy     | crashy: boom" in run.output())
     out = run.output()
     delays = [
         line.split("restarting in ")[1] for line in out.splitlines() if "restarting in" in line
@@ -226,6 +234,7 @@ def test_an_account_failing_with_our_own_error_prints_one_line_not_a_traceback(
 ) -> None:
     run = arbiter({"gone": "refuser"}, policy=FAST)
     wait_until(lambda: run.account("gone").get("restarts", 0) >= 1, 10)
+    wait_until(lambda: "gone: exited unexpectedly" in run.output())
     out = run.output()
     assert "gone       | multirun: error: session: connection failed or dropped" in out
     assert "Traceback" not in out and run.account("gone")["last_exit"] == "exit 3"
@@ -246,7 +255,8 @@ def test_a_crash_loop_is_fatal_while_the_other_account_goes_on(arbiter: Any) -> 
     assert fatal["restarts"] == 2 and fatal["last_exit"] == "exit 3"
     good = run.wait_state("good", "RUNNING")
     assert good["restarts"] == 0 and procutil.alive(good["pid"])
-    assert "bad: FATAL: exited within 1 s of its start 3 times in a row" in run.output()
+    fatal_line = "bad: FATAL: exited within 1 s of its start 3 times in a row"
+    wait_until(lambda: fatal_line in run.output())
 
     snapshot = status.collect(runner_for(run.state_dir, "bad", "good"))
     rows = {a.name: a for a in snapshot.accounts}
@@ -274,7 +284,7 @@ def test_sigterm_stops_every_account_and_exits_0(arbiter: Any) -> None:
     assert run.wait_exit() == 0
     assert all(gone(pid) for pid in pids)
     assert "every account stopped cleanly" in run.output()
-    assert not (run.state_dir / status.SUPERVISOR_PID).exists()
+    assert not run.layout.supervisor_pid.exists()
     assert run.sup()["exit_code"] == 0
 
 
@@ -329,7 +339,7 @@ def test_sigkill_of_the_supervisor_leaves_no_process_within_2_s(arbiter: Any) ->
     run = arbiter(accounts)
     pids = [run.wait_state(name, "STARTING")["pid"] for name in accounts]
     wait_until(lambda: all(f"{n}" in run.output() for n in ("hello from c", "ignoring")))
-    assert set(procutil.descendants(run.proc.pid)) >= set(pids)
+    assert set(descendants(run.proc.pid)) >= set(pids)
     run.proc.kill()
     run.proc.wait()
     wait_until(lambda: all(gone(pid) for pid in pids), timeout=2.0)
@@ -348,7 +358,7 @@ def test_multirun_stop_from_another_process(arbiter: Any) -> None:
 def test_stop_handles_a_stale_pidfile(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
-    pidfile = tmp_path / status.SUPERVISOR_PID
+    pidfile = StateDir(tmp_path).supervisor_pid
     pidfile.write_text(dead.stdout)
     lines: list[str] = []
     assert stop(tmp_path, timeout_s=5, echo=lines.append) == 0
@@ -362,7 +372,7 @@ def test_stop_handles_a_stale_pidfile(tmp_path: Path) -> None:
 def test_a_pidfile_unlinked_between_open_and_lock_is_not_the_one_locked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / status.SUPERVISOR_PID
+    path = StateDir(tmp_path).supervisor_pid
     exiting = procutil.PidFile(path)
     assert exiting.acquire() is None
     real_flock = procutil.fcntl.flock
@@ -395,7 +405,7 @@ def test_a_lock_probed_by_status_for_an_instant_does_not_refuse_a_start(
         real_flock(fd, operation)
 
     monkeypatch.setattr(procutil.fcntl, "flock", flock)
-    pidfile = procutil.PidFile(tmp_path / status.SUPERVISOR_PID)
+    pidfile = procutil.PidFile(StateDir(tmp_path).supervisor_pid)
     assert pidfile.acquire() is None and len(calls) == 2
     pidfile.release()
 
@@ -406,7 +416,7 @@ def test_stop_when_the_supervisor_exits_as_it_is_signalled(
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
     pid = int(done.stdout)
-    procutil.write_json_atomic(tmp_path / status.SUPERVISOR_JSON, {"pid": pid, "exit_code": 0})
+    procutil.write_json_atomic(StateDir(tmp_path).supervisor_json, {"pid": pid, "exit_code": 0})
     monkeypatch.setattr(status, "supervisor_pid", lambda state_dir: pid)  # found it alive
     lines: list[str] = []
     assert stop(tmp_path, timeout_s=5, echo=lines.append) == 0
@@ -417,7 +427,7 @@ def test_a_second_start_on_the_same_state_dir_is_refused(arbiter: Any, tmp_path:
     run = arbiter({"a": "sleeper"})
     run.wait_state("a", "STARTING")
     router = LogRouter.for_accounts(["a"], tmp_path / "state", [])
-    second = Arbiter({"a": lambda url: 0}, state_dir=tmp_path / "state", router=router)
+    second = Arbiter([Program("a", lambda context: 0)], state_dir=tmp_path / "state", router=router)
     with pytest.raises(SupervisorError, match=rf"another supervisor \(pid {run.proc.pid}\)"):
         second.run()
     assert run.proc.poll() is None
@@ -428,13 +438,16 @@ def test_a_second_start_on_the_same_state_dir_is_refused(arbiter: Any, tmp_path:
 
 def test_output_is_prefixed_logged_per_account_and_scrubbed(arbiter: Any) -> None:
     run = arbiter({"alpha": "sleeper", "b": "sleeper"})
+    log = run.layout.account("alpha").log
+    # The terminal and the log file are written in either order: wait for both.
     wait_until(lambda: "hello from alpha" in run.output() and "hello from b" in run.output())
+    wait_until(lambda: log.exists() and "hello from alpha" in log.read_text())
+    wait_until(lambda: "b          | b on stderr" in run.output())
     out = run.output()
     assert "alpha      | hello from alpha; my key is ****" in out
     assert "b          | b on stderr" in out
     assert "supervisor | alpha: started, pid" in out
     assert SECRET not in out and "\033[" not in out  # not a TTY: no colour
-    log = run.state_dir / "alpha" / "worker.log"
     assert log.stat().st_mode & 0o777 == 0o600
     text = log.read_text()
     assert "stdout hello from alpha; my key is ****" in text and SECRET not in text
@@ -454,8 +467,9 @@ def test_json_log_format(arbiter: Any) -> None:
 
 def test_worker_logs_rotate(arbiter: Any) -> None:
     run = arbiter({"talker": "chatty"}, max_bytes=8000)
-    wait_until(lambda: "hello from talker" in run.output())
-    log = run.state_dir / "talker" / "worker.log"
+    log = run.layout.account("talker").log
+    # Its 400 lines come before "hello": once that is in the file, every one was written.
+    wait_until(lambda: log.exists() and "hello from talker" in log.read_text())
     rotated = [log.with_name(f"worker.log.{i}") for i in (1, 2, 3)]
     assert all(p.exists() for p in rotated) and not log.with_name("worker.log.4").exists()
     assert all(p.stat().st_size <= 8000 for p in (log, *rotated))
@@ -477,7 +491,7 @@ def test_select_accounts(tmp_path: Path) -> None:
     from dataclasses import replace
 
     from multirun.errors import UsageError
-    from multirun.supervisor import select_accounts
+    from multirun.launch import select_accounts
 
     runner = runner_for(tmp_path, "a", "b", "c")
     a, b, c = runner.accounts
@@ -501,7 +515,7 @@ def test_a_terminal_that_stops_reading_does_not_hold_the_supervisor(tmp_path: Pa
         stderr=subprocess.DEVNULL, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     try:
-        logs = [tmp_path / "state" / n / "worker.log" for n in ("a", "b")]
+        logs = [StateDir(tmp_path / "state").account(n).log for n in ("a", "b")]
         wait_until(lambda: all(f.exists() and "flooded" in f.read_text() for f in logs), 20)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from bench.procstat import descendants
 from multirun import procutil
 from multirun.sim import SimServer
+from multirun.statedir import StateDir
 from tests.conftest import SimCaller, wait_until
 from tests.test_supervisor import gone
 
@@ -78,7 +80,7 @@ def start(tmp_path: Path) -> Iterator[Any]:
 
 
 def worker_status(tmp_path: Path, name: str) -> dict[str, Any]:
-    return procutil.read_json(tmp_path / "state" / name / "status.json") or {}
+    return procutil.read_json(StateDir(tmp_path / "state").account(name).status) or {}
 
 
 def trading(tmp_path: Path, proc: subprocess.Popen[bytes]) -> bool:
@@ -112,7 +114,8 @@ def test_start_trades_and_stop_from_another_terminal_closes_every_trade(
 
     out = (tmp_path / "out.log").read_text()
     assert " coin-a     | INFO multirun.worker: " in out and "every account stopped cleanly" in out
-    assert KEY not in out and KEY not in (tmp_path / "state/coin-a/worker.log").read_text()
+    worker_log = StateDir(tmp_path / "state").account("coin-a").log
+    assert KEY not in out and KEY not in worker_log.read_text()
     after = json.loads(cli("status", str(config), "--json").stdout)
     assert after["supervisor"]["running"] is False
     assert {a["state"] for a in after["accounts"]} == {"STOPPED"}
@@ -125,7 +128,7 @@ def test_embedded_sim_and_sigkill_of_the_supervisor_leaves_no_process(
     config = write_config(tmp_path, "sim")
     proc = start(config)
     wait_until(lambda: trading(tmp_path, proc), timeout=30)
-    children = procutil.descendants(proc.pid)
+    children = descendants(proc.pid)
     assert len(children) == 3  # the simulator and two workers
     second = cli("start", str(config))
     assert second.returncode == 1

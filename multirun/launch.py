@@ -1,0 +1,168 @@
+"""``multirun start`` and ``stop``: from a runner spec to a running arbiter, and back.
+
+``start`` chooses the accounts (enabled ones, ``--only``, livetrade only with
+``--live``), imports what every child needs once before the first fork (children share
+those pages: a fork server, not one fresh interpreter per account), and runs an
+:class:`~multirun.arbiter.Arbiter` over one worker program per account, plus the
+simulator as a service when the runner says ``server: sim``. ``stop`` signals the
+supervisor running on a state directory and waits for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+
+from multirun import procutil, status
+from multirun.arbiter import Arbiter, Program, RestartPolicy
+from multirun.errors import SupervisorError, UsageError
+from multirun.logs import LogFormat, LogRouter
+from multirun.spawn import ChildContext
+from multirun.specs import AccountSpec, RunnerSpec
+from multirun.statedir import StateDir
+
+SIM = "sim"
+SIM_READY_TIMEOUT_S = 30.0
+SIM_STOP_TIMEOUT_S = 5.0
+
+
+def select_accounts(
+    runner: RunnerSpec, only: Sequence[str] = (), *, live: bool = False
+) -> list[AccountSpec]:
+    """The accounts ``start`` runs: enabled ones (or ``--only`` ones); livetrade needs --live."""
+    names = {a.name for a in runner.accounts}
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        known = ", ".join(sorted(names))
+        raise UsageError(f"--only: no account named {', '.join(unknown)} (accounts: {known})")
+    chosen = [a for a in runner.accounts if not only or a.name in only]
+    disabled = [a.name for a in chosen if not a.enabled]
+    if only and disabled:
+        raise UsageError(f"--only: account {', '.join(disabled)} is disabled (enabled: false)")
+    chosen = [a for a in chosen if a.enabled]
+    real_money = [a.name for a in chosen if a.is_live]
+    if real_money and not live:
+        raise SupervisorError(
+            f"livetrade account(s) {', '.join(real_money)} trade real money: start with --live, "
+            "or leave them out with --only"
+        )
+    if not chosen:
+        raise UsageError(f"no enabled account to start in {runner.path}")
+    return chosen
+
+
+def preload(runner: RunnerSpec, accounts: Sequence[AccountSpec]) -> None:
+    """Import what every child needs once, here, so forked children share those pages."""
+    import requests  # noqa: F401
+
+    from multirun import account_process, client, journal, strategies, worker  # noqa: F401
+
+    for spec in accounts:
+        strategies.resolve(spec.strategy, runner.config_dir)
+    if runner.uses_sim:
+        import multirun.sim  # noqa: F401
+    gc.collect()
+    gc.freeze()  # keep the collector from touching (and so copying) the shared objects
+
+
+def run_worker(runner: RunnerSpec, name: str, context: ChildContext) -> int:
+    """An account's program: the worker, against the simulator when one announced itself."""
+    from multirun import account_process
+
+    url = context.announced.get(SIM)
+    return account_process.run_account(runner, name, server_url=url, supervised=True)
+
+
+def serve_sim(context: ChildContext) -> int:
+    """The simulator's program: serve on a free port, announce the URL, run until SIGTERM."""
+    from multirun.sim import SimConfig, serve
+
+    serve(SimConfig(host="127.0.0.1", port=0), on_ready=context.ready)
+    return 0
+
+
+def programs(runner: RunnerSpec, names: Sequence[str]) -> list[Program]:
+    """The simulator (a service, with ``server: sim``) and one worker per account."""
+    accounts = [Program(name, partial(run_worker, runner, name)) for name in names]
+    if not runner.uses_sim:
+        return accounts
+    sim = Program(
+        SIM,
+        serve_sim,
+        service=True,
+        ready_timeout_s=SIM_READY_TIMEOUT_S,
+        death_signal=signal.SIGTERM,
+        stop_timeout_s=SIM_STOP_TIMEOUT_S,
+        title="the simulator",
+    )
+    return [sim, *accounts]
+
+
+def secrets_of(runner: RunnerSpec) -> list[str]:
+    return [a.api_key.reveal() for a in runner.accounts if a.api_key]
+
+
+def start(
+    runner: RunnerSpec,
+    *,
+    only: Sequence[str] = (),
+    live: bool = False,
+    log_format: LogFormat = "text",
+    policy: RestartPolicy | None = None,
+) -> int:
+    """Run the selected accounts of ``runner`` under one arbiter, in the foreground."""
+    accounts = select_accounts(runner, only, live=live)
+    names = [a.name for a in accounts]
+    preload(runner, accounts)
+    router = LogRouter.for_accounts(
+        names,
+        runner.state_dir,
+        secrets_of(runner),
+        log_format=log_format,
+    )
+    arbiter = Arbiter(
+        programs(runner, names),
+        state_dir=runner.state_dir,
+        router=router,
+        policy=policy,
+        stop_timeout_s=runner.stop_timeout_s,
+        config=str(runner.path),
+    )
+    return arbiter.run()
+
+
+def stop(state_dir: Path, *, timeout_s: float, echo: Callable[[str], None] = print) -> int:
+    """SIGTERM the supervisor running on ``state_dir`` and wait for it to exit.
+
+    Returns its exit status as it recorded it (0: every account stopped cleanly), or 0
+    when none is running (a stale pidfile is removed).
+    """
+    layout = StateDir(state_dir)
+    pid = status.supervisor_pid(state_dir)
+    if pid is None:
+        if procutil.remove_stale_pidfile(layout.supervisor_pid):
+            echo(f"no supervisor running on {state_dir} (removed a stale pidfile)")
+        else:
+            echo(f"no supervisor running on {state_dir}")
+        return 0
+    echo(f"stopping the supervisor (pid {pid}); waiting up to {timeout_s:g} s")
+    with contextlib.suppress(ProcessLookupError):  # it exited since we found it
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while not procutil.exited(pid):
+        if time.monotonic() >= deadline:
+            raise SupervisorError(
+                f"the supervisor (pid {pid}) is still running after {timeout_s:g} s"
+            )
+        time.sleep(0.1)
+    final = procutil.read_json(layout.supervisor_json) or {}
+    code = final.get("exit_code") if final.get("pid") == pid else None
+    code = code if isinstance(code, int) else 1
+    echo("stopped: every account stopped cleanly" if code == 0 else f"stopped; exit status {code}")
+    return code
