@@ -24,119 +24,29 @@ account FATAL, left stopped while the others go on. Exit status 0 is a finished 
 (it was stopped by someone) and is not restarted.
 
 Every change of a child's state goes through :meth:`Arbiter.transition`, which checks
-it against :mod:`multirun.states`. Forking and the child's bootstrap are in
-:mod:`multirun.spawn`.
+it against :mod:`multirun.states`. What it supervises is in :mod:`multirun.programs`,
+forking and the child's bootstrap in :mod:`multirun.spawn`, the pipes it reads in
+:mod:`multirun.pipes`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import selectors
 import signal
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from multirun import procutil, spawn
 from multirun.clock import iso_ms
 from multirun.errors import SupervisorError
 from multirun.logs import LogRouter
-from multirun.redact import LineSplitter
-from multirun.spawn import CHILD_ERROR, HANDLED_SIGNALS, ChildContext, Ready, Target
+from multirun.pipes import Pipes
+from multirun.programs import Proc, Program, RestartPolicy, describe_status, live
+from multirun.spawn import HANDLED_SIGNALS, ChildContext, Ready
 from multirun.statedir import StateDir
 from multirun.states import BACKOFF, FATAL, RUNNING, STARTING, STOPPED, STOPPING, allowed
-
-SERVICE_STOP_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    startsecs: float = 3.0  # a run shorter than this is a failed start
-    fatal_after: int = 5  # failed starts in a row -> FATAL
-    backoff_base_s: float = 1.0
-    backoff_cap_s: float = 60.0
-    stable_s: float = 60.0  # a run this long resets the backoff
-
-    def delay(self, failures: int) -> float:
-        """Wait before restart number ``failures`` (1, 2, 4 ... seconds, capped)."""
-        return min(self.backoff_cap_s, self.backoff_base_s * 2 ** max(0, failures - 1))
-
-
-@dataclass(frozen=True)
-class Program:
-    """One child the arbiter runs: what it runs and how it is supervised."""
-
-    name: str
-    target: Target
-    service: bool = False  # serves the accounts: first up, last down, its exit ends the run
-    ready_timeout_s: float | None = None  # set: the child announces itself (a ready line)
-    death_signal: int = signal.SIGHUP  # what it gets when the arbiter dies
-    stop_timeout_s: float = SERVICE_STOP_TIMEOUT_S  # a service's; accounts use the arbiter's
-    title: str = ""  # how messages call it ("the simulator"); its name when empty
-
-    @property
-    def called(self) -> str:
-        return self.title or self.name
-
-
-@dataclass
-class Proc:
-    """One supervised child and its counters."""
-
-    program: Program
-    state: str = STOPPED
-    pid: int | None = None
-    started: float = 0.0  # monotonic
-    started_wall: float | None = None
-    spawns: int = 0
-    failures: int = 0  # unexpected exits since the last stable run
-    quick_failures: int = 0  # exits within startsecs, in a row
-    last_exit: str | None = None
-    last_error: str | None = None  # the last "multirun: error: ..." line it printed
-    next_start: float | None = None  # monotonic, in BACKOFF
-    note: str | None = None
-    pipes: dict[int, tuple[str, LineSplitter]] = field(default_factory=dict)
-    ready_fd: int | None = None  # the handshake pipe, until its line came
-    ready_data: bytes = b""
-
-    @property
-    def name(self) -> str:
-        return self.program.name
-
-    @property
-    def restarts(self) -> int:
-        return max(0, self.spawns - 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        next_start = None
-        if self.state == BACKOFF and self.next_start is not None:
-            next_start = iso_ms(time.time() + self.next_start - time.monotonic())
-        return {
-            "state": self.state,
-            "pid": self.pid,
-            "started_utc": iso_ms(self.started_wall) if self.pid else None,
-            "restarts": self.restarts,
-            "last_exit": self.last_exit,
-            "last_error": self.last_error,
-            "next_start_utc": next_start,
-            "note": self.note,
-        }
-
-
-def describe_status(status: int) -> tuple[str, bool]:
-    """A waitpid status as ``exit 3`` / ``signal SIGKILL``, and whether it is exit 0."""
-    if os.WIFSIGNALED(status):
-        signum = os.WTERMSIG(status)
-        try:
-            name = signal.Signals(signum).name
-        except ValueError:
-            name = str(signum)
-        return f"signal {name}", False
-    code = os.waitstatus_to_exitcode(status)
-    return f"exit {code}", code == 0
 
 
 class Arbiter:
@@ -159,8 +69,7 @@ class Arbiter:
         self.stop_timeout_s = stop_timeout_s
         self.config = config
         self.pidfile = procutil.PidFile(self.layout.supervisor_pid)
-        self.selector: selectors.BaseSelector | None = None
-        self.wake_r = self.wake_w = -1
+        self.pipes: Pipes | None = None  # from the start of run() on
         self.death_r = self.death_w = -1  # children watch death_r: EOF = arbiter gone
         self.signals: list[int] = []
         self.announced: dict[str, str] = {}  # each service's ready line
@@ -261,10 +170,8 @@ class Arbiter:
     # --- signals ---------------------------------------------------------------------------------
 
     def _setup(self) -> None:
-        self.selector = selectors.DefaultSelector()
-        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.pipes = Pipes(self.router)
         self.death_r, self.death_w = os.pipe2(os.O_CLOEXEC)
-        self.selector.register(self.wake_r, selectors.EVENT_READ, None)
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, self._on_signal)
         self.save()
@@ -272,8 +179,8 @@ class Arbiter:
     def _on_signal(self, signum: int, frame: object) -> None:
         """Queue only; handled in :meth:`handle_signals` (a byte on the pipe wakes select)."""
         self.signals.append(signum)
-        with contextlib.suppress(OSError):
-            os.write(self.wake_w, b"\0")
+        if self.pipes is not None:
+            self.pipes.wake()
 
     def handle_signals(self) -> None:
         while self.signals:
@@ -314,16 +221,9 @@ class Arbiter:
                 self.crashed(proc, proc.last_exit, ran=0.0)
             self.save()
             return
-        secrets = self.router.redact.secrets
-        proc.pid, proc.ready_fd, proc.ready_data = forked.pid, forked.ready, b""
-        proc.pipes = {
-            forked.stdout: ("stdout", LineSplitter(secrets)),
-            forked.stderr: ("stderr", LineSplitter(secrets)),
-        }
-        for fd in [*proc.pipes, *([forked.ready] if forked.ready is not None else [])]:
-            os.set_blocking(fd, False)
-            assert self.selector is not None
-            self.selector.register(fd, selectors.EVENT_READ, proc)
+        assert self.pipes is not None
+        proc.pid = forked.pid
+        self.pipes.watch(proc, forked)
         proc.next_start, proc.note = None, None
         proc.started, proc.started_wall = time.monotonic(), time.time()
         proc.spawns += 1
@@ -333,32 +233,19 @@ class Arbiter:
 
     def _inherited_fds(self) -> list[int]:
         """The arbiter's descriptors, which a child closes (all but death_r)."""
-        fds = [self.wake_r, self.wake_w, self.death_w, *self.router.fds()]
+        fds = [self.death_w, *self.router.fds(), *(self.pipes.fds() if self.pipes else [])]
         for proc in self.procs:
             fds += [*proc.pipes, *([proc.ready_fd] if proc.ready_fd is not None else [])]
-        fileno = getattr(self.selector, "fileno", None)
-        if fileno is not None:
-            with contextlib.suppress(Exception):
-                fds.append(fileno())
         if self.pidfile.fd >= 0:
             fds.append(self.pidfile.fd)
         return fds
 
     def read_ready(self, proc: Proc) -> None:
         """Read a service's handshake pipe; its first line is what it announces."""
-        assert proc.ready_fd is not None
-        try:
-            data = os.read(proc.ready_fd, 4096)
-        except BlockingIOError:
+        assert self.pipes is not None
+        line = self.pipes.read_ready(proc)
+        if line is None:
             return
-        except OSError:
-            data = b""
-        proc.ready_data += data
-        if data and b"\n" not in proc.ready_data:
-            return
-        self._unregister(proc.ready_fd)
-        proc.ready_fd = None
-        line = proc.ready_data.split(b"\n")[0].decode(errors="replace").strip()
         if not line:
             if not self.stopping:
                 self.fail(f"{proc.program.called} exited before it was ready")
@@ -388,7 +275,11 @@ class Arbiter:
         description, ok = describe_status(status)
         ran = time.monotonic() - proc.started
         proc.pid, proc.last_exit = None, description
-        self._close_pipes(proc)
+        if proc.ready_fd is not None:
+            self.read_ready(proc)
+        assert self.pipes is not None
+        self.pipes.close_ready(proc)  # a grandchild holds it, silent: stop waiting
+        self.pipes.drain(proc)
         if proc.state == STOPPING:
             self.stopped(proc, description, ok)
         elif proc.program.service:
@@ -528,72 +419,19 @@ class Arbiter:
         for proc in running:
             kill(proc.pid, signal.SIGKILL)
 
-    # --- output ----------------------------------------------------------------------------------
+    # --- output and state ----------------------------------------------------------------------
 
     def wait(self, timeout: float) -> None:
-        assert self.selector is not None
-        for key, _ in self.selector.select(timeout):
-            if key.fd == self.wake_r:
-                _drain(self.wake_r)
-                continue
-            proc: Proc = key.data
-            if key.fd == proc.ready_fd:
+        """Wait for output, a ready line or a signal (up to ``timeout`` s); route it."""
+        assert self.pipes is not None
+        for proc, fd in self.pipes.select(timeout):
+            if fd == proc.ready_fd:
                 self.read_ready(proc)
             else:
-                self.read(proc, key.fd)
-
-    def read(self, proc: Proc, fd: int) -> None:
-        if fd not in proc.pipes:
-            return
-        stream, splitter = proc.pipes[fd]
-        try:
-            data = os.read(fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if data:
-            for line in splitter.feed(data):
-                self._line(proc, line, stream)
-            return
-        for line in splitter.flush():
-            self._line(proc, line, stream)
-        proc.pipes.pop(fd, None)
-        self._unregister(fd)
-
-    def _close_pipes(self, proc: Proc) -> None:
-        """After an exit: print what is left in its pipes, then close them."""
-        if proc.ready_fd is not None:
-            self.read_ready(proc)
-        if proc.ready_fd is not None:  # a grandchild holds it, silent: stop waiting
-            self._unregister(proc.ready_fd)
-            proc.ready_fd = None
-        for fd in list(proc.pipes):
-            while fd in proc.pipes:
-                self.read(proc, fd)
-                if fd in proc.pipes and not _readable(fd):
-                    # A grandchild may hold the pipe open: flush and stop reading.
-                    stream, splitter = proc.pipes.pop(fd)
-                    for line in splitter.flush():
-                        self._line(proc, line, stream)
-                    self._unregister(fd)
-
-    def _unregister(self, fd: int) -> None:
-        if self.selector is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self.selector.unregister(fd)
-        with contextlib.suppress(OSError):
-            os.close(fd)
+                self.pipes.read(proc, fd)
 
     def log(self, message: str, account: str | None = None) -> None:
         self.router.event(message, account)
-
-    def _line(self, proc: Proc, line: str, stream: str) -> None:
-        """Route one line of ``proc``'s output; remember the error it exits with, for
-        ``multirun status`` while it restarts (its next run rewrites its own status)."""
-        if line.startswith(CHILD_ERROR):
-            proc.last_error = self.router.redact(line.removeprefix(CHILD_ERROR))
-        self.router.line(proc.name, line, stream)
 
     def save(self) -> None:
         """Write ``state_dir/supervisor.json`` (atomic, 0600): read by ``multirun status``."""
@@ -615,7 +453,7 @@ class Arbiter:
         for proc in live(self.procs):
             kill(proc.pid, signal.SIGKILL)
             self.clean = False
-        if self.selector is not None:
+        if self.pipes is not None:
             for proc in self.procs:
                 self._wait_gone(proc, 5.0)
         for proc in self.procs:
@@ -625,12 +463,12 @@ class Arbiter:
         self.save_final(code)
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, spawn.default_handler(signum))
-        for fd in (self.wake_r, self.wake_w, self.death_r, self.death_w):
+        for fd in (self.death_r, self.death_w):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        if self.selector is not None:
-            self.selector.close()
+        if self.pipes is not None:
+            self.pipes.shut()
         self.router.close()
         self.pidfile.release()
 
@@ -652,24 +490,7 @@ class Arbiter:
             self.log(f"stopped; exit status {code} (not every account stopped cleanly)")
 
 
-def live(procs: Iterable[Proc]) -> list[Proc]:
-    """Those of ``procs`` with a process."""
-    return [p for p in procs if p.pid is not None]
-
-
 def kill(pid: int | None, signum: int) -> None:
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
-
-
-def _drain(fd: int) -> None:
-    with contextlib.suppress(BlockingIOError, OSError):
-        while os.read(fd, 4096):
-            pass
-
-
-def _readable(fd: int) -> bool:
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        return bool(sel.select(0))

@@ -20,9 +20,10 @@ from functools import partial
 from pathlib import Path
 
 from multirun import procutil, status
-from multirun.arbiter import Arbiter, Program, RestartPolicy
+from multirun.arbiter import Arbiter
 from multirun.errors import SupervisorError, UsageError
 from multirun.logs import LogFormat, LogRouter
+from multirun.programs import Program, RestartPolicy
 from multirun.spawn import ChildContext
 from multirun.specs import AccountSpec, RunnerSpec
 from multirun.statedir import StateDir

@@ -101,17 +101,18 @@ def test_a_closed_terminal_does_not_stop_the_printer() -> None:
 
 
 def test_rotating_file_keeps_n_backups_0600(tmp_path: Path) -> None:
-    log = RotatingFile(tmp_path / "a" / "worker.log", max_bytes=100, keep=2)
+    path = StateDir(tmp_path).account("a").log
+    log = RotatingFile(path, max_bytes=100, keep=2)
     for i in range(20):
         log.write(f"{i:02d} " + "x" * 27 + "\n")  # 31 bytes: 3 lines a file
     log.close()
-    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    files = sorted(p.name for p in path.parent.iterdir())
     assert files == ["worker.log", "worker.log.1", "worker.log.2"]
-    assert (tmp_path / "a" / "worker.log").read_text().startswith("18 ")
-    assert (tmp_path / "a" / "worker.log.1").read_text().startswith("15 ")
+    assert path.read_text().startswith("18 ")
+    assert path.with_name("worker.log.1").read_text().startswith("15 ")
     for name in files:
-        path = tmp_path / "a" / name
-        assert path.stat().st_size <= 100 and path.stat().st_mode & 0o777 == 0o600
+        each = path.with_name(name)
+        assert each.stat().st_size <= 100 and each.stat().st_mode & 0o777 == 0o600
 
 
 def test_router_scrubs_before_printing_and_writing(tmp_path: Path) -> None:

@@ -26,10 +26,11 @@ import pytest
 
 from bench.procstat import descendants
 from multirun import procutil, status
-from multirun.arbiter import Arbiter, Program, RestartPolicy
+from multirun.arbiter import Arbiter
 from multirun.errors import NetworkError, SupervisorError
 from multirun.launch import stop
 from multirun.logs import LogRouter
+from multirun.programs import Program, RestartPolicy
 from multirun.redact import Secret
 from multirun.spawn import ChildContext
 from multirun.specs import AccountSpec, RunnerSpec
