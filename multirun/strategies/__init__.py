@@ -25,6 +25,7 @@ import inspect
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from multirun.errors import StrategyError
@@ -53,9 +54,11 @@ class Signal(enum.Enum):
 
 
 OnTick = Callable[[Any], object]
+# A resolved strategy: a class (built with or without params) or an on_tick function.
+Strategy = Callable[..., object]
 
 
-def resolve(ref: str, config_dir: Path | None = None) -> Any:
+def resolve(ref: str, config_dir: Path | None = None) -> Strategy:
     """The strategy class or function named by ``ref`` (a built-in or ``module:Attr``)."""
     target = BUILTINS.get(ref, ref)
     module_name, sep, attr = target.partition(":")
@@ -76,7 +79,7 @@ def resolve(ref: str, config_dir: Path | None = None) -> Any:
     return obj
 
 
-def _import(module_name: str, config_dir: Path | None) -> Any:
+def _import(module_name: str, config_dir: Path | None) -> ModuleType:
     added = False
     if config_dir is not None and str(config_dir) not in sys.path:
         sys.path.insert(0, str(config_dir))
@@ -94,18 +97,19 @@ def _import(module_name: str, config_dir: Path | None) -> Any:
             sys.path.remove(str(config_dir))
 
 
-def params_schema(strategy: Any) -> dict[str, Any] | None:
+def params_schema(strategy: Strategy) -> dict[str, Any] | None:
     """The JSON Schema a strategy declares for its params, if any."""
     schema = getattr(strategy, "params_schema", None)
     return dict(schema) if isinstance(schema, Mapping) else None
 
 
-def build(strategy: Any, params: Mapping[str, Any]) -> OnTick:
+def build(strategy: Strategy, params: Mapping[str, Any]) -> OnTick:
     """A ready ``on_tick(ctx)`` callable from a resolved strategy and its params."""
     if inspect.isclass(strategy):
+        make: Strategy = strategy
         try:
             takes_params = len(inspect.signature(strategy).parameters) >= 1
-            instance = strategy(dict(params)) if takes_params else strategy()
+            instance = make(dict(params)) if takes_params else make()
         except StrategyError:
             raise
         except Exception as exc:
