@@ -7,7 +7,9 @@ message and an exit code in :func:`main` only: never a traceback for a user erro
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -148,11 +150,23 @@ def run_account(
     SIGHUP (the supervisor died) stops within 2 s and closes nothing. With `server: sim`
     and no --server, an in-process simulator is started (for demos).
     """
+    from multirun import account_process
     from multirun import config as runner_config
-    from multirun import worker
 
     runner = runner_config.load(config)
-    raise typer.Exit(worker.run_account(runner, name, server_url=server))
+    code = account_process.run_account(
+        runner, name, server_url=server, start_server=_in_process_sim
+    )
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _in_process_sim() -> Iterator[str]:
+    """A simulator in this process for `run-account` with `server: sim`; yields its URL."""
+    from multirun.sim import SimConfig, SimServer
+
+    with SimServer(SimConfig()) as sim:
+        yield sim.base_url
 
 
 @app.command()

@@ -1,7 +1,8 @@
 """The per-account order journal: a SQLite database that survives any crash.
 
-``state_dir/<name>/journal.sqlite`` (0600, directory 0700), WAL mode with
-``synchronous=FULL``, so a committed row is on disk before we act on it.
+One file per account (:attr:`multirun.statedir.AccountDir.journal`; 0600, directory
+0700), WAL mode with ``synchronous=FULL``, so a committed row is on disk before we act
+on it. The worker running the account holds :attr:`~multirun.statedir.AccountDir.lock`.
 
 An order goes through these states::
 
@@ -27,13 +28,14 @@ import json
 import os
 import re
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from multirun.clock import SYSTEM_CLOCK, Clock
 from multirun.errors import JournalError
+from multirun.statedir import AccountDir
 
 INTENT, OPEN, CLOSING, CLOSED, ABANDONED = "INTENT", "OPEN", "CLOSING", "CLOSED", "ABANDONED"
 HELD = (OPEN, CLOSING)  # states in which the trade may still be open on the server
@@ -83,24 +85,33 @@ class JournalOrder:
 
 
 class Journal:
-    """One account's journal. Not thread-safe: the worker uses it from one thread."""
+    """One account's journal. Not thread-safe: the worker uses it from one thread.
 
-    def __init__(self, path: Path, prefix: str, *, clock: Any = time, lock: bool = True) -> None:
+    ``lock``: the lock file to hold while open (one worker per account); None opens
+    the journal without it, for readers that do not run the account.
+    """
+
+    def __init__(
+        self, path: Path, prefix: str, *, clock: Clock = SYSTEM_CLOCK, lock: Path | None = None
+    ) -> None:
         self.path = path
         self.prefix = prefix
         self._clock = clock
         self._db = _connect(path)
         self._lock_fd: int | None = None
-        if lock:
+        if lock is not None:
             try:
-                self._lock_fd = _lock(path.with_name("worker.lock"))
+                self._lock_fd = _lock(lock)
             except BaseException:
                 self._db.close()
                 raise
 
     @classmethod
-    def for_account(cls, state_dir: Path, name: str, prefix: str) -> Journal:
-        return cls(Path(state_dir) / name / "journal.sqlite", prefix)
+    def for_account(
+        cls, account: AccountDir, prefix: str, *, clock: Clock = SYSTEM_CLOCK
+    ) -> Journal:
+        """The journal of the account in ``account``, locked for the worker running it."""
+        return cls(account.journal, prefix, clock=clock, lock=account.lock)
 
     def close(self) -> None:
         self._db.close()
@@ -267,7 +278,7 @@ class Journal:
     # --- internals ----------------------------------------------------------------
 
     def _now(self) -> float:
-        return float(self._clock.time())
+        return self._clock.time()
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -12,8 +12,8 @@ missed grid points are collapsed into one catch-up tick, run at once and logged,
 never a burst.
 
 Between ticks the loop sleeps (a ``select`` on a self-pipe, woken early by a
-stop request) instead of polling. The clock is injectable so tests run without
-waiting.
+stop request) instead of polling. The clock (a :class:`multirun.clock.Clock`) is
+injectable, so tests run without waiting.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import logging
 import math
 import os
 import select
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import schedule
+
+from multirun.clock import SYSTEM_CLOCK, Clock, iso_s, utc
 
 log = logging.getLogger("multirun.ticker")
 
@@ -58,63 +58,20 @@ class StopFlag:
     def is_set(self) -> bool:
         return self.reason is not None
 
-    def wait(self, timeout: float) -> bool:
-        """Sleep up to ``timeout`` seconds or until :meth:`set`; True if stop was requested."""
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep up to ``timeout`` seconds (None: no limit) or until :meth:`set`; True if
+        stop was requested."""
         if self.is_set():
             return True
         # PEP 475: select resumes after a signal with the remaining timeout, and a
         # handler calling set() makes the pipe readable, so the wake-up is prompt.
-        select.select([self._read_fd], [], [], max(0.0, timeout))
+        select.select([self._read_fd], [], [], None if timeout is None else max(0.0, timeout))
         return self.is_set()
 
     def close(self) -> None:
         for fd in (self._read_fd, self._write_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-
-class Clock(Protocol):
-    def time(self) -> float:
-        """Unix time in seconds (UTC)."""
-        ...
-
-    def wait(self, stop: StopFlag, seconds: float) -> bool:
-        """Sleep ``seconds`` unless stopped first; True if a stop was requested."""
-        ...
-
-
-class SystemClock:
-    """Wall-clock time; sleeps on the stop flag so a stop request wakes it."""
-
-    def time(self) -> float:
-        return time.time()
-
-    def wait(self, stop: StopFlag, seconds: float) -> bool:
-        return stop.wait(seconds)
-
-
-class ManualClock:
-    """A clock that only moves when told to (tests, benchmarks of logic)."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-        self.waits: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    def wait(self, stop: StopFlag, seconds: float) -> bool:
-        self.waits.append(seconds)
-        if stop.is_set():
-            return True
-        self.now += max(0.0, seconds)
-        return stop.is_set()
-
-
-SYSTEM_CLOCK = SystemClock()
 
 
 def grid_ceil(t: float, interval_s: int) -> float:
@@ -125,11 +82,6 @@ def grid_ceil(t: float, interval_s: int) -> float:
 def grid_floor(t: float, interval_s: int) -> float:
     """The last grid point at or before ``t``."""
     return math.floor(t / interval_s) * interval_s
-
-
-def utc(ts: float) -> dt.datetime:
-    """A Unix time as an aware UTC datetime."""
-    return dt.datetime.fromtimestamp(ts, dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -171,6 +123,7 @@ class GridJob(schedule.Job):
         self.running_due = self.due
         # Advanced before the tick, so what the tick reports as next is the next one.
         self._schedule_next_run()
+        assert self.job_func is not None  # set by do() before the job is scheduled
         ret = self.job_func()
         self.last_run = dt.datetime.now()
         return ret
@@ -186,8 +139,8 @@ class GridJob(schedule.Job):
                 "missed %d tick(s) from %s (previous tick overran or the process was "
                 "suspended): running one catch-up tick for %s",
                 self.missed,
-                utc(self.due).isoformat(timespec="seconds"),
-                utc(latest).isoformat(timespec="seconds"),
+                iso_s(self.due),
+                iso_s(latest),
             )
             self._set_due(latest)
 

@@ -1,13 +1,10 @@
-"""One account's worker: tick, ask the strategy, move our trades to its target.
+"""One account's tick loop: tick, ask the strategy, move our trades to its target.
 
-:func:`run_account` is the entry point (``multirun run-account`` and the
-supervisor's forked children). A :class:`Worker` owns one account's client,
-journal, strategy and ticker:
+A :class:`Worker` owns one account's client, journal, strategy and ticker
+(:mod:`multirun.account_process` builds them and runs it as a process):
 
-1. On start it locks and reconciles the journal with the server (adopts trades
-   carrying our orderRef prefix, records trades closed meanwhile, settles intents
-   that may have been sent by asking the server with ``find_order``; an intent is
-   never sent again).
+1. On start it reconciles the journal with the server (:mod:`multirun.reconcile`);
+   an intent that may have been sent is never sent again.
 2. On each tick it syncs with the server's trade listings, calls the strategy, and
    executes the decision: close what is on the wrong side, open one trade of
    ``volume`` when not already there. Every order's intent is journaled before
@@ -16,12 +13,11 @@ journal, strategy and ticker:
 3. Guardrails: no opening beyond ``max_open_trades`` or ``max_orders_per_hour``;
    after ``halt_after_failures`` consecutive failed ticks the worker is HALTED (no
    more orders; still writing its status) until stopped.
-4. SIGTERM/SIGINT: finish the current tick, then ``on_stop`` (close our trades and
-   confirm, or keep them journaled), exit 0. SIGHUP (the supervisor died): unwind
-   at once, close nothing, exit within 2 s.
+4. Once stopped (between ticks), ``on_stop``: close our trades and confirm, or keep
+   them journaled. Orphaned (the supervisor died): unwind at once, close nothing.
 
-``status.json`` beside the journal is rewritten atomically after every tick and
-state change.
+The account's ``status.json`` is rewritten atomically after every tick and state
+change.
 """
 
 from __future__ import annotations
@@ -30,18 +26,14 @@ import contextlib
 import json
 import logging
 import os
-import signal
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from types import FrameType
+from datetime import datetime
 from typing import Any, Protocol
 
-from multirun import procutil, strategies
+from multirun import procutil
+from multirun.clock import SYSTEM_CLOCK, Clock, iso_ms, iso_of
 from multirun.errors import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -49,34 +41,28 @@ from multirun.errors import (
     CloseUnconfirmed,
     MultirunError,
     OrderUncertain,
-    UsageError,
     exit_code_for,
 )
-from multirun.journal import HELD, Journal, JournalOrder
+from multirun.journal import Journal, JournalOrder
 from multirun.models import Bar, OrderAck, Quote, Trade
+from multirun.reconcile import DEFAULT_TIMING, Listings, Reconciler, Timing
 from multirun.specs import AccountSpec, RunnerSpec
+from multirun.statedir import StateDir
+from multirun.states import HALTED, RUNNING, STOPPED
 from multirun.strategies import Signal
 from multirun.strategies.context import Decision, OpenTrade, StrategyContext
-from multirun.ticker import SYSTEM_CLOCK, Clock, StopFlag, Tick, Ticker, utc
+from multirun.ticker import StopFlag, Tick, Ticker
 
 log = logging.getLogger("multirun.worker")
 
-RUNNING, HALTED, STOPPED = "RUNNING", "HALTED", "STOPPED"
-ORPHANED = "orphaned"
-ORPHAN_EXIT_S = 1.8  # SIGHUP: hard exit after this long if unwinding is stuck (limit: 2 s)
-# How long a previous process may have kept (re)sending one order: the client's sends
-# with their read timeouts and reconciliation. Bounds the wait for an unsettled intent.
-MAX_SEND_S = 120.0
+ORPHANED = "orphaned"  # the stop reason when the supervisor is gone
 
 
-class Client(Protocol):
+class Client(Listings, Protocol):
     """What the worker uses of :class:`multirun.client.AlgogeneClient`."""
 
-    token_expires_utc: Any
-
-    def opened_trades(self, trade_id: str | int | None = None) -> list[Trade]: ...
-    def pending_trades(self) -> list[Trade]: ...
-    def find_order(self, order_ref: str) -> Trade | None: ...
+    @property
+    def token_expires_utc(self) -> datetime | None: ...
     def realtime_price(self, symbols: str) -> dict[str, Quote]: ...
     def history_price(self, instrument: str, interval: str, count: int) -> list[Bar]: ...
     def open_order(
@@ -95,15 +81,6 @@ class Orphaned(BaseException):  # a control-flow signal, like KeyboardInterrupt
 
 class StoppedReconciling(BaseException):  # a control-flow signal, like KeyboardInterrupt
     """SIGTERM/SIGINT during start-up reconciliation, which only reads: unwind it now."""
-
-
-@dataclass(frozen=True)
-class Timing:
-    """The client's timing the worker must agree with (see AlgogeneClient)."""
-
-    reconcile_window_s: float = 5.0  # an order may take this long to appear in listings
-    close_confirm_s: float = 10.0
-    poll_s: float = 0.05
 
 
 # --- planning: pure, so it is easy to test --------------------------------------
@@ -156,7 +133,7 @@ class Worker:
         *,
         stop: StopFlag,
         clock: Clock = SYSTEM_CLOCK,
-        timing: Timing = Timing(),
+        timing: Timing = DEFAULT_TIMING,
     ) -> None:
         self.runner = runner
         self.spec = spec
@@ -166,7 +143,7 @@ class Worker:
         self.stop = stop
         self.clock = clock  # drives the ticker only; journal and deadlines use wall time
         self.timing = timing
-        self.status_path = Path(runner.state_dir) / spec.name / "status.json"
+        self.status_path = StateDir(runner.state_dir).account(spec.name).status
         self.log = logging.getLogger(f"multirun.strategy.{spec.name}")
         self.state = RUNNING
         self.started = time.time()
@@ -183,9 +160,9 @@ class Worker:
         # Start-up reconciliation sends nothing, so a stop request may cut it short (an
         # unreachable server would otherwise hold it through every retry).
         self.reconciling = False
-        self._visible: set[str] = set()  # orderRefs listed by the server at the last sync
-        self._seen_opened: set[str] = set()  # orderRefs this process saw in opened_trades
-        self.reconciled = False  # start-up reconciliation done: ticks may begin
+        self.reconciler = Reconciler(
+            client, journal, stop=stop, timing=timing, started=self.started
+        )
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -231,14 +208,11 @@ class Worker:
 
     def reconcile(self) -> None:
         """Settle the journal against the server before the first tick."""
-        self._close_send_windows()
-        self.sync()
-        while self.journal.intents() and not self.stop.is_set():
-            self._settle_intents()
-            if self.journal.intents():
-                self.stop.wait(0.2)
-        self.sync()
-        self.reconciled = True
+        self.reconciler.reconcile()
+
+    def sync(self) -> list[JournalOrder]:
+        """Bring the journal in line with the server's listings; returns our held orders."""
+        return self.reconciler.sync()
 
     def finish(self) -> int:
         """After a stop request (between ticks): on_stop, final status, exit code."""
@@ -341,7 +315,7 @@ class Worker:
     def close(self, trades: Sequence[OpenTrade]) -> None:
         """Close ``trades`` and confirm it through opened_trades (journaled both ways)."""
         refs = [t.order_ref for t in trades]
-        self._await_listed(refs)
+        self.reconciler.await_listed(refs)
         self.journal.mark_close_requested(refs)
         self.write_status()
         self.client.close_trades(
@@ -366,7 +340,7 @@ class Worker:
             "opened %s %s %s as trade %s (%s)",
             side, spec.volume, spec.instrument, ack.trade_id, intent.order_ref,
         )  # fmt: skip
-        self._await_listed([intent.order_ref])
+        self.reconciler.await_listed([intent.order_ref])
 
     def _send(self, intent: JournalOrder) -> OrderAck:
         try:
@@ -404,13 +378,13 @@ class Worker:
         """on_stop close: settle in-flight orders, close and cancel every trade of ours."""
         deadline = time.time() + max(5.0, self.runner.stop_timeout_s * 0.8)
         while self.journal.intents() and time.time() < deadline:
-            self._settle_intents()
+            self.reconciler.settle_intents()
             if self.journal.intents():
                 time.sleep(0.2)
         for _ in range(3):
             held = self.sync()
-            self._await_listed([row.order_ref for row in held])
-            opened, pending = self._ours()
+            self.reconciler.await_listed([row.order_ref for row in held])
+            opened, pending = self.reconciler.ours()
             if pending:
                 self.client.cancel_orders([t.trade_id for t in pending])
             if not opened:
@@ -421,155 +395,31 @@ class Worker:
                 if time.time() >= deadline:
                     raise
                 log.warning("on_stop close: %s; looking again", _describe(exc))
-        opened, pending = self._ours()
+        opened, pending = self.reconciler.ours()
         if opened or pending:
             raise ApiError(f"on_stop close: {len(opened) + len(pending)} trade(s) still open")
         self.sync()
         log.info("on_stop close: no trade of ours left open")
 
-    # --- reconciling with the server --------------------------------------------------
-
-    def _ours(self, *, with_pending: bool = True) -> tuple[list[Trade], list[Trade]]:
-        """Our opened and our pending trades, as the server lists them now."""
-        pending = (
-            [t for t in self.client.pending_trades() if self.journal.owns(t.order_ref)]
-            if with_pending
-            else []
-        )
-        opened = [t for t in self.client.opened_trades() if self.journal.owns(t.order_ref)]
-        self._seen_opened.update(t.order_ref for t in opened)
-        return opened, pending
-
-    def _pending_may_hold_ours(self) -> bool:
-        """Whether a sync must also list pending trades.
-
-        Not when ticking with every trade we hold already seen opened by this process
-        and no order in flight: an opened trade never goes back to pending, so the
-        listing would find nothing of ours (one request less per tick). Reconciling on
-        start, where a lost journal's trades are adopted, always lists both.
-        """
-        if not self.reconciled or self.journal.intents():
-            return True
-        return any(row.order_ref not in self._seen_opened for row in self.journal.held())
-
-    def sync(self) -> list[JournalOrder]:
-        """Bring the journal in line with the server's listings; returns our held orders."""
-        opened, pending = self._ours(with_pending=self._pending_may_hold_ours())
-        listed = {t.order_ref: t for t in [*pending, *opened]}  # opened wins a tie
-        self._visible = set(listed)
-        for trade in listed.values():
-            self._record_listed(trade)
-        self.journal.mark_listed(
-            row.order_ref for row in self.journal.held() if row.order_ref in listed
-        )
-        now = time.time()
-        for row in self.journal.held():
-            if row.order_ref not in listed and not self._may_be_unlisted(row, now):
-                self.journal.mark_closed([row.order_ref], "no longer listed by the server")
-                log.info("trade %s (%s) was closed meanwhile", row.trade_id, row.order_ref)
-        for row in self.journal.intents():
-            if now >= self._intent_deadline(row):
-                self._abandon(row)
-        return self.journal.held()
-
-    def _record_listed(self, trade: Trade) -> None:
-        row = self.journal.find(trade.order_ref)
-        if row is not None and row.state in HELD and row.trade_id == trade.trade_id:
-            return
-        if row is not None and row.state == "INTENT":
-            self.journal.mark_acked(trade.order_ref, trade.trade_id)
-            log.info("order %s found on the server as trade %s", trade.order_ref, trade.trade_id)
-            return
-        self.journal.adopt(
-            trade.order_ref, trade.trade_id, trade.instrument, trade.side, trade.volume
-        )
-        log.warning(
-            "adopted trade %s (%s %s %s, %s): ours but not journaled as open",
-            trade.trade_id, trade.side, trade.volume, trade.instrument, trade.order_ref,
-        )  # fmt: skip
-
-    def _may_be_unlisted(self, row: JournalOrder, now: float) -> bool:
-        """A just-acknowledged market order is listed only once filled: give it time.
-
-        Once the server has listed a trade, missing from the listing means closed.
-        """
-        return row.listed_ts is None and now < self._grace_end(row)
-
-    def _close_send_windows(self) -> None:
-        """Journal that intents of a previous (dead) process can no longer be sent.
-
-        Stored, so the reconcile window of such an intent runs from the first restart
-        that saw it: a worker killed again and again while waiting still settles it.
-        Every intent is a previous process's here (we hold the lock and sent nothing),
-        even one stamped after our start by a clock that has since been set back.
-        """
-        for row in self.journal.intents():
-            if row.send_ended_ts is None:
-                ended = min(self.started, row.created_ts + MAX_SEND_S)
-                self.journal.mark_send_ended(row.order_ref, at=ended)
-
-    def _intent_deadline(self, row: JournalOrder) -> float:
-        """When an intent not found on the server can be declared never placed."""
-        # No end recorded: the intent is being sent by this very process right now.
-        last_send = row.send_ended_ts if row.send_ended_ts is not None else time.time()
-        return last_send + self.timing.reconcile_window_s
-
-    def _settle_intents(self) -> None:
-        """Ask the server for each unsettled intent by orderRef (find_order)."""
-        for row in self.journal.intents():
-            trade = self.client.find_order(row.order_ref)
-            if trade is not None:
-                self.journal.mark_acked(row.order_ref, trade.trade_id)
-                log.info("order %s found on the server as trade %s", row.order_ref, trade.trade_id)
-            elif time.time() >= self._intent_deadline(row):
-                self._abandon(row)
-
-    def _abandon(self, row: JournalOrder) -> None:
-        note = "not on the server after the reconcile window"
-        self.journal.mark_abandoned(row.order_ref, note)
-        log.warning("order %s abandoned: %s", row.order_ref, note)
-
-    def _await_listed(self, refs: Sequence[str]) -> None:
-        """Wait (bounded) until just-acknowledged trades show in opened_trades.
-
-        Closing a market order that has not filled yet would be refused while the
-        fill still happens later: confirm it is listed before acting on it.
-        """
-        rows = [self.journal.find(ref) for ref in refs if ref not in self._visible]
-        waiting = {r.order_ref: r for r in rows if r is not None and r.trade_id}
-        now = time.time()
-        deadline = max((self._grace_end(r) for r in waiting.values()), default=now)
-        while waiting and time.time() < deadline:
-            listed = {t.order_ref for t in self.client.opened_trades()} & set(waiting)
-            self._seen_opened |= listed
-            self._visible |= listed
-            self.journal.mark_listed(listed)
-            waiting = {ref: r for ref, r in waiting.items() if ref not in listed}
-            if waiting:
-                time.sleep(self.timing.poll_s)
-
-    def _grace_end(self, row: JournalOrder) -> float:
-        return (row.acked_ts or row.created_ts) + self.timing.reconcile_window_s
-
     # --- status -----------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        expires = getattr(self.client, "token_expires_utc", None)
+        expires = self.client.token_expires_utc
         next_due = self.ticker.next_due if self.ticker and self.state != STOPPED else None
         return {
             "name": self.spec.name,
             "pid": os.getpid(),
             "state": self.state,
-            "started_utc": _iso(self.started),
-            "last_tick_utc": _iso(self.last_tick),
-            "next_tick_utc": _iso(next_due),
+            "started_utc": iso_ms(self.started),
+            "last_tick_utc": iso_ms(self.last_tick),
+            "next_tick_utc": iso_ms(next_due),
             "open_trades": len(self.journal.held()),
-            "token_expires_utc": None if expires is None else _iso_naive(expires),
+            "token_expires_utc": None if expires is None else iso_of(expires),
             "last_error": self.last_error,
             "halted_reason": self.halted_reason,
             "ticks": self.ticks,
             "orders_sent": self.orders_sent,
-            "updated_utc": _iso(time.time()),
+            "updated_utc": iso_ms(time.time()),
             "strategy": self.spec.strategy,
             "interval_s": self.spec.interval_s,
             "consecutive_failures": self.failures,
@@ -604,125 +454,3 @@ def _trade_view(trade: Trade) -> OpenTrade:
 def _describe(exc: BaseException) -> str:
     """``Type: message`` on one line (log lines and status fields are single lines)."""
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else utc(ts).isoformat(timespec="milliseconds")
-
-
-def _iso_naive(moment: Any) -> str:
-    if isinstance(moment, datetime):
-        aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-        return aware.isoformat(timespec="seconds")
-    return str(moment)
-
-
-# --- the entry point ---------------------------------------------------------------------
-
-
-def run_account(
-    runner: RunnerSpec, name: str, *, server_url: str | None = None, supervised: bool = False
-) -> int:
-    """Run account ``name`` of ``runner`` in the foreground; returns the exit code.
-
-    Installs SIGTERM/SIGINT (graceful: finish the tick, then on_stop) and SIGHUP
-    (orphaned: stop within 2 s, close nothing) handlers; main thread only.
-    ``server_url`` overrides ``runner.server``; with ``server: sim`` and no
-    ``server_url`` an in-process simulator is started (standalone demos).
-    ``supervised``: the supervisor stamps each line with the time and the account.
-    """
-    _configure_logging(name, stamped=not supervised)
-    try:
-        spec = runner.account(name)
-    except KeyError:
-        known = ", ".join(a.name for a in runner.accounts) or "none"
-        raise UsageError(
-            f"no account named {name!r} in {runner.path} (accounts: {known})"
-        ) from None
-    on_tick = strategies.build(strategies.resolve(spec.strategy, runner.config_dir), spec.params)
-    with contextlib.ExitStack() as stack:
-        url = server_url or _server_url(runner, stack)
-        journal = Journal.for_account(runner.state_dir, spec.name, spec.order_ref_prefix)
-        stack.callback(journal.close)
-        client = _make_client(url, spec)
-        stack.callback(client.close)
-        stop = StopFlag()
-        stack.callback(stop.close)
-        worker = Worker(runner, spec, client, journal, on_tick, stop=stop)
-        stack.enter_context(_signals(worker))
-        return worker.run()
-    raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
-
-
-def _server_url(runner: RunnerSpec, stack: contextlib.ExitStack) -> str:
-    if not runner.uses_sim:
-        return runner.server
-    from multirun.sim import SimConfig, SimServer
-
-    sim = stack.enter_context(SimServer(SimConfig()))
-    log.info("server: sim: started an in-process simulator at %s", sim.base_url)
-    return sim.base_url
-
-
-def _make_client(url: str, spec: AccountSpec) -> Any:
-    from multirun.client import AlgogeneClient
-
-    return AlgogeneClient(
-        url,
-        spec.user,
-        spec.api_key,
-        spec.runmode,
-        spec.accountid,
-        reconcile_window_s=Timing().reconcile_window_s,
-    )
-
-
-@contextlib.contextmanager
-def _signals(worker: Worker) -> Iterator[None]:
-    """SIGTERM/SIGINT: stop after the current tick. SIGHUP: orphaned, unwind now."""
-
-    def graceful(signum: int, frame: FrameType | None) -> None:
-        if not worker.stop.is_set():
-            log.info("%s: stopping after the current tick", signal.Signals(signum).name)
-        worker.stop.set(signal.Signals(signum).name)
-        if worker.reconciling:
-            raise StoppedReconciling()
-
-    timers: list[threading.Timer] = []
-
-    def orphaned(signum: int, frame: FrameType | None) -> None:
-        worker.stop.reason = ORPHANED  # overrides a graceful stop already under way
-        worker.stop.set(ORPHANED)
-        if not timers:
-            # Last resort if unwinding is stuck in C code: the journal is crash-safe.
-            timer = threading.Timer(ORPHAN_EXIT_S, os._exit, args=(EXIT_OK,))
-            timer.daemon = True
-            timer.start()
-            timers.append(timer)
-        if worker.busy:
-            raise Orphaned()
-
-    handlers = {signal.SIGTERM: graceful, signal.SIGINT: graceful, signal.SIGHUP: orphaned}
-    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
-    try:
-        yield
-    finally:
-        for timer in timers:
-            timer.cancel()  # unwound in time: the caller decides how the process ends
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _configure_logging(name: str, *, stamped: bool = True) -> None:
-    """One line per event on stderr, unless the host set up logging; ``stamped``: with
-    the UTC time and the account's name (a standalone worker's lines have no other)."""
-    root = logging.getLogger()
-    if root.handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    stamp = f"%(asctime)s.%(msecs)03dZ %(levelname)s [{name}] " if stamped else "%(levelname)s "
-    formatter = logging.Formatter(stamp + "%(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
-    formatter.converter = time.gmtime
-    handler.setFormatter(formatter)
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)

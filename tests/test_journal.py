@@ -10,13 +10,14 @@ import pytest
 
 from multirun.errors import JournalError
 from multirun.journal import ABANDONED, CLOSED, CLOSING, INTENT, OPEN, Journal
+from multirun.statedir import StateDir
 
 PREFIX = "mr-alpha-"
 
 
 @pytest.fixture
 def journal(tmp_path: Path) -> Journal:
-    j = Journal.for_account(tmp_path / "state", "alpha", PREFIX)
+    j = Journal.for_account(StateDir(tmp_path / "state").account("alpha"), PREFIX)
     yield j
     j.close()
 
@@ -42,10 +43,10 @@ def test_order_refs_are_unique_prefixed_and_monotonic(journal: Journal) -> None:
 
 
 def test_the_counter_survives_a_reopen_and_jumps_above_server_refs(tmp_path: Path) -> None:
-    j = Journal.for_account(tmp_path, "alpha", PREFIX)
+    j = Journal.for_account(StateDir(tmp_path).account("alpha"), PREFIX)
     j.new_intent("BTCUSD", "BUY", 1.0)
     j.close()
-    j = Journal.for_account(tmp_path, "alpha", PREFIX)
+    j = Journal.for_account(StateDir(tmp_path).account("alpha"), PREFIX)
     assert j.new_intent("BTCUSD", "BUY", 1.0).order_ref == f"{PREFIX}2"
     j.adopt(f"{PREFIX}41", "900", "BTCUSD", "SELL", 1.0)
     assert j.new_intent("BTCUSD", "BUY", 1.0).order_ref == f"{PREFIX}42"
@@ -92,11 +93,11 @@ def test_sent_since_counts_our_orders_not_adopted_ones(journal: Journal) -> None
 
 
 def test_strategy_state_round_trips(tmp_path: Path) -> None:
-    j = Journal.for_account(tmp_path, "alpha", PREFIX)
+    j = Journal.for_account(StateDir(tmp_path).account("alpha"), PREFIX)
     assert j.load_state() == {}
     j.save_state({"draws": 3, "last": [1, 2]})
     j.close()
-    j = Journal.for_account(tmp_path, "alpha", PREFIX)
+    j = Journal.for_account(StateDir(tmp_path).account("alpha"), PREFIX)
     assert j.load_state() == {"draws": 3, "last": [1, 2]}
     with pytest.raises(JournalError, match="JSON"):
         j.save_state({"bad": object()})
@@ -105,9 +106,9 @@ def test_strategy_state_round_trips(tmp_path: Path) -> None:
 
 def test_only_one_worker_may_hold_an_account(journal: Journal, tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="another worker"):
-        Journal.for_account(tmp_path / "state", "alpha", PREFIX)
+        Journal.for_account(StateDir(tmp_path / "state").account("alpha"), PREFIX)
     # Readers that do not run the account can open it without the lock.
-    reader = Journal(journal.path, PREFIX, lock=False)
+    reader = Journal(journal.path, PREFIX)
     assert reader.all_orders() == []
     reader.close()
 
@@ -116,7 +117,7 @@ def test_an_unusable_state_dir_is_a_journal_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(JournalError, match="cannot open journal"):
-        Journal.for_account(blocker, "alpha", PREFIX)
+        Journal.for_account(StateDir(blocker).account("alpha"), PREFIX)
 
 
 @pytest.mark.parametrize(

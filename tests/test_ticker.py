@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from multirun.ticker import ManualClock, StopFlag, Tick, Ticker, grid_ceil, grid_floor
+from multirun.ticker import StopFlag, Tick, Ticker, grid_ceil, grid_floor
+from tests.clocks import ManualClock
 
 T0 = 1_700_000_000.0  # a multiple of 1, 5 and 10 seconds (not of 60)
 

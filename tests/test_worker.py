@@ -9,23 +9,26 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from multirun import strategies
 from multirun.client import AlgogeneClient
+from multirun.clock import SYSTEM_CLOCK, iso_ms
 from multirun.errors import CloseUnconfirmed, JournalError
 from multirun.journal import ABANDONED, CLOSED, OPEN, Journal
+from multirun.reconcile import Timing
 from multirun.sim import SimServer
 from multirun.specs import AccountSpec, Guardrails, RunnerSpec, Secret, freeze
+from multirun.statedir import StateDir
+from multirun.states import HALTED, RUNNING, STOPPED
 from multirun.strategies import Signal
 from multirun.strategies.context import Decision, OpenTrade, StrategyContext
 from multirun.ticker import StopFlag, Tick
-from multirun.worker import HALTED, RUNNING, STOPPED, Plan, Timing, Worker, plan_orders
+from multirun.worker import Plan, Worker, plan_orders
+from tests.clocks import ManualClock
 from tests.conftest import SimCaller, wait_until
 from tests.test_journal import BrokenDisk
 
@@ -78,6 +81,7 @@ class Harness:
         strategy: Callable[[StrategyContext], object],
         *,
         window: float = 0.5,
+        clock: ManualClock | None = None,
         **overrides: Any,
     ) -> Worker:
         spec = account(**overrides)
@@ -91,10 +95,12 @@ class Harness:
             self.sim.base_url, spec.user, spec.api_key, spec.runmode, spec.accountid,
             reconcile_window_s=window,
         )  # fmt: skip
-        journal = Journal.for_account(self.state_dir, spec.name, spec.order_ref_prefix)
+        journal = Journal.for_account(
+            StateDir(self.state_dir).account(spec.name), spec.order_ref_prefix
+        )
         worker = Worker(
             runner, spec, client, journal, strategy, stop=StopFlag(),
-            timing=Timing(reconcile_window_s=window),
+            timing=Timing(reconcile_window_s=window), clock=clock or SYSTEM_CLOCK,
         )  # fmt: skip
         self.workers.append(worker)
         return worker
@@ -320,8 +326,8 @@ def test_an_intent_stamped_by_a_clock_ahead_of_ours_is_still_settled(
     harness: Harness,
 ) -> None:
     # The previous process's wall clock was ahead (stepped back since, e.g. by NTP).
-    ahead = SimpleNamespace(time=lambda: time.time() + 600)
-    path = harness.state_dir / NAME / "journal.sqlite"
+    ahead = ManualClock(time.time() + 600)
+    path = StateDir(harness.state_dir).account(NAME).journal
     previous = Journal(path, PREFIX, clock=ahead)
     intent = previous.new_intent("BTCUSD", "BUY", 1.0)  # crashed before sending
     previous.close()
@@ -365,7 +371,8 @@ def test_stop_with_keep_leaves_trades_open_and_journaled(
 
 def test_run_ticks_on_the_grid_until_stopped(harness: Harness) -> None:
     script = Script("BUY")
-    worker = harness.worker(script, on_stop="close")
+    clock = ManualClock(1_700_000_000.4)  # the ticker waits on it: no real waiting
+    worker = harness.worker(script, on_stop="close", clock=clock)
 
     def stop_after_two(ctx: StrategyContext) -> object:
         if len(script.contexts) == 1:
@@ -376,6 +383,7 @@ def test_run_ticks_on_the_grid_until_stopped(harness: Harness) -> None:
     assert worker.run() == 0
     assert [c.tick_utc.microsecond for c in script.contexts] == [0, 0]
     assert script.contexts[1].tick_utc.timestamp() - script.contexts[0].tick_utc.timestamp() == 1
+    assert script.contexts[0].tick_utc.timestamp() == 1_700_000_001
     assert worker.journal.held() == []
 
 
@@ -384,19 +392,15 @@ def test_the_status_written_after_a_tick_names_the_next_tick(harness: Harness) -
 
     def strategy(ctx: StrategyContext) -> None:
         # What `multirun status` reads at this moment: the file the previous tick wrote.
-        seen.append((_iso(ctx.tick_utc), json.loads(worker.status_path.read_text())))
+        seen.append((iso_ms(ctx.tick_utc.timestamp()), json.loads(worker.status_path.read_text())))
         if len(seen) == 2:
             worker.stop.set("test")
 
-    worker = harness.worker(strategy)
+    worker = harness.worker(strategy, clock=ManualClock(1_700_000_000.4))
     assert worker.run() == 0
     (first_due, _), (second_due, after_first) = seen
     assert after_first["next_tick_utc"] == second_due
     assert after_first["last_tick_utc"] >= first_due
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds")
 
 
 # --- failures, guardrails, status --------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 
 from multirun.journal import INTENT, Journal
 from multirun.sim import SimServer
+from multirun.statedir import AccountDir, StateDir
 from tests.conftest import SimCaller, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +38,9 @@ def load_bench() -> ModuleType:
 
 bench = load_bench()
 NAME, PREFIX = bench.NAME, bench.PREFIX
+# The default run's SIGKILL/restart cycles (seed 11: two kills aimed into a tick, one
+# anywhere); the soak run (-m soak) does 12 and must see at least 3 orders.
+CYCLES, MIN_ORDERS = 3, 1
 
 
 def config(tmp_path: Path, **changes: str) -> Path:
@@ -46,6 +50,10 @@ def config(tmp_path: Path, **changes: str) -> Path:
         text = text.replace(old, new)
     path.write_text(text)
     return path
+
+
+def account_dir(tmp_path: Path) -> AccountDir:
+    return StateDir(tmp_path / "state").account(NAME)
 
 
 def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -101,7 +109,7 @@ def test_sigint_with_keep_leaves_trades_journaled(
         assert proc.wait(timeout=30) == 0
     finally:
         proc.kill()
-    journal = Journal(tmp_path / "state" / NAME / "journal.sqlite", PREFIX, lock=False)
+    journal = Journal(account_dir(tmp_path).journal, PREFIX)
     try:
         held = {row.order_ref for row in journal.held()}
     finally:
@@ -129,7 +137,7 @@ def test_sighup_stops_within_two_seconds_without_closing(
     assert code == 0 and elapsed < 2.0
     assert "SIGHUP" in (tmp_path / "worker.log").read_text()
     # Nothing was closed on the way out: a restart finds every trade of ours journaled.
-    journal = Journal(tmp_path / "state" / NAME / "journal.sqlite", PREFIX, lock=False)
+    journal = Journal(account_dir(tmp_path).journal, PREFIX)
     try:
         held = {row.order_ref for row in journal.held()}
         intents = journal.in_states(INTENT)
@@ -189,16 +197,14 @@ def test_a_second_worker_on_the_same_account_is_refused(
         proc.wait(timeout=30)
 
 
-def test_sigkill_at_random_instants_then_restart_never_duplicates_or_orphans(
-    sim: SimServer, tmp_path: Path
-) -> None:
+def sigkill_and_restart(sim: SimServer, tmp_path: Path, cycles: int, min_orders: int) -> None:
     sim.set_faults(latency_ms=20, jitter_ms=20)  # ticks last longer: more kills mid-request
-    result = bench.run_cycles(sim.base_url, sim.ledger, tmp_path, cycles=12, seed=11)
+    result = bench.run_cycles(sim.base_url, sim.ledger, tmp_path, cycles=cycles, seed=11)
     assert result.final_exit == 0
     assert result.duplicated_refs == []
     assert result.left_open == []
-    assert result.orders >= 3  # it did trade between the kills
-    journal = Journal(tmp_path / "state" / NAME / "journal.sqlite", PREFIX, lock=False)
+    assert result.orders >= min_orders  # it did trade between the kills
+    journal = Journal(account_dir(tmp_path).journal, PREFIX)
     try:
         assert journal.held() == [] and journal.intents() == []
         journaled = {row.order_ref for row in journal.all_orders()}
@@ -206,9 +212,18 @@ def test_sigkill_at_random_instants_then_restart_never_duplicates_or_orphans(
         journal.close()
     sent = {o["orderRef"] for o in sim.ledger() if o["orderRef"].startswith(PREFIX)}
     assert sent <= journaled  # every order on the server was journaled before it was sent
-    assert json.loads((tmp_path / "state" / NAME / "status.json").read_text())["state"] == (
-        "STOPPED"
-    )
+    assert json.loads(account_dir(tmp_path).status.read_text())["state"] == "STOPPED"
+
+
+def test_sigkill_at_random_instants_then_restart_never_duplicates_or_orphans(
+    sim: SimServer, tmp_path: Path
+) -> None:
+    sigkill_and_restart(sim, tmp_path, cycles=CYCLES, min_orders=MIN_ORDERS)
+
+
+@pytest.mark.soak
+def test_sigkill_at_random_instants_then_restart_soak(sim: SimServer, tmp_path: Path) -> None:
+    sigkill_and_restart(sim, tmp_path, cycles=12, min_orders=3)
 
 
 def test_sigterm_mid_tick_lets_the_tick_finish(
@@ -227,7 +242,7 @@ def test_sigterm_mid_tick_lets_the_tick_finish(
     log = (tmp_path / "worker.log").read_text().splitlines()
     after = log[next(i for i, line in enumerate(log) if "SIGTERM" in line) :]
     assert any("closed" in line for line in after)  # the tick, then on_stop, completed
-    journal = Journal(tmp_path / "state" / NAME / "journal.sqlite", PREFIX, lock=False)
+    journal = Journal(account_dir(tmp_path).journal, PREFIX)
     try:
         assert journal.intents() == [] and journal.held() == []
     finally:
@@ -253,3 +268,16 @@ def test_server_sim_without_a_server_option_starts_its_own_simulator(tmp_path: P
         proc.kill()
     assert "started an in-process simulator" in (tmp_path / "worker.log").read_text()
     assert bench.status(tmp_path)["open_trades"] == 0
+
+
+def test_the_account_process_does_not_import_the_simulator() -> None:
+    # Starting an in-process simulator belongs to the command that asks for one.
+    code = (
+        "import sys, multirun.account_process, multirun.worker, multirun.reconcile; "
+        "sys.exit('multirun.sim' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,156 @@
+"""One account as a process: signals, logging, building client and journal, exit code.
+
+:func:`run_account` is the entry point of ``multirun run-account`` and of the
+supervisor's forked children. It builds the account's strategy, journal (locked: one
+process per account), client and stop flag, hands them to a
+:class:`multirun.worker.Worker`, and returns the exit code of its run:
+
+- SIGTERM/SIGINT: finish the current tick, then ``on_stop`` (close our trades and
+  confirm, or keep them journaled), exit 0;
+- SIGHUP (the supervisor died): unwind at once, close nothing, exit within 2 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from types import FrameType
+
+from multirun import strategies
+from multirun.errors import EXIT_OK, UsageError
+from multirun.journal import Journal
+from multirun.reconcile import DEFAULT_TIMING
+from multirun.specs import AccountSpec, RunnerSpec
+from multirun.statedir import StateDir
+from multirun.ticker import StopFlag
+from multirun.worker import ORPHANED, Client, Orphaned, StoppedReconciling, Worker
+
+log = logging.getLogger("multirun.worker")
+
+ORPHAN_EXIT_S = 1.8  # SIGHUP: hard exit after this long if unwinding is stuck (limit: 2 s)
+
+# Starts a server for ``server: sim`` (the command that asks for one provides it) and
+# yields its base URL while it runs.
+ServerStarter = Callable[[], contextlib.AbstractContextManager[str]]
+
+
+def run_account(
+    runner: RunnerSpec,
+    name: str,
+    *,
+    server_url: str | None = None,
+    start_server: ServerStarter | None = None,
+    supervised: bool = False,
+) -> int:
+    """Run account ``name`` of ``runner`` in the foreground; returns the exit code.
+
+    Installs SIGTERM/SIGINT (graceful: finish the tick, then on_stop) and SIGHUP
+    (orphaned: stop within 2 s, close nothing) handlers; main thread only.
+    ``server_url`` overrides ``runner.server``; with ``server: sim`` and no
+    ``server_url``, ``start_server`` starts one for this run (standalone demos).
+    ``supervised``: the supervisor stamps each line with the time and the account.
+    """
+    _configure_logging(name, stamped=not supervised)
+    try:
+        spec = runner.account(name)
+    except KeyError:
+        known = ", ".join(a.name for a in runner.accounts) or "none"
+        raise UsageError(
+            f"no account named {name!r} in {runner.path} (accounts: {known})"
+        ) from None
+    on_tick = strategies.build(strategies.resolve(spec.strategy, runner.config_dir), spec.params)
+    with contextlib.ExitStack() as stack:
+        url = server_url or _server_url(runner, stack, start_server)
+        account = StateDir(runner.state_dir).account(spec.name)
+        journal = Journal.for_account(account, spec.order_ref_prefix)
+        stack.callback(journal.close)
+        client = _make_client(url, spec)
+        stack.callback(client.close)
+        stop = StopFlag()
+        stack.callback(stop.close)
+        worker = Worker(runner, spec, client, journal, on_tick, stop=stop)
+        stack.enter_context(_signals(worker))
+        return worker.run()
+    raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
+
+
+def _server_url(
+    runner: RunnerSpec, stack: contextlib.ExitStack, start_server: ServerStarter | None
+) -> str:
+    if not runner.uses_sim:
+        return runner.server
+    if start_server is None:
+        raise UsageError(f"{runner.path}: server: sim, but no simulator to connect to")
+    url = stack.enter_context(start_server())
+    log.info("server: sim: started an in-process simulator at %s", url)
+    return url
+
+
+def _make_client(url: str, spec: AccountSpec) -> Client:
+    from multirun.client import AlgogeneClient
+
+    return AlgogeneClient(
+        url,
+        spec.user,
+        spec.api_key,
+        spec.runmode,
+        spec.accountid,
+        reconcile_window_s=DEFAULT_TIMING.reconcile_window_s,
+    )
+
+
+@contextlib.contextmanager
+def _signals(worker: Worker) -> Iterator[None]:
+    """SIGTERM/SIGINT: stop after the current tick. SIGHUP: orphaned, unwind now."""
+
+    def graceful(signum: int, frame: FrameType | None) -> None:
+        if not worker.stop.is_set():
+            log.info("%s: stopping after the current tick", signal.Signals(signum).name)
+        worker.stop.set(signal.Signals(signum).name)
+        if worker.reconciling:
+            raise StoppedReconciling()
+
+    timers: list[threading.Timer] = []
+
+    def orphaned(signum: int, frame: FrameType | None) -> None:
+        worker.stop.reason = ORPHANED  # overrides a graceful stop already under way
+        worker.stop.set(ORPHANED)
+        if not timers:
+            # Last resort if unwinding is stuck in C code: the journal is crash-safe.
+            timer = threading.Timer(ORPHAN_EXIT_S, os._exit, args=(EXIT_OK,))
+            timer.daemon = True
+            timer.start()
+            timers.append(timer)
+        if worker.busy:
+            raise Orphaned()
+
+    handlers = {signal.SIGTERM: graceful, signal.SIGINT: graceful, signal.SIGHUP: orphaned}
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for timer in timers:
+            timer.cancel()  # unwound in time: the caller decides how the process ends
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _configure_logging(name: str, *, stamped: bool = True) -> None:
+    """One line per event on stderr, unless the host set up logging; ``stamped``: with
+    the UTC time and the account's name (a standalone worker's lines have no other)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    stamp = f"%(asctime)s.%(msecs)03dZ %(levelname)s [{name}] " if stamped else "%(levelname)s "
+    formatter = logging.Formatter(stamp + "%(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
