@@ -1,7 +1,9 @@
-"""What ``multirun validate`` and ``multirun schema`` print (kept out of cli.py, which is shared).
+"""What ``multirun validate`` and ``multirun schema`` print: a check's report, rendered.
 
 Output goes to stdout, one problem per line as ``FILE:LINE:COL: PATH: message`` (the form
-editors and CI annotators parse); the exit code says whether the file is valid.
+editors and CI annotators parse), or the report as JSON; the exit code says whether the
+file is valid. No API key is shown: only its mask, and every other shown value is masked
+of any key it holds.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from pathlib import Path
 
 import typer
 
-from multirun import config
+from multirun import config, schema
 from multirun.errors import EXIT_FAILURE, EXIT_OK
+from multirun.problems import Report
+from multirun.specs import AccountSpec, format_interval
 
 TABLE_COLUMNS = ("name", "runmode", "accountid", "strategy", "instrument", "volume", "interval")
 
@@ -20,24 +24,61 @@ TABLE_COLUMNS = ("name", "runmode", "accountid", "strategy", "instrument", "volu
 def run_validate(path: Path, *, json_output: bool = False, strict: bool = False) -> int:
     """Validate ``path``, print the outcome, return the exit code (UsageError propagates)."""
     report = config.validate(path, strict=strict)
-    typer.echo(json.dumps(report.to_dict(), indent=2) if json_output else render(report))
+    typer.echo(json.dumps(report_dict(report), indent=2) if json_output else render(report))
     return EXIT_OK if report.ok else EXIT_FAILURE
 
 
-def render(report: config.Report) -> str:
+def account_row(account: AccountSpec) -> dict[str, str | float | bool]:
+    """What ``validate`` shows of an account: no secret, only its masked hint."""
+    return {
+        "name": account.name,
+        "runmode": account.runmode,
+        "accountid": account.accountid,
+        "strategy": account.strategy,
+        "instrument": account.instrument,
+        "volume": account.volume,
+        "interval": format_interval(account.interval_s),
+        "enabled": account.enabled,
+        "api_key": account.api_key.masked(),
+    }
+
+
+def rows(report: Report) -> list[dict[str, str | float | bool]]:
+    """The accounts as ``validate`` shows them: a key used as another value is masked too."""
+    if report.spec is None:
+        return []
+    redact = report.redactor()
+    return [
+        {k: redact(v) if isinstance(v, str) else v for k, v in row.items()}
+        for row in map(account_row, report.spec.accounts)
+    ]
+
+
+def report_dict(report: Report) -> dict[str, object]:
+    """The report as ``validate --json`` prints it."""
+    return {
+        "file": report.file,
+        "ok": report.ok,
+        "problems": [p.to_dict() for p in report.problems],
+        "warnings": [w.to_dict() for w in report.warnings],
+        "accounts": rows(report),
+    }
+
+
+def render(report: Report) -> str:
     """The human form of a report: problems, or the accounts table; warnings either way."""
     lines = [str(problem) for problem in report.problems]
     if report.ok and report.spec is not None:
-        lines += table(report.rows())
+        lines += table(rows(report))
     lines += [str(warning) for warning in report.warnings]
     lines.append(summary(report))
     return "\n".join(lines)
 
 
-def table(rows: list[dict[str, object]]) -> list[str]:
+def table(accounts: list[dict[str, str | float | bool]]) -> list[str]:
     """A plain, aligned text table; disabled accounts are marked, keys are never shown."""
     cells = [list(TABLE_COLUMNS)]
-    for row in rows:
+    for row in accounts:
         values = [_cell(row[column]) for column in TABLE_COLUMNS]
         if not row["enabled"]:
             values[0] += " (disabled)"
@@ -52,7 +93,7 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def summary(report: config.Report) -> str:
+def summary(report: Report) -> str:
     counts = {"error": len(report.problems)}
     for warning in report.warnings:
         counts[warning.severity] = counts.get(warning.severity, 0) + 1
@@ -68,4 +109,4 @@ def summary(report: config.Report) -> str:
 
 def schema_json() -> str:
     """The schema as ``multirun schema`` prints it."""
-    return json.dumps(config.schema(), indent=2)
+    return json.dumps(schema.document(), indent=2)

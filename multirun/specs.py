@@ -12,48 +12,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from multirun import schema
+from multirun.redact import Secret
+
 RunMode = Literal["livetest", "livetrade"]
 OnStop = Literal["close", "keep"]
 
 SIM_SERVER = "sim"
-DEFAULT_SERVER = "https://algogene.com/rest/v1"
 
-MASK = "****"  # what a secret is replaced by, wherever it would be shown
-MIN_SECRET_LEN = 4  # the schema's api_key minLength: shorter values would mask ordinary words
-
-
-class Secret:
-    """A string that never shows itself in ``str``, ``repr``, logs or tracebacks.
-
-    Call :meth:`reveal` at the single place the value must leave the process
-    (the HTTP request).
-    """
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def masked(self) -> str:
-        """What is shown in the secret's place: nothing of it, not even a few characters."""
-        return MASK
-
-    def __repr__(self) -> str:
-        return f"Secret('{MASK}')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
+# Every default is the schema's: written there once, and shown in the README from there.
+_RUNNER_DEFAULTS = schema.runner_defaults()
+_ACCOUNT_DEFAULTS = schema.account_defaults()
 
 
 def freeze(value: Any) -> Any:
@@ -76,9 +45,16 @@ def thaw(value: Any) -> Any:
 
 _INTERVAL = re.compile(r"^([1-9][0-9]*)([smhd]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# The schema's bound on whole seconds (7 days), which holds for a duration string too.
 # Far beyond any trading use, and far below what the worker's clock can represent: an
 # interval of 10**20 seconds validated, then crashed every worker at its first tick.
-MAX_INTERVAL_S = 7 * 86400
+MAX_INTERVAL_S = int(
+    next(
+        form["maximum"]
+        for form in schema.account_fields()["interval"]["anyOf"]
+        if form.get("type") == "integer"
+    )
+)
 
 
 def parse_interval(text: str | int | float) -> int:
@@ -104,7 +80,8 @@ def parse_interval(text: str | int | float) -> int:
 
 def format_interval(seconds: int) -> str:
     """The shortest way to write ``seconds`` as an interval (``60`` -> ``1m``)."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+    for unit in ("d", "h", "m"):
+        size = _UNIT_SECONDS[unit]
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
@@ -114,9 +91,9 @@ def format_interval(seconds: int) -> str:
 class Guardrails:
     """Per-account limits the worker enforces before sending any order."""
 
-    max_open_trades: int = 5
-    max_orders_per_hour: int = 120
-    halt_after_failures: int = 5
+    max_open_trades: int = int(_ACCOUNT_DEFAULTS["max_open_trades"])
+    max_orders_per_hour: int = int(_ACCOUNT_DEFAULTS["max_orders_per_hour"])
+    halt_after_failures: int = int(_ACCOUNT_DEFAULTS["halt_after_failures"])
 
 
 @dataclass(frozen=True)
@@ -133,8 +110,8 @@ class AccountSpec:
     volume: float
     interval_s: int
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    on_stop: OnStop = "close"
-    enabled: bool = True
+    on_stop: OnStop = _ACCOUNT_DEFAULTS["on_stop"]
+    enabled: bool = bool(_ACCOUNT_DEFAULTS["enabled"])
     guardrails: Guardrails = field(default_factory=Guardrails)
 
     @property
@@ -155,8 +132,8 @@ class RunnerSpec:
     server: str
     state_dir: Path
     accounts: tuple[AccountSpec, ...]
-    version: int = 1
-    stop_timeout_s: float = 30.0
+    version: int = int(_RUNNER_DEFAULTS["version"])
+    stop_timeout_s: float = float(_RUNNER_DEFAULTS["stop_timeout"])
 
     @property
     def uses_sim(self) -> bool:

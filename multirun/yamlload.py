@@ -73,6 +73,34 @@ def _mark(node_mark: yaml.Mark | None) -> Mark:
     return Mark(node_mark.line + 1, node_mark.column + 1)
 
 
+def load_bytes(raw: bytes) -> Document:
+    """Parse a file's bytes: more than :data:`MAX_BYTES`, or not UTF-8, is ``fatal``."""
+    if len(raw) > MAX_BYTES:
+        limit = f"{MAX_BYTES // (1024 * 1024)} MiB"
+        return _fatal(Document(), Mark(1, 1), f"file is larger than {limit}: refusing to load it")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        # Counted in characters, as YAML's positions are: what precedes is valid UTF-8.
+        valid = raw[: error.start].decode("utf-8")
+        line_start = valid.rfind("\n") + 1
+        mark = Mark(valid.count("\n") + 1, len(valid) - line_start + 1)
+        return _fatal(Document(), mark, "file is not valid UTF-8 text")
+    return load_text(text)
+
+
+def typed(text: str) -> Any:
+    """``text`` typed as YAML types an unquoted scalar: ``0.01`` is a number, ``x`` text."""
+    loader = yaml.SafeLoader("")
+    tag = loader.resolve(yaml.ScalarNode, text, (True, False))
+    if tag == "tag:yaml.org,2002:str" or not text:
+        return text
+    try:
+        return loader.construct_object(yaml.ScalarNode(tag, text))
+    except yaml.YAMLError:
+        return text
+
+
 def load_text(text: str) -> Document:
     """Parse ``text``; syntax errors, alias bombs and bad tags make the result ``fatal``."""
     doc = Document()
@@ -198,8 +226,9 @@ class _Builder:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
-        self.doc.styles[path] = node.style
-        self.doc.texts[path] = node.value
+        if isinstance(node, yaml.ScalarNode):  # every node that is not a collection
+            self.doc.styles[path] = node.style
+            self.doc.texts[path] = node.value
         # The safe constructor types the scalar (int, float, bool, null, str...) and
         # raises a marked error for any tag it does not know, e.g. !!python/object.
         try:

@@ -11,10 +11,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from multirun import config
+from multirun import config, schema
 from multirun.cli import app
 from multirun.errors import ConfigError, UsageError
-from multirun.specs import MAX_INTERVAL_S, MIN_SECRET_LEN, Guardrails, Secret, parse_interval
+from multirun.redact import MIN_SECRET_LEN, Secret
+from multirun.specs import MAX_INTERVAL_S, AccountSpec, Guardrails, RunnerSpec, parse_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -96,6 +97,29 @@ def test_top_level_defaults(tmp_path: Path) -> None:
     assert spec.server == "https://algogene.com/rest/v1"
     assert spec.state_dir == tmp_path.resolve() / ".multirun"
     assert spec.stop_timeout_s == 30.0 and spec.version == 1
+
+
+def test_every_default_is_the_schemas() -> None:
+    runner, account = schema.runner_defaults(), schema.account_defaults()
+    assert set(runner) == {"version", "server", "state_dir", "stop_timeout"}
+    assert set(account) == {"on_stop", "enabled", *Guardrails.__dataclass_fields__}
+    assert Guardrails() == Guardrails(**{k: account[k] for k in Guardrails.__dataclass_fields__})
+    spec = RunnerSpec(Path("r.yaml"), "sim", Path("s"), ())
+    assert (spec.version, spec.stop_timeout_s) == (runner["version"], runner["stop_timeout"])
+    fields = AccountSpec.__dataclass_fields__
+    assert (fields["on_stop"].default, fields["enabled"].default) == (
+        account["on_stop"],
+        account["enabled"],
+    )
+    assert MAX_INTERVAL_S == 7 * 86400  # the schema's bound on whole seconds
+
+
+def test_defaults_and_accounts_take_the_schemas_defaults(tmp_path: Path) -> None:
+    spec = config.load(runner_file(tmp_path), environ={})
+    account = schema.account_defaults()
+    alpha = spec.accounts[0]
+    assert (alpha.on_stop, alpha.enabled) == (account["on_stop"], account["enabled"])
+    assert alpha.guardrails == Guardrails()
 
 
 def test_state_dir_is_relative_to_the_config_not_the_cwd(tmp_path: Path, monkeypatch) -> None:
@@ -216,7 +240,7 @@ def test_a_strategy_that_exits_while_imported_is_a_problem(tmp_path: Path) -> No
 
 
 def test_api_key_minimum_length_is_what_the_log_scrubber_masks() -> None:
-    account = config.schema()["properties"]["accounts"]["items"]["properties"]
+    account = schema.document()["properties"]["accounts"]["items"]["properties"]
     assert account["api_key"]["minLength"] == MIN_SECRET_LEN
 
 
@@ -308,13 +332,13 @@ def objects(node: object, where: str = "#") -> list[tuple[str, dict]]:
 
 
 def test_schema_is_a_valid_draft_2020_12_schema() -> None:
-    doc = config.schema()
+    doc = schema.document()
     assert doc["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     jsonschema.Draft202012Validator.check_schema(doc)
 
 
 def test_schema_documents_every_property_and_closes_every_object() -> None:
-    for where, node in objects(config.schema()):
+    for where, node in objects(schema.document()):
         if where.endswith("/params"):
             continue  # a strategy's params: its own params_schema closes them
         assert node.get("additionalProperties") is False, where
@@ -323,23 +347,23 @@ def test_schema_documents_every_property_and_closes_every_object() -> None:
 
 
 def test_defaults_accept_every_account_field_but_name() -> None:
-    props = config.schema()["properties"]
+    props = schema.document()["properties"]
     account = props["accounts"]["items"]["properties"]
     assert props["defaults"]["properties"] == {k: v for k, v in account.items() if k != "name"}
-    assert set(config.required_account_fields()) <= set(account)
+    assert set(schema.required_account_fields()) <= set(account)
 
 
 def test_example_validates_against_the_schema_itself() -> None:
     data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
-    jsonschema.Draft202012Validator(config.schema()).validate(data)
+    jsonschema.Draft202012Validator(schema.document()).validate(data)
 
 
 def test_schema_found_in_the_wheel_layout(tmp_path: Path, monkeypatch) -> None:
     package = tmp_path / "multirun"
     (package / "_schemas").mkdir(parents=True)
     (package / "_schemas" / "runner.schema.json").write_text("{}")
-    monkeypatch.setattr(config, "__file__", str(package / "config.py"))
-    assert config.schema_path() == package / "_schemas" / "runner.schema.json"
+    monkeypatch.setattr(schema, "__file__", str(package / "schema.py"))
+    assert schema.path() == package / "_schemas" / "runner.schema.json"
 
 
 # --- the CLI --------------------------------------------------------------------------------
@@ -424,7 +448,7 @@ def test_cli_validate_usage_error_exits_2() -> None:
 def test_cli_schema_prints_the_schema() -> None:
     result = CliRunner().invoke(app, ["schema"])
     assert result.exit_code == 0
-    assert json.loads(result.stdout) == config.schema()
+    assert json.loads(result.stdout) == schema.document()
 
 
 def test_cli_json_survives_a_strategy_that_prints(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """README.md's configuration reference is generated from the schema and must not drift.
 
-After changing the schema, regenerate it with:
+The generator is a docs tool, tools/config_reference.py. After changing the schema,
+regenerate the README's section with:
     MULTIRUN_UPDATE_README=1 python -m pytest tests/test_readme_config.py
 """
 
@@ -8,11 +9,15 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
-from multirun import config
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))  # the generator is a script, not part of multirun
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+import config_reference  # noqa: E402
+
+README = ROOT / "README.md"
 START, END = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
 
 
@@ -24,7 +29,7 @@ def section(text: str) -> str:
 
 def test_readme_config_reference_matches_the_schema() -> None:
     text = README.read_text(encoding="utf-8")
-    generated = config.reference_markdown()
+    generated = config_reference.reference_markdown()
     if os.environ.get("MULTIRUN_UPDATE_README") and section(text) != generated:
         start = text.index(START) + len(START)
         end = text.index(END, start)

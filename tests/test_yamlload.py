@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from multirun.yamlload import MAX_BYTES, Mark, load_text
+from multirun.yamlload import MAX_BYTES, Mark, load_bytes, load_text, typed
 
 
 def test_positions_of_values_and_keys() -> None:
@@ -69,6 +69,23 @@ def test_recursive_alias_is_refused() -> None:
 def test_oversized_text_is_refused() -> None:
     doc = load_text("#" * (MAX_BYTES + 1))
     assert doc.fatal and "larger than" in doc.problems[0].message
+
+
+def test_oversized_bytes_are_refused_unread() -> None:
+    doc = load_bytes(b"#" * (MAX_BYTES + 1))
+    assert doc.fatal and doc.problems[0].message == "file is larger than 1 MiB: refusing to load it"
+
+
+def test_bytes_that_are_not_utf8_are_located_in_characters() -> None:
+    doc = load_bytes("a: 1\nb: é".encode() + b"\xff\n")
+    assert doc.fatal and doc.problems[0].mark == Mark(2, 5)
+    assert doc.problems[0].message == "file is not valid UTF-8 text"
+    assert load_bytes(b"a: 1\n").data == {"a": 1}
+
+
+def test_typed_is_what_an_unquoted_scalar_would_be() -> None:
+    assert typed("0.01") == 0.01 and typed("3") == 3 and typed("true") is True
+    assert typed("BTCUSD") == "BTCUSD" and typed("") == ""
 
 
 def test_syntax_errors_carry_a_position_and_no_snippet() -> None:
