@@ -19,7 +19,8 @@ import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, BinaryIO
+from io import BufferedIOBase
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from multirun.sim.app import Reply, SimApp, json_reply
@@ -162,7 +163,7 @@ def _read_body(handler: BaseHTTPRequestHandler) -> bytes | ApiFail:
     return handler.rfile.read(length) if length else b""
 
 
-def _read_chunked(rfile: BinaryIO) -> bytes | ApiFail:
+def _read_chunked(rfile: BufferedIOBase) -> bytes | ApiFail:
     """A ``Transfer-Encoding: chunked`` body (what requests sends for a generator)."""
     body = b""
     while True:

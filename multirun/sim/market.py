@@ -76,8 +76,7 @@ _TABLE = (
 )
 
 INSTRUMENTS: dict[str, Instrument] = {
-    row[0]: Instrument(*row, description=_DESCRIPTIONS[row[0]])  # type: ignore[arg-type]
-    for row in _TABLE
+    row[0]: Instrument(*row, description=_DESCRIPTIONS[row[0]]) for row in _TABLE
 }
 
 

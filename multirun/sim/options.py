@@ -56,8 +56,10 @@ def config_from_options(
     """Check every flag; raise UsageError naming the first bad one."""
     if not host.strip():
         raise UsageError("--host: must not be empty")
-    settings = {name: _number(name, faults[name], high=1.0) for name in RATE_FLAGS}
-    settings.update({name: _number(name, faults[name], high=MAX_MS) for name in MS_FLAGS})
+    settings: dict[str, object] = {
+        **{name: _number(name, faults[name], high=1.0) for name in RATE_FLAGS},
+        **{name: _number(name, faults[name], high=MAX_MS) for name in MS_FLAGS},
+    }
     ttl = _number("token_ttl", token_ttl, high=MAX_TOKEN_TTL_S)
     if ttl <= 0:
         raise UsageError(f"--token-ttl: {token_ttl!r} must be > 0")
@@ -71,5 +73,5 @@ def config_from_options(
         token_ttl_s=ttl,
         accounts_file=accounts_path,
         fill_delay_ms=_number("fill_delay_ms", fill_delay_ms),
-        faults=FaultSettings(**settings),
+        faults=FaultSettings().updated(settings),
     )
