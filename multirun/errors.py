@@ -7,23 +7,27 @@ from credential values.
 
 from __future__ import annotations
 
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_API = 3
+EXIT_INTERRUPTED = 130
+
 
 class MultirunError(Exception):
     """Base of every error multirun raises on purpose; never shown as a traceback."""
 
-    exit_code: int = 1
+    exit_code: int = EXIT_FAILURE
 
 
 class UsageError(MultirunError):
     """The command line or an input file cannot be used at all (missing, unreadable)."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class ConfigError(MultirunError):
     """runner.yaml is invalid; ``problems`` lists every problem found."""
-
-    exit_code = 1
 
     def __init__(self, message: str, problems: list | None = None) -> None:
         super().__init__(message)
@@ -40,7 +44,7 @@ class StrategyError(MultirunError):
 class ApiError(MultirunError):
     """Base for every failure talking to the ALGOGENE API (or the simulator)."""
 
-    exit_code = 3
+    exit_code = EXIT_API
 
     def __init__(self, message: str, *, endpoint: str = "", status: int | None = None) -> None:
         super().__init__(message)
@@ -96,12 +100,6 @@ class JournalError(MultirunError):
 
 class SupervisorError(MultirunError):
     """The supervisor cannot start, find, or stop its workers."""
-
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 def exit_code_for(error: BaseException) -> int:
