@@ -106,6 +106,8 @@ def settle(desk: Desk, ids: list[str], timeout_s: float, *, clock: Clock, hold_s
         if listed is not None:
             todo = [i for i in todo if not _gone(desk, i, listed, known)]
             to_send = _due(todo, listed, last, clock.monotonic())
+            if sends >= SETTLE_MAX_SENDS:
+                to_send = []  # no more sends: poll the listing at the usual pace
             known.update({i: SEEN for i in todo if i in listed})
         now = clock.monotonic()
         if todo and now >= deadline and stalled and not extended:
