@@ -219,9 +219,7 @@ def test_sends_are_bounded_and_the_call_ends_unconfirmed(desk: Desk, clock: Fake
     assert 30.0 <= clock.mono - start < 30.5
 
 
-def test_a_listing_unread_at_the_deadline_gets_one_more_round(
-    desk: Desk, clock: FakeClock
-) -> None:
+def test_a_listing_unread_at_the_deadline_gets_one_more_round(desk: Desk, clock: FakeClock) -> None:
     desk.open = {"1"}
     desk.outcomes = ["ignored"]
 
@@ -288,5 +286,5 @@ def test_cancel_unconfirmed_names_pending_trades(clock: FakeClock) -> None:
     desk = Desk(clock, "cancel_orders")
     desk.open = {"5"}
     desk.outcomes = ["ignored"] * 100
-    with pytest.raises(CloseUnconfirmed, match="cancel_orders: trade.*5.*pending_trades"):
+    with pytest.raises(CloseUnconfirmed, match=r"cancel_orders: trade.*5.*pending_trades"):
         run(desk, ["5"], timeout_s=3.0)
