@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import jsonschema
 
 from multirun import schema, strategies
 from multirun.errors import ConfigError, StrategyError, UsageError
-from multirun.interpolate import InterpolationError, has_references, interpolate
+from multirun.interpolate import InterpolationError, has_references, interpolate, variable_names
 from multirun.problems import (
     Findings,
     Report,
@@ -47,7 +46,6 @@ from multirun.yamlload import MAX_BYTES, load_bytes, typed
 
 KEY_FIELD = "api_key"  # the one field that holds a secret: never quoted, always masked
 BINDING_FIELDS = ("user", "runmode", "accountid")
-_VARIABLE_NAME = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 
 
 @cache
@@ -187,7 +185,7 @@ class _Checker:
             self.report.secrets.add(value)
             self.literal_keys.add(path)
         # Even when interpolation fails half-way, the variables it names hold key material.
-        for name in _VARIABLE_NAME.findall(value):
+        for name in variable_names(value):
             self.report.secrets.add(self.environ.get(name, ""))
 
     def _interpolate_string(self, value: str, path: YamlPath, secret: bool) -> Any:

@@ -39,6 +39,14 @@ def has_references(text: str) -> bool:
     return bool(re.search(r"(?<!\$)(?:\$\$)*\$(?:\{|[A-Za-z_])", text))
 
 
+def variable_names(text: str) -> list[str]:
+    """Every name ``text`` may refer to, read without parsing (so even from a broken form).
+
+    Errs on the side of more: ``$$VAR`` (a literal ``$VAR``) also yields ``VAR``.
+    """
+    return re.findall(r"\$\{?(" + _NAME.pattern + ")", text)
+
+
 def interpolate(text: str, environ: Mapping[str, str], *, missing: str | None = None) -> Result:
     """``text`` with every reference replaced; raises :class:`InterpolationError`.
 

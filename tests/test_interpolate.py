@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from multirun.interpolate import InterpolationError, has_references, interpolate
+from multirun.interpolate import InterpolationError, has_references, interpolate, variable_names
 
 ENV = {"SET": "value", "EMPTY": "", "OTHER": "other"}
 
@@ -113,3 +113,8 @@ def test_missing_stands_in_for_required_variables_only() -> None:
     assert interpolate("${A}-$B-${C:?why}", env, missing="x").value == "x-x-x"
     assert interpolate("${EMPTY}", {"EMPTY": ""}, missing="x").value == "x"
     assert interpolate("${A:-d}/${SET}/${A:+alt}", env, missing="x").value == "d/v/"
+
+
+def test_variable_names_are_read_even_from_a_broken_form() -> None:
+    assert variable_names("${A:-$B}x$$C ${D:?m} $1") == ["A", "B", "C", "D"]
+    assert variable_names("${KEY") == ["KEY"]  # unterminated: still names key material
