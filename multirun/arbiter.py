@@ -59,7 +59,7 @@ class Arbiter:
         state_dir: Path,
         router: LogRouter,
         policy: RestartPolicy | None = None,
-        stop_timeout_s: float = 30.0,
+        stop_timeout_s: float,
         config: str | None = None,
     ) -> None:
         self.procs = [Proc(program) for program in programs]  # names may repeat: sim, sim

@@ -1,5 +1,4 @@
-"""What the arbiter supervises: programs, the state and counters of their processes, the
-restart policy.
+"""What the arbiter supervises: programs, their processes' states and counters, restarts.
 
 A :class:`Program` says what a child runs and how it is supervised (an account, or a
 service such as the simulator); a :class:`Proc` is the arbiter's record of its process

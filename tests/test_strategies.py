@@ -13,7 +13,8 @@ import pytest
 from multirun import strategies
 from multirun.errors import StrategyError
 from multirun.models import Bar, Quote
-from multirun.specs import AccountSpec, Secret, freeze
+from multirun.redact import Secret
+from multirun.specs import AccountSpec, freeze
 from multirun.strategies import Signal
 from multirun.strategies.coin import CHOICES, RandomStrategy
 from multirun.strategies.context import Decision, OpenTrade, StrategyContext

@@ -428,7 +428,12 @@ def test_a_second_start_on_the_same_state_dir_is_refused(arbiter: Any, tmp_path:
     run = arbiter({"a": "sleeper"})
     run.wait_state("a", "STARTING")
     router = LogRouter.for_accounts(["a"], tmp_path / "state", [])
-    second = Arbiter([Program("a", lambda context: 0)], state_dir=tmp_path / "state", router=router)
+    second = Arbiter(
+        [Program("a", lambda context: 0)],
+        state_dir=tmp_path / "state",
+        router=router,
+        stop_timeout_s=10.0,
+    )
     with pytest.raises(SupervisorError, match=rf"another supervisor \(pid {run.proc.pid}\)"):
         second.run()
     assert run.proc.poll() is None

@@ -21,7 +21,8 @@ from multirun.errors import CloseUnconfirmed, JournalError
 from multirun.journal import ABANDONED, CLOSED, OPEN, Journal
 from multirun.reconcile import Timing
 from multirun.sim import SimServer
-from multirun.specs import AccountSpec, Guardrails, RunnerSpec, Secret, freeze
+from multirun.redact import Secret
+from multirun.specs import AccountSpec, Guardrails, RunnerSpec, freeze
 from multirun.statedir import StateDir
 from multirun.states import HALTED, RUNNING, STOPPED
 from multirun.strategies import Signal

@@ -1,6 +1,6 @@
 """``multirun sim``: a local simulator of the ALGOGENE REST API.
 
-See README.md ("The simulator") for endpoints, controls and what it does not model.
+See docs/simulator.md for endpoints, controls and what it does not model.
 """
 
 from multirun.sim.faults import FaultSettings

@@ -1,5 +1,7 @@
-"""Starting and stopping the simulator: in-process (:class:`SimServer`) or
-in the foreground until SIGINT/SIGTERM (:func:`serve`)."""
+"""Starting and stopping the simulator, in-process or in the foreground.
+
+:class:`SimServer` runs it in a thread of the caller; :func:`serve` runs it until
+SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
