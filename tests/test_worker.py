@@ -20,8 +20,8 @@ from multirun.clock import SYSTEM_CLOCK, iso_ms
 from multirun.errors import CloseUnconfirmed, JournalError
 from multirun.journal import ABANDONED, CLOSED, OPEN, Journal
 from multirun.reconcile import Timing
-from multirun.sim import SimServer
 from multirun.redact import Secret
+from multirun.sim import SimServer
 from multirun.specs import AccountSpec, Guardrails, RunnerSpec, freeze
 from multirun.statedir import StateDir
 from multirun.states import HALTED, RUNNING, STOPPED
