@@ -12,6 +12,8 @@
         worker.lock              flock-held by the one process trading the account
         status.json              the worker's own view: ticks, trades, token, errors
         worker.log               the account's log lines (rotated by size)
+        heartbeat                touched by the worker's main thread while it is alive and
+                                 responsive; its mtime is what the supervisor's watchdog reads
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ JOURNAL = "journal.sqlite"
 WORKER_LOCK = "worker.lock"
 WORKER_STATUS = "status.json"
 WORKER_LOG = "worker.log"
+HEARTBEAT = "heartbeat"
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,10 @@ class AccountDir:
     @property
     def log(self) -> Path:
         return self.path / WORKER_LOG
+
+    @property
+    def heartbeat(self) -> Path:
+        return self.path / HEARTBEAT
 
 
 @dataclass(frozen=True)
