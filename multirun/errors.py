@@ -91,6 +91,13 @@ class CloseUnconfirmed(ApiError):
     """Trades we asked to close (or orders to cancel) were still listed when the wait ran out."""
 
 
+class Interrupted(MultirunError):
+    """A stop was requested while the client waited to retry or to confirm: it stopped
+    waiting. Not an order or close failure (nothing is known to have gone wrong)."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 # --- local state and processes ---------------------------------------------
 
 
