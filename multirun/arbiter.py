@@ -8,14 +8,23 @@ handlers and handled in one place of the main loop, woken through a self-pipe::
         handle queued signals (INT/TERM/HUP: stop; a second one: force; CHLD: reap)
         reap exited children (restart with backoff, FATAL after a crash loop)
         start the accounts once every service has announced itself
+        stopping: sweep each account whose worker is gone and whose journal holds trades
+        watch the workers' heartbeats (OVERDUE, then SIGKILL and restart)
         advance timers (STARTING -> RUNNING, BACKOFF -> respawn, stop deadline -> SIGKILL)
         wait for child output, a ready line or a signal (select), print and log each line
 
 Every child is a :class:`Program`: the accounts, and services such as the simulator.
 A service starts first; with a ready handshake (``ready_timeout_s``) the accounts start
 once it has written its ready line (the simulator: its URL, which each account's target
-is given). It stops after the accounts (they close their trades against it), and its
-unexpected exit stops the run: what it held in memory would not come back with a restart.
+is given). It stops after the accounts and their sweeps (they close their trades against it), and
+its unexpected exit stops the run: what it held in memory would not come back with a
+restart.
+
+A stop applies every account's ``on_stop``: once its worker is gone, however it went, an
+account whose journal still holds trades is swept (:mod:`multirun.sweeps`); after
+everything stopped, the final report (:mod:`multirun.final_report`) names every trade
+left open, and the exit status is 1 when an account with ``on_stop: close`` left one.
+A worker whose heartbeat stops is OVERDUE, then killed (:mod:`multirun.watchdog`).
 
 Restarts follow supervisord: an unexpected exit (non-zero status or a signal) is
 restarted after 1 s, 2 s, 4 s ... (capped at 60 s; a run of ``stable_s`` resets it);
@@ -38,18 +47,32 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from multirun import procutil, spawn
+from multirun import final_report, procutil, spawn
 from multirun.clock import iso_ms
 from multirun.errors import SupervisorError
+from multirun.final_report import Leftover
 from multirun.logs import LogRouter
 from multirun.pipes import Pipes
+from multirun.procutil import kill
 from multirun.programs import Proc, Program, RestartPolicy, describe_status, live
 from multirun.spawn import HANDLED_SIGNALS, ChildContext, Ready
 from multirun.statedir import StateDir
-from multirun.states import BACKOFF, FATAL, RUNNING, STARTING, STOPPED, STOPPING, allowed
+from multirun.states import (
+    BACKOFF,
+    FATAL,
+    OVERDUE,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    STOPPING,
+    allowed,
+)
+from multirun.stopping import Stopping
+from multirun.sweeps import Sweeps
+from multirun.watchdog import BACK, KILL, LATE, Watchdog
 
 
-class Arbiter:
+class Arbiter(Stopping):
     """Forks one child per program, restarts them, stops them, never leaves one behind."""
 
     def __init__(
@@ -61,6 +84,7 @@ class Arbiter:
         policy: RestartPolicy | None = None,
         stop_timeout_s: float,
         config: str | None = None,
+        watchdog_timeout_s: float | None = None,
     ) -> None:
         self.procs = [Proc(program) for program in programs]  # names may repeat: sim, sim
         self.layout = StateDir(state_dir)
@@ -83,14 +107,9 @@ class Arbiter:
         self.services_killed = False
         self.clean = True
         self.started_wall = time.time()
-
-    @property
-    def accounts(self) -> list[Proc]:
-        return [p for p in self.procs if not p.program.service]
-
-    @property
-    def services(self) -> list[Proc]:
-        return [p for p in self.procs if p.program.service]
+        self.sweeps = Sweeps()
+        self.watchdog = Watchdog(self.layout, watchdog_timeout_s)
+        self.left_open: dict[str, Leftover] = {}  # the final report, once everything stopped
 
     # --- the main loop ---------------------------------------------------------------------------
 
@@ -128,12 +147,18 @@ class Arbiter:
             if self.launched and not (self.stopping or self.winding_down) and not self.pending():
                 self.log("no account left running")
                 self.winding_down = True
-            if (self.stopping or self.winding_down) and not live(self.accounts):
-                if not live(self.services):
-                    break
-                self.stop_services()
+            if self.stopping or self.winding_down:
+                self.start_sweeps()
+                if not live(self.accounts) and not self.sweeps.live():
+                    if not live(self.services):
+                        break
+                    self.stop_services()
+            self.watch()
             self.advance()
             self.wait(self.timeout())
+
+    def all_procs(self) -> list[Proc]:
+        return [*self.procs, *self.sweeps.procs.values()]
 
     def services_ready(self) -> bool:
         return all(
@@ -152,7 +177,8 @@ class Arbiter:
 
     def exit_code(self) -> int:
         fatal = any(p.state == FATAL for p in self.accounts)
-        return 0 if self.clean and not fatal else 1
+        left = final_report.any_failed(self.left_open)
+        return 0 if self.clean and not fatal and not left else 1
 
     def fail(self, message: str) -> None:
         """A service could not start: leave the loop; :meth:`run` raises ``message``."""
@@ -202,6 +228,7 @@ class Arbiter:
             return program.target(ChildContext(program.name, announced, ready))
 
         self.transition(proc, STARTING)
+        proc.kill_reason = None
         try:
             forked = spawn.fork_child(
                 program.name,
@@ -228,13 +255,14 @@ class Arbiter:
         proc.started, proc.started_wall = time.monotonic(), time.time()
         proc.spawns += 1
         again = f" (restart {proc.restarts})" if proc.restarts else ""
-        self.log(f"{proc.name}: started, pid {forked.pid}{again}", proc.name)
+        what = "sweep started" if self.sweeps.owns(proc) else "started"
+        self.log(f"{proc.name}: {what}, pid {forked.pid}{again}", proc.name)
         self.save()
 
     def _inherited_fds(self) -> list[int]:
         """The arbiter's descriptors, which a child closes (all but death_r)."""
         fds = [self.death_w, *self.router.fds(), *(self.pipes.fds() if self.pipes else [])]
-        for proc in self.procs:
+        for proc in self.all_procs():
             fds += [*proc.pipes, *([proc.ready_fd] if proc.ready_fd is not None else [])]
         if self.pidfile.fd >= 0:
             fds.append(self.pidfile.fd)
@@ -256,6 +284,29 @@ class Arbiter:
         self.log(f"{proc.name}: ready at {line} (pid {proc.pid})")
         self.save()
 
+    # --- the watchdog --------------------------------------------------------------------------
+
+    def watch(self) -> None:
+        """Act on what the heartbeat watchdog found (at most once a second)."""
+        after = self.watchdog.kill_after_s
+        for found in self.watchdog.check(self.accounts):
+            proc, silent = found.proc, f"{found.silent_s:.0f} s"
+            if found.action == LATE:
+                note = f"no heartbeat for {silent}; SIGKILL in {after:g} s unless it comes back"
+                if proc.state != STOPPING:
+                    self.transition(proc, OVERDUE, note=note)
+                self.log(f"{proc.name}: OVERDUE: {note}", proc.name)
+            elif found.action == BACK:
+                if proc.state == OVERDUE:
+                    self.transition(proc, RUNNING)
+                    proc.note = None
+                self.log(f"{proc.name}: heartbeat back; RUNNING", proc.name)
+            elif found.action == KILL:
+                proc.kill_reason = f"watchdog: no heartbeat for {silent}"
+                self.log(f"{proc.name}: no heartbeat for {silent}: SIGKILL", proc.name)
+                kill(proc.pid, signal.SIGKILL)
+            self.save()
+
     # --- exits and restarts ----------------------------------------------------------------------
 
     def reap(self) -> None:
@@ -269,10 +320,12 @@ class Arbiter:
             self.exited(pid, status)
 
     def exited(self, pid: int, status: int) -> None:
-        proc = next((p for p in self.procs if p.pid == pid), None)
+        proc = next((p for p in self.all_procs() if p.pid == pid), None)
         if proc is None:
             return
         description, ok = describe_status(status)
+        if proc.kill_reason is not None:
+            description = f"{description} ({proc.kill_reason})"
         ran = time.monotonic() - proc.started
         proc.pid, proc.last_exit = None, description
         if proc.ready_fd is not None:
@@ -280,7 +333,9 @@ class Arbiter:
         assert self.pipes is not None
         self.pipes.close_ready(proc)  # a grandchild holds it, silent: stop waiting
         self.pipes.drain(proc)
-        if proc.state == STOPPING:
+        if self.sweeps.owns(proc):
+            self.sweep_exited(proc, description, ok)
+        elif proc.state == STOPPING:
             self.stopped(proc, description, ok)
         elif proc.program.service:
             self.service_exited(proc, description)
@@ -347,6 +402,11 @@ class Arbiter:
                 self.save()
             elif proc.state == BACKOFF and proc.next_start is not None and now >= proc.next_start:
                 self.spawn(proc)
+        for proc in self.sweeps.late(now):
+            if proc.kill_reason is None:
+                proc.kill_reason = "past its deadline"
+                self.log(f"{proc.name}: the sweep is past its deadline: SIGKILL", proc.name)
+                kill(proc.pid, signal.SIGKILL)
         if self.stopping and not self.killed and now >= self.stop_deadline and live(self.accounts):
             names = ", ".join(p.name for p in live(self.accounts))
             self.force(f"stop_timeout ({self.stop_timeout_s:g} s) passed for {names}")
@@ -358,6 +418,7 @@ class Arbiter:
         moments = [self.stop_deadline] if self.stopping and not self.killed else []
         if self.service_deadline is not None and not self.services_killed:
             moments.append(self.service_deadline)
+        moments += self.sweeps.moments()
         for proc in self.procs:
             if proc.state == STARTING:
                 up_by = proc.program.ready_timeout_s or self.policy.startsecs
@@ -365,59 +426,6 @@ class Arbiter:
             elif proc.state == BACKOFF and proc.next_start is not None:
                 moments.append(proc.next_start)
         return max(0.0, min([now + 1.0, *moments]) - now)
-
-    # --- stopping --------------------------------------------------------------------------------
-
-    def begin_stop(self, reason: str) -> None:
-        """Stop every account (SIGTERM); the services follow once they are gone."""
-        if self.stopping:
-            return
-        self.stopping = True
-        self.stop_deadline = time.monotonic() + self.stop_timeout_s
-        self.log(
-            f"{reason}: stopping {len(live(self.accounts))} account(s) (SIGTERM; SIGKILL after "
-            f"{self.stop_timeout_s:g} s; Ctrl-C again to force)"
-        )
-        for proc in self.accounts:
-            if proc.pid is not None:
-                self.transition(proc, STOPPING)
-                kill(proc.pid, signal.SIGTERM)
-            elif proc.state == BACKOFF:
-                self.transition(proc, STOPPED)
-                proc.next_start = None
-        self.save()
-
-    def stop_services(self) -> None:
-        """Once no account runs: SIGTERM each service (SIGKILL after its stop timeout)."""
-        if self.service_deadline is not None:
-            return
-        running = live(self.services)
-        timeout = max((p.program.stop_timeout_s for p in running), default=0.0)
-        self.service_deadline = time.monotonic() + timeout
-        for proc in running:
-            self.transition(proc, STOPPING)
-            kill(proc.pid, signal.SIGTERM)
-
-    def kill_services(self, reason: str | None = None) -> None:
-        """SIGKILL the services still running (their stop timeout passed, or a forced stop)."""
-        if self.services_killed:
-            return
-        self.services_killed = True
-        for proc in live(self.services):
-            why = reason or f"did not stop within {proc.program.stop_timeout_s:g} s"
-            self.log(f"{proc.name}: {why}; SIGKILL")
-            kill(proc.pid, signal.SIGKILL)
-
-    def force(self, reason: str) -> None:
-        running = live(self.accounts)
-        if not running:
-            self.kill_services(reason)
-            return
-        self.clean = False
-        self.killed = True
-        self.log(f"{reason}: SIGKILL to {', '.join(p.name for p in running)}")
-        for proc in running:
-            kill(proc.pid, signal.SIGKILL)
 
     # --- output and state ----------------------------------------------------------------------
 
@@ -450,17 +458,19 @@ class Arbiter:
 
     def _teardown(self) -> None:
         """Never leave a child behind, whatever happened."""
-        for proc in live(self.procs):
+        for proc in live(self.all_procs()):
             kill(proc.pid, signal.SIGKILL)
             self.clean = False
         if self.pipes is not None:
-            for proc in self.procs:
+            for proc in self.all_procs():
                 self._wait_gone(proc, 5.0)
-        for proc in self.procs:
+        for proc in self.all_procs():
             if proc.state != FATAL:
                 self.transition(proc, STOPPED)
-        code = self.exit_code()
-        self.save_final(code)
+        self.left_open = {
+            p.name: p.program.sweep.leftover() for p in self.accounts if p.program.sweep
+        }
+        self.save_final(self.exit_code())
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, spawn.default_handler(signum))
         for fd in (self.death_r, self.death_w):
@@ -477,20 +487,3 @@ class Arbiter:
         while proc.pid is not None and time.monotonic() < deadline:
             self.wait(0.05)
             self.reap()
-
-    def save_final(self, code: int) -> None:
-        self.save()
-        data = procutil.read_json(self.layout.supervisor_json) or {}
-        data.update(exit_code=code, stopped_utc=iso_ms(time.time()), stopping=False)
-        with contextlib.suppress(OSError):
-            procutil.write_json_atomic(self.layout.supervisor_json, data)
-        if code == 0:
-            self.log("every account stopped cleanly")
-        else:
-            self.log(f"stopped; exit status {code} (not every account stopped cleanly)")
-
-
-def kill(pid: int | None, signum: int) -> None:
-    if pid is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)

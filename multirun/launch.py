@@ -19,11 +19,12 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
-from multirun import procutil, status
+from multirun import final_report, procutil, status
 from multirun.arbiter import Arbiter
 from multirun.errors import SupervisorError, UsageError
+from multirun.final_report import Leftover
 from multirun.logs import LogFormat, LogRouter
-from multirun.programs import Program, RestartPolicy
+from multirun.programs import Program, RestartPolicy, Sweep
 from multirun.spawn import ChildContext
 from multirun.specs import AccountSpec, RunnerSpec
 from multirun.statedir import StateDir
@@ -80,6 +81,21 @@ def run_worker(runner: RunnerSpec, name: str, context: ChildContext) -> int:
     return account_process.run_account(runner, name, server_url=url, supervised=True)
 
 
+def run_sweep(runner: RunnerSpec, name: str, context: ChildContext) -> int:
+    """An account's sweep: its on_stop applied from its journal, with no strategy code."""
+    from multirun import account_process
+
+    url = context.announced.get(SIM) or runner.server
+    return account_process.run_sweep(runner, name, server_url=url, deadline_s=runner.stop_timeout_s)
+
+
+def leftover(runner: RunnerSpec, name: str) -> Leftover:
+    """What account ``name``'s journal still holds (read without its lock)."""
+    spec = runner.account(name)
+    journal = StateDir(runner.state_dir).account(name).journal
+    return final_report.journal_leftovers(journal, spec.order_ref_prefix, name, spec.on_stop)
+
+
 def serve_sim(context: ChildContext) -> int:
     """The simulator's program: serve on a free port, announce the URL, run until SIGTERM."""
     from multirun.sim import SimConfig, serve
@@ -90,7 +106,18 @@ def serve_sim(context: ChildContext) -> int:
 
 def programs(runner: RunnerSpec, names: Sequence[str]) -> list[Program]:
     """The simulator (a service, with ``server: sim``) and one worker per account."""
-    accounts = [Program(name, partial(run_worker, runner, name)) for name in names]
+    accounts = [
+        Program(
+            name,
+            partial(run_worker, runner, name),
+            sweep=Sweep(
+                partial(run_sweep, runner, name),
+                partial(leftover, runner, name),
+                deadline_s=runner.stop_timeout_s,
+            ),
+        )
+        for name in names
+    ]
     if not runner.uses_sim:
         return accounts
     sim = Program(
@@ -134,6 +161,7 @@ def start(
         policy=policy,
         stop_timeout_s=runner.stop_timeout_s,
         config=str(runner.path),
+        watchdog_timeout_s=float(runner.watchdog_timeout_s),
     )
     return arbiter.run()
 
@@ -142,7 +170,8 @@ def stop(state_dir: Path, *, timeout_s: float, echo: Callable[[str], None] = pri
     """SIGTERM the supervisor running on ``state_dir`` and wait for it to exit.
 
     Returns its exit status as it recorded it (0: every account stopped cleanly), or 0
-    when none is running (a stale pidfile is removed).
+    when none is running (a stale pidfile is removed). Echoes the supervisor's final lines:
+    every trade left open, per account.
     """
     layout = StateDir(state_dir)
     pid = status.supervisor_pid(state_dir)
@@ -165,5 +194,13 @@ def stop(state_dir: Path, *, timeout_s: float, echo: Callable[[str], None] = pri
     final = procutil.read_json(layout.supervisor_json) or {}
     code = final.get("exit_code") if final.get("pid") == pid else None
     code = code if isinstance(code, int) else 1
-    echo("stopped: every account stopped cleanly" if code == 0 else f"stopped; exit status {code}")
+    left = final_report.from_json(final.get("left_open")) if final.get("pid") == pid else []
+    for line in final_report.lines(left):
+        echo(line)
+    if code == 0:
+        echo("stopped: every account stopped cleanly")
+    else:
+        count = sum(len(x.trades) for x in left if x.on_stop == final_report.CLOSE)
+        opened = f": {count} trade(s) left open" if count else ""
+        echo(f"stopped; exit status {code}{opened}")
     return code

@@ -206,3 +206,10 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def kill(pid: int | None, signum: int) -> None:
+    """Send ``signum`` to ``pid`` unless it is None or already gone."""
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)

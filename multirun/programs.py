@@ -11,14 +11,17 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multirun.clock import iso_ms
 from multirun.redact import LineSplitter
 from multirun.spawn import Target
 from multirun.states import BACKOFF, STOPPED
+
+if TYPE_CHECKING:
+    from multirun.final_report import Leftover
 
 SERVICE_STOP_TIMEOUT_S = 5.0
 
@@ -39,6 +42,16 @@ class RestartPolicy:
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """How to apply an account's ``on_stop`` once its worker is gone: a fresh process that
+    loads no strategy code and works from the journal (see :mod:`multirun.sweeps`)."""
+
+    target: Target  # the forked child: run_sweep for the account
+    leftover: Callable[[], Leftover]  # what its journal holds, read without its lock
+    deadline_s: float  # the sweep's own deadline (the arbiter kills it a little later)
+
+
+@dataclass(frozen=True)
 class Program:
     """One child the arbiter runs: what it runs and how it is supervised.
 
@@ -55,6 +68,7 @@ class Program:
     death_signal: int = signal.SIGHUP  # what it gets when the arbiter dies
     stop_timeout_s: float = SERVICE_STOP_TIMEOUT_S  # a service's; accounts use the arbiter's
     title: str = ""  # how messages call it ("the simulator"); its name when empty
+    sweep: Sweep | None = None  # an account: how to apply its on_stop without its worker
 
     @property
     def called(self) -> str:
@@ -77,6 +91,7 @@ class Proc:
     last_error: str | None = None  # the last "multirun: error: ..." line it printed
     next_start: float | None = None  # monotonic, in BACKOFF
     note: str | None = None
+    kill_reason: str | None = None  # why the arbiter SIGKILLed its current process
     pipes: dict[int, tuple[str, LineSplitter]] = field(default_factory=dict)
     ready_fd: int | None = None  # the handshake pipe, until its line came
     ready_data: bytes = b""

@@ -7,18 +7,21 @@ Sources (all in ``runner.state_dir``):
   (per account: state, pid, started, restarts, last exit, next start);
 - ``<name>/status.json``: the worker's view (ticks, trades, token, errors).
 
-Rules: a worker reporting HALTED overrides the supervisor's RUNNING (same pid); when no
-supervisor runs, every account is STOPPED (FATAL stays FATAL) with its last known details.
+Rules: a worker reporting HALTED overrides the supervisor's RUNNING (same pid); OVERDUE
+(no heartbeat: the supervisor's watchdog) shows as it is; when no supervisor runs, every
+account is STOPPED (FATAL stays FATAL) with its last known details, followed by the final
+report of the last stop when it left trades open (``supervisor.json``'s ``left_open``).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from multirun import final_report
 from multirun.clock import iso_ms, parse_iso, short_time
 from multirun.procutil import is_locked, looks_like_multirun, read_json, read_pid
 from multirun.specs import RunnerSpec
@@ -51,11 +54,13 @@ class Snapshot:
     supervisor_pid: int | None
     running: bool
     accounts: list[AccountStatus]
+    left_open: list[str] = field(default_factory=list)  # the last stop's final lines
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "supervisor": {"pid": self.supervisor_pid, "running": self.running},
             "accounts": [asdict(a) for a in self.accounts],
+            "left_open": list(self.left_open),
         }
 
 
@@ -85,7 +90,10 @@ def collect(runner: RunnerSpec, *, now: float | None = None) -> Snapshot:
         if entry is None:
             row.note = "disabled" if not spec.enabled else "not started"
         rows.append(row)
-    return Snapshot(pid, pid is not None, rows)
+    left = (
+        [] if pid is not None else final_report.lines(final_report.from_json(sup.get("left_open")))
+    )
+    return Snapshot(pid, pid is not None, rows, left)
 
 
 def merge(
@@ -177,6 +185,8 @@ def render_text(snapshot: Snapshot) -> str:
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
     ]
+    if snapshot.left_open and not snapshot.running:
+        lines += ["", "left open at the last stop:", *(f"  {x}" for x in snapshot.left_open)]
     return "\n".join([head, *lines])
 
 
