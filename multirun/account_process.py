@@ -5,9 +5,13 @@ supervisor's forked children. It builds the account's strategy, journal (locked:
 process per account), client and stop flag, hands them to a
 :class:`multirun.worker.Worker`, and returns the exit code of its run:
 
-- SIGTERM/SIGINT: finish the current tick, then ``on_stop`` (close our trades and
-  confirm, or keep them journaled), exit 0;
+- SIGTERM/SIGINT: finish the current tick (opening nothing more), then ``on_stop``
+  (close our trades and confirm, or keep them journaled), exit 0; trades that could not
+  be closed by the stop deadline: exit 3, the last stderr line naming each;
 - SIGHUP (the supervisor died): unwind at once, close nothing, exit within 2 s.
+
+:func:`run_sweep` applies an account's ``on_stop`` from its journal alone, loading no
+strategy code: the supervisor runs it for an account whose worker is gone.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 
 from multirun import strategies
-from multirun.errors import EXIT_OK, UsageError
+from multirun.alarm import DeadlinePassed, Heartbeat
+from multirun.errors import EXIT_API, EXIT_OK, MultirunError, UsageError
 from multirun.journal import Journal
-from multirun.reconcile import DEFAULT_TIMING
+from multirun.onstop import Closer, Outcome, StopWindow
+from multirun.reconcile import DEFAULT_TIMING, Reconciler
 from multirun.specs import AccountSpec, RunnerSpec
 from multirun.statedir import StateDir
 from multirun.ticker import StopFlag
@@ -70,14 +76,99 @@ def run_account(
         account = StateDir(runner.state_dir).account(spec.name)
         journal = Journal.for_account(account, spec.order_ref_prefix)
         stack.callback(journal.close)
-        client = _make_client(url, spec)
-        stack.callback(client.close)
+        heartbeat = Heartbeat(account.heartbeat)
         stop = StopFlag()
         stack.callback(stop.close)
-        worker = Worker(runner, spec, client, journal, on_tick, stop=stop)
+        window = StopWindow(stop)
+        client = _make_client(url, spec, window, heartbeat)
+        stack.callback(client.close)
+        worker = Worker(
+            runner, spec, client, journal, on_tick, stop=stop, window=window, heartbeat=heartbeat
+        )
         stack.enter_context(_signals(worker))
-        return worker.run()
-    raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
+        code = worker.run()
+    if worker.left_open is not None:  # the last line, once everything is closed
+        print(worker.left_open.error_line(name), file=sys.stderr, flush=True)
+    return code
+
+
+def run_sweep(runner: RunnerSpec, name: str, *, server_url: str, deadline_s: float) -> int:
+    """Apply account ``name``'s on_stop from its journal, loading no strategy code.
+
+    Takes the journal's lock, reconciles it with the server, then closes and cancels
+    every trade of ours (``on_stop: close``), retrying until ``deadline_s`` seconds
+    from now; ``keep`` leaves them. Exit 0 when nothing of ours is left open (or keep),
+    else 3 with a last stderr line ``multirun: error: <account>: N trade(s) left open:
+    ...``. SIGTERM/SIGINT end it early (with that line); SIGHUP is ignored: it is bounded.
+    """
+    _configure_logging(name, stamped=False)
+    began = time.monotonic()
+    spec = runner.account(name)
+    account = StateDir(runner.state_dir).account(name)
+    journal = Journal.for_account(account, spec.order_ref_prefix)
+    outcome = Outcome()
+    try:
+        held = len(journal.held()) + len(journal.intents())
+        if spec.on_stop == "keep":
+            log.info("sweep: on_stop keep: leaving %d trade(s) of ours open and journaled", held)
+            return EXIT_OK
+        log.info("sweep: on_stop close for %d journaled trade(s), within %.0f s", held, deadline_s)
+        heartbeat = Heartbeat(account.heartbeat)
+        stop = StopFlag()
+        window = StopWindow(stop)
+        window.deadline = began + deadline_s
+        client = _make_client(server_url, spec, window, heartbeat)
+        try:
+            reconciler = Reconciler(
+                client, journal, stop=window, timing=DEFAULT_TIMING, started=time.time()
+            )
+            reconciler.close_send_windows()  # their senders are gone: settle them
+            closer = Closer(client, journal, reconciler, window, heartbeat=heartbeat)
+            with _sweep_signals():
+                outcome = closer.run(began + deadline_s * 0.9, began + deadline_s)
+        finally:
+            client.close()
+            stop.close()
+    except (MultirunError, DeadlinePassed) as exc:
+        outcome.last_error = f"{type(exc).__name__}: {exc}"
+        outcome.left = outcome.left or closer_left(journal)
+    finally:
+        journal.close()
+    if outcome.unjournaled:
+        log.error("%s", outcome.unjournaled_line(name))
+    if outcome.ok:
+        return EXIT_OK
+    print(outcome.error_line(name), file=sys.stderr, flush=True)
+    return EXIT_API
+
+
+def closer_left(journal: Journal) -> list[str]:
+    """What the journal holds, named as a stop names what it left (when it can be read)."""
+    with contextlib.suppress(MultirunError):
+        held = [
+            f"trade {r.trade_id or '?'} {r.side} {r.volume:g} {r.instrument} ({r.order_ref})"
+            for r in [*journal.held(), *journal.intents()]
+        ]
+        return held
+    return ["the journal could not be read"]
+
+
+@contextlib.contextmanager
+def _sweep_signals() -> Iterator[None]:
+    """SIGTERM/SIGINT: end the sweep now (it reports what is left); SIGHUP: ignored."""
+
+    def now(signum: int, frame: FrameType | None) -> None:
+        raise DeadlinePassed(f"sweep ({signal.Signals(signum).name})", 0, [])
+
+    handlers: dict[signal.Signals, Callable[[int, FrameType | None], None] | signal.Handlers] = {
+        signal.SIGTERM: now, signal.SIGINT: now, signal.SIGHUP: signal.SIG_IGN,
+    }  # fmt: skip
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _server_url(
@@ -92,7 +183,9 @@ def _server_url(
     return url
 
 
-def _make_client(url: str, spec: AccountSpec) -> Client:
+def _make_client(
+    url: str, spec: AccountSpec, interrupt: StopWindow, heartbeat: Heartbeat
+) -> Client:
     from multirun.client import AlgogeneClient
 
     return AlgogeneClient(
@@ -102,6 +195,8 @@ def _make_client(url: str, spec: AccountSpec) -> Client:
         spec.runmode,
         spec.accountid,
         reconcile_window_s=DEFAULT_TIMING.reconcile_window_s,
+        interrupt=interrupt,
+        heartbeat=heartbeat,
     )
 
 
@@ -113,7 +208,7 @@ def _signals(worker: Worker) -> Iterator[None]:
         if not worker.stop.is_set():
             log.info("%s: stopping after the current tick", signal.Signals(signum).name)
         worker.stop.set(signal.Signals(signum).name)
-        if worker.reconciling:
+        if worker.reconciling and (worker.nothing_journaled or worker.spec.on_stop == "keep"):
             raise StoppedReconciling()
 
     timers: list[threading.Timer] = []

@@ -20,7 +20,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,8 @@ from multirun.redact import Secret
 from multirun.specs import AccountSpec, Guardrails, RunnerSpec, freeze, parse_interval
 from multirun.yamlload import MAX_BYTES, load_bytes, typed
 
+WATCHDOG_ROOM_S = 30  # watchdog_timeout must exceed every tick_timeout by more than this
+_DEFAULT_TICK_TIMEOUT_S = parse_interval(schema.account_defaults()["tick_timeout"])
 KEY_FIELD = "api_key"  # the one field that holds a secret: never quoted, always masked
 BINDING_FIELDS = ("user", "runmode", "accountid")
 
@@ -144,6 +146,7 @@ class _Checker:
             self._check_schema(data)
             accounts = self._merged_accounts(data)
             self._check_semantics(accounts)
+            self._check_watchdog(data, accounts)
             if not self.report.problems:
                 self.report.spec = self._build(data, accounts)
         return self.found.finish()
@@ -338,11 +341,32 @@ class _Checker:
 
     def _check_interval(self, account: _Account) -> None:
         """The bounds the schema cannot set on a duration string (``8d``)."""
-        if self._usable(account, "interval"):
-            try:
-                account.interval_s = parse_interval(account.values["interval"])
-            except ValueError as error:
-                self.found.add(account.origin("interval"), str(error))
+        for key in ("interval", "tick_timeout"):
+            if self._usable(account, key):
+                try:
+                    account.seconds[key] = parse_interval(account.values[key])
+                except ValueError as error:
+                    self.found.add(account.origin(key), str(error))
+        account.interval_s = account.seconds.get("interval")
+
+    def _check_watchdog(self, data: dict[str, Any], accounts: list[_Account]) -> None:
+        """watchdog_timeout must leave every account's tick_timeout 30 s of room."""
+        value = data.get("watchdog_timeout", schema.runner_defaults()["watchdog_timeout"])
+        if self.found.is_bad(("watchdog_timeout",)):
+            return
+        try:
+            watchdog = parse_interval(value)
+        except ValueError as error:
+            self.found.add(("watchdog_timeout",), str(error))
+            return
+        for account in accounts:
+            tick = account.seconds.get("tick_timeout", _DEFAULT_TICK_TIMEOUT_S)
+            if watchdog <= tick + WATCHDOG_ROOM_S:
+                self.found.add(
+                    account.origin("tick_timeout"),
+                    f"tick_timeout {tick} s leaves the watchdog no room: watchdog_timeout "
+                    f"({watchdog} s) must exceed it by more than {WATCHDOG_ROOM_S} s",
+                )
 
     def _check_strategy(self, account: _Account) -> None:
         if not self._usable(account, "strategy"):
@@ -412,6 +436,7 @@ class _Checker:
             accounts=tuple(_account_spec(a) for a in accounts),
             version=int(values["version"]),
             stop_timeout_s=float(values["stop_timeout"]),
+            watchdog_timeout_s=parse_interval(values["watchdog_timeout"]),
         )
 
 
@@ -423,6 +448,7 @@ class _Account:
     values: dict[str, Any]
     origins: dict[str, YamlPath]
     interval_s: int | None = None  # parsed once, by the check
+    seconds: dict[str, int] = field(default_factory=dict)  # durations parsed by the check
 
     @classmethod
     def merge(cls, index: int, defaults: dict[str, Any], entry: dict[str, Any]) -> _Account:
@@ -451,6 +477,7 @@ def _account_spec(account: _Account) -> AccountSpec:
         instrument=values["instrument"],
         volume=float(values["volume"]),
         interval_s=account.interval_s,
+        tick_timeout_s=account.seconds.get("tick_timeout", _DEFAULT_TICK_TIMEOUT_S),
         params=freeze(values.get("params") or {}),
         on_stop=values["on_stop"],
         enabled=values["enabled"],

@@ -84,7 +84,7 @@ class Reconciler:
 
     def reconcile(self) -> None:
         """Settle the journal against the server before the first tick."""
-        self._close_send_windows()
+        self.close_send_windows()
         self.sync()
         while self.journal.intents() and not self.stop.is_set():
             self.settle_intents()
@@ -159,7 +159,7 @@ class Reconciler:
         """
         return row.listed_ts is None and now < self._grace_end(row)
 
-    def _close_send_windows(self) -> None:
+    def close_send_windows(self) -> None:
         """Journal that intents of a previous (dead) process can no longer be sent.
 
         Stored, so the reconcile window of such an intent runs from the first restart

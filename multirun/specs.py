@@ -113,6 +113,7 @@ class AccountSpec:
     on_stop: OnStop = _ACCOUNT_DEFAULTS["on_stop"]
     enabled: bool = bool(_ACCOUNT_DEFAULTS["enabled"])
     guardrails: Guardrails = field(default_factory=Guardrails)
+    tick_timeout_s: int = parse_interval(_ACCOUNT_DEFAULTS["tick_timeout"])
 
     @property
     def order_ref_prefix(self) -> str:
@@ -134,6 +135,7 @@ class RunnerSpec:
     accounts: tuple[AccountSpec, ...]
     version: int = int(_RUNNER_DEFAULTS["version"])
     stop_timeout_s: float = float(_RUNNER_DEFAULTS["stop_timeout"])
+    watchdog_timeout_s: int = parse_interval(_RUNNER_DEFAULTS["watchdog_timeout"])
 
     @property
     def uses_sim(self) -> bool:

@@ -12,7 +12,8 @@ missed grid points are collapsed into one catch-up tick, run at once and logged,
 never a burst.
 
 Between ticks the loop sleeps (a ``select`` on a self-pipe, woken early by a
-stop request) instead of polling. The clock (a :class:`multirun.clock.Clock`) is
+stop request) instead of polling, waking at least every second to call its
+``heartbeat`` (the supervisor's watchdog reads it). The clock (a :class:`multirun.clock.Clock`) is
 injectable, so tests run without waiting.
 """
 
@@ -24,6 +25,7 @@ import logging
 import math
 import os
 import select
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +34,8 @@ import schedule
 from multirun.clock import SYSTEM_CLOCK, Clock, iso_s, utc
 
 log = logging.getLogger("multirun.ticker")
+
+HEARTBEAT_S = 1.0  # the longest idle wait between two heartbeats
 
 
 class StopFlag:
@@ -44,6 +48,7 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        self.set_at: float | None = None  # time.monotonic() of the first request
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
@@ -51,6 +56,7 @@ class StopFlag:
     def set(self, reason: str = "stop") -> None:
         if self.reason is None:
             self.reason = reason
+            self.set_at = time.monotonic()
         # A full pipe already wakes the sleeper; a closed one means we are done.
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._write_fd, b"x")
@@ -189,6 +195,7 @@ class Ticker:
         *,
         stop: StopFlag,
         clock: Clock = SYSTEM_CLOCK,
+        heartbeat: Callable[[], None] | None = None,
     ) -> None:
         if interval_s < 1:
             raise ValueError("interval must be at least 1 second")
@@ -196,6 +203,7 @@ class Ticker:
         self.stop = stop
         self.clock = clock
         self.ticks = 0
+        self.heartbeat = heartbeat or (lambda: None)
         self._on_tick = on_tick
         self._scheduler = GridScheduler(clock)
         self._job = self._scheduler.every_grid(interval_s).do(self._fire)
@@ -210,7 +218,8 @@ class Ticker:
         while not self.stop.is_set():
             idle = self._scheduler.idle_seconds
             if idle is not None and idle > 0:
-                self.clock.wait(self.stop, idle)
+                self.heartbeat()
+                self.clock.wait(self.stop, min(idle, HEARTBEAT_S))
                 continue
             self._scheduler.run_pending()
 

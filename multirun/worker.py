@@ -13,11 +13,18 @@ A :class:`Worker` owns one account's client, journal, strategy and ticker
 3. Guardrails: no opening beyond ``max_open_trades`` or ``max_orders_per_hour``;
    after ``halt_after_failures`` consecutive failed ticks the worker is HALTED (no
    more orders; still writing its status) until stopped.
-4. Once stopped (between ticks), ``on_stop``: close our trades and confirm, or keep
-   them journaled. Orphaned (the supervisor died): unwind at once, close nothing.
+4. A strategy call running past ``tick_timeout`` is interrupted (SIGALRM, see
+   :mod:`multirun.alarm`): a failed tick, logged with the strategy's stack.
+5. Once stopped (between ticks; a tick under way opens nothing more), ``on_stop``:
+   close our trades until the stop deadline (:mod:`multirun.onstop`), or keep them
+   journaled. A stop during start-up reconciliation finishes reconciling first. What
+   is left open is named and the exit code is 3. Orphaned (the supervisor died):
+   unwind at once, close nothing.
 
 The account's ``status.json`` is rewritten atomically after every tick and state
-change.
+change, best-effort: a state directory that cannot take it is logged once, and never
+stands in the way of an order or a close. The heartbeat file is touched while idle (at
+least every second), around every tick and strategy call, and before every request.
 """
 
 from __future__ import annotations
@@ -32,19 +39,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from multirun import procutil
+from multirun import alarm, procutil
 from multirun.clock import SYSTEM_CLOCK, Clock, iso_ms, iso_of
 from multirun.errors import (
-    EXIT_FAILURE,
+    EXIT_API,
     EXIT_OK,
     ApiError,
-    CloseUnconfirmed,
+    Interrupted,
     MultirunError,
     OrderUncertain,
-    exit_code_for,
 )
 from multirun.journal import Journal, JournalOrder
 from multirun.models import Bar, OrderAck, Quote, Trade
+from multirun.onstop import HARD_MARGIN, STOP_MARGIN, Closer, Outcome, StopWindow
 from multirun.reconcile import DEFAULT_TIMING, Listings, Reconciler, Timing
 from multirun.specs import AccountSpec, RunnerSpec
 from multirun.statedir import StateDir
@@ -80,7 +87,15 @@ class Orphaned(BaseException):  # a control-flow signal, like KeyboardInterrupt
 
 
 class StoppedReconciling(BaseException):  # a control-flow signal, like KeyboardInterrupt
-    """SIGTERM/SIGINT during start-up reconciliation, which only reads: unwind it now."""
+    """SIGTERM/SIGINT during start-up reconciliation with nothing journaled: unwind now."""
+
+
+class StrategyTimeout(MultirunError):
+    """The strategy's on_tick ran past tick_timeout and was interrupted."""
+
+    def __init__(self, message: str, stack: list[str]) -> None:
+        super().__init__(message)
+        self.stack = stack
 
 
 # --- planning: pure, so it is easy to test --------------------------------------
@@ -134,6 +149,8 @@ class Worker:
         stop: StopFlag,
         clock: Clock = SYSTEM_CLOCK,
         timing: Timing = DEFAULT_TIMING,
+        window: StopWindow | None = None,
+        heartbeat: Callable[[], None] | None = None,
     ) -> None:
         self.runner = runner
         self.spec = spec
@@ -143,7 +160,12 @@ class Worker:
         self.stop = stop
         self.clock = clock  # drives the ticker only; journal and deadlines use wall time
         self.timing = timing
-        self.status_path = StateDir(runner.state_dir).account(spec.name).status
+        account = StateDir(runner.state_dir).account(spec.name)
+        self.status_path = account.status
+        self.heartbeat = heartbeat or alarm.Heartbeat(account.heartbeat)
+        self.window = window or StopWindow(stop)  # the client's interrupt (see onstop)
+        self.status_failing = False  # the last status write failed (logged once)
+        self.left_open: Outcome | None = None  # what on_stop close could not close
         self.log = logging.getLogger(f"multirun.strategy.{spec.name}")
         self.state = RUNNING
         self.started = time.time()
@@ -157,9 +179,10 @@ class Worker:
         self._saved_state = json.dumps(self.strategy_state, sort_keys=True)
         self.ticker: Ticker | None = None
         self.busy = False  # in a tick or closing: where SIGHUP must unwind at once
-        # Start-up reconciliation sends nothing, so a stop request may cut it short (an
-        # unreachable server would otherwise hold it through every retry).
+        # A stop request cuts start-up reconciliation short only when the journal holds
+        # nothing of ours (it sends nothing); otherwise it ends, then on_stop applies.
         self.reconciling = False
+        self.nothing_journaled = not journal.held() and not journal.intents()
         self.reconciler = Reconciler(
             client, journal, stop=stop, timing=timing, started=self.started
         )
@@ -168,6 +191,7 @@ class Worker:
 
     def run(self) -> int:
         """Reconcile, tick until stopped, apply on_stop; returns the exit code."""
+        self.heartbeat()
         self.write_status()
         try:
             with self._busy():
@@ -177,8 +201,13 @@ class Worker:
         except Orphaned:
             return self.orphaned()
         try:
+            if self.stop.is_set():  # during reconciliation: on_stop reconciles, then applies
+                return self.orphaned() if self.stop.reason == ORPHANED else self.finish()
             # Scheduled only now: the first tick is the first grid point after reconciling.
-            self.ticker = Ticker(self.spec.interval_s, self.tick, stop=self.stop, clock=self.clock)
+            self.ticker = Ticker(
+                self.spec.interval_s, self.tick, stop=self.stop, clock=self.clock,
+                heartbeat=self.heartbeat,
+            )  # fmt: skip
             log.info(
                 "account %s: %s on %s every %ss, %d trade(s) of ours open",
                 self.spec.name, self.spec.strategy, self.spec.instrument,
@@ -198,7 +227,10 @@ class Worker:
             if self.stop.is_set() and self.stop.reason != ORPHANED:
                 raise StoppedReconciling()
             self.reconcile()
-        except MultirunError as exc:
+        except (MultirunError, Interrupted) as exc:
+            if self.stop.is_set():  # on_stop reconciles again, within the stop deadline
+                log.info("stop requested while reconciling (%s): on_stop next", _describe(exc))
+                return
             self.state = STOPPED
             self.last_error = _describe(exc)
             self.write_status()
@@ -218,13 +250,15 @@ class Worker:
         """After a stop request (between ticks): on_stop, final status, exit code."""
         code = EXIT_OK
         if self.spec.on_stop == "close":
-            try:
-                with self._busy():
-                    self.close_all()
-            except (MultirunError, OSError) as exc:
-                code = exit_code_for(exc) if isinstance(exc, MultirunError) else EXIT_FAILURE
-                self.last_error = _describe(exc)
-                log.error("on_stop close failed, trades stay journaled: %s", self.last_error)
+            with self._busy():
+                outcome = self.close_all()
+            if not outcome.ok:
+                code = EXIT_API
+                self.left_open = outcome
+                self.last_error = f"on_stop close: {len(outcome.left)} trade(s) left open"
+                log.error("on_stop close: left open: %s", "; ".join(outcome.left))
+            if outcome.unjournaled:
+                log.error("%s", outcome.unjournaled_line(self.spec.name))
         else:
             held = self.journal.held()
             log.info("on_stop keep: leaving %d trade(s) open and journaled", len(held))
@@ -249,6 +283,7 @@ class Worker:
     # --- one tick -------------------------------------------------------------------
 
     def tick(self, tick: Tick) -> None:
+        self.heartbeat()
         self.ticks += 1
         self.last_tick = tick.started
         if self.state == HALTED:
@@ -258,25 +293,46 @@ class Worker:
             with self._busy():
                 self._tick(tick)
             self.failures = 0
+        except Interrupted:
+            log.info("tick %d cut short by the stop request", tick.number)
         except Exception as exc:  # a failed tick is counted and logged, never a crash
             self._failed(exc)
+        self.heartbeat()
         self.write_status()
 
     def _tick(self, tick: Tick) -> None:
         held = self.sync()
         trades = [_open_trade(row) for row in held if row.trade_id]
         ctx = self._context(tick, trades)
-        decision = Decision.of(self.on_tick(ctx))
+        decision = Decision.of(self._ask(ctx))
         self._save_state(ctx.state)
         plan = plan_orders(decision, trades, self.spec.instrument)
         if not plan.empty:
             self.execute(plan)
+
+    def _ask(self, ctx: StrategyContext) -> object:
+        """The strategy's on_tick, interrupted past tick_timeout (see :mod:`multirun.alarm`)."""
+        seconds = self.spec.tick_timeout_s
+        self.heartbeat()
+        try:
+            with alarm.deadline(seconds, "on_tick", below="_ask"):
+                return self.on_tick(ctx)
+        except alarm.DeadlinePassed as late:
+            raise StrategyTimeout(
+                f"strategy {self.spec.strategy}: on_tick ran past tick_timeout ({seconds} s) "
+                "and was interrupted",
+                late.stack,
+            ) from None
+        finally:
+            self.heartbeat()
 
     def _failed(self, exc: Exception) -> None:
         self.failures += 1
         self.last_error = _describe(exc)
         limit = self.spec.guardrails.halt_after_failures
         log.error("tick failed (%d in a row): %s", self.failures, self.last_error)
+        if isinstance(exc, StrategyTimeout):
+            log.error("strategy stack when interrupted: %s", " > ".join(exc.stack) or "?")
         if limit and self.failures >= limit:
             self.halt(f"{self.failures} consecutive failed ticks; last: {self.last_error}")
 
@@ -317,7 +373,6 @@ class Worker:
         refs = [t.order_ref for t in trades]
         self.reconciler.await_listed(refs)
         self.journal.mark_close_requested(refs)
-        self.write_status()
         self.client.close_trades(
             [t.trade_id for t in trades], confirm_timeout_s=self.timing.close_confirm_s
         )
@@ -326,7 +381,7 @@ class Worker:
 
     def open(self, side: str) -> None:
         """Open one ``volume`` trade on ``side`` unless a guardrail or unsettled order forbids."""
-        refusal = self._refusal()
+        refusal = "stop requested" if self.stop.is_set() else self._refusal()
         if refusal:
             log.warning("not opening %s: %s", side, refusal)
             self.last_error = f"guardrail: {refusal}"
@@ -374,32 +429,16 @@ class Worker:
             return f"max_orders_per_hour {guard.max_orders_per_hour} reached"
         return None
 
-    def close_all(self) -> None:
-        """on_stop close: settle in-flight orders, close and cancel every trade of ours."""
-        deadline = time.time() + max(5.0, self.runner.stop_timeout_s * 0.8)
-        while self.journal.intents() and time.time() < deadline:
-            self.reconciler.settle_intents()
-            if self.journal.intents():
-                time.sleep(0.2)
-        for _ in range(3):
-            held = self.sync()
-            self.reconciler.await_listed([row.order_ref for row in held])
-            opened, pending = self.reconciler.ours()
-            if pending:
-                self.client.cancel_orders([t.trade_id for t in pending])
-            if not opened:
-                break
-            try:
-                self.close([_trade_view(t) for t in opened])
-            except CloseUnconfirmed as exc:
-                if time.time() >= deadline:
-                    raise
-                log.warning("on_stop close: %s; looking again", _describe(exc))
-        opened, pending = self.reconciler.ours()
-        if opened or pending:
-            raise ApiError(f"on_stop close: {len(opened) + len(pending)} trade(s) still open")
-        self.sync()
-        log.info("on_stop close: no trade of ours left open")
+    def close_all(self) -> Outcome:
+        """on_stop close: settle, close and cancel every trade of ours until the stop
+        deadline (:class:`multirun.onstop.Closer`); returns what is left."""
+        closer = Closer(
+            self.client, self.journal, self.reconciler, self.window,
+            confirm_s=self.timing.close_confirm_s, heartbeat=self.heartbeat,
+        )  # fmt: skip
+        began = self.stop.set_at if self.stop.set_at is not None else time.monotonic()
+        budget = self.runner.stop_timeout_s
+        return closer.run(began + budget * STOP_MARGIN, began + budget * HARD_MARGIN)
 
     # --- status -----------------------------------------------------------------------
 
@@ -427,7 +466,17 @@ class Worker:
         }
 
     def write_status(self) -> None:
-        procutil.write_json_atomic(self.status_path, self.status())
+        """Best-effort: a failure is logged once (again only after a success)."""
+        try:
+            procutil.write_json_atomic(self.status_path, self.status())
+        except (OSError, MultirunError) as exc:
+            if not self.status_failing:
+                log.warning("cannot write %s (%s): going on without it", self.status_path, exc)
+            self.status_failing = True
+        else:
+            if self.status_failing:
+                log.info("%s written again", self.status_path)
+            self.status_failing = False
 
     @contextlib.contextmanager
     def _busy(self) -> Iterator[None]:

@@ -101,8 +101,8 @@ def test_top_level_defaults(tmp_path: Path) -> None:
 
 def test_every_default_is_the_schemas() -> None:
     runner, account = schema.runner_defaults(), schema.account_defaults()
-    assert set(runner) == {"version", "server", "state_dir", "stop_timeout"}
-    assert set(account) == {"on_stop", "enabled", *Guardrails.__dataclass_fields__}
+    assert set(runner) == {"version", "server", "state_dir", "stop_timeout", "watchdog_timeout"}
+    assert set(account) == {"on_stop", "enabled", "tick_timeout", *Guardrails.__dataclass_fields__}
     assert Guardrails() == Guardrails(**{k: account[k] for k in Guardrails.__dataclass_fields__})
     spec = RunnerSpec(Path("r.yaml"), "sim", Path("s"), ())
     assert (spec.version, spec.stop_timeout_s) == (runner["version"], runner["stop_timeout"])
@@ -112,6 +112,22 @@ def test_every_default_is_the_schemas() -> None:
         account["enabled"],
     )
     assert MAX_INTERVAL_S == 7 * 86400  # the schema's bound on whole seconds
+    assert spec.watchdog_timeout_s == parse_interval(runner["watchdog_timeout"]) == 90
+    assert fields["tick_timeout_s"].default == parse_interval(account["tick_timeout"]) == 30
+
+
+def test_watchdog_timeout_must_exceed_every_tick_timeout_by_30_s(tmp_path: Path) -> None:
+    body = "server: sim\nwatchdog_timeout: 2m\naccounts:\n" + ACCOUNT.format(
+        name="alpha", key="${K:-sim-key}", runmode="livetest"
+    )
+    ok = config.validate(write(tmp_path, body + "    tick_timeout: 89s\n"), environ={})
+    assert ok.problems == [] and ok.spec is not None
+    assert (ok.spec.watchdog_timeout_s, ok.spec.accounts[0].tick_timeout_s) == (120, 89)
+    bad = config.validate(write(tmp_path, body + "    tick_timeout: 90s\n"), environ={})
+    assert [p.path for p in bad.problems] == ["accounts[0].tick_timeout"]
+    assert "watchdog_timeout (120 s) must exceed it by more than 30 s" in bad.problems[0].message
+    huge = config.validate(write(tmp_path, body + "    tick_timeout: 8d\n"), environ={})
+    assert [p.path for p in huge.problems] == ["accounts[0].tick_timeout"]
 
 
 def test_defaults_and_accounts_take_the_schemas_defaults(tmp_path: Path) -> None:

@@ -85,8 +85,29 @@ def test_an_overrun_shorter_than_an_interval_runs_the_next_tick_late_once() -> N
 
 def test_the_ticker_sleeps_until_the_next_tick_instead_of_polling() -> None:
     _, clock = run_ticks(10, T0 + 1, 3, work=lambda tick, clock: clock.advance(2))
-    # one wait to reach the first grid point, then one wait per gap
-    assert clock.waits == [pytest.approx(9), pytest.approx(8), pytest.approx(8)]
+    # 9 s to the first grid point, then 8 s per gap, in waits of at most a second
+    # (the heartbeat is touched between them)
+    assert all(0 < w <= 1.0 for w in clock.waits)
+    assert sum(clock.waits) == pytest.approx(9 + 8 + 8)
+    assert len(clock.waits) == 9 + 8 + 8
+
+
+def test_idle_waits_touch_the_heartbeat_at_least_every_second() -> None:
+    clock = ManualClock(T0 + 0.5)
+    stop = StopFlag()
+    beats: list[float] = []
+
+    def on_tick(tick: Tick) -> None:
+        if tick.number == 2:
+            stop.set()
+
+    ticker = Ticker(
+        5, on_tick, stop=stop, clock=clock, heartbeat=lambda: beats.append(clock.time())
+    )
+    ticker.run()
+    gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
+    assert beats and max(gaps) <= 1.0 + 1e-9
+    assert beats[0] == T0 + 0.5 and beats[-1] >= T0 + 9
 
 
 def test_during_a_tick_next_due_is_the_following_grid_point() -> None:

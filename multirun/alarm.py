@@ -1,0 +1,92 @@
+"""Deadlines in the worker's main thread (SIGALRM), and the heartbeat it touches.
+
+- :func:`deadline` interrupts the code running under it once ``seconds`` have passed,
+  by raising an exception from a SIGALRM handler (so a ``time.sleep`` or a socket
+  read is cut short too). The exception is a ``BaseException``: a strategy's
+  ``except Exception`` cannot swallow it, and it is raised again every second until
+  the code has left the block. Main thread only; code stuck in C that never returns
+  to Python is the supervisor's watchdog's job.
+- :class:`Heartbeat` touches the account's heartbeat file (its mtime is what the
+  supervisor's watchdog reads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+
+REPEAT_S = 1.0  # raised again this often while the interrupted code has not left
+
+
+class DeadlinePassed(BaseException):  # a control-flow signal, like KeyboardInterrupt
+    """The code under :func:`deadline` ran past it; ``stack`` is where it was (innermost last)."""
+
+    def __init__(self, what: str, seconds: float, stack: list[str]) -> None:
+        super().__init__(f"{what} still running after {seconds:g} s")
+        self.what = what
+        self.stack = stack
+
+
+@contextlib.contextmanager
+def deadline(seconds: float, what: str, *, below: str | None = None) -> Iterator[None]:
+    """Raise :class:`DeadlinePassed` in the block once ``seconds`` have passed.
+
+    ``below``: the name of the function that makes the call being timed; the stack
+    kept in the exception starts under it (the strategy's own frames).
+    """
+    if seconds <= 0:
+        raise DeadlinePassed(what, seconds, [])
+    active = [True]
+
+    def fire(signum: int, frame: FrameType | None) -> None:
+        if active[0]:
+            raise DeadlinePassed(what, seconds, _stack(frame, below))
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds, REPEAT_S)
+    try:
+        yield
+    finally:
+        active[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _stack(frame: FrameType | None, below: str | None) -> list[str]:
+    """``file:line in function`` for each frame, outermost first, starting under ``below``."""
+    frames = traceback.extract_stack(frame) if frame is not None else []
+    if below is not None:
+        names = [f.name for f in frames]
+        if below in names:
+            frames = frames[len(names) - names[::-1].index(below) :]
+    return [f"{f.filename}:{f.lineno} in {f.name}" for f in frames]
+
+
+class Heartbeat:
+    """Touches ``path`` (created on first use): one ``utime`` call, cheap enough for
+    every request. Never raises: a state directory that cannot be written shows in
+    the status file's own warning, and the watchdog then sees the account overdue."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self) -> None:
+        try:
+            os.utime(self.path)
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError:
+            pass
+
+
+def no_heartbeat() -> None:
+    """A heartbeat that touches nothing (tests, in-process workers)."""
+
+
+HeartbeatFn = Callable[[], None]
