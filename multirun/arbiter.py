@@ -85,6 +85,7 @@ class Arbiter(Stopping):
         stop_timeout_s: float,
         config: str | None = None,
         watchdog_timeout_s: float | None = None,
+        watchdog_kill_after_s: float | None = None,
     ) -> None:
         self.procs = [Proc(program) for program in programs]  # names may repeat: sim, sim
         self.layout = StateDir(state_dir)
@@ -108,7 +109,9 @@ class Arbiter(Stopping):
         self.clean = True
         self.started_wall = time.time()
         self.sweeps = Sweeps()
-        self.watchdog = Watchdog(self.layout, watchdog_timeout_s)
+        self.watchdog = Watchdog(
+            self.layout, watchdog_timeout_s, kill_after_s=watchdog_kill_after_s
+        )
         self.left_open: dict[str, Leftover] = {}  # the final report, once everything stopped
 
     # --- the main loop ---------------------------------------------------------------------------
@@ -130,11 +133,11 @@ class Arbiter(Stopping):
             for proc in self.services:
                 self.spawn(proc)
             self.loop()
-            if self.failure is not None:
-                raise SupervisorError(self.failure)
-            return self.exit_code()
         finally:
             self._teardown()
+        if self.failure is not None:
+            raise SupervisorError(self.failure)
+        return self.exit_code()  # with the final report, read in _teardown
 
     def loop(self) -> None:
         while self.failure is None:

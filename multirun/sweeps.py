@@ -15,6 +15,7 @@ processes and their deadlines. Each account is swept at most once per supervisor
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterable
 
@@ -65,7 +66,9 @@ class Sweeps:
         """The sweep process (not started yet) of ``account``."""
         sweep = account.program.sweep
         assert sweep is not None
-        program = Program(account.name, sweep.target, title=f"the sweep of {account.name}")
+        title = f"the sweep of {account.name}"
+        # SIGTERM ends a sweep at once, reporting what is left: a dead arbiter leaves none.
+        program = Program(account.name, sweep.target, death_signal=signal.SIGTERM, title=title)
         proc = Proc(program)
         self.procs[account.name] = proc
         self.deadlines[account.name] = time.monotonic() + sweep.deadline_s + SWEEP_GRACE_S

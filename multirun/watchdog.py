@@ -48,14 +48,14 @@ class Watchdog:
         layout: StateDir,
         timeout_s: float | None,
         *,
-        kill_after_s: float = KILL_AFTER_S,
+        kill_after_s: float | None = None,  # None: KILL_AFTER_S
         check_every_s: float = CHECK_EVERY_S,
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.layout = layout
         self.timeout_s = timeout_s  # None: not watching
-        self.kill_after_s = kill_after_s
+        self.kill_after_s = KILL_AFTER_S if kill_after_s is None else kill_after_s
         self.check_every_s = check_every_s
         self.wall, self.monotonic = wall, monotonic
         self.last_check = float("-inf")

@@ -28,9 +28,10 @@ from bench.procstat import descendants
 from multirun import procutil, status
 from multirun.arbiter import Arbiter
 from multirun.errors import NetworkError, SupervisorError
+from multirun.final_report import HeldTrade, Leftover
 from multirun.launch import stop
 from multirun.logs import LogRouter
-from multirun.programs import Program, RestartPolicy
+from multirun.programs import Program, RestartPolicy, Sweep
 from multirun.redact import Secret
 from multirun.spawn import ChildContext
 from multirun.specs import AccountSpec, RunnerSpec
@@ -88,7 +89,85 @@ def flood(workdir: Path, name: str, context: ChildContext) -> int:
     return sleeper(workdir, name, context)
 
 
-TARGETS = {f.__name__: f for f in (sleeper, crasher, refuser, stubborn, no_deathsig, chatty, flood)}
+def _note(workdir: Path, text: str) -> None:
+    """One line appended to ``order.log``: which child did what, in which order."""
+    fd = os.open(workdir / "order.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.write(fd, (text + "\n").encode())
+    os.close(fd)
+
+
+def logged(workdir: Path, name: str, context: ChildContext) -> int:
+    """An account that notes when SIGTERM stopped it."""
+
+    def stop(*_: object) -> None:
+        _note(workdir, f"account {name} stopped")
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    print(f"hello from {name}", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def service(workdir: Path, name: str, context: ChildContext) -> int:
+    """A service that announces itself and notes when it is stopped."""
+
+    def stop(*_: object) -> None:
+        _note(workdir, f"service {name} stopped")
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    context.ready(f"http://{name}.invalid")
+    while True:
+        time.sleep(3600)
+
+
+def heartbeat(workdir: Path, name: str, context: ChildContext) -> int:
+    """Touches its heartbeat every 0.1 s, except while ``<name>.frozen`` exists."""
+    path = StateDir(workdir / "state").account(name).heartbeat
+    path.parent.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        if not (workdir / f"{name}.frozen").exists():
+            path.touch()
+        time.sleep(0.1)
+
+
+# Sweeps: the account's "journal" is ``<name>.held`` (a JSON list of HeldTrade fields).
+
+
+def sweeper(workdir: Path, name: str, context: ChildContext) -> int:
+    _note(workdir, f"sweep {name} against {dict(context.announced)}")
+    (workdir / f"{name}.held").unlink()
+    return 0
+
+
+def failing_sweeper(workdir: Path, name: str, context: ChildContext) -> int:
+    _note(workdir, f"sweep {name}")
+    print(f"multirun: error: {name}: 1 trade(s) left open", file=sys.stderr)
+    return 3
+
+
+def hanging_sweeper(workdir: Path, name: str, context: ChildContext) -> int:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _note(workdir, f"sweep {name}")
+    print(f"{name}: sweeping forever", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def held(workdir: Path, name: str, on_stop: str) -> Leftover:
+    path = workdir / f"{name}.held"
+    if not path.exists():
+        return Leftover(name, on_stop)
+    return Leftover(name, on_stop, tuple(HeldTrade(**t) for t in json.loads(path.read_text())))
+
+
+TARGETS = {
+    f.__name__: f
+    for f in (sleeper, crasher, refuser, stubborn, no_deathsig, chatty, flood, logged, service)
+}
+TARGETS.update({f.__name__: f for f in (heartbeat, sweeper, failing_sweeper, hanging_sweeper)})
 
 
 def arbiter_main(argument: str) -> None:
@@ -108,12 +187,28 @@ def arbiter_main(argument: str) -> None:
         log_format=spec.get("format", "text"),
         max_bytes=spec.get("max_bytes", 5 * 1024 * 1024),
     )
+    services = [
+        Program(name, partial(TARGETS[kind], workdir, name), service=True, ready_timeout_s=10.0,
+                death_signal=signal.SIGTERM)
+        for name, kind in spec.get("services", {}).items()
+    ]  # fmt: skip
+    sweeps = {
+        name: Sweep(partial(TARGETS[kind], workdir, name), partial(held, workdir, name, on_stop),
+                    deadline_s=spec.get("stop_timeout", 10.0))
+        for name, (kind, on_stop) in spec.get("sweeps", {}).items()
+    }  # fmt: skip
+    programs = [
+        Program(name, partial(TARGETS[kind], workdir, name), sweep=sweeps.get(name))
+        for name, kind in accounts.items()
+    ]
     arbiter = Arbiter(
-        [Program(name, partial(TARGETS[kind], workdir, name)) for name, kind in accounts.items()],
+        [*services, *programs],
         state_dir=state_dir,
         router=router,
         policy=RestartPolicy(**spec.get("policy", {})),
         stop_timeout_s=spec.get("stop_timeout", 10.0),
+        watchdog_timeout_s=spec.get("watchdog_timeout"),
+        watchdog_kill_after_s=spec.get("kill_after"),
     )
     sys.exit(arbiter.run())
 
@@ -531,3 +626,141 @@ def test_a_terminal_that_stops_reading_does_not_hold_the_supervisor(tmp_path: Pa
         assert proc.stdout is not None
         proc.stdout.close()
     assert all(f.read_text().count(" line ") == 5000 for f in logs)  # the files have all
+
+
+# --- sweeps, the final report and the watchdog ------------------------------------------
+
+TRADE = {"order_ref": "mr-a-1", "side": "BUY", "volume": 1.0, "instrument": "BTCUSD",
+         "trade_id": "7"}  # fmt: skip
+LEFT_OPEN = "a: LEFT OPEN: trade 7 BUY 1 BTCUSD (orderRef mr-a-1)"
+
+
+def hold(tmp_path: Path, name: str, **fields: Any) -> None:
+    trade = {**TRADE, "order_ref": f"mr-{name}-1", **fields}
+    (tmp_path / f"{name}.held").write_text(json.dumps([trade]))
+
+
+def order(tmp_path: Path) -> list[str]:
+    path = tmp_path / "order.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_a_stop_sweeps_every_account_holding_trades_then_stops_the_services(
+    arbiter: Any, tmp_path: Path
+) -> None:
+    hold(tmp_path, "a")
+    hold(tmp_path, "b")  # b waits in BACKOFF when the stop comes
+    policy = {**FAST, "backoff_base_s": 60.0, "backoff_cap_s": 60.0}
+    run = arbiter({"a": "logged", "b": "crasher"}, services={"svc": "service"},
+                  sweeps={"a": ["sweeper", "close"], "b": ["sweeper", "close"]},
+                  policy=policy)  # fmt: skip
+    run.wait_state("b", "BACKOFF")
+    wait_until(lambda: "hello from a" in run.output())
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait_exit() == 0
+    steps = order(tmp_path)
+    announced = "{'svc': 'http://svc.invalid'}"
+    assert sorted(steps[:-1], key=steps.index) == steps[:-1]
+    assert set(steps) == {"account a stopped", f"sweep a against {announced}",
+                          f"sweep b against {announced}", "service svc stopped"}  # fmt: skip
+    assert steps.index("account a stopped") < steps.index(f"sweep a against {announced}")
+    assert steps[-1] == "service svc stopped"  # the services go after every sweep
+    out = run.output()
+    assert "b: its journal holds 1 trade(s); applying on_stop (close) from the journal" in out
+    assert "b: sweep done: nothing of ours left open" in out
+    assert "every account stopped cleanly" in out and "LEFT OPEN" not in out
+    assert run.sup()["left_open"] == {} and run.sup()["exit_code"] == 0
+
+
+def test_trades_a_sweep_could_not_close_are_named_and_the_exit_status_is_1(
+    arbiter: Any, tmp_path: Path
+) -> None:
+    hold(tmp_path, "a")
+    run = arbiter({"a": "sleeper", "b": "sleeper"}, sweeps={"a": ["failing_sweeper", "close"]})
+    wait_until(lambda: "hello from a" in run.output() and "hello from b" in run.output())
+    lines: list[str] = []
+    assert stop(run.state_dir, timeout_s=10, echo=lines.append) == 1
+    assert run.proc.poll() == 1
+    assert lines[1:] == [LEFT_OPEN, "stopped; exit status 1: 1 trade(s) left open"]
+    out = run.output()
+    assert "a: sweep ended with exit 3" in out and f"supervisor | {LEFT_OPEN}" in out
+    assert "stopped; exit status 1: 1 trade(s) left open (listed above)" in out
+    assert "every account stopped cleanly" not in out
+    assert run.sup()["left_open"]["a"]["trades"][0]["trade_id"] == "7"
+    snapshot = status.collect(runner_for(run.state_dir, "a", "b"))
+    assert snapshot.left_open == [LEFT_OPEN]
+    assert status.render_text(snapshot).endswith(f"left open at the last stop:\n  {LEFT_OPEN}")
+
+
+def test_trades_kept_by_on_stop_keep_are_listed_and_not_swept(arbiter: Any, tmp_path: Path) -> None:
+    hold(tmp_path, "a")
+    run = arbiter({"a": "sleeper"}, sweeps={"a": ["failing_sweeper", "keep"]})
+    wait_until(lambda: "hello from a" in run.output())
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait_exit() == 0
+    assert order(tmp_path) == []  # nothing to close, nothing to resolve: no sweep
+    out = run.output()
+    assert "a: kept open (on_stop: keep): trade 7 BUY 1 BTCUSD (orderRef mr-a-1)" in out
+    assert "every account stopped cleanly" in out
+
+
+def test_an_unresolved_order_is_swept_and_named_as_possibly_open(
+    arbiter: Any, tmp_path: Path
+) -> None:
+    hold(tmp_path, "a", trade_id=None, state="INTENT")
+    run = arbiter({"a": "sleeper"}, sweeps={"a": ["failing_sweeper", "keep"]})
+    wait_until(lambda: "hello from a" in run.output())
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait_exit() == 0  # on_stop keep: listed, exit status unaffected
+    assert order(tmp_path) == ["sweep a"]
+    assert "order BUY 1 BTCUSD (orderRef mr-a-1): sent or not, unknown" in run.output()
+
+
+def test_a_signal_during_the_sweep_kills_it_and_names_what_is_left(
+    arbiter: Any, tmp_path: Path
+) -> None:
+    hold(tmp_path, "a")
+    run = arbiter({"a": "sleeper"}, sweeps={"a": ["hanging_sweeper", "close"]})
+    wait_until(lambda: "hello from a" in run.output())
+    run.proc.send_signal(signal.SIGINT)
+    wait_until(lambda: "a: sweeping forever" in run.output())
+    run.proc.send_signal(signal.SIGINT)
+    assert run.wait_exit() == 1
+    out = run.output()
+    assert "SIGINT again: SIGKILL to the sweep of a" in out and LEFT_OPEN in out
+
+
+def test_a_worker_killed_at_stop_timeout_is_swept(arbiter: Any, tmp_path: Path) -> None:
+    hold(tmp_path, "mule")
+    run = arbiter({"mule": "stubborn"}, sweeps={"mule": ["sweeper", "close"]}, stop_timeout=0.5)
+    wait_until(lambda: "ignoring SIGTERM" in run.output())
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait_exit() == 1  # killed: not a clean stop, though nothing is left open
+    assert order(tmp_path) == ["sweep mule against {}"]
+    assert run.sup()["left_open"] == {}
+
+
+def test_a_silent_worker_is_overdue_then_killed_and_restarted(arbiter: Any, tmp_path: Path) -> None:
+    run = arbiter({"a": "heartbeat", "old": "sleeper"}, watchdog_timeout=0.5, kill_after=2.0,
+                  policy=FAST)  # fmt: skip
+    first = run.wait_state("a", "RUNNING")
+    wait_until(lambda: run.layout.account("a").heartbeat.exists())
+    frozen = tmp_path / "a.frozen"
+    frozen.touch()
+    late = run.wait_state("a", "OVERDUE", 5)
+    assert late["note"].startswith("no heartbeat for") and late["pid"] == first["pid"]
+    rows = {r.name: r for r in status.collect(runner_for(run.state_dir, "a", "old")).accounts}
+    assert rows["a"].state == "OVERDUE" and "no heartbeat" in status.render_text(
+        status.collect(runner_for(run.state_dir, "a", "old"))
+    )
+    frozen.unlink()  # it comes back before the kill
+    back = run.wait_state("a", "RUNNING", 5)
+    assert back["pid"] == first["pid"] and back["note"] is None
+    frozen.touch()
+    again = wait_until(lambda: run.account("a").get("restarts") == 1 and run.account("a"), 8)
+    frozen.unlink()
+    assert again["last_exit"].startswith("signal SIGKILL (watchdog: no heartbeat for")
+    assert run.account("old")["state"] == "RUNNING"  # no heartbeat file: not watched
+    assert "a: OVERDUE: no heartbeat for" in run.output()
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait_exit() == 0
