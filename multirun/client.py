@@ -20,21 +20,34 @@ retries, are in :mod:`multirun.transport`):
   means send again with the same orderRef (``max_sends`` sends in all), and no
   answer at all raises :class:`OrderUncertain`. Closing and cancelling are
   idempotent and confirmed through the trade listings (:mod:`multirun.settle`).
+- **Deadlines.** Every request has a total deadline (``request_deadline_s``) and its
+  reply a size cap (``max_reply_bytes``): see :mod:`multirun.transport`. A request cut
+  by its deadline is a NetworkError, so an ``open_order`` cut that way is reconciled by
+  orderRef like any lost reply.
+- **Interrupts.** With ``interrupt`` set (the worker's stop flag), retry pauses,
+  reconciliation pauses and close/cancel confirmation polls end at once with
+  :class:`~multirun.errors.Interrupted`; a request in flight is never cut by it. An
+  ``open_order`` whose outcome is unknown when the interrupt comes raises OrderUncertain
+  (it is never abandoned as "not placed" unless confirmed absent, and never resent).
+  ``with client.interrupting(False):`` runs a block (on_stop's close) ignoring it.
+- **Heartbeat.** ``heartbeat`` (optional) is called before every HTTP request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, TypeVar
 
 from multirun import models
-from multirun.clock import SYSTEM_CLOCK, Clock
+from multirun.clock import SYSTEM_CLOCK, Clock, StopSignal
 from multirun.errors import (
     ApiError,
     AuthError,
+    Interrupted,
     NetworkError,
     OrderRejected,
     OrderUncertain,
@@ -56,7 +69,7 @@ from multirun.params import OrderBody, api_time, order_body, trade_ids_of
 from multirun.redact import Secret
 from multirun.settle import ABSENT, FILLED, PENDING, UNANSWERED, Fill, settle
 from multirun.tokens import SessionReply, TokenManager
-from multirun.transport import Json, Transport
+from multirun.transport import MAX_REPLY_BYTES, REQUEST_DEADLINE_S, Json, Transport
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +93,10 @@ class AlgogeneClient:
 
     ``api_key`` is a :class:`~multirun.redact.Secret`; it is revealed only into the
     request itself. ``clock`` (deadlines, pauses, token lifetimes) and ``rng`` (backoff
-    jitter) exist for tests.
+    jitter) exist for tests. ``request_deadline_s`` bounds each request from connect to
+    last byte, ``max_reply_bytes`` each reply body (decompressed); ``interrupt`` is a
+    stop flag that ends waits (see the module docstring); ``heartbeat`` is called before
+    every request.
     """
 
     def __init__(
@@ -100,6 +116,10 @@ class AlgogeneClient:
         send_window_s: float = 60.0,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        request_deadline_s: float = REQUEST_DEADLINE_S,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
+        interrupt: StopSignal | None = None,
+        heartbeat: Callable[[], None] | None = None,
     ) -> None:
         if not isinstance(api_key, Secret):
             raise TypeError("api_key must be a multirun.redact.Secret")
@@ -121,6 +141,10 @@ class AlgogeneClient:
             secrets=self._secrets,
             clock=self._clock,
             rng=rng or random.Random(),
+            request_deadline_s=request_deadline_s,
+            max_reply_bytes=max_reply_bytes,
+            interrupt=interrupt,
+            heartbeat=heartbeat,
         )
         self._tokens = TokenManager(self._fetch_session, margin_s=token_margin_s, clock=self._clock)
         self._seen_tokens: list[str] = []
@@ -139,6 +163,22 @@ class AlgogeneClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def interrupt(self) -> StopSignal | None:
+        """The stop flag that ends this client's waits (None: waits run their course)."""
+        return self._transport.interrupt
+
+    @interrupt.setter
+    def interrupt(self, stop: StopSignal | None) -> None:
+        self._transport.interrupt = stop
+
+    @contextlib.contextmanager
+    def interrupting(self, enabled: bool) -> Iterator[None]:
+        """``with client.interrupting(False):`` the block's waits ignore the interrupt
+        (on_stop's close, which runs because the stop flag is set); True restores it."""
+        with self._transport.interrupting(enabled):
+            yield
 
     @property
     def token_expires_utc(self) -> datetime | None:
@@ -248,10 +288,12 @@ class AlgogeneClient:
 
         Raises ValueError for bad arguments (nothing sent); OrderRejected (the server
         refused it), AuthError, RateLimitError: not executed; OrderUncertain: it may or
-        may not have been placed and the server could not be asked (do not send it
-        again before a later :meth:`find_order` settles it); NetworkError/ServerError/
-        ProtocolError: every send failed and each time the order was confirmed absent,
-        so it is not on the server.
+        may not have been placed and the server could not be asked, or a stop request
+        (the interrupt) came while reconciling (do not send it again before a later
+        :meth:`find_order` settles it); NetworkError/ServerError/ProtocolError: every
+        send failed and each time the order was confirmed absent, so it is not on the
+        server (with the interrupt set, it is not sent again after the first absence);
+        Interrupted: only before anything was sent (waiting for a session token).
         """
         body = order_body(
             instrument, buysell, volume, order_ref, ordertype, price, timeinforce,
@@ -265,10 +307,22 @@ class AlgogeneClient:
             if isinstance(outcome, OrderAck):
                 return outcome
             log.warning("open_order %s: %s; reconciling by orderRef", order_ref, outcome)
-            found = self._reconcile(order_ref, outcome)
+            try:
+                found = self._reconcile(order_ref, outcome)
+            except Interrupted:
+                raise OrderUncertain(
+                    f"open_order {order_ref}: outcome unknown ({outcome}); a stop request "
+                    "ended reconciling by orderRef; do not resend before it is settled",
+                    endpoint="open_order",
+                    status=outcome.status,
+                ) from None
             if found is not None:
                 return found
             if send >= self._max_sends or self._clock.monotonic() >= last_send:
+                break
+            if self._transport.interrupted("open_order") is not None:
+                log.warning("open_order %s: not on the server; stop requested: not "
+                            "sending it again", order_ref)  # fmt: skip
                 break
             log.warning(
                 "open_order %s: not on the server after %.1f s; sending it again (%d of %d)",
@@ -347,7 +401,8 @@ class AlgogeneClient:
                     return None
             now = self._clock.monotonic()  # the next lookup must begin after the window
             self._transport.pause(
-                max(0.0, min(interval, window_end - now)) if now < window_end else interval
+                max(0.0, min(interval, window_end - now)) if now < window_end else interval,
+                f"open_order {order_ref}",
             )
             interval = min(interval * 1.5, 1.0)
 
@@ -378,7 +433,8 @@ class AlgogeneClient:
 
     def _settle(self, endpoint: str, listing: str, ids: list[str], timeout: float) -> None:
         desk = _Desk(self, endpoint, listing)
-        settle(desk, ids, timeout, clock=self._clock, hold_s=self._transport.read_timeout)
+        settle(desk, ids, timeout, clock=self._clock, hold_s=self._transport.read_timeout,
+               interrupt=self._transport.active_interrupt())  # fmt: skip
 
     # --- plumbing ------------------------------------------------------------------
 
@@ -394,8 +450,9 @@ class AlgogeneClient:
         """GET ``endpoint`` and parse it, retrying retryable failures with exponential
         backoff and full jitter until ``deadline`` (default: now + read_budget_s)."""
 
-        def once(read_timeout: float) -> T:
-            reply = self._call("GET", endpoint, params, auth=auth, read_timeout=read_timeout)
+        def once(read_timeout: float, total_s: float) -> T:
+            reply = self._call("GET", endpoint, params, auth=auth, read_timeout=read_timeout,
+                               deadline_s=total_s)  # fmt: skip
             return self._transport.parse(endpoint, parse, reply)
 
         if deadline is None:
@@ -419,25 +476,27 @@ class AlgogeneClient:
         *,
         auth: bool,
         read_timeout: float | None = None,
+        deadline_s: float | None = None,
     ) -> Json:
         """One request with credentials; with ``auth``, a refused token is renewed and
         the request repeated once."""
-        send = self._transport.send
+
+        def send(body: Json) -> Json:
+            return self._transport.send(method, endpoint, body, read_timeout, deadline_s)[0]
+
         payload = {"user": self._user, "api_key": self._api_key.reveal(), **params}
         if not auth:
-            return send(method, endpoint, payload, read_timeout)[0]
+            return send(payload)
         token = self._token()
         try:
-            return send(method, endpoint, {**payload, **self._scope(endpoint, token)},
-                        read_timeout)[0]  # fmt: skip
+            return send({**payload, **self._scope(endpoint, token)})
         except AuthError as refused:
             if refused.status == 403:
                 raise  # forbidden (e.g. the account): a new token would not change that
             log.info("%s: session token refused; renewing it and trying once more", endpoint)
             self._tokens.invalidate(token)
         token = self._token()
-        return send(method, endpoint, {**payload, **self._scope(endpoint, token)},
-                    read_timeout)[0]  # fmt: skip
+        return send({**payload, **self._scope(endpoint, token)})
 
     def _scope(self, endpoint: str, token: str) -> dict[str, str]:
         scope = {"runmode": self._runmode, "token": token}
@@ -468,8 +527,8 @@ class AlgogeneClient:
         """``/session`` (retried like any read); the token and the reply's Date header."""
         payload = {"user": self._user, "api_key": self._api_key.reveal()}
 
-        def once(read_timeout: float) -> SessionReply:
-            reply, date = self._transport.send("GET", "session", payload, read_timeout)
+        def once(read_timeout: float, total_s: float) -> SessionReply:
+            reply, date = self._transport.send("GET", "session", payload, read_timeout, total_s)
             return SessionReply(self._transport.parse("session", models.token_from_api, reply),
                                 date)  # fmt: skip
 

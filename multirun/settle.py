@@ -24,8 +24,8 @@ from __future__ import annotations
 import threading
 from typing import Literal, Protocol
 
-from multirun.clock import Clock
-from multirun.errors import ApiError, CloseUnconfirmed, NetworkError, OrderRejected
+from multirun.clock import Clock, StopSignal
+from multirun.errors import ApiError, CloseUnconfirmed, Interrupted, NetworkError, OrderRejected
 
 SETTLE_MAX_SENDS = 10  # close/cancel requests per call, at most
 SETTLE_RESEND_S = 1.0  # a trade still listed this long after its accepted request: again
@@ -77,14 +77,24 @@ class Desk(Protocol):
         ...
 
 
-def settle(desk: Desk, ids: list[str], timeout_s: float, *, clock: Clock, hold_s: float) -> None:
+def settle(
+    desk: Desk,
+    ids: list[str],
+    timeout_s: float,
+    *,
+    clock: Clock,
+    hold_s: float,
+    interrupt: StopSignal | None = None,
+) -> None:
     """Send ``desk.endpoint`` for ``ids`` and poll ``desk.listing`` until none is left in
     it, resending for trades still listed.
 
     Raises CloseUnconfirmed when a trade is still listed (or, for a close, not filled)
     after ``timeout_s``; a round whose reply was held up or whose listing could not be
     read at that deadline gets ``hold_s`` more (once). Raises OrderRejected when the
-    server refuses a trade it listed when the request was sent.
+    server refuses a trade it listed when the request was sent. Raises Interrupted when
+    ``interrupt`` is set during a pause between polls (closing is idempotent: the trades
+    are simply not confirmed yet).
     """
     deadline = clock.monotonic() + timeout_s
     extended = False
@@ -127,7 +137,12 @@ def settle(desk: Desk, ids: list[str], timeout_s: float, *, clock: Clock, hold_s
             known[i] == SEEN != before[i] and i not in listed for i in todo
         )
         if todo and not to_send and not learned:
-            clock.wait(_NEVER, min(interval, deadline - now))
+            stop = interrupt or _NEVER
+            if clock.wait(stop, min(interval, deadline - now)) or stop.is_set():
+                raise Interrupted(
+                    f"{desk.endpoint}: stop requested while confirming trade(s) "
+                    f"{', '.join(todo)} left {desk.listing}"
+                )
             interval = min(interval * 2, 0.5)
 
 

@@ -16,28 +16,44 @@
   carry URLs too: :func:`multirun.redact.install_log_redaction` masks them.
 - **Retries.** :meth:`Transport.retrying` repeats a read on NetworkError, ServerError,
   RateLimitError and ProtocolError with exponential backoff and full jitter, until a
-  deadline. Nothing here repeats a write.
+  deadline. Nothing here repeats a write. :func:`is_retryable` says which failures are
+  worth repeating an idempotent call for (callers that retry on their own use it).
+- **Total deadline, size cap.** Every request has a total deadline (``request_deadline_s``,
+  30 s by default) covering connect, request, headers and the whole body, enforced by
+  :mod:`multirun.deadline`'s watchdog; when it passes, the error is the same NetworkError
+  as a read timeout. The reply body is read in chunks and capped (``max_reply_bytes``,
+  4 MiB decompressed by default): past it, a ProtocolError.
+- **Interrupts.** With an ``interrupt`` (a stop flag) set, a retry pause ends at once with
+  :class:`~multirun.errors.Interrupted` (unless :meth:`Transport.interrupting` turned it
+  off); a request in flight is never cut by it (its deadline bounds it).
+- **Heartbeat.** ``heartbeat`` (optional) is called before every request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import json
 import logging
 import random
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from multirun import models
-from multirun.clock import Clock
+from multirun.clock import Clock, StopSignal
+from multirun.deadline import POOL_CLASSES, DeadlinePassed, ReplyTooLarge, read_body, watchdog
 from multirun.errors import (
     ApiError,
     AuthError,
+    CloseUnconfirmed,
+    Interrupted,
     NetworkError,
     OrderRejected,
     ProtocolError,
@@ -59,6 +75,8 @@ Json = dict[str, Any]
 WRITE_ENDPOINTS = frozenset({"open_order", "close_orders", "cancel_orders"})
 # Failures after which a read is worth repeating.
 RETRYABLE_READ = (NetworkError, ServerError, ProtocolError, RateLimitError)
+REQUEST_DEADLINE_S = 30.0  # one request, connect to last byte
+MAX_REPLY_BYTES = 4 * 1024 * 1024  # one reply body, decompressed
 
 # A 200 refusal about our session token (renew it and repeat the call), as opposed to one
 # that only mentions a session ("market session closed": a refusal like any other).
@@ -69,6 +87,25 @@ _TOKEN_WORDS = re.compile(
 
 # The stop signal of the transport's pauses: never set (a pause always runs its course).
 _NEVER = threading.Event()
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether repeating the same idempotent call (a read; a close or cancel by trade id)
+    may succeed where ``exc`` failed: network trouble and timeouts (NetworkError), 5xx
+    (ServerError), throttling (RateLimitError), a malformed or oversized reply
+    (ProtocolError), trades not confirmed closed yet (CloseUnconfirmed), and a session
+    token refused even after its renewal (AuthError on any endpoint but ``session``, other
+    than 403: the next call renews it again). Not: refused credentials (AuthError from
+    ``session``), 403, refusals (OrderRejected, RequestRejected), OrderUncertain (never
+    resend an order), Interrupted, or anything that is not an ApiError.
+    """
+    if isinstance(exc, NetworkError | ServerError | RateLimitError | ProtocolError):
+        return True
+    if isinstance(exc, CloseUnconfirmed):
+        return True
+    if isinstance(exc, AuthError):
+        return exc.status != 403 and exc.endpoint != "session"
+    return False
 
 
 class Transport:
@@ -88,10 +125,22 @@ class Transport:
         secrets: Callable[[], Iterable[str]],
         clock: Clock,
         rng: random.Random,
+        request_deadline_s: float = REQUEST_DEADLINE_S,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
+        interrupt: StopSignal | None = None,
+        heartbeat: Callable[[], None] | None = None,
     ) -> None:
+        if request_deadline_s <= 0 or max_reply_bytes <= 0:
+            raise ValueError("request_deadline_s and max_reply_bytes must be > 0")
         self._base = base_url.rstrip("/")
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.request_deadline_s = request_deadline_s
+        self.max_reply_bytes = max_reply_bytes
+        self.interrupt = interrupt
+        self._honour_interrupt = True
+        self._heartbeat = heartbeat
+        self._heartbeat_failed = False
         self._secrets = secrets
         self._clock = clock
         self._rng = rng
@@ -101,58 +150,140 @@ class Transport:
         """Close the HTTP session (its pooled connections). Idempotent."""
         self._session.close()
 
-    def pause(self, seconds: float) -> None:
-        """Wait ``seconds`` on the clock."""
-        self._clock.wait(_NEVER, seconds)
+    # --- interrupts -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def interrupting(self, enabled: bool) -> Iterator[None]:
+        """Within the block, the interrupt is honoured (True) or ignored (False): on_stop's
+        close runs its retries with the stop flag set."""
+        before = self._honour_interrupt
+        self._honour_interrupt = enabled
+        try:
+            yield
+        finally:
+            self._honour_interrupt = before
+
+    def active_interrupt(self) -> StopSignal | None:
+        """The interrupt, when it is honoured now; else None."""
+        return self.interrupt if self._honour_interrupt else None
+
+    def interrupted(self, what: str) -> Interrupted | None:
+        """An Interrupted error for ``what`` if the (honoured) interrupt is set, else None."""
+        stop = self.active_interrupt()
+        if stop is not None and stop.is_set():
+            return Interrupted(f"{what}: stop requested; not waiting to retry")
+        return None
+
+    def pause(self, seconds: float, what: str = "request") -> None:
+        """Wait ``seconds`` on the clock; raises Interrupted at once if the interrupt is
+        (or becomes) set meanwhile."""
+        stop = self.active_interrupt() or _NEVER
+        self._clock.wait(stop, seconds)
+        error = self.interrupted(what)
+        if error is not None:
+            raise error
+
+    # --- one request ----------------------------------------------------------------
 
     def send(
-        self, method: str, endpoint: str, payload: Json, read_timeout: float | None = None
+        self,
+        method: str,
+        endpoint: str,
+        payload: Json,
+        read_timeout: float | None = None,
+        deadline_s: float | None = None,
     ) -> tuple[Json, datetime | None]:
-        """Exactly one HTTP request. Returns (decoded JSON object, Date header)."""
+        """Exactly one HTTP request, done within ``min(request_deadline_s, deadline_s)``.
+        Returns (decoded JSON object, Date header)."""
+        self._beat()
         url = f"{self._base}/{endpoint}"
         timeout = (self.connect_timeout, read_timeout or self.read_timeout)
+        total = min(self.request_deadline_s, deadline_s or self.request_deadline_s)
         failure = ""
         # Redirects are not followed: requests would re-send the credentials (the query
         # string, or for 307/308 the JSON body) to a URL of the replier's choosing.
-        try:
-            if method == "GET":
-                response = self._session.get(
-                    url, params=payload, timeout=timeout, allow_redirects=False
-                )
-            else:
-                response = self._session.post(
-                    url, json=payload, timeout=timeout, allow_redirects=False
-                )
-        except requests.ConnectTimeout:
-            failure = "connect timed out"
-        except requests.Timeout:
-            failure = f"no reply within {timeout[1]:g} s"
-        except requests.ConnectionError:
-            failure = "connection failed or dropped"
-        except requests.RequestException as exc:
-            failure = f"request failed ({type(exc).__name__})"
-        if failure:  # raised here, outside the handler: requests' text holds the URL
+        with watchdog().watching(total) as watch:
+            response: requests.Response | None = None
+            body, status, headers = b"", 0, requests.structures.CaseInsensitiveDict[str]()
+            try:
+                if method == "GET":
+                    response = self._session.get(
+                        url, params=payload, timeout=timeout, allow_redirects=False, stream=True
+                    )
+                else:
+                    response = self._session.post(
+                        url, json=payload, timeout=timeout, allow_redirects=False, stream=True
+                    )
+                status, headers = response.status_code, response.headers
+                body = read_body(response.raw, watch, self.max_reply_bytes)
+                response.raw.release_conn()
+                response = None
+            except ReplyTooLarge:
+                failure = "too large"
+            except DeadlinePassed:
+                failure = "deadline"
+            except requests.ConnectTimeout:
+                failure = "connect timed out"
+            except requests.Timeout:
+                failure = f"no reply within {timeout[1]:g} s"
+            except (requests.ConnectionError, urllib3.exceptions.ProtocolError, OSError):
+                failure = "connection failed or dropped"
+            except urllib3.exceptions.DecodeError:
+                failure = "undecodable"
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+                failure = f"request failed ({type(exc).__name__})"
+            finally:
+                if response is not None:
+                    response.close()  # cut short: the connection is not reused
+            if failure and watch.expired:
+                failure = "deadline"
+        # raised here, outside the handlers: requests' text holds the URL
+        if failure == "too large":
+            raise ProtocolError(
+                f"{endpoint}: reply larger than {self.max_reply_bytes} bytes (not read)",
+                endpoint=endpoint,
+            )
+        if failure == "undecodable":
+            raise ProtocolError(f"{endpoint}: reply body could not be decompressed",
+                                endpoint=endpoint)  # fmt: skip
+        if failure == "deadline":
+            failure = f"no complete reply within {total:g} s (request deadline)"
+        if failure:
             raise NetworkError(f"{endpoint}: {failure}", endpoint=endpoint)
-        return self._decode(endpoint, response), _date_header(response)
+        return self._decode(endpoint, status, body), _date_header(headers)
 
-    def retrying(self, endpoint: str, once: Callable[[float], T], deadline: float) -> T:
-        """``once(read_timeout)`` until it succeeds, raises something not worth repeating,
-        or the next attempt would start after ``deadline`` (monotonic). Pauses are drawn
-        uniformly from [0, min(2 s, 0.05 s * 2**attempt)] (exponential backoff, full
-        jitter); each attempt's read timeout is capped by the time left."""
+    def _beat(self) -> None:
+        if self._heartbeat is None:
+            return
+        try:
+            self._heartbeat()
+        except Exception as error:  # a heartbeat never stands in the way of a request
+            if not self._heartbeat_failed:
+                self._heartbeat_failed = True
+                log.warning("heartbeat failed (%s); going on", type(error).__name__)
+
+    def retrying(self, endpoint: str, once: Callable[[float, float], T], deadline: float) -> T:
+        """``once(read_timeout, total_s)`` until it succeeds, raises something not worth
+        repeating, or the next attempt would start after ``deadline`` (monotonic). Pauses
+        are drawn uniformly from [0, min(2 s, 0.05 s * 2**attempt)] (exponential backoff,
+        full jitter); each attempt's read timeout and total deadline are capped by the
+        time left. A set interrupt ends a pause at once with Interrupted."""
         attempt = 0
         while True:
-            left = deadline - self._clock.monotonic()
+            left = max(deadline - self._clock.monotonic(), 0.2)
             try:
-                return once(min(self.read_timeout, max(left, 0.2)))
+                return once(min(self.read_timeout, left), left)
             except RETRYABLE_READ as retryable:
                 error: ApiError = retryable
             attempt += 1
             delay = self._rng.uniform(0.0, min(2.0, 0.05 * 2**attempt))
             if self._clock.monotonic() + delay >= deadline:
                 raise error
+            stop = self.interrupted(f"{error}")
+            if stop is not None:
+                raise stop
             log.info("%s; retrying in %.2f s (attempt %d)", error, delay, attempt + 1)
-            self.pause(delay)
+            self.pause(delay, f"{error}")
 
     def parse(self, endpoint: str, parse: Callable[[Any], T], reply: object) -> T:
         """``parse(reply)``; a reply of the wrong shape is a ProtocolError."""
@@ -162,30 +293,29 @@ class Transport:
             problem = self._server_text(str(bad))  # it may quote a key the server chose
         raise ProtocolError(f"{endpoint}: malformed reply: {problem}", endpoint=endpoint)
 
-    def _decode(self, endpoint: str, response: requests.Response) -> Json:
+    def _decode(self, endpoint: str, status: int, body: bytes) -> Json:
         """The JSON object of a 200 reply; every other status mapped to its error."""
-        status = response.status_code
         if status != 200:
-            raise _status_error(endpoint, status, self._detail(response))
-        body, ok = _json(response)
-        if not ok or not isinstance(body, dict):
+            raise _status_error(endpoint, status, self._detail(body))
+        reply, ok = _json(body)
+        if not ok or not isinstance(reply, dict):
             raise ProtocolError(f"{endpoint}: HTTP 200 reply is not a JSON object",
                                 endpoint=endpoint, status=status)  # fmt: skip
-        if str(body.get("status", "")).upper() in ("FAIL", "FAILED", "ERROR"):
-            detail = self._detail(response)
+        if str(reply.get("status", "")).upper() in ("FAIL", "FAILED", "ERROR"):
+            detail = self._detail(body)
             if _TOKEN_WORDS.search(detail):
                 raise AuthError(f"{endpoint}: HTTP 200 refusal{detail}",
                                 endpoint=endpoint, status=status)  # fmt: skip
             kind = OrderRejected if endpoint in WRITE_ENDPOINTS else RequestRejected
             raise kind(f"{endpoint}: HTTP 200 refusal{detail}", endpoint=endpoint, status=status)
-        return body
+        return reply
 
-    def _detail(self, response: requests.Response) -> str:
+    def _detail(self, body: bytes) -> str:
         """``": <server message>"``, one line, with every secret masked, or ``""``."""
-        body, ok = _json(response)
-        if not ok or not isinstance(body, dict):
+        reply, ok = _json(body)
+        if not ok or not isinstance(reply, dict):
             return ""
-        message = body.get("err_msg") or body.get("res") or body.get("message") or ""
+        message = reply.get("err_msg") or reply.get("res") or reply.get("message") or ""
         if not isinstance(message, str) or not message.strip():
             return ""
         return f": {self._server_text(message)}"
@@ -212,13 +342,29 @@ def _status_error(endpoint: str, status: int, detail: str) -> ApiError:
     return ProtocolError(f"{text} (unexpected status)", endpoint=endpoint, status=status)
 
 
-def _json(response: requests.Response) -> tuple[Any, bool]:
+def _json(body: bytes) -> tuple[Any, bool]:
     """(decoded body, True), or (None, False) when the body is not JSON (an HTML error
     page, an empty or cut body, or nesting too deep for the decoder)."""
     try:
-        return response.json(), True
+        return json.loads(body), True
     except (ValueError, RecursionError):
         return None, False
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter, over urllib3 pools whose connections the deadline watchdog can
+    cut (:mod:`multirun.deadline`). A SOCKS proxy keeps its own pools (not watched: the
+    body's chunked reading still bounds a trickle between chunks)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = POOL_CLASSES
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = POOL_CLASSES
+        return manager
 
 
 def http_session(base_url: str) -> requests.Session:
@@ -229,7 +375,7 @@ def http_session(base_url: str) -> requests.Session:
     to ``base_url``'s host, so they are read once, here, by requests' own rules.
     """
     session = requests.Session()
-    adapter = HTTPAdapter(max_retries=0, pool_connections=1, pool_maxsize=4)
+    adapter = _WatchedAdapter(max_retries=0, pool_connections=1, pool_maxsize=4)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     settings = session.merge_environment_settings(base_url, {}, None, None, None)
@@ -239,8 +385,8 @@ def http_session(base_url: str) -> requests.Session:
     return session
 
 
-def _date_header(response: requests.Response) -> datetime | None:
-    value = response.headers.get("Date")
+def _date_header(headers: Any) -> datetime | None:
+    value = headers.get("Date")
     if not value:
         return None
     try:

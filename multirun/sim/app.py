@@ -6,6 +6,7 @@ the HTTP layer only reads requests and writes (or drops) replies.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import threading
@@ -40,10 +41,19 @@ class Reply:
     status: int
     body: bytes = b""
     drop: bool = False  # close the connection without answering
+    trickle_s: float = 0.0  # > 0: write the reply one byte every this many seconds
+    encoding: str = ""  # Content-Encoding of body ("gzip"), if any
 
 
 def json_reply(status: int, body: object) -> Reply:
     return Reply(status, json.dumps(body).encode())
+
+
+def _huge(reply: Reply, size: int) -> Reply:
+    """``reply``'s JSON padded with spaces to ``size`` bytes, gzip-compressed."""
+    body = reply.body.rstrip()
+    padded = body[:-1] + b" " * max(0, size - len(body)) + body[-1:]
+    return Reply(reply.status, gzip.compress(padded, compresslevel=6), encoding="gzip")
 
 
 class Stats:
@@ -182,6 +192,10 @@ class SimApp:
             return Reply(200, reply.body[: max(1, len(reply.body) // 2)])
         if kind == "slow_success" and self.stopping.wait(decision.hold_s):
             return Reply(0, drop=True)
+        if kind == "trickle":
+            return Reply(reply.status, reply.body, trickle_s=decision.trickle_s)
+        if kind == "huge" and reply.status == 200:
+            return _huge(reply, decision.huge_bytes)
         return reply
 
     def _run(self, handler: Handler, params: Params | ApiFail) -> Reply:

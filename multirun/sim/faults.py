@@ -1,9 +1,10 @@
 """Seeded fault injection for the ``/rest/v1`` endpoints.
 
 One uniform draw per request picks at most one of the rate faults, in this
-order: ``drop``, ``error``, ``revoke``, ``malformed``, ``slow_success`` (the
-rates stack: their sum is capped at 1). Latency (``latency_ms`` plus a uniform
-``0..jitter_ms``) is added to every request on top of that.
+order: ``drop``, ``error``, ``revoke``, ``malformed``, ``slow_success``,
+``trickle``, ``huge`` (the rates stack: their sum is capped at 1). Latency
+(``latency_ms`` plus a uniform ``0..jitter_ms``) is added to every request on top
+of that.
 
 - drop: the connection is closed with no reply; nothing executed.
 - error: a 5xx reply (500, 502, 503 or 504); nothing executed.
@@ -11,6 +12,10 @@ rates stack: their sum is capped at 1). Latency (``latency_ms`` plus a uniform
   token; nothing executed. Only requests carrying a token can draw it.
 - malformed: executed, but the 200 reply body is cut short (not valid JSON).
 - slow_success: executed, but the reply is held back for ``slow_success_ms``.
+- trickle: executed, but the whole reply (status line, headers and body) is written
+  one byte every ``trickle_ms``.
+- huge: executed, but the 200 reply's JSON is padded with whitespace to ``huge_mb``
+  MiB and sent gzip-compressed (a few KiB on the wire: a decompression bomb).
 
 ``endpoints`` (a list of names such as ``["open_order"]``) limits all of it to
 those endpoints; empty means every ``/rest/v1`` endpoint.
@@ -30,6 +35,8 @@ RATE_FIELDS = (
     "revoke_rate",
     "malformed_rate",
     "slow_success_rate",
+    "trickle_rate",
+    "huge_rate",
 )
 KIND_OF_RATE = {
     "drop_rate": "drop",
@@ -37,7 +44,10 @@ KIND_OF_RATE = {
     "revoke_rate": "revoke",
     "malformed_rate": "malformed",
     "slow_success_rate": "slow_success",
+    "trickle_rate": "trickle",
+    "huge_rate": "huge",
 }
+MAX_HUGE_MB = 1024.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,10 @@ class FaultSettings:
     revoke_rate: float = 0.0
     slow_success_rate: float = 0.0
     slow_success_ms: float = 30000.0
+    trickle_rate: float = 0.0
+    trickle_ms: float = 1000.0  # the pace of a trickling reply: one byte per this
+    huge_rate: float = 0.0
+    huge_mb: float = 8.0  # the decompressed size of a huge reply
     endpoints: tuple[str, ...] = ()  # faults only these /rest/v1 endpoints; () = all
 
     def __post_init__(self) -> None:
@@ -69,6 +83,8 @@ class FaultSettings:
                 raise ValueError(f"{f.name} must be between 0 and 1")
             if f.name.endswith("_ms") and value > MAX_MS:
                 raise ValueError(f"{f.name} must be at most {MAX_MS:g} (a day)")
+            if f.name == "huge_mb" and value > MAX_HUGE_MB:
+                raise ValueError(f"huge_mb must be at most {MAX_HUGE_MB:g}")
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -92,9 +108,11 @@ class Decision:
     """What to do to one request."""
 
     delay_s: float = 0.0
-    kind: str | None = None  # drop | error | revoke | malformed | slow_success
+    kind: str | None = None  # drop | error | revoke | malformed | slow_success | trickle | huge
     error_status: int = 503
     hold_s: float = 0.0
+    trickle_s: float = 0.0  # trickle: seconds per byte
+    huge_bytes: int = 0  # huge: the padded body's size
 
 
 class FaultInjector:
@@ -123,7 +141,12 @@ class FaultInjector:
         delay = (s.latency_ms + jitter) / 1000.0
         kind = _pick(s, draw, has_token)
         return Decision(
-            delay_s=delay, kind=kind, error_status=status, hold_s=s.slow_success_ms / 1000.0
+            delay_s=delay,
+            kind=kind,
+            error_status=status,
+            hold_s=s.slow_success_ms / 1000.0,
+            trickle_s=s.trickle_ms / 1000.0,
+            huge_bytes=int(s.huge_mb * 1024 * 1024),
         )
 
 

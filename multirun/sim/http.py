@@ -121,14 +121,40 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(reply)
 
     def _write(self, reply: Reply) -> None:
+        if reply.trickle_s > 0:
+            self._trickle(reply)
+            return
         try:
             self.send_response(reply.status)
             self.send_header("Content-Type", "application/json")
+            if reply.encoding:
+                self.send_header("Content-Encoding", reply.encoding)
             self.send_header("Content-Length", str(len(reply.body)))
             self.end_headers()
             self.wfile.write(reply.body)
         except OSError:
             self.close_connection = True
+
+    def _trickle(self, reply: Reply) -> None:
+        """The whole reply, status line included, one byte every ``reply.trickle_s``."""
+        self.close_connection = True  # a client that gave up leaves the rest unread
+        phrase = self.responses.get(reply.status, ("",))[0]
+        head = (
+            f"{self.protocol_version} {reply.status} {phrase}\r\n"
+            f"Server: {self.version_string()}\r\nDate: {self.date_time_string()}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(reply.body)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode("latin-1")
+        data = head + reply.body
+        stopping = self.server.app.stopping
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+                if i + 1 < len(data) and stopping.wait(reply.trickle_s):
+                    break
+        except OSError:
+            pass
 
     def _drop(self) -> None:
         self.close_connection = True

@@ -10,11 +10,19 @@ import math
 from pathlib import Path
 
 from multirun.errors import UsageError
-from multirun.sim.faults import MAX_MS, FaultSettings
+from multirun.sim.faults import MAX_HUGE_MB, MAX_MS, FaultSettings
 from multirun.sim.server import SimConfig
 
-RATE_FLAGS = ("error_rate", "drop_rate", "malformed_rate", "revoke_rate", "slow_success_rate")
-MS_FLAGS = ("latency_ms", "jitter_ms", "slow_success_ms")
+RATE_FLAGS = (
+    "error_rate",
+    "drop_rate",
+    "malformed_rate",
+    "revoke_rate",
+    "slow_success_rate",
+    "trickle_rate",
+    "huge_rate",
+)
+MS_FLAGS = ("latency_ms", "jitter_ms", "slow_success_ms", "trickle_ms")
 MAX_TOKEN_TTL_S = 1e9  # ~31 years: a longer one would expire past the last printable date
 
 
@@ -56,9 +64,14 @@ def config_from_options(
     """Check every flag; raise UsageError naming the first bad one."""
     if not host.strip():
         raise UsageError("--host: must not be empty")
+    defaults = FaultSettings()  # flags not given (callers from before a kind existed)
+    faults = {n: faults.get(n, str(getattr(defaults, n))) for n in (*RATE_FLAGS, *MS_FLAGS)} | {
+        "huge_mb": faults.get("huge_mb", str(defaults.huge_mb))
+    }
     settings: dict[str, object] = {
         **{name: _number(name, faults[name], high=1.0) for name in RATE_FLAGS},
         **{name: _number(name, faults[name], high=MAX_MS) for name in MS_FLAGS},
+        "huge_mb": _number("huge_mb", faults["huge_mb"], high=MAX_HUGE_MB),
     }
     ttl = _number("token_ttl", token_ttl, high=MAX_TOKEN_TTL_S)
     if ttl <= 0:
