@@ -7,6 +7,7 @@ request and listing is scripted or follows that state.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -16,6 +17,7 @@ from multirun.errors import (
     ApiError,
     AuthError,
     CloseUnconfirmed,
+    Interrupted,
     NetworkError,
     OrderRejected,
     ServerError,
@@ -288,3 +290,13 @@ def test_cancel_unconfirmed_names_pending_trades(clock: FakeClock) -> None:
     desk.outcomes = ["ignored"] * 100
     with pytest.raises(CloseUnconfirmed, match=r"cancel_orders: trade.*5.*pending_trades"):
         run(desk, ["5"], timeout_s=3.0)
+
+
+def test_a_stop_request_ends_the_polls_at_once(desk: Desk, clock: FakeClock) -> None:
+    stop = threading.Event()
+    desk.open = {"1"}
+    desk.outcomes = ["ignored"] * SETTLE_MAX_SENDS  # accepted, never closes
+    desk.on_read = lambda n: stop.set() if n == 2 else None
+    with pytest.raises(Interrupted, match="stop requested while confirming trade"):
+        settle(desk, ["1"], 10.0, clock=clock, hold_s=HOLD_S, interrupt=stop)
+    assert desk.reads == 2  # no poll after the stop request

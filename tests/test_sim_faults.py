@@ -163,3 +163,47 @@ def test_faults_can_target_chosen_endpoints(sim_factory) -> None:
     assert caller.get("opened_trades").status_code >= 500
     bad = requests.post(caller.sim.root_url + "/sim/faults", data=json.dumps({"endpoints": "x"}))
     assert bad.status_code == 400
+
+
+def test_trickle_executes_and_writes_the_reply_a_byte_at_a_time(sim_factory) -> None:
+    import socket
+
+    caller = faulty(sim_factory, trickle_rate=1.0, trickle_ms=5, endpoints=["open_order"])
+    body = json.dumps({**caller._params({}), **ORDER}).encode()
+    with socket.create_connection(("127.0.0.1", caller.sim.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /rest/v1/open_order HTTP/1.1\r\nHost: x\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        first = sock.recv(100)
+        start = time.monotonic()
+        received = first
+        while chunk := sock.recv(100):
+            received += chunk
+        took = time.monotonic() - start
+    assert len(first) == 1  # the status line too comes byte by byte
+    head, _, reply = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and "tradeID" in json.loads(reply)
+    assert took >= (len(received) - 2) * 0.005 * 0.9
+    assert len(caller.sim.ledger()) == 1  # executed
+    assert caller.sim.stats()["faults_injected"] == {"trickle": 1}
+
+
+def test_huge_pads_the_reply_and_gzips_it(sim_factory) -> None:
+    caller = faulty(sim_factory, huge_rate=1.0, huge_mb=2)
+    reply = caller.get("opened_trades")  # requests decompresses it
+    assert reply.headers["Content-Encoding"] == "gzip"
+    assert int(reply.headers["Content-Length"]) < 64 * 1024
+    assert len(reply.content) == 2 * 1024 * 1024 and reply.json()["count"] == 0
+    assert caller.sim.stats()["faults_injected"] == {"huge": 1}
+
+
+def test_new_fault_kinds_keep_the_seeded_draws(sim_factory) -> None:
+    faults = {"error_rate": 0.3, "drop_rate": 0.2, "malformed_rate": 0.2}
+    before = outcomes(sim_factory(seed=5, faults=faults))
+    assert before == outcomes(sim_factory(seed=5, faults={**faults, "trickle_ms": 5.0}))
+    with pytest.raises(ValueError):
+        FaultSettings(trickle_rate=2.0)
+    with pytest.raises(ValueError):
+        FaultSettings(huge_mb=5000.0)
