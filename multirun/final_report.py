@@ -113,7 +113,7 @@ def verdict(code: int, leftovers: Mapping[str, Leftover]) -> str:
     left = sum(len(x.trades) for x in leftovers.values() if x.on_stop == CLOSE)
     if left:
         return f"stopped; exit status {code}: {left} trade(s) left open (listed above)"
-    return f"stopped; exit status {code} (not every account stopped cleanly)"
+    return f"stopped; exit status {code}: an account did not stop cleanly (see above)"
 
 
 def to_json(leftovers: Mapping[str, Leftover]) -> dict[str, Any]:
