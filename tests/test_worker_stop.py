@@ -203,7 +203,6 @@ def test_a_status_file_that_cannot_be_written_does_not_stop_a_close(
         status.unlink()
         status.mkdir()  # os.replace onto a non-empty directory fails, even for root
         (status / "in-the-way").write_text("")
-        wait_until(lambda: "cannot write" in log_text(tmp_path), timeout=10)
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=15)
     finally:
