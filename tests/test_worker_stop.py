@@ -247,11 +247,20 @@ def with_a_trade_journaled(tmp_path: Path, sim: SimServer) -> Path:
     cfg = config(tmp_path, strategy="fine:on_tick")
     proc = start(tmp_path, cfg, sim)
     try:
-        wait_until(lambda: ledger_open(sim), timeout=15)
+        wait_until(lambda: ledger_open(sim) and journal_held(tmp_path), timeout=15)
     finally:
         proc.kill()
         proc.wait(timeout=10)
     return cfg
+
+
+def journal_held(tmp_path: Path) -> list[str]:
+    """The trade ids the journal holds (read without the worker's lock)."""
+    journal = Journal(account_dir(tmp_path).journal, PREFIX)
+    try:
+        return [row.trade_id or "" for row in journal.held()]
+    finally:
+        journal.close()
 
 
 def test_a_sweep_closes_the_journals_trades_without_loading_the_strategy(
