@@ -264,6 +264,90 @@ def status(
     typer.echo(render(snapshot))
 
 
+@app.command()
+def health(
+    args: Annotated[
+        list[str], typer.Argument(help="[CONFIG] NAME: the runner file (runner.yaml), an account.")
+    ],
+    grace: Annotated[
+        float, typer.Option(help="Seconds allowed beyond the interval.", metavar="S")
+    ] = 60.0,
+    liveness: Annotated[
+        bool, typer.Option("--liveness", help="Only alive and ticking: HALTED passes.")
+    ] = False,
+) -> None:
+    """Exit 0 when account NAME ticked within its interval plus a grace (or is starting).
+
+    Otherwise exit 1 with one line saying why: no status file, never ticked, stale, HALTED,
+    STOPPED, not running. Reads the state directory only (probes and monitoring use it).
+    """
+    from multirun import config as runner_config
+    from multirun import health as account_health
+
+    if len(args) > 2:
+        fail(UsageError("health takes [CONFIG] NAME"))
+    config, name = (Path(args[0]), args[1]) if len(args) == 2 else (Path("runner.yaml"), args[0])
+    try:
+        verdict = account_health.check(
+            runner_config.load_for_control(config), name, grace_s=grace, liveness=liveness
+        )
+    except MultirunError as error:
+        fail(error)
+    typer.echo(verdict.line, err=not verdict.ok)
+    raise typer.Exit(0 if verdict.ok else 1)
+
+
+@app.command()
+def export(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="systemd, kubernetes or compose.")],
+    config: ConfigArg = Path("runner.yaml"),
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Directory to write into.", metavar="DIR")
+    ] = Path("."),
+    name: Annotated[
+        str, typer.Option(help="Prefix of units, objects and services.", metavar="NAME")
+    ] = "multirun",
+    image: Annotated[
+        str | None,
+        typer.Option(help="Container image (kubernetes, compose).", metavar="IMAGE"),
+    ] = None,
+    executable: Annotated[
+        Path | None,
+        typer.Option(help="Absolute path of multirun (systemd; default: this one).", metavar="P"),
+    ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(help="systemd User= (default: you, unless root; '' for none).", metavar="U"),
+    ] = None,
+) -> None:
+    """Write what runs each enabled account of CONFIG on systemd, Kubernetes or Compose.
+
+    Every unit runs `multirun run-account CONFIG NAME`; credentials go by variable name
+    (an env file or Secret template with empty values, never a value). See docs/deploy.md.
+    """
+    from multirun import config as runner_config
+    from multirun import export as exporter
+
+    try:
+        written = exporter.export(
+            fmt,
+            runner_config.load_for_control(config),
+            output,
+            name=name,
+            image=image or exporter.DEFAULT_IMAGE,
+            executable=executable,
+            user=user,
+        )
+    except MultirunError as error:
+        fail(error)
+    for path in written.written:
+        typer.echo(f"wrote {path}")
+    for path in written.kept:
+        typer.echo(f"kept {path} (already there: it may hold your values)")
+    for note in written.notes:
+        typer.echo(f"note: {note}", err=True)
+
+
 def fail(error: MultirunError) -> None:
     """Print ``error`` as one line on stderr and exit with its code."""
     typer.echo(f"multirun: error: {error}", err=True)

@@ -1,0 +1,64 @@
+"""`multirun export compose`: one Compose service per account, each with a named volume.
+
+``compose.yaml`` runs ``multirun run-account`` once per enabled account from the image the
+top-level Dockerfile builds; ``config/`` holds a copy of runner.yaml (its ``state_dir``
+set to the volume) and the strategy modules it imports, mounted read-only. Credentials
+pass from the environment of ``docker compose`` by variable name: no value in any file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from multirun.export.kubernetes import PROBE_PERIOD_S
+from multirun.export.plan import CONFIG_MOUNT, CONFIG_NAME, STATE_MOUNT, Plan
+from multirun.export.write import Output
+
+CONFIG_DIR = "config"  # next to compose.yaml
+
+
+def render(plan: Plan, *, name: str, image: str) -> Output:
+    """``compose.yaml`` and the ``config/`` directory it mounts."""
+    plan.require_copyable()
+    files = {f"{CONFIG_DIR}/{CONFIG_NAME}": plan.copied_config(STATE_MOUNT)}
+    for rel, path in plan.modules:
+        files[f"{CONFIG_DIR}/{rel}"] = path.read_text(encoding="utf-8")
+    files["compose.yaml"] = (
+        "# Written by `multirun export compose`. Build the image from the multirun sources\n"
+        f"# (docker build -t {image} .), export the variables below, then: docker compose up -d\n"
+        + yaml.safe_dump(document(plan, name=name, image=image), sort_keys=False, width=100)
+    )
+    return Output(files=files)
+
+
+def document(plan: Plan, *, name: str, image: str) -> dict[str, Any]:
+    config = f"{CONFIG_MOUNT}/{CONFIG_NAME}"
+    services: dict[str, Any] = {}
+    volumes: dict[str, Any] = {}
+    for account in plan.accounts:
+        volume = f"state-{account}"
+        volumes[volume] = {}
+        services[account] = {
+            "image": image,
+            "command": ["multirun", "run-account", config, account],
+            "restart": "unless-stopped",
+            "stop_signal": "SIGTERM",
+            "stop_grace_period": f"{plan.stop_grace_s}s",
+            # Names only: each takes its value from the environment of `docker compose`.
+            "environment": [var.name for var in plan.variables] + ["PYTHONUNBUFFERED=1"],
+            "volumes": [
+                f"./{CONFIG_DIR}:{CONFIG_MOUNT}:ro",
+                f"{volume}:{STATE_MOUNT}",
+            ],
+            "working_dir": STATE_MOUNT,
+            "healthcheck": {
+                "test": ["CMD", "multirun", "health", config, account],
+                "interval": f"{PROBE_PERIOD_S}s",
+                "timeout": "10s",
+                "retries": 3,
+                "start_period": "30s",
+            },
+        }
+    return {"name": name, "services": services, "volumes": volumes}

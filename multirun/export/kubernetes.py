@@ -1,0 +1,224 @@
+"""`multirun export kubernetes`: a StatefulSet per account, a ConfigMap, a Secret template.
+
+Per enabled account one ``StatefulSet`` with ``replicas: 1`` (at most one pod per
+identity, unlike a Deployment's rolling update, which starts the new pod before the old
+one is gone) and a ``ReadWriteOnce`` volume claim for its state directory; the config
+and the strategy modules it imports in a ConfigMap; credentials from a Secret by
+reference (``secret.yaml``: names, empty values; kept out of ``kustomization.yaml`` so
+that re-applying never blanks the real one). See docs/deploy.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from multirun.errors import UsageError
+from multirun.export.plan import CONFIG_MOUNT, CONFIG_NAME, STATE_MOUNT, Plan
+from multirun.export.write import Output
+
+SECRET_MODE = 0o600
+# Sized from the measured footprint (docs/deploy.md): one `multirun run-account` process
+# (random strategy, 1 s interval, against the simulator) has an RSS of 47 MiB (PSS 31 MiB)
+# and uses 9 millicores; each `multirun health` probe peaks at 37 MiB for 0.4 s of CPU,
+# so two probes every PROBE_PERIOD_S add ~25 millicores on average. The memory limit
+# leaves room for a strategy's own data and a probe beside the worker.
+RESOURCES: dict[str, Any] = {
+    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "limits": {"memory": "256Mi"},
+}
+STATE_STORAGE = "1Gi"  # a journal holds a few KiB per order
+UID = 10001  # the image's `multirun` user (see the Dockerfile)
+PROBE_PERIOD_S = 30  # a probe starts an interpreter: 0.4 s of CPU each time
+MAX_NAME = 52  # a StatefulSet's pods carry `<name>-<10 chars of hash>` in a 63-char label
+
+
+def render(plan: Plan, *, name: str, image: str) -> Output:
+    """The manifests of ``plan``: one file per object, and a kustomization of them."""
+    plan.require_copyable()
+    check_names(plan, name)
+    objects: dict[str, dict[str, Any]] = {
+        "configmap.yaml": config_map(plan, name),
+        "service.yaml": service(name),
+    }
+    for account in plan.accounts:
+        objects[f"statefulset-{_dns(account)}.yaml"] = stateful_set(plan, account, name, image)
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "labels": [{"pairs": {"app.kubernetes.io/part-of": name}}],
+        "resources": list(objects),
+    }
+    files = {path: _dump(obj) for path, obj in objects.items()}
+    files["kustomization.yaml"] = (
+        "# `kubectl apply -k .` applies these; secret.yaml is applied once, by hand,\n"
+        "# after filling it in (re-applying it from here would blank the real one).\n"
+        + _dump(kustomization)
+    )
+    return Output(files=files, credentials={"secret.yaml": (secret(plan, name), SECRET_MODE)})
+
+
+def object_name(name: str, account: str) -> str:
+    """The StatefulSet's name for ``account``: a DNS label."""
+    full = f"{name}-{_dns(account)}"
+    if full.endswith("-"):
+        raise UsageError(f"{full!r}: a Kubernetes name cannot end with '-': rename {account!r}")
+    if len(full) > MAX_NAME:
+        raise UsageError(f"{full!r}: longer than {MAX_NAME} characters; use a shorter --name")
+    return full
+
+
+def labels(name: str, account: str | None = None) -> dict[str, str]:
+    found = {"app.kubernetes.io/name": "multirun", "app.kubernetes.io/instance": name}
+    if account is not None:
+        found["multirun.io/account"] = account
+    return found
+
+
+def config_map(plan: Plan, name: str) -> dict[str, Any]:
+    data = {CONFIG_NAME: plan.copied_config(STATE_MOUNT)}
+    for rel, path in plan.modules:
+        data[_key(rel)] = path.read_text(encoding="utf-8")
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{name}-config", "labels": labels(name)},
+        "data": data,
+    }
+
+
+def service(name: str) -> dict[str, Any]:
+    """The headless Service a StatefulSet names (no ports: the workers serve nothing)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels(name)},
+        "spec": {"clusterIP": "None", "selector": labels(name)},
+    }
+
+
+def stateful_set(plan: Plan, account: str, name: str, image: str) -> dict[str, Any]:
+    config = f"{CONFIG_MOUNT}/{CONFIG_NAME}"
+    health = ["multirun", "health", config, account]
+    period = PROBE_PERIOD_S
+    items = [{"key": CONFIG_NAME, "path": CONFIG_NAME}]
+    items += [{"key": _key(rel), "path": rel} for rel, _ in plan.modules]
+    container = {
+        "name": "worker",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["multirun", "run-account", config, account],
+        "workingDir": STATE_MOUNT,
+        "env": [_env(var.name, var.required, name) for var in plan.variables]
+        + [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "resources": RESOURCES,
+        # Liveness: ticking (a HALTED worker still ticks: restarting it would lift the
+        # halt). Readiness: ticking and not HALTED.
+        "livenessProbe": _probe([*health[:2], "--liveness", *health[2:]], period, 3, 30),
+        "readinessProbe": _probe(health, period, 1, 5),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+            {"name": "state", "mountPath": STATE_MOUNT},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": object_name(name, account), "labels": labels(name, account)},
+        "spec": {
+            "replicas": 1,
+            "serviceName": name,
+            "selector": {"matchLabels": labels(name, account)},
+            "template": {
+                "metadata": {"labels": labels(name, account)},
+                "spec": {
+                    "terminationGracePeriodSeconds": plan.stop_grace_s,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": UID,
+                        "runAsGroup": UID,
+                        "fsGroup": UID,
+                    },
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": f"{name}-config", "items": items}},
+                        {"name": "tmp", "emptyDir": {}},
+                    ],
+                },
+            },
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "state"},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": STATE_STORAGE}},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def secret(plan: Plan, name: str) -> str:
+    """The Secret template: every variable's name with an empty value, never a value."""
+    lines = [
+        "# Fill in the values, then: kubectl apply -f secret.yaml",
+        "# (or: kubectl create secret generic NAME --from-env-file=FILE).",
+        "# Written by `multirun export kubernetes` with names only; commented-out names",
+        "# have a default in the config: set them to override it.",
+        "apiVersion: v1",
+        "kind: Secret",
+        "metadata:",
+        f"  name: {name}-credentials",
+        "type: Opaque",
+        "stringData:" + ("" if any(v.required for v in plan.variables) else " {}"),
+    ]
+    for var in plan.variables:
+        prefix = "" if var.required else "# "
+        lines.append(f'  {prefix}{var.name}: ""')
+    return "\n".join(lines) + "\n"
+
+
+def _env(var: str, required: bool, name: str) -> dict[str, Any]:
+    ref = {"name": f"{name}-credentials", "key": var, "optional": not required}
+    return {"name": var, "valueFrom": {"secretKeyRef": ref}}
+
+
+def _probe(command: list[str], period: int, failures: int, delay: int) -> dict[str, Any]:
+    return {
+        "exec": {"command": command},
+        "initialDelaySeconds": delay,
+        "periodSeconds": period,
+        "timeoutSeconds": 10,
+        "failureThreshold": failures,
+    }
+
+
+def _dns(account: str) -> str:
+    return account.replace("_", "-")
+
+
+def _key(rel: str) -> str:
+    """A ConfigMap key for a file path (keys cannot hold ``/``)."""
+    return rel.replace("/", "__")
+
+
+def _dump(obj: dict[str, Any]) -> str:
+    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, width=100)
+
+
+def check_names(plan: Plan, name: str) -> None:
+    """Two accounts whose names differ only by ``_`` / ``-`` would share a StatefulSet."""
+    seen: dict[str, str] = {}
+    for account in plan.accounts:
+        full = object_name(name, account)
+        if full in seen:
+            raise UsageError(f"accounts {seen[full]!r} and {account!r} both map to {full!r}")
+        seen[full] = account
