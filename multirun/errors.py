@@ -11,6 +11,11 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_API = 3
+# A worker that fails the same way whatever the number of tries (its strategy cannot be
+# built, its API key is refused) exits with this (sysexits' EX_CONFIG): the supervisor
+# makes the account FATAL at once instead of restarting it, and systemd units list it
+# in RestartPreventExitStatus.
+EXIT_FATAL = 78
 EXIT_INTERRUPTED = 130
 
 
