@@ -37,6 +37,7 @@ from multirun.problems import (
     describe_error,
     error_schema,
     extra_keys,
+    format_path,
     show_value,
     unknown_key,
 )
@@ -293,6 +294,7 @@ class _Checker:
         self._check_bindings(accounts)
         for account in accounts:
             self._check_interval(account)
+            self._check_max_volume(account)
             self._check_strategy(account)
             self._check_api_key(account)
             if account.values.get("runmode") == "livetrade" and not self.found.is_bad(
@@ -348,6 +350,19 @@ class _Checker:
                 except ValueError as error:
                     self.found.add(account.origin(key), str(error))
         account.interval_s = account.seconds.get("interval")
+
+    def _check_max_volume(self, account: _Account) -> None:
+        """The ``max_volume`` guardrail: a volume above it is a typo until proven otherwise."""
+        if not (self._usable(account, "volume") and self._usable(account, "max_volume")):
+            return
+        volume, limit = account.values["volume"], account.values["max_volume"]
+        if volume > limit:
+            where = format_path(account.origin("max_volume"))
+            self.found.add(
+                account.origin("volume"),
+                f"volume {volume:g} is above max_volume {limit:g} ({where}): "
+                "a typo? raise max_volume if you mean it",
+            )
 
     def _check_watchdog(self, data: dict[str, Any], accounts: list[_Account]) -> None:
         """watchdog_timeout must leave every account's tick_timeout 30 s of room."""
@@ -481,8 +496,7 @@ def _account_spec(account: _Account) -> AccountSpec:
         params=freeze(values.get("params") or {}),
         on_stop=values["on_stop"],
         enabled=values["enabled"],
-        # int(): JSON Schema's integers include 2.0
-        guardrails=Guardrails(**{k: int(values[k]) for k in Guardrails.__dataclass_fields__}),
+        guardrails=Guardrails.from_values(values),
     )
 
 

@@ -94,6 +94,18 @@ class Guardrails:
     max_open_trades: int = int(_ACCOUNT_DEFAULTS["max_open_trades"])
     max_orders_per_hour: int = int(_ACCOUNT_DEFAULTS["max_orders_per_hour"])
     halt_after_failures: int = int(_ACCOUNT_DEFAULTS["halt_after_failures"])
+    max_volume: float | None = None  # no default: no limit on an order's volume
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> Guardrails:
+        """The guardrails of an account's merged values (the counts' defaults included)."""
+        counts = {k: int(values[k]) for k in COUNT_GUARDRAILS}  # int(): JSON's 2.0 is 2
+        limit = values.get("max_volume")
+        return cls(**counts, max_volume=None if limit is None else float(limit))
+
+
+# The guardrails that count (and have a default); ``max_volume`` is optional.
+COUNT_GUARDRAILS = ("max_open_trades", "max_orders_per_hour", "halt_after_failures")
 
 
 @dataclass(frozen=True)

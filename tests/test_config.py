@@ -15,7 +15,14 @@ from multirun import config, schema
 from multirun.cli import app
 from multirun.errors import ConfigError, UsageError
 from multirun.redact import MIN_SECRET_LEN, Secret
-from multirun.specs import MAX_INTERVAL_S, AccountSpec, Guardrails, RunnerSpec, parse_interval
+from multirun.specs import (
+    COUNT_GUARDRAILS,
+    MAX_INTERVAL_S,
+    AccountSpec,
+    Guardrails,
+    RunnerSpec,
+    parse_interval,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -102,8 +109,9 @@ def test_top_level_defaults(tmp_path: Path) -> None:
 def test_every_default_is_the_schemas() -> None:
     runner, account = schema.runner_defaults(), schema.account_defaults()
     assert set(runner) == {"version", "server", "state_dir", "stop_timeout", "watchdog_timeout"}
-    assert set(account) == {"on_stop", "enabled", "tick_timeout", *Guardrails.__dataclass_fields__}
-    assert Guardrails() == Guardrails(**{k: account[k] for k in Guardrails.__dataclass_fields__})
+    assert set(account) == {"on_stop", "enabled", "tick_timeout", *COUNT_GUARDRAILS}
+    assert Guardrails() == Guardrails(**{k: account[k] for k in COUNT_GUARDRAILS})
+    assert Guardrails().max_volume is None and "max_volume" in schema.account_fields()
     spec = RunnerSpec(Path("r.yaml"), "sim", Path("s"), ())
     assert (spec.version, spec.stop_timeout_s) == (runner["version"], runner["stop_timeout"])
     fields = AccountSpec.__dataclass_fields__
