@@ -16,6 +16,7 @@ leaves this module.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import sys
@@ -384,27 +385,53 @@ class _Checker:
                 )
 
     def _check_strategy(self, account: _Account) -> None:
+        """Import, check the params of, and build the strategy: what `start` would do.
+
+        A disabled account's strategy problems are warnings: it starts nothing.
+        """
+        if account.values.get("enabled", True) is not False:
+            self._check_strategy_of(account)
+            return
+        with self.found.as_warnings("disabled account"):
+            self._check_strategy_of(account)
+
+    def _check_strategy_of(self, account: _Account) -> None:
         if not self._usable(account, "strategy"):
             return
         ref = account.values["strategy"]
+        where = account.origin("strategy")
         try:
             # A strategy module that prints while imported must not corrupt `--json` output.
             with contextlib.redirect_stdout(sys.stderr):
                 strategy = strategies.resolve(ref, self.path.resolve().parent)
         except StrategyError as error:
-            self.found.add(account.origin("strategy"), str(error))
+            self.found.add(where, str(error))
             return
         except SystemExit:  # e.g. a script's argparse run at import: not ours to exit on
-            self.found.add(
-                account.origin("strategy"), f"strategy {ref!r} called exit while imported"
-            )
+            self.found.add(where, f"strategy {ref!r} called exit while imported")
+            return
+        if "params" in account.values and not self._usable(account, "params"):
             return
         declared = strategies.params_schema(strategy)
-        params_broken = "params" in account.values and not self._usable(account, "params")
-        if declared is not None and not params_broken:
-            self._check_params(account, ref, declared)
+        if declared is not None and not self._check_params(account, ref, declared):
+            return
+        self._build_strategy(account, ref, strategy)
 
-    def _check_params(self, account: _Account, ref: str, declared: dict[str, Any]) -> None:
+    def _build_strategy(self, account: _Account, ref: str, strategy: strategies.Strategy) -> None:
+        """Build it as the worker will: its constructor's refusals are problems here."""
+        params = copy.deepcopy(account.values.get("params") or {})
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                strategies.build(strategy, params)
+        except strategies.BuildError as error:
+            by_params = error.by_params and "params" in account.values
+            self.found.add(account.origin("params" if by_params else "strategy"), str(error))
+        except SystemExit:
+            self.found.add(account.origin("strategy"), f"strategy {ref!r} called exit when built")
+
+    def _check_params(self, account: _Account, ref: str, declared: dict[str, Any]) -> bool:
+        """Check params against the strategy's schema; True when they pass."""
+        before = len(self.report.problems)
         try:
             validator_class = jsonschema.validators.validator_for(
                 declared, default=jsonschema.Draft202012Validator
@@ -415,7 +442,7 @@ class _Checker:
                 account.origin("strategy"),
                 f"strategy {ref!r} declares an invalid params_schema: {error.message}",
             )
-            return
+            return False
         params = account.values.get("params", {})
         base = account.origin("params")
 
@@ -427,6 +454,7 @@ class _Checker:
             if self._is_news(path, found) and not self._key_error(path, found, missing):
                 shown = self._quotable(path, found.instance)
                 self.found.add(path, describe_error(found, field=None, instance=shown))
+        return len(self.report.problems) == before
 
     def _check_api_key(self, account: _Account) -> None:
         origin = account.origin("api_key")

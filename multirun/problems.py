@@ -6,11 +6,12 @@ No message quotes a secret: callers pass ``instance=None`` where a value may hol
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -108,6 +109,29 @@ class Findings:
             target.append(problem)
         if severity == "error" and taints:
             self.bad_paths.add(path)
+
+    @contextlib.contextmanager
+    def as_warnings(self, why: str) -> Iterator[None]:
+        """Errors found inside are warnings (``why: message``), and taint nothing.
+
+        Nothing tainted: a value shared through ``defaults`` is still checked for the
+        accounts where it is an error.
+        """
+        before, bad = len(self.report.problems), set(self.bad_paths)
+        try:
+            yield
+        finally:
+            found = self.report.problems[before:]
+            del self.report.problems[before:]
+            self.bad_paths = bad
+            for problem in found:
+                severity: Severity = "error" if self.strict else "warning"
+                demoted = dataclasses.replace(
+                    problem, severity=severity, message=f"{why}: {problem.message}"
+                )
+                target = self.report.problems if self.strict else self.report.warnings
+                if demoted not in target:
+                    target.append(demoted)
 
     def is_bad(self, path: YamlPath) -> bool:
         return any(path[:end] in self.bad_paths for end in range(len(path) + 1))

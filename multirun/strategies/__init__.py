@@ -103,21 +103,37 @@ def params_schema(strategy: Strategy) -> dict[str, Any] | None:
     return dict(schema) if isinstance(schema, Mapping) else None
 
 
+class BuildError(StrategyError):
+    """A strategy that cannot be built; ``by_params``: its constructor refused its params."""
+
+    def __init__(self, message: str, *, by_params: bool) -> None:
+        super().__init__(message)
+        self.by_params = by_params
+
+
 def build(strategy: Strategy, params: Mapping[str, Any]) -> OnTick:
-    """A ready ``on_tick(ctx)`` callable from a resolved strategy and its params."""
+    """A ready ``on_tick(ctx)`` callable from a resolved strategy and its params.
+
+    Raises :class:`BuildError` when the constructor raises (``sma_cross`` with
+    ``fast: 20, slow: 5``) or the instance has no ``on_tick``: a deterministic failure,
+    the same at every try, that ``multirun validate`` reports before anything starts.
+    """
     if inspect.isclass(strategy):
         make: Strategy = strategy
         try:
             takes_params = len(inspect.signature(strategy).parameters) >= 1
             instance = make(dict(params)) if takes_params else make()
-        except StrategyError:
-            raise
         except Exception as exc:
-            raise StrategyError(
-                f"strategy {strategy.__name__} could not be created: {type(exc).__name__}: {exc}"
+            if isinstance(exc, StrategyError):
+                raise BuildError(str(exc), by_params=True) from None
+            raise BuildError(
+                f"strategy {strategy.__name__} could not be created: {type(exc).__name__}: {exc}",
+                by_params=True,
             ) from None
         on_tick = getattr(instance, "on_tick", None)
         if not callable(on_tick):
-            raise StrategyError(f"strategy {strategy.__name__} has no on_tick(ctx) method")
+            raise BuildError(
+                f"strategy {strategy.__name__} has no on_tick(ctx) method", by_params=False
+            )
         return on_tick
     return strategy
