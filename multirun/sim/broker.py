@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from multirun.sim import history
 from multirun.sim import params as p
 from multirun.sim.accounts import RUNMODES, Directory
 from multirun.sim.clock import SimClock, fmt_ts
@@ -212,6 +213,46 @@ class Broker:
             account = self._account(params)
             order = self._find(account, p.trade_id(params))
             return order.query_reply()
+
+    # --- history (the account's past) -----------------------------------------
+
+    def _history(self, params: Params) -> tuple[Account, list[Order], float | None]:
+        if not p.present(params, "accountid") and p.present(params, "runtime_id"):
+            params = {**params, "accountid": params["runtime_id"]}  # the reporting calls' name
+        account = self._account(params)
+        day = history.acdate(p.text(params, "acdate"))
+        return account, [self._orders[i] for i in account.order_ids], day
+
+    def strategy_trade(self, params: Params) -> dict[str, object]:
+        with self.lock:
+            self.process()
+            _, orders, day = self._history(params)
+            ref = p.text(params, "orderRef") if p.present(params, "orderRef") else None
+            rows = history.transactions(orders, day, ref)
+        return {"count": len(rows), "res": rows}
+
+    def strategy_pl(self, params: Params) -> dict[str, object]:
+        with self.lock:
+            self.process()
+            _, orders, day = self._history(params)
+            rows = history.daily_pl(orders)
+        if day is not None:
+            rows = [r for r in rows if r["Acdate"] == fmt_ts(day)[:10]]
+        return {"count": len(rows), "res": rows}
+
+    def strategy_stats(self, params: Params) -> dict[str, object]:
+        with self.lock:
+            self.process()
+            account, orders, day = self._history(params)
+            settings: dict[str, object] = {
+                "strategyName": account.accountid,
+                "accountid": account.accountid,
+                "runmode": account.runmode,
+                "BaseCurrency": "USD",
+                "InitialCapital": round(account.cash - account.realized_pl, 2),
+            }
+            unrealized = None if day is not None else self._valuation(account)[1]
+            return history.stats(orders, settings, unrealized, day)
 
     # --- trading --------------------------------------------------------------
 
