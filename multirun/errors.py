@@ -25,6 +25,13 @@ class MultirunError(Exception):
     exit_code: int = EXIT_FAILURE
 
 
+class FatalError(MultirunError):
+    """A worker's deterministic failure (its strategy cannot be built, its key is refused,
+    its account is traded by another process): retrying would fail the same way."""
+
+    exit_code = EXIT_FATAL
+
+
 class UsageError(MultirunError):
     """The command line or an input file cannot be used at all (missing, unreadable)."""
 
