@@ -26,6 +26,10 @@ app = typer.Typer(
 )
 
 ConfigArg = Annotated[Path, typer.Argument(help="The runner file.", show_default=True)]
+StateDirOption = Annotated[
+    Path | None,
+    typer.Option("--state-dir", help="The state directory (instead of CONFIG's).", metavar="DIR"),
+]
 
 
 def _print_version(wanted: bool) -> None:
@@ -53,16 +57,26 @@ def validate(
     config: ConfigArg = Path("runner.yaml"),
     json_output: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
     strict: Annotated[bool, typer.Option(help="Treat warnings as errors.")] = False,
+    online: Annotated[
+        bool, typer.Option("--online", help="Also check each enabled account on its server.")
+    ] = False,
+    server: Annotated[
+        str | None, typer.Option(help="With --online: the server URL to check against.")
+    ] = None,
 ) -> None:
     """Check CONFIG against the schema and semantic rules; report every problem.
 
     Exit 0 when valid (printing the accounts), 1 when invalid (printing every problem as
-    FILE:LINE:COL: PATH: message), 2 when CONFIG cannot be read.
+    FILE:LINE:COL: PATH: message), 2 when CONFIG cannot be read. With --online, each
+    enabled account then logs in and its account, instrument, volume and margin are
+    checked (GET requests only: no order is ever sent); exit 1 if any check fails.
     """
     from multirun import configcli  # imported here: other commands need not load jsonschema
 
     try:
-        code = configcli.run_validate(config, json_output=json_output, strict=strict)
+        code = configcli.run_validate(
+            config, json_output=json_output, strict=strict, online=online, server=server
+        )
     except MultirunError as error:
         fail(error)
     raise typer.Exit(code)
@@ -131,6 +145,27 @@ def sim(
     huge_mb: Annotated[
         str, typer.Option(help="Decompressed size of a huge reply, MiB.", metavar="N")
     ] = "8",
+    partial_listing_rate: Annotated[
+        str, typer.Option(help="Share of trade listings missing some/all trades.", metavar="R")
+    ] = "0",
+    missing_ref_rate: Annotated[
+        str, typer.Option(help="Share of trade listings missing order_Ref fields.", metavar="R")
+    ] = "0",
+    late_exec_rate: Annotated[
+        str, typer.Option(help="Share of orders taken on --late-exec-s late.", metavar="R")
+    ] = "0",
+    late_exec_s: Annotated[
+        str, typer.Option(help="How late a late order is taken on (<= 30).", metavar="S")
+    ] = "20",
+    late_exec_ack: Annotated[
+        str, typer.Option(help="Share of late orders answered late, not dropped.", metavar="R")
+    ] = "0.5",
+    refuse_after_exec_rate: Annotated[
+        str, typer.Option(help="Share of executed orders answered 401.", metavar="R")
+    ] = "0",
+    one_token_per_user: Annotated[
+        bool, typer.Option(help="A new session revokes the user's earlier tokens.")
+    ] = False,
 ) -> None:
     """Run the local ALGOGENE-compatible simulator in the foreground; print its base URL."""
     from multirun.sim import serve
@@ -203,7 +238,7 @@ def start(
     Exit 0 when every account stopped cleanly.
     """
     from multirun import config as runner_config
-    from multirun import configcli, launch
+    from multirun import configcli, launch, locate
     from multirun.logs import LogFormat
 
     if log_format not in ("text", "json"):
@@ -214,6 +249,7 @@ def start(
             typer.echo(configcli.render(report), err=True)
             raise typer.Exit(1)
         fmt: LogFormat = "json" if log_format == "json" else "text"
+        locate.refuse_other_config(report.spec.path, report.spec.state_dir)
         code = launch.start(report.spec, only=only or (), live=live, log_format=fmt)
     except MultirunError as error:
         fail(error)
@@ -227,18 +263,22 @@ def stop(
         float | None,
         typer.Option(help="Seconds to wait (default: stop_timeout + 30).", metavar="S"),
     ] = None,
+    state_dir: StateDirOption = None,
 ) -> None:
     """Stop the supervisor running CONFIG (through state_dir/supervisor.pid) and wait for it.
 
-    Exit 0 when every account stopped cleanly, or when none was running.
+    Exit 0 when every account stopped cleanly, or when none was running. Works while
+    CONFIG is broken (it only locates the state_dir); refuses a supervisor of another config.
     """
-    from multirun import config as runner_config
-    from multirun import launch
+    from multirun import launch, locate
+    from multirun.errors import SupervisorError
 
     try:
-        runner = runner_config.load_for_control(config)
-        wait = timeout if timeout is not None else runner.stop_timeout_s + 30
-        code = launch.stop(runner.state_dir, timeout_s=wait, echo=typer.echo)
+        where = locate.target(config, state_dir)
+        if where.foreign:
+            raise SupervisorError(f"{where.foreign}: not stopping it")
+        wait = timeout if timeout is not None else where.stop_timeout_s + 30
+        code = launch.stop(where.state_dir, timeout_s=wait, echo=typer.echo)
     except MultirunError as error:
         fail(error)
     raise typer.Exit(code)
@@ -248,20 +288,24 @@ def stop(
 def status(
     config: ConfigArg = Path("runner.yaml"),
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    state_dir: StateDirOption = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Refresh every second until Ctrl-C.")
+    ] = False,
 ) -> None:
     """Show each account's state, pid, uptime, restarts, ticks, open trades, token, errors.
 
-    Works while the supervisor runs and after it stopped (last known details).
+    What the running supervisor runs (and accounts only in CONFIG, as such); after a stop,
+    the last known details. Works while CONFIG is broken. Exit 0 when every enabled
+    account is RUNNING, 3 when some are not, 4 when no supervisor runs.
     """
-    from multirun import config as runner_config
     from multirun import status as account_status
 
     try:
-        snapshot = account_status.collect(runner_config.load_for_control(config))
+        code = account_status.run(config, state_dir=state_dir, json_output=json_output, watch=watch)
     except MultirunError as error:
         fail(error)
-    render = account_status.render_json if json_output else account_status.render_text
-    typer.echo(render(snapshot))
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -21,11 +21,35 @@ from multirun.specs import AccountSpec, format_interval
 TABLE_COLUMNS = ("name", "runmode", "accountid", "strategy", "instrument", "volume", "interval")
 
 
-def run_validate(path: Path, *, json_output: bool = False, strict: bool = False) -> int:
-    """Validate ``path``, print the outcome, return the exit code (UsageError propagates)."""
+def run_validate(
+    path: Path,
+    *,
+    json_output: bool = False,
+    strict: bool = False,
+    online: bool = False,
+    server: str | None = None,
+) -> int:
+    """Validate ``path``, print the outcome, return the exit code (UsageError propagates).
+
+    ``online``: a valid file's enabled accounts are then checked against the server
+    (:mod:`multirun.online`; ``server`` overrides the file's).
+    """
     report = config.validate(path, strict=strict)
-    typer.echo(json.dumps(report_dict(report), indent=2) if json_output else render(report))
-    return EXIT_OK if report.ok else EXIT_FAILURE
+    if not online or not report.ok or report.spec is None:
+        typer.echo(json.dumps(report_dict(report), indent=2) if json_output else render(report))
+        return EXIT_OK if report.ok else EXIT_FAILURE
+    from multirun import online as remote  # imported here: it loads the HTTP client
+
+    results = remote.check_runner(report.spec, server=server)
+    redact = remote.redactor(report.spec)
+    if json_output:
+        document = {**report_dict(report), "online": json.loads(remote.to_json(results, redact))}
+        document["ok"] = document["online"]["ok"]
+        typer.echo(json.dumps(document, indent=2))
+    else:
+        typer.echo(render(report))
+        typer.echo(remote.render(results, redact))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILURE
 
 
 def account_row(account: AccountSpec) -> dict[str, str | float | bool]:
