@@ -9,13 +9,14 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import random
 import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from multirun.sim import marketdata
+from multirun.sim import marketdata, misleads
 from multirun.sim import params as p
 from multirun.sim.broker import Broker
 from multirun.sim.clock import fmt_ts
@@ -34,6 +35,7 @@ LATEST_TIME = 221_845_392_000.0
 TOKEN_FREE = frozenset(
     {"session", "realtime_price", "history_price", "list_instrument", "meta_instrument"}
 )
+LATE_KINDS = frozenset({"late_exec", "refuse_after_exec"})  # open_order: executed, misreported
 
 
 @dataclass(frozen=True)
@@ -78,11 +80,12 @@ class Stats:
             with self._lock:
                 self.auth_rejections += 1
 
-    def snapshot(self, tokens_issued: int) -> dict[str, Any]:
+    def snapshot(self, tokens_issued: int, tokens_replaced: int) -> dict[str, Any]:
         with self._lock:
             return {
                 "requests": dict(self.requests),
                 "tokens_issued": tokens_issued,
+                "tokens_replaced": tokens_replaced,
                 "auth_rejections": self.auth_rejections,
                 "faults_injected": dict(self.faults),
             }
@@ -94,6 +97,7 @@ class SimApp:
         self.faults = faults
         self.stats = Stats()
         self.stopping = stopping
+        broker.one_token_per_user = faults.settings.one_token_per_user
         self._rest = self._rest_routes()
         self._sim = self._sim_routes()
 
@@ -172,7 +176,9 @@ class SimApp:
         if not self.faults.settings.applies_to(name):
             return self._run(route[1], params)
         has_token = bool(params.get("token")) and name not in TOKEN_FREE
-        decision = self.faults.decide(has_token=has_token)
+        decision = self.faults.decide(has_token=has_token, endpoint=name)
+        if decision.kind in misleads.SHAPES or decision.kind in LATE_KINDS:
+            return self._misleading(decision, route[1], params)
         return self._with_faults(decision, route[1], params)
 
     def _with_faults(self, decision: Decision, handler: Handler, params: Params) -> Reply:
@@ -201,11 +207,41 @@ class SimApp:
             return _huge(reply, decision.huge_bytes)
         return reply
 
-    def _run(self, handler: Handler, params: Params | ApiFail) -> Reply:
+    def _misleading(self, decision: Decision, handler: Handler, params: Params) -> Reply:
+        """The kinds of a server that misleads; each is counted only where it took effect."""
+        if decision.delay_s > 0:
+            self.stats.count_fault("latency")
+            if self.stopping.wait(decision.delay_s):
+                return Reply(0, drop=True)
+        kind = str(decision.kind)
+        if kind in misleads.SHAPES:
+            shape = misleads.SHAPES[kind]
+            reply = self._run(handler, params, lambda b: shape(b, random.Random(decision.sub_seed)))
+        elif kind == "late_exec":
+            reply = self._run(lambda q: self.broker.open_order(q, delay_s=decision.late_s), params)
+        else:
+            reply = self._run(handler, params)
+        if reply.status != 200:
+            return reply  # refused: nothing executed, nothing to mislead about
+        self.stats.count_fault(kind)
+        if kind == "late_exec" and (not decision.late_ack or self.stopping.wait(decision.late_s)):
+            return Reply(0, drop=True)
+        if kind == "refuse_after_exec":
+            self.broker.revoke(str(params.get("token")))
+            return self._finish(json_reply(401, ApiFail(401, "token revoked").body()))
+        return reply
+
+    def _run(
+        self,
+        handler: Handler,
+        params: Params | ApiFail,
+        shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> Reply:
         try:
             if isinstance(params, ApiFail):
                 raise params
-            return self._finish(json_reply(200, handler(params)))
+            body = handler(params)
+            return self._finish(json_reply(200, shape(body) if shape else body))
         except ApiFail as fail:
             return self._finish(json_reply(fail.status, fail.body()))
         except Exception as error:  # a simulator bug: answer 500, log without parameters
@@ -219,11 +255,13 @@ class SimApp:
     # --- /sim/ controls -------------------------------------------------------
 
     def stats_snapshot(self) -> dict[str, Any]:
-        return self.stats.snapshot(self.broker.tokens_issued)
+        return self.stats.snapshot(self.broker.tokens_issued, self.broker.tokens_replaced)
 
     def set_faults(self, changes: dict[str, Any]) -> dict[str, object]:
         """Apply ``changes`` (unset names keep their values); ValueError if invalid."""
-        return self.faults.update(changes).to_dict()
+        settings = self.faults.update(changes)
+        self.broker.one_token_per_user = settings.one_token_per_user
+        return settings.to_dict()
 
     def _set_faults(self, params: Params) -> dict[str, Any]:
         changes = dict(params)

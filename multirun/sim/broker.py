@@ -53,12 +53,15 @@ class Broker:
         self.initial_balance = initial_balance
         self.lock = threading.RLock()
         self.tokens_issued = 0
+        self.tokens_replaced = 0  # earlier tokens revoked by a new session (one_token_per_user)
+        self.one_token_per_user = False
         self._rng = random.Random(seed)
         self._next_id = 700_000_000_000 + self._rng.randrange(100_000_000_000)
         self._sessions: dict[str, _Session] = {}
         self._accounts: dict[tuple[str, str, str], Account] = {}
         self._orders: dict[int, Order] = {}
         self._watch: dict[int, Order] = {}  # orders process() must look at
+        self._arriving: dict[int, Order] = {}  # late orders (late_exec) not yet taken on
 
     # --- auth -----------------------------------------------------------------
 
@@ -69,6 +72,11 @@ class Broker:
         now = self.clock.now()
         token = secrets.token_hex(16)
         with self.lock:
+            if self.one_token_per_user:
+                for earlier in self._sessions.values():
+                    if earlier.user == user and not earlier.revoked:
+                        earlier.revoked = True
+                        self.tokens_replaced += 1
             self._sessions[token] = _Session(user, now + self.token_ttl_s)
             self.tokens_issued += 1
         return {"res": {"token": token, "expired_utc": fmt_ts(now + self.token_ttl_s)}}
@@ -256,7 +264,8 @@ class Broker:
 
     # --- trading --------------------------------------------------------------
 
-    def open_order(self, params: Params) -> dict[str, object]:
+    def open_order(self, params: Params, delay_s: float = 0.0) -> dict[str, object]:
+        """Accept an order; with ``delay_s``, it is taken on (listed, filled) that much later."""
         with self.lock:
             self.process()
             account = self._account(params)
@@ -264,9 +273,13 @@ class Broker:
             self._check_margin(account, order)
             order.trade_id = self._new_id()
             self._orders[order.trade_id] = order
-            self._watch[order.trade_id] = order
-            account.order_ids.append(order.trade_id)
-            account.live[order.trade_id] = order
+            if delay_s > 0:
+                order.received = order.tif_from = order.received + delay_s
+                if order.fill_due is not None:
+                    order.fill_due += delay_s
+                self._arriving[order.trade_id] = order
+            else:
+                self._take_on(order)
         return {
             "status": "PENDING_TO_FILL",
             "timestamp_utc": fmt_ts(order.received),
@@ -335,12 +348,22 @@ class Broker:
 
     # --- the engine -----------------------------------------------------------
 
+    def _take_on(self, order: Order) -> None:
+        account = self._accounts[order.account_key]
+        self._arriving.pop(order.trade_id, None)
+        self._watch[order.trade_id] = order
+        account.order_ids.append(order.trade_id)
+        account.live[order.trade_id] = order
+
     def process(self) -> None:
-        """Fill, expire, and close every order whose moment has come."""
+        """Take on late orders, fill, expire, and close every order whose moment has come."""
         with self.lock:
+            now = self.clock.now()
+            for order in sorted(self._arriving.values(), key=lambda o: o.received):
+                if order.received <= now:
+                    self._take_on(order)
             if not self._watch:
                 return
-            now = self.clock.now()
             quotes: dict[str, tuple[float, float]] = {}
 
             def quote(symbol: str) -> tuple[float, float]:
@@ -507,10 +530,15 @@ class Broker:
 
     def _find(self, account: Account, trade_id: int) -> Order:
         order = self._orders.get(trade_id)
-        if order is None or order.account_key != (
-            account.user,
-            account.runmode,
-            account.accountid,
+        if (
+            order is None
+            or trade_id in self._arriving
+            or order.account_key
+            != (
+                account.user,
+                account.runmode,
+                account.accountid,
+            )
         ):
             raise ApiFail(404, f"unknown tradeID: {trade_id}")
         return order

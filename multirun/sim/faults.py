@@ -2,7 +2,11 @@
 
 One uniform draw per request picks at most one of the rate faults, in this
 order: ``drop``, ``error``, ``revoke``, ``malformed``, ``slow_success``,
-``trickle``, ``huge`` (the rates stack: their sum is capped at 1). Latency
+``trickle``, ``huge``, then the kinds that mislead (``partial_listing``,
+``missing_ref``, ``late_exec``, ``refuse_after_exec``; the rates stack: their sum is
+capped at 1). A kind drawn for an endpoint it does not apply to does nothing. The
+misleading kinds' own choices come from a second generator, so the draws of a seed
+that uses none of them are those it had before they existed. Latency
 (``latency_ms`` plus a uniform ``0..jitter_ms``) is added to every request on top
 of that.
 
@@ -16,6 +20,18 @@ of that.
   one byte every ``trickle_ms``.
 - huge: executed, but the 200 reply's JSON is padded with whitespace to ``huge_mb``
   MiB and sent gzip-compressed (a few KiB on the wire: a decompression bomb).
+- partial_listing (``opened_trades``, ``pending_trades``): the listing omits some or all
+  of the account's trades (half the time none is listed).
+- missing_ref (``opened_trades``, ``pending_trades``): some listed trades (at least one)
+  lack their ``order_Ref`` field.
+- late_exec (``open_order``): the order is taken on ``late_exec_s`` seconds later (it is
+  in no listing before then); the reply is held that long (a share ``late_exec_ack``
+  of them) or dropped at once.
+- refuse_after_exec (``open_order``): executed, then the caller's token is revoked and
+  the reply is the 401 of a revoked token.
+
+``one_token_per_user`` is a policy, not a draw: a new session of a user revokes that
+user's earlier tokens.
 
 ``endpoints`` (a list of names such as ``["open_order"]``) limits all of it to
 those endpoints; empty means every ``/rest/v1`` endpoint.
@@ -37,6 +53,10 @@ RATE_FIELDS = (
     "slow_success_rate",
     "trickle_rate",
     "huge_rate",
+    "partial_listing_rate",
+    "missing_ref_rate",
+    "late_exec_rate",
+    "refuse_after_exec_rate",
 )
 KIND_OF_RATE = {
     "drop_rate": "drop",
@@ -46,8 +66,19 @@ KIND_OF_RATE = {
     "slow_success_rate": "slow_success",
     "trickle_rate": "trickle",
     "huge_rate": "huge",
+    "partial_listing_rate": "partial_listing",
+    "missing_ref_rate": "missing_ref",
+    "late_exec_rate": "late_exec",
+    "refuse_after_exec_rate": "refuse_after_exec",
+}
+MISLEADING_ENDPOINTS = {
+    "partial_listing": ("opened_trades", "pending_trades"),
+    "missing_ref": ("opened_trades", "pending_trades"),
+    "late_exec": ("open_order",),
+    "refuse_after_exec": ("open_order",),
 }
 MAX_HUGE_MB = 1024.0
+MAX_LATE_EXEC_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +95,13 @@ class FaultSettings:
     trickle_ms: float = 1000.0  # the pace of a trickling reply: one byte per this
     huge_rate: float = 0.0
     huge_mb: float = 8.0  # the decompressed size of a huge reply
+    partial_listing_rate: float = 0.0
+    missing_ref_rate: float = 0.0
+    late_exec_rate: float = 0.0
+    late_exec_s: float = 20.0  # a late order is taken on this many seconds after it came
+    late_exec_ack: float = 0.5  # share of late orders answered (after late_exec_s), not dropped
+    refuse_after_exec_rate: float = 0.0
+    one_token_per_user: bool = False  # a new session revokes the user's earlier tokens
     endpoints: tuple[str, ...] = ()  # faults only these /rest/v1 endpoints; () = all
 
     def __post_init__(self) -> None:
@@ -75,16 +113,22 @@ class FaultSettings:
             if f.name == "endpoints":
                 continue
             value = getattr(self, f.name)
+            if f.name == "one_token_per_user":
+                if not isinstance(value, bool):
+                    raise ValueError("one_token_per_user must be true or false")
+                continue
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"{f.name} must be a number")
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{f.name} must be a finite number >= 0")
-            if f.name.endswith("_rate") and value > 1:
+            if (f.name.endswith("_rate") or f.name == "late_exec_ack") and value > 1:
                 raise ValueError(f"{f.name} must be between 0 and 1")
             if f.name.endswith("_ms") and value > MAX_MS:
                 raise ValueError(f"{f.name} must be at most {MAX_MS:g} (a day)")
             if f.name == "huge_mb" and value > MAX_HUGE_MB:
                 raise ValueError(f"huge_mb must be at most {MAX_HUGE_MB:g}")
+            if f.name == "late_exec_s" and value > MAX_LATE_EXEC_S:
+                raise ValueError(f"late_exec_s must be at most {MAX_LATE_EXEC_S:g}")
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -108,11 +152,14 @@ class Decision:
     """What to do to one request."""
 
     delay_s: float = 0.0
-    kind: str | None = None  # drop | error | revoke | malformed | slow_success | trickle | huge
+    kind: str | None = None  # a KIND_OF_RATE value
     error_status: int = 503
     hold_s: float = 0.0
     trickle_s: float = 0.0  # trickle: seconds per byte
     huge_bytes: int = 0  # huge: the padded body's size
+    late_s: float = 0.0  # late_exec: how late the order is taken on
+    late_ack: bool = False  # late_exec: the reply comes (late) rather than being dropped
+    sub_seed: int = 0  # the misleading kinds' own choices (which trades) are drawn from it
 
 
 class FaultInjector:
@@ -121,6 +168,7 @@ class FaultInjector:
     def __init__(self, settings: FaultSettings, seed: int) -> None:
         self._settings = settings
         self._rng = random.Random(seed)
+        self._mislead_rng = random.Random(f"mislead-{seed}")  # leaves _rng's sequence alone
         self._lock = threading.Lock()
 
     @property
@@ -132,14 +180,21 @@ class FaultInjector:
             self._settings = self._settings.updated(changes)
             return self._settings
 
-    def decide(self, has_token: bool) -> Decision:
+    def decide(self, has_token: bool, endpoint: str = "") -> Decision:
         with self._lock:
             s = self._settings
             draw = self._rng.random()
             jitter = self._rng.random() * s.jitter_ms
             status = self._rng.choice((500, 502, 503, 504))
+            kind = _pick(s, draw, has_token)
+            late_ack, sub_seed = False, 0
+            if kind in MISLEADING_ENDPOINTS:
+                if endpoint not in MISLEADING_ENDPOINTS[kind]:
+                    kind = None
+                else:
+                    late_ack = self._mislead_rng.random() < s.late_exec_ack
+                    sub_seed = self._mislead_rng.getrandbits(32)
         delay = (s.latency_ms + jitter) / 1000.0
-        kind = _pick(s, draw, has_token)
         return Decision(
             delay_s=delay,
             kind=kind,
@@ -147,6 +202,9 @@ class FaultInjector:
             hold_s=s.slow_success_ms / 1000.0,
             trickle_s=s.trickle_ms / 1000.0,
             huge_bytes=int(s.huge_mb * 1024 * 1024),
+            late_s=s.late_exec_s,
+            late_ack=late_ack,
+            sub_seed=sub_seed,
         )
 
 

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from multirun.errors import UsageError
-from multirun.sim.faults import MAX_HUGE_MB, MAX_MS, FaultSettings
+from multirun.sim.faults import MAX_HUGE_MB, MAX_LATE_EXEC_S, MAX_MS, FaultSettings
 from multirun.sim.server import SimConfig
 
 RATE_FLAGS = (
@@ -21,6 +21,10 @@ RATE_FLAGS = (
     "slow_success_rate",
     "trickle_rate",
     "huge_rate",
+    "partial_listing_rate",
+    "missing_ref_rate",
+    "late_exec_rate",
+    "refuse_after_exec_rate",
 )
 MS_FLAGS = ("latency_ms", "jitter_ms", "slow_success_ms", "trickle_ms")
 MAX_TOKEN_TTL_S = 1e9  # ~31 years: a longer one would expire past the last printable date
@@ -59,19 +63,22 @@ def config_from_options(
     seed: str,
     accounts: str | None,
     fill_delay_ms: str,
+    one_token_per_user: bool = False,
     **faults: str,
 ) -> SimConfig:
     """Check every flag; raise UsageError naming the first bad one."""
     if not host.strip():
         raise UsageError("--host: must not be empty")
     defaults = FaultSettings()  # flags not given (callers from before a kind existed)
-    faults = {n: faults.get(n, str(getattr(defaults, n))) for n in (*RATE_FLAGS, *MS_FLAGS)} | {
-        "huge_mb": faults.get("huge_mb", str(defaults.huge_mb))
-    }
+    named = (*RATE_FLAGS, *MS_FLAGS, "huge_mb", "late_exec_s", "late_exec_ack")
+    faults = {n: faults.get(n, str(getattr(defaults, n))) for n in named}
     settings: dict[str, object] = {
         **{name: _number(name, faults[name], high=1.0) for name in RATE_FLAGS},
         **{name: _number(name, faults[name], high=MAX_MS) for name in MS_FLAGS},
         "huge_mb": _number("huge_mb", faults["huge_mb"], high=MAX_HUGE_MB),
+        "late_exec_s": _number("late_exec_s", faults["late_exec_s"], high=MAX_LATE_EXEC_S),
+        "late_exec_ack": _number("late_exec_ack", faults["late_exec_ack"], high=1.0),
+        "one_token_per_user": bool(one_token_per_user),
     }
     ttl = _number("token_ttl", token_ttl, high=MAX_TOKEN_TTL_S)
     if ttl <= 0:
