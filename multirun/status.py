@@ -16,14 +16,16 @@ report of the last stop when it left trades open (``supervisor.json``'s ``left_o
 from __future__ import annotations
 
 import json
+import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from multirun import final_report
+from multirun import final_report, locate
 from multirun.clock import iso_ms, parse_iso, short_time
-from multirun.procutil import is_locked, looks_like_multirun, read_json, read_pid
+from multirun.procutil import read_json
 from multirun.specs import RunnerSpec
 from multirun.statedir import StateDir
 from multirun.states import BACKOFF, FATAL, HALTED, RUNNING, STARTING, STOPPED
@@ -47,6 +49,7 @@ class AccountStatus:
     last_error: str | None = None
     halted_reason: str | None = None
     note: str | None = None
+    supervised: bool = False  # the running supervisor holds it (supervisor.json)
 
 
 @dataclass
@@ -55,45 +58,86 @@ class Snapshot:
     running: bool
     accounts: list[AccountStatus]
     left_open: list[str] = field(default_factory=list)  # the last stop's final lines
+    config: str | None = None  # the config file the running supervisor was started from
+    file_problem: str | None = None  # why the config file could not be read whole
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "supervisor": {"pid": self.supervisor_pid, "running": self.running},
+            "supervisor": {
+                "pid": self.supervisor_pid,
+                "running": self.running,
+                "config": self.config,
+            },
             "accounts": [asdict(a) for a in self.accounts],
             "left_open": list(self.left_open),
+            "file_problem": self.file_problem,
+            "exit_code": self.exit_code(),
         }
+
+    def exit_code(self) -> int:
+        """supervisorctl's convention: 0 every enabled account the supervisor runs is
+        RUNNING, 3 some are not, 4 no supervisor runs."""
+        if not self.running:
+            return EXIT_NOT_RUNNING
+        held = [a for a in self.accounts if a.supervised and a.note != DISABLED]
+        return 0 if all(a.state == RUNNING for a in held) else EXIT_SOME_NOT_RUNNING
+
+
+EXIT_SOME_NOT_RUNNING = 3
+EXIT_NOT_RUNNING = 4
+DISABLED = "disabled"
+IN_FILE_ONLY = "in the file, not running"
+NOT_IN_FILE = "not in the file any more"
 
 
 def supervisor_pid(state_dir: Path) -> int | None:
     """The pid of the supervisor running on ``state_dir``, or None (stale pidfiles ignored)."""
-    path = StateDir(state_dir).supervisor_pid
-    pid = read_pid(path)
-    if pid is None or not is_locked(path) or not looks_like_multirun(pid):
-        return None
-    return pid
+    found = locate.running(state_dir)
+    return None if found is None else found.pid
 
 
 def collect(runner: RunnerSpec, *, now: float | None = None) -> Snapshot:
     """Every account of ``runner``, merged from the supervisor's and the workers' files."""
+    accounts = tuple((a.name, a.enabled) for a in runner.accounts)
+    view = locate.FileView(runner.path, runner.state_dir, accounts, runner.stop_timeout_s)
+    return collect_at(runner.state_dir, view, now=now)
+
+
+def collect_at(
+    state_dir: Path, file: locate.FileView | None = None, *, now: float | None = None
+) -> Snapshot:
+    """What runs on ``state_dir``: the supervisor's accounts first (what it actually runs),
+    then accounts that are only in ``file`` (not running). Reads no config, imports no code.
+    """
     now = time.time() if now is None else now
-    layout = StateDir(runner.state_dir)
-    pid = supervisor_pid(layout.path)
-    sup = read_json(layout.supervisor_json) or {}
-    if pid is not None and sup.get("pid") != pid:
-        sup = {}  # a new supervisor that has not written its file yet
+    layout = StateDir(state_dir)
+    found = locate.running(state_dir)
+    sup = dict(found.data) if found else (read_json(layout.supervisor_json) or {})
     known = sup.get("accounts", {}) if isinstance(sup.get("accounts"), dict) else {}
+    in_file = dict(file.accounts) if file is not None and file.accounts is not None else None
+    if found is not None:
+        names = list(known) + [n for n in in_file or {} if n not in known]
+    elif in_file is not None:
+        names = list(in_file)
+    else:
+        names = list(known) or layout.account_names()
     rows = []
-    for spec in runner.accounts:
-        worker = read_json(layout.account(spec.name).status) or {}
-        entry = known.get(spec.name)
-        row = merge(spec.name, entry, worker, running=pid is not None, now=now)
+    for name in names:
+        entry = known.get(name) if isinstance(known.get(name), dict) else None
+        worker = read_json(layout.account(name).status) or {}
+        row = merge(name, entry, worker, running=found is not None, now=now)
+        row.supervised = found is not None and entry is not None
         if entry is None:
-            row.note = "disabled" if not spec.enabled else "not started"
+            enabled = True if in_file is None else in_file.get(name, True)
+            row.note = (IN_FILE_ONLY if found else "not started") if enabled else DISABLED
+        elif in_file is not None and name not in in_file and found is not None:
+            row.note = row.note or NOT_IN_FILE
         rows.append(row)
-    left = (
-        [] if pid is not None else final_report.lines(final_report.from_json(sup.get("left_open")))
-    )
-    return Snapshot(pid, pid is not None, rows, left)
+    left = [] if found else final_report.lines(final_report.from_json(sup.get("left_open")))
+    config = found.config if found else None
+    problem = file.problem if file is not None else None
+    pid = found.pid if found else None
+    return Snapshot(pid, found is not None, rows, left, config, problem)
 
 
 def merge(
@@ -177,9 +221,12 @@ def render_json(snapshot: Snapshot) -> str:
 def render_text(snapshot: Snapshot) -> str:
     head = (
         f"supervisor: running (pid {snapshot.supervisor_pid})"
+        + (f", started from {snapshot.config}" if snapshot.config else "")
         if snapshot.running
         else "supervisor: not running (last known details)"
     )
+    if snapshot.file_problem:
+        head += f"\nnote: the config file does not parse now ({_short(snapshot.file_problem)})"
     cells = [list(COLUMNS)] + [_cells(a) for a in snapshot.accounts]
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
     lines = [
@@ -231,3 +278,50 @@ def format_duration(seconds: float | None) -> str:
 def _short(text: str, limit: int = 60) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- the command -------------------------------------------------------------------------
+
+
+def run(
+    config: Path | None,
+    *,
+    state_dir: Path | None = None,
+    json_output: bool = False,
+    watch: bool = False,
+    stream: TextIO | None = None,
+    interval_s: float = 1.0,
+) -> int:
+    """``multirun status``: print what runs; returns 0, 3 or 4 (see :meth:`Snapshot.exit_code`).
+
+    ``watch``: redraw every ``interval_s`` until Ctrl-C (in place on a terminal, repeated
+    tables otherwise), then return 0. Never loads the config: see :mod:`multirun.locate`.
+    """
+    out = sys.stdout if stream is None else stream
+    where = locate.target(config, state_dir)
+    if where.foreign:
+        print(
+            f"multirun: {where.foreign}: not showing it (use `multirun status "
+            f"{where.running.config if where.running else ''}` or --state-dir)",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_RUNNING
+    render = render_json if json_output else render_text
+    if not watch:
+        snapshot = collect_at(where.state_dir, where.file)
+        out.write(render(snapshot) + "\n")
+        out.flush()
+        return snapshot.exit_code()
+    tty = bool(getattr(out, "isatty", None) and out.isatty())
+    wake = threading.Event()
+    try:
+        while True:
+            text = render(collect_at(where.state_dir, locate.refresh(where.file)))
+            stamp = f"every {interval_s:g}s, Ctrl-C to quit; {time.strftime('%H:%M:%S')}"
+            out.write(
+                ("\033[H\033[2J" if tty else "") + f"{text}\n({stamp})\n" + ("" if tty else "\n")
+            )
+            out.flush()
+            wake.wait(interval_s)
+    except KeyboardInterrupt:
+        return 0

@@ -83,7 +83,7 @@ def test_text_and_json_renderings() -> None:
     assert lines[2].endswith("5 failed ticks in a row")
     assert lines[3].split()[:2] == ["beta", "BACKOFF"] and lines[3].endswith("restart at 03:04:09")
     data = json.loads(render_json(snapshot))
-    assert data["supervisor"] == {"pid": 99, "running": True}
+    assert data["supervisor"] == {"pid": 99, "running": True, "config": None}
     assert data["accounts"][0]["state"] == "HALTED" and data["accounts"][1]["restarts"] == 3
     fields = "name state pid uptime_s restarts last_tick_utc next_tick_utc open_trades"
     assert set(data["accounts"][0]) >= {*fields.split(), "token_expires_utc", "last_error"}

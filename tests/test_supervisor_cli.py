@@ -99,9 +99,9 @@ def test_start_trades_and_stop_from_another_terminal_closes_every_trade(
     wait_until(lambda: any(o["orderRef"].startswith("mr-coin-") for o in sim.ledger()), 10)
 
     shown = cli("status", str(config), "--json")
-    assert shown.returncode == 0, shown.stderr
     data = json.loads(shown.stdout)
-    assert data["supervisor"] == {"pid": proc.pid, "running": True}
+    assert shown.returncode == data["exit_code"] == 0, shown.stderr  # all RUNNING: ticked
+    assert data["supervisor"] == {"pid": proc.pid, "running": True, "config": str(config)}
     assert {a["state"] for a in data["accounts"]} <= {"STARTING", "RUNNING"}
     assert "coin-a" in cli("status", str(config)).stdout
 

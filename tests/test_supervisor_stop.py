@@ -196,7 +196,8 @@ def test_a_stopped_worker_is_overdue_then_killed_and_restarted_adopting_its_trad
         late = sup.wait_state("OVERDUE", 10)
         assert late["pid"] == pid and "no heartbeat" in late["note"]
         shown = cli("status", str(config))
-        assert shown.returncode == 0 and f"{NAME}" in shown.stdout and "OVERDUE" in shown.stdout
+        # 3: an account is not RUNNING (supervisorctl's convention)
+        assert shown.returncode == 3 and f"{NAME}" in shown.stdout and "OVERDUE" in shown.stdout
         again = wait_until(lambda: sup.alive() and sup.account().get("restarts") == 1
                            and sup.account(), 15)  # fmt: skip
     finally:
