@@ -97,7 +97,7 @@ class SimApp:
         self.faults = faults
         self.stats = Stats()
         self.stopping = stopping
-        broker.one_token_per_user = faults.settings.one_token_per_user
+        broker.sessions.one_token_per_user = faults.settings.one_token_per_user
         self._rest = self._rest_routes()
         self._sim = self._sim_routes()
 
@@ -255,12 +255,13 @@ class SimApp:
     # --- /sim/ controls -------------------------------------------------------
 
     def stats_snapshot(self) -> dict[str, Any]:
-        return self.stats.snapshot(self.broker.tokens_issued, self.broker.tokens_replaced)
+        sessions = self.broker.sessions
+        return self.stats.snapshot(sessions.tokens_issued, sessions.tokens_replaced)
 
     def set_faults(self, changes: dict[str, Any]) -> dict[str, object]:
         """Apply ``changes`` (unset names keep their values); ValueError if invalid."""
         settings = self.faults.update(changes)
-        self.broker.one_token_per_user = settings.one_token_per_user
+        self.broker.sessions.one_token_per_user = settings.one_token_per_user
         return settings.to_dict()
 
     def _set_faults(self, params: Params) -> dict[str, Any]:

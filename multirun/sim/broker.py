@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-import secrets
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from multirun.sim import history
 from multirun.sim import params as p
@@ -22,15 +19,10 @@ from multirun.sim.clock import SimClock, fmt_ts
 from multirun.sim.market import INSTRUMENTS, Market
 from multirun.sim.orders import CANCELLED, CLOSED, OPEN, PENDING, Account, Order
 from multirun.sim.params import ApiFail, Params
+from multirun.sim.rules import Quoter, beyond, crossed, side_price, timed_close
+from multirun.sim.sessions import Sessions
 
 ORDER_TYPES = ("MKT", "LMT", "STOP")
-
-
-@dataclass
-class _Session:
-    user: str
-    expires: float
-    revoked: bool = False
 
 
 class Broker:
@@ -52,12 +44,9 @@ class Broker:
         self.fill_delay_s = fill_delay_s
         self.initial_balance = initial_balance
         self.lock = threading.RLock()
-        self.tokens_issued = 0
-        self.tokens_replaced = 0  # earlier tokens revoked by a new session (one_token_per_user)
-        self.one_token_per_user = False
+        self.sessions = Sessions(directory, clock, token_ttl_s)
         self._rng = random.Random(seed)
         self._next_id = 700_000_000_000 + self._rng.randrange(100_000_000_000)
-        self._sessions: dict[str, _Session] = {}
         self._accounts: dict[tuple[str, str, str], Account] = {}
         self._orders: dict[int, Order] = {}
         self._watch: dict[int, Order] = {}  # orders process() must look at
@@ -66,49 +55,16 @@ class Broker:
     # --- auth -----------------------------------------------------------------
 
     def session(self, params: Params) -> dict[str, object]:
-        user, key = p.text(params, "user"), p.text(params, "api_key")
-        if not self.directory.key_ok(user, key):
-            raise ApiFail(401, "invalid user or api_key")
-        now = self.clock.now()
-        token = secrets.token_hex(16)
-        with self.lock:
-            if self.one_token_per_user:
-                for earlier in self._sessions.values():
-                    if earlier.user == user and not earlier.revoked:
-                        earlier.revoked = True
-                        self.tokens_replaced += 1
-            self._sessions[token] = _Session(user, now + self.token_ttl_s)
-            self.tokens_issued += 1
-        return {"res": {"token": token, "expired_utc": fmt_ts(now + self.token_ttl_s)}}
+        return self.sessions.issue(params)
 
     def revoke(self, token: str) -> None:
-        with self.lock:
-            if token in self._sessions:
-                self._sessions[token].revoked = True
+        self.sessions.revoke(token)
 
     def revoke_all(self) -> None:
-        with self.lock:
-            for session in self._sessions.values():
-                session.revoked = True
+        self.sessions.revoke_all()
 
     def _user(self, params: Params) -> str:
-        """The authenticated user of an account call (401 on any doubt)."""
-        user, key = p.text(params, "user"), p.text(params, "api_key")
-        token = p.text(params, "token")
-        if not user or not key:
-            raise ApiFail(401, "missing user or api_key")
-        if not self.directory.key_ok(user, key):
-            raise ApiFail(401, "invalid user or api_key")
-        if not token:
-            raise ApiFail(401, "missing token")
-        session = self._sessions.get(token)
-        if session is None or session.user != user:
-            raise ApiFail(401, "invalid token")
-        if session.revoked:
-            raise ApiFail(401, "token revoked")
-        if self.clock.now() >= session.expires:
-            raise ApiFail(401, "token expired")
-        return user
+        return self.sessions.user(params)
 
     def _runmode(self, params: Params) -> str:
         runmode = p.text(params, "runmode", required=True)
@@ -243,9 +199,7 @@ class Broker:
         with self.lock:
             self.process()
             _, orders, day = self._history(params)
-            rows = history.daily_pl(orders)
-        if day is not None:
-            rows = [r for r in rows if r["Acdate"] == fmt_ts(day)[:10]]
+            rows = history.daily_pl(orders, day)
         return {"count": len(rows), "res": rows}
 
     def strategy_stats(self, params: Params) -> dict[str, object]:
@@ -377,30 +331,31 @@ class Broker:
                 if order.status == OPEN:
                     self._step_open(order, now, quote)
 
-    def _step_pending(self, order: Order, now: float, quote: _Quoter) -> None:
+    def _step_pending(self, order: Order, now: float, quote: Quoter) -> None:
         lapse = order.tif_from + order.timeinforce if order.timeinforce > 0 else math.inf
         due = order.fill_due  # market orders only
         if due is not None and due <= min(now, lapse):
             # at its due moment and that moment's price, however far the clock jumped past it
-            self._fill(order, _side(order, self.market.quote(order.instrument, due), True), due)
+            price = side_price(order, self.market.quote(order.instrument, due), True)
+            self._fill(order, price, due)
         elif now >= lapse:
             self._cancel(order, "timeinforce lapsed", lapse)
         elif order.ordertype != "MKT":
-            price = _side(order, quote(order.instrument), True)
-            if _crossed(order, price):
+            price = side_price(order, quote(order.instrument), True)
+            if crossed(order, price):
                 self._fill(order, price, now)
 
-    def _step_open(self, order: Order, now: float, quote: _Quoter) -> None:
-        timed = _timed_close(order, now)
+    def _step_open(self, order: Order, now: float, quote: Quoter) -> None:
+        timed = timed_close(order, now)
         if timed is not None:
             moment, reason = timed
-            price = _side(order, self.market.quote(order.instrument, moment), False)
+            price = side_price(order, self.market.quote(order.instrument, moment), False)
             self._close(order, price, moment, reason)
             return
-        price = _side(order, quote(order.instrument), False)
-        if order.take_profit > 0 and _beyond(order, price, order.take_profit, profit=True):
+        price = side_price(order, quote(order.instrument), False)
+        if order.take_profit > 0 and beyond(order, price, order.take_profit, profit=True):
             self._close(order, price, now, "take profit")
-        elif order.stop_loss > 0 and _beyond(order, price, order.stop_loss, profit=False):
+        elif order.stop_loss > 0 and beyond(order, price, order.stop_loss, profit=False):
             self._close(order, price, now, "stop loss")
 
     def _fill(self, order: Order, price: float, now: float) -> None:
@@ -556,7 +511,8 @@ class Broker:
         return self.market.to_usd(inst.settle_currency, raw, now)
 
     def _unrealized(self, order: Order, now: float) -> float:
-        return self._pnl(order, _side(order, self.market.quote(order.instrument, now), False), now)
+        price = side_price(order, self.market.quote(order.instrument, now), False)
+        return self._pnl(order, price, now)
 
     def _valuation(self, account: Account) -> tuple[float, float, float]:
         """(NAV, unrealized PnL, margin used) of ``account`` now."""
@@ -582,42 +538,3 @@ class Broker:
             "lastUpdatedTime": fmt_ts(account.updated),
             "isTrading": True,
         }
-
-
-_Quoter = Callable[[str], tuple[float, float]]
-
-
-def _side(order: Order, quote: tuple[float, float], opening: bool) -> float:
-    """The price ``order`` trades at: buying pays the ask, selling gets the bid."""
-    bid, ask = quote
-    buying = (order.buysell > 0) == opening  # closing a buy sells
-    return ask if buying else bid
-
-
-def _timed_close(order: Order, now: float) -> tuple[float, str] | None:
-    """The earliest moment up to ``now`` that a requested close or the holdtime closes at."""
-    due: list[tuple[float, str]] = []
-    if order.close_due is not None:
-        due.append((order.close_due, "closed by request"))
-    if order.holdtime > 0 and order.filled is not None:
-        # not before the holdtime was set: a shortened holdtime closes from then on
-        due.append((max(order.filled + order.holdtime, order.holdtime_set), "holdtime"))
-    passed = [d for d in due if d[0] <= now]
-    return min(passed) if passed else None
-
-
-def _crossed(order: Order, price: float) -> bool:
-    """Whether a limit/stop order's trigger is reached at the price it would fill at."""
-    buying = order.buysell > 0
-    if order.ordertype == "LMT":
-        return price <= order.price if buying else price >= order.price
-    return price >= order.price if buying else price <= order.price
-
-
-def _beyond(order: Order, price: float, level: float, *, profit: bool) -> bool:
-    """Whether ``price`` (the closing side) reached a take-profit or stop-loss ``level``."""
-    up = price >= level
-    down = price <= level
-    if order.buysell > 0:
-        return up if profit else down
-    return down if profit else up

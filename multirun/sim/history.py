@@ -69,8 +69,9 @@ def _row(
     }
 
 
-def daily_pl(orders: list[Order]) -> list[dict[str, object]]:
-    """One record per UTC day with closes: cumulative ``TotalPL`` and per instrument."""
+def daily_pl(orders: list[Order], day: float | None = None) -> list[dict[str, object]]:
+    """One record per UTC day with closes (or ``day``'s): cumulative ``TotalPL`` and per
+    instrument."""
     closes = sorted(
         (o.closed, o.instrument, o.realized_pl)
         for o in orders
@@ -84,6 +85,9 @@ def daily_pl(orders: list[Order]) -> list[dict[str, object]]:
         record: dict[str, object] = {"Acdate": date, "TotalPL": round(sum(totals.values()), 2)}
         record.update({k: round(v, 2) for k, v in sorted(totals.items())})
         records[date] = record
+    if day is not None:
+        wanted = datetime.fromtimestamp(day, UTC).strftime("%Y-%m-%d")
+        return [r for r in records.values() if r["Acdate"] == wanted]
     return list(records.values())
 
 
