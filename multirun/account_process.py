@@ -12,6 +12,15 @@ process per account), client and stop flag, hands them to a
 
 :func:`run_sweep` applies an account's ``on_stop`` from its journal alone, loading no
 strategy code: the supervisor runs it for an account whose worker is gone.
+
+Both first take the host-wide account lock (:mod:`multirun.ownership`): one process per
+server account. Deterministic failures exit :data:`~multirun.errors.EXIT_FATAL` (78) with
+one line, so the supervisor does not restart them: the strategy cannot be imported or
+built, the API key is refused (401/403 from ``/session``), the account is traded by
+another process (its lock held here; or, across machines, trades of ours this worker
+never sent keep appearing: HALTED). A journal or lock deleted while running (a removed
+state directory) halts the worker. An unreachable server is the normal exit (restarted
+with backoff), its line naming the URL and the cause (refused, DNS, TLS, timeout).
 """
 
 from __future__ import annotations
@@ -20,15 +29,29 @@ import contextlib
 import logging
 import os
 import signal
+import socket
+import ssl
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit
 
-from multirun import strategies
+from multirun import ownership, strategies
 from multirun.alarm import DeadlinePassed, Heartbeat
-from multirun.errors import EXIT_API, EXIT_OK, MultirunError, UsageError
+from multirun.errors import (
+    EXIT_API,
+    EXIT_OK,
+    AuthError,
+    FatalError,
+    MultirunError,
+    NetworkError,
+    StrategyError,
+    UsageError,
+)
 from multirun.journal import Journal
 from multirun.onstop import Closer, Outcome, StopWindow
 from multirun.reconcile import DEFAULT_TIMING, Reconciler
@@ -70,23 +93,43 @@ def run_account(
         raise UsageError(
             f"no account named {name!r} in {runner.path} (accounts: {known})"
         ) from None
-    on_tick = strategies.build(strategies.resolve(spec.strategy, runner.config_dir), spec.params)
+    try:
+        strategy = strategies.resolve(spec.strategy, runner.config_dir)
+        on_tick = strategies.build(strategy, spec.params)
+    except StrategyError as exc:
+        raise FatalError(f"account {name}: {exc}") from None
     with contextlib.ExitStack() as stack:
         url = server_url or _server_url(runner, stack, start_server)
+        account_lock = stack.enter_context(contextlib.closing(_lock(runner, spec, url)))
         account = StateDir(runner.state_dir).account(spec.name)
         journal = Journal.for_account(account, spec.order_ref_prefix)
         stack.callback(journal.close)
-        heartbeat = Heartbeat(account.heartbeat)
+        journal.record_identity(identity(runner, spec))
         stop = StopFlag()
         stack.callback(stop.close)
         window = StopWindow(stop)
+        workers: list[Worker] = []
+
+        def lost(reason: str) -> None:  # the account is no longer ours alone: no more orders
+            journal.refuse(reason)
+            if workers:
+                workers[0].halt(reason)
+            else:
+                log.error("HALTED: %s", reason)
+
+        heartbeat = ownership.Guard(
+            Heartbeat(account.heartbeat), [journal.lost, account_lock.lost], lost
+        )
         client = _make_client(url, spec, window, heartbeat)
         stack.callback(client.close)
-        worker = Worker(
+        worker = AccountWorker(
             runner, spec, client, journal, on_tick, stop=stop, window=window, heartbeat=heartbeat
         )
+        workers.append(worker)
+        worker.foreign = ownership.ForeignTrades(lost, armed=lambda: worker.reconciler.reconciled)
+        journal.on_adopt = worker.adopted
         stack.enter_context(_signals(worker))
-        code = worker.run()
+        code = _run(worker, name, url)
     if worker.left_open is not None:  # the last line, once everything is closed
         print(worker.left_open.error_line(name), file=sys.stderr, flush=True)
     return code
@@ -104,8 +147,13 @@ def run_sweep(runner: RunnerSpec, name: str, *, server_url: str, deadline_s: flo
     _configure_logging(name, stamped=False)
     began = time.monotonic()
     spec = runner.account(name)
+    account_lock = _lock(runner, spec, server_url)
     account = StateDir(runner.state_dir).account(name)
-    journal = Journal.for_account(account, spec.order_ref_prefix)
+    try:
+        journal = Journal.for_account(account, spec.order_ref_prefix)
+    except BaseException:
+        account_lock.close()
+        raise
     outcome = Outcome()
     try:
         held = len(journal.held()) + len(journal.intents())
@@ -134,12 +182,102 @@ def run_sweep(runner: RunnerSpec, name: str, *, server_url: str, deadline_s: flo
         outcome.left = outcome.left or closer_left(journal)
     finally:
         journal.close()
+        account_lock.close()
     if outcome.unjournaled:
         log.error("%s", outcome.unjournaled_line(name))
     if outcome.ok:
         return EXIT_OK
     print(outcome.error_line(name), file=sys.stderr, flush=True)
     return EXIT_API
+
+
+def identity(runner: RunnerSpec, spec: AccountSpec) -> dict[str, str]:
+    """The server account an account of ``runner`` trades, as its journal records it."""
+    return {
+        "server": runner.server, "user": spec.user, "runmode": spec.runmode,
+        "accountid": spec.accountid,
+    }  # fmt: skip
+
+
+def _lock(runner: RunnerSpec, spec: AccountSpec, url: str) -> ownership.AccountLock:
+    return ownership.lock_account(
+        url, spec.user, spec.runmode, spec.accountid, config=runner.path, name=spec.name
+    )
+
+
+def _run(worker: Worker, name: str, url: str) -> int:
+    """``worker.run()``; a refused key is fatal, an unreachable server names its cause."""
+    try:
+        return worker.run()
+    except AuthError as exc:
+        if exc.endpoint != "session":
+            raise
+        raise FatalError(f"account {name}: API key refused by {_safe(url)}: {exc}") from None
+    except NetworkError as exc:
+        raise NetworkError(
+            f"account {name}: cannot reach {_safe(url)}: {diagnose(url)} ({exc})",
+            endpoint=exc.endpoint,
+        ) from None
+
+
+class AccountWorker(Worker):
+    """The worker, plus what ownership needs: trades it adopts are counted once ticking
+    (:class:`multirun.ownership.ForeignTrades`), and a new journal that adopted trades
+    of ours while reconciling on start (a reset or deleted state directory) says so in
+    one line naming them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.foreign: ownership.ForeignTrades | None = None
+        self.adopted_on_start: list[str] = []
+
+    def adopted(self, order_ref: str) -> None:
+        if not self.reconciler.reconciled:
+            self.adopted_on_start.append(order_ref)
+        elif self.foreign is not None:
+            self.foreign.adopted(order_ref)
+
+    def reconcile(self) -> None:
+        super().reconcile()
+        ours = self.adopted_on_start
+        if self.journal.is_new and ours:
+            log.warning(
+                "journal %s is new, but the server lists %d trade(s) of ours: %s; adopted "
+                "(was the state directory deleted or reset?); new orderRefs use epoch %s",
+                self.journal.path, len(ours), ", ".join(ours), self.journal.epoch,
+            )  # fmt: skip
+
+
+def diagnose(url: str, timeout_s: float = 3.0) -> str:
+    """Why ``url``'s server cannot be reached now: DNS, refused, timeout or TLS."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"DNS: cannot resolve {host} ({exc.strerror})"
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            if parts.scheme == "https":
+                context = ssl.create_default_context()
+                with context.wrap_socket(sock, server_hostname=host):
+                    pass
+    except ConnectionRefusedError:
+        return f"connection refused by {host}:{port}"
+    except TimeoutError:
+        return f"connect to {host}:{port} timed out"
+    except ssl.SSLError as exc:
+        return f"TLS: {exc.reason or exc}"
+    except OSError as exc:
+        return f"{host}:{port}: {exc.strerror or exc}"
+    return "connects now; the request itself failed"
+
+
+def _safe(url: str) -> str:
+    """``url`` without any user:password part."""
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def closer_left(journal: Journal) -> list[str]:
@@ -184,7 +322,7 @@ def _server_url(
 
 
 def _make_client(
-    url: str, spec: AccountSpec, interrupt: StopWindow, heartbeat: Heartbeat
+    url: str, spec: AccountSpec, interrupt: StopWindow, heartbeat: Callable[[], None]
 ) -> Client:
     from multirun.client import AlgogeneClient
 
@@ -236,16 +374,47 @@ def _signals(worker: Worker) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+# The log level of workers (`--log-level` of start and run-account sets it; forked
+# children inherit it): DEBUG shows the strategies' ``ctx.log.debug`` lines.
+LOG_LEVEL_ENV = "MULTIRUN_LOG_LEVEL"
+# Starts each traceback line a worker writes: the supervisor sends such lines to the
+# account's worker.log only, the terminal keeps the one-line error (see multirun.logs).
+TRACE_MARK = "trace| "
+
+
+class _TraceFormatter(logging.Formatter):
+    """The message on one line; a traceback (``exc_info``) follows as marked lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc_info, record.exc_info, record.exc_text = record.exc_info, None, None
+        try:
+            line = super().format(record)
+        finally:
+            record.exc_info = exc_info
+        if not exc_info:
+            return line
+        trace = "".join(traceback.format_exception(*exc_info)).rstrip("\n")
+        return "\n".join([line, *(TRACE_MARK + part for part in trace.splitlines())])
+
+
+def log_level() -> int:
+    """The workers' level: ``MULTIRUN_LOG_LEVEL`` (debug, info, warning, error), else INFO."""
+    name = os.environ.get(LOG_LEVEL_ENV, "").strip().upper()
+    level = logging.getLevelName(name) if name else logging.INFO
+    return level if isinstance(level, int) else logging.INFO
+
+
 def _configure_logging(name: str, *, stamped: bool = True) -> None:
     """One line per event on stderr, unless the host set up logging; ``stamped``: with
-    the UTC time and the account's name (a standalone worker's lines have no other)."""
+    the UTC time and the account's name (a standalone worker's lines have no other).
+    A traceback follows its line as :data:`TRACE_MARK` lines."""
     root = logging.getLogger()
     if root.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
     stamp = f"%(asctime)s.%(msecs)03dZ %(levelname)s [{name}] " if stamped else "%(levelname)s "
-    formatter = logging.Formatter(stamp + "%(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
+    formatter = _TraceFormatter(stamp + "%(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
     root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    root.setLevel(log_level())

@@ -15,9 +15,15 @@ sent, so after a crash at any instant the worker knows every orderRef it may hav
 sent and asks the server about it instead of sending it again. Trades the server
 lists with our prefix but the journal does not know are ADOPTED as OPEN.
 
-orderRefs are ``<prefix><n>`` with ``n`` from a counter kept in the journal and
-bumped above any suffix seen on the server, so they are never reused while a trade
-carrying them may still be open.
+orderRefs are ``<prefix><EPOCH>-<n>``: ``EPOCH`` is six upper-case letters drawn at
+random when the journal is created (account names are lower-case, so no other account's
+prefix can read it as ours), ``n`` a counter kept in the journal and bumped above any
+suffix seen on the server. A deleted or reset journal draws a new epoch, so its orderRefs
+never repeat one the server already knows. ``<prefix><n>`` refs (journals older than the
+epoch) stay ours. A journal created now, not found on disk, is :attr:`Journal.is_new`.
+
+The lock file and the journal must stay the files their paths name: :meth:`Journal.lost`
+says when one was deleted or replaced (a state directory removed while running).
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ import fcntl
 import json
 import os
 import re
+import secrets
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+import string
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +47,10 @@ from multirun.statedir import AccountDir
 
 INTENT, OPEN, CLOSING, CLOSED, ABANDONED = "INTENT", "OPEN", "CLOSING", "CLOSED", "ABANDONED"
 HELD = (OPEN, CLOSING)  # states in which the trade may still be open on the server
-_COUNTER = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() accepts "²", int() does not
+# After the prefix: an optional epoch (upper-case: never part of an account name), then
+# the counter. ASCII only: str.isdigit() accepts "²", int() does not.
+_SUFFIX = re.compile(r"(?:([A-Z]{4,12})-)?([0-9]+)")
+EPOCH_LEN = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -97,14 +108,22 @@ class Journal:
         self.path = path
         self.prefix = prefix
         self._clock = clock
-        self._db = _connect(path)
+        self._lock_path = lock
         self._lock_fd: int | None = None
-        if lock is not None:
-            try:
+        existed = path.exists() and path.stat().st_size > 0
+        self._db = _connect(path)
+        try:
+            if lock is not None:
                 self._lock_fd = _lock(lock)
-            except BaseException:
-                self._db.close()
-                raise
+            self._file_id = _file_id(os.stat(path))
+            self.epoch, created = self._epoch()
+        except BaseException:
+            self.close()
+            raise
+        # No journal on disk before this open: a first start, or a reset or deleted one.
+        self.is_new = created and not existed
+        self.refusal: str | None = None  # set by refuse(): no new orders, and why
+        self.on_adopt: Callable[[str], None] | None = None  # told each adopted orderRef
 
     @classmethod
     def for_account(
@@ -114,18 +133,41 @@ class Journal:
         return cls(account.journal, prefix, clock=clock, lock=account.lock)
 
     def close(self) -> None:
-        self._db.close()
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
 
     # --- orders -----------------------------------------------------------------
 
+    def lost(self) -> str | None:
+        """Why this journal no longer holds its account (None while it does): its file
+        or its lock file was deleted or replaced, so another process may open new ones.
+        Two ``stat`` calls: cheap enough to ask every second."""
+        paths = [(self.path, self._file_id)]
+        if self._lock_fd is not None and self._lock_path is not None:
+            paths.append((self._lock_path, _file_id(os.fstat(self._lock_fd))))
+        for path, held in paths:
+            try:
+                now = _file_id(os.stat(path))
+            except OSError:
+                return f"{path} was deleted while this process held it"
+            if now != held:
+                return f"{path} was replaced by another file while this process held it"
+        return None
+
+    def refuse(self, reason: str) -> None:
+        """No new order from now on: :meth:`new_intent` raises a JournalError naming ``reason``."""
+        self.refusal = reason
+
     def new_intent(self, instrument: str, side: str, volume: float) -> JournalOrder:
         """Commit the intent of an order (with a fresh orderRef) before it is sent."""
+        if self.refusal is not None:
+            raise JournalError(f"no new orders: {self.refusal}")
         with self._tx() as db:
             seq = self._next_seq(db)
-            ref = f"{self.prefix}{seq}"
+            ref = f"{self.prefix}{self.epoch}-{seq}"
             db.execute(
                 "INSERT INTO orders (order_ref, instrument, side, volume, state, created_ts)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -180,6 +222,8 @@ class Journal:
                 (order_ref, instrument, side, volume, OPEN, str(trade_id), now, now, now),
             )
             self._bump_seq(db, self.seq_of(order_ref))
+        if self.on_adopt is not None:
+            self.on_adopt(order_ref)
         return self.get(order_ref)
 
     def mark_close_requested(self, order_refs: Iterable[str]) -> None:
@@ -246,16 +290,42 @@ class Journal:
 
     def seq_of(self, order_ref: str) -> int | None:
         """The counter in one of our orderRefs; None if ``order_ref`` is not ours."""
-        suffix = order_ref.removeprefix(self.prefix) if order_ref.startswith(self.prefix) else ""
-        return int(suffix) if _COUNTER.fullmatch(suffix) else None
+        match = self._match(order_ref)
+        return int(match.group(2)) if match else None
 
     def owns(self, order_ref: str) -> bool:
-        """Whether ``order_ref`` is one of this account's: the prefix, then only digits.
+        """Whether ``order_ref`` is one of this account's: the prefix, then an optional
+        upper-case epoch and ``-``, then only digits (any epoch: a reset journal's too).
 
         The prefix alone is not enough: account ``coin``'s ``mr-coin-`` is also the
         start of every orderRef of an account named ``coin-btc``.
         """
-        return self.seq_of(order_ref) is not None
+        return self._match(order_ref) is not None
+
+    def _match(self, order_ref: str) -> re.Match[str] | None:
+        if not order_ref.startswith(self.prefix):
+            return None
+        return _SUFFIX.fullmatch(order_ref.removeprefix(self.prefix))
+
+    # --- which server account this journal trades -----------------------------------
+
+    def identity(self) -> dict[str, str] | None:
+        """The server account last recorded by :meth:`record_identity` (None: never)."""
+        rows = self._rows("SELECT value FROM meta WHERE key = 'account'")
+        if not rows:
+            return None
+        value = json.loads(rows[0][0])
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
+
+    def record_identity(self, identity: dict[str, str]) -> None:
+        """Record which server account (server, user, runmode, accountid) this journal
+        trades, so that ``multirun close`` can find its credentials after a rename."""
+        text = json.dumps(identity, sort_keys=True)
+        if self.identity() != identity:
+            with self._tx() as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('account', ?)", (text,)
+                )
 
     # --- strategy state -----------------------------------------------------------
 
@@ -279,6 +349,17 @@ class Journal:
 
     def _now(self) -> float:
         return self._clock.time()
+
+    def _epoch(self) -> tuple[str, bool]:
+        """This journal's epoch, drawn (and committed) on first use; and whether it was."""
+        rows = self._rows("SELECT value FROM meta WHERE key = 'epoch'")
+        if rows:
+            return str(rows[0][0]), False
+        epoch = "".join(secrets.choice(string.ascii_uppercase) for _ in range(EPOCH_LEN))
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+        (row,) = self._rows("SELECT value FROM meta WHERE key = 'epoch'")
+        return str(row[0]), str(row[0]) == epoch
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -343,6 +424,10 @@ def _lock(path: Path) -> int:
             f"journal {path.parent} is in use: another worker runs this account"
         ) from None
     return fd
+
+
+def _file_id(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -39,19 +39,53 @@ def test_files_are_private_and_in_wal_mode(journal: Journal) -> None:
 
 def test_order_refs_are_unique_prefixed_and_monotonic(journal: Journal) -> None:
     refs = [journal.new_intent("BTCUSD", "BUY", 1.0).order_ref for _ in range(3)]
-    assert refs == [f"{PREFIX}1", f"{PREFIX}2", f"{PREFIX}3"]
+    epoch = journal.epoch
+    assert len(epoch) == 6 and epoch.isupper()
+    assert refs == [f"{PREFIX}{epoch}-1", f"{PREFIX}{epoch}-2", f"{PREFIX}{epoch}-3"]
 
 
 def test_the_counter_survives_a_reopen_and_jumps_above_server_refs(tmp_path: Path) -> None:
     j = Journal.for_account(StateDir(tmp_path).account("alpha"), PREFIX)
+    assert j.is_new
     j.new_intent("BTCUSD", "BUY", 1.0)
     j.close()
     j = Journal.for_account(StateDir(tmp_path).account("alpha"), PREFIX)
-    assert j.new_intent("BTCUSD", "BUY", 1.0).order_ref == f"{PREFIX}2"
-    j.adopt(f"{PREFIX}41", "900", "BTCUSD", "SELL", 1.0)
-    assert j.new_intent("BTCUSD", "BUY", 1.0).order_ref == f"{PREFIX}42"
+    ours = f"{PREFIX}{j.epoch}-"
+    assert not j.is_new
+    assert j.new_intent("BTCUSD", "BUY", 1.0).order_ref == f"{ours}2"
+    j.adopt(f"{PREFIX}41", "900", "BTCUSD", "SELL", 1.0)  # an older journal's ref
+    assert j.new_intent("BTCUSD", "BUY", 1.0).order_ref == f"{ours}42"
     j.bump_seq(99)
-    assert j.new_intent("BTCUSD", "BUY", 1.0).order_ref == f"{PREFIX}100"
+    assert j.new_intent("BTCUSD", "BUY", 1.0).order_ref == f"{ours}100"
+    j.close()
+
+
+def test_a_reset_journal_draws_a_new_epoch_so_refs_never_repeat(tmp_path: Path) -> None:
+    """Issue 17 case 2: a deleted journal's refs are not reused by the next one."""
+    account = StateDir(tmp_path).account("alpha")
+    j = Journal.for_account(account, PREFIX)
+    first = {j.new_intent("BTCUSD", "BUY", 1.0).order_ref for _ in range(3)}
+    j.close()
+    account.journal.unlink()
+    j = Journal.for_account(account, PREFIX)
+    assert j.is_new
+    second = {j.new_intent("BTCUSD", "BUY", 1.0).order_ref for _ in range(3)}
+    assert not first & second
+    assert all(j.owns(ref) for ref in first)  # the old epoch's refs stay ours
+    j.close()
+
+
+def test_a_deleted_or_replaced_lock_or_journal_is_noticed(tmp_path: Path) -> None:
+    account = StateDir(tmp_path).account("alpha")
+    j = Journal.for_account(account, PREFIX)
+    assert j.lost() is None
+    account.lock.unlink()
+    assert "worker.lock was deleted" in (j.lost() or "")
+    account.lock.touch()  # a second process's new lock file: a different file
+    assert "worker.lock was replaced" in (j.lost() or "")
+    j.refuse("lost")
+    with pytest.raises(JournalError, match="no new orders: lost"):
+        j.new_intent("BTCUSD", "BUY", 1.0)
     j.close()
 
 
@@ -124,6 +158,10 @@ def test_an_unusable_state_dir_is_a_journal_error(tmp_path: Path) -> None:
     ("order_ref", "seq"),
     [
         (f"{PREFIX}12", 12),
+        (f"{PREFIX}QWERTY-7", 7),  # an epoch: upper-case, never part of an account name
+        (f"{PREFIX}beta-QWERTY-7", None),  # account alpha-beta's
+        (f"{PREFIX}qwerty-7", None),
+        (f"{PREFIX}QWERTY-", None),
         (f"{PREFIX}beta-3", None),  # account alpha-beta's, not ours
         (f"{PREFIX}", None),
         (f"{PREFIX}3x", None),
