@@ -51,8 +51,8 @@ from multirun.sim import FaultSettings, SimConfig, SimServer  # noqa: E402
 API_KEY = "chaos-secret-api-key-0123"
 INSTRUMENTS = ("BTCUSD", "ETHUSD", "EURUSD", "USDJPY", "XAUUSD", "GBPUSD")
 KINDS = ("backoff", "reconcile", "mid-tick", "anytime")
-# Shares of the fault rate, by kind; trickle's share goes to the others when the
-# simulator has no trickle fault.
+# Shares of the fault rate, by kind; the share of a kind the simulator on disk does not
+# have (trickle, huge: newer) goes to the others.
 FAULT_WEIGHTS = {
     "error_rate": 5,
     "drop_rate": 3,
@@ -60,6 +60,7 @@ FAULT_WEIGHTS = {
     "revoke_rate": 3,
     "slow_success_rate": 2,
     "trickle_rate": 2,
+    "huge_rate": 1,
 }
 STRATEGY = '''\
 """The chaos bench's strategies: flip side every tick; the Hanging one sometimes hangs."""
@@ -105,11 +106,11 @@ stop_timeout: {stop_timeout:g}
 class Options:
     stops: int = 200
     accounts: int = 3  # each supervisor runs 1..accounts accounts
-    parallel: int = 3
+    parallel: int = 12
     seed: int = 1
     fault_rate: float = 0.4
     hold_ms: float = 12_000.0  # held replies: past the client's 10 s read timeout
-    stop_timeout: float = 20.0
+    stop_timeout: float = 15.0
     run_s: tuple[float, float] = (0.5, 4.0)  # how long a supervisor trades before the chaos
     hang_probability: float = 0.05  # per tick, for accounts running the Hanging strategy
     tick_timeout: str = "3s"  # used when the schema has the field
@@ -236,6 +237,10 @@ class Run:
                 names.append(name)
         return names
 
+    def holding(self) -> bool:
+        """Whether some account's worker says it holds an open trade."""
+        return any(self.worker_status(n).get("open_trades") for n in self.accounts)
+
     def worker_pid(self, name: str) -> int | None:
         pid = self.account(name).get("pid")
         return pid if isinstance(pid, int) else None
@@ -290,12 +295,16 @@ class Run:
     def execute(self) -> StopResult:
         options = self.options
         self.start()
-        self.wait_for(self.ticking, 15.0)
+        self.wait_for(self.ticking, 20.0)
+        self.wait_for(self.holding, 5.0)  # so that most stops have a trade to close
         self.pause(self.rng.uniform(*options.run_s))
         self.shake()
         kind = self.aim(self.rng.choice(options.kinds))
         signum = self.rng.choice((signal.SIGTERM, signal.SIGINT))
         assert self.proc is not None
+        states = sorted(
+            {str(a.get("state")) for a in self.supervisor().get("accounts", {}).values()}
+        )
         began = time.monotonic()
         note = ""
         if self.proc.poll() is not None:
@@ -314,7 +323,8 @@ class Run:
         left = orphans(self.mark)
         result = StopResult(
             index=self.index, kind=kind, signal=signum.name, accounts=len(self.accounts),
-            exit=exit_code, seconds=seconds, chaos=list(self.chaos), orphans=left, note=note,
+            exit=exit_code, seconds=seconds, chaos=list(self.chaos), states=states,
+            orphans=left, note=note,
         )  # fmt: skip
         output = self.out.read_text(errors="replace")
         journals = {n: self.state_dir / n / "journal.sqlite" for n in self.accounts}
@@ -391,11 +401,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--stops", type=int, default=200)
     parser.add_argument("--accounts", type=int, default=3, help="most accounts per supervisor")
-    parser.add_argument("--parallel", type=int, default=3, help="supervisors at once")
+    parser.add_argument("--parallel", type=int, default=12, help="supervisors at once")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--fault-rate", type=float, default=0.4)
     parser.add_argument("--hold-ms", type=float, default=12_000.0)
-    parser.add_argument("--stop-timeout", type=float, default=20.0)
+    parser.add_argument("--stop-timeout", type=float, default=15.0)
     parser.add_argument("--kinds", default=",".join(KINDS), help="stop moments to aim at")
     parser.add_argument("--workdir", type=Path, help="keep configs, outputs and state here")
     parser.add_argument("--quiet", action="store_true", help="no line per stop")

@@ -43,6 +43,7 @@ class StopResult:
     exit: str  # the supervisor's exit status, or "hung" (the bench had to SIGKILL it)
     seconds: float  # from the stop signal to the supervisor's exit
     chaos: list[str] = field(default_factory=list)  # what was done to the workers first
+    states: list[str] = field(default_factory=list)  # the accounts' states at the stop
     orders: int = 0
     duplicates: list[str] = field(default_factory=list)
     left_open: list[str] = field(default_factory=list)  # orderRefs open on the server
@@ -62,10 +63,12 @@ class StopResult:
 
     def line(self) -> str:
         chaos = ",".join(self.chaos) or "-"
+        states = ",".join(self.states) or "-"
         text = (
             f"stop {self.index:4d} {self.kind:9s} {self.signal:7s} {self.accounts} acct "
-            f"[{chaos}] exit {self.exit:>4s} in {self.seconds:5.1f} s; orders {self.orders}, "
-            f"left open {len(self.left_open)}, unreported {len(self.unreported)}"
+            f"[{chaos}] at [{states}] exit {self.exit:>4s} in {self.seconds:5.1f} s; "
+            f"orders {self.orders}, left open {len(self.left_open)}, "
+            f"unreported {len(self.unreported)}"
         )
         extra = [
             f"duplicates {self.duplicates}" if self.duplicates else "",
