@@ -7,18 +7,20 @@ retries, are in :mod:`multirun.transport`):
   ProtocolError with exponential backoff and full jitter, for at most
   ``read_budget_s`` seconds in all.
 - **Tokens** come from a :class:`~multirun.tokens.TokenManager` (fetched on first
-  use, renewed ahead of expiry, clock skew tolerated). A 401 (or a refusal that
+  use, renewed ahead of expiry, clock skew tolerated; shared by the processes of one
+  user through ``token_file``, see :mod:`multirun.tokens`). A 401 (or a refusal that
   names the token) on a call that carried a token renews the token once and repeats
-  the call once: the server executed nothing, so this holds for ``open_order`` too.
-  A 403 (forbidden) is not about the token and is raised at once.
+  the call once; for ``open_order`` only after looking for its orderRef (a server may
+  execute an order and then refuse the token). A 403 (forbidden) is raised at once.
 - **Secrets.** Server text quoted in an error is masked of the api key and of every
   session token this client has held (:class:`multirun.redact.Redactor`).
 - **Writes are never retried blindly.** ``open_order`` carries our ``orderRef``;
-  when its outcome is unknown (timeout, dropped connection, 5xx, malformed reply),
-  the client looks for that orderRef among pending and opened trades for
-  ``reconcile_window_s`` before it decides: found means done, positively absent
-  means send again with the same orderRef (``max_sends`` sends in all), and no
-  answer at all raises :class:`OrderUncertain`. Closing and cancelling are
+  when its outcome is unknown (timeout, dropped connection, 5xx, malformed reply, a
+  refusal after a resend), the client looks for that orderRef among pending and opened
+  trades and in the transaction history (``/strategy_trade``) with backoff for
+  ``reconcile_window_s``: found means done; not found raises :class:`OrderUncertain`
+  and the order is **never sent again** (a server may execute it late: the worker keeps
+  watching for it, see :mod:`multirun.reconcile`). Closing and cancelling are
   idempotent and confirmed through the trade listings (:mod:`multirun.settle`).
 - **Deadlines.** Every request has a total deadline (``request_deadline_s``) and its
   reply a size cap (``max_reply_bytes``): see :mod:`multirun.transport`. A request cut
@@ -40,6 +42,7 @@ import logging
 import random
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from multirun import models
@@ -64,11 +67,13 @@ from multirun.models import (
     Position,
     Quote,
     Trade,
+    Transaction,
 )
 from multirun.params import OrderBody, api_time, order_body, trade_ids_of
 from multirun.redact import Secret
 from multirun.settle import ABSENT, FILLED, PENDING, UNANSWERED, Fill, settle
-from multirun.tokens import SessionReply, TokenManager
+from multirun.statedir import StateDir
+from multirun.tokens import SessionReply, SharedTokenFile, TokenManager
 from multirun.transport import MAX_REPLY_BYTES, REQUEST_DEADLINE_S, Json, Transport
 
 log = logging.getLogger(__name__)
@@ -112,27 +117,22 @@ class AlgogeneClient:
         read_budget_s: float = 20.0,
         token_margin_s: float = 60.0,
         reconcile_window_s: float = 5.0,
-        max_sends: int = 3,
-        send_window_s: float = 60.0,
         clock: Clock | None = None,
         rng: random.Random | None = None,
         request_deadline_s: float = REQUEST_DEADLINE_S,
         max_reply_bytes: int = MAX_REPLY_BYTES,
         interrupt: StopSignal | None = None,
         heartbeat: Callable[[], None] | None = None,
+        token_file: Path | None = None,
     ) -> None:
         if not isinstance(api_key, Secret):
             raise TypeError("api_key must be a multirun.redact.Secret")
-        if max_sends < 1:
-            raise ValueError("max_sends must be >= 1")
         self._user = user
         self._api_key = api_key
         self._runmode = runmode
         self._accountid = str(accountid)
         self._read_budget_s = read_budget_s
         self._reconcile_window_s = reconcile_window_s
-        self._max_sends = max_sends
-        self._send_window_s = send_window_s
         self._clock = clock or SYSTEM_CLOCK
         self._transport = Transport(
             base_url,
@@ -146,7 +146,10 @@ class AlgogeneClient:
             interrupt=interrupt,
             heartbeat=heartbeat,
         )
-        self._tokens = TokenManager(self._fetch_session, margin_s=token_margin_s, clock=self._clock)
+        shared = None if token_file is None else SharedTokenFile(token_file)
+        self._tokens = TokenManager(
+            self._fetch_session, margin_s=token_margin_s, clock=self._clock, shared=shared
+        )
         self._seen_tokens: list[str] = []
 
     def __repr__(self) -> str:
@@ -179,6 +182,12 @@ class AlgogeneClient:
         (on_stop's close, which runs because the stop flag is set); True restores it."""
         with self._transport.interrupting(enabled):
             yield
+
+    def share_tokens(self, state_dir: Path) -> None:
+        """Share session tokens with this user's other processes on this host through
+        ``state_dir``'s token file (see :mod:`multirun.tokens`); before the first call."""
+        path = StateDir(state_dir).token_file(self._transport.base_url, self._user)
+        self._tokens.share(SharedTokenFile(path))
 
     @property
     def token_expires_utc(self) -> datetime | None:
@@ -251,6 +260,17 @@ class AlgogeneClient:
             params["timestamp"] = api_time(before)
         return self._read("history_price", params, models.bars_from_api, auth=False)
 
+    def strategy_trades(self, order_ref: str | None = None, acdate: str = "") -> list[Transaction]:
+        """``/strategy_trade``: the account's transactions (closed trades included), in
+        ascending time; ``acdate`` "YYYY-MM-DD" or "" for the whole history; with
+        ``order_ref``, only that orderRef's (filtered here too, should the server ignore
+        the filter). Raises as :meth:`accounts`."""
+        params: dict[str, Any] = {"acdate": acdate, "runtime_id": self._accountid}
+        if order_ref is not None:
+            params["orderRef"] = order_ref
+        rows = self._read("strategy_trade", params, models.transactions_from_api)
+        return rows if order_ref is None else [r for r in rows if r.order_ref == order_ref]
+
     def find_order(self, order_ref: str) -> Trade | None:
         """The pending or opened trade carrying ``order_ref`` (pending trades are read
         first, so an order filling in between is still seen), or None. If several carry
@@ -278,59 +298,44 @@ class AlgogeneClient:
         """``/open_order`` with our ``order_ref``, never placing it twice.
 
         Returns the server's acknowledgement, or, when the reply was lost but the order
-        is found on the server by ``order_ref``, an ack built from that trade (status
-        ``FILLED`` if opened, ``PENDING`` if pending). After an ambiguous failure
-        (NetworkError, ServerError, ProtocolError) it reconciles before any resend and
-        resends, with the same ``order_ref``, only when the order is positively absent,
-        up to ``max_sends`` sends in all, and none starting more than ``send_window_s``
-        after the call began (so a process that dies meanwhile stops sending within
-        that bound plus one send).
+        is found on the server by ``order_ref``, an ack built from what was found
+        (status ``FILLED`` if opened, ``PENDING`` if pending, ``CLOSED`` if only the
+        history has it). After an ambiguous failure (NetworkError, ServerError,
+        ProtocolError) it looks for it and never sends it again. A token refusal is
+        followed by a lookup by orderRef and one resend only when it is absent; a second
+        refusal is ambiguous like a lost reply.
 
         Raises ValueError for bad arguments (nothing sent); OrderRejected (the server
-        refused it), AuthError, RateLimitError: not executed; OrderUncertain: it may or
-        may not have been placed and the server could not be asked, or a stop request
-        (the interrupt) came while reconciling (do not send it again before a later
-        :meth:`find_order` settles it); NetworkError/ServerError/ProtocolError: every
-        send failed and each time the order was confirmed absent, so it is not on the
-        server (with the interrupt set, it is not sent again after the first absence);
+        refused it), RateLimitError, a 403 AuthError, or any error while fetching a
+        session token: not executed; OrderUncertain: it may or may not have been placed
+        (not found within ``reconcile_window_s``, or a stop request came while looking):
+        never send it again; watch the listings and the history for it.
         Interrupted: only before anything was sent (waiting for a session token).
         """
         body = order_body(
             instrument, buysell, volume, order_ref, ordertype, price, timeinforce,
             take_profit, stop_loss, holdtime,
         )  # fmt: skip
-        last_send = self._clock.monotonic() + self._send_window_s
-        send = 0
-        while True:
-            send += 1
-            outcome = self._try_open(body, order_ref)
-            if isinstance(outcome, OrderAck):
-                return outcome
-            log.warning("open_order %s: %s; reconciling by orderRef", order_ref, outcome)
-            try:
-                found = self._reconcile(order_ref, outcome)
-            except Interrupted:
-                raise OrderUncertain(
-                    f"open_order {order_ref}: outcome unknown ({outcome}); a stop request "
-                    "ended reconciling by orderRef; do not resend before it is settled",
-                    endpoint="open_order",
-                    status=outcome.status,
-                ) from None
-            if found is not None:
-                return found
-            if send >= self._max_sends or self._clock.monotonic() >= last_send:
-                break
-            if self._transport.interrupted("open_order") is not None:
-                log.warning("open_order %s: not on the server; stop requested: not "
-                            "sending it again", order_ref)  # fmt: skip
-                break
-            log.warning(
-                "open_order %s: not on the server after %.1f s; sending it again (%d of %d)",
-                order_ref, self._reconcile_window_s, send + 1, self._max_sends,
-            )  # fmt: skip
-        raise type(outcome)(
-            f"open_order {order_ref}: not placed: {send} send(s) failed and each time the "
-            f"order was confirmed absent (last: {outcome})",
+        outcome = self._try_open(body, order_ref)
+        if isinstance(outcome, OrderAck):
+            return outcome
+        log.warning("open_order %s: %s; looking for it by orderRef (never resent)",
+                    order_ref, outcome)  # fmt: skip
+        try:
+            found = self._reconcile(order_ref, outcome)
+        except Interrupted:
+            raise OrderUncertain(
+                f"open_order {order_ref}: outcome unknown ({outcome}); a stop request "
+                "ended the search by orderRef; never resent",
+                endpoint="open_order",
+                status=outcome.status,
+            ) from None
+        if found is not None:
+            return found
+        raise OrderUncertain(
+            f"open_order {order_ref}: outcome unknown ({outcome}); not found by orderRef "
+            f"within {self._reconcile_window_s:g} s; the server may still execute it, so it "
+            "is never resent",
             endpoint="open_order",
             status=outcome.status,
         )
@@ -361,18 +366,33 @@ class AlgogeneClient:
     # --- open_order helpers ----------------------------------------------------
 
     def _try_open(self, body: OrderBody, order_ref: str) -> OrderAck | ApiError:
-        """One send (plus the token-refusal resend). Returns the ack, or the ambiguous
-        error; raises definitive errors (not executed)."""
+        """One send, and after a token refusal a lookup by orderRef and, if absent, one
+        resend. Returns the ack, or the ambiguous error; raises definitive errors."""
+        parse = lambda r: models.ack_from_api(r, order_ref)  # noqa: E731
         try:
-            reply = self._write("open_order", body)
-            return self._transport.parse(
-                "open_order", lambda r: models.ack_from_api(r, order_ref), reply
-            )
+            return self._transport.parse("open_order", parse, self._write_once("open_order", body))
         except _NotSent as not_sent:
-            error: ApiError = not_sent.error
+            raise not_sent.error from None
         except AMBIGUOUS as ambiguous:
             return ambiguous
-        raise error
+        except AuthError as refused:
+            if refused.status == 403 or refused.endpoint == "session":
+                raise  # forbidden, or our credentials refused: nothing was sent
+            first: ApiError = refused
+        log.info("open_order %s: session token refused (%s); renewed; looking for it by "
+                 "orderRef before sending it again", order_ref, first)  # fmt: skip
+        try:
+            found = self._locate(order_ref, self._clock.monotonic() + self._read_budget_s)
+        except (ApiError, _NotSent):
+            return first  # cannot tell: ambiguous
+        if found is not None:
+            return found
+        try:
+            return self._transport.parse("open_order", parse, self._write_once("open_order", body))
+        except _NotSent as not_sent:
+            raise not_sent.error from None
+        except (*AMBIGUOUS, AuthError) as again:
+            return again
 
     def _reconcile(self, order_ref: str, cause: ApiError) -> OrderAck | None:
         """Look for ``order_ref`` until found, or until a lookup that began after the
@@ -385,18 +405,14 @@ class AlgogeneClient:
         while True:
             began = self._clock.monotonic()
             try:
-                found = self._find_all(order_ref, give_up)
+                found = self._locate(order_ref, give_up)
             except (ApiError, _NotSent) as exc:
                 error = exc.error if isinstance(exc, _NotSent) else exc
                 if self._clock.monotonic() >= give_up:
                     raise self._uncertain(order_ref, cause, error) from None
             else:
-                if found:
-                    trade, where = found[0]
-                    status = "FILLED" if where == "opened_trades" else "PENDING"
-                    log.info("open_order %s: found on the server as trade %s (%s)",
-                             order_ref, trade.trade_id, where)  # fmt: skip
-                    return OrderAck(trade.trade_id, status, trade.timestamp, order_ref)
+                if found is not None:
+                    return found
                 if began >= window_end:
                     return None
             now = self._clock.monotonic()  # the next lookup must begin after the window
@@ -404,15 +420,37 @@ class AlgogeneClient:
                 max(0.0, min(interval, window_end - now)) if now < window_end else interval,
                 f"open_order {order_ref}",
             )
-            interval = min(interval * 1.5, 1.0)
+            interval = min(interval * 1.5, 2.0)
 
     def _uncertain(self, order_ref: str, cause: ApiError, error: ApiError) -> OrderUncertain:
         return OrderUncertain(
-            f"open_order {order_ref}: outcome unknown ({cause}); reconciling by orderRef "
-            f"failed too ({error}); do not resend before it is settled",
+            f"open_order {order_ref}: outcome unknown ({cause}); looking for it by orderRef "
+            f"failed too ({error}); never resent",
             endpoint="open_order",
             status=cause.status,
         )
+
+    def _locate(self, order_ref: str, deadline: float) -> OrderAck | None:
+        """Where ``order_ref`` is on the server: pending or opened (raises when those
+        listings cannot be read), else in the transaction history (opened and closed
+        again meanwhile; an unreadable history counts as not found)."""
+        found = self._find_all(order_ref, deadline)
+        if found:
+            trade, where = found[0]
+            status = "FILLED" if where == "opened_trades" else "PENDING"
+            log.info("open_order %s: found on the server as trade %s (%s)",
+                     order_ref, trade.trade_id, where)  # fmt: skip
+            return OrderAck(trade.trade_id, status, trade.timestamp, order_ref)
+        try:
+            rows = self.strategy_trades(order_ref)
+        except (ApiError, _NotSent) as failed:
+            log.debug("strategy_trade %s: unreadable (%s)", order_ref, failed)
+            return None
+        if not rows:
+            return None
+        log.info("open_order %s: found in the transaction history as trade %s",
+                 order_ref, rows[0].trade_id)  # fmt: skip
+        return OrderAck(rows[0].trade_id, "CLOSED", rows[0].timestamp, order_ref)
 
     def _find_all(self, order_ref: str, deadline: float | None) -> list[tuple[Trade, str]]:
         """Every (trade, listing) carrying ``order_ref``: opened ones first. Pending is
@@ -468,6 +506,11 @@ class AlgogeneClient:
         no token could be had, so the caller knows nothing was sent."""
         return self._call("POST", endpoint, params, auth=True)
 
+    def _write_once(self, endpoint: str, params: Json) -> Json:
+        """POST ``endpoint`` once; a refused token is renewed (forgotten) and the
+        AuthError raised, so the caller decides whether to send again."""
+        return self._call("POST", endpoint, params, auth=True, resend=False)
+
     def _call(
         self,
         method: str,
@@ -477,9 +520,10 @@ class AlgogeneClient:
         auth: bool,
         read_timeout: float | None = None,
         deadline_s: float | None = None,
+        resend: bool = True,
     ) -> Json:
         """One request with credentials; with ``auth``, a refused token is renewed and
-        the request repeated once."""
+        the request repeated once (with ``resend``; otherwise the refusal is raised)."""
 
         def send(body: Json) -> Json:
             return self._transport.send(method, endpoint, body, read_timeout, deadline_s)[0]
@@ -493,8 +537,10 @@ class AlgogeneClient:
         except AuthError as refused:
             if refused.status == 403:
                 raise  # forbidden (e.g. the account): a new token would not change that
-            log.info("%s: session token refused; renewing it and trying once more", endpoint)
             self._tokens.invalidate(token)
+            if not resend:
+                raise
+            log.info("%s: session token refused; renewing it and trying once more", endpoint)
         token = self._token()
         return send({**payload, **self._scope(endpoint, token)})
 

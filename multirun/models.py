@@ -46,6 +46,29 @@ class Trade:
 
 
 @dataclass(frozen=True)
+class Transaction:
+    """One row of ``/strategy_trade``: a past transaction of the account.
+
+    Documented fields only (``trade_ID``, ``price``, ``volume``, ``timestamp``, the order
+    reference spelled ``order_ref`` or ``order_Ref``); ``action`` is whatever the row says
+    of opening or closing (``action``, ``status``, ``type`` or ``openclose``, "" when it says
+    nothing), kept as text because its spelling is not documented.
+    """
+
+    trade_id: str
+    order_ref: str
+    price: float
+    volume: float
+    timestamp: str
+    action: str = ""
+
+    @property
+    def closes(self) -> bool:
+        """Whether the row says, in its own words, that it closes the trade."""
+        return "CLOS" in self.action.upper()
+
+
+@dataclass(frozen=True)
 class OrderAck:
     """The server's acknowledgement of ``/open_order``."""
 
@@ -403,3 +426,36 @@ def bars_from_api(reply: object) -> list[Bar]:
             )
         )
     return out
+
+
+def transaction_from_api(obj: object) -> Transaction:
+    """One entry of ``/strategy_trade``."""
+    if not isinstance(obj, dict):
+        raise ReplyError(f"transaction is {type(obj).__name__}, expected an object")
+    action = next((str(obj[k]) for k in ("action", "status", "type", "openclose")
+                   if isinstance(obj.get(k), str)), "")  # fmt: skip
+    return Transaction(
+        trade_id=req_id(obj, "trade_ID"),
+        order_ref=opt_ref(obj, "order_ref") or opt_ref(obj, "order_Ref"),
+        price=opt_num(obj, "price"),
+        volume=opt_num(obj, "volume"),
+        timestamp=opt_str(obj, "timestamp"),
+        action=action,
+    )
+
+
+def transactions_from_api(reply: object) -> list[Transaction]:
+    """``{"count": n, "res": [transaction, ...]}``, in the server's (ascending) order."""
+    return [transaction_from_api(item) for item in req_list(reply, "res")]
+
+
+def closed_trade_ids(rows: list[Transaction]) -> set[str]:
+    """Trade ids the history shows closed: a row that says it closes, or a second row
+    for the same trade (its open, then its close)."""
+    seen: set[str] = set()
+    closed: set[str] = set()
+    for row in rows:
+        if row.closes or row.trade_id in seen:
+            closed.add(row.trade_id)
+        seen.add(row.trade_id)
+    return closed

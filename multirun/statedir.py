@@ -7,6 +7,9 @@
       supervisor.json            the supervisor's view of every account (``status`` reads it)
       supervisor.log             the supervisor's events and the simulator's lines
       control.sock               the running supervisor's control socket (0600)
+      .tokens/                   0700: session tokens shared by the processes of one user
+        <hash>.json              one (server, user)'s current token (0600, a secret), and
+        <hash>.lock              the flock taken to renew it (see multirun.tokens)
       <account>/                 0700, one per account
         journal.sqlite           the account's order journal (WAL mode)
         worker.lock              flock-held by the one process trading the account
@@ -18,6 +21,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +34,7 @@ WORKER_LOCK = "worker.lock"
 WORKER_STATUS = "status.json"
 WORKER_LOG = "worker.log"
 HEARTBEAT = "heartbeat"
+TOKENS = ".tokens"
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,11 @@ class StateDir:
     @property
     def control_socket(self) -> Path:
         return self.path / CONTROL_SOCKET
+
+    def token_file(self, server: str, user: str) -> Path:
+        """Where the processes of ``user`` on ``server`` share their session token."""
+        digest = hashlib.sha256(f"{server}\0{user}".encode()).hexdigest()[:24]
+        return self.path / TOKENS / f"{digest}.json"
 
     def account(self, name: str) -> AccountDir:
         return AccountDir(self.path / name)

@@ -146,6 +146,11 @@ class Transport:
         self._rng = rng
         self._session = http_session(self._base)
 
+    @property
+    def base_url(self) -> str:
+        """The API's base URL, without its trailing slash."""
+        return self._base
+
     def close(self) -> None:
         """Close the HTTP session (its pooled connections). Idempotent."""
         self._session.close()

@@ -10,9 +10,13 @@ A :class:`Worker` owns one account's client, journal, strategy and ticker
    ``volume`` when not already there. Every order's intent is journaled before
    it is sent. Only trades whose orderRef is the account's prefix followed by
    digits are ever touched (see :meth:`Journal.owns`).
-3. Guardrails: no opening beyond ``max_open_trades`` or ``max_orders_per_hour``;
-   after ``halt_after_failures`` consecutive failed ticks the worker is HALTED (no
-   more orders; still writing its status) until stopped.
+3. Guardrails: no opening beyond ``max_open_trades`` (counting what the server lists
+   as well as the journal) or ``max_orders_per_hour``, nor above ``max_volume``, nor
+   while an order is UNCERTAIN (see :mod:`multirun.reconcile`); a blocking guardrail is
+   logged when it starts blocking and when it clears. After ``halt_after_failures``
+   consecutive failed ticks, failed orders (no-op ticks between them do not reset that
+   count) or ticks whose status could not be written, the worker is HALTED (no more
+   orders; still writing its status) until stopped.
 4. A strategy call running past ``tick_timeout`` is interrupted (SIGALRM, see
    :mod:`multirun.alarm`): a failed tick, logged with the strategy's stack.
 5. Once stopped (between ticks; a tick under way opens nothing more), ``on_stop``:
@@ -53,6 +57,7 @@ from multirun.journal import Journal, JournalOrder
 from multirun.models import Bar, OrderAck, Quote, Trade
 from multirun.onstop import HARD_MARGIN, STOP_MARGIN, Closer, Outcome, StopWindow
 from multirun.reconcile import DEFAULT_TIMING, Listings, Reconciler, Timing
+from multirun.redact import Redactor
 from multirun.specs import AccountSpec, RunnerSpec
 from multirun.statedir import StateDir
 from multirun.states import HALTED, RUNNING, STOPPED
@@ -172,7 +177,12 @@ class Worker:
         self.last_tick: float | None = None
         self.ticks = 0
         self.orders_sent = 0
-        self.failures = 0
+        self.failures = 0  # consecutive failed ticks
+        self.order_failures = 0  # consecutive failed orders (no-op ticks do not reset it)
+        self.status_failures = 0  # consecutive ticks whose status could not be written
+        self.blocked: tuple[str, str] | None = None  # the guardrail blocking opens: kind, why
+        self._ordering = False  # in execute(): a failure now is a failed order
+        self._redactor = Redactor([spec.api_key.reveal()])
         self.last_error: str | None = None
         self.halted_reason: str | None = None
         self.strategy_state: dict[str, Any] = journal.load_state()
@@ -186,6 +196,9 @@ class Worker:
         self.reconciler = Reconciler(
             client, journal, stop=stop, timing=timing, started=self.started
         )
+        share_tokens = getattr(client, "share_tokens", None)  # a real client, not a fake
+        if share_tokens is not None:
+            share_tokens(runner.state_dir)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -232,7 +245,7 @@ class Worker:
                 log.info("stop requested while reconciling (%s): on_stop next", _describe(exc))
                 return
             self.state = STOPPED
-            self.last_error = _describe(exc)
+            self.last_error = self._text(_describe(exc))
             self.write_status()
             raise
         finally:
@@ -297,18 +310,40 @@ class Worker:
             log.info("tick %d cut short by the stop request", tick.number)
         except Exception as exc:  # a failed tick is counted and logged, never a crash
             self._failed(exc)
+        finally:
+            self._ordering = False
         self.heartbeat()
         self.write_status()
+        self._count_status_failure()
+
+    def _count_status_failure(self) -> None:
+        self.status_failures = self.status_failures + 1 if self.status_failing else 0
+        limit = self.spec.guardrails.halt_after_failures
+        if limit and self.status_failures >= limit and self.state != HALTED:
+            self.halt(f"status.json could not be written {self.status_failures} ticks in a row")
 
     def _tick(self, tick: Tick) -> None:
         held = self.sync()
+        if self.reconciler.extras:
+            self._ordering = True
+            self.reconciler.close_extras()
+            self._ordering = False
         trades = [_open_trade(row) for row in held if row.trade_id]
         ctx = self._context(tick, trades)
         decision = Decision.of(self._ask(ctx))
         self._save_state(ctx.state)
         plan = plan_orders(decision, trades, self.spec.instrument)
+        sent = False
         if not plan.empty:
-            self.execute(plan)
+            self._ordering = True
+            sent = self.execute(plan)
+            self._ordering = False
+        if sent:
+            self.order_failures = 0
+        if self.blocked is not None and self._refusal() is None:
+            log.info("guardrail cleared (%s): opening again when the strategy asks",
+                     self.blocked[1])  # fmt: skip
+            self.blocked = None
 
     def _ask(self, ctx: StrategyContext) -> object:
         """The strategy's on_tick, interrupted past tick_timeout (see :mod:`multirun.alarm`)."""
@@ -328,13 +363,21 @@ class Worker:
 
     def _failed(self, exc: Exception) -> None:
         self.failures += 1
-        self.last_error = _describe(exc)
+        if self._ordering:
+            self.order_failures += 1
+        self.last_error = self._text(_describe(exc))
         limit = self.spec.guardrails.halt_after_failures
-        log.error("tick failed (%d in a row): %s", self.failures, self.last_error)
+        log.error("tick failed (%d in a row): %s", self.failures, self.last_error, exc_info=exc)
         if isinstance(exc, StrategyTimeout):
             log.error("strategy stack when interrupted: %s", " > ".join(exc.stack) or "?")
         if limit and self.failures >= limit:
             self.halt(f"{self.failures} consecutive failed ticks; last: {self.last_error}")
+        elif limit and self.order_failures >= limit:
+            self.halt(f"{self.order_failures} consecutive failed orders; last: {self.last_error}")
+
+    def _text(self, text: str) -> str:
+        """Text that may quote a server, fit to record: secrets and their fragments masked."""
+        return self._redactor.server_text(text, limit=400)
 
     def halt(self, reason: str) -> None:
         self.state = HALTED
@@ -362,11 +405,15 @@ class Worker:
 
     # --- execution ------------------------------------------------------------------
 
-    def execute(self, plan: Plan) -> None:
+    def execute(self, plan: Plan) -> bool:
+        """Carry out ``plan``; whether an order was sent and succeeded."""
+        sent = False
         if plan.close:
             self.close(plan.close)
+            sent = True
         if plan.open_side is not None:
-            self.open(plan.open_side)
+            sent = self.open(plan.open_side) or sent
+        return sent
 
     def close(self, trades: Sequence[OpenTrade]) -> None:
         """Close ``trades`` and confirm it through opened_trades (journaled both ways)."""
@@ -379,13 +426,22 @@ class Worker:
         self.journal.mark_closed(refs)
         log.info("closed %s", ", ".join(f"{t.side} {t.trade_id} ({t.order_ref})" for t in trades))
 
-    def open(self, side: str) -> None:
-        """Open one ``volume`` trade on ``side`` unless a guardrail or unsettled order forbids."""
-        refusal = "stop requested" if self.stop.is_set() else self._refusal()
-        if refusal:
-            log.warning("not opening %s: %s", side, refusal)
-            self.last_error = f"guardrail: {refusal}"
-            return
+    def open(self, side: str) -> bool:
+        """Open one ``volume`` trade on ``side`` unless a guardrail or unsettled order
+        forbids; whether it was opened."""
+        if self.stop.is_set():
+            log.info("not opening %s: stop requested", side)
+            return False
+        refusal = self._refusal()
+        if refusal is not None:
+            if self.blocked is None or self.blocked[0] != refusal[0]:
+                log.warning("not opening %s: %s (logged again when it clears)", side, refusal[1])
+            self.blocked = refusal
+            self.last_error = f"guardrail: {refusal[1]}"
+            return False
+        if self.blocked is not None:
+            log.info("guardrail cleared (%s)", self.blocked[1])
+            self.blocked = None
         spec = self.spec
         intent = self.journal.new_intent(spec.instrument, side, spec.volume)
         self.orders_sent += 1
@@ -396,6 +452,7 @@ class Worker:
             side, spec.volume, spec.instrument, ack.trade_id, intent.order_ref,
         )  # fmt: skip
         self.reconciler.await_listed([intent.order_ref])
+        return True
 
     def _send(self, intent: JournalOrder) -> OrderAck:
         try:
@@ -407,26 +464,41 @@ class Worker:
             self.journal.mark_send_ended(intent.order_ref)
             raise
         except ApiError as exc:
-            # The client guarantees these were not placed (refused, or confirmed absent).
-            self.journal.mark_abandoned(intent.order_ref, f"not placed: {exc}")
+            # The client guarantees these were not placed (refused, or never sent).
+            self.journal.mark_abandoned(intent.order_ref, self._text(f"not placed: {exc}"))
             raise
         except Exception:
             self.journal.mark_send_ended(intent.order_ref)
             raise
 
-    def _refusal(self) -> str | None:
+    def _refusal(self) -> tuple[str, str] | None:
+        """Why no trade may be opened now, as (kind, message), or None."""
         guard = self.spec.guardrails
-        # Counted from the journal, not from the plan: a safety net against planning bugs.
-        open_count = len(self.journal.held())
+        refusal = getattr(self.journal, "refusal", None)  # the journal's own (ownership)
+        if refusal:
+            return "journal", str(refusal)
         unsettled = self.journal.intents()
         if unsettled:
             refs = ", ".join(i.order_ref for i in unsettled)
-            return f"order {refs} is not settled yet (never sending a second one meanwhile)"
+            what = "UNCERTAIN" if self.reconciler.uncertain else "not settled yet"
+            return "unsettled", f"order {refs} is {what} (never sending another meanwhile)"
+        if guard.max_volume is not None and self.spec.volume > guard.max_volume:
+            return (
+                "max_volume",
+                f"volume {self.spec.volume:g} is above max_volume {guard.max_volume:g}",
+            )
+        # Counted from the journal and from the server's listings (a listing may show
+        # trades the journal does not hold: a duplicate, a trade without its orderRef).
+        held = {row.order_ref for row in self.journal.held()}
+        r = self.reconciler
+        open_count = len(held | r.visible) + len(r.extras) + len(r.unattributed)
         if open_count + 1 > guard.max_open_trades:
-            return f"max_open_trades {guard.max_open_trades} reached ({open_count} open)"
+            return "max_open_trades", (
+                f"max_open_trades {guard.max_open_trades} reached ({open_count} open)"
+            )
         sent = self.journal.sent_since(time.time() - 3600)
         if sent >= guard.max_orders_per_hour:
-            return f"max_orders_per_hour {guard.max_orders_per_hour} reached"
+            return "max_orders_per_hour", f"max_orders_per_hour {guard.max_orders_per_hour} reached"
         return None
 
     def close_all(self) -> Outcome:
@@ -462,6 +534,10 @@ class Worker:
             "strategy": self.spec.strategy,
             "interval_s": self.spec.interval_s,
             "consecutive_failures": self.failures,
+            "consecutive_order_failures": self.order_failures,
+            "uncertain_orders": sorted(self.reconciler.uncertain),
+            "open_on_server": self.reconciler.open_on_server,
+            "blocked_by": None if self.blocked is None else self.blocked[1],
             "stop_reason": self.stop.reason,
         }
 
