@@ -342,6 +342,45 @@ def health(
 
 
 @app.command()
+def logs(
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(help="[CONFIG] [NAME...]: the runner file (runner.yaml), accounts."),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep printing new lines.")
+    ] = False,
+    tail: Annotated[
+        int | None, typer.Option("-n", "--tail", help="Only the last N lines.", metavar="N")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    state_dir: StateDirOption = None,
+) -> None:
+    """The log files of every account (or the NAMEd ones) merged by time, coloured as the
+    supervisor's terminal; -f follows them. Works with or without a running supervisor."""
+    from multirun import logview
+
+    words = list(args or [])
+    config = Path("runner.yaml")
+    if words and (words[0].endswith((".yaml", ".yml")) or Path(words[0]).is_file()):
+        config = Path(words.pop(0))
+    if tail is not None and tail < 0:
+        fail(UsageError("-n must be 0 or more"))
+    try:
+        code = logview.run(
+            config,
+            words,
+            state_dir=state_dir,
+            follow=follow,
+            tail=tail,
+            log_format="json" if json_output else "text",
+        )
+    except MultirunError as error:
+        fail(error)
+    raise typer.Exit(code)
+
+
+@app.command()
 def export(
     fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="systemd, kubernetes or compose.")],
     config: ConfigArg = Path("runner.yaml"),
