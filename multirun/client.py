@@ -381,9 +381,11 @@ class AlgogeneClient:
             first: ApiError = refused
         log.info("open_order %s: session token refused (%s); renewed; looking for it by "
                  "orderRef before sending it again", order_ref, first)  # fmt: skip
+        # The whole reconcile window: a market order executed before the refusal is
+        # listed (and in the history) only once filled.
         try:
-            found = self._locate(order_ref, self._clock.monotonic() + self._read_budget_s)
-        except (ApiError, _NotSent):
+            found = self._reconcile(order_ref, first)
+        except (OrderUncertain, Interrupted):
             return first  # cannot tell: ambiguous
         if found is not None:
             return found
