@@ -431,6 +431,42 @@ def export(
         typer.echo(f"note: {note}", err=True)
 
 
+@app.command("close")
+def close_journals(
+    args: Annotated[
+        list[str], typer.Argument(help="[CONFIG] NAME...: the runner file, then accounts.")
+    ],
+    borrow: Annotated[
+        str | None,
+        typer.Option("--as", help="Borrow this configured account's credentials.", metavar="N"),
+    ] = None,
+    server: Annotated[
+        str | None, typer.Option(help="Server base URL; overrides CONFIG's `server`.")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds to keep trying (default: stop_timeout).")
+    ] = None,
+) -> None:
+    """Close what the journals of accounts NAME... hold, confirmed by the server.
+
+    For a renamed or removed account (`start` names its journal), or to flatten one now.
+    Loads no strategy code. A NAME not in CONFIG uses the credentials of the configured
+    account on the same server account, or those of --as N. Exit 0 when nothing is left.
+    """
+    from multirun import closeout
+    from multirun import config as runner_config
+
+    config, names = closeout.split_args(args)
+    try:
+        runner = runner_config.load(config)
+        code = closeout.close_accounts(
+            runner, names, borrow=borrow, server_url=server, timeout_s=timeout
+        )
+    except MultirunError as error:
+        fail(error)
+    raise typer.Exit(code)
+
+
 def fail(error: MultirunError) -> None:
     """Print ``error`` as one line on stderr and exit with its code."""
     typer.echo(f"multirun: error: {error}", err=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from multirun.account_process import identity, run_sweep
 from multirun.errors import EXIT_OK, UsageError
@@ -107,3 +108,11 @@ def _configured(runner: RunnerSpec, name: str) -> AccountSpec:
 
 def _what(ident: dict[str, str]) -> str:
     return f"{ident.get('user')}/{ident.get('runmode')}/{ident.get('accountid')}"
+
+
+def split_args(args: Sequence[str]) -> tuple[Path, list[str]]:
+    """``[CONFIG] NAME...``: a first argument naming a YAML file (or an existing file) is
+    the config; otherwise the config is ``runner.yaml``."""
+    if args and (args[0].endswith((".yaml", ".yml")) or Path(args[0]).is_file()):
+        return Path(args[0]), list(args[1:])
+    return Path("runner.yaml"), list(args)
