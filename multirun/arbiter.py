@@ -46,15 +46,19 @@ import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from multirun import final_report, procutil, spawn
 from multirun.clock import iso_ms
+from multirun.commands import Catalog, Commands, Op
+from multirun.control import ControlServer
 from multirun.errors import SupervisorError
 from multirun.final_report import Leftover
 from multirun.logs import LogRouter
 from multirun.pipes import Pipes
 from multirun.procutil import kill
 from multirun.programs import Proc, Program, RestartPolicy, describe_status, live
+from multirun.redact import Redactor
 from multirun.spawn import HANDLED_SIGNALS, ChildContext, Ready
 from multirun.statedir import StateDir
 from multirun.states import (
@@ -72,7 +76,7 @@ from multirun.sweeps import Sweeps
 from multirun.watchdog import BACK, KILL, LATE, Watchdog
 
 
-class Arbiter(Stopping):
+class Arbiter(Stopping, Commands):
     """Forks one child per program, restarts them, stops them, never leaves one behind."""
 
     def __init__(
@@ -86,6 +90,7 @@ class Arbiter(Stopping):
         config: str | None = None,
         watchdog_timeout_s: float | None = None,
         watchdog_kill_after_s: float | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.procs = [Proc(program) for program in programs]  # names may repeat: sim, sim
         self.layout = StateDir(state_dir)
@@ -113,6 +118,9 @@ class Arbiter(Stopping):
             self.layout, watchdog_timeout_s, kill_after_s=watchdog_kill_after_s
         )
         self.left_open: dict[str, Leftover] = {}  # the final report, once everything stopped
+        self.catalog = catalog  # what per-account commands and reloads may start
+        self.control: ControlServer | None = None
+        self.ops: list[Op] = []
 
     # --- the main loop ---------------------------------------------------------------------------
 
@@ -150,14 +158,19 @@ class Arbiter(Stopping):
             if self.launched and not (self.stopping or self.winding_down) and not self.pending():
                 self.log("no account left running")
                 self.winding_down = True
+            if not (self.stopping or self.winding_down):
+                self.start_sweeps(self.held_accounts())  # accounts stopped by a command
             if self.stopping or self.winding_down:
                 self.start_sweeps()
                 if not live(self.accounts) and not self.sweeps.live():
                     if not live(self.services):
                         break
                     self.stop_services()
+            self.advance_ops()
             self.watch()
             self.advance()
+            if self.control is not None:
+                self.control.tick()
             self.wait(self.timeout())
 
     def all_procs(self) -> list[Proc]:
@@ -176,7 +189,7 @@ class Arbiter(Stopping):
 
     def pending(self) -> list[Proc]:
         """Accounts running or due to be restarted."""
-        return [p for p in self.accounts if p.pid is not None or p.state == BACKOFF]
+        return [p for p in self.accounts if p.pid is not None or p.state == BACKOFF or p.held]
 
     def exit_code(self) -> int:
         fatal = any(p.state == FATAL for p in self.accounts)
@@ -200,9 +213,21 @@ class Arbiter(Stopping):
 
     def _setup(self) -> None:
         self.pipes = Pipes(self.router)
-        self.death_r, self.death_w = os.pipe2(os.O_CLOEXEC)
+        self.death_r, self.death_w = procutil.pipe()
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, self._on_signal)
+        self.control = ControlServer(
+            self.layout.control_socket,
+            self.handle,
+            add_reader=self.pipes.add_reader,
+            remove_reader=self.pipes.remove_reader,
+            log=self.log,
+        )
+        try:
+            self.control.open()
+        except OSError as error:
+            self.log(f"no control socket at {self.layout.control_socket}: {error.strerror}")
+            self.control = None
         self.save()
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -217,10 +242,17 @@ class Arbiter(Stopping):
             if signum == signal.SIGCHLD:
                 continue  # reap() runs on every turn of the loop
             name = signal.Signals(signum).name
-            if self.stopping:
+            if signum == signal.SIGHUP:
+                self.hangup()  # a reload: a terminal hangup never stops trading
+            elif not self.stopping:
+                self.begin_stop(name)
+            elif signum == signal.SIGINT:  # only a second interactive stop forces
                 self.force(f"{name} again")
             else:
-                self.begin_stop(name)
+                self.log(
+                    f"{name} again while stopping: ignored (Ctrl-C or `multirun stop "
+                    "--force` forces)"
+                )
 
     # --- starting children -----------------------------------------------------------------------
 
@@ -231,7 +263,7 @@ class Arbiter(Stopping):
             return program.target(ChildContext(program.name, announced, ready))
 
         self.transition(proc, STARTING)
-        proc.kill_reason = None
+        proc.kill_reason, proc.stop_deadline = None, None
         try:
             forked = spawn.fork_child(
                 program.name,
@@ -269,6 +301,8 @@ class Arbiter(Stopping):
             fds += [*proc.pipes, *([proc.ready_fd] if proc.ready_fd is not None else [])]
         if self.pidfile.fd >= 0:
             fds.append(self.pidfile.fd)
+        if self.control is not None:
+            fds += self.control.fds()
         return fds
 
     def read_ready(self, proc: Proc) -> None:
@@ -395,6 +429,7 @@ class Arbiter(Stopping):
 
     def advance(self) -> None:
         now = time.monotonic()
+        self.overdue_stops(now)
         for proc in self.procs:
             handshake = proc.program.ready_timeout_s
             if proc.state == STARTING and handshake is not None:
@@ -419,6 +454,7 @@ class Arbiter(Stopping):
     def timeout(self) -> float:
         now = time.monotonic()
         moments = [self.stop_deadline] if self.stopping and not self.killed else []
+        moments += [p.stop_deadline for p in self.accounts if p.pid and p.stop_deadline]
         if self.service_deadline is not None and not self.services_killed:
             moments.append(self.service_deadline)
         moments += self.sweeps.moments()
@@ -444,9 +480,20 @@ class Arbiter(Stopping):
     def log(self, message: str, account: str | None = None) -> None:
         self.router.event(message, account)
 
-    def save(self) -> None:
-        """Write ``state_dir/supervisor.json`` (atomic, 0600): read by ``multirun status``."""
-        data = {
+    def add_account(self, proc: Proc) -> None:
+        """An account a command or a reload starts that this run did not start with."""
+        self.procs.append(proc)
+        self.router.add_account(proc.name)
+
+    def add_secrets(self, secrets: Sequence[str]) -> None:
+        """A reload's API keys: masked in every line from now on."""
+        known = self.router.redact.secrets
+        if set(secrets) - set(known):
+            self.router.redact = Redactor([*known, *secrets])
+
+    def status_data(self) -> dict[str, Any]:
+        """The arbiter's view: what ``supervisor.json`` holds, and the control reply's."""
+        return {
             "pid": os.getpid(),
             "config": self.config,
             "started_utc": iso_ms(self.started_wall),
@@ -456,11 +503,18 @@ class Arbiter(Stopping):
             "accounts": {proc.name: proc.to_dict() for proc in self.accounts},
             "services": {proc.name: proc.to_dict() for proc in self.services},
         }
+
+    def save(self) -> None:
+        """Write ``state_dir/supervisor.json`` (atomic, 0600): read by ``multirun status``."""
+        data = self.status_data()
         with contextlib.suppress(OSError):
             procutil.write_json_atomic(self.layout.supervisor_json, data)
 
     def _teardown(self) -> None:
         """Never leave a child behind, whatever happened."""
+        self.abandon_ops("the supervisor stopped")
+        if self.control is not None:
+            self.control.shut()
         for proc in live(self.all_procs()):
             kill(proc.pid, signal.SIGKILL)
             self.clean = False

@@ -11,11 +11,20 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from multirun.errors import MultirunError, UsageError, exit_code_for
+from multirun.errors import (
+    ConfigError,
+    MultirunError,
+    SupervisorError,
+    UsageError,
+    exit_code_for,
+)
+
+if TYPE_CHECKING:
+    from multirun.specs import RunnerSpec
 
 app = typer.Typer(
     name="multirun",
@@ -216,9 +225,30 @@ def _in_process_sim() -> Iterator[str]:
         yield sim.base_url
 
 
+Names = Annotated[
+    list[str] | None,
+    typer.Argument(help="[CONFIG] NAME...: the runner file (runner.yaml), then accounts."),
+]
+
+
+def _config_and_names(args: list[str] | None) -> tuple[Path, list[str]]:
+    """``[CONFIG] NAME...``: the first argument is CONFIG when it names a file (or ends in
+    .yaml/.yml), else CONFIG is runner.yaml and every argument is an account name."""
+    args = list(args or [])
+    if args and (args[0].endswith((".yaml", ".yml")) or Path(args[0]).is_file()):
+        return Path(args[0]), args[1:]
+    return Path("runner.yaml"), args
+
+
+def _control_wait_s(runner: object) -> float:
+    """How long a per-account command waits: a stop, its sweep, a start, with margin."""
+    stop_timeout = float(getattr(runner, "stop_timeout_s", 30.0))
+    return 2 * stop_timeout + 120.0
+
+
 @app.command()
 def start(
-    config: ConfigArg = Path("runner.yaml"),
+    args: Names = None,
     only: Annotated[
         list[str] | None,
         typer.Option("--only", help="Start only this account (repeatable).", metavar="NAME"),
@@ -235,50 +265,162 @@ def start(
     Validates CONFIG first (refusing to start on any problem), then runs one process per
     account, restarting crashed ones with backoff. Ctrl-C or SIGTERM (or `multirun stop`)
     stops them all: SIGTERM, then SIGKILL after `stop_timeout`; Ctrl-C twice forces.
-    Exit 0 when every account stopped cleanly.
+    SIGHUP reloads CONFIG. Exit 0 when every account stopped cleanly.
+
+    With NAMEs and a supervisor running CONFIG: start those accounts (held stopped,
+    disabled or FATAL ones too) and wait until they run. Without one: like --only NAME.
     """
     from multirun import config as runner_config
-    from multirun import configcli, launch, locate
+    from multirun import configcli, controlclient, launch, locate
     from multirun.logs import LogFormat
 
+    config, names = _config_and_names(args)
     if log_format not in ("text", "json"):
         fail(UsageError(f"--log-format must be text or json, not {log_format!r}"))
     try:
+        locate.refuse_other_config(config, locate.target(config).state_dir)  # names the first
+        if names and (control := locate.target(config)).running is not None:
+            if control.foreign:
+                raise SupervisorError(f"{control.foreign}: not starting accounts on it")
+            code = controlclient.command(
+                control.state_dir, "start", names, timeout_s=_control_wait_s(control),
+                echo=typer.echo, echo_err=_echo_err,
+            )  # fmt: skip
+            raise typer.Exit(code)
         report = runner_config.validate(config)
         if not report.ok or report.spec is None:
             typer.echo(configcli.render(report), err=True)
             raise typer.Exit(1)
         fmt: LogFormat = "json" if log_format == "json" else "text"
-        locate.refuse_other_config(report.spec.path, report.spec.state_dir)
-        code = launch.start(report.spec, only=only or (), live=live, log_format=fmt)
+        code = launch.start(
+            report.spec,
+            only=[*(only or ()), *names],
+            live=live,
+            log_format=fmt,
+            rereader=_reread,
+        )
+    except MultirunError as error:
+        fail(error)
+    raise typer.Exit(code)
+
+
+def _echo_err(line: str) -> None:
+    typer.echo(line, err=True)
+
+
+def _reread(path: str) -> tuple[RunnerSpec | None, list[str]]:
+    """For the supervisor's reload: CONFIG re-read and validated, or the problems as
+    `validate` prints them."""
+    from multirun import config as runner_config
+    from multirun import configcli
+
+    try:
+        report = runner_config.validate(Path(path))
+    except MultirunError as error:
+        return None, [f"multirun: error: {error}"]
+    if not report.ok or report.spec is None:
+        return None, configcli.render(report).splitlines()
+    return report.spec, []
+
+
+@app.command()
+def stop(
+    args: Names = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds to wait (default: stop_timeout + 30).", metavar="S"),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Kill what the stop waits for (a second Ctrl-C).")
+    ] = False,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Stop the supervisor running CONFIG (through state_dir/supervisor.pid) and wait for it.
+
+    With NAMEs: stop only those accounts (their on_stop applies); the others go on.
+    Exit 0 when every account stopped cleanly, or when none was running. Works while
+    CONFIG is broken (it only locates the state_dir); refuses a supervisor of another config.
+    """
+    from multirun import controlclient, launch, locate
+    from multirun.errors import SupervisorError
+
+    config, names = _config_and_names(args)
+    try:
+        runner = locate.target(config, state_dir)  # never loads the config or a strategy
+        if runner.foreign:
+            raise SupervisorError(f"{runner.foreign}: not stopping it")
+        if names:
+            code = controlclient.command(
+                runner.state_dir, "stop", names, timeout_s=timeout or _control_wait_s(runner),
+                echo=typer.echo, echo_err=_echo_err,
+            )  # fmt: skip
+            raise typer.Exit(code)
+        if force:
+            controlclient.shutdown(runner.state_dir, force=True)
+        wait = timeout if timeout is not None else runner.stop_timeout_s + 30
+        code = launch.stop(runner.state_dir, timeout_s=wait, echo=typer.echo)
     except MultirunError as error:
         fail(error)
     raise typer.Exit(code)
 
 
 @app.command()
-def stop(
-    config: ConfigArg = Path("runner.yaml"),
-    timeout: Annotated[
-        float | None,
-        typer.Option(help="Seconds to wait (default: stop_timeout + 30).", metavar="S"),
-    ] = None,
-    state_dir: StateDirOption = None,
+def restart(
+    args: Names = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the trades open: the new process adopts them.")
+    ] = False,
 ) -> None:
-    """Stop the supervisor running CONFIG (through state_dir/supervisor.pid) and wait for it.
+    """Restart accounts NAME... of the running supervisor: stop (on_stop), then start.
 
-    Exit 0 when every account stopped cleanly, or when none was running. Works while
-    CONFIG is broken (it only locates the state_dir); refuses a supervisor of another config.
+    Also resumes a HALTED or FATAL account. Prints each account's new state; exit 0 only
+    if every one is RUNNING again.
     """
-    from multirun import launch, locate
-    from multirun.errors import SupervisorError
+    from multirun import controlclient, locate
+
+    config, names = _config_and_names(args)
+    if not names:
+        fail(UsageError("restart takes [CONFIG] NAME..."))
+    try:
+        runner = locate.target(config)  # never loads the config or a strategy
+        if runner.foreign:
+            raise SupervisorError(f"{runner.foreign}: not restarting accounts on it")
+        code = controlclient.command(
+            runner.state_dir, "restart", names, keep=keep, timeout_s=_control_wait_s(runner),
+            echo=typer.echo, echo_err=_echo_err,
+        )  # fmt: skip
+    except MultirunError as error:
+        fail(error)
+    raise typer.Exit(code)
+
+
+@app.command()
+def reload(
+    config: ConfigArg = Path("runner.yaml"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
+) -> None:
+    """Apply an edited CONFIG to the running supervisor: only what changed restarts.
+
+    Prints the plan (+ added, - removed, ~ changed, = unchanged), then each touched
+    account's new state. An invalid file changes nothing (its problems are printed as
+    `validate` prints them); a top-level setting that cannot apply live is refused.
+    """
+    from multirun import config as runner_config
+    from multirun import configcli, controlclient, locate
 
     try:
-        where = locate.target(config, state_dir)
-        if where.foreign:
-            raise SupervisorError(f"{where.foreign}: not stopping it")
-        wait = timeout if timeout is not None else where.stop_timeout_s + 30
-        code = launch.stop(where.state_dir, timeout_s=wait, echo=typer.echo)
+        try:
+            runner_config.load_for_control(config)
+        except ConfigError:  # broken: its problems as validate prints them; nothing sent
+            typer.echo(configcli.render(runner_config.validate(config)), err=True)
+            raise typer.Exit(1) from None
+        runner = locate.target(config)
+        if runner.foreign:
+            raise SupervisorError(f"{runner.foreign}: not reloading it")
+        code = controlclient.reload(
+            runner.state_dir, config, dry_run=dry_run, timeout_s=_control_wait_s(runner),
+            echo=typer.echo, echo_err=_echo_err,
+        )  # fmt: skip
     except MultirunError as error:
         fail(error)
     raise typer.Exit(code)
@@ -306,39 +448,6 @@ def status(
     except MultirunError as error:
         fail(error)
     raise typer.Exit(code)
-
-
-@app.command()
-def health(
-    args: Annotated[
-        list[str], typer.Argument(help="[CONFIG] NAME: the runner file (runner.yaml), an account.")
-    ],
-    grace: Annotated[
-        float, typer.Option(help="Seconds allowed beyond the interval.", metavar="S")
-    ] = 60.0,
-    liveness: Annotated[
-        bool, typer.Option("--liveness", help="Only alive and ticking: HALTED passes.")
-    ] = False,
-) -> None:
-    """Exit 0 when account NAME ticked within its interval plus a grace (or is starting).
-
-    Otherwise exit 1 with one line saying why: no status file, never ticked, stale, HALTED,
-    STOPPED, not running. Reads the state directory only (probes and monitoring use it).
-    """
-    from multirun import config as runner_config
-    from multirun import health as account_health
-
-    if len(args) > 2:
-        fail(UsageError("health takes [CONFIG] NAME"))
-    config, name = (Path(args[0]), args[1]) if len(args) == 2 else (Path("runner.yaml"), args[0])
-    try:
-        verdict = account_health.check(
-            runner_config.load_for_control(config), name, grace_s=grace, liveness=liveness
-        )
-    except MultirunError as error:
-        fail(error)
-    typer.echo(verdict.line, err=not verdict.ok)
-    raise typer.Exit(0 if verdict.ok else 1)
 
 
 @app.command()
@@ -378,6 +487,39 @@ def logs(
     except MultirunError as error:
         fail(error)
     raise typer.Exit(code)
+
+
+@app.command()
+def health(
+    args: Annotated[
+        list[str], typer.Argument(help="[CONFIG] NAME: the runner file (runner.yaml), an account.")
+    ],
+    grace: Annotated[
+        float, typer.Option(help="Seconds allowed beyond the interval.", metavar="S")
+    ] = 60.0,
+    liveness: Annotated[
+        bool, typer.Option("--liveness", help="Only alive and ticking: HALTED passes.")
+    ] = False,
+) -> None:
+    """Exit 0 when account NAME ticked within its interval plus a grace (or is starting).
+
+    Otherwise exit 1 with one line saying why: no status file, never ticked, stale, HALTED,
+    STOPPED, not running. Reads the state directory only (probes and monitoring use it).
+    """
+    from multirun import config as runner_config
+    from multirun import health as account_health
+
+    if len(args) > 2:
+        fail(UsageError("health takes [CONFIG] NAME"))
+    config, name = (Path(args[0]), args[1]) if len(args) == 2 else (Path("runner.yaml"), args[0])
+    try:
+        verdict = account_health.check(
+            runner_config.load_for_control(config), name, grace_s=grace, liveness=liveness
+        )
+    except MultirunError as error:
+        fail(error)
+    typer.echo(verdict.line, err=not verdict.ok)
+    raise typer.Exit(0 if verdict.ok else 1)
 
 
 @app.command()
@@ -474,6 +616,9 @@ def fail(error: MultirunError) -> None:
 
 
 def main() -> None:
+    if sys.platform == "win32":
+        typer.echo("multirun: error: Windows is not supported (Linux and macOS only)", err=True)
+        sys.exit(2)
     try:
         app()
     except MultirunError as error:

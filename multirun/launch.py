@@ -21,6 +21,7 @@ from pathlib import Path
 
 from multirun import final_report, procutil, status
 from multirun.arbiter import Arbiter
+from multirun.commands import Reread
 from multirun.errors import SupervisorError, UsageError
 from multirun.final_report import Leftover
 from multirun.logs import LogFormat, LogRouter
@@ -104,20 +105,22 @@ def serve_sim(context: ChildContext) -> int:
     return 0
 
 
+def account_program(runner: RunnerSpec, name: str) -> Program:
+    """Account ``name``'s worker, and its sweep."""
+    return Program(
+        name,
+        partial(run_worker, runner, name),
+        sweep=Sweep(
+            partial(run_sweep, runner, name),
+            partial(leftover, runner, name),
+            deadline_s=runner.stop_timeout_s,
+        ),
+    )
+
+
 def programs(runner: RunnerSpec, names: Sequence[str]) -> list[Program]:
     """The simulator (a service, with ``server: sim``) and one worker per account."""
-    accounts = [
-        Program(
-            name,
-            partial(run_worker, runner, name),
-            sweep=Sweep(
-                partial(run_sweep, runner, name),
-                partial(leftover, runner, name),
-                deadline_s=runner.stop_timeout_s,
-            ),
-        )
-        for name in names
-    ]
+    accounts = [account_program(runner, name) for name in names]
     if not runner.uses_sim:
         return accounts
     sim = Program(
@@ -132,6 +135,65 @@ def programs(runner: RunnerSpec, names: Sequence[str]) -> list[Program]:
     return [sim, *accounts]
 
 
+# Re-reads a config for a reload: the new spec, or None and the problems as validate
+# prints them (the cli provides it: the supervisor does not import config).
+Rereader = Callable[[str], tuple[RunnerSpec | None, list[str]]]
+
+
+class RunnerCatalog:
+    """The running config's accounts, for per-account commands and reloads."""
+
+    def __init__(self, runner: RunnerSpec, *, live: bool, rereader: Rereader | None) -> None:
+        self.runner = runner
+        self.path = str(runner.path)
+        self.live = live
+        self.rereader = rereader
+
+    def names(self) -> list[str]:
+        return [a.name for a in self.runner.accounts]
+
+    def startable(self, name: str) -> bool:
+        spec = next((a for a in self.runner.accounts if a.name == name), None)
+        return spec is not None and spec.enabled and (self.live or not spec.is_live)
+
+    def program(self, name: str) -> Program:
+        spec = next((a for a in self.runner.accounts if a.name == name), None)
+        if spec is None:
+            raise UsageError(f"no account named {name} in {self.path}")
+        if spec.is_live and not self.live:
+            raise SupervisorError(
+                f"{name} is a livetrade account (real money): the supervisor was not "
+                "started with --live"
+            )
+        return account_program(self.runner, name)
+
+    def reread(self, path: str) -> Reread:
+        from multirun import reload
+
+        if self.rereader is None:
+            return Reread(False, ["this supervisor cannot reload"])
+        spec, problems = self.rereader(path)
+        if spec is None:
+            return Reread(False, problems)
+        plan = reload.plan(self.runner, spec)
+        if not plan.ok:
+            return Reread(False, [*plan.lines(), "a full restart is needed: stop, then start"])
+
+        def adopt() -> None:
+            self.runner, self.path = spec, path
+
+        return Reread(
+            True,
+            plan.lines(),
+            plan.added,
+            plan.removed,
+            tuple(plan.changed),
+            adopt,
+            stop_timeout_s=spec.stop_timeout_s,
+            secrets=tuple(secrets_of(spec)),
+        )
+
+
 def secrets_of(runner: RunnerSpec) -> list[str]:
     return [a.api_key.reveal() for a in runner.accounts if a.api_key]
 
@@ -143,8 +205,12 @@ def start(
     live: bool = False,
     log_format: LogFormat = "text",
     policy: RestartPolicy | None = None,
+    rereader: Rereader | None = None,
 ) -> int:
-    """Run the selected accounts of ``runner`` under one arbiter, in the foreground."""
+    """Run the selected accounts of ``runner`` under one arbiter, in the foreground.
+
+    ``rereader`` lets it reload (``multirun reload``, SIGHUP); without one it refuses to.
+    """
     accounts = select_accounts(runner, only, live=live)
     names = [a.name for a in accounts]
     preload(runner, accounts)
@@ -162,6 +228,7 @@ def start(
         stop_timeout_s=runner.stop_timeout_s,
         config=str(runner.path),
         watchdog_timeout_s=float(runner.watchdog_timeout_s),
+        catalog=RunnerCatalog(runner, live=live, rereader=rereader),
     )
     return arbiter.run()
 

@@ -30,6 +30,10 @@ from multirun.clock import hms, log_stamp
 from multirun.redact import Redactor
 from multirun.statedir import StateDir
 
+# A worker's traceback lines start with this (multirun.account_process.TRACE_MARK, kept
+# equal by a test): they go to its worker.log only, its one-line error to both.
+TRACE_MARK = "trace| "
+
 LogFormat = Literal["text", "json"]
 SUPERVISOR = "supervisor"
 ROTATE_BYTES = 5 * 1024 * 1024
@@ -254,11 +258,22 @@ class LogRouter:
         printer = Printer(names, stream=stream, log_format=log_format)
         return cls(printer, Redactor(secrets), files)
 
+    def add_account(self, name: str) -> None:
+        """An account started after the supervisor (a command, a reload): its log file."""
+        own = self.files.get(SUPERVISOR)
+        if own is not None and name not in self.files:
+            log = StateDir(own.path.parent).account(name).log
+            self.files[name] = RotatingFile(log, own.max_bytes, own.keep)
+        printer = self.printer
+        printer.colours.setdefault(name, COLOURS[len(printer.colours) % len(COLOURS)])
+        printer.width = max(printer.width, len(name))
+
     def line(self, name: str, line: str, stream: str = "stderr") -> None:
         """A line a child process wrote."""
         ts = time.time()
         clean = self.redact(line)
-        self.printer.write(name, clean, stream, ts)
+        if not clean.startswith(TRACE_MARK):  # a worker's traceback: its file only
+            self.printer.write(name, clean, stream, ts)
         log_file = self.files.get(name)
         if log_file is not None:
             log_file.write(f"{log_stamp(ts)} {stream} {clean}\n")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import selectors
+from collections.abc import Callable
 
+from multirun import procutil
 from multirun.logs import LogRouter
 from multirun.programs import Proc
 from multirun.redact import LineSplitter
@@ -24,8 +26,20 @@ class Pipes:
     def __init__(self, router: LogRouter) -> None:
         self.router = router
         self.selector = selectors.DefaultSelector()
-        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wake_r, self.wake_w = procutil.pipe(nonblocking=True)
         self.selector.register(self.wake_r, selectors.EVENT_READ, None)
+        self.readers: dict[int, Callable[[], None]] = {}  # other descriptors (the control socket)
+
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` from :meth:`select` whenever ``fd`` is readable."""
+        self.readers[fd] = callback
+        self.selector.register(fd, selectors.EVENT_READ, None)
+
+    def remove_reader(self, fd: int) -> None:
+        """Stop watching ``fd`` (the caller closes it)."""
+        if self.readers.pop(fd, None) is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(fd)
 
     def wake(self) -> None:
         """Make :meth:`select` return (safe in a signal handler)."""
@@ -50,7 +64,9 @@ class Pipes:
         for key, _ in self.selector.select(timeout):
             if key.fd == self.wake_r:
                 _drain(self.wake_r)
-            else:
+            elif key.fd in self.readers:
+                self.readers[key.fd]()
+            elif key.data is not None:  # None: a reader removed during this turn
                 readable.append((key.data, key.fd))
         return readable
 
@@ -122,7 +138,7 @@ class Pipes:
 
     def fds(self) -> list[int]:
         """The descriptors of its own (a forked child closes them)."""
-        fds = [self.wake_r, self.wake_w]
+        fds = [self.wake_r, self.wake_w, *self.readers]
         fileno = getattr(self.selector, "fileno", None)
         if fileno is not None:
             with contextlib.suppress(Exception):

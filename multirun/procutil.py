@@ -1,8 +1,9 @@
 """Small, Linux-first process helpers: parent-death signal, process names, pidfiles, JSON files.
 
-Everything degrades gracefully off Linux: :func:`set_parent_death_signal` returns False,
-the /proc readers answer from ``kill(pid, 0)`` alone, and the supervisor falls back to
-watching a pipe.
+Everything degrades gracefully off Linux: :func:`pipe` falls back to ``os.pipe`` and
+fcntl where ``os.pipe2`` is missing, :func:`set_parent_death_signal` returns False (the
+children then rely on watching a pipe only the arbiter holds), and the /proc readers
+answer from ``kill(pid, 0)`` alone.
 """
 
 from __future__ import annotations
@@ -24,6 +25,20 @@ PROC = Path("/proc")
 # `status` and `stop` probe the pidfile's lock for an instant; a start meeting such a probe
 # tries again for this long before it believes another supervisor holds the lock.
 LOCK_RETRY_S = 0.2
+
+
+def pipe(*, nonblocking: bool = False) -> tuple[int, int]:
+    """A close-on-exec pipe (non-blocking on request): ``os.pipe2`` where it exists (Linux),
+    else ``os.pipe`` and fcntl (macOS)."""
+    pipe2 = getattr(os, "pipe2", None)
+    if pipe2 is not None:
+        return pipe2(os.O_CLOEXEC | (os.O_NONBLOCK if nonblocking else 0))
+    r, w = os.pipe()
+    for fd in (r, w):
+        fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) | fcntl.FD_CLOEXEC)
+        if nonblocking:
+            os.set_blocking(fd, False)
+    return r, w
 
 
 def set_parent_death_signal(signum: int) -> bool:

@@ -95,6 +95,9 @@ class Proc:
     pipes: dict[int, tuple[str, LineSplitter]] = field(default_factory=dict)
     ready_fd: int | None = None  # the handshake pipe, until its line came
     ready_data: bytes = b""
+    held: bool = False  # stopped by a command: not restarted, not wound down for
+    keep: bool = False  # stopped with SIGHUP (restart --keep): its trades stay, no sweep
+    stop_deadline: float | None = None  # monotonic: a per-account stop's SIGKILL moment
 
     @property
     def name(self) -> str:

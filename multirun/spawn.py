@@ -87,9 +87,9 @@ def fork_child(
     ``inherited`` are the arbiter's descriptors the child closes. Raises OSError when
     the fork fails (EAGAIN, ENOMEM), with every pipe closed again.
     """
-    out_r, out_w = os.pipe2(os.O_CLOEXEC)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    ready_r, ready_w = os.pipe2(os.O_CLOEXEC) if handshake else (-1, -1)
+    out_r, out_w = procutil.pipe()
+    err_r, err_w = procutil.pipe()
+    ready_r, ready_w = procutil.pipe() if handshake else (-1, -1)
     ours, theirs = [out_r, err_r, ready_r], [out_w, err_w, ready_w]
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):

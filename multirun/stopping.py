@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from multirun import final_report, procutil
 from multirun.clock import iso_ms
@@ -61,6 +63,10 @@ class Stopping:
     def services_ready(self) -> bool:
         raise NotImplementedError
 
+    if TYPE_CHECKING:  # provided by multirun.commands.Commands
+
+        def abandon_ops(self, why: str) -> None: ...
+
     @property
     def accounts(self) -> list[Proc]:
         return [p for p in self.procs if not p.program.service]
@@ -69,11 +75,12 @@ class Stopping:
     def services(self) -> list[Proc]:
         return [p for p in self.procs if p.program.service]
 
-    def start_sweeps(self) -> None:
-        """Sweep each account whose worker is gone and whose journal holds trades."""
+    def start_sweeps(self, accounts: Sequence[Proc] | None = None) -> None:
+        """Sweep each account (of ``accounts``; default all) whose worker is gone and whose
+        journal holds trades."""
         if not self.services_ready() or any(p.state == STOPPING for p in self.services):
             return  # no server to close against: the final report names what is held
-        for account, left in self.sweeps.due(self.accounts):
+        for account, left in self.sweeps.due(self.accounts if accounts is None else accounts):
             proc = self.sweeps.add(account)
             assert account.program.sweep is not None
             deadline = account.program.sweep.deadline_s
@@ -100,6 +107,7 @@ class Stopping:
         if self.stopping:
             return
         self.stopping = True
+        self.abandon_ops(f"the supervisor is stopping ({reason})")
         self.stop_deadline = time.monotonic() + self.stop_timeout_s
         self.log(
             f"{reason}: stopping {len(live(self.accounts))} account(s) (SIGTERM; SIGKILL after "

@@ -1,0 +1,263 @@
+"""The control socket's server: one JSON request per line in, one JSON reply per line out.
+
+The running supervisor serves a Unix socket, ``state_dir/control.sock`` (0600, created
+under a restrictive umask, so there is no moment it is open to others; nothing listens on
+TCP). It lives in the arbiter's select loop and never blocks it:
+
+- every descriptor is non-blocking; each connection has its own input and output buffer;
+- a request is one line of JSON, at most :data:`MAX_REQUEST` bytes; a connection that
+  sends no complete request within :data:`READ_DEADLINE_S` is closed;
+- a peer whose uid is not ours (``SO_PEERCRED`` on Linux, ``LOCAL_PEERCRED`` on macOS;
+  elsewhere the socket's mode alone) gets one error line and is closed;
+- bad JSON, an unknown command, a wrong protocol version: one error line, never a
+  traceback.
+
+Every reply carries ``v`` (:data:`PROTOCOL`), ``ok`` and, when not ok, ``error``. A
+request is handed to the arbiter's handler, which replies at once (a dict) or later
+(None, then :meth:`ControlServer.reply` once the change is done).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROTOCOL = 1
+MAX_REQUEST = 64 * 1024
+READ_DEADLINE_S = 10.0  # to send a whole request
+WRITE_DEADLINE_S = 10.0  # for a client to read its reply
+COMMANDS = ("status", "stop", "start", "restart", "reload", "shutdown")
+
+Handler = Callable[["Conn", dict[str, Any]], "dict[str, Any] | None"]
+
+
+@dataclass(eq=False)
+class Conn:
+    """One client connection and its buffers."""
+
+    sock: socket.socket
+    opened: float  # monotonic
+    inbox: bytes = b""
+    outbox: bytes = b""
+    waiting: bool = False  # a request is being carried out: its reply comes later
+    closing: bool = False  # close once the outbox is sent
+    sent_at: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fd(self) -> int:
+        return self.sock.fileno()
+
+
+def error_reply(message: str) -> dict[str, Any]:
+    return {"v": PROTOCOL, "ok": False, "error": message}
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end, or None where the platform cannot tell."""
+    so_peercred = getattr(socket, "SO_PEERCRED", None)
+    if so_peercred is not None:
+        with contextlib.suppress(OSError):
+            raw = sock.getsockopt(socket.SOL_SOCKET, so_peercred, struct.calcsize("3i"))
+            return int(struct.unpack("3i", raw)[1])
+    if sys.platform == "darwin":  # struct xucred {u_int version; uid_t uid; ...}
+        with contextlib.suppress(OSError):
+            raw = sock.getsockopt(0, getattr(socket, "LOCAL_PEERCRED", 1), 76)
+            return int(struct.unpack_from("=II", raw)[1])
+    return None
+
+
+def bind_or_connect(sock: socket.socket, path: Path, *, bind: bool) -> None:
+    """Bind or connect ``sock`` to ``path``, through its directory when the path is longer
+    than a socket address holds (about 104 bytes; single-threaded callers only)."""
+    act = sock.bind if bind else sock.connect
+    if len(os.fsencode(str(path))) < 100:
+        act(str(path))
+        return
+    here = os.open(".", os.O_RDONLY)
+    try:
+        os.chdir(path.parent)
+        act(path.name)
+    finally:
+        os.fchdir(here)
+        os.close(here)
+
+
+class ControlServer:
+    """The listening socket and its connections, driven by the arbiter's loop."""
+
+    def __init__(
+        self,
+        path: Path,
+        handler: Handler,
+        *,
+        add_reader: Callable[[int, Callable[[], None]], None],
+        remove_reader: Callable[[int], None],
+        log: Callable[[str], None],
+    ) -> None:
+        self.path = path
+        self.handler = handler
+        self.add_reader = add_reader
+        self.remove_reader = remove_reader
+        self.log = log
+        self.listener: socket.socket | None = None
+        self.conns: dict[int, Conn] = {}
+        self.uid = os.getuid()
+
+    def open(self) -> None:
+        """Bind and listen; the caller holds the pidfile lock, so a socket file is stale."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)  # born 0600: no window where another user could connect
+        try:
+            bind_or_connect(listener, self.path, bind=True)
+        except OSError:
+            listener.close()
+            raise
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+        listener.listen(16)
+        listener.setblocking(False)
+        self.listener = listener
+        self.add_reader(listener.fileno(), self._accept)
+
+    def fds(self) -> list[int]:
+        """Every descriptor of ours (a forked child closes them)."""
+        listening = [self.listener.fileno()] if self.listener is not None else []
+        return [*listening, *self.conns]
+
+    def _accept(self) -> None:
+        assert self.listener is not None
+        try:
+            sock, _ = self.listener.accept()
+        except OSError:
+            return
+        sock.setblocking(False)
+        conn = Conn(sock, time.monotonic())
+        self.conns[conn.fd] = conn
+        self.add_reader(conn.fd, lambda: self._read(conn))
+        uid = peer_uid(sock)
+        if uid is not None and uid != self.uid:
+            self.log(f"control: refused a connection from uid {uid}")
+            self.send(conn, error_reply(f"permission denied: uid {uid} is not the owner"))
+            conn.closing = True
+            self.flush(conn)
+
+    def _read(self, conn: Conn) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close(conn)
+            return
+        if conn.closing:
+            return
+        conn.inbox += data
+        while b"\n" in conn.inbox and not conn.closing and not conn.waiting:
+            line, conn.inbox = conn.inbox.split(b"\n", 1)
+            self._request(conn, line)
+        if len(conn.inbox) > MAX_REQUEST:
+            self._refuse(conn, f"request longer than {MAX_REQUEST} bytes")
+
+    def _refuse(self, conn: Conn, message: str) -> None:
+        self.send(conn, error_reply(message))
+        conn.closing = True
+        self.flush(conn)
+
+    def _request(self, conn: Conn, line: bytes) -> None:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            self._refuse(conn, "not a JSON request (one JSON object per line)")
+            return
+        if not isinstance(request, dict):
+            self._refuse(conn, "not a JSON object")
+            return
+        if request.get("v") != PROTOCOL:
+            self._refuse(
+                conn,
+                f"protocol version {request.get('v')!r} not supported (this supervisor "
+                f"speaks {PROTOCOL}): use the same multirun for the client and the supervisor",
+            )
+            return
+        if request.get("cmd") not in COMMANDS:
+            self._refuse(conn, f"unknown command {request.get('cmd')!r} ({', '.join(COMMANDS)})")
+            return
+        try:
+            reply = self.handler(conn, request)
+        except Exception as error:  # the loop must go on whatever a request does
+            self.log(f"control: {request.get('cmd')} failed: {type(error).__name__}: {error}")
+            reply = error_reply(f"{request.get('cmd')} failed: {type(error).__name__}: {error}")
+        if reply is None:
+            conn.waiting = True
+        else:
+            self.send(conn, reply)
+
+    def reply(self, conn: Conn, reply: dict[str, Any]) -> None:
+        """The deferred reply of ``conn``'s request, once the change is done."""
+        conn.waiting = False
+        if conn.fd in self.conns or conn.sock.fileno() >= 0:
+            self.send(conn, reply)
+
+    def send(self, conn: Conn, reply: dict[str, Any]) -> None:
+        reply.setdefault("v", PROTOCOL)
+        conn.outbox += json.dumps(reply, sort_keys=True).encode() + b"\n"
+        conn.sent_at = time.monotonic()
+        self.flush(conn)
+
+    def flush(self, conn: Conn) -> None:
+        while conn.outbox:
+            try:
+                sent = conn.sock.send(conn.outbox)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.close(conn)
+                return
+            conn.outbox = conn.outbox[sent:]
+        if conn.closing:
+            self.close(conn)
+
+    def tick(self) -> None:
+        """Once a loop turn: push pending output, drop silent or stuck clients."""
+        now = time.monotonic()
+        for conn in list(self.conns.values()):
+            self.flush(conn)
+            if conn.fd < 0:
+                continue
+            if conn.outbox and now - conn.sent_at > WRITE_DEADLINE_S:
+                self.close(conn)
+            elif not conn.waiting and now - max(conn.opened, conn.sent_at) > READ_DEADLINE_S:
+                self.close(conn)  # silent (or done and idle): its place is freed
+
+    def close(self, conn: Conn) -> None:
+        fd = conn.sock.fileno()
+        if fd >= 0:
+            self.remove_reader(fd)
+            self.conns.pop(fd, None)
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+
+    def shut(self) -> None:
+        for conn in list(self.conns.values()):
+            self.close(conn)
+        if self.listener is not None:
+            self.remove_reader(self.listener.fileno())
+            self.listener.close()
+            self.listener = None
+            with contextlib.suppress(OSError):
+                self.path.unlink()
