@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from multirun import final_report
 from multirun.control import Conn, ControlServer, error_reply
 from multirun.errors import MultirunError
 from multirun.procutil import kill
@@ -294,6 +295,8 @@ class Commands:
             extra = f" (pid {pid})" if pid else ""
             note = proc.note if proc is not None and proc.note and not reached else None
             lines.append(f"{name}: {state}{extra}" + (f": {note}" if note else ""))
+            if proc is not None and name not in op.to_start and proc.program.sweep:
+                lines += final_report.lines([proc.program.sweep.leftover()])  # left open
         self.save()
         if op.conn is None:
             for line in lines:

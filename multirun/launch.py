@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
-from multirun import final_report, procutil, status
+from multirun import final_report, ownership, procutil, status
 from multirun.arbiter import Arbiter
 from multirun.commands import Reread
 from multirun.errors import SupervisorError, UsageError
@@ -220,6 +220,12 @@ def start(
         secrets_of(runner),
         log_format=log_format,
     )
+    for orphan in ownership.orphan_journals(runner):  # renamed or removed accounts
+        router.event(
+            f"{orphan.name}: not in {runner.path}, but its journal ({orphan.path}) holds "
+            f"{len(orphan.trades)} trade(s): {'; '.join(orphan.trades)}; close them with "
+            f"`multirun close {runner.path} {orphan.name}`"
+        )
     arbiter = Arbiter(
         programs(runner, names),
         state_dir=runner.state_dir,

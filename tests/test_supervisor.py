@@ -170,6 +170,13 @@ TARGETS = {
 TARGETS.update({f.__name__: f for f in (heartbeat, sweeper, failing_sweeper, hanging_sweeper)})
 
 
+def _without_linux_only_calls() -> None:
+    """As on macOS: no os.pipe2, no prctl (PR_SET_PDEATHSIG), no /proc."""
+    del os.pipe2
+    procutil.set_parent_death_signal = lambda signum: False
+    procutil.PROC = Path("/nonexistent-proc")
+
+
 def arbiter_main(argument: str) -> None:
     """The subprocess: an arbiter over the targets named in ``argument`` (JSON)."""
     spec = json.loads(argument)
@@ -178,6 +185,8 @@ def arbiter_main(argument: str) -> None:
         _term_after_first_fork()
     if spec.get("fail_fork"):
         _fail_fork(spec["fail_fork"])
+    if spec.get("no_linux"):
+        _without_linux_only_calls()
     state_dir = workdir / "state"
     accounts: dict[str, str] = spec["accounts"]
     router = LogRouter.for_accounts(
@@ -437,6 +446,17 @@ def test_sigkill_of_the_supervisor_leaves_no_process_within_2_s(arbiter: Any) ->
     wait_until(lambda: all(f"{n}" in run.output() for n in ("hello from c", "ignoring")))
     assert set(descendants(run.proc.pid)) >= set(pids)
     run.proc.kill()
+    run.proc.wait()
+    wait_until(lambda: all(gone(pid) for pid in pids), timeout=2.0)
+
+
+def test_without_pipe2_prctl_and_proc_a_sigkilled_supervisor_leaves_no_process(
+    arbiter: Any,
+) -> None:
+    run = arbiter({"a": "sleeper", "b": "stubborn"}, no_linux=True)
+    pids = [run.wait_state(name, "STARTING")["pid"] for name in ("a", "b")]
+    wait_until(lambda: "hello from a" in run.output() and "ignoring" in run.output())
+    run.proc.kill()  # only the parent-death pipe can tell them
     run.proc.wait()
     wait_until(lambda: all(gone(pid) for pid in pids), timeout=2.0)
 
