@@ -202,3 +202,27 @@ def test_cli_options_take_the_new_kinds() -> None:
     assert config_from_options(**base).faults == FaultSettings()
     with pytest.raises(UsageError, match="--late-exec-s"):
         config_from_options(**base, late_exec_s="31")
+
+
+def test_sim_process_takes_the_new_flags() -> None:
+    from tests.test_sim_cli import run_sim
+
+    proc = run_sim(
+        "--port", "0", "--one-token-per-user", "--late-exec-rate", "0.5", "--late-exec-s", "5",
+        "--partial-listing-rate", "0.1", "--missing-ref-rate", "0.1",
+        "--refuse-after-exec-rate", "0.1", "--late-exec-ack", "0",
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        faults = requests.get(url.replace("/rest/v1", "/sim/faults"), timeout=5).json()
+        assert faults["one_token_per_user"] is True and faults["late_exec_s"] == 5
+        assert faults["late_exec_rate"] == 0.5 and faults["late_exec_ack"] == 0
+        assert faults["refuse_after_exec_rate"] == 0.1 and faults["missing_ref_rate"] == 0.1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.communicate(timeout=5)
+    bad = run_sim("--port", "0", "--late-exec-s", "31")
+    assert bad.wait(timeout=10) == 2
+    assert "--late-exec-s" in bad.communicate(timeout=5)[1]
