@@ -181,8 +181,13 @@ class Commands:
         if found.stop_timeout_s is not None:
             self.stop_timeout_s = found.stop_timeout_s
         running = {p.name for p in self.accounts if p.pid is not None or p.state == BACKOFF}
-        changed = [n for n in found.changed if n in running or self.catalog.startable(n)]
-        to_start = [n for n in [*found.added, *changed] if self.catalog.startable(n)]
+        held = {p.name for p in self.accounts if p.held}  # stopped by a command: stay so
+        to_start = [
+            n
+            for n in [*found.added, *found.changed]
+            if self.catalog.startable(n) and (n in running or n not in held)
+        ]
+        changed = [n for n in found.changed if n in running]
         to_stop = [n for n in [*found.removed, *changed] if n in {p.name for p in self.accounts}]
         names = sorted({*to_stop, *to_start})
         how = "SIGHUP: reload" if conn is None else "reload"

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from bench.procstat import descendants
-from multirun import procutil, status
+from multirun import controlclient, procutil, status
 from multirun.arbiter import Arbiter
 from multirun.errors import NetworkError, SupervisorError
 from multirun.final_report import HeldTrade, Leftover
@@ -459,6 +459,22 @@ def test_without_pipe2_prctl_and_proc_a_sigkilled_supervisor_leaves_no_process(
     run.proc.kill()  # only the parent-death pipe can tell them
     run.proc.wait()
     wait_until(lambda: all(gone(pid) for pid in pids), timeout=2.0)
+
+
+def test_stop_force_over_the_control_socket_kills_what_the_stop_waits_for(
+    arbiter: Any,
+) -> None:
+    run = arbiter({"mule": "stubborn"}, stop_timeout=60)
+    pid = run.wait_state("mule", "STARTING")["pid"]
+    wait_until(lambda: "ignoring SIGTERM" in run.output())
+    run.proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: "stopping 1 account(s)" in run.output())
+    run.proc.send_signal(signal.SIGTERM)  # a duplicate SIGTERM: logged, ignored
+    wait_until(lambda: "SIGTERM again while stopping: ignored" in run.output())
+    assert run.proc.poll() is None and not gone(pid)
+    controlclient.shutdown(run.state_dir, force=True)
+    assert run.wait_exit(timeout=10) == 1
+    assert gone(pid) and "multirun stop --force: SIGKILL to mule" in run.output()
 
 
 def test_multirun_stop_from_another_process(arbiter: Any) -> None:

@@ -160,6 +160,7 @@ def test_socket_is_owner_only_and_bad_clients_get_one_error_line(run: Any) -> No
             (b'{"v": 1, "cmd": "explode"}\n', "unknown command 'explode'"),
             (b'{"v": 99, "cmd": "status"}\n', "protocol version 99"),
             (b"[1]\n", "not a JSON object"),
+            (b"x" * 70_000, "request longer than 65536 bytes"),
         ]:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(5)
