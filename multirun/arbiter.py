@@ -5,13 +5,15 @@ it is single-threaded (so forking is safe), and signals are only queued by their
 handlers and handled in one place of the main loop, woken through a self-pipe::
 
     while True:
-        handle queued signals (INT/TERM/HUP: stop; a second one: force; CHLD: reap)
+        handle queued signals (INT/TERM: stop; INT again: force; TERM again: ignored;
+                               HUP: reload; CHLD: reap)
         reap exited children (restart with backoff, FATAL after a crash loop)
         start the accounts once every service has announced itself
         stopping: sweep each account whose worker is gone and whose journal holds trades
         watch the workers' heartbeats (OVERDUE, then SIGKILL and restart)
         advance timers (STARTING -> RUNNING, BACKOFF -> respawn, stop deadline -> SIGKILL)
-        wait for child output, a ready line or a signal (select), print and log each line
+        move per-account commands on (stop, start, restart, reload: multirun.commands)
+        wait for child output, a ready line, a control request or a signal (select)
 
 Every child is a :class:`Program`: the accounts, and services such as the simulator.
 A service starts first; with a ready handshake (``ready_timeout_s``) the accounts start
@@ -31,6 +33,10 @@ restarted after 1 s, 2 s, 4 s ... (capped at 60 s; a run of ``stable_s`` resets 
 exiting within ``startsecs`` of the start ``fatal_after`` times in a row makes the
 account FATAL, left stopped while the others go on. Exit status 0 is a finished worker
 (it was stopped by someone) and is not restarted.
+
+The control socket (:mod:`multirun.control`, ``state_dir/control.sock``) is one more
+descriptor of that select: ``multirun stop/start/restart NAME...`` and ``reload`` act on
+some accounts while the others keep their processes (:mod:`multirun.commands`).
 
 Every change of a child's state goes through :meth:`Arbiter.transition`, which checks
 it against :mod:`multirun.states`. What it supervises is in :mod:`multirun.programs`,

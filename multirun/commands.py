@@ -29,6 +29,7 @@ from multirun.procutil import kill
 from multirun.programs import Proc, Program, RestartPolicy
 from multirun.states import BACKOFF, RUNNING, STARTING, STOPPED, STOPPING
 from multirun.sweeps import Sweeps
+from multirun.watchdog import Watchdog
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Reread:
     changed: tuple[str, ...] = ()
     adopt: Callable[[], None] | None = None  # make the new spec the running one
     stop_timeout_s: float | None = None  # the new spec's, applied live
+    watchdog_timeout_s: float | None = None  # the new spec's, applied live
     secrets: tuple[str, ...] = ()  # the new spec's API keys, masked from now on
 
 
@@ -87,6 +89,7 @@ class Commands:
     control: ControlServer | None
     ops: list[Op]
     config: str | None
+    watchdog: Watchdog
 
     # provided by the arbiter
     def log(self, message: str, account: str | None = None) -> None:
@@ -180,6 +183,8 @@ class Commands:
         self.add_secrets(found.secrets)
         if found.stop_timeout_s is not None:
             self.stop_timeout_s = found.stop_timeout_s
+        if found.watchdog_timeout_s is not None:
+            self.watchdog.timeout_s = found.watchdog_timeout_s
         running = {p.name for p in self.accounts if p.pid is not None or p.state == BACKOFF}
         held = {p.name for p in self.accounts if p.held}  # stopped by a command: stay so
         to_start = [

@@ -14,6 +14,7 @@ import contextlib
 import gc
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -74,10 +75,22 @@ def preload(runner: RunnerSpec, accounts: Sequence[AccountSpec]) -> None:
     gc.freeze()  # keep the collector from touching (and so copying) the shared objects
 
 
+def fresh_strategy_module(ref: str) -> None:
+    """In a new worker: forget the user's strategy module the supervisor preloaded, so a
+    restart (``multirun restart NAME``, a reload) imports the file as it is now. The
+    package's own modules and the libraries it imports stay shared."""
+    from multirun import strategies
+
+    module_name = strategies.BUILTINS.get(ref, ref).partition(":")[0]
+    if module_name and module_name != "multirun" and not module_name.startswith("multirun."):
+        sys.modules.pop(module_name, None)
+
+
 def run_worker(runner: RunnerSpec, name: str, context: ChildContext) -> int:
     """An account's program: the worker, against the simulator when one announced itself."""
     from multirun import account_process
 
+    fresh_strategy_module(runner.account(name).strategy)
     url = context.announced.get(SIM)
     return account_process.run_account(runner, name, server_url=url, supervised=True)
 
@@ -190,6 +203,7 @@ class RunnerCatalog:
             tuple(plan.changed),
             adopt,
             stop_timeout_s=spec.stop_timeout_s,
+            watchdog_timeout_s=float(spec.watchdog_timeout_s),
             secrets=tuple(secrets_of(spec)),
         )
 

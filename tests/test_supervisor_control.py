@@ -324,3 +324,18 @@ def test_sighup_under_nohup_reloads(run: Any) -> None:
     wait_until(lambda: r.ticking("cb"), timeout=20)
     assert r.pid("ca") == pid and r.proc.poll() is None
     wait_until(lambda: "SIGHUP: reload of" in r.out() and "+ cb" in r.out(), timeout=5)
+
+
+def test_restart_runs_the_strategy_file_as_edited(run: Any) -> None:
+    r = run({"ca": 1})
+    module = f"ctl_strategy_{os.getpid()}_{time.monotonic_ns()}"
+    source = r.tmp / f"{module}.py"
+    source.write_text("def flat(ctx):\n    print('strategy version 1', flush=True)\n")
+    text = r.config.read_text().replace("strategy: random", f"strategy: {module}:flat")
+    r.config.write_text(text.replace("    params:\n      seed: 3\n", ""))
+    r.start()
+    wait_until(lambda: r.ticking("ca") and "strategy version 1" in r.out(), timeout=30)
+    source.write_text("def flat(ctx):\n    print('strategy version 22', flush=True)\n")
+    done = cli("restart", str(r.config), "ca")
+    assert done.returncode == 0, done.stdout + done.stderr
+    wait_until(lambda: "strategy version 22" in r.out(), timeout=10)
