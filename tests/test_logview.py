@@ -137,10 +137,10 @@ def test_logs_cli_follows_a_running_supervisor(tmp_path: Path) -> None:
             seen: list[str] = []
             reader = threading.Thread(target=lambda: seen.extend(iter(follow.stdout.readline, "")))
             reader.start()
-            wait_until(lambda: any("lv" in s and "started, pid" in s for s in seen), timeout=20)
+            wait_until(lambda: any("lv" in s and "started, pid" in s for s in seen), timeout=40)
             sup.terminate()
             assert sup.wait(20) == 0
-            wait_until(lambda: any("stopped" in s for s in seen), timeout=10)
+            wait_until(lambda: any("stopped" in s for s in seen), timeout=30)
             shown = subprocess.run([*main, "logs", str(config), "lv", "-n", "3"], env=env,
                                    capture_output=True, text=True, cwd=ROOT)  # fmt: skip
             assert shown.returncode == 0 and len(shown.stdout.splitlines()) == 3
