@@ -138,6 +138,7 @@ def test_logs_cli_follows_a_running_supervisor(tmp_path: Path) -> None:
             reader = threading.Thread(target=lambda: seen.extend(iter(follow.stdout.readline, "")))
             reader.start()
             wait_until(lambda: any("lv" in s and "started, pid" in s for s in seen), timeout=40)
+            wait_until(lambda: any(s.split()[1:2] == ["lv"] for s in seen), timeout=40)  # its own
             sup.terminate()
             assert sup.wait(20) == 0
             wait_until(lambda: any("stopped" in s for s in seen), timeout=30)
