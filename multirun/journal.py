@@ -208,8 +208,11 @@ class Journal:
     def adopt(
         self, order_ref: str, trade_id: str, instrument: str, side: str, volume: float
     ) -> JournalOrder:
-        """Record a trade of ours the journal did not know (or thought gone) as OPEN."""
+        """Record a trade of ours the journal did not know (or thought gone) as OPEN.
+
+        :attr:`on_adopt` is told of each orderRef the journal never held before."""
         now = self._now()
+        known = self.find(order_ref) is not None
         with self._tx() as db:
             db.execute(
                 "INSERT INTO orders (order_ref, instrument, side, volume, origin, state,"
@@ -222,7 +225,7 @@ class Journal:
                 (order_ref, instrument, side, volume, OPEN, str(trade_id), now, now, now),
             )
             self._bump_seq(db, self.seq_of(order_ref))
-        if self.on_adopt is not None:
+        if self.on_adopt is not None and not known:
             self.on_adopt(order_ref)
         return self.get(order_ref)
 

@@ -82,11 +82,11 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def start(config: Path, name: str, url: str, log: Path) -> subprocess.Popen[bytes]:
+def start(config: Path, name: str, url: str, log: Path, **extra: str) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             cli("run-account", str(config), name, "--server", url),
-            stdout=out, stderr=out, env=env(),
+            stdout=out, stderr=out, env={**env(), **extra},
         )  # fmt: skip
 
 
@@ -135,6 +135,39 @@ def test_a_second_config_on_the_same_account_is_refused_naming_the_first(
         assert len(ours_open(alice, "mr-alpha-")) == 1
     finally:
         stop(proc)
+
+
+FLIP = """\
+def on_tick(ctx):
+    n = ctx.state.get("n", 0)
+    ctx.state["n"] = n + 1
+    return "BUY" if n % 2 else "SELL"
+"""
+
+
+def test_two_machines_on_one_account_name_halt_instead_of_fighting(
+    tmp_path: Path, sim: SimServer, alice: SimCaller, runtime: Path
+) -> None:
+    """No shared lock directory (two hosts): the churn of adopting and closing each
+    other's trades is noticed and a worker halts naming the cause."""
+    procs, logs = [], []
+    for host in ("one", "two"):
+        (tmp_path / host).mkdir()
+        (tmp_path / host / "own17_flip.py").write_text(FLIP)
+        config = write(tmp_path / host, strategy="own17_flip:on_tick")
+        logs.append(tmp_path / f"{host}.log")
+        lockdir = str(tmp_path / host / "runtime")
+        procs.append(start(config, "alpha", sim.base_url, logs[-1], MULTIRUN_RUNTIME_DIR=lockdir))
+    try:
+        wait_until(
+            lambda: any("another process trades this account" in p.read_text() for p in logs),
+            timeout=40,
+        )
+    finally:
+        for proc in procs:
+            stop(proc)
+    halted = [p for p in logs if "HALTED: another process trades this account" in p.read_text()]
+    assert halted
 
 
 def test_foreign_trades_under_our_prefix_trip_the_detector() -> None:
