@@ -97,6 +97,12 @@ def test_start_trades_and_stop_from_another_terminal_closes_every_trade(
     wait_until(lambda: trading(tmp_path, proc), timeout=30)
     alice = SimCaller(sim, user="alice", api_key=KEY, accountid="ACC-1").login()
     wait_until(lambda: any(o["orderRef"].startswith("mr-coin-") for o in sim.ledger()), 10)
+    sup = StateDir(tmp_path / "state").supervisor_json
+    wait_until(  # past startsecs: RUNNING, which status's exit 0 needs
+        lambda: {a["state"] for a in (procutil.read_json(sup) or {})["accounts"].values()}
+        == {"RUNNING"},
+        timeout=10,
+    )
 
     shown = cli("status", str(config), "--json")
     data = json.loads(shown.stdout)
