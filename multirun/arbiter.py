@@ -405,8 +405,9 @@ class Arbiter(Stopping, Commands):
         self.transition(proc, STOPPED)
         if proc.program.service:
             self.log(f"{proc.name}: stopped ({description})")
-        elif ok or description == "signal SIGTERM":  # the signal we sent: stopped before its
-            self.log(f"{proc.name}: stopped", proc.name)  # handlers were up, nothing to undo
+        elif ok or description == ("signal SIGHUP" if proc.keep else "signal SIGTERM"):
+            # the signal we sent: stopped before its handlers were up, nothing to undo
+            self.log(f"{proc.name}: stopped", proc.name)
         else:
             self.clean = False
             self.log(f"{proc.name}: stopped with {description}", proc.name)

@@ -99,8 +99,10 @@ def test_start_trades_and_stop_from_another_terminal_closes_every_trade(
     wait_until(lambda: any(o["orderRef"].startswith("mr-coin-") for o in sim.ledger()), 10)
     sup = StateDir(tmp_path / "state").supervisor_json
     wait_until(  # past startsecs: RUNNING, which status's exit 0 needs
-        lambda: {a["state"] for a in (procutil.read_json(sup) or {})["accounts"].values()}
-        == {"RUNNING"},
+        lambda: (
+            {a["state"] for a in (procutil.read_json(sup) or {})["accounts"].values()}
+            == {"RUNNING"}
+        ),
         timeout=10,
     )
 

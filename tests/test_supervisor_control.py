@@ -309,7 +309,7 @@ def test_two_sigterms_a_millisecond_apart_stop_cleanly(run: Any) -> None:
     r.proc.send_signal(signal.SIGTERM)
     assert r.proc.wait(timeout=30) == 0, r.out()
     assert r.open_trades("ca") == [] and r.open_trades("cb") == []
-    wait_until(lambda: "SIGTERM again while stopping: ignored" in r.out(), timeout=5)
+    # (the kernel may merge the two into one; the ignored duplicate is logged otherwise)
     assert "SIGKILL to" not in r.out()
 
 
