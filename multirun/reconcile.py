@@ -76,7 +76,7 @@ class Timing:
     reconcile_window_s: float = 5.0  # an order may take this long to appear in listings
     close_confirm_s: float = 10.0
     poll_s: float = 0.05
-    late_window_s: float = 60.0  # a server may execute an order this long after its send
+    late_window_s: float = 45.0  # a server may execute an order this long after its send
     miss_gap_s: float = MISS_GAP_S
 
 
