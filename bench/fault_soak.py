@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import dataclasses
 import os
 import signal
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +106,12 @@ def run_supervisor(config: Path, seconds: float, out: Path) -> int:
         return proc.wait(timeout=120)
 
 
+@contextlib.contextmanager
+def keep(workdir: Path) -> Iterator[str]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    yield str(workdir)
+
+
 def most_open_at_once(ledger: list[dict]) -> dict[str, int]:
     """Per account, the most trades open at the same moment, from fill and close times."""
     events: dict[str, list[tuple[float, int]]] = collections.defaultdict(list)
@@ -136,6 +144,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--misleading", action="store_true", help="add issue 17's faults")
     parser.add_argument("--late-s", type=float, default=30.0, help="late execution delay")
+    parser.add_argument("--workdir", type=Path, help="keep the run's files here")
     parser.add_argument("--token-ttl", type=float, default=3600.0, help="session token life")
     parser.add_argument(
         "--one-token-only",
@@ -149,7 +158,7 @@ def main() -> int:
     if args.one_token_only:
         faults = FaultSettings(one_token_per_user=True)
     with (
-        tempfile.TemporaryDirectory() as tmp,
+        keep(args.workdir) if args.workdir else tempfile.TemporaryDirectory() as tmp,
         SimServer(SimConfig(seed=args.seed, token_ttl_s=args.token_ttl, faults=faults)) as sim,
     ):
         workdir = Path(tmp)
