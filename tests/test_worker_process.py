@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from multirun.errors import EXIT_FATAL
 from multirun.journal import INTENT, Journal
 from multirun.sim import SimServer
 from multirun.statedir import AccountDir, StateDir
@@ -190,8 +191,9 @@ def test_a_second_worker_on_the_same_account_is_refused(
     try:
         bench.wait_ticking(tmp_path, proc)
         second = run_cli("run-account", str(cfg), NAME, "--server", sim.base_url)
-        assert second.returncode == 1
-        assert "another worker" in second.stderr and "Traceback" not in second.stderr
+        # Refused by the host-wide account lock (issue 17 case 1): a deterministic failure.
+        assert second.returncode == EXIT_FATAL
+        assert "one process per account" in second.stderr and "Traceback" not in second.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
