@@ -8,6 +8,7 @@ message and an exit code in :func:`main` only: never a traceback for a user erro
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -199,6 +200,9 @@ def run_account(
         str | None,
         typer.Option(help="Server base URL; overrides CONFIG's `server` (e.g. a running sim)."),
     ] = None,
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help=LOG_LEVEL_HELP, metavar="LEVEL")
+    ] = None,
 ) -> None:
     """Run one account of CONFIG in the foreground until SIGTERM/SIGINT.
 
@@ -209,11 +213,27 @@ def run_account(
     from multirun import account_process
     from multirun import config as runner_config
 
+    _set_log_level(log_level)
     runner = runner_config.load(config)
     code = account_process.run_account(
         runner, name, server_url=server, start_server=_in_process_sim
     )
     raise typer.Exit(code)
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_LEVEL_HELP = "Workers' log level: debug (shows ctx.log.debug), info, warning, error."
+
+
+def _set_log_level(level: str | None) -> None:
+    """``--log-level``: the workers' level, through the environment forked workers inherit."""
+    if level is None:
+        return
+    if level.lower() not in LOG_LEVELS:
+        fail(UsageError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {level!r}"))
+    from multirun.account_process import LOG_LEVEL_ENV
+
+    os.environ[LOG_LEVEL_ENV] = level.lower()
 
 
 @contextlib.contextmanager
@@ -259,6 +279,9 @@ def start(
     log_format: Annotated[
         str, typer.Option("--log-format", help="Terminal output: text or json.", metavar="FORMAT")
     ] = "text",
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help=LOG_LEVEL_HELP, metavar="LEVEL")
+    ] = None,
 ) -> None:
     """Start every enabled account of CONFIG under one supervisor, in the foreground.
 
@@ -277,6 +300,7 @@ def start(
     config, names = _config_and_names(args)
     if log_format not in ("text", "json"):
         fail(UsageError(f"--log-format must be text or json, not {log_format!r}"))
+    _set_log_level(log_level)
     try:
         locate.refuse_other_config(config, locate.target(config).state_dir)  # names the first
         if names and (control := locate.target(config)).running is not None:

@@ -367,7 +367,10 @@ class Worker:
             self.order_failures += 1
         self.last_error = self._text(_describe(exc))
         limit = self.spec.guardrails.halt_after_failures
-        log.error("tick failed (%d in a row): %s", self.failures, self.last_error, exc_info=exc)
+        # The traceback goes to worker.log only (see multirun.logs); a timeout's is ours, not
+        # the strategy's: its stack is logged below instead.
+        trace = None if isinstance(exc, StrategyTimeout) else exc
+        log.error("tick failed (%d in a row): %s", self.failures, self.last_error, exc_info=trace)
         if isinstance(exc, StrategyTimeout):
             log.error("strategy stack when interrupted: %s", " > ".join(exc.stack) or "?")
         if limit and self.failures >= limit:
