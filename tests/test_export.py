@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from multirun import config as runner_config
 from multirun import export as exporter
 from multirun.cli import app
-from multirun.errors import UsageError
+from multirun.errors import EXIT_FATAL, UsageError
 from multirun.export import kubernetes
 from multirun.export.plan import STATE_MOUNT, STOP_MARGIN_S
 from multirun.procutil import read_json
@@ -157,6 +157,7 @@ def test_systemd_units_map_the_supervisor_rules(tmp_path: Path) -> None:
         "RestartSec": "1s",
         "RestartSteps": "6",  # 1 s doubling six times reaches the 60 s cap
         "RestartMaxDelaySec": "60s",
+        "RestartPreventExitStatus": str(EXIT_FATAL),  # 78: a deterministic failure
         "KillMode": "control-group",
         "KillSignal": "SIGTERM",
         "TimeoutStopSec": str(20 + STOP_MARGIN_S),

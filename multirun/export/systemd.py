@@ -12,6 +12,7 @@ import math
 import shlex
 from pathlib import Path
 
+from multirun.errors import EXIT_FATAL
 from multirun.export.plan import RESTARTS, Plan
 from multirun.export.write import Output
 
@@ -41,7 +42,10 @@ def restart_settings() -> dict[str, str]:
     """The supervisor's backoff (1 s, doubling, 60 s cap) and crash-loop limit, in systemd's
     terms. RestartSteps: the number of steps from RestartSec to RestartMaxDelaySec, so
     ``log2(cap / base)`` steps make each delay about twice the one before (systemd >= 254;
-    older ones ignore both keys and restart after RestartSec every time)."""
+    older ones ignore both keys and restart after RestartSec every time).
+    RestartPreventExitStatus: a worker exiting :data:`~multirun.errors.EXIT_FATAL` failed
+    deterministically (a refused key, a broken strategy, an account another process
+    holds): restarting it would only fail again, so systemd leaves it failed."""
     base, cap = RESTARTS.backoff_base_s, RESTARTS.backoff_cap_s
     steps = max(1, round(math.log2(cap / base)))
     # The supervisor gives up (FATAL) after `fatal_after` failed starts in a row, each one
@@ -53,6 +57,7 @@ def restart_settings() -> dict[str, str]:
         "RestartSec": f"{_seconds(base)}",
         "RestartSteps": str(steps),
         "RestartMaxDelaySec": f"{_seconds(cap)}",
+        "RestartPreventExitStatus": str(EXIT_FATAL),
         "StartLimitIntervalSec": f"{_seconds(window)}",
         "StartLimitBurst": str(RESTARTS.fatal_after),
     }
