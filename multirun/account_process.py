@@ -37,7 +37,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from multirun import ownership, strategies
@@ -58,7 +58,10 @@ from multirun.reconcile import DEFAULT_TIMING, Reconciler
 from multirun.specs import AccountSpec, RunnerSpec
 from multirun.statedir import StateDir
 from multirun.ticker import StopFlag
-from multirun.worker import ORPHANED, Client, Orphaned, StoppedReconciling, Worker
+from multirun.worker import ORPHANED, Orphaned, StoppedReconciling, Worker
+
+if TYPE_CHECKING:
+    from multirun.client import AlgogeneClient
 
 log = logging.getLogger("multirun.worker")
 
@@ -167,6 +170,7 @@ def run_sweep(runner: RunnerSpec, name: str, *, server_url: str, deadline_s: flo
         window.deadline = began + deadline_s
         client = _make_client(server_url, spec, window, heartbeat)
         try:
+            client.share_tokens(runner.state_dir)  # one token per user: not revoke the others'
             reconciler = Reconciler(
                 client, journal, stop=window, timing=DEFAULT_TIMING, started=time.time()
             )
@@ -323,7 +327,7 @@ def _server_url(
 
 def _make_client(
     url: str, spec: AccountSpec, interrupt: StopWindow, heartbeat: Callable[[], None]
-) -> Client:
+) -> AlgogeneClient:
     from multirun.client import AlgogeneClient
 
     return AlgogeneClient(

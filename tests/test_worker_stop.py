@@ -295,3 +295,16 @@ def test_a_sweep_that_cannot_close_names_every_trade_left_open(
     for trade in left:
         assert str(trade["tradeID"]) in last and trade["orderRef"] in last
     assert "Traceback" not in result.stderr
+
+
+def test_a_sweep_shares_the_users_session_token(sim: SimServer, tmp_path: Path) -> None:
+    """Under one token per user, a sweep that fetched its own token would revoke the one
+    the user's other accounts hold: it takes the shared one from the state dir instead."""
+    cfg = with_a_trade_journaled(tmp_path, sim)
+    sim.set_faults(one_token_per_user=True)
+    issued = sim.stats()["tokens_issued"]
+    result = sweep(cfg, sim.base_url, 10)
+    assert result.returncode == 0, result.stderr
+    assert ledger_open(sim) == []
+    assert sim.stats()["tokens_issued"] == issued
+    assert sim.stats()["tokens_replaced"] == 0
