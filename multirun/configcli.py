@@ -13,9 +13,9 @@ from pathlib import Path
 
 import typer
 
-from multirun import config, schema
+from multirun import config, ownership, schema
 from multirun.errors import EXIT_FAILURE, EXIT_OK
-from multirun.problems import Report
+from multirun.problems import Problem, Report
 from multirun.specs import AccountSpec, format_interval
 
 TABLE_COLUMNS = ("name", "runmode", "accountid", "strategy", "instrument", "volume", "interval")
@@ -35,6 +35,7 @@ def run_validate(
     (:mod:`multirun.online`; ``server`` overrides the file's).
     """
     report = config.validate(path, strict=strict)
+    report.warnings += orphan_warnings(report)
     if not online or not report.ok or report.spec is None:
         typer.echo(json.dumps(report_dict(report), indent=2) if json_output else render(report))
         return EXIT_OK if report.ok else EXIT_FAILURE
@@ -50,6 +51,18 @@ def run_validate(
         typer.echo(render(report))
         typer.echo(remote.render(results, redact))
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILURE
+
+
+def orphan_warnings(report: Report) -> list[Problem]:
+    """One warning per journal in the state dir holding open trades that no configured
+    account owns (renamed or removed), naming them and the ``multirun close`` command."""
+    if report.spec is None:
+        return []
+    orphans = ownership.orphan_journals(report.spec)
+    return [
+        Problem(report.file, 1, 1, "state_dir", line, "warning")
+        for line in ownership.orphan_lines(report.spec, orphans)
+    ]
 
 
 def account_row(account: AccountSpec) -> dict[str, str | float | bool]:

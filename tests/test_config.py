@@ -508,3 +508,30 @@ def test_version() -> None:
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output == f"multirun {__version__}\n"
+
+
+def test_validate_warns_of_a_journal_no_configured_account_owns(tmp_path: Path) -> None:
+    from multirun.journal import Journal
+    from multirun.statedir import StateDir
+
+    path = runner_file(tmp_path)  # configures alpha only
+    account = StateDir(tmp_path / ".multirun").account("beta")  # renamed or removed
+    account.path.mkdir(parents=True)
+    journal = Journal(account.journal, "mr-beta-")
+    try:
+        order = journal.new_intent("BTCUSD", "BUY", 0.1)
+        journal.mark_acked(order.order_ref, "777")
+    finally:
+        journal.close()
+    result = CliRunner().invoke(app, ["validate", str(path)], env={"K": ""})
+    assert result.exit_code == 0, result.output
+    (line,) = [x for x in result.output.splitlines() if "warning:" in x]
+    assert "'beta'" in line and "trade 777" in line and order.order_ref in line
+    assert f"multirun close {path} beta" in line
+    document = json.loads(
+        CliRunner().invoke(app, ["validate", "--json", str(path)], env={"K": ""}).output
+    )
+    (warning,) = document["warnings"]
+    assert warning["severity"] == "warning" and "trade 777" in warning["message"]
+    account.journal.unlink()
+    assert "warning" not in CliRunner().invoke(app, ["validate", str(path)]).output
