@@ -28,11 +28,12 @@ everything stopped, the final report (:mod:`multirun.final_report`) names every 
 left open, and the exit status is 1 when an account with ``on_stop: close`` left one.
 A worker whose heartbeat stops is OVERDUE, then killed (:mod:`multirun.watchdog`).
 
-Restarts follow supervisord: an unexpected exit (non-zero status or a signal) is
-restarted after 1 s, 2 s, 4 s ... (capped at 60 s; a run of ``stable_s`` resets it);
-exiting within ``startsecs`` of the start ``fatal_after`` times in a row makes the
-account FATAL, left stopped while the others go on. Exit status 0 is a finished worker
-(it was stopped by someone) and is not restarted.
+Restarts follow supervisord (:mod:`multirun.exits`): an unexpected exit (non-zero status
+or a signal) is restarted after 1 s, 2 s, 4 s ... (capped at 60 s; a run of ``stable_s``
+resets it); exiting within ``startsecs`` of the start ``fatal_after`` times in a row makes
+the account FATAL, left stopped while the others go on. Exit status 78 (``EXIT_FATAL``,
+a deterministic failure) makes it FATAL at once. Exit status 0 is a finished worker (it
+was stopped by someone) and is not restarted.
 
 The control socket (:mod:`multirun.control`, ``state_dir/control.sock``) is one more
 descriptor of that select: ``multirun stop/start/restart NAME...`` and ``reload`` act on
@@ -41,7 +42,7 @@ some accounts while the others keep their processes (:mod:`multirun.commands`).
 Every change of a child's state goes through :meth:`Arbiter.transition`, which checks
 it against :mod:`multirun.states`. What it supervises is in :mod:`multirun.programs`,
 forking and the child's bootstrap in :mod:`multirun.spawn`, the pipes it reads in
-:mod:`multirun.pipes`.
+:mod:`multirun.pipes`, how it takes an exit in :mod:`multirun.exits`.
 """
 
 from __future__ import annotations
@@ -59,11 +60,12 @@ from multirun.clock import iso_ms
 from multirun.commands import Catalog, Commands, Op
 from multirun.control import ControlServer
 from multirun.errors import SupervisorError
+from multirun.exits import Exits
 from multirun.final_report import Leftover
 from multirun.logs import LogRouter
 from multirun.pipes import Pipes
 from multirun.procutil import kill
-from multirun.programs import Proc, Program, RestartPolicy, describe_status, live
+from multirun.programs import Proc, Program, RestartPolicy, live
 from multirun.redact import Redactor
 from multirun.spawn import HANDLED_SIGNALS, ChildContext, Ready
 from multirun.statedir import StateDir
@@ -82,7 +84,7 @@ from multirun.sweeps import Sweeps
 from multirun.watchdog import BACK, KILL, LATE, Watchdog
 
 
-class Arbiter(Stopping, Commands):
+class Arbiter(Stopping, Commands, Exits):
     """Forks one child per program, restarts them, stops them, never leaves one behind."""
 
     def __init__(
@@ -350,90 +352,6 @@ class Arbiter(Stopping, Commands):
                 kill(proc.pid, signal.SIGKILL)
             self.save()
 
-    # --- exits and restarts ----------------------------------------------------------------------
-
-    def reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            self.exited(pid, status)
-
-    def exited(self, pid: int, status: int) -> None:
-        proc = next((p for p in self.all_procs() if p.pid == pid), None)
-        if proc is None:
-            return
-        description, ok = describe_status(status)
-        if proc.kill_reason is not None:
-            description = f"{description} ({proc.kill_reason})"
-        ran = time.monotonic() - proc.started
-        proc.pid, proc.last_exit = None, description
-        if proc.ready_fd is not None:
-            self.read_ready(proc)
-        assert self.pipes is not None
-        self.pipes.close_ready(proc)  # a grandchild holds it, silent: stop waiting
-        self.pipes.drain(proc)
-        if self.sweeps.owns(proc):
-            self.sweep_exited(proc, description, ok)
-        elif proc.state == STOPPING:
-            self.stopped(proc, description, ok)
-        elif proc.program.service:
-            self.service_exited(proc, description)
-        elif ok:
-            note = "exited by itself (status 0): not restarted"
-            self.transition(proc, STOPPED, note=note)
-            self.log(f"{proc.name}: exited with status 0 by itself; not restarted", proc.name)
-        else:
-            self.crashed(proc, description, ran)
-        self.save()
-
-    def service_exited(self, proc: Proc, description: str) -> None:
-        self.transition(proc, STOPPED)
-        if self.stopping:
-            self.log(f"{proc.name}: stopped ({description})")
-        elif proc.program.ready_timeout_s is not None and proc.name not in self.announced:
-            self.fail(f"{proc.program.called} exited before it was ready")
-        else:
-            self.log(f"{proc.name}: {proc.program.called} exited unexpectedly ({description})")
-            self.clean = False
-            self.begin_stop(f"{proc.name} gone")
-
-    def stopped(self, proc: Proc, description: str, ok: bool) -> None:
-        self.transition(proc, STOPPED)
-        if proc.program.service:
-            self.log(f"{proc.name}: stopped ({description})")
-        elif ok or description == ("signal SIGHUP" if proc.keep else "signal SIGTERM"):
-            # the signal we sent: stopped before its handlers were up, nothing to undo
-            self.log(f"{proc.name}: stopped", proc.name)
-        else:
-            self.clean = False
-            self.log(f"{proc.name}: stopped with {description}", proc.name)
-
-    def crashed(self, proc: Proc, description: str, ran: float) -> None:
-        policy = self.policy
-        proc.quick_failures = proc.quick_failures + 1 if ran < policy.startsecs else 0
-        proc.failures = 1 if ran >= policy.stable_s else proc.failures + 1
-        if proc.quick_failures >= policy.fatal_after:
-            note = (
-                f"exited within {policy.startsecs:g} s of its start "
-                f"{proc.quick_failures} times in a row"
-            )
-            self.transition(proc, FATAL, note=note)
-            message = f"{proc.name}: FATAL: {note} (last: {description}); left stopped"
-            self.log(message, proc.name)
-            return
-        delay = policy.delay(proc.failures)
-        self.transition(proc, BACKOFF)
-        proc.next_start = time.monotonic() + delay
-        self.log(
-            f"{proc.name}: exited unexpectedly ({description}) after {ran:.1f} s; "
-            f"restarting in {delay:g} s",
-            proc.name,
-        )
-
     def advance(self) -> None:
         now = time.monotonic()
         self.overdue_stops(now)
@@ -506,6 +424,7 @@ class Arbiter(Stopping, Commands):
             "started_utc": iso_ms(self.started_wall),
             "updated_utc": iso_ms(time.time()),
             "stopping": self.stopping,
+            "stop_timeout_s": self.stop_timeout_s,  # `multirun stop` waits by the running value
             "announced": dict(self.announced),
             "accounts": {proc.name: proc.to_dict() for proc in self.accounts},
             "services": {proc.name: proc.to_dict() for proc in self.services},

@@ -27,7 +27,7 @@ import pytest
 from bench.procstat import descendants
 from multirun import controlclient, procutil, status
 from multirun.arbiter import Arbiter
-from multirun.errors import NetworkError, SupervisorError
+from multirun.errors import EXIT_FATAL, NetworkError, SupervisorError
 from multirun.final_report import HeldTrade, Leftover
 from multirun.launch import stop
 from multirun.logs import LogRouter
@@ -59,6 +59,12 @@ def refuser(workdir: Path, name: str, context: ChildContext) -> int:
 def crasher(workdir: Path, name: str, context: ChildContext) -> int:
     print(f"{name}: boom", file=sys.stderr)
     return 3
+
+
+def refused_for_good(workdir: Path, name: str, context: ChildContext) -> int:
+    _note(workdir, f"{name} started")
+    print(f"multirun: error: {name}: strategy cannot be built", file=sys.stderr, flush=True)
+    return EXIT_FATAL
 
 
 def stubborn(workdir: Path, name: str, context: ChildContext) -> int:
@@ -168,6 +174,7 @@ TARGETS = {
     for f in (sleeper, crasher, refuser, stubborn, no_deathsig, chatty, flood, logged, service)
 }
 TARGETS.update({f.__name__: f for f in (heartbeat, sweeper, failing_sweeper, hanging_sweeper)})
+TARGETS["refused_for_good"] = refused_for_good
 
 
 def _without_linux_only_calls() -> None:
@@ -376,6 +383,25 @@ def test_a_crash_loop_is_fatal_while_the_other_account_goes_on(arbiter: Any) -> 
     assert not after.running
 
 
+def test_exit_78_is_fatal_at_once_with_its_error_as_the_reason(arbiter: Any) -> None:
+    run = arbiter({"bad": "refused_for_good", "good": "sleeper"}, policy=FAST)
+    fatal = run.wait_state("bad", "FATAL")
+    assert fatal["restarts"] == 0 and fatal["last_exit"] == "exit 78"
+    assert fatal["last_error"] == "bad: strategy cannot be built"
+    assert "bad: strategy cannot be built" in fatal["note"]
+    wait_until(lambda: "bad: FATAL: bad: strategy cannot be built (exit 78)" in run.output())
+    good = run.wait_state("good", "STARTING")
+    assert procutil.alive(good["pid"])
+    row = {a.name: a for a in status.collect(runner_for(run.state_dir, "bad", "good")).accounts}
+    assert row["bad"].state == "FATAL" and row["bad"].last_error == "bad: strategy cannot be built"
+    # FAST restarts after 0.05 s: by now a restart would have shown
+    assert (run.workdir / "order.log").read_text().count("bad started") == 1
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait_exit() == 1  # a FATAL account is not a clean stop
+    assert (run.workdir / "order.log").read_text().count("bad started") == 1
+    assert run.sup()["accounts"]["bad"]["state"] == "FATAL"
+
+
 # --- stopping ----------------------------------------------------------------------------
 
 
@@ -553,6 +579,27 @@ def test_stop_when_the_supervisor_exits_as_it_is_signalled(
     lines: list[str] = []
     assert stop(tmp_path, timeout_s=5, echo=lines.append) == 0
     assert lines[-1] == "stopped: every account stopped cleanly"
+
+
+def test_stop_waits_by_the_running_stop_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    pid = int(done.stdout)
+    data = {"pid": pid, "exit_code": 0, "stop_timeout_s": 2.5}  # as a reload may have set it
+    procutil.write_json_atomic(StateDir(tmp_path).supervisor_json, data)
+    monkeypatch.setattr(status, "supervisor_pid", lambda state_dir: pid)
+    lines: list[str] = []
+    assert stop(tmp_path, echo=lines.append) == 0
+    assert lines[0] == f"stopping the supervisor (pid {pid}); waiting up to 32.5 s"
+
+
+def test_supervisor_json_records_the_running_stop_timeout(arbiter: Any) -> None:
+    run = arbiter({"a": "sleeper"}, stop_timeout=4.0)
+    wait_until(lambda: run.sup().get("stop_timeout_s") == 4.0)
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait_exit() == 0
 
 
 def test_a_second_start_on_the_same_state_dir_is_refused(arbiter: Any, tmp_path: Path) -> None:
