@@ -381,7 +381,7 @@ def stop(
             raise typer.Exit(code)
         if force:
             controlclient.shutdown(runner.state_dir, force=True)
-        wait = timeout if timeout is not None else runner.stop_timeout_s + 30
+        wait = timeout if timeout is not None else runner.stop_timeout_s + launch.STOP_MARGIN_S
         code = launch.stop(runner.state_dir, timeout_s=wait, echo=typer.echo)
     except MultirunError as error:
         fail(error)

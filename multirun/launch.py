@@ -34,6 +34,7 @@ from multirun.statedir import StateDir
 SIM = "sim"
 SIM_READY_TIMEOUT_S = 30.0
 SIM_STOP_TIMEOUT_S = 5.0
+STOP_MARGIN_S = 30.0  # `multirun stop` waits stop_timeout plus this (sweeps, services)
 
 
 def select_accounts(
@@ -253,9 +254,13 @@ def start(
     return arbiter.run()
 
 
-def stop(state_dir: Path, *, timeout_s: float, echo: Callable[[str], None] = print) -> int:
+def stop(
+    state_dir: Path, *, timeout_s: float | None = None, echo: Callable[[str], None] = print
+) -> int:
     """SIGTERM the supervisor running on ``state_dir`` and wait for it to exit.
 
+    Waits ``timeout_s``; by default the supervisor's running ``stop_timeout`` (as it
+    recorded it in ``supervisor.json``, a reload included) plus :data:`STOP_MARGIN_S`.
     Returns its exit status as it recorded it (0: every account stopped cleanly), or 0
     when none is running (a stale pidfile is removed). Echoes the supervisor's final lines:
     every trade left open, per account.
@@ -268,6 +273,8 @@ def stop(state_dir: Path, *, timeout_s: float, echo: Callable[[str], None] = pri
         else:
             echo(f"no supervisor running on {state_dir}")
         return 0
+    if timeout_s is None:
+        timeout_s = running_stop_timeout_s(layout, pid) + STOP_MARGIN_S
     echo(f"stopping the supervisor (pid {pid}); waiting up to {timeout_s:g} s")
     with contextlib.suppress(ProcessLookupError):  # it exited since we found it
         os.kill(pid, signal.SIGTERM)
@@ -291,3 +298,15 @@ def stop(state_dir: Path, *, timeout_s: float, echo: Callable[[str], None] = pri
         opened = f": {count} trade(s) left open" if count else ""
         echo(f"stopped; exit status {code}{opened}")
     return code
+
+
+def running_stop_timeout_s(layout: StateDir, pid: int) -> float:
+    """The ``stop_timeout`` supervisor ``pid`` runs with, from its ``supervisor.json``
+    (the schema's default when it recorded none)."""
+    from multirun import schema
+
+    data = procutil.read_json(layout.supervisor_json) or {}
+    recorded = data.get("stop_timeout_s") if data.get("pid") == pid else None
+    if isinstance(recorded, int | float) and not isinstance(recorded, bool):
+        return float(recorded)
+    return float(schema.runner_defaults()["stop_timeout"])
