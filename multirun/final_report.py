@@ -86,6 +86,18 @@ def describe(trade: HeldTrade) -> str:
     return f"trade {trade.trade_id} {what}{closing}"
 
 
+def summary(left: Leftover) -> str:
+    """What one account's journal holds now, in one clause: ``nothing of ours held``,
+    ``2 trade(s) still held (on_stop: keep): trade 1 ...; trade 2 ...``."""
+    if left.error:
+        return f"cannot tell what is held: {left.error}"
+    if not left.trades:
+        return "nothing of ours held"
+    kept = " (on_stop: keep)" if left.on_stop == KEEP else ""
+    held = "; ".join(describe(trade) for trade in left.trades)
+    return f"{len(left.trades)} trade(s) still held{kept}: {held}"
+
+
 def lines(leftovers: Mapping[str, Leftover] | list[Leftover]) -> list[str]:
     """The final lines: one per trade left open (or kept), per account."""
     items = list(leftovers.values()) if isinstance(leftovers, Mapping) else list(leftovers)

@@ -93,14 +93,19 @@ class Stopping:
             self.spawn(proc)
 
     def sweep_exited(self, proc: Proc, description: str, ok: bool) -> None:
+        """A sweep ended: say what the account's journal holds now (the final report, read
+        once everything stopped, stays the authority)."""
         self.transition(proc, STOPPED)
         account = next(p for p in self.accounts if p.name == proc.name)
+        sweep = account.program.sweep
+        held = final_report.summary(sweep.leftover()) if sweep is not None else "unknown"
         if ok:
-            account.note = "swept: nothing of ours left open"
-            self.log(f"{proc.name}: sweep done: nothing of ours left open", proc.name)
+            account.note = f"swept: {held}"
+            self.log(f"{proc.name}: sweep done: {held}", proc.name)
         else:
-            account.note = f"sweep ended with {description}"
-            self.log(f"{proc.name}: sweep ended with {description}", proc.name)
+            why = f"{description}: {proc.last_error}" if proc.last_error else description
+            account.note = f"sweep ended with {why}"
+            self.log(f"{proc.name}: sweep ended with {why}; {held}", proc.name)
 
     def begin_stop(self, reason: str) -> None:
         """Stop every account (SIGTERM); the services follow once they are gone."""

@@ -154,6 +154,19 @@ def failing_sweeper(workdir: Path, name: str, context: ChildContext) -> int:
     return 3
 
 
+def keeping_sweeper(workdir: Path, name: str, context: ChildContext) -> int:
+    """on_stop keep: resolves its unknown order (now trade 7) and leaves it open."""
+    _note(workdir, f"sweep {name}")
+    (workdir / f"{name}.held").write_text(json.dumps([{**TRADE, "order_ref": f"mr-{name}-1"}]))
+    return 0
+
+
+def locked_out_sweeper(workdir: Path, name: str, context: ChildContext) -> int:
+    _note(workdir, f"sweep {name}")
+    print(f"multirun: error: {name}: traded by another process", file=sys.stderr, flush=True)
+    return EXIT_FATAL
+
+
 def hanging_sweeper(workdir: Path, name: str, context: ChildContext) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _note(workdir, f"sweep {name}")
@@ -174,7 +187,7 @@ TARGETS = {
     for f in (sleeper, crasher, refuser, stubborn, no_deathsig, chatty, flood, logged, service)
 }
 TARGETS.update({f.__name__: f for f in (heartbeat, sweeper, failing_sweeper, hanging_sweeper)})
-TARGETS["refused_for_good"] = refused_for_good
+TARGETS.update({f.__name__: f for f in (refused_for_good, keeping_sweeper, locked_out_sweeper)})
 
 
 def _without_linux_only_calls() -> None:
@@ -750,7 +763,7 @@ def test_a_stop_sweeps_every_account_holding_trades_then_stops_the_services(
     assert steps[-1] == "service svc stopped"  # the services go after every sweep
     out = run.output()
     assert "b: its journal holds 1 trade(s); applying on_stop (close) from the journal" in out
-    assert "b: sweep done: nothing of ours left open" in out
+    assert "b: sweep done: nothing of ours held" in out
     assert "every account stopped cleanly" in out and "LEFT OPEN" not in out
     assert run.sup()["left_open"] == {} and run.sup()["exit_code"] == 0
 
@@ -785,6 +798,31 @@ def test_trades_kept_by_on_stop_keep_are_listed_and_not_swept(arbiter: Any, tmp_
     out = run.output()
     assert "a: kept open (on_stop: keep): trade 7 BUY 1 BTCUSD (orderRef mr-a-1)" in out
     assert "every account stopped cleanly" in out
+
+
+def test_a_sweep_that_leaves_a_kept_trade_says_so(arbiter: Any, tmp_path: Path) -> None:
+    hold(tmp_path, "a", trade_id=None, state="INTENT")
+    run = arbiter({"a": "sleeper"}, sweeps={"a": ["keeping_sweeper", "keep"]})
+    wait_until(lambda: "hello from a" in run.output())
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait_exit() == 0
+    out = run.output()
+    assert "a: sweep done: 1 trade(s) still held (on_stop: keep): trade 7 BUY 1 BTCUSD" in out
+    assert "nothing of ours" not in out
+    assert "a: kept open (on_stop: keep): trade 7 BUY 1 BTCUSD (orderRef mr-a-1)" in out
+
+
+def test_a_sweep_locked_out_exit_78_is_a_failed_sweep(arbiter: Any, tmp_path: Path) -> None:
+    hold(tmp_path, "a")
+    run = arbiter({"a": "sleeper"}, sweeps={"a": ["locked_out_sweeper", "close"]})
+    wait_until(lambda: "hello from a" in run.output())
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait_exit() == 1
+    out = run.output()
+    assert "a: sweep ended with exit 78: a: traded by another process; 1 trade(s) still held" in out
+    assert f"supervisor | {LEFT_OPEN}" in out
+    assert "stopped; exit status 1: 1 trade(s) left open (listed above)" in out
+    assert run.sup()["accounts"]["a"]["state"] == "STOPPED"
 
 
 def test_an_unresolved_order_is_swept_and_named_as_possibly_open(

@@ -161,7 +161,7 @@ def test_a_stop_during_backoff_closes_the_journaled_trade(
     assert ours_open(sim) == []
     out = sup.output()
     assert f"{NAME}: its journal holds 1 trade(s); applying on_stop (close)" in out
-    assert f"{NAME}: sweep done: nothing of ours left open" in out
+    assert f"{NAME}: sweep done: nothing of ours held" in out
     assert "every account stopped cleanly" in out
 
 
@@ -177,7 +177,7 @@ def test_a_worker_killed_at_stop_timeout_has_its_trades_closed_by_a_sweep(
     out = sup.output()
     assert f"stop_timeout (2 s) passed for {NAME}: SIGKILL to {NAME}" in out
     assert ours_open(sim) == [], out  # the sweep closed it
-    assert f"{NAME}: sweep done: nothing of ours left open" in out
+    assert f"{NAME}: sweep done: nothing of ours held" in out
     assert code == 1  # a killed worker is not a clean stop, though nothing is left open
     assert "every account stopped cleanly" not in out
 
