@@ -170,3 +170,60 @@ def test_livetrade_accounts_need_live(tmp_path: Path) -> None:
     )
     unknown = cli("start", str(config), "--only", "nope")
     assert unknown.returncode == 2 and "--only: no account named nope" in unknown.stderr
+
+
+UNBUILDABLE = """
+import os
+
+
+class Picky:
+    def __init__(self, params):
+        # built fine by `start`'s validation (in the supervisor, a child of the test), and
+        # refused in the worker (a child of the supervisor): a failure only at run time
+        in_worker = os.getppid() != int(os.environ["MR_TEST_PARENT_PID"])
+        if params.get("refuse") and in_worker:
+            raise ValueError("fast must be below slow")
+
+    def on_tick(self, ctx):
+        return "FLAT"
+"""
+
+
+def test_a_strategy_that_cannot_be_built_at_run_time_is_fatal_after_one_start(
+    sim: SimServer, tmp_path: Path, start: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MR_TEST_PARENT_PID", str(os.getpid()))
+    module = f"picky_{abs(hash(str(tmp_path))) % 10**9}"
+    (tmp_path / f"{module}.py").write_text(UNBUILDABLE)
+    text = f"version: 1\nserver: {sim.base_url}\nstate_dir: {tmp_path / 'state'}\naccounts:\n"
+    for index, name in enumerate(("bad", "good"), start=1):
+        text += ACCOUNT.format(name=name, key=KEY, accountid=f"ACC-{index}", runmode="livetest")
+        text = text.replace("strategy: random", f"strategy: {module}:Picky")
+        text = text.replace("      seed: 3\n", f"      refuse: {str(name == 'bad').lower()}\n")
+    config = tmp_path / "runner.yaml"
+    config.write_text(text)
+    proc = start(config)
+    sup = StateDir(tmp_path / "state").supervisor_json
+
+    def account(name: str) -> dict[str, Any]:
+        if proc.poll() is not None:
+            raise AssertionError((tmp_path / "out.log").read_text())
+        return dict((procutil.read_json(sup) or {}).get("accounts", {}).get(name, {}))
+
+    wait_until(lambda: account("bad").get("state") == "FATAL", timeout=30)
+    bad = account("bad")
+    assert bad["last_exit"] == "exit 78" and bad["restarts"] == 0
+    why = "fast must be below slow"
+    assert why in bad["last_error"] and why in bad["note"]
+    ticks = worker_status(tmp_path, "good").get("ticks", 0)
+    wait_until(lambda: worker_status(tmp_path, "good").get("ticks", 0) >= ticks + 2, timeout=15)
+    assert account("bad")["state"] == "FATAL" and account("bad")["restarts"] == 0
+    out = (tmp_path / "out.log").read_text()
+    assert out.count("supervisor | bad: started, pid") == 1, out
+    assert "bad: FATAL: " in out and "(exit 78); left stopped" in out
+    shown = json.loads(cli("status", str(config), "--json").stdout)
+    rows = {a["name"]: a for a in shown["accounts"]}
+    assert rows["bad"]["state"] == "FATAL" and why in rows["bad"]["last_error"]
+    assert rows["good"]["state"] in ("STARTING", "RUNNING")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 1  # a FATAL account is not a clean stop
