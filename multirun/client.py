@@ -20,7 +20,9 @@ retries, are in :mod:`multirun.transport`):
   trades and in the transaction history (``/strategy_trade``) with backoff for
   ``reconcile_window_s``: found means done; not found raises :class:`OrderUncertain`
   and the order is **never sent again** (a server may execute it late: the worker keeps
-  watching for it, see :mod:`multirun.reconcile`). Closing and cancelling are
+  watching for it, see :mod:`multirun.reconcile`). A first send that never connected
+  (refused, name not resolved, connect timed out: :class:`~multirun.transport.NotConnected`)
+  sent nothing: it is raised as not placed. Closing and cancelling are
   idempotent and confirmed through the trade listings (:mod:`multirun.settle`).
 - **Deadlines.** Every request has a total deadline (``request_deadline_s``) and its
   reply a size cap (``max_reply_bytes``): see :mod:`multirun.transport`. A request cut
@@ -74,7 +76,13 @@ from multirun.redact import Secret
 from multirun.settle import ABSENT, FILLED, PENDING, UNANSWERED, Fill, settle
 from multirun.statedir import StateDir
 from multirun.tokens import SessionReply, SharedTokenFile, TokenManager
-from multirun.transport import MAX_REPLY_BYTES, REQUEST_DEADLINE_S, Json, Transport
+from multirun.transport import (
+    MAX_REPLY_BYTES,
+    REQUEST_DEADLINE_S,
+    Json,
+    NotConnected,
+    Transport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -306,8 +314,9 @@ class AlgogeneClient:
         refusal is ambiguous like a lost reply.
 
         Raises ValueError for bad arguments (nothing sent); OrderRejected (the server
-        refused it), RateLimitError, a 403 AuthError, or any error while fetching a
-        session token: not executed; OrderUncertain: it may or may not have been placed
+        refused it), RateLimitError, a 403 AuthError, NotConnected (the first send made
+        no connection), or any error while fetching a session token: not executed;
+        OrderUncertain: it may or may not have been placed
         (not found within ``reconcile_window_s``, or a stop request came while looking):
         never send it again; watch the listings and the history for it.
         Interrupted: only before anything was sent (waiting for a session token).
@@ -373,6 +382,8 @@ class AlgogeneClient:
             return self._transport.parse("open_order", parse, self._write_once("open_order", body))
         except _NotSent as not_sent:
             raise not_sent.error from None
+        except NotConnected:
+            raise  # no connection was made: not placed (a later order has its own orderRef)
         except AMBIGUOUS as ambiguous:
             return ambiguous
         except AuthError as refused:

@@ -6,7 +6,8 @@
   POST parameters go in a JSON body sent with ``Content-Type: application/json``.
 - **Errors.** Every failure is one of :mod:`multirun.errors`: 401/403 :class:`AuthError`
   (and a 200 refusal that names the session token), 429 :class:`RateLimitError`, 5xx
-  :class:`ServerError`, connection trouble and timeouts :class:`NetworkError`, replies
+  :class:`ServerError`, connection trouble and timeouts :class:`NetworkError` (its kind
+  :class:`NotConnected` when no connection was made, so nothing was sent), replies
   that are not the documented JSON :class:`ProtocolError`, other 4xx
   :class:`OrderRejected` (writes) or :class:`RequestRejected` (reads). Messages are one
   line, name the endpoint and the HTTP status, and never contain the api_key, a token or
@@ -87,6 +88,30 @@ _TOKEN_WORDS = re.compile(
 
 # The stop signal of the transport's pauses: never set (a pause always runs its course).
 _NEVER = threading.Event()
+
+
+class NotConnected(NetworkError):
+    """No connection was made, so no byte of the request was sent: connection refused,
+    host name not resolved, or connect timed out. A write that fails so was not placed."""
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """Whether ``exc`` (what requests raised) failed while connecting: urllib3's
+    NewConnectionError, NameResolutionError or ConnectTimeoutError, wrapped in a
+    MaxRetryError (its ``reason``) or chained as an argument, cause or context."""
+    seen: list[BaseException] = []
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        if isinstance(item, urllib3.exceptions.ConnectTimeoutError):
+            return True  # NewConnectionError and NameResolutionError are kinds of it
+        if isinstance(item, urllib3.exceptions.ProxyError | requests.exceptions.ProxyError):
+            continue  # the proxy's own trouble: not proof that nothing went out
+        todo += [*item.args, getattr(item, "reason", None), item.__cause__, item.__context__]
+    return False
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -204,7 +229,7 @@ class Transport:
         url = f"{self._base}/{endpoint}"
         timeout = (self.connect_timeout, read_timeout or self.read_timeout)
         total = min(self.request_deadline_s, deadline_s or self.request_deadline_s)
-        failure = ""
+        failure, unsent = "", False
         # Redirects are not followed: requests would re-send the credentials (the query
         # string, or for 307/308 the JSON body) to a URL of the replier's choosing.
         with watchdog().watching(total) as watch:
@@ -228,11 +253,14 @@ class Transport:
             except DeadlinePassed:
                 failure = "deadline"
             except requests.ConnectTimeout:
-                failure = "connect timed out"
+                failure, unsent = "connect timed out", True
             except requests.Timeout:
                 failure = f"no reply within {timeout[1]:g} s"
-            except (requests.ConnectionError, urllib3.exceptions.ProtocolError, OSError):
-                failure = "connection failed or dropped"
+            except (requests.ConnectionError, urllib3.exceptions.ProtocolError, OSError) as exc:
+                unsent = _never_connected(exc)
+                failure = (
+                    "connection could not be made" if unsent else "connection failed or dropped"
+                )
             except urllib3.exceptions.DecodeError:
                 failure = "undecodable"
             except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
@@ -241,7 +269,7 @@ class Transport:
                 if response is not None:
                     response.close()  # cut short: the connection is not reused
             if failure and watch.expired:
-                failure = "deadline"
+                failure, unsent = "deadline", False
         # raised here, outside the handlers: requests' text holds the URL
         if failure == "too large":
             raise ProtocolError(
@@ -253,6 +281,8 @@ class Transport:
                                 endpoint=endpoint)  # fmt: skip
         if failure == "deadline":
             failure = f"no complete reply within {total:g} s (request deadline)"
+        if unsent:
+            raise NotConnected(f"{endpoint}: {failure} (nothing sent)", endpoint=endpoint)
         if failure:
             raise NetworkError(f"{endpoint}: {failure}", endpoint=endpoint)
         return self._decode(endpoint, status, body), _date_header(headers)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import requests
 import responses
+import urllib3
 
 from multirun.client import AlgogeneClient
 from multirun.errors import (
@@ -35,7 +36,7 @@ from multirun.errors import (
 )
 from multirun.models import OrderAck
 from multirun.redact import RedactingFilter, Secret, mask_fields
-from multirun.transport import http_session
+from multirun.transport import NotConnected, http_session
 from tests import conftest
 
 BASE = "https://algo.test/rest/v1"
@@ -707,6 +708,60 @@ def test_absent_after_the_window_is_uncertain_and_never_resent(client, rsps, clo
     assert len(calls_to(rsps, "opened_trades")) >= 3
     assert calls_to(rsps, "strategy_trade")
     assert_clean(info.value)
+
+
+def refused(message: str = "Connection refused") -> requests.ConnectionError:
+    """What requests raises when no connection could be made (urllib3 2.x's shape)."""
+    cause = urllib3.exceptions.NewConnectionError(None, message)  # type: ignore[arg-type]
+    reason = urllib3.exceptions.MaxRetryError(None, "/rest/v1/open_order", cause)  # type: ignore[arg-type]
+    return requests.ConnectionError(reason)
+
+
+NEVER_CONNECTED = [
+    pytest.param(refused(), id="refused"),
+    pytest.param(requests.ConnectTimeout("connect timed out"), id="connect-timeout"),
+    pytest.param(
+        requests.ConnectionError(
+            urllib3.exceptions.NameResolutionError("algo.test", None, OSError("no such host"))  # type: ignore[arg-type]
+        ),
+        id="dns",
+    ),
+]
+
+
+@pytest.mark.parametrize("failure", NEVER_CONNECTED)
+def test_an_order_that_never_connected_is_not_placed(client, rsps, clock, failure) -> None:
+    """No connection, no byte sent: not placed, no search by orderRef, no uncertainty."""
+    rsps.post(f"{BASE}/open_order", body=failure)
+    start = clock.mono
+    with pytest.raises(NotConnected, match="nothing sent") as info:
+        client.open_order("BTCUSD", "BUY", 1.0, "mr-a-1")
+    assert not isinstance(info.value, OrderUncertain)
+    assert len(calls_to(rsps, "open_order")) == 1
+    assert not calls_to(rsps, "opened_trades") and not calls_to(rsps, "pending_trades")
+    assert clock.mono == start
+    assert_clean(info.value)
+
+
+def test_a_connection_error_chained_from_a_refusal_is_not_placed(client, rsps) -> None:
+    error = requests.ConnectionError("refused")
+    error.__cause__ = urllib3.exceptions.NewConnectionError(None, "refused")  # type: ignore[arg-type]
+    rsps.post(f"{BASE}/open_order", body=error)
+    with pytest.raises(NotConnected):
+        client.open_order("BTCUSD", "BUY", 1.0, "mr-a-1")
+
+
+def test_a_resend_that_never_connected_stays_uncertain(client, rsps, clock) -> None:
+    """After a refused token the first send may have executed: the resend's connect
+    failure does not make the order "not placed"."""
+    rsps.post(f"{BASE}/open_order", status=401, json={"status": "FAIL", "err_msg": "token"})
+    rsps.post(f"{BASE}/open_order", body=refused())
+    rsps.get(f"{BASE}/pending_trades", json=listing())
+    rsps.get(f"{BASE}/opened_trades", json=listing())
+    rsps.get(f"{BASE}/strategy_trade", json=listing())
+    with pytest.raises(OrderUncertain):
+        client.open_order("BTCUSD", "BUY", 1.0, "mr-a-1")
+    assert len(calls_to(rsps, "open_order")) == 2
 
 
 @pytest.mark.parametrize(

@@ -310,3 +310,22 @@ def test_short_tokens_cost_one_session_call_per_lifetime(sim_factory, skew_s) ->
     assert stats["auth_rejections"] == 0
     assert stats["requests"]["session"] == fetched
     assert 12 <= fetched <= 15
+
+
+def test_an_order_to_a_closed_port_is_not_placed() -> None:
+    """The server went away (its port closed): the pooled connection is found dropped, a
+    new one is refused, nothing is sent, and the order is not placed (not uncertain)."""
+    from multirun.transport import NotConnected
+
+    sim = SimServer().start()
+    client = AlgogeneClient(sim.base_url, "alice", Secret("sim-key-0123456789"), "livetest", "A1")
+    try:
+        client.balance()  # a session token and a pooled connection
+        sim.stop()
+        began = time.monotonic()
+        with pytest.raises(NotConnected, match="open_order: connection could not be made"):
+            client.open_order("BTCUSD", "BUY", 1.0, "mr-a-1")
+        assert time.monotonic() - began < 2.0  # no search by orderRef
+    finally:
+        client.close()
+        sim.stop()
