@@ -68,6 +68,24 @@ log = logging.getLogger("multirun.client")
 
 install_log_redaction()
 
+
+class _HeaderNoise(logging.Filter):
+    """urllib3 logs a reply whose headers it could not parse (a trickled or cut reply)
+    as a warning with its traceback; the request fails on its own, with our one-line
+    error. Here it is one debug line, without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, urllib3.exceptions.HeaderParsingError | TypeError):
+            return True
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+for _name in ("urllib3.connection", "urllib3.connectionpool"):  # urllib3 2.x, 1.x
+    logging.getLogger(_name).addFilter(_HeaderNoise())
+
 T = TypeVar("T")
 
 # A JSON object as decoded from a reply, and what we send (query parameters or JSON body).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import logging
 import socket
 import threading
 import time
@@ -248,3 +249,16 @@ def test_is_retryable_names_every_failure_worth_repeating() -> None:
     ]  # fmt: skip
     assert all(is_retryable(e) for e in yes)
     assert not any(is_retryable(e) for e in no)
+
+
+def test_a_trickled_reply_logs_no_traceback(sim_factory, caplog) -> None:
+    """urllib3 logs headers it could not parse with a traceback: it is one debug line."""
+    sim = trickling_sim(sim_factory, ["balance"], ms=5.0)  # cut inside the headers
+    caplog.set_level(logging.DEBUG)
+    with make_client(sim.base_url) as client:
+        client.accounts()
+        with pytest.raises(NetworkError):
+            client.balance()
+    noisy = [r for r in caplog.records if r.name.startswith("urllib3")]
+    assert all(r.exc_info is None and r.levelno == logging.DEBUG for r in noisy), noisy
+    assert "Traceback" not in caplog.text
