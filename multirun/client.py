@@ -52,13 +52,8 @@ from multirun.clock import SYSTEM_CLOCK, Clock, StopSignal
 from multirun.errors import (
     ApiError,
     AuthError,
-    Interrupted,
-    NetworkError,
     OrderRejected,
-    OrderUncertain,
-    ProtocolError,
     RequestRejected,
-    ServerError,
 )
 from multirun.models import (
     AccountInfo,
@@ -71,7 +66,8 @@ from multirun.models import (
     Trade,
     Transaction,
 )
-from multirun.params import OrderBody, api_time, order_body, trade_ids_of
+from multirun.params import api_time, order_body, trade_ids_of
+from multirun.placing import AMBIGUOUS, NotSent, Placer
 from multirun.redact import Secret
 from multirun.settle import ABSENT, FILLED, PENDING, UNANSWERED, Fill, settle
 from multirun.statedir import StateDir
@@ -80,7 +76,6 @@ from multirun.transport import (
     MAX_REPLY_BYTES,
     REQUEST_DEADLINE_S,
     Json,
-    NotConnected,
     Transport,
 )
 
@@ -88,17 +83,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Failures after which a write may or may not have been executed.
-AMBIGUOUS = (NetworkError, ServerError, ProtocolError)
 SEEN_TOKENS = 8  # session tokens remembered (and masked in server text) per client
-
-
-class _NotSent(Exception):
-    """Internal: a call failed before its request left (no session token could be had)."""
-
-    def __init__(self, error: ApiError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 class AlgogeneClient:
@@ -284,7 +269,7 @@ class AlgogeneClient:
         first, so an order filling in between is still seen), or None. If several carry
         it, logs a warning naming all of them and returns the first (opened before
         pending). Raises as :meth:`accounts`."""
-        found = self._find_all(order_ref, None)
+        found = Placer(self).find_all(order_ref, None)
         return found[0][0] if found else None
 
     # --- writes -------------------------------------------------------------------
@@ -325,29 +310,7 @@ class AlgogeneClient:
             instrument, buysell, volume, order_ref, ordertype, price, timeinforce,
             take_profit, stop_loss, holdtime,
         )  # fmt: skip
-        outcome = self._try_open(body, order_ref)
-        if isinstance(outcome, OrderAck):
-            return outcome
-        log.warning("open_order %s: %s; looking for it by orderRef (never resent)",
-                    order_ref, outcome)  # fmt: skip
-        try:
-            found = self._reconcile(order_ref, outcome)
-        except Interrupted:
-            raise OrderUncertain(
-                f"open_order {order_ref}: outcome unknown ({outcome}); a stop request "
-                "ended the search by orderRef; never resent",
-                endpoint="open_order",
-                status=outcome.status,
-            ) from None
-        if found is not None:
-            return found
-        raise OrderUncertain(
-            f"open_order {order_ref}: outcome unknown ({outcome}); not found by orderRef "
-            f"within {self._reconcile_window_s:g} s; the server may still execute it, so it "
-            "is never resent",
-            endpoint="open_order",
-            status=outcome.status,
-        )
+        return Placer(self).place(body, order_ref)
 
     def close_trades(self, trade_ids: Iterable[str | int] | str | int, *,
                      confirm_timeout_s: float = 10.0) -> None:  # fmt: skip
@@ -371,114 +334,6 @@ class AlgogeneClient:
         counts as done (one that filled meanwhile is an open trade now: see
         :meth:`opened_trades`). Raises like :meth:`close_trades`."""
         self._settle("cancel_orders", "pending_trades", trade_ids_of(trade_ids), confirm_timeout_s)
-
-    # --- open_order helpers ----------------------------------------------------
-
-    def _try_open(self, body: OrderBody, order_ref: str) -> OrderAck | ApiError:
-        """One send, and after a token refusal a lookup by orderRef and, if absent, one
-        resend. Returns the ack, or the ambiguous error; raises definitive errors."""
-        parse = lambda r: models.ack_from_api(r, order_ref)  # noqa: E731
-        try:
-            return self._transport.parse("open_order", parse, self._write_once("open_order", body))
-        except _NotSent as not_sent:
-            raise not_sent.error from None
-        except NotConnected:
-            raise  # no connection was made: not placed (a later order has its own orderRef)
-        except AMBIGUOUS as ambiguous:
-            return ambiguous
-        except AuthError as refused:
-            if refused.status == 403 or refused.endpoint == "session":
-                raise  # forbidden, or our credentials refused: nothing was sent
-            first: ApiError = refused
-        log.info("open_order %s: session token refused (%s); renewed; looking for it by "
-                 "orderRef before sending it again", order_ref, first)  # fmt: skip
-        # The whole reconcile window: a market order executed before the refusal is
-        # listed (and in the history) only once filled.
-        try:
-            found = self._reconcile(order_ref, first)
-        except (OrderUncertain, Interrupted):
-            return first  # cannot tell: ambiguous
-        if found is not None:
-            return found
-        try:
-            return self._transport.parse("open_order", parse, self._write_once("open_order", body))
-        except _NotSent as not_sent:
-            raise not_sent.error from None
-        except (*AMBIGUOUS, AuthError) as again:
-            return again
-
-    def _reconcile(self, order_ref: str, cause: ApiError) -> OrderAck | None:
-        """Look for ``order_ref`` until found, or until a lookup that began after the
-        window ended finds nothing (None). Raises OrderUncertain when no lookup that
-        could decide succeeds within the window plus ``read_budget_s``."""
-        start = self._clock.monotonic()
-        window_end = start + self._reconcile_window_s
-        give_up = window_end + self._read_budget_s
-        interval = 0.2
-        while True:
-            began = self._clock.monotonic()
-            try:
-                found = self._locate(order_ref, give_up)
-            except (ApiError, _NotSent) as exc:
-                error = exc.error if isinstance(exc, _NotSent) else exc
-                if self._clock.monotonic() >= give_up:
-                    raise self._uncertain(order_ref, cause, error) from None
-            else:
-                if found is not None:
-                    return found
-                if began >= window_end:
-                    return None
-            now = self._clock.monotonic()  # the next lookup must begin after the window
-            self._transport.pause(
-                max(0.0, min(interval, window_end - now)) if now < window_end else interval,
-                f"open_order {order_ref}",
-            )
-            interval = min(interval * 1.5, 2.0)
-
-    def _uncertain(self, order_ref: str, cause: ApiError, error: ApiError) -> OrderUncertain:
-        return OrderUncertain(
-            f"open_order {order_ref}: outcome unknown ({cause}); looking for it by orderRef "
-            f"failed too ({error}); never resent",
-            endpoint="open_order",
-            status=cause.status,
-        )
-
-    def _locate(self, order_ref: str, deadline: float) -> OrderAck | None:
-        """Where ``order_ref`` is on the server: pending or opened (raises when those
-        listings cannot be read), else in the transaction history (opened and closed
-        again meanwhile; an unreadable history counts as not found)."""
-        found = self._find_all(order_ref, deadline)
-        if found:
-            trade, where = found[0]
-            status = "FILLED" if where == "opened_trades" else "PENDING"
-            log.info("open_order %s: found on the server as trade %s (%s)",
-                     order_ref, trade.trade_id, where)  # fmt: skip
-            return OrderAck(trade.trade_id, status, trade.timestamp, order_ref)
-        try:
-            rows = self.strategy_trades(order_ref)
-        except (ApiError, _NotSent) as failed:
-            log.debug("strategy_trade %s: unreadable (%s)", order_ref, failed)
-            return None
-        if not rows:
-            return None
-        log.info("open_order %s: found in the transaction history as trade %s",
-                 order_ref, rows[0].trade_id)  # fmt: skip
-        return OrderAck(rows[0].trade_id, "CLOSED", rows[0].timestamp, order_ref)
-
-    def _find_all(self, order_ref: str, deadline: float | None) -> list[tuple[Trade, str]]:
-        """Every (trade, listing) carrying ``order_ref``: opened ones first. Pending is
-        read before opened, so an order moving from one to the other is not missed."""
-        pending = self._read("pending_trades", {}, models.trades_from_api, deadline=deadline)
-        opened = self._read("opened_trades", {}, models.trades_from_api, deadline=deadline)
-        found = [(t, "opened_trades") for t in opened if t.order_ref == order_ref]
-        found += [(t, "pending_trades") for t in pending if t.order_ref == order_ref]
-        if len(found) > 1:
-            log.warning(
-                "orderRef %s is carried by %d trades: %s; using %s",
-                order_ref, len(found), ", ".join(t.trade_id for t, _ in found),
-                found[0][0].trade_id,
-            )  # fmt: skip
-        return found
 
     # --- close/cancel: the server side of multirun.settle ----------------------
 
@@ -510,12 +365,12 @@ class AlgogeneClient:
             deadline = self._clock.monotonic() + self._read_budget_s
         try:
             return self._transport.retrying(endpoint, once, deadline)
-        except _NotSent as not_sent:  # the session fetch already spent its own budget
+        except NotSent as not_sent:  # the session fetch already spent its own budget
             error = not_sent.error
         raise error
 
     def _write(self, endpoint: str, params: Json) -> Json:
-        """POST ``endpoint`` once (twice if the token was refused). Raises _NotSent when
+        """POST ``endpoint`` once (twice if the token was refused). Raises NotSent when
         no token could be had, so the caller knows nothing was sent."""
         return self._call("POST", endpoint, params, auth=True)
 
@@ -569,7 +424,7 @@ class AlgogeneClient:
         except AuthError:
             raise
         except ApiError as failed:
-            raise _NotSent(failed) from None
+            raise NotSent(failed) from None
         if token not in self._seen_tokens:
             self._seen_tokens = [*self._seen_tokens[1 - SEEN_TOKENS :], token]
         return token
@@ -611,7 +466,7 @@ class _Desk:
             res = reply.get("res")
             named = {i for i in ids if isinstance(res, str) and f"'{i}'" in res}
             return None, named
-        except _NotSent as not_sent:
+        except NotSent as not_sent:
             error: ApiError = not_sent.error
         except (*AMBIGUOUS, OrderRejected) as failed:
             log.info("%s; checking the trades before sending again", failed)
@@ -623,7 +478,7 @@ class _Desk:
         try:
             trades = self.client._read(self.listing, {}, models.trades_from_api,
                                        deadline=deadline)  # fmt: skip
-        except (ApiError, _NotSent) as failed:
+        except (ApiError, NotSent) as failed:
             log.info("%s: could not read it to confirm (%s)", self.listing, failed)
             return None
         return {t.trade_id for t in trades}
@@ -633,6 +488,6 @@ class _Desk:
             status = self.client.query_order(trade_id).status
         except RequestRejected:
             return ABSENT
-        except (ApiError, _NotSent):
+        except (ApiError, NotSent):
             return UNANSWERED
         return PENDING if status.upper() == "PENDING" else FILLED
