@@ -148,30 +148,25 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
-class WatchedHTTPConnection(HTTPConnection):
+class _Watched:
+    """Attaches a urllib3 connection to the watched request using it, at connect and send."""
+
+    def connect(self) -> None:
+        _WATCHDOG.attach(self)  # type: ignore[arg-type]
+        super().connect()  # type: ignore[misc]
+        _WATCHDOG.attach(self)  # type: ignore[arg-type]
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _WATCHDOG.attach(self)  # type: ignore[arg-type]
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class WatchedHTTPConnection(_Watched, HTTPConnection):
     """urllib3's connection, attaching itself to the watched request using it."""
 
-    def connect(self) -> None:
-        _WATCHDOG.attach(self)
-        super().connect()
-        _WATCHDOG.attach(self)
 
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _WATCHDOG.attach(self)
-        super().request(*args, **kwargs)
-
-
-class WatchedHTTPSConnection(HTTPSConnection):
+class WatchedHTTPSConnection(_Watched, HTTPSConnection):
     """The same for HTTPS."""
-
-    def connect(self) -> None:
-        _WATCHDOG.attach(self)
-        super().connect()
-        _WATCHDOG.attach(self)
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _WATCHDOG.attach(self)
-        super().request(*args, **kwargs)
 
 
 class WatchedHTTPPool(HTTPConnectionPool):

@@ -10,22 +10,10 @@ import math
 from pathlib import Path
 
 from multirun.errors import UsageError
-from multirun.sim.faults import MAX_HUGE_MB, MAX_LATE_EXEC_S, MAX_MS, FaultSettings
+from multirun.sim.faults import MAX_HUGE_MB, MAX_LATE_EXEC_S, MAX_MS, RATE_FIELDS, FaultSettings
 from multirun.sim.server import SimConfig
 
-RATE_FLAGS = (
-    "error_rate",
-    "drop_rate",
-    "malformed_rate",
-    "revoke_rate",
-    "slow_success_rate",
-    "trickle_rate",
-    "huge_rate",
-    "partial_listing_rate",
-    "missing_ref_rate",
-    "late_exec_rate",
-    "refuse_after_exec_rate",
-)
+RATE_FLAGS = RATE_FIELDS  # one flag per fault kind, in the order faults.py lists them
 MS_FLAGS = ("latency_ms", "jitter_ms", "slow_success_ms", "trickle_ms")
 MAX_TOKEN_TTL_S = 1e9  # ~31 years: a longer one would expire past the last printable date
 
