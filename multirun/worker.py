@@ -10,13 +10,14 @@ A :class:`Worker` owns one account's client, journal, strategy and ticker
    ``volume`` when not already there. Every order's intent is journaled before
    it is sent. Only trades whose orderRef is the account's prefix followed by
    digits are ever touched (see :meth:`Journal.owns`).
-3. Guardrails: no opening beyond ``max_open_trades`` (counting what the server lists
-   as well as the journal) or ``max_orders_per_hour``, nor above ``max_volume``, nor
-   while an order is UNCERTAIN (see :mod:`multirun.reconcile`); a blocking guardrail is
-   logged when it starts blocking and when it clears. After ``halt_after_failures``
-   consecutive failed ticks, failed orders (no-op ticks between them do not reset that
-   count) or ticks whose status could not be written, the worker is HALTED (no more
-   orders; still writing its status) until stopped.
+3. Guardrails (:mod:`multirun.guardrails`): no opening beyond ``max_open_trades``
+   (counting what the server lists as well as the journal) or ``max_orders_per_hour``,
+   nor above ``max_volume``, nor while an order is UNCERTAIN (see
+   :mod:`multirun.reconcile`); a blocking guardrail is logged when it starts blocking
+   and when it clears. After ``halt_after_failures`` consecutive failed ticks, failed
+   orders (no-op ticks between them do not reset that count) or ticks whose status
+   could not be written, the worker is HALTED (no more orders; still writing its
+   status) until stopped.
 4. A strategy call running past ``tick_timeout`` is interrupted (SIGALRM, see
    :mod:`multirun.alarm`): a failed tick, logged with the strategy's stack.
 5. Once stopped (between ticks; a tick under way opens nothing more), ``on_stop``:
@@ -25,10 +26,11 @@ A :class:`Worker` owns one account's client, journal, strategy and ticker
    is left open is named and the exit code is 3. Orphaned (the supervisor died):
    unwind at once, close nothing.
 
-The account's ``status.json`` is rewritten atomically after every tick and state
-change, best-effort: a state directory that cannot take it is logged once, and never
-stands in the way of an order or a close. The heartbeat file is touched while idle (at
-least every second), around every tick and strategy call, and before every request.
+The account's ``status.json`` (:mod:`multirun.worker_status`) is rewritten atomically
+after every tick and state change, best-effort: a state directory that cannot take it
+is logged once, and never stands in the way of an order or a close. The heartbeat file
+is touched while idle (at least every second), around every tick and strategy call, and
+before every request.
 """
 
 from __future__ import annotations
@@ -36,15 +38,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from multirun import alarm, procutil
-from multirun.clock import SYSTEM_CLOCK, Clock, iso_ms, iso_of
+from multirun import alarm, guardrails, worker_status
+from multirun.clock import SYSTEM_CLOCK, Clock
 from multirun.errors import (
     EXIT_API,
     EXIT_OK,
@@ -54,14 +54,14 @@ from multirun.errors import (
     OrderUncertain,
 )
 from multirun.journal import Journal, JournalOrder
-from multirun.models import Bar, OrderAck, Quote, Trade
+from multirun.models import Bar, OrderAck, Quote
 from multirun.onstop import HARD_MARGIN, STOP_MARGIN, Closer, Outcome, StopWindow
+from multirun.plan import Plan, open_trade, plan_orders
 from multirun.reconcile import DEFAULT_TIMING, Listings, Reconciler, Timing
 from multirun.redact import Redactor
 from multirun.specs import AccountSpec, RunnerSpec
 from multirun.statedir import StateDir
 from multirun.states import HALTED, RUNNING, STOPPED
-from multirun.strategies import Signal
 from multirun.strategies.context import Decision, OpenTrade, StrategyContext
 from multirun.ticker import StopFlag, Tick, Ticker
 
@@ -103,40 +103,6 @@ class StrategyTimeout(MultirunError):
         self.stack = stack
 
 
-# --- planning: pure, so it is easy to test --------------------------------------
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The orders that move our trades to a decision's target."""
-
-    close: tuple[OpenTrade, ...] = ()
-    open_side: str | None = None
-
-    @property
-    def empty(self) -> bool:
-        return not self.close and self.open_side is None
-
-
-def plan_orders(decision: Decision, trades: Sequence[OpenTrade], instrument: str) -> Plan:
-    """Close opposite (and, for a fresh decision, all) trades; open one if not already there.
-
-    Trades on another instrument (the account's instrument was changed) are never the
-    target: any decision other than "no change" closes them.
-    """
-    signal_ = decision.signal
-    if signal_ is None:
-        return Plan()
-    if signal_ is Signal.FLAT:
-        return Plan(close=tuple(trades))
-    side = signal_.value
-    keep = [
-        t for t in trades if t.instrument == instrument and t.side == side and not decision.fresh
-    ]
-    close = tuple(t for t in trades if t not in keep)
-    return Plan(close=close, open_side=None if keep else side)
-
-
 # --- the worker ---------------------------------------------------------------------
 
 
@@ -167,9 +133,9 @@ class Worker:
         self.timing = timing
         account = StateDir(runner.state_dir).account(spec.name)
         self.status_path = account.status
+        self.status_file = worker_status.StatusFile(account.status)
         self.heartbeat = heartbeat or alarm.Heartbeat(account.heartbeat)
         self.window = window or StopWindow(stop)  # the client's interrupt (see onstop)
-        self.status_failing = False  # the last status write failed (logged once)
         self.left_open: Outcome | None = None  # what on_stop close could not close
         self.log = logging.getLogger(f"multirun.strategy.{spec.name}")
         self.state = RUNNING
@@ -318,9 +284,9 @@ class Worker:
 
     def _count_status_failure(self) -> None:
         self.status_failures = self.status_failures + 1 if self.status_failing else 0
-        limit = self.spec.guardrails.halt_after_failures
-        if limit and self.status_failures >= limit and self.state != HALTED:
-            self.halt(f"status.json could not be written {self.status_failures} ticks in a row")
+        reason = guardrails.status_halt(self.spec, self.status_failures)
+        if reason is not None and self.state != HALTED:
+            self.halt(reason)
 
     def _tick(self, tick: Tick) -> None:
         held = self.sync()
@@ -328,7 +294,7 @@ class Worker:
             self._ordering = True
             self.reconciler.close_extras()
             self._ordering = False
-        trades = [_open_trade(row) for row in held if row.trade_id]
+        trades = [open_trade(row) for row in held if row.trade_id]
         ctx = self._context(tick, trades)
         decision = Decision.of(self._ask(ctx))
         self._save_state(ctx.state)
@@ -366,17 +332,17 @@ class Worker:
         if self._ordering:
             self.order_failures += 1
         self.last_error = self._text(_describe(exc))
-        limit = self.spec.guardrails.halt_after_failures
         # The traceback goes to worker.log only (see multirun.logs); a timeout's is ours, not
         # the strategy's: its stack is logged below instead.
         trace = None if isinstance(exc, StrategyTimeout) else exc
         log.error("tick failed (%d in a row): %s", self.failures, self.last_error, exc_info=trace)
         if isinstance(exc, StrategyTimeout):
             log.error("strategy stack when interrupted: %s", " > ".join(exc.stack) or "?")
-        if limit and self.failures >= limit:
-            self.halt(f"{self.failures} consecutive failed ticks; last: {self.last_error}")
-        elif limit and self.order_failures >= limit:
-            self.halt(f"{self.order_failures} consecutive failed orders; last: {self.last_error}")
+        reason = guardrails.failure_halt(
+            self.spec, self.failures, self.order_failures, self.last_error
+        )
+        if reason is not None:
+            self.halt(reason)
 
     def _text(self, text: str) -> str:
         """Text that may quote a server, fit to record: secrets and their fragments masked."""
@@ -475,34 +441,9 @@ class Worker:
             raise
 
     def _refusal(self) -> tuple[str, str] | None:
-        """Why no trade may be opened now, as (kind, message), or None."""
-        guard = self.spec.guardrails
-        refusal = getattr(self.journal, "refusal", None)  # the journal's own (ownership)
-        if refusal:
-            return "journal", str(refusal)
-        unsettled = self.journal.intents()
-        if unsettled:
-            refs = ", ".join(i.order_ref for i in unsettled)
-            what = "UNCERTAIN" if self.reconciler.uncertain else "not settled yet"
-            return "unsettled", f"order {refs} is {what} (never sending another meanwhile)"
-        if guard.max_volume is not None and self.spec.volume > guard.max_volume:
-            return (
-                "max_volume",
-                f"volume {self.spec.volume:g} is above max_volume {guard.max_volume:g}",
-            )
-        # Counted from the journal and from the server's listings (a listing may show
-        # trades the journal does not hold: a duplicate, a trade without its orderRef).
-        held = {row.order_ref for row in self.journal.held()}
-        r = self.reconciler
-        open_count = len(held | r.visible) + len(r.extras) + len(r.unattributed)
-        if open_count + 1 > guard.max_open_trades:
-            return "max_open_trades", (
-                f"max_open_trades {guard.max_open_trades} reached ({open_count} open)"
-            )
-        sent = self.journal.sent_since(time.time() - 3600)
-        if sent >= guard.max_orders_per_hour:
-            return "max_orders_per_hour", f"max_orders_per_hour {guard.max_orders_per_hour} reached"
-        return None
+        """Why no trade may be opened now, as (kind, message), or None (see
+        :func:`multirun.guardrails.refusal`)."""
+        return guardrails.refusal(self.spec, self.journal, self.reconciler, time.time())
 
     def close_all(self) -> Outcome:
         """on_stop close: settle, close and cancel every trade of ours until the stop
@@ -518,44 +459,17 @@ class Worker:
     # --- status -----------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        expires = self.client.token_expires_utc
-        next_due = self.ticker.next_due if self.ticker and self.state != STOPPED else None
-        return {
-            "name": self.spec.name,
-            "pid": os.getpid(),
-            "state": self.state,
-            "started_utc": iso_ms(self.started),
-            "last_tick_utc": iso_ms(self.last_tick),
-            "next_tick_utc": iso_ms(next_due),
-            "open_trades": len(self.journal.held()),
-            "token_expires_utc": None if expires is None else iso_of(expires),
-            "last_error": self.last_error,
-            "halted_reason": self.halted_reason,
-            "ticks": self.ticks,
-            "orders_sent": self.orders_sent,
-            "updated_utc": iso_ms(time.time()),
-            "strategy": self.spec.strategy,
-            "interval_s": self.spec.interval_s,
-            "consecutive_failures": self.failures,
-            "consecutive_order_failures": self.order_failures,
-            "uncertain_orders": sorted(self.reconciler.uncertain),
-            "open_on_server": self.reconciler.open_on_server,
-            "blocked_by": None if self.blocked is None else self.blocked[1],
-            "stop_reason": self.stop.reason,
-        }
+        """What status.json says now (see :mod:`multirun.worker_status`)."""
+        return worker_status.fields(self)
+
+    @property
+    def status_failing(self) -> bool:
+        """Whether the last status write failed (logged once)."""
+        return self.status_file.failing
 
     def write_status(self) -> None:
         """Best-effort: a failure is logged once (again only after a success)."""
-        try:
-            procutil.write_json_atomic(self.status_path, self.status())
-        except (OSError, MultirunError) as exc:
-            if not self.status_failing:
-                log.warning("cannot write %s (%s): going on without it", self.status_path, exc)
-            self.status_failing = True
-        else:
-            if self.status_failing:
-                log.info("%s written again", self.status_path)
-            self.status_failing = False
+        self.status_file.write(self.status)
 
     @contextlib.contextmanager
     def _busy(self) -> Iterator[None]:
@@ -569,14 +483,6 @@ class Worker:
 
 
 # --- helpers --------------------------------------------------------------------------
-
-
-def _open_trade(row: JournalOrder) -> OpenTrade:
-    return OpenTrade(row.order_ref, row.trade_id or "", row.instrument, row.side, row.volume)
-
-
-def _trade_view(trade: Trade) -> OpenTrade:
-    return OpenTrade(trade.order_ref, trade.trade_id, trade.instrument, trade.side, trade.volume)
 
 
 def _describe(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ from multirun.client import AlgogeneClient
 from multirun.clock import SYSTEM_CLOCK, iso_ms
 from multirun.errors import CloseUnconfirmed, JournalError
 from multirun.journal import ABANDONED, CLOSED, OPEN, Journal
+from multirun.plan import Plan, plan_orders
 from multirun.reconcile import Timing
 from multirun.redact import Secret
 from multirun.sim import SimServer
@@ -28,7 +29,7 @@ from multirun.states import HALTED, RUNNING, STOPPED
 from multirun.strategies import Signal
 from multirun.strategies.context import Decision, OpenTrade, StrategyContext
 from multirun.ticker import StopFlag, Tick
-from multirun.worker import Plan, Worker, plan_orders
+from multirun.worker import Worker
 from tests.clocks import ManualClock
 from tests.conftest import SimCaller, wait_until
 from tests.test_journal import BrokenDisk
