@@ -2,8 +2,9 @@
 
 The pipeline is: safe YAML with positions (:mod:`multirun.yamlload`), environment
 interpolation in string values (:mod:`multirun.interpolate`), JSON Schema
-(:mod:`multirun.schema`), ``defaults`` merged into each account, semantic rules,
-then :class:`~multirun.specs.RunnerSpec`. Every step collects problems
+(:mod:`multirun.schema`), ``defaults`` merged into each account, semantic rules (each
+strategy built: :mod:`multirun.strategy_check`), then
+:class:`~multirun.specs.RunnerSpec`. Every step collects problems
 (:mod:`multirun.problems`) instead of stopping at the first, so ``multirun validate``
 reports them all at once, each with file, line, column and a path like
 ``accounts[1].volume``; :mod:`multirun.configcli` prints them.
@@ -15,11 +16,8 @@ leaves this module.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
 import os
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -28,8 +26,8 @@ from typing import Any
 
 import jsonschema
 
-from multirun import schema, strategies
-from multirun.errors import ConfigError, StrategyError, UsageError
+from multirun import schema
+from multirun.errors import ConfigError, UsageError
 from multirun.interpolate import InterpolationError, has_references, interpolate, variable_names
 from multirun.problems import (
     Findings,
@@ -44,6 +42,7 @@ from multirun.problems import (
 )
 from multirun.redact import Secret
 from multirun.specs import AccountSpec, Guardrails, RunnerSpec, freeze, parse_interval
+from multirun.strategy_check import StrategyChecks
 from multirun.yamlload import MAX_BYTES, load_bytes, typed
 
 WATCHDOG_ROOM_S = 30  # watchdog_timeout must exceed every tick_timeout by more than this
@@ -119,7 +118,7 @@ def _read(path: Path) -> bytes:
 # --- the checker --------------------------------------------------------------------
 
 
-class _Checker:
+class _Checker(StrategyChecks):
     """One validation run; collects problems as it goes."""
 
     def __init__(
@@ -383,78 +382,6 @@ class _Checker:
                     f"tick_timeout {tick} s leaves the watchdog no room: watchdog_timeout "
                     f"({watchdog} s) must exceed it by more than {WATCHDOG_ROOM_S} s",
                 )
-
-    def _check_strategy(self, account: _Account) -> None:
-        """Import, check the params of, and build the strategy: what `start` would do.
-
-        A disabled account's strategy problems are warnings: it starts nothing.
-        """
-        if account.values.get("enabled", True) is not False:
-            self._check_strategy_of(account)
-            return
-        with self.found.as_warnings("disabled account"):
-            self._check_strategy_of(account)
-
-    def _check_strategy_of(self, account: _Account) -> None:
-        if not self._usable(account, "strategy"):
-            return
-        ref = account.values["strategy"]
-        where = account.origin("strategy")
-        try:
-            # A strategy module that prints while imported must not corrupt `--json` output.
-            with contextlib.redirect_stdout(sys.stderr):
-                strategy = strategies.resolve(ref, self.path.resolve().parent)
-        except StrategyError as error:
-            self.found.add(where, str(error))
-            return
-        except SystemExit:  # e.g. a script's argparse run at import: not ours to exit on
-            self.found.add(where, f"strategy {ref!r} called exit while imported")
-            return
-        if "params" in account.values and not self._usable(account, "params"):
-            return
-        declared = strategies.params_schema(strategy)
-        if declared is not None and not self._check_params(account, ref, declared):
-            return
-        self._build_strategy(account, ref, strategy)
-
-    def _build_strategy(self, account: _Account, ref: str, strategy: strategies.Strategy) -> None:
-        """Build it as the worker will: its constructor's refusals are problems here."""
-        params = copy.deepcopy(account.values.get("params") or {})
-        try:
-            with contextlib.redirect_stdout(sys.stderr):
-                strategies.build(strategy, params)
-        except strategies.BuildError as error:
-            by_params = error.by_params and "params" in account.values
-            self.found.add(account.origin("params" if by_params else "strategy"), str(error))
-        except SystemExit:
-            self.found.add(account.origin("strategy"), f"strategy {ref!r} called exit when built")
-
-    def _check_params(self, account: _Account, ref: str, declared: dict[str, Any]) -> bool:
-        """Check params against the strategy's schema; True when they pass."""
-        before = len(self.report.problems)
-        try:
-            validator_class = jsonschema.validators.validator_for(
-                declared, default=jsonschema.Draft202012Validator
-            )
-            validator_class.check_schema(declared)
-        except jsonschema.SchemaError as error:
-            self.found.add(
-                account.origin("strategy"),
-                f"strategy {ref!r} declares an invalid params_schema: {error.message}",
-            )
-            return False
-        params = account.values.get("params", {})
-        base = account.origin("params")
-
-        def missing(key: str) -> str:
-            return f"missing required param '{key}' for strategy {ref!r}"
-
-        for found in validator_class(declared).iter_errors(params):
-            path = (*base, *found.absolute_path)
-            if self._is_news(path, found) and not self._key_error(path, found, missing):
-                shown = self._quotable(path, found.instance)
-                self.found.add(path, describe_error(found, field=None, instance=shown))
-        return len(self.report.problems) == before
 
     def _check_api_key(self, account: _Account) -> None:
         origin = account.origin("api_key")
