@@ -3,7 +3,8 @@
 Every public method takes the request's parameters and returns the reply body,
 or raises :class:`ApiFail`. One lock guards all state; :meth:`Broker.process`
 (called before each request and by a background ticker) fills, expires and
-closes orders whose time has come or whose price was crossed.
+closes orders whose time has come or whose price was crossed. An order request's
+parameters are read by :mod:`multirun.sim.order_requests`.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from multirun.sim import params as p
 from multirun.sim.accounts import RUNMODES, Directory
 from multirun.sim.clock import SimClock, fmt_ts
 from multirun.sim.market import INSTRUMENTS, Market
+from multirun.sim.order_requests import apply_updates, new_order
 from multirun.sim.orders import CANCELLED, CLOSED, OPEN, PENDING, Account, Order
 from multirun.sim.params import ApiFail, Params
 from multirun.sim.rules import Quoter, beyond, crossed, side_price, timed_close
 from multirun.sim.sessions import Sessions
-
-ORDER_TYPES = ("MKT", "LMT", "STOP")
 
 
 class Broker:
@@ -223,7 +223,7 @@ class Broker:
         with self.lock:
             self.process()
             account = self._account(params)
-            order = self._new_order(account, params)
+            order = new_order(account, params, self.clock, self.fill_delay_s)
             self._check_margin(account, order)
             order.trade_id = self._new_id()
             self._orders[order.trade_id] = order
@@ -273,7 +273,7 @@ class Broker:
             order = self._find(account, p.trade_id(params))
             if order.status != OPEN:
                 raise ApiFail(404, f"trade {order.trade_id} is not open")
-            self._apply_updates(order, params)
+            apply_updates(order, params, self.clock)
             self._rewatch(order)
         return {"status": "SUCCESS", "res": "Submitted for order update!"}
 
@@ -286,7 +286,7 @@ class Broker:
                 raise ApiFail(404, f"order {order.trade_id} is not pending")
             price = p.number(params, "price", positive=True)
             tif = p.number(params, "timeinforce")
-            self._apply_updates(order, params)
+            apply_updates(order, params, self.clock)
             if price is not None and order.ordertype != "MKT":
                 order.price = price
             if tif is not None:
@@ -395,59 +395,6 @@ class Broker:
         account.updated = max(account.updated, now)  # events due in a clock jump come in any order
 
     # --- helpers --------------------------------------------------------------
-
-    def _new_order(self, account: Account, params: Params) -> Order:
-        instrument = p.text(params, "instrument", required=True).upper()
-        if instrument not in INSTRUMENTS:
-            raise ApiFail(400, f"unknown instrument: {instrument}")
-        side = p.buysell(params)
-        volume = p.number(params, "volume", required=True, positive=True)
-        ordertype = p.text(params, "ordertype", required=True).upper()
-        if ordertype not in ORDER_TYPES:
-            raise ApiFail(400, "invalid parameter: ordertype must be MKT, LMT or STOP")
-        price = p.number(params, "price", positive=ordertype != "MKT")
-        if ordertype != "MKT" and price is None:
-            raise ApiFail(400, f"missing parameter: price (required for {ordertype})")
-        now = self.clock.now()
-        order = Order(
-            trade_id=0,  # assigned once the order is accepted
-            user=account.user,
-            runmode=account.runmode,
-            accountid=account.accountid,
-            order_ref=p.text(params, "orderRef"),
-            instrument=instrument,
-            buysell=side,
-            volume=float(volume or 0.0),
-            ordertype=ordertype,
-            received=now,
-            price=float(price or 0.0) if ordertype != "MKT" else 0.0,
-            timeinforce=p.number(params, "timeinforce") or 0.0,
-            tif_from=now,
-            expiry=p.text(params, "expiry"),
-            right=p.text(params, "right"),
-            strike=p.number(params, "strike") or 0.0,
-            fill_due=now + self.fill_delay_s if ordertype == "MKT" else None,
-        )
-        self._apply_updates(order, params)
-        return order
-
-    def _apply_updates(self, order: Order, params: Params) -> None:
-        """takeProfitLevel, stopLossLevel, holdtime, orderRef, callback when given."""
-        tp = p.number(params, "takeProfitLevel")
-        sl = p.number(params, "stopLossLevel")
-        hold = p.number(params, "holdtime")
-        # read (and so check) every parameter before changing anything: a 400 changes nothing
-        ref, callback = p.text(params, "orderRef"), p.text(params, "callback")
-        if tp is not None:
-            order.take_profit = tp
-        if sl is not None:
-            order.stop_loss = sl
-        if hold is not None:
-            order.holdtime, order.holdtime_set = hold, self.clock.now()
-        if p.present(params, "orderRef"):
-            order.order_ref = ref
-        if p.present(params, "callback"):
-            order.callback = callback
 
     def _new_id(self) -> int:
         trade_id = self._next_id
