@@ -19,7 +19,14 @@ from typing import Annotated
 import typer
 
 from multirun import cli_control
-from multirun.cli_args import LOG_LEVEL_HELP, ConfigArg, fail, set_log_level
+from multirun.cli_args import (
+    LOG_LEVEL_HELP,
+    ConfigArg,
+    StateDirOption,
+    config_and_names,
+    fail,
+    set_log_level,
+)
 from multirun.errors import MultirunError, exit_code_for
 
 app = typer.Typer(
@@ -314,6 +321,53 @@ def close_journals(
         code = closeout.close_accounts(
             runner, names, borrow=borrow, server_url=server, timeout_s=timeout
         )
+    except MultirunError as error:
+        fail(error)
+    raise typer.Exit(code)
+
+
+@app.command()
+def report(
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(help="[CONFIG] [NAME...]: the runner file (runner.yaml), accounts."),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only from this UTC date or time on.", metavar="DATE")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    csv_file: Annotated[
+        Path | None, typer.Option("--csv", help="Also write the table as CSV.", metavar="FILE")
+    ] = None,
+    html_file: Annotated[
+        Path | None,
+        typer.Option("--html", help="Write a self-contained HTML page.", metavar="FILE"),
+    ] = None,
+    png_file: Annotated[
+        Path | None, typer.Option("--png", help="Write the chart as a PNG.", metavar="FILE")
+    ] = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """What each account did, from its journal: trades, win rate, P&L, drawdown, exposure.
+
+    Reads the journals only (read-only: no server, no supervisor needed, safe while
+    running). --html writes one page with the equity curves, trade markers and the table.
+    """
+    from multirun import config as runner_config
+    from multirun import report as account_report
+
+    config, names = config_and_names(args)
+    try:
+        configured: list[str] = []
+        if state_dir is None or config.exists():
+            runner = runner_config.load_for_control(config)
+            configured = [account.name for account in runner.accounts]
+            state_dir = state_dir or runner.state_dir
+        code = account_report.run(
+            state_dir, configured=configured, wanted=names, since=since,
+            json_output=json_output, csv_path=csv_file, html_path=html_file,
+            png_path=png_file, echo=typer.echo,
+        )  # fmt: skip
     except MultirunError as error:
         fail(error)
     raise typer.Exit(code)
