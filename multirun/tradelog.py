@@ -85,19 +85,6 @@ class AccountLog:
     equity: tuple[EquityPoint, ...]
     has_prices: bool  # the journal has the price columns (a newer journal)
 
-    def since(self, ts: float | None) -> AccountLog:
-        """Only what happened at or after ``ts``: orders created, closed or still held
-        then, and equity samples taken then."""
-        if ts is None:
-            return self
-        trades = tuple(
-            t
-            for t in self.trades
-            if t.created_ts >= ts or (t.closed_ts is not None and t.closed_ts >= ts) or t.is_held
-        )
-        equity = tuple(p for p in self.equity if p.ts >= ts)
-        return AccountLog(self.name, trades, equity, self.has_prices)
-
 
 def read(path: Path, name: str) -> AccountLog:
     """The journal at ``path`` read once, read-only; JournalError if it cannot be read."""

@@ -271,3 +271,29 @@ def test_profit_factor_with_no_loss_shows_inf(tmp_path: Path) -> None:
     add_order(path, "a", opened=T0, closed=T0 + 5, pl=2.0)
     rows = report.build(tmp_path).rows
     assert rows[0].profit_factor is None and render.cell(rows[0], "profit_factor", "f") == "inf"
+
+
+def test_cli_reads_the_config_state_dir_and_names(mixed: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from multirun.cli import app
+
+    config = tmp_path / "runner.yaml"
+    text = (Path(__file__).parent.parent / "runner.yaml.example").read_text()
+    config.write_text(text.replace("state_dir: .multirun", f"state_dir: {mixed}"))
+    beta = make_journal(mixed, "coin-btc")
+    add_order(beta, "c1", opened=T0, closed=T0 + 10, pl=-1.0)
+    runner = CliRunner()
+    done = runner.invoke(app, ["report", str(config), "--json"])
+    assert done.exit_code == 0, done.output
+    document = json.loads(done.output)
+    # configured accounts first, then the journal not in the runner file (noted)
+    assert [a["name"] for a in document["accounts"]] == ["coin-btc", "alpha"]
+    assert any("alpha: not in the runner file" in n for n in document["notes"])
+    done = runner.invoke(
+        app, ["report", "--state-dir", str(mixed), "alpha", "--since", "2026-01-01"]
+    )
+    assert done.exit_code == 0, done.output
+    assert done.output.splitlines()[1].startswith("alpha")
+    done = runner.invoke(app, ["report", "--state-dir", str(mixed), "ghost"])
+    assert done.exit_code == 2 and "no journal for ghost" in done.output
