@@ -124,7 +124,7 @@ def test_an_order_whose_reply_trickles_is_reconciled_not_resent(sim_factory) -> 
 
 def test_a_huge_reply_from_the_simulator_is_a_protocol_error(sim_factory) -> None:
     sim = sim_factory(seed=5, faults={"huge_rate": 1.0, "huge_mb": 8, "endpoints": ["balance"]})
-    client = make_client(sim.base_url, request_deadline_s=10.0, read_budget_s=0.1)
+    client = make_client(sim.base_url, request_deadline_s=10.0, read_budget_s=2.0)
     with client, pytest.raises(ProtocolError, match="larger than 4194304 bytes"):
         client.balance()
     assert sim.stats()["faults_injected"]["huge"] >= 1

@@ -182,10 +182,10 @@ def test_trickle_executes_and_writes_the_reply_a_byte_at_a_time(sim_factory) -> 
         while chunk := sock.recv(100):
             received += chunk
         took = time.monotonic() - start
-    assert len(first) == 1  # the status line too comes byte by byte
+    assert len(first) <= 3  # the status line too comes byte by byte (a slow reader: a few)
     head, _, reply = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and "tradeID" in json.loads(reply)
-    assert took >= (len(received) - 2) * 0.005 * 0.9
+    assert took >= (len(received) - len(first) - 1) * 0.005 * 0.9
     assert len(caller.sim.ledger()) == 1  # executed
     assert caller.sim.stats()["faults_injected"] == {"trickle": 1}
 

@@ -163,7 +163,9 @@ def test_sigterm_while_the_server_is_unreachable_stops_at_once(tmp_path: Path) -
         elapsed = time.monotonic() - began
     finally:
         proc.kill()
-    assert code == 0 and elapsed < 2.0
+    # "At once": far below the read budget it would otherwise wait out (about 20 s); the
+    # margin covers the interpreter's own exit on a loaded 2-core machine.
+    assert code == 0 and elapsed < 3.0
     assert "stopped before the first tick" in log.read_text()
     assert bench.status(tmp_path)["state"] == "STOPPED"
 
