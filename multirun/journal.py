@@ -43,6 +43,7 @@ from typing import Any
 
 from multirun.clock import SYSTEM_CLOCK, Clock
 from multirun.errors import JournalError
+from multirun.journal_schema import connect
 from multirun.statedir import AccountDir
 
 INTENT, OPEN, CLOSING, CLOSED, ABANDONED = "INTENT", "OPEN", "CLOSING", "CLOSED", "ABANDONED"
@@ -51,29 +52,6 @@ HELD = (OPEN, CLOSING)  # states in which the trade may still be open on the ser
 # the counter. ASCII only: str.isdigit() accepts "²", int() does not.
 _SUFFIX = re.compile(r"(?:([A-Z]{4,12})-)?([0-9]+)")
 EPOCH_LEN = 6
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS orders (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    order_ref TEXT NOT NULL UNIQUE,
-    instrument TEXT NOT NULL,
-    side TEXT NOT NULL CHECK (side IN ('BUY', 'SELL')),
-    volume REAL NOT NULL,
-    origin TEXT NOT NULL DEFAULT 'sent',
-    state TEXT NOT NULL,
-    trade_id TEXT,
-    created_ts REAL NOT NULL,
-    send_ended_ts REAL,
-    acked_ts REAL,
-    listed_ts REAL,
-    close_requested_ts REAL,
-    closed_ts REAL,
-    note TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS orders_state ON orders (state);
-CREATE TABLE IF NOT EXISTS strategy_state (id INTEGER PRIMARY KEY CHECK (id = 1), json TEXT);
-"""
 
 
 @dataclass(frozen=True)
@@ -93,6 +71,12 @@ class JournalOrder:
     close_requested_ts: float | None
     closed_ts: float | None
     note: str
+    # Schema v2 (see multirun.journal_schema): None for rows nobody priced.
+    fill_price: float | None = None
+    filled_ts: float | None = None
+    close_price: float | None = None
+    realized_pl: float | None = None
+    price_source: str | None = None
 
 
 class Journal:
@@ -111,7 +95,7 @@ class Journal:
         self._lock_path = lock
         self._lock_fd: int | None = None
         existed = path.exists() and path.stat().st_size > 0
-        self._db = _connect(path)
+        self._db = connect(path)
         try:
             if lock is not None:
                 self._lock_fd = _lock(lock)
@@ -246,6 +230,49 @@ class Journal:
                     "UPDATE orders SET state = ?, closed_ts = ?, note = ? WHERE order_ref = ?",
                     (CLOSED, now, note, ref),
                 )
+
+    def record_fill(
+        self, order_ref: str, price: float | None, at: float | None, source: str
+    ) -> None:
+        """The trade's open price and time (``source``: see :mod:`multirun.journal_schema`);
+        ``at`` None keeps the time already known (listed, else acknowledged)."""
+        self._update(
+            order_ref,
+            "fill_price = ?, filled_ts = COALESCE(?, filled_ts, listed_ts, acked_ts),"
+            " price_source = ?",
+            price,
+            at,
+            source,
+        )
+
+    def record_close(
+        self, order_ref: str, price: float | None, realized_pl: float | None, source: str
+    ) -> None:
+        """The trade's close price and realized P&L, as ``source`` gives them."""
+        self._update(
+            order_ref,
+            "close_price = ?, realized_pl = ?, price_source = ?",
+            price,
+            realized_pl,
+            source,
+        )
+
+    def add_equity(
+        self, ts: float, nav: float | None, realized: float | None, unrealized: float | None
+    ) -> None:
+        """One point of the server's equity series (one cheap transaction)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO equity (ts, nav, realized_pl, unrealized_pl) VALUES (?, ?, ?, ?)",
+                (ts, nav, realized, unrealized),
+            )
+
+    def realized_since(self, since_ts: float) -> float:
+        """The realized P&L of trades of ours closed since ``since_ts`` (priced ones)."""
+        (row,) = self._rows(
+            "SELECT COALESCE(SUM(realized_pl), 0) FROM orders WHERE closed_ts >= ?", (since_ts,)
+        )
+        return float(row[0])
 
     def bump_seq(self, seen_suffix: int | None) -> None:
         """Make sure the next orderRef's number is above ``seen_suffix``."""
@@ -431,26 +458,3 @@ def _lock(path: Path) -> int:
 
 def _file_id(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    """Open (creating 0700/0600 if needed) the journal in WAL mode with full syncs."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(path.parent, 0o700)
-        # Create the file ourselves so it is born 0600; SQLite gives its -wal and -shm
-        # files the database file's permissions.
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        os.chmod(path, 0o600)
-        db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
-        db.row_factory = sqlite3.Row
-        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise JournalError(f"journal {path}: cannot use WAL mode (got {mode})")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(_SCHEMA)
-        return db
-    except OSError as exc:
-        raise JournalError(f"cannot open journal {path}: {exc.strerror or exc}") from None
-    except sqlite3.Error as exc:
-        raise JournalError(f"cannot open journal {path}: {exc}") from None

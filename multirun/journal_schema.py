@@ -1,0 +1,120 @@
+"""The journal's SQLite schema, its version, and the in-place migration of older journals.
+
+The version lives in ``PRAGMA user_version``: 0 is the first schema (no version set),
+:data:`VERSION` the current one. Opening a journal creates the first schema's tables if
+missing, then applies each later step in one IMMEDIATE transaction that re-reads the
+version first, so two processes opening an old journal at once migrate it once. Old
+rows keep working: new columns are NULL for them (a price nobody recorded).
+
+Version 2 (issue 16) keeps the money:
+
+- ``orders.fill_price``, ``orders.filled_ts``: the open price and time, recorded when
+  the trade is first listed; ``orders.close_price``, ``orders.realized_pl``: recorded
+  when the close is confirmed (``closed_ts`` is the close time);
+  ``orders.price_source``: where the latest of these figures came from:
+  ``'history'`` (the server's ``/strategy_trade``), ``'listing'`` (the open price in
+  ``/opened_trades``), ``'quote'`` (the last quote the worker saw; a fallback).
+- ``equity (ts, nav, realized_pl, unrealized_pl)``: the server's own ``/balance``
+  figures, sampled by the worker (:mod:`multirun.equity`).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from multirun.errors import JournalError
+
+VERSION = 2
+
+_SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    order_ref TEXT NOT NULL UNIQUE,
+    instrument TEXT NOT NULL,
+    side TEXT NOT NULL CHECK (side IN ('BUY', 'SELL')),
+    volume REAL NOT NULL,
+    origin TEXT NOT NULL DEFAULT 'sent',
+    state TEXT NOT NULL,
+    trade_id TEXT,
+    created_ts REAL NOT NULL,
+    send_ended_ts REAL,
+    acked_ts REAL,
+    listed_ts REAL,
+    close_requested_ts REAL,
+    closed_ts REAL,
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS orders_state ON orders (state);
+CREATE TABLE IF NOT EXISTS strategy_state (id INTEGER PRIMARY KEY CHECK (id = 1), json TEXT);
+"""
+
+# Step n takes a journal from version n - 1 to version n.
+_STEPS: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE orders ADD COLUMN fill_price REAL",
+        "ALTER TABLE orders ADD COLUMN filled_ts REAL",
+        "ALTER TABLE orders ADD COLUMN close_price REAL",
+        "ALTER TABLE orders ADD COLUMN realized_pl REAL",
+        "ALTER TABLE orders ADD COLUMN price_source TEXT",
+        "CREATE TABLE IF NOT EXISTS equity (ts REAL NOT NULL, nav REAL,"
+        " realized_pl REAL, unrealized_pl REAL)",
+        "CREATE INDEX IF NOT EXISTS equity_ts ON equity (ts)",
+    ),
+}
+
+
+def version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring ``db`` (autocommit mode) to :data:`VERSION`, one step per transaction.
+
+    A journal newer than this program (a downgrade) is refused: its writer may rely on
+    columns we would not fill."""
+    db.executescript(_SCHEMA_V1)
+    for target in range(2, VERSION + 1):
+        if version(db) >= target:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if version(db) < target:  # another process may have migrated meanwhile
+                for sql in _STEPS[target]:
+                    db.execute(sql)
+                db.execute(f"PRAGMA user_version = {target}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    if version(db) > VERSION:
+        raise JournalError(
+            f"journal schema version {version(db)} is newer than this program's ({VERSION}):"
+            " upgrade multirun"
+        )
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating 0700/0600 if needed) the journal in WAL mode with full syncs,
+    migrated to the current schema."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path.parent, 0o700)
+        # Create the file ourselves so it is born 0600; SQLite gives its -wal and -shm
+        # files the database file's permissions.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
+        db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+        db.row_factory = sqlite3.Row
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise JournalError(f"journal {path}: cannot use WAL mode (got {mode})")
+        db.execute("PRAGMA synchronous=FULL")
+        migrate(db)
+        return db
+    except OSError as exc:
+        raise JournalError(f"cannot open journal {path}: {exc.strerror or exc}") from None
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot open journal {path}: {exc}") from None
