@@ -160,21 +160,6 @@ def test_open_only_journal(tmp_path: Path) -> None:
     assert stats.win_rate is None and stats.max_drawdown is None and stats.avg_hold_s is None
 
 
-def test_old_journal_without_price_columns(tmp_path: Path) -> None:
-    path = make_journal(tmp_path, "old", prices=False)
-    db = sqlite3.connect(path)
-    have = {row[1] for row in db.execute("PRAGMA table_info(orders)")}
-    db.close()
-    if "realized_pl" in have:
-        pytest.skip("this tree's Journal creates the price columns; see the next test")
-    add_order(path, "x", opened=T0 + 1, closed=T0 + 31)
-    built = report.build(tmp_path)
-    stats = built.rows[0]
-    assert (stats.trades_closed, stats.priced, stats.avg_hold_s) == (1, 0, 30.0)
-    assert stats.realized_pl is None and stats.win_rate is None
-    assert any("before prices were kept" in n for n in built.notes)
-
-
 def test_journal_with_only_the_old_tables_reads(tmp_path: Path) -> None:
     """A journal of the schema before prices (hand-made: no price column, no equity)."""
     account = StateDir(tmp_path).account("legacy")
@@ -193,6 +178,9 @@ def test_journal_with_only_the_old_tables_reads(tmp_path: Path) -> None:
     assert not log.has_prices and log.equity == ()
     stats = account_stats(log)
     assert stats.trades_closed == 1 and stats.realized_pl is None and stats.avg_hold_s == 10.0
+    assert stats.priced == 0 and stats.win_rate is None and stats.max_drawdown is None
+    built = report.build(tmp_path)
+    assert any("legacy: journal written before prices were kept" in n for n in built.notes)
 
 
 def test_read_is_read_only_and_needs_no_lock(mixed: Path) -> None:
