@@ -108,6 +108,7 @@ class Journal:
         self.is_new = created and not existed
         self.refusal: str | None = None  # set by refuse(): no new orders, and why
         self.on_adopt: Callable[[str], None] | None = None  # told each adopted orderRef
+        self.on_closed: Callable[[list[str]], None] | None = None  # told closes confirmed
 
     @classmethod
     def for_account(
@@ -223,13 +224,17 @@ class Journal:
                 )
 
     def mark_closed(self, order_refs: Iterable[str], note: str = "close confirmed") -> None:
+        """The closes of ``order_refs`` are confirmed (:attr:`on_closed` is told after)."""
         now = self._now()
+        refs = list(order_refs)
         with self._tx() as db:
-            for ref in order_refs:
+            for ref in refs:
                 db.execute(
                     "UPDATE orders SET state = ?, closed_ts = ?, note = ? WHERE order_ref = ?",
                     (CLOSED, now, note, ref),
                 )
+        if self.on_closed is not None and refs:
+            self.on_closed(refs)
 
     def record_fill(
         self, order_ref: str, price: float | None, at: float | None, source: str

@@ -61,6 +61,7 @@ class Transaction:
     volume: float
     timestamp: str
     action: str = ""
+    realized_pl: float | None = None  # ``realizedPL`` where the row gives it (closes)
 
     @property
     def closes(self) -> bool:
@@ -441,6 +442,7 @@ def transaction_from_api(obj: object) -> Transaction:
         volume=opt_num(obj, "volume"),
         timestamp=opt_str(obj, "timestamp"),
         action=action,
+        realized_pl=None if obj.get("realizedPL") in (None, "") else req_num(obj, "realizedPL"),
     )
 
 

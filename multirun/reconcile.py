@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -113,6 +113,7 @@ class Reconciler:
         self.uncertain: set[str] = set()  # intents reported UNCERTAIN
         # orderRef -> (next history read, pause after it, last read), all wall time
         self._history_due: dict[str, tuple[float, float, float]] = {}
+        self.on_listed: Callable[[list[Trade]], None] | None = None  # told opened trades of ours
 
     def reconcile(self) -> None:
         """Settle the journal against the server before the first tick."""
@@ -176,6 +177,8 @@ class Reconciler:
         self.journal.mark_listed(
             row.order_ref for row in self.journal.held() if row.order_ref in listed
         )
+        if self.on_listed is not None:
+            self.on_listed([t for t in opened if listed.get(t.order_ref) is t])
         now = time.time()
         for ref in [r for r in self.missing if r in listed]:
             del self.missing[ref]
@@ -357,10 +360,13 @@ class Reconciler:
         now = time.time()
         deadline = max((self._grace_end(r) for r in waiting.values()), default=now)
         while waiting and time.time() < deadline:
-            listed = {t.order_ref for t in self.client.opened_trades()} & set(waiting)
+            opened = [t for t in self.client.opened_trades() if t.order_ref in waiting]
+            listed = {t.order_ref for t in opened}
             self.seen_opened |= listed
             self.visible |= listed
             self.journal.mark_listed(listed)
+            if self.on_listed is not None:
+                self.on_listed(opened)
             waiting = {ref: r for ref, r in waiting.items() if ref not in listed}
             if waiting:
                 time.sleep(self.timing.poll_s)

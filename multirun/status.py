@@ -50,6 +50,12 @@ class AccountStatus:
     halted_reason: str | None = None
     note: str | None = None
     supervised: bool = False  # the running supervisor holds it (supervisor.json)
+    # From the worker (multirun.pricing): held trades (side, volume, entry_price,
+    # unrealized_pl), the server's NAV and unrealized P&L, our realized P&L today (UTC).
+    positions: list[dict[str, Any]] | None = None
+    nav: float | None = None
+    unrealized_pl: float | None = None
+    realized_pl_today: float | None = None
 
 
 @dataclass
@@ -176,6 +182,10 @@ def merge(
         last_error=_last_error(sup, worker, same_process),
         halted_reason=worker.get("halted_reason"),
         note=sup.get("note"),
+        positions=worker.get("positions"),
+        nav=worker.get("nav"),
+        unrealized_pl=worker.get("unrealized_pl"),
+        realized_pl_today=worker.get("realized_pl_today"),
     )
 
 
@@ -209,8 +219,8 @@ def _age(iso: str | None, now: float) -> float | None:
 # --- rendering ---------------------------------------------------------------------------
 
 COLUMNS = (
-    *("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST TICK", "NEXT TICK", "OPEN"),
-    *("TOKEN EXPIRES", "LAST ERROR"),
+    *("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST TICK", "NEXT TICK", "POS"),
+    *("NAV", "P&L TODAY", "TOKEN EXPIRES", "LAST ERROR"),
 )
 
 
@@ -253,10 +263,27 @@ def _cells(a: AccountStatus) -> list[str]:
         str(a.restarts),
         short_time(a.last_tick_utc),
         short_time(a.next_tick_utc),
-        "-" if a.open_trades is None else str(a.open_trades),
+        _position(a),
+        "-" if a.nav is None else f"{a.nav:,.2f}",
+        "-" if a.realized_pl_today is None else f"{a.realized_pl_today:+.2f}",
         short_time(a.token_expires_utc, date=True),
         _short(error or "-"),
     ]
+
+
+def _position(a: AccountStatus) -> str:
+    """``BUY 0.01 @ 97012.5 +1.20`` (one trade), ``2 trades +0.30``, ``-`` (none); the
+    count alone from a worker that does not write positions."""
+    if not a.positions:
+        return str(a.open_trades) if a.open_trades else "-"
+    pls = [p.get("unrealized_pl") for p in a.positions]
+    pl = "" if None in pls else f" {sum(float(x) for x in pls if x is not None):+.2f}"
+    if len(a.positions) > 1:
+        return f"{len(a.positions)} trades{pl}"
+    (one,) = a.positions
+    entry = one.get("entry_price")
+    at = "" if entry is None else f" @ {entry:g}"
+    return f"{one.get('side')} {one.get('volume'):g}{at}{pl}"
 
 
 def format_duration(seconds: float | None) -> str:

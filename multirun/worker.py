@@ -57,6 +57,7 @@ from multirun.journal import Journal, JournalOrder
 from multirun.models import Bar, OrderAck, Quote
 from multirun.onstop import HARD_MARGIN, STOP_MARGIN, Closer, Outcome, StopWindow
 from multirun.plan import Plan, open_trade, plan_orders
+from multirun.pricing import Pricing
 from multirun.reconcile import DEFAULT_TIMING, Listings, Reconciler, Timing
 from multirun.redact import Redactor
 from multirun.specs import AccountSpec, RunnerSpec
@@ -162,6 +163,9 @@ class Worker:
         self.reconciler = Reconciler(
             client, journal, stop=stop, timing=timing, started=self.started
         )
+        self.pricing = Pricing(client, journal)  # prices and equity into the journal
+        journal.on_closed = self.pricing.closed
+        self.reconciler.on_listed = self.pricing.listed
         share_tokens = getattr(client, "share_tokens", None)  # a real client, not a fake
         if share_tokens is not None:
             share_tokens(runner.state_dir)
@@ -241,6 +245,7 @@ class Worker:
         else:
             held = self.journal.held()
             log.info("on_stop keep: leaving %d trade(s) open and journaled", len(held))
+        self.pricing.record(final=True)
         self.state = STOPPED
         self.write_status()
         return code
@@ -278,6 +283,7 @@ class Worker:
             self._failed(exc)
         finally:
             self._ordering = False
+        self.pricing.record()
         self.heartbeat()
         self.write_status()
         self._count_status_failure()
@@ -361,7 +367,7 @@ class Worker:
             log=self.log,
             tick_utc=tick.due_utc,
             open_trades=tuple(trades),
-            _quote=lambda symbol: self.client.realtime_price(symbol)[symbol],
+            _quote=lambda sym: self.pricing.quote_seen(self.client.realtime_price(sym)[sym]),
             _history=self.client.history_price,
         )
 
@@ -393,7 +399,7 @@ class Worker:
             [t.trade_id for t in trades], confirm_timeout_s=self.timing.close_confirm_s
         )
         self.journal.mark_closed(refs)
-        log.info("closed %s", ", ".join(f"{t.side} {t.trade_id} ({t.order_ref})" for t in trades))
+        self.pricing.price()  # logs "closed BUY 0.01 BTCUSD @ 97110.0, P&L +0.98 (...)"
 
     def open(self, side: str) -> bool:
         """Open one ``volume`` trade on ``side`` unless a guardrail or unsettled order
@@ -416,11 +422,14 @@ class Worker:
         self.orders_sent += 1
         ack = self._send(intent)
         self.journal.mark_acked(intent.order_ref, ack.trade_id)
-        log.info(
-            "opened %s %s %s as trade %s (%s)",
-            side, spec.volume, spec.instrument, ack.trade_id, intent.order_ref,
-        )  # fmt: skip
-        self.reconciler.await_listed([intent.order_ref])
+        try:
+            self.reconciler.await_listed([intent.order_ref])  # records the fill price
+        finally:
+            price = self.journal.get(intent.order_ref).fill_price
+            log.info(
+                "opened %s %s %s @ %s (trade %s, %s)", side, spec.volume, spec.instrument,
+                "?" if price is None else f"{price:g}", ack.trade_id, intent.order_ref,
+            )  # fmt: skip
         return True
 
     def _send(self, intent: JournalOrder) -> OrderAck:

@@ -52,6 +52,7 @@ def fields(worker: Worker) -> dict[str, Any]:
         "open_on_server": worker.reconciler.open_on_server,
         "blocked_by": None if worker.blocked is None else worker.blocked[1],
         "stop_reason": worker.stop.reason,
+        **worker.pricing.status(),  # positions, nav, unrealized_pl, realized_pl_today
     }
 
 

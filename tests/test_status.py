@@ -76,10 +76,13 @@ def test_text_and_json_renderings() -> None:
     snapshot = Snapshot(99, True, rows)
     lines = render_text(snapshot).splitlines()
     assert lines[0] == "supervisor: running (pid 99)"
-    header = "NAME STATE PID UPTIME RESTARTS LAST TICK NEXT TICK OPEN TOKEN EXPIRES LAST ERROR"
+    header = (
+        "NAME STATE PID UPTIME RESTARTS LAST TICK NEXT TICK POS NAV P&L TODAY TOKEN EXPIRES"
+        " LAST ERROR"
+    )
     assert lines[1].split() == header.split()
-    assert lines[2].split()[:9] == ["alpha", "HALTED", "42", "4m05s", "2", "03:04:00",
-                                    "03:04:10", "1", "2026-01-02"]  # fmt: skip
+    assert lines[2].split()[:11] == ["alpha", "HALTED", "42", "4m05s", "2", "03:04:00",
+                                     "03:04:10", "1", "-", "-", "2026-01-02"]  # fmt: skip
     assert lines[2].endswith("5 failed ticks in a row")
     assert lines[3].split()[:2] == ["beta", "BACKOFF"] and lines[3].endswith("restart at 03:04:09")
     data = json.loads(render_json(snapshot))
@@ -87,6 +90,21 @@ def test_text_and_json_renderings() -> None:
     assert data["accounts"][0]["state"] == "HALTED" and data["accounts"][1]["restarts"] == 3
     fields = "name state pid uptime_s restarts last_tick_utc next_tick_utc open_trades"
     assert set(data["accounts"][0]) >= {*fields.split(), "token_expires_utc", "last_error"}
+
+
+def test_the_open_position_nav_and_todays_pl_show_in_table_and_json() -> None:
+    """Worker fields from multirun.pricing (issue 16): one trade, several, none."""
+    one = {"side": "BUY", "volume": 0.01, "entry_price": 97012.5, "unrealized_pl": 1.2}
+    money = {"positions": [one], "nav": 100123.456, "realized_pl_today": -0.98}
+    row = merge("alpha", SUP, {**WORKER, **money}, running=True, now=NOW)
+    text = render_text(Snapshot(99, True, [row]))
+    assert "BUY 0.01 @ 97012.5 +1.20  100,123.46  -0.98" in text
+    data = json.loads(render_json(Snapshot(99, True, [row])))["accounts"][0]
+    assert (data["positions"], data["nav"], data["realized_pl_today"]) == ([one], 100123.456, -0.98)
+    two = merge("a", SUP, {**WORKER, "positions": [one, one]}, running=True, now=NOW)
+    assert "2 trades +2.40" in render_text(Snapshot(99, True, [two]))
+    none = merge("a", SUP, {**WORKER, "positions": [], "open_trades": 0}, running=True, now=NOW)
+    assert render_text(Snapshot(99, True, [none])).splitlines()[2].split()[7] == "-"
 
 
 def test_durations() -> None:
