@@ -666,7 +666,13 @@ def test_worker_logs_rotate(arbiter: Any) -> None:
     run = arbiter({"talker": "chatty"}, max_bytes=8000)
     log = run.layout.account("talker").log
     # Its 400 lines come before "hello": once that is in the file, every one was written.
-    wait_until(lambda: log.exists() and "hello from talker" in log.read_text())
+    def written() -> bool:
+        try:  # a rotation may rename the file between our looking and our reading
+            return "hello from talker" in log.read_text()
+        except FileNotFoundError:
+            return False
+
+    wait_until(written)
     rotated = [log.with_name(f"worker.log.{i}") for i in (1, 2, 3)]
     assert all(p.exists() for p in rotated) and not log.with_name("worker.log.4").exists()
     assert all(p.stat().st_size <= 8000 for p in (log, *rotated))
