@@ -366,7 +366,7 @@ def report(
         code = account_report.run(
             state_dir, configured=configured, wanted=names, since=since,
             json_output=json_output, csv_path=csv_file, html_path=html_file,
-            png_path=png_file, echo=typer.echo,
+            png_path=png_file, title=str(config) if configured else None, echo=typer.echo,
         )  # fmt: skip
     except MultirunError as error:
         fail(error)

@@ -85,6 +85,7 @@ def run(
     csv_path: Path | None = None,
     html_path: Path | None = None,
     png_path: Path | None = None,
+    title: str | None = None,
     echo: Callable[[str], None] = print,
 ) -> int:
     """The command's body: print the table (or JSON), write the files asked for."""
@@ -98,7 +99,7 @@ def run(
         try:
             if html_path is not None:
                 page = render.to_html(report.rows, chart.svg(fig), report.notes,
-                                      title=f"multirun report: {state_dir}")  # fmt: skip
+                                      title=f"multirun report: {title or state_dir}")  # fmt: skip
                 html_path.write_text(page, encoding="utf-8")
             if png_path is not None:
                 chart.write_png(fig, png_path)

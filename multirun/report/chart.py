@@ -84,7 +84,7 @@ def figure(logs: Sequence[AccountLog], since: float | None = None) -> Figure:
     ax.grid(True, color="#e5e5e5")
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
     if drawn:
-        ax.legend(loc="upper left", frameon=False)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), frameon=False)
     else:
         ax.text(0.5, 0.5, "no trades or equity samples in the journals", ha="center",
                 va="center", transform=ax.transAxes, color="#666666")  # fmt: skip
