@@ -665,6 +665,7 @@ def test_json_log_format(arbiter: Any) -> None:
 def test_worker_logs_rotate(arbiter: Any) -> None:
     run = arbiter({"talker": "chatty"}, max_bytes=8000)
     log = run.layout.account("talker").log
+
     # Its 400 lines come before "hello": once that is in the file, every one was written.
     def written() -> bool:
         try:  # a rotation may rename the file between our looking and our reading
