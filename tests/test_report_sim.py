@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from multirun.sim import SimServer
+from tests import test_supervisor_cli
 from tests.conftest import wait_until
-from tests.test_supervisor_cli import cli, start  # noqa: F401  (start: a fixture)
+from tests.test_supervisor_cli import cli
+
+start = test_supervisor_cli.start  # the fixture, shared
 
 CONFIG = """\
 version: 1
@@ -50,15 +53,11 @@ def closed_per_account(sim: SimServer) -> dict[str, int]:
     return counts
 
 
-def test_report_counts_and_pnl_equal_the_ledger(
-    sim: SimServer, tmp_path: Path, start: Any
-) -> None:
+def test_report_counts_and_pnl_equal_the_ledger(sim: SimServer, tmp_path: Path, start: Any) -> None:
     config = tmp_path / "runner.yaml"
     config.write_text(CONFIG.format(server=sim.base_url, state=tmp_path / "state"))
     proc = start(config)
-    wait_until(
-        lambda: all(closed_per_account(sim).get(a, 0) >= 2 for a in ("REP-A", "REP-B")), 30
-    )
+    wait_until(lambda: all(closed_per_account(sim).get(a, 0) >= 2 for a in ("REP-A", "REP-B")), 30)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=40) == 0
 
