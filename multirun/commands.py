@@ -20,9 +20,10 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from multirun import final_report
+from multirun.arbiter_part import ArbiterPart
 from multirun.control import Conn, ControlServer, error_reply
 from multirun.errors import MultirunError
 from multirun.procutil import kill
@@ -76,7 +77,7 @@ class Op:
     removed: tuple[str, ...] = ()
 
 
-class Commands:
+class Commands(ArbiterPart):
     """The arbiter's command half (a mixin: :class:`multirun.arbiter.Arbiter` has the rest)."""
 
     procs: list[Proc]
@@ -91,37 +92,20 @@ class Commands:
     config: str | None
     watchdog: Watchdog
 
-    # provided by the arbiter
-    def log(self, message: str, account: str | None = None) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the arbiter and its other parts
 
-    def spawn(self, proc: Proc) -> None:
-        raise NotImplementedError
+        def begin_stop(self, reason: str) -> None: ...
 
-    def transition(self, proc: Proc, new: str, *, note: str | None = None) -> None:
-        raise NotImplementedError
+        def force(self, reason: str) -> None: ...
 
-    def save(self) -> None:
-        raise NotImplementedError
+        def status_data(self) -> dict[str, Any]: ...
 
-    def begin_stop(self, reason: str) -> None:
-        raise NotImplementedError
+        def add_account(self, proc: Proc) -> None: ...
 
-    def force(self, reason: str) -> None:
-        raise NotImplementedError
+        def add_secrets(self, secrets: Sequence[str]) -> None: ...
 
-    def status_data(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def add_account(self, proc: Proc) -> None:
-        raise NotImplementedError
-
-    def add_secrets(self, secrets: Sequence[str]) -> None:
-        raise NotImplementedError
-
-    @property
-    def accounts(self) -> list[Proc]:
-        raise NotImplementedError
+        @property
+        def accounts(self) -> list[Proc]: ...
 
     # --- requests ----------------------------------------------------------------------------
 

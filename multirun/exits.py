@@ -18,6 +18,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from multirun.arbiter_part import ArbiterPart
 from multirun.errors import EXIT_FATAL
 from multirun.programs import Proc, RestartPolicy, describe_status
 from multirun.states import BACKOFF, FATAL, STOPPED, STOPPING
@@ -32,7 +33,7 @@ def exit_status(status: int) -> int | None:
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None
 
 
-class Exits:
+class Exits(ArbiterPart):
     """The arbiter's exit half (a mixin: :class:`multirun.arbiter.Arbiter` has the rest)."""
 
     policy: RestartPolicy
@@ -44,9 +45,6 @@ class Exits:
 
     if TYPE_CHECKING:  # provided by the arbiter and its other parts
 
-        def log(self, message: str, account: str | None = None) -> None: ...
-        def transition(self, proc: Proc, new: str, *, note: str | None = None) -> None: ...
-        def save(self) -> None: ...
         def all_procs(self) -> list[Proc]: ...
         def read_ready(self, proc: Proc) -> None: ...
         def fail(self, message: str) -> None: ...

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from multirun import final_report, procutil
+from multirun.arbiter_part import ArbiterPart
 from multirun.clock import iso_ms
 from multirun.final_report import Leftover
 from multirun.procutil import kill
@@ -32,7 +33,7 @@ from multirun.states import BACKOFF, STOPPED, STOPPING
 from multirun.sweeps import Sweeps
 
 
-class Stopping:
+class Stopping(ArbiterPart):
     """The arbiter's stopping half (a mixin: :class:`multirun.arbiter.Arbiter` has the rest)."""
 
     procs: list[Proc]
@@ -47,23 +48,9 @@ class Stopping:
     sweeps: Sweeps
     left_open: dict[str, Leftover]
 
-    # provided by the arbiter
-    def log(self, message: str, account: str | None = None) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the arbiter and its other parts
 
-    def spawn(self, proc: Proc) -> None:
-        raise NotImplementedError
-
-    def transition(self, proc: Proc, new: str, *, note: str | None = None) -> None:
-        raise NotImplementedError
-
-    def save(self) -> None:
-        raise NotImplementedError
-
-    def services_ready(self) -> bool:
-        raise NotImplementedError
-
-    if TYPE_CHECKING:  # provided by multirun.commands.Commands
+        def services_ready(self) -> bool: ...
 
         def abandon_ops(self, why: str) -> None: ...
 
