@@ -40,7 +40,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from multirun import ownership, strategies
+from multirun import ownership, strategies, telemetry
 from multirun.alarm import DeadlinePassed, Heartbeat
 from multirun.errors import (
     EXIT_API,
@@ -129,6 +129,8 @@ def run_account(
             runner, spec, client, journal, on_tick, stop=stop, window=window, heartbeat=heartbeat
         )
         workers.append(worker)
+        if runner.metrics is not None:  # counters for the supervisor's /metrics
+            telemetry.install(worker, account.metrics)
         worker.foreign = ownership.ForeignTrades(lost, armed=lambda: worker.reconciler.reconciled)
         journal.on_adopt = worker.adopted
         stack.enter_context(_signals(worker))

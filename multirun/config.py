@@ -41,7 +41,14 @@ from multirun.problems import (
     unknown_key,
 )
 from multirun.redact import Secret
-from multirun.specs import AccountSpec, Guardrails, RunnerSpec, freeze, parse_interval
+from multirun.specs import (
+    AccountSpec,
+    Guardrails,
+    MetricsSpec,
+    RunnerSpec,
+    freeze,
+    parse_interval,
+)
 from multirun.strategy_check import StrategyChecks
 from multirun.yamlload import MAX_BYTES, load_bytes, typed
 
@@ -148,6 +155,7 @@ class _Checker(StrategyChecks):
             accounts = self._merged_accounts(data)
             self._check_semantics(accounts)
             self._check_watchdog(data, accounts)
+            self._check_metrics(data)
             if not self.report.problems:
                 self.report.spec = self._build(data, accounts)
         return self.found.finish()
@@ -383,6 +391,19 @@ class _Checker(StrategyChecks):
                     f"({watchdog} s) must exceed it by more than {WATCHDOG_ROOM_S} s",
                 )
 
+    def _check_metrics(self, data: dict[str, Any]) -> None:
+        """``metrics.listen``: loopback unless ``allow_remote`` (then a warning)."""
+        found, path = data.get("metrics"), ("metrics", "listen")
+        if not isinstance(found, dict) or self.found.is_bad(path):
+            return
+        try:
+            spec = MetricsSpec.parse(str(found.get("listen")), found.get("allow_remote") is True)
+        except ValueError as error:
+            self.found.add(path, str(error))
+            return
+        if not spec.loopback:
+            self.found.add(path, "/metrics is served to other hosts (no authentication)", "warning")
+
     def _check_api_key(self, account: _Account) -> None:
         origin = account.origin("api_key")
         if origin in self.literal_keys and not self.found.is_bad(origin):
@@ -407,6 +428,11 @@ class _Checker(StrategyChecks):
             version=int(values["version"]),
             stop_timeout_s=float(values["stop_timeout"]),
             watchdog_timeout_s=parse_interval(values["watchdog_timeout"]),
+            metrics=None
+            if "metrics" not in data
+            else MetricsSpec.parse(
+                data["metrics"]["listen"], data["metrics"].get("allow_remote") is True
+            ),
         )
 
 

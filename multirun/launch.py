@@ -32,6 +32,7 @@ from multirun.specs import AccountSpec, RunnerSpec
 from multirun.statedir import StateDir
 
 SIM = "sim"
+METRICS = "metrics"
 SIM_READY_TIMEOUT_S = 30.0
 SIM_STOP_TIMEOUT_S = 5.0
 STOP_MARGIN_S = 30.0  # `multirun stop` waits stop_timeout plus this (sweeps, services)
@@ -132,9 +133,35 @@ def account_program(runner: RunnerSpec, name: str) -> Program:
     )
 
 
+def serve_metrics(runner: RunnerSpec, context: ChildContext) -> int:
+    """The metrics program (with ``metrics:``): ``/metrics`` until SIGTERM."""
+    from multirun import metrics
+
+    assert runner.metrics is not None
+    return metrics.serve(runner.metrics, runner.state_dir, context.ready)
+
+
+def metrics_program(runner: RunnerSpec) -> list[Program]:
+    """``/metrics`` as a service, when the runner has ``metrics:``."""
+    if runner.metrics is None:
+        return []
+    return [
+        Program(
+            METRICS,
+            partial(serve_metrics, runner),
+            service=True,
+            ready_timeout_s=SIM_READY_TIMEOUT_S,
+            death_signal=signal.SIGTERM,
+            stop_timeout_s=SIM_STOP_TIMEOUT_S,
+            title="the metrics server",
+        )
+    ]
+
+
 def programs(runner: RunnerSpec, names: Sequence[str]) -> list[Program]:
-    """The simulator (a service, with ``server: sim``) and one worker per account."""
-    accounts = [account_program(runner, name) for name in names]
+    """The simulator (a service, with ``server: sim``), the metrics server (a service,
+    with ``metrics:``) and one worker per account."""
+    accounts = [*metrics_program(runner), *(account_program(runner, n) for n in names)]
     if not runner.uses_sim:
         return accounts
     sim = Program(

@@ -5,6 +5,7 @@ Nothing downstream of :mod:`multirun.config` reads raw YAML dicts; it reads thes
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -138,6 +139,41 @@ class AccountSpec:
 
 
 @dataclass(frozen=True)
+class MetricsSpec:
+    """``metrics:``: where the supervisor serves Prometheus' ``/metrics``."""
+
+    host: str
+    port: int
+    allow_remote: bool = False
+
+    @classmethod
+    def parse(cls, listen: str, allow_remote: bool = False) -> MetricsSpec:
+        """``host:port`` checked: a port up to 65535 (0: any free one), and a host other
+        than loopback only with ``allow_remote`` (ValueError otherwise)."""
+        host, _, port_text = listen.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        port = int(port_text) if port_text.isdigit() else -1
+        if not host or not 0 <= port <= 65535:
+            raise ValueError(f"listen {listen!r}: expected host:port, a port up to 65535")
+        spec = cls(host, port, allow_remote)
+        if not spec.loopback and not allow_remote:
+            raise ValueError(
+                f"listen {listen!r} is not a loopback address: /metrics has no "
+                "authentication; set allow_remote: true to serve it to other hosts"
+            )
+        return spec
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False  # a host name: it may resolve to anything
+
+
+@dataclass(frozen=True)
 class RunnerSpec:
     """A whole validated runner.yaml."""
 
@@ -148,6 +184,7 @@ class RunnerSpec:
     version: int = int(_RUNNER_DEFAULTS["version"])
     stop_timeout_s: float = float(_RUNNER_DEFAULTS["stop_timeout"])
     watchdog_timeout_s: int = parse_interval(_RUNNER_DEFAULTS["watchdog_timeout"])
+    metrics: MetricsSpec | None = None  # off unless runner.yaml has `metrics:`
 
     @property
     def uses_sim(self) -> bool:

@@ -14,6 +14,7 @@
         journal.sqlite           the account's order journal (WAL mode)
         worker.lock              flock-held by the one process trading the account
         status.json              the worker's own view: ticks, trades, token, errors
+        metrics.json             the worker's counters and histograms (with `metrics:`)
         worker.log               the account's log lines (rotated by size)
         heartbeat                touched by the worker's main thread while it is alive and
                                  responsive; its mtime is what the supervisor's watchdog reads
@@ -32,6 +33,7 @@ CONTROL_SOCKET = "control.sock"
 JOURNAL = "journal.sqlite"
 WORKER_LOCK = "worker.lock"
 WORKER_STATUS = "status.json"
+WORKER_METRICS = "metrics.json"
 WORKER_LOG = "worker.log"
 HEARTBEAT = "heartbeat"
 TOKENS = ".tokens"
@@ -54,6 +56,10 @@ class AccountDir:
     @property
     def status(self) -> Path:
         return self.path / WORKER_STATUS
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / WORKER_METRICS
 
     @property
     def log(self) -> Path:
