@@ -5,6 +5,8 @@ ledger and stats; the histograms have their buckets; no secret in the page. And 
 
 from __future__ import annotations
 
+import json
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -170,3 +172,42 @@ def test_metrics_config(tmp_path: Path) -> None:
     assert not bad_port.ok
     off = config.validate(write(tmp_path, "null"), environ=env)
     assert not off.ok  # `metrics:` set to nothing is a mistake, not "off"
+
+
+def test_the_grafana_dashboard_uses_only_metrics_we_serve(tmp_path: Path) -> None:
+    """docs/grafana-dashboard.json: one row repeated per account, every query on a metric
+    the collector serves (checked against a scrape of a state directory)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from multirun.metrics import StateDirCollector
+    from multirun.telemetry import Telemetry
+
+    layout = StateDir(tmp_path)
+    procutil.write_json_atomic(
+        layout.supervisor_json, {"accounts": {"a": {"state": "RUNNING", "pid": 1, "restarts": 0}}}
+    )
+    procutil.write_json_atomic(
+        layout.account("a").status,
+        {"pid": 1, "state": "RUNNING", "open_trades": 0, "nav": 1.0, "realized_pl_today": 0.0,
+         "unrealized_pl": 0.0},
+    )  # fmt: skip
+    telemetry = Telemetry(layout.account("a").metrics)
+    telemetry.count("orders_total", side="buy", result="filled")
+    telemetry.request("open_order", "2xx")
+    telemetry.last_success = 1.0
+    telemetry.write()
+    registry = CollectorRegistry()
+    registry.register(StateDirCollector(tmp_path))
+    served = {
+        s.name
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+    }
+    board = json.loads((Path(__file__).parents[1] / "docs" / "grafana-dashboard.json").read_text())
+    variables = {v["name"] for v in board["templating"]["list"]}
+    assert {"datasource", "account"} <= variables
+    rows = [p for p in board["panels"] if p["type"] == "row" and p.get("repeat") == "account"]
+    assert len(rows) == 1
+    exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    used = {name for expr in exprs for name in re.findall(r"multirun_[a-z_]+", expr)}
+    assert used and used <= served, used - served
