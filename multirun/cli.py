@@ -290,6 +290,20 @@ def export(
         typer.echo(f"note: {note}", err=True)
 
 
+@app.command("notify-test")
+def notify_test(config: ConfigArg = Path("runner.yaml")) -> None:
+    """Send one test message to each `notify:` target of CONFIG; print ok or failed per
+    target (its URL masked). Exit 1 when any target did not take it."""
+    from multirun import config as runner_config
+    from multirun.notify import service
+
+    try:
+        code = service.notify_test(runner_config.load(config), echo=typer.echo)
+    except MultirunError as error:
+        fail(error)
+    raise typer.Exit(code)
+
+
 @app.command("close")
 def close_journals(
     args: Annotated[

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 
@@ -45,6 +46,7 @@ from multirun.specs import (
     AccountSpec,
     Guardrails,
     MetricsSpec,
+    NotifyTarget,
     RunnerSpec,
     freeze,
     parse_interval,
@@ -155,6 +157,7 @@ class _Checker(StrategyChecks):
             accounts = self._merged_accounts(data)
             self._check_semantics(accounts)
             self._check_watchdog(data, accounts)
+            self._check_notify(data)
             self._check_metrics(data)
             if not self.report.problems:
                 self.report.spec = self._build(data, accounts)
@@ -184,7 +187,7 @@ class _Checker(StrategyChecks):
                 # `accountid: 0123` is YAML 1.1 octal 83: an id is the text as written.
                 return self.found.doc.texts.get(path, str(value))
             return value
-        secret = bool(path) and path[-1] == KEY_FIELD
+        secret = (bool(path) and path[-1] == KEY_FIELD) or _is_notify_url(path)
         if secret:
             self._collect_secrets(value, path)
         if "$" not in value:
@@ -391,6 +394,18 @@ class _Checker(StrategyChecks):
                     f"({watchdog} s) must exceed it by more than {WATCHDOG_ROOM_S} s",
                 )
 
+    def _check_notify(self, data: dict[str, Any]) -> None:
+        """Each ``notify:`` URL is http(s) with a host (the message never quotes it)."""
+        targets = data.get("notify")
+        for index, entry in enumerate(targets if isinstance(targets, list) else []):
+            path: YamlPath = ("notify", index, "url")
+            url = entry.get("url") if isinstance(entry, dict) else None
+            if not isinstance(url, str) or self.found.is_bad(path):
+                continue
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                self.found.add(path, "must be an http:// or https:// URL with a host")
+
     def _check_metrics(self, data: dict[str, Any]) -> None:
         """``metrics.listen``: loopback unless ``allow_remote`` (then a warning)."""
         found, path = data.get("metrics"), ("metrics", "listen")
@@ -428,6 +443,7 @@ class _Checker(StrategyChecks):
             version=int(values["version"]),
             stop_timeout_s=float(values["stop_timeout"]),
             watchdog_timeout_s=parse_interval(values["watchdog_timeout"]),
+            notify=tuple(_notify_target(t) for t in values.get("notify") or ()),
             metrics=None
             if "metrics" not in data
             else MetricsSpec.parse(
@@ -481,12 +497,25 @@ def _account_spec(account: _Account) -> AccountSpec:
     )
 
 
+def _notify_target(entry: dict[str, Any]) -> NotifyTarget:
+    return NotifyTarget(
+        url=Secret(str(entry["url"])),
+        format=str(entry.get("format", "json")),
+        events=tuple(entry.get("events") or ()),
+    )
+
+
 def _field_name(path: YamlPath) -> str | None:
     return path[-1] if path and isinstance(path[-1], str) else None
 
 
 def _is_secret(path: YamlPath) -> bool:
-    return KEY_FIELD in path
+    return KEY_FIELD in path or _is_notify_url(path)
+
+
+def _is_notify_url(path: YamlPath) -> bool:
+    """A ``notify:`` URL: it may hold a token, so it is masked like a key."""
+    return len(path) == 3 and path[0] == "notify" and path[2] == "url"
 
 
 def _our_field(path: YamlPath) -> str | None:

@@ -33,6 +33,7 @@ from multirun.statedir import StateDir
 
 SIM = "sim"
 METRICS = "metrics"
+NOTIFY = "notify"
 SIM_READY_TIMEOUT_S = 30.0
 SIM_STOP_TIMEOUT_S = 5.0
 STOP_MARGIN_S = 30.0  # `multirun stop` waits stop_timeout plus this (sweeps, services)
@@ -72,7 +73,9 @@ def preload(runner: RunnerSpec, accounts: Sequence[AccountSpec]) -> None:
     for spec in accounts:
         strategies.resolve(spec.strategy, runner.config_dir)
     if runner.uses_sim:
-        import multirun.sim  # noqa: F401
+        import multirun.sim
+    if runner.notify:
+        import multirun.notify.service  # noqa: F401
     gc.collect()
     gc.freeze()  # keep the collector from touching (and so copying) the shared objects
 
@@ -158,10 +161,36 @@ def metrics_program(runner: RunnerSpec) -> list[Program]:
     ]
 
 
+def serve_notify(runner: RunnerSpec, context: ChildContext) -> int:
+    """The notifier's program (with ``notify:``): watch the state dir, post alerts."""
+    from multirun.notify import service
+
+    return service.serve(runner, [a.name for a in runner.accounts])
+
+
+def notify_program(runner: RunnerSpec) -> list[Program]:
+    """The notifier as a service, when the runner has ``notify:`` (see multirun.notify)."""
+    if not runner.notify:
+        return []
+    return [
+        Program(
+            NOTIFY,
+            partial(serve_notify, runner),
+            service=True,
+            death_signal=signal.SIGTERM,
+            title="the notifier",
+        )
+    ]
+
+
 def programs(runner: RunnerSpec, names: Sequence[str]) -> list[Program]:
-    """The simulator (a service, with ``server: sim``), the metrics server (a service,
-    with ``metrics:``) and one worker per account."""
-    accounts = [*metrics_program(runner), *(account_program(runner, n) for n in names)]
+    """The simulator (a service, with ``server: sim``), the metrics server (with
+    ``metrics:``), the notifier (with ``notify:``) and one worker per account."""
+    accounts = [
+        *metrics_program(runner),
+        *notify_program(runner),
+        *(account_program(runner, n) for n in names),
+    ]
     if not runner.uses_sim:
         return accounts
     sim = Program(

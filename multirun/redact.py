@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from urllib.parse import SplitResult, urlsplit
 
 MASK = "****"  # what a secret is replaced by, wherever it would be shown
 MIN_SECRET_LEN = 4  # the schema's api_key minLength: shorter values are masked as whole words
@@ -193,3 +194,27 @@ def install_log_redaction(names: Iterable[str] = URL_LOGGERS) -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactingFilter) for f in logger.filters):
             logger.addFilter(RedactingFilter())
+
+
+def mask_url(url: str) -> str:
+    """A URL fit to print: its scheme and host only (``https://hooks.slack.com/***``); a
+    webhook's path, query and user info may each hold a token."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{_port(parts)}" if _port(parts) else ""
+    rest = "/" + MASK if (parts.path not in ("", "/") or parts.query or parts.username) else ""
+    return f"{parts.scheme or '?'}://{host}{port}{rest}"
+
+
+def url_secrets(url: str) -> list[str]:
+    """What of a URL is masked in text: the whole of it, its path, query and user info."""
+    parts = urlsplit(url)
+    pieces = [url, parts.path.strip("/"), parts.query, parts.username or "", parts.password or ""]
+    return [p for p in pieces if p]
+
+
+def _port(parts: SplitResult) -> int | None:
+    try:
+        return parts.port
+    except ValueError:
+        return None

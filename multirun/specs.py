@@ -174,6 +174,18 @@ class MetricsSpec:
 
 
 @dataclass(frozen=True)
+class NotifyTarget:
+    """One ``notify:`` webhook: its URL (a secret: it may hold a token), format, events."""
+
+    url: Secret
+    format: str = "json"
+    events: tuple[str, ...] = ()  # empty: every event
+
+    def wants(self, event: str) -> bool:
+        return not self.events or event in self.events
+
+
+@dataclass(frozen=True)
 class RunnerSpec:
     """A whole validated runner.yaml."""
 
@@ -184,6 +196,7 @@ class RunnerSpec:
     version: int = int(_RUNNER_DEFAULTS["version"])
     stop_timeout_s: float = float(_RUNNER_DEFAULTS["stop_timeout"])
     watchdog_timeout_s: int = parse_interval(_RUNNER_DEFAULTS["watchdog_timeout"])
+    notify: tuple[NotifyTarget, ...] = ()
     metrics: MetricsSpec | None = None  # off unless runner.yaml has `metrics:`
 
     @property
