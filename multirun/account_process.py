@@ -129,7 +129,7 @@ def run_account(
             runner, spec, client, journal, on_tick, stop=stop, window=window, heartbeat=heartbeat
         )
         workers.append(worker)
-        if runner.metrics is not None:  # counters for the supervisor's /metrics
+        if runner.metrics is not None or runner.notify:  # for /metrics and rejected orders
             telemetry.install(worker, account.metrics)
         worker.foreign = ownership.ForeignTrades(lost, armed=lambda: worker.reconciler.reconciled)
         journal.on_adopt = worker.adopted

@@ -56,6 +56,14 @@ class Flat:
 
     def on_tick(self, ctx):
         return "FLAT"
+
+
+class Buy:
+    def __init__(self, params):
+        pass
+
+    def on_tick(self, ctx):
+        return "BUY"
 """
 
 
@@ -330,3 +338,24 @@ def test_a_stop_that_leaves_trades_open_is_told_after_the_workers_are_gone(
     told = [b for _p, b in r.posts if b["event"] == "left_open"]
     assert len(told) == 1 and "keeper: kept open (on_stop: keep)" in told[0]["text"]
     assert told[0]["accounts"]["keeper"]["trades"]
+
+
+def test_an_order_the_server_refuses_is_told_with_its_reason(
+    sim: SimServer, tmp_path: Path, receiver: Any, running: list[Any]
+) -> None:
+    r = receiver()
+    targets = [("slack", r.url("slack"))]
+    huge = account("greedy", "MODULE:Buy").replace("volume: 1\n", "volume: 1000000\n")
+    path = write(tmp_path, sim.base_url, targets, huge)
+    proc = start(tmp_path, path, targets)
+    running.append(proc)
+
+    def told() -> bool:
+        assert proc.poll() is None, (tmp_path / "out.log").read_text()
+        return any("refused by the server" in b["text"] for _p, b in r.posts)
+
+    wait_until(told, timeout=20)
+    text = next(b["text"] for _p, b in r.posts if "refused by the server" in b["text"])
+    assert text.startswith("multirun: greedy: 1 order(s) refused") and "margin" in text, text
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)

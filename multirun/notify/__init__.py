@@ -15,6 +15,7 @@ EVENTS = (
     "overdue",
     "recovered",
     "uncertain",
+    "rejected",
     "left_open",
     "daily_summary",
 )

@@ -2,7 +2,8 @@
 
 ``supervisor.json`` is the process-level truth (FATAL, BACKOFF and its restarts, OVERDUE),
 each account's ``status.json`` the tick-level one (HALTED, uncertain orders, orders and
-P&L); a worker reporting HALTED overrides the supervisor's RUNNING, as ``status`` does.
+P&L) and its ``metrics.json`` the orders the server refused; a worker reporting HALTED
+overrides the supervisor's RUNNING, as ``status`` does.
 An account's alert state is told once when it is entered; ``recovered`` when it is
 RUNNING again. The journals tell what a stop left open (:func:`left_open`).
 """
@@ -76,6 +77,7 @@ class Watcher:
         self.backoff_after = backoff_after
         self.alerted: dict[str, str] = {}  # account -> the alert state last told
         self.uncertain: dict[str, set[str]] = {}
+        self.refusals: dict[str, int] = {}  # orders refused, as last counted
         self.statuses: dict[str, Mapping[str, Any]] = {}  # the last status.json read
         self.day = utc_day(clock())
 
@@ -119,6 +121,7 @@ class Watcher:
             del self.alerted[name]
             text = f"{name}: recovered: RUNNING again (was {told})"
             events.append(Event("recovered", text, name, state, now, {"was": told}))
+        events.extend(self.refused(name, state, status, now))
         refs = {str(r) for r in status.get("uncertain_orders") or ()}
         new = sorted(refs - self.uncertain.get(name, set()))
         self.uncertain[name] = refs
@@ -129,6 +132,26 @@ class Watcher:
             )
             events.append(Event("uncertain", text, name, state, now, {"order_refs": new}))
         return events
+
+    def refused(
+        self, name: str, state: str | None, status: Mapping[str, Any], now: float
+    ) -> list[Event]:
+        """Orders the server refused, counted by the worker (its ``metrics.json``: written
+        with ``notify:`` too); a new worker starts its count at 0."""
+        metrics = procutil.read_json(self.layout.account(name).metrics) or {}
+        total = sum(
+            int(c.get("value") or 0)
+            for c in metrics.get("counters") or ()
+            if c.get("name") == "orders_total"
+            and (c.get("labels") or {}).get("result") == "refused"
+        )
+        before = self.refusals.get(name, 0)
+        self.refusals[name] = total
+        if total <= before:
+            return []
+        why = status.get("last_error") or "no reason given"
+        text = f"{name}: {total - before} order(s) refused by the server: {why}"
+        return [Event("rejected", text, name, state, now, {"refused_total": total})]
 
     def summary(self, now: float) -> Event:
         """The daily summary: per account, from the last status.json read (before 00:00)."""
