@@ -71,6 +71,9 @@ def test_start_prints_one_line_and_keeps_the_traceback_in_worker_log(
     try:
         wait_until(lambda: log.exists() and "strategy bug on purpose" in log.read_text()
                    and "raise ValueError" in log.read_text(), timeout=20)  # fmt: skip
+        # The terminal is written by a thread of its own: wait for its line too.
+        wait_until(lambda: "tick failed (1 in a row)" in (tmp_path / "out.log").read_text(),
+                   timeout=20)  # fmt: skip
     finally:
         finish(proc)
     text = log.read_text()
