@@ -7,7 +7,7 @@ imports no strategy; the supervisor applies the plan (see ``multirun reload``).
 
 Top-level settings:
 
-- ``state_dir``, ``server`` and ``version`` cannot apply live and are *refused*: the
+- ``state_dir``, ``server``, ``version`` and ``metrics`` cannot apply live and are *refused*: the
   state directory holds the running supervisor's pidfile, socket and every journal; the
   server (and the simulator child of ``server: sim``) is shared by every worker; the
   version changes what the file means. A plan with anything refused must change nothing:
@@ -33,6 +33,7 @@ REFUSED_SETTINGS: dict[str, str] = {
     "state_dir": "the state directory holds the running supervisor's files and journals",
     "server": "every worker (and the simulator of `server: sim`) uses it",
     "version": "it changes what the whole file means",
+    "metrics": "the metrics server is bound once, at start",
 }
 # Supervisor settings the running supervisor takes over without restarting a worker.
 LIVE_SETTINGS = ("stop_timeout", "watchdog_timeout")
@@ -147,6 +148,7 @@ def _refused(old: RunnerSpec, new: RunnerSpec) -> list[str]:
         "state_dir": (str(old.state_dir), str(new.state_dir)),
         "server": (old.server, new.server),
         "version": (old.version, new.version),
+        "metrics": (_listen(old), _listen(new)),
     }
     return [
         f"{key}: {_show(a)} -> {_show(b)} cannot apply live ({REFUSED_SETTINGS[key]}): "
@@ -154,6 +156,11 @@ def _refused(old: RunnerSpec, new: RunnerSpec) -> list[str]:
         for key, (a, b) in pairs.items()
         if a != b
     ]
+
+
+def _listen(runner: RunnerSpec) -> str | None:
+    spec = runner.metrics
+    return None if spec is None else f"{spec.host}:{spec.port}"
 
 
 def _live_settings(old: RunnerSpec, new: RunnerSpec) -> list[str]:

@@ -102,6 +102,15 @@ def test_settings_that_cannot_apply_live_are_refused(tmp_path: Path) -> None:
     assert result.to_dict()["ok"] is False
 
 
+def test_a_changed_metrics_listen_is_refused(tmp_path: Path) -> None:
+    body = DEFAULTS + "accounts:\n" + account("a")
+    old = load(tmp_path, HEAD + body)
+    new = load(tmp_path, HEAD + 'metrics: {listen: "127.0.0.1:9464"}\n' + body)
+    result = plan(old, new)
+    assert not result.ok and result.refused[0].startswith("metrics: ")
+    assert "full restart is needed" in result.refused[0]
+
+
 def test_supervisor_settings_apply_live(tmp_path: Path) -> None:
     body = DEFAULTS + "accounts:\n" + account("a")
     old = load(tmp_path, HEAD + body)
