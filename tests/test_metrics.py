@@ -211,3 +211,23 @@ def test_the_grafana_dashboard_uses_only_metrics_we_serve(tmp_path: Path) -> Non
     exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
     used = {name for expr in exprs for name in re.findall(r"multirun_[a-z_]+", expr)}
     assert used and used <= served, used - served
+
+
+def test_a_port_in_use_stops_start_with_the_reason(tmp_path: Path) -> None:
+    """The metrics server cannot bind: `multirun start` ends at once and says why."""
+    import socket
+
+    from tests.test_supervisor_cli import cli
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        path = write(tmp_path, f'{{listen: "127.0.0.1:{port}"}}')
+        text = path.read_text().replace("${KEY}", "abcd1234")
+        path.write_text(f"state_dir: {tmp_path / 'state'}\n{text}")
+        result = cli("start", str(path), timeout=30)
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert f"cannot serve /metrics on 127.0.0.1:{port}" in out
+    assert "the metrics server exited before it was ready" in out
