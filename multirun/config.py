@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import jsonschema
 
@@ -42,6 +41,7 @@ from multirun.problems import (
     unknown_key,
 )
 from multirun.redact import Secret
+from multirun.settings_check import DEFAULT_TICK_TIMEOUT_S, SettingsChecks
 from multirun.specs import (
     AccountSpec,
     Guardrails,
@@ -54,8 +54,6 @@ from multirun.specs import (
 from multirun.strategy_check import StrategyChecks
 from multirun.yamlload import MAX_BYTES, load_bytes, typed
 
-WATCHDOG_ROOM_S = 30  # watchdog_timeout must exceed every tick_timeout by more than this
-_DEFAULT_TICK_TIMEOUT_S = parse_interval(schema.account_defaults()["tick_timeout"])
 KEY_FIELD = "api_key"  # the one field that holds a secret: never quoted, always masked
 BINDING_FIELDS = ("user", "runmode", "accountid")
 
@@ -127,7 +125,7 @@ def _read(path: Path) -> bytes:
 # --- the checker --------------------------------------------------------------------
 
 
-class _Checker(StrategyChecks):
+class _Checker(StrategyChecks, SettingsChecks):
     """One validation run; collects problems as it goes."""
 
     def __init__(
@@ -302,6 +300,7 @@ class _Checker(StrategyChecks):
 
     def _check_semantics(self, accounts: list[_Account]) -> None:
         self._check_unique_names(accounts)
+        self._check_service_names(accounts)
         self._check_bindings(accounts)
         for account in accounts:
             self._check_interval(account)
@@ -375,50 +374,6 @@ class _Checker(StrategyChecks):
                 "a typo? raise max_volume if you mean it",
             )
 
-    def _check_watchdog(self, data: dict[str, Any], accounts: list[_Account]) -> None:
-        """watchdog_timeout must leave every account's tick_timeout 30 s of room."""
-        value = data.get("watchdog_timeout", schema.runner_defaults()["watchdog_timeout"])
-        if self.found.is_bad(("watchdog_timeout",)):
-            return
-        try:
-            watchdog = parse_interval(value)
-        except ValueError as error:
-            self.found.add(("watchdog_timeout",), str(error))
-            return
-        for account in accounts:
-            tick = account.seconds.get("tick_timeout", _DEFAULT_TICK_TIMEOUT_S)
-            if watchdog <= tick + WATCHDOG_ROOM_S:
-                self.found.add(
-                    account.origin("tick_timeout"),
-                    f"tick_timeout {tick} s leaves the watchdog no room: watchdog_timeout "
-                    f"({watchdog} s) must exceed it by more than {WATCHDOG_ROOM_S} s",
-                )
-
-    def _check_notify(self, data: dict[str, Any]) -> None:
-        """Each ``notify:`` URL is http(s) with a host (the message never quotes it)."""
-        targets = data.get("notify")
-        for index, entry in enumerate(targets if isinstance(targets, list) else []):
-            path: YamlPath = ("notify", index, "url")
-            url = entry.get("url") if isinstance(entry, dict) else None
-            if not isinstance(url, str) or self.found.is_bad(path):
-                continue
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                self.found.add(path, "must be an http:// or https:// URL with a host")
-
-    def _check_metrics(self, data: dict[str, Any]) -> None:
-        """``metrics.listen``: loopback unless ``allow_remote`` (then a warning)."""
-        found, path = data.get("metrics"), ("metrics", "listen")
-        if not isinstance(found, dict) or self.found.is_bad(path):
-            return
-        try:
-            spec = MetricsSpec.parse(str(found.get("listen")), found.get("allow_remote") is True)
-        except ValueError as error:
-            self.found.add(path, str(error))
-            return
-        if not spec.loopback:
-            self.found.add(path, "/metrics is served to other hosts (no authentication)", "warning")
-
     def _check_api_key(self, account: _Account) -> None:
         origin = account.origin("api_key")
         if origin in self.literal_keys and not self.found.is_bad(origin):
@@ -489,7 +444,7 @@ def _account_spec(account: _Account) -> AccountSpec:
         instrument=values["instrument"],
         volume=float(values["volume"]),
         interval_s=account.interval_s,
-        tick_timeout_s=account.seconds.get("tick_timeout", _DEFAULT_TICK_TIMEOUT_S),
+        tick_timeout_s=account.seconds.get("tick_timeout", DEFAULT_TICK_TIMEOUT_S),
         params=freeze(values.get("params") or {}),
         on_stop=values["on_stop"],
         enabled=values["enabled"],

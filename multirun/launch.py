@@ -28,12 +28,10 @@ from multirun.final_report import Leftover
 from multirun.logs import LogFormat, LogRouter
 from multirun.programs import Program, RestartPolicy, Sweep
 from multirun.spawn import ChildContext
-from multirun.specs import AccountSpec, RunnerSpec
+from multirun.specs import SERVICE_NAMES, AccountSpec, RunnerSpec
 from multirun.statedir import StateDir
 
-SIM = "sim"
-METRICS = "metrics"
-NOTIFY = "notify"
+SIM, METRICS, NOTIFY = SERVICE_NAMES
 SIM_READY_TIMEOUT_S = 30.0
 SIM_STOP_TIMEOUT_S = 5.0
 STOP_MARGIN_S = 30.0  # `multirun stop` waits stop_timeout plus this (sweeps, services)

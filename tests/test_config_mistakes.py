@@ -166,3 +166,17 @@ def test_start_and_run_account_refuse_an_unbuildable_strategy(tmp_path: Path) ->
     assert not (tmp_path / ".multirun").exists()  # nothing started
     ran = runner.invoke(app, ["run-account", str(path), "alpha"])
     assert ran.exit_code != 0 and "could not be created" in str(ran.exception or ran.output)
+
+
+def test_an_account_named_like_a_service_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "runner.yaml"
+    path.write_text(
+        "version: 1\nserver: sim\naccounts:\n"
+        "  - name: metrics\n    user: u\n    api_key: k-12345\n    accountid: A\n"
+        "    runmode: livetest\n    strategy: random\n    instrument: BTCUSD\n"
+        "    volume: 1\n    interval: 5s\n"
+    )
+    report = config.validate(path)
+    assert not report.ok
+    (problem,) = [p for p in report.problems if "multirun's own processes" in p.message]
+    assert problem.line == 4 and "metrics" in problem.message
