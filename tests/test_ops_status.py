@@ -164,7 +164,7 @@ def test_status_exits_3_when_an_enabled_account_is_not_running(
     assert sum(line.startswith("supervisor: running") for line in seen) >= 2
     assert not any("\033[" in line for line in seen)
     watched.send_signal(signal.SIGINT)
-    assert watched.wait(10) == 0
+    assert watched.wait(30) == 0  # generous: a loaded machine delays the exit, not the result
 
 
 def test_a_second_config_on_the_same_state_dir_is_refused_naming_the_first(
