@@ -37,27 +37,13 @@ sys.path.insert(0, str(ROOT))
 import requests  # noqa: E402
 
 from bench.procstat import cpu_ticks, descendants  # noqa: E402
+from bench.scale import ACCOUNT  # noqa: E402  (the same accounts as the scale bench)
 from multirun import procutil  # noqa: E402
 from multirun.sim import SimConfig, SimServer  # noqa: E402
 from multirun.statedir import StateDir  # noqa: E402
 from multirun.telemetry import LATENCY_BUCKETS  # noqa: E402
 
 HZ = 100  # clock ticks per second (os.sysconf("SC_CLK_TCK") on Linux)
-ACCOUNT = """\
-  - name: acct-{i:03d}
-    user: bench-{i:03d}
-    api_key: bench-key-{i:03d}
-    accountid: BENCH-{i:03d}
-    runmode: livetest
-    strategy: random
-    params:
-      seed: {i}
-    instrument: BTCUSD
-    volume: 1
-    interval: {interval}s
-    on_stop: close
-    max_orders_per_hour: 100000
-"""
 
 
 @dataclass
