@@ -1,8 +1,8 @@
 """N accounts under one multirun supervisor next to N seed-style scripts, in one run.
 
-    python bench/scale.py [--accounts 50] [--interval 5] [--idle-window 20] [--json]
+    python bench/scale.py [--accounts 50] [--interval 5] [--idle-window 20] [--no-seed] [--json]
 
-Starts an in-process simulator, then:
+Starts ``multirun sim`` as its own process (so its CPU is measured too), then:
 
 1. multirun: writes a runner.yaml of N accounts (strategy ``random``, every
    ``--interval`` seconds, ``on_stop: close``) pointing at the simulator and runs
@@ -12,12 +12,15 @@ Starts an in-process simulator, then:
    timeouts, a failed open does not crash it, a closed trade is not closed again) at the
    same interval against the same simulator.
 
-For each it reports the time until all N are up (multirun: every worker wrote its first
-status file; seed: every script finished its imports) and until all N have ticked once
-(multirun ticks on the interval's grid, so up to one interval later), the total
-proportional set size (PSS, /proc/PID/smaps_rollup) of the process tree, and the idle
-CPU over ``--idle-window`` seconds (utime + stime from /proc/PID/stat), then the ratios.
-The two sets run one after the other, so they never compete for the CPU. Linux only.
+For each it reports the time until all N are up (multirun: every worker wrote a status
+file saying RUNNING, i.e. start-up reconciliation done; seed: every script finished its
+imports) and until all N have ticked once (multirun ticks on the interval's grid, so up to
+one interval later), the total proportional set size (PSS, /proc/PID/smaps_rollup) of the
+process tree, the CPU while ticking over ``--idle-window`` seconds (utime + stime from
+/proc/PID/stat; the strategy trades on about two ticks in three), the simulator's CPU over
+the same window, and the time from SIGTERM to every process gone (multirun: on_stop close
+of every open trade included). Then the ratios. The two sets run one after the other, so
+they never compete for the CPU. Linux only.
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench.procstat import cpu_ticks, descendants, pss_kib  # noqa: E402
 from multirun import procutil  # noqa: E402
-from multirun.sim import SimConfig, SimServer  # noqa: E402
 from multirun.statedir import StateDir  # noqa: E402
 
 ACCOUNT = """\
@@ -121,10 +123,17 @@ class Figures:
     ticked_s: float
     pss_mib: float
     pss_per_account_mib: float
-    idle_cpu_pct: float  # of one core, averaged over the window
+    cpu_pct: float  # while ticking, of one core, averaged over the window
     processes: int
+    sim_cpu_pct: float = 0.0  # the simulator's, over the same window
+    stop_s: float = 0.0  # SIGTERM to every process gone
     supervisor_pss_mib: float = 0.0  # multirun: the supervisor's own share of the totals
     supervisor_cpu_pct: float = 0.0
+    supervisor_start_cpu_ms: float = 0.0  # from exec until every worker ticked once
+    exit_code: int = 0
+
+
+POLL_S = 0.1
 
 
 def wait_for(what: str, predicate: Callable[[], bool], timeout: float) -> float:
@@ -132,7 +141,7 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float) -> float:
     while not predicate():
         if time.monotonic() - start > timeout:
             raise SystemExit(f"scale: {what} not reached within {timeout:g} s")
-        time.sleep(0.05)
+        time.sleep(POLL_S)
     return time.monotonic()
 
 
@@ -148,8 +157,10 @@ class Usage:
     pss_mib: dict[int, float]
     cpu_pct: dict[int, float]  # of one core, over the window
 
-    def total(self) -> tuple[float, float, int]:
-        return sum(self.pss_mib.values()), sum(self.cpu_pct.values()), len(self.pss_mib)
+    def total(self, exclude: int) -> tuple[float, float, int]:
+        pids = [pid for pid in self.pss_mib if pid != exclude]
+        pss = sum(self.pss_mib[pid] for pid in pids)
+        return pss, sum(self.cpu_pct[pid] for pid in pids), len(pids)
 
 
 def measure(pids: list[int], window: float) -> Usage:
@@ -163,17 +174,50 @@ def measure(pids: list[int], window: float) -> Usage:
     return Usage(pss, cpu)
 
 
-def run_multirun(url: str, n: int, interval: int, window: float, workdir: Path) -> Figures:
+def start_sim(fill_delay_ms: int, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``multirun sim`` on a free port, and its base URL (its first line of output)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from multirun.cli import main; main()", "sim", "--port", "0",
+         "--fill-delay-ms", str(fill_delay_ms)],
+        stdout=subprocess.PIPE, stderr=(workdir / "sim.log").open("wb"),
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.stdout is not None
+    url = proc.stdout.readline().decode().strip()
+    if not url.startswith("http"):
+        proc.kill()
+        raise SystemExit(f"scale: multirun sim did not start; see {workdir / 'sim.log'}")
+    return proc, url
+
+
+def stop_and_time(procs: list[subprocess.Popen[bytes]], timeout: float) -> float:
+    """SIGTERM each process, then the seconds until every one (and its children) is gone."""
+    pids = tree([p.pid for p in procs])
+    start = time.monotonic()
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        proc.wait(timeout=timeout)
+    wait_for("every process gone", lambda: not any(_alive(pid) for pid in pids), timeout)
+    return time.monotonic() - start
+
+
+def _alive(pid: int) -> bool:
+    return cpu_ticks(pid) is not None  # a reaped or vanished pid has no /proc entry
+
+
+def run_multirun(url: str, sim_pid: int, n: int, interval: int, window: float,
+                 workdir: Path) -> Figures:  # fmt: skip
     state = workdir / "state"
     config = workdir / "runner.yaml"
     text = f"version: 1\nserver: {url}\nstate_dir: {state}\nstop_timeout: 60\naccounts:\n"
     text += "".join(ACCOUNT.format(i=i, interval=interval) for i in range(n))
     config.write_text(text)
-    names = [f"acct-{i:03d}" for i in range(n)]
+    layout = StateDir(state)
+    paths = [layout.account(f"acct-{i:03d}").status for i in range(n)]
 
     def statuses() -> list[dict]:
-        layout = StateDir(state)
-        return [procutil.read_json(layout.account(name).status) or {} for name in names]
+        return [procutil.read_json(path) or {} for path in paths]
 
     start = time.monotonic()
     with (workdir / "multirun.log").open("wb") as out:
@@ -182,22 +226,28 @@ def run_multirun(url: str, n: int, interval: int, window: float, workdir: Path) 
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         )  # fmt: skip
     try:
-        up = wait_for("all workers up", lambda: all(statuses()), 120) - start
-        ticked = wait_for("all ticked", lambda: all(s.get("ticks") for s in statuses()), 120)
-        usage = measure(tree([proc.pid]), window)
+        running = lambda: all(s.get("state") == "RUNNING" for s in statuses())  # noqa: E731
+        up = wait_for("all workers RUNNING", running, 300) - start
+        ticked = wait_for("all ticked", lambda: all(s.get("ticks") for s in statuses()), 300)
+        start_cpu = (cpu_ticks(proc.pid) or 0) / os.sysconf("SC_CLK_TCK")
+        usage = measure(tree([proc.pid, sim_pid]), window)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=120)
+        stop_s = stop_and_time([proc], 120)
+    code = proc.returncode
     if code != 0:
         print(f"scale: multirun start exited {code}; see {workdir / 'multirun.log'}")
-    pss, cpu, count = usage.total()
-    figures = Figures(up, ticked - start, pss, pss / n, cpu, count)
+    pss, cpu, count = usage.total(exclude=sim_pid)
+    figures = Figures(up, ticked - start, pss, pss / n, cpu, count, usage.cpu_pct[sim_pid])
+    figures.stop_s = stop_s
     figures.supervisor_pss_mib = usage.pss_mib[proc.pid]
     figures.supervisor_cpu_pct = usage.cpu_pct[proc.pid]
+    figures.supervisor_start_cpu_ms = 1000 * start_cpu
+    figures.exit_code = code
     return figures
 
 
-def run_seeds(url: str, n: int, interval: int, window: float, workdir: Path) -> Figures:
+def run_seeds(url: str, sim_pid: int, n: int, interval: int, window: float,
+              workdir: Path) -> Figures:  # fmt: skip
     logs = [workdir / f"seed-{i:03d}.log" for i in range(n)]
     procs = []
     start = time.monotonic()
@@ -211,39 +261,63 @@ def run_seeds(url: str, n: int, interval: int, window: float, workdir: Path) -> 
         return all(word in log.read_text() for log in logs)
 
     try:
-        up = wait_for("all seeds up", lambda: lines("up"), 120) - start
-        ticked = wait_for("all seeds ticked", lambda: lines("round"), 120) - start
-        pss, cpu, count = measure([p.pid for p in procs], window).total()
+        up = wait_for("all seeds up", lambda: lines("up"), 300) - start
+        ticked = wait_for("all seeds ticked", lambda: lines("round"), 300) - start
+        usage = measure([p.pid for p in procs] + [sim_pid], window)
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            proc.wait(timeout=30)
-    return Figures(up, ticked, pss, pss / n, cpu, count)
+        stop_s = stop_and_time(procs, 60)
+    pss, cpu, count = usage.total(exclude=sim_pid)
+    figures = Figures(up, ticked, pss, pss / n, cpu, count, usage.cpu_pct[sim_pid])
+    figures.stop_s = stop_s
+    return figures
 
 
-def report(multirun: Figures, seed: Figures, n: int, interval: int) -> str:
+def report(multirun: Figures, seed: Figures | None, n: int, interval: int) -> str:
     rows = [
-        ("time until all up (s)", multirun.up_s, seed.up_s),
-        ("time until all ticked (s)", multirun.ticked_s, seed.ticked_s),
-        ("total PSS (MiB)", multirun.pss_mib, seed.pss_mib),
-        ("PSS per account (MiB)", multirun.pss_per_account_mib, seed.pss_per_account_mib),
-        ("idle CPU (% of one core)", multirun.idle_cpu_pct, seed.idle_cpu_pct),
-    ]
+        ("time until all up (s)", multirun.up_s, seed and seed.up_s),
+        ("time until all ticked (s)", multirun.ticked_s, seed and seed.ticked_s),
+        ("SIGTERM to all gone (s)", multirun.stop_s, seed and seed.stop_s),
+        ("total PSS (MiB)", multirun.pss_mib, seed and seed.pss_mib),
+        ("PSS per account (MiB)", multirun.pss_per_account_mib, seed and seed.pss_per_account_mib),
+        ("CPU while ticking (% core)", multirun.cpu_pct, seed and seed.cpu_pct),
+        ("simulator CPU (% core)", multirun.sim_cpu_pct, seed and seed.sim_cpu_pct),
+        ("CPU incl. simulator (% core)", multirun.cpu_pct + multirun.sim_cpu_pct,
+         seed and seed.cpu_pct + seed.sim_cpu_pct),
+    ]  # fmt: skip
+    seeds = f"seed-style: {seed.processes} interpreters" if seed else "seed-style: not run"
     lines = [
         f"{n} accounts, interval {interval} s; multirun: {multirun.processes} processes "
-        f"(supervisor + workers), seed-style: {seed.processes} interpreters",
-        f"{'':28}{'multirun':>12}{'seed-style':>12}{'ratio':>10}",
+        f"(supervisor + workers), {seeds}",
+        f"{'':30}{'multirun':>12}{'seed-style':>12}{'ratio':>10}",
     ]
     for label, ours, theirs in rows:
         ratio = f"{ours / theirs:.2f}" if theirs else "-"
-        lines.append(f"{label:28}{ours:12.2f}{theirs:12.2f}{ratio:>10}")
+        other = f"{theirs:12.2f}" if theirs is not None else f"{'-':>12}"
+        lines.append(f"{label:30}{ours:12.2f}{other}{ratio:>10}")
     lines.append("ratio = multirun / seed-style (below 1: multirun uses less)")
     lines.append(
         f"multirun's supervisor alone: {multirun.supervisor_pss_mib:.2f} MiB PSS, "
-        f"{multirun.supervisor_cpu_pct:.2f} % CPU"
+        f"{multirun.supervisor_cpu_pct:.2f} % CPU while ticking, "
+        f"{multirun.supervisor_start_cpu_ms / n:.2f} ms CPU per account until all ticked; "
+        f"multirun start exit code {multirun.exit_code}"
     )
     return "\n".join(lines)
+
+
+def run(accounts: int, interval: int, window: float, seeds: bool,
+        fill_delay_ms: int = 20) -> tuple[Figures, Figures | None]:  # fmt: skip
+    """Both sets against one ``multirun sim`` process; the seed figures are None without
+    ``seeds``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        sim, url = start_sim(fill_delay_ms, workdir)
+        try:
+            ours = run_multirun(url, sim.pid, accounts, interval, window, workdir)
+            theirs = run_seeds(url, sim.pid, accounts, interval, window, workdir) if seeds else None
+        finally:
+            sim.send_signal(signal.SIGTERM)
+            sim.wait(timeout=30)
+    return ours, theirs
 
 
 def main() -> int:
@@ -251,18 +325,17 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=50)
     parser.add_argument("--interval", type=int, default=5)
     parser.add_argument("--idle-window", type=float, default=20.0)
+    parser.add_argument("--no-seed", action="store_true", help="Skip the seed-style set.")
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     args = parser.parse_args()
     if not Path("/proc/self/smaps_rollup").exists():
         print("scale: needs Linux /proc (smaps_rollup)", file=sys.stderr)
         return 2
-    with SimServer(SimConfig(fill_delay_ms=20)) as sim, tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        ours = run_multirun(sim.base_url, args.accounts, args.interval, args.idle_window, workdir)
-        theirs = run_seeds(sim.base_url, args.accounts, args.interval, args.idle_window, workdir)
+    ours, theirs = run(args.accounts, args.interval, args.idle_window, not args.no_seed)
     if args.json:
         print(json.dumps({"accounts": args.accounts, "interval_s": args.interval,
-                          "multirun": asdict(ours), "seed": asdict(theirs)}, indent=2))  # fmt: skip
+                          "multirun": asdict(ours),
+                          "seed": theirs and asdict(theirs)}, indent=2))  # fmt: skip
     else:
         print(report(ours, theirs, args.accounts, args.interval))
     return 0
