@@ -333,9 +333,10 @@ def main() -> int:
         return 2
     ours, theirs = run(args.accounts, args.interval, args.idle_window, not args.no_seed)
     if args.json:
+        table = report(ours, theirs, args.accounts, args.interval)
         print(json.dumps({"accounts": args.accounts, "interval_s": args.interval,
-                          "multirun": asdict(ours),
-                          "seed": theirs and asdict(theirs)}, indent=2))  # fmt: skip
+                          "multirun": asdict(ours), "seed": theirs and asdict(theirs),
+                          "table": table}, indent=2))  # fmt: skip
     else:
         print(report(ours, theirs, args.accounts, args.interval))
     return 0
