@@ -15,12 +15,25 @@ Between ticks the loop sleeps (a ``select`` on a self-pipe, woken early by a
 stop request) instead of polling, waking at least every second to call its
 ``heartbeat`` (the supervisor's watchdog reads it). The clock (a :class:`multirun.clock.Clock`) is
 injectable, so tests run without waiting.
+
+Punctuality. The kernel lets a ``select``/``poll`` timeout of ``t`` end up to ``t/1000``
+late (its timer slack, 50 us at least, 100 ms at most), so a tick reached by a 1 s wait
+starts ~1 ms late. The wait is therefore in two phases: heartbeat-sized waits that end
+:data:`FINAL_WAIT_S` before the wake-up, then one short wait whose slack is ~50 us.
+
+Spread. Hundreds of workers on one interval would all wake at the same instant and queue
+for the CPU. Each account wakes at a small fixed offset after the grid point
+(:func:`wake_offset`: deterministic from its name, below :data:`MAX_OFFSET_S` and
+:data:`MAX_OFFSET_FRACTION` of the interval). The tick still *is for* the grid point
+(``Tick.due``, the strategy's ``tick_utc``); its ``lateness`` is measured from its
+scheduled wake-up, grid point plus offset (``grid_lateness`` includes the offset).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import math
 import os
@@ -36,6 +49,28 @@ from multirun.clock import SYSTEM_CLOCK, Clock, iso_s, utc
 log = logging.getLogger("multirun.ticker")
 
 HEARTBEAT_S = 1.0  # the longest idle wait between two heartbeats
+# The last wait before a tick: short, so its timer slack (0.1% of it, 50 us at least) is
+# negligible; long enough to absorb the first phase's slack (<= 1 ms on a 1 s wait).
+FINAL_WAIT_S = 0.02
+# Below this, a wake-up is due: a float Unix time (~1e9) moves in steps of ~2e-7 s, so
+# a wait for less could leave a clock at the same value and the loop spinning.
+ROUNDING_S = 1e-6
+MAX_OFFSET_S = 0.05  # an account's wake-up offset after the grid point is below this...
+MAX_OFFSET_FRACTION = 0.05  # ...and below this fraction of its interval
+
+
+def wake_offset(name: str, interval_s: int) -> float:
+    """The fixed delay after each grid point at which account ``name`` wakes, in seconds.
+
+    Deterministic (a hash of the name, whole milliseconds, the same on every start and
+    host) and spread evenly over ``[0, min(MAX_OFFSET_S, MAX_OFFSET_FRACTION * interval))``,
+    so accounts on one interval do not all wake at the same instant.
+    """
+    span_ms = int(1000 * min(MAX_OFFSET_S, MAX_OFFSET_FRACTION * interval_s))
+    if span_ms <= 0:
+        return 0.0
+    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") % span_ms) / 1000.0
 
 
 class StopFlag:
@@ -92,15 +127,26 @@ def grid_floor(t: float, interval_s: int) -> float:
 
 @dataclass(frozen=True)
 class Tick:
-    """One tick: the grid point it is for, when it actually started, and what it skipped."""
+    """One tick: the grid point it is for, when it actually started, and what it skipped.
+
+    ``offset`` is the account's fixed wake-up delay after the grid point (see
+    :func:`wake_offset`); the tick was scheduled to start at ``due + offset``.
+    """
 
     due: float
     started: float
     number: int
     missed: int = 0
+    offset: float = 0.0
 
     @property
     def lateness(self) -> float:
+        """How late the tick started after its scheduled wake-up (grid point + offset)."""
+        return self.started - self.due - self.offset
+
+    @property
+    def grid_lateness(self) -> float:
+        """How late the tick started after its grid point (the offset included)."""
         return self.started - self.due
 
     @property
@@ -122,7 +168,7 @@ class GridJob(schedule.Job):
 
     @property
     def should_run(self) -> bool:
-        return self.due is not None and self.clock.time() >= self.due
+        return self.due is not None and self.clock.time() >= self.due - ROUNDING_S
 
     def run(self) -> object:
         self._collapse_missed()
@@ -185,7 +231,9 @@ class Ticker:
     """Calls ``on_tick(tick)`` at every grid point until ``stop`` is set.
 
     An exception escaping ``on_tick`` is logged and the schedule continues; the
-    worker handles its own failures, this is the last line of defence.
+    worker handles its own failures, this is the last line of defence. With ``account``,
+    each tick starts :func:`wake_offset` after its grid point (``offset_s`` sets it
+    directly; neither: no offset).
     """
 
     def __init__(
@@ -196,10 +244,17 @@ class Ticker:
         stop: StopFlag,
         clock: Clock = SYSTEM_CLOCK,
         heartbeat: Callable[[], None] | None = None,
+        account: str | None = None,
+        offset_s: float | None = None,
     ) -> None:
         if interval_s < 1:
             raise ValueError("interval must be at least 1 second")
+        if offset_s is None:
+            offset_s = 0.0 if account is None else wake_offset(account, interval_s)
+        if not 0 <= offset_s < interval_s:
+            raise ValueError("the wake-up offset must be within the interval")
         self.interval_s = interval_s
+        self.offset_s = offset_s
         self.stop = stop
         self.clock = clock
         self.ticks = 0
@@ -217,16 +272,22 @@ class Ticker:
         """Tick until stopped; returns between ticks, never in the middle of one."""
         while not self.stop.is_set():
             idle = self._scheduler.idle_seconds
-            if idle is not None and idle > 0:
+            wake_in = None if idle is None else idle + self.offset_s
+            if wake_in is not None and wake_in > FINAL_WAIT_S:
+                # Phase one: end FINAL_WAIT_S early, so this wait's slack cannot make us late.
                 self.heartbeat()
-                self.clock.wait(self.stop, min(idle, HEARTBEAT_S))
+                self.clock.wait(self.stop, min(wake_in - FINAL_WAIT_S, HEARTBEAT_S))
+                continue
+            if wake_in is not None and wake_in > ROUNDING_S:
+                self.clock.wait(self.stop, wake_in)  # phase two: short, so (nearly) no slack
                 continue
             self._scheduler.run_pending()
 
     def _fire(self) -> None:
         assert self._job.running_due is not None
         self.ticks += 1
-        tick = Tick(self._job.running_due, self.clock.time(), self.ticks, self._job.missed)
+        started = self.clock.time()
+        tick = Tick(self._job.running_due, started, self.ticks, self._job.missed, self.offset_s)
         try:
             self._on_tick(tick)
         except Exception as exc:  # keep ticking: the schedule must survive a bad tick

@@ -189,7 +189,7 @@ class Worker:
             # Scheduled only now: the first tick is the first grid point after reconciling.
             self.ticker = Ticker(
                 self.spec.interval_s, self.tick, stop=self.stop, clock=self.clock,
-                heartbeat=self.heartbeat,
+                heartbeat=self.heartbeat, account=self.spec.name,
             )  # fmt: skip
             log.info(
                 "account %s: %s on %s every %ss, %d trade(s) of ours open",

@@ -46,6 +46,8 @@ def fields(worker: Worker) -> dict[str, Any]:
         "updated_utc": iso_ms(time.time()),
         "strategy": worker.spec.strategy,
         "interval_s": worker.spec.interval_s,
+        # each tick starts this long after its grid point (ticker.wake_offset), on purpose
+        "tick_offset_ms": round(worker.ticker.offset_s * 1000) if worker.ticker else None,
         "consecutive_failures": worker.failures,
         "consecutive_order_failures": worker.order_failures,
         "uncertain_orders": sorted(worker.reconciler.uncertain),

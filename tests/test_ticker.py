@@ -9,7 +9,18 @@ import time
 
 import pytest
 
-from multirun.ticker import StopFlag, Tick, Ticker, grid_ceil, grid_floor
+from multirun.ticker import (
+    FINAL_WAIT_S,
+    HEARTBEAT_S,
+    MAX_OFFSET_FRACTION,
+    MAX_OFFSET_S,
+    StopFlag,
+    Tick,
+    Ticker,
+    grid_ceil,
+    grid_floor,
+    wake_offset,
+)
 from tests.clocks import ManualClock
 
 T0 = 1_700_000_000.0  # a multiple of 1, 5 and 10 seconds (not of 60)
@@ -87,10 +98,63 @@ def test_an_overrun_shorter_than_an_interval_runs_the_next_tick_late_once() -> N
 def test_the_ticker_sleeps_until_the_next_tick_instead_of_polling() -> None:
     _, clock = run_ticks(10, T0 + 1, 3, work=lambda tick, clock: clock.advance(2))
     # 9 s to the first grid point, then 8 s per gap, in waits of at most a second
-    # (the heartbeat is touched between them)
+    # (the heartbeat is touched between them), each gap ending in one short final wait
     assert all(0 < w <= 1.0 for w in clock.waits)
     assert sum(clock.waits) == pytest.approx(9 + 8 + 8)
-    assert len(clock.waits) == 9 + 8 + 8
+    assert len(clock.waits) == (9 + 1) + (8 + 1) + (8 + 1)
+    finals = [i for i, w in enumerate(clock.waits) if w <= FINAL_WAIT_S + 1e-9]
+    assert finals == [9, 9 + 9, 9 + 9 + 9]  # the last wait of each gap, and only that one
+    assert all(clock.waits[i] == pytest.approx(FINAL_WAIT_S) for i in finals)
+
+
+def test_the_wait_before_a_tick_is_two_phased_on_every_interval() -> None:
+    # A long select/poll timeout ends up to 0.1% late (the kernel's timer slack): so no
+    # wait that ends at a tick is longer than FINAL_WAIT_S, at 1 s as at 1 h.
+    for interval in (1, 60, 3600):
+        _, clock = run_ticks(interval, T0 + 0.5, 2)
+        assert clock.waits[-1] == pytest.approx(FINAL_WAIT_S)
+        assert max(clock.waits) <= HEARTBEAT_S
+
+
+@pytest.mark.parametrize("interval", [1, 5, 60, 3600])
+def test_wake_offsets_are_fixed_small_and_spread(interval: int) -> None:
+    names = [f"acct-{i:03d}" for i in range(200)]
+    offsets = [wake_offset(name, interval) for name in names]
+    assert offsets == [wake_offset(name, interval) for name in names]  # deterministic
+    bound = min(MAX_OFFSET_S, MAX_OFFSET_FRACTION * interval)
+    assert all(0 <= o < bound for o in offsets)
+    assert all(round(o * 1000) == pytest.approx(o * 1000) for o in offsets)  # whole ms
+    assert len(set(offsets)) >= 0.5 * min(len(names), round(bound * 1000))  # not bunched
+
+
+def test_an_offset_delays_the_start_but_the_tick_is_for_the_grid_point() -> None:
+    clock = ManualClock(T0 + 0.37)
+    stop = StopFlag()
+    seen: list[Tick] = []
+
+    def on_tick(tick: Tick) -> None:
+        seen.append(tick)
+        if len(seen) == 3:
+            stop.set()
+
+    ticker = Ticker(5, on_tick, stop=stop, clock=clock, account="acct-007")
+    assert ticker.offset_s == wake_offset("acct-007", 5) > 0
+    ticker.run()
+    stop.close()
+    assert [t.due - T0 for t in seen] == [5, 10, 15]  # tick_utc stays on the grid
+    assert all(t.offset == ticker.offset_s for t in seen)
+    assert all(t.started == pytest.approx(t.due + t.offset) for t in seen)
+    assert all(t.lateness == pytest.approx(0, abs=1e-6) for t in seen)  # from the wake-up
+    assert all(t.grid_lateness == pytest.approx(t.offset) for t in seen)
+    assert clock.waits[-1] == pytest.approx(FINAL_WAIT_S)
+
+
+def test_an_offset_must_stay_within_the_interval() -> None:
+    stop = StopFlag()
+    with pytest.raises(ValueError, match="offset"):
+        Ticker(1, lambda tick: None, stop=stop, offset_s=1.0)
+    assert Ticker(1, lambda tick: None, stop=stop).offset_s == 0.0
+    stop.close()
 
 
 def test_idle_waits_touch_the_heartbeat_at_least_every_second() -> None:
@@ -163,7 +227,8 @@ def test_real_clock_ticks_are_punctual() -> None:
         if len(seen) == 2:
             stop.set()
 
-    Ticker(1, on_tick, stop=stop).run()
+    Ticker(1, on_tick, stop=stop, account="acct-real").run()
     stop.close()
     assert seen[1].due - seen[0].due == 1
+    assert all(t.offset == wake_offset("acct-real", 1) for t in seen)
     assert all(0 <= t.lateness < 0.05 for t in seen)
