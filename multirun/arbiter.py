@@ -83,6 +83,12 @@ from multirun.stopping import Stopping
 from multirun.sweeps import Sweeps
 from multirun.watchdog import BACK, KILL, LATE, Watchdog
 
+# supervisor.json is written at most this often: a start or a stop of 500 accounts changes
+# some child's state thousands of times, and each write holds every account (a write per
+# change made a start and a stop quadratic: 1 s of CPU at 200 accounts). A change is in
+# the file within this long; a control reply (an op done) and the final save write at once.
+SAVE_EVERY_S = 0.1
+
 
 class Arbiter(Stopping, Commands, Exits):
     """Forks one child per program, restarts them, stops them, never leaves one behind."""
@@ -129,6 +135,9 @@ class Arbiter(Stopping, Commands, Exits):
         self.catalog = catalog  # what per-account commands and reloads may start
         self.control: ControlServer | None = None
         self.ops: list[Op] = []
+        self.by_pid: dict[int, Proc] = {}  # every live child, accounts and sweeps alike
+        self.dirty = False  # supervisor.json is behind: written at the end of a loop turn
+        self.saved_at = float("-inf")  # monotonic
 
     # --- the main loop ---------------------------------------------------------------------------
 
@@ -179,6 +188,7 @@ class Arbiter(Stopping, Commands, Exits):
             self.advance()
             if self.control is not None:
                 self.control.tick()
+            self.flush()
             self.wait(self.timeout())
 
     def all_procs(self) -> list[Proc]:
@@ -236,7 +246,7 @@ class Arbiter(Stopping, Commands, Exits):
         except OSError as error:
             self.log(f"no control socket at {self.layout.control_socket}: {error.strerror}")
             self.control = None
-        self.save()
+        self.save(now=True)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         """Queue only; handled in :meth:`handle_signals` (a byte on the pipe wakes select)."""
@@ -278,7 +288,6 @@ class Arbiter(Stopping, Commands, Exits):
                 main,
                 death_signal=program.death_signal,
                 death_r=self.death_r,
-                inherited=self._inherited_fds(),
                 handshake=program.ready_timeout_s is not None,
             )
         except OSError as error:
@@ -293,6 +302,7 @@ class Arbiter(Stopping, Commands, Exits):
             return
         assert self.pipes is not None
         proc.pid = forked.pid
+        self.by_pid[forked.pid] = proc
         self.pipes.watch(proc, forked)
         proc.next_start, proc.note = None, None
         proc.started, proc.started_wall = time.monotonic(), time.time()
@@ -301,17 +311,6 @@ class Arbiter(Stopping, Commands, Exits):
         what = "sweep started" if self.sweeps.owns(proc) else "started"
         self.log(f"{proc.name}: {what}, pid {forked.pid}{again}", proc.name)
         self.save()
-
-    def _inherited_fds(self) -> list[int]:
-        """The arbiter's descriptors, which a child closes (all but death_r)."""
-        fds = [self.death_w, *self.router.fds(), *(self.pipes.fds() if self.pipes else [])]
-        for proc in self.all_procs():
-            fds += [*proc.pipes, *([proc.ready_fd] if proc.ready_fd is not None else [])]
-        if self.pidfile.fd >= 0:
-            fds.append(self.pidfile.fd)
-        if self.control is not None:
-            fds += self.control.fds()
-        return fds
 
     def read_ready(self, proc: Proc) -> None:
         """Read a service's handshake pipe; its first line is what it announces."""
@@ -382,6 +381,8 @@ class Arbiter(Stopping, Commands, Exits):
         moments += [p.stop_deadline for p in self.accounts if p.pid and p.stop_deadline]
         if self.service_deadline is not None and not self.services_killed:
             moments.append(self.service_deadline)
+        if self.dirty:
+            moments.append(self.saved_at + SAVE_EVERY_S)
         moments += self.sweeps.moments()
         for proc in self.procs:
             if proc.state == STARTING:
@@ -430,11 +431,24 @@ class Arbiter(Stopping, Commands, Exits):
             "services": {proc.name: proc.to_dict() for proc in self.services},
         }
 
-    def save(self) -> None:
-        """Write ``state_dir/supervisor.json`` (atomic, 0600): read by ``multirun status``."""
+    def save(self, *, now: bool = False) -> None:
+        """``state_dir/supervisor.json`` (read by ``multirun status``) is to be rewritten:
+        at the end of this loop turn, at most every :data:`SAVE_EVERY_S`; ``now``: at once."""
+        self.dirty = True
+        if now:
+            self.write_status()
+
+    def flush(self) -> None:
+        """Once a loop turn: write ``supervisor.json`` if it is behind and its time came."""
+        if self.dirty and time.monotonic() - self.saved_at >= SAVE_EVERY_S:
+            self.write_status()
+
+    def write_status(self) -> None:
+        """Write ``state_dir/supervisor.json`` (atomic, 0600) now."""
+        self.dirty, self.saved_at = False, time.monotonic()
         data = self.status_data()
         with contextlib.suppress(OSError):
-            procutil.write_json_atomic(self.layout.supervisor_json, data)
+            procutil.write_json_atomic(self.layout.supervisor_json, data, compact=True)
 
     def _teardown(self) -> None:
         """Never leave a child behind, whatever happened."""

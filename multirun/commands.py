@@ -291,7 +291,7 @@ class Commands(ArbiterPart):
             lines.append(f"{name}: {state}{extra}" + (f": {note}" if note else ""))
             if proc is not None and name not in op.to_start and proc.program.sweep:
                 lines += final_report.lines([proc.program.sweep.leftover()])  # left open
-        self.save()
+        self.save(now=True)  # the file says what the reply says when it arrives
         if op.conn is None:
             for line in lines:
                 self.log(f"SIGHUP reload: {line}")

@@ -42,6 +42,7 @@ class Exits(ArbiterPart):
     stopping: bool
     clean: bool
     announced: dict[str, str]
+    by_pid: dict[int, Proc]
 
     if TYPE_CHECKING:  # provided by the arbiter and its other parts
 
@@ -62,8 +63,8 @@ class Exits(ArbiterPart):
             self.exited(pid, status)
 
     def exited(self, pid: int, status: int) -> None:
-        proc = next((p for p in self.all_procs() if p.pid == pid), None)
-        if proc is None:
+        proc = self.by_pid.pop(pid, None)
+        if proc is None or proc.pid != pid:
             return
         description, ok = describe_status(status)
         if proc.kill_reason is not None:

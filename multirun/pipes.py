@@ -48,10 +48,10 @@ class Pipes:
 
     def watch(self, proc: Proc, forked: Forked) -> None:
         """Read the pipes of ``proc``'s new process from now on."""
-        secrets = self.router.redact.secrets
+        redactor = self.router.redact  # one for every pipe: its secrets are every account's
         proc.pipes = {
-            forked.stdout: ("stdout", LineSplitter(secrets)),
-            forked.stderr: ("stderr", LineSplitter(secrets)),
+            forked.stdout: ("stdout", LineSplitter(redactor=redactor)),
+            forked.stderr: ("stderr", LineSplitter(redactor=redactor)),
         }
         proc.ready_fd, proc.ready_data = forked.ready, b""
         for fd in [*proc.pipes, *([forked.ready] if forked.ready is not None else [])]:

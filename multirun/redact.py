@@ -148,9 +148,15 @@ class LineSplitter:
     that starts before it has arrived whole.
     """
 
-    def __init__(self, secrets: Iterable[str] = (), max_line: int = MAX_LINE) -> None:
+    def __init__(
+        self,
+        secrets: Iterable[str] = (),
+        max_line: int = MAX_LINE,
+        *,
+        redactor: Redactor | None = None,  # shared: building one costs O(secrets)
+    ) -> None:
         self.buffer = b""
-        self.redactor = Redactor(secrets)
+        self.redactor = redactor if redactor is not None else Redactor(secrets)
         self.max_line = max_line
         self.reach = self.redactor.reach
 

@@ -10,8 +10,9 @@ is here too:
   stops children in order), discards SIGINT/SIGHUP meant for the arbiter, and asks for
   ``death_signal`` when the arbiter dies (PR_SET_PDEATHSIG, plus a thread watching a pipe
   only the arbiter holds open);
-- stdin is /dev/null, stdout and stderr are pipes the arbiter reads; every descriptor of
-  the arbiter's is closed;
+- stdin is /dev/null, stdout and stderr are pipes the arbiter reads; every other
+  descriptor of the arbiter's is closed (one ``close_range`` call: listing them cost the
+  arbiter time in proportion to its children at every fork);
 - a child with a ready handshake gets a third pipe and a callback that writes one line
   to it (the simulator announces its URL that way);
 - the target's exit status becomes the process's: our own errors as one line
@@ -78,13 +79,12 @@ def fork_child(
     *,
     death_signal: int,
     death_r: int,
-    inherited: Iterable[int],
     handshake: bool = False,
 ) -> Forked:
     """Fork a child that runs ``main(ready)`` and exits with its status.
 
-    ``death_r`` is the read end of a pipe only the arbiter writes to (EOF: it died);
-    ``inherited`` are the arbiter's descriptors the child closes. Raises OSError when
+    ``death_r`` is the read end of a pipe only the arbiter writes to (EOF: it died); the
+    child closes every other descriptor above 2 but its own pipes. Raises OSError when
     the fork fails (EAGAIN, ENOMEM), with every pipe closed again.
     """
     out_r, out_w = procutil.pipe()
@@ -95,7 +95,7 @@ def fork_child(
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     parent = os.getpid()
-    closing = [*inherited, *(fd for fd in ours if fd >= 0)]
+    keep = [death_r, *(fd for fd in theirs if fd >= 0)]
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     try:
         pid = os.fork()
@@ -103,7 +103,7 @@ def fork_child(
             procutil.set_process_name(f"mr:{name}")  # ps/top tell the accounts apart
             ready = _announcer(ready_w) if handshake else _no_announcer
             run = functools.partial(main, ready)
-            _child(parent, death_signal, death_r, closing, out_w, err_w, run, mask)
+            _child(parent, death_signal, death_r, keep, out_w, err_w, run, mask)
     except OSError:
         for fd in (*ours, *theirs):
             if fd >= 0:
@@ -133,7 +133,7 @@ def _child(
     parent: int,
     death_signal: int,
     death_r: int,
-    closing: list[int],
+    keep: list[int],
     out_w: int,
     err_w: int,
     main: Callable[[], int],
@@ -142,7 +142,7 @@ def _child(
     """In the forked child: detach from the arbiter's state, then run ``main``."""
     code: object = 1
     try:
-        _setup(parent, death_signal, death_r, closing, out_w, err_w)
+        _setup(parent, death_signal, death_r, keep, out_w, err_w)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending SIGTERM acts now
         code = main()
     except SystemExit as error:
@@ -161,7 +161,7 @@ def _child(
 
 
 def _setup(
-    parent: int, death_signal: int, death_r: int, closing: list[int], out_w: int, err_w: int
+    parent: int, death_signal: int, death_r: int, keep: list[int], out_w: int, err_w: int
 ) -> None:
     """Runs with the arbiter's signals blocked (see :func:`fork_child`)."""
     signal.set_wakeup_fd(-1)
@@ -173,9 +173,7 @@ def _setup(
     procutil.set_parent_death_signal(death_signal)
     if os.getppid() != parent:  # the arbiter died before prctl took effect
         os._exit(1)
-    for fd in closing:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+    close_all_but(keep)
     _watch_parent(death_r, death_signal)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -186,6 +184,16 @@ def _setup(
     sys.stdout = _text(1)
     sys.stderr = _text(2)
     logging.getLogger().handlers.clear()  # the worker configures its own, on stderr
+
+
+def close_all_but(keep: Iterable[int]) -> None:
+    """Close every descriptor above 2 but ``keep`` (close_range(2) where the kernel has it)."""
+    limit = os.sysconf("SC_OPEN_MAX")
+    low = 3
+    for fd in sorted({fd for fd in keep if fd >= 3}):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, max(limit, low))
 
 
 def default_handler(signum: int) -> Handler:

@@ -3,7 +3,7 @@
 Sources (all in ``runner.state_dir``):
 
 - ``supervisor.pid``: locked by a running supervisor;
-- ``supervisor.json``: the supervisor's view, rewritten on every state change
+- ``supervisor.json``: the supervisor's view, rewritten after a state change (within 0.1 s)
   (per account: state, pid, started, restarts, last exit, next start);
 - ``<name>/status.json``: the worker's view (ticks, trades, token, errors).
 

@@ -162,7 +162,7 @@ class Stopping(ArbiterPart):
 
     def save_final(self, code: int) -> None:
         """The final lines (every trade left open, per account) and the final save."""
-        self.save()
+        self.save(now=True)
         data = procutil.read_json(self.layout.supervisor_json) or {}
         data.update(exit_code=code, stopped_utc=iso_ms(time.time()), stopping=False)
         data["left_open"] = final_report.to_json(self.left_open)
