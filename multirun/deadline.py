@@ -65,6 +65,7 @@ class Watchdog:
         self._cond = threading.Condition()
         self._watches: set[Watch] = set()
         self._thread: threading.Thread | None = None
+        self._wake_at: float | None = None  # when the thread wakes next (None: when told)
 
     @contextlib.contextmanager
     def watching(self, seconds: float) -> Iterator[Watch]:
@@ -77,7 +78,10 @@ class Watchdog:
                     target=self._run, name="multirun-request-deadline", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            # Woken only when this deadline comes first: the thread, waking at an earlier
+            # one, finds this watch then. A wake-up per request cost a thread switch.
+            if self._wake_at is None or watch.deadline < self._wake_at:
+                self._cond.notify()
         previous = getattr(_LOCAL, "watch", None)
         _LOCAL.watch = watch
         try:
@@ -118,7 +122,8 @@ class Watchdog:
                             _cut(conn)
                     else:
                         pending.append(watch.deadline)
-                self._cond.wait(min(pending) - now if pending else None)
+                self._wake_at = min(pending) if pending else None
+                self._cond.wait(self._wake_at - now if self._wake_at is not None else None)
 
 
 def _cut(conn: HTTPConnection) -> None:

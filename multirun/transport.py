@@ -1,6 +1,7 @@
 """The HTTP transport of the ALGOGENE client: one request in, JSON or a typed error out.
 
-- **One session.** One :class:`requests.Session` (connections are reused), explicit
+- **One session.** One :class:`requests.Session` (connections are reused; the hot path
+  goes straight to its urllib3 pool: :mod:`multirun.httpsession`), explicit
   ``(connect, read)`` timeouts on every request, no hidden urllib3 retries, no redirects
   followed (a 3xx is a :class:`ProtocolError`). GET parameters go in the query string;
   POST parameters go in a JSON body sent with ``Content-Type: application/json``.
@@ -45,11 +46,10 @@ from typing import Any, TypeVar
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 
 from multirun import models
 from multirun.clock import Clock, StopSignal
-from multirun.deadline import POOL_CLASSES, DeadlinePassed, ReplyTooLarge, read_body, watchdog
+from multirun.deadline import DeadlinePassed, ReplyTooLarge, read_body, watchdog
 from multirun.errors import (
     ApiError,
     AuthError,
@@ -62,6 +62,7 @@ from multirun.errors import (
     RequestRejected,
     ServerError,
 )
+from multirun.httpsession import HttpSession
 from multirun.redact import Redactor, install_log_redaction
 
 log = logging.getLogger("multirun.client")
@@ -187,7 +188,7 @@ class Transport:
         self._secrets = secrets
         self._clock = clock
         self._rng = rng
-        self._session = http_session(self._base)
+        self.http = HttpSession(self._base)  # requests' session and its direct path
 
     @property
     def base_url(self) -> str:
@@ -196,7 +197,7 @@ class Transport:
 
     def close(self) -> None:
         """Close the HTTP session (its pooled connections). Idempotent."""
-        self._session.close()
+        self.http.close()
 
     # --- interrupts -----------------------------------------------------------------
 
@@ -244,28 +245,20 @@ class Transport:
         """Exactly one HTTP request, done within ``min(request_deadline_s, deadline_s)``.
         Returns (decoded JSON object, Date header)."""
         self._beat()
-        url = f"{self._base}/{endpoint}"
         timeout = (self.connect_timeout, read_timeout or self.read_timeout)
         total = min(self.request_deadline_s, deadline_s or self.request_deadline_s)
         failure, unsent = "", False
         # Redirects are not followed: requests would re-send the credentials (the query
         # string, or for 307/308 the JSON body) to a URL of the replier's choosing.
         with watchdog().watching(total) as watch:
-            response: requests.Response | None = None
-            body, status, headers = b"", 0, requests.structures.CaseInsensitiveDict[str]()
+            raw: Any = None  # the urllib3 response whose body we read
+            body, status, headers = b"", 0, {}
             try:
-                if method == "GET":
-                    response = self._session.get(
-                        url, params=payload, timeout=timeout, allow_redirects=False, stream=True
-                    )
-                else:
-                    response = self._session.post(
-                        url, json=payload, timeout=timeout, allow_redirects=False, stream=True
-                    )
-                status, headers = response.status_code, response.headers
-                body = read_body(response.raw, watch, self.max_reply_bytes)
-                response.raw.release_conn()
-                response = None
+                raw = self.http.open(method, endpoint, payload, timeout)
+                status, headers = raw.status, raw.headers
+                body = read_body(raw, watch, self.max_reply_bytes)
+                raw.release_conn()
+                raw = None
             except ReplyTooLarge:
                 failure = "too large"
             except DeadlinePassed:
@@ -284,8 +277,9 @@ class Transport:
             except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
                 failure = f"request failed ({type(exc).__name__})"
             finally:
-                if response is not None:
-                    response.close()  # cut short: the connection is not reused
+                if raw is not None:  # cut short: the connection is not reused
+                    raw.close()  # what requests' Response.close() does
+                    raw.release_conn()
             if failure and watch.expired:
                 failure, unsent = "deadline", False
         # raised here, outside the handlers: requests' text holds the URL
@@ -402,40 +396,6 @@ def _json(body: bytes) -> tuple[Any, bool]:
         return json.loads(body), True
     except (ValueError, RecursionError):
         return None, False
-
-
-class _WatchedAdapter(HTTPAdapter):
-    """requests' adapter, over urllib3 pools whose connections the deadline watchdog can
-    cut (:mod:`multirun.deadline`). A SOCKS proxy keeps its own pools (not watched: the
-    body's chunked reading still bounds a trickle between chunks)."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = POOL_CLASSES
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if not proxy.lower().startswith("socks"):
-            manager.pool_classes_by_scheme = POOL_CLASSES
-        return manager
-
-
-def http_session(base_url: str) -> requests.Session:
-    """One pooled session, no urllib3 retries, the environment's proxy and CA settings.
-
-    requests re-reads proxies and CA bundles from the environment on every request (a
-    scan of ``os.environ``, about a fifth of a request's CPU); every request of ours goes
-    to ``base_url``'s host, so they are read once, here, by requests' own rules.
-    """
-    session = requests.Session()
-    adapter = _WatchedAdapter(max_retries=0, pool_connections=1, pool_maxsize=4)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    settings = session.merge_environment_settings(base_url, {}, None, None, None)
-    session.proxies.update(settings["proxies"])
-    session.verify = settings["verify"]
-    session.trust_env = False
-    return session
 
 
 def _date_header(headers: Any) -> datetime | None:

@@ -34,9 +34,10 @@ from multirun.errors import (
     RequestRejected,
     ServerError,
 )
+from multirun.httpsession import http_session
 from multirun.models import OrderAck
 from multirun.redact import RedactingFilter, Secret, mask_fields
-from multirun.transport import NotConnected, http_session
+from multirun.transport import NotConnected
 from tests import conftest
 
 BASE = "https://algo.test/rest/v1"
