@@ -2,9 +2,11 @@
 
 Every public method takes the request's parameters and returns the reply body,
 or raises :class:`ApiFail`. One lock guards all state; :meth:`Broker.process`
-(called before each request and by a background ticker) fills, expires and
-closes orders whose time has come or whose price was crossed. An order request's
-parameters are read by :mod:`multirun.sim.order_requests`.
+(called before each request and by the server's engine thread) fills, expires and
+closes orders whose time has come or whose price was crossed. The engine sleeps until
+:meth:`Broker.next_event`, and :attr:`Broker.wakeup` is set whenever a request or a
+clock advance may bring that moment closer. An order request's parameters are read by
+:mod:`multirun.sim.order_requests`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ class Broker:
         self._orders: dict[int, Order] = {}
         self._watch: dict[int, Order] = {}  # orders process() must look at
         self._arriving: dict[int, Order] = {}  # late orders (late_exec) not yet taken on
+        # Set when an order, a close, an update or a clock advance may have moved the next
+        # event earlier: the engine then recomputes how long it may sleep.
+        self.wakeup = threading.Event()
+        clock.on_advance(self.wakeup.set)
 
     # --- auth -----------------------------------------------------------------
 
@@ -234,6 +240,7 @@ class Broker:
                 self._arriving[order.trade_id] = order
             else:
                 self._take_on(order)
+        self.wakeup.set()
         return {
             "status": "PENDING_TO_FILL",
             "timestamp_utc": fmt_ts(order.received),
@@ -251,6 +258,7 @@ class Broker:
                     order.close_due = due
                     self._rewatch(order)
             self.process()
+        self.wakeup.set()
         listed = "".join(f"'{o.trade_id}'," for o in targets)
         return {"status": "SUCCESS", "res": f"Submitted close order request for {listed}"}
 
@@ -275,6 +283,7 @@ class Broker:
                 raise ApiFail(404, f"trade {order.trade_id} is not open")
             apply_updates(order, params, self.clock)
             self._rewatch(order)
+        self.wakeup.set()
         return {"status": "SUCCESS", "res": "Submitted for order update!"}
 
     def update_pending_order(self, params: Params) -> dict[str, object]:
@@ -291,6 +300,7 @@ class Broker:
                 order.price = price
             if tif is not None:
                 order.timeinforce, order.tif_from = tif, self.clock.now()
+        self.wakeup.set()
         return {"status": "SUCCESS", "res": "Submitted for pending order update!"}
 
     # --- inspection -----------------------------------------------------------
@@ -330,6 +340,32 @@ class Broker:
                     self._step_pending(order, now, quote)
                 if order.status == OPEN:
                     self._step_open(order, now, quote)
+
+    def next_event(self) -> float | None:
+        """The simulator time at which :meth:`process` next has something to do: the
+        earliest late order's arrival, market fill, time-in-force lapse, requested close
+        or holdtime. ``now`` while an order waits for a price (a limit or stop order, a
+        take profit or stop loss): prices move continuously, so those are polled. None:
+        nothing happens until a request or a clock advance (token expiry is checked when
+        a token is used, not here)."""
+        with self.lock:
+            moments = [o.received for o in self._arriving.values()]
+            for order in self._watch.values():
+                if order.status == PENDING:
+                    if order.ordertype != "MKT":
+                        return self.clock.now()
+                    if order.fill_due is not None:
+                        moments.append(order.fill_due)
+                    if order.timeinforce > 0:
+                        moments.append(order.tif_from + order.timeinforce)
+                elif order.status == OPEN:
+                    if order.take_profit > 0 or order.stop_loss > 0:
+                        return self.clock.now()
+                    if order.close_due is not None:
+                        moments.append(order.close_due)
+                    if order.holdtime > 0 and order.filled is not None:
+                        moments.append(max(order.filled + order.holdtime, order.holdtime_set))
+            return min(moments, default=None)
 
     def _step_pending(self, order: Order, now: float, quote: Quoter) -> None:
         lapse = order.tif_from + order.timeinforce if order.timeinforce > 0 else math.inf

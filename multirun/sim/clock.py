@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
@@ -21,6 +22,11 @@ class SimClock:
     def __init__(self) -> None:
         self._offset = 0.0
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_advance(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after every :meth:`advance` (the engine's sleep gets shorter)."""
+        self._listeners.append(listener)
 
     def now(self) -> float:
         return time.time() + self._offset
@@ -31,7 +37,10 @@ class SimClock:
             raise ValueError("the simulator clock only moves forward")
         with self._lock:
             self._offset += seconds
-            return self._offset
+            offset = self._offset
+        for listener in self._listeners:
+            listener()
+        return offset
 
     @property
     def offset(self) -> float:

@@ -1,11 +1,20 @@
 """Starting and stopping the simulator, in-process or in the foreground.
 
 :class:`SimServer` runs it in a thread of the caller; :func:`serve` runs it until
-SIGINT/SIGTERM."""
+SIGINT/SIGTERM.
+
+An idle simulator uses no CPU: the engine sleeps until the broker's next event (a fill,
+a holdtime, a time-in-force lapse, a late order's arrival), woken early by a request or a
+clock advance that may bring it closer, and polls every ``tick_ms`` only while an order
+waits for a price; the HTTP loop blocks in ``select`` until a connection or a shutdown.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import select
 import signal
 import threading
 from collections.abc import Callable, Mapping
@@ -25,6 +34,10 @@ from multirun.sim.market import Market
 
 log = logging.getLogger("multirun.sim")
 
+# The engine's longest sleep even with nothing due: a wall-clock jump (the simulator's
+# time is wall time plus an offset) is then noticed within this, at ~no cost.
+ENGINE_MAX_SLEEP_S = 60.0
+
 
 @dataclass(frozen=True)
 class SimConfig:
@@ -36,7 +49,7 @@ class SimConfig:
     accounts: Mapping[str, Any] | None = None  # the accounts file's content, inline
     fill_delay_ms: float = 20.0
     initial_balance: float = 1_000_000.0
-    tick_ms: float = 10.0  # how often the engine fills/expires/closes orders
+    tick_ms: float = 10.0  # how often the engine looks at orders waiting for a price
     faults: FaultSettings = field(default_factory=FaultSettings)
 
     def __post_init__(self) -> None:
@@ -93,6 +106,7 @@ class SimServer:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.broker.wakeup.set()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -113,15 +127,26 @@ class SimServer:
 
     def _serve_http(self) -> None:
         assert self._httpd is not None
-        self._httpd.serve_forever(poll_interval=0.02)
+        self._httpd.serve_until_shutdown()
 
     def _engine(self) -> None:
         tick = max(0.001, self.config.tick_ms / 1000.0)
-        while not self._stopping.wait(tick):
+        wakeup = self.broker.wakeup
+        while not self._stopping.is_set():
+            # Cleared before looking: a change after this point sets it again, so the wait
+            # below returns at once instead of sleeping past the change.
+            wakeup.clear()
+            sleep = tick
             try:
                 self.broker.process()
+                due = self.broker.next_event()
+                if due is None:
+                    sleep = ENGINE_MAX_SLEEP_S
+                else:  # not below a tick: an event just missed is caught on the next turn
+                    sleep = min(ENGINE_MAX_SLEEP_S, max(tick, due - self.clock.now()))
             except Exception:
                 log.exception("sim engine step failed")
+            wakeup.wait(sleep)
 
     # --- addresses ------------------------------------------------------------
 
@@ -173,18 +198,26 @@ def serve(config: SimConfig, on_ready: Callable[[str], None] | None = None) -> N
     """Run the simulator in the foreground until SIGINT or SIGTERM (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("multirun.sim.serve must run in the main thread (it handles signals)")
-    stop = threading.Event()
+    # A self-pipe, not a polled Event: the handler writes a byte, the main thread sleeps in
+    # select until then (PEP 475 retries it after any other signal).
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    stopped: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:
-        stop.set()
+        stopped.append(signum)
+        with contextlib.suppress(OSError):
+            os.write(write_fd, b"x")
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with SimServer(config) as sim:
             if on_ready is not None:
                 on_ready(sim.base_url)
-            while not stop.wait(0.2):
-                pass
+            while not stopped:
+                select.select([read_fd], [], [])
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        os.close(read_fd)
+        os.close(write_fd)
