@@ -46,7 +46,7 @@ from multirun.alarm import Heartbeat  # noqa: E402
 from multirun.client import AlgogeneClient  # noqa: E402
 from multirun.journal import Journal  # noqa: E402
 from multirun.redact import Secret  # noqa: E402
-from multirun.specs import AccountSpec, RunnerSpec, freeze  # noqa: E402
+from multirun.specs import AccountSpec, Guardrails, RunnerSpec, freeze  # noqa: E402
 from multirun.statedir import StateDir  # noqa: E402
 from multirun.strategies.context import StrategyContext  # noqa: E402
 from multirun.ticker import StopFlag, Tick  # noqa: E402
@@ -90,6 +90,7 @@ class Account:
             name=name, user=f"user-{name}", api_key=Secret(f"key-{name}-0123456789"),
             accountid=f"ACC-{name}", runmode="livetest", strategy="random",
             instrument="BTCUSD", volume=1.0, interval_s=5, params=freeze({"seed": 1}),
+            guardrails=Guardrails(max_orders_per_hour=1_000_000),  # as bench/scale.py
         )  # fmt: skip
         runner = RunnerSpec(
             path=state_dir / "runner.yaml", server=url, state_dir=state_dir, accounts=(spec,)

@@ -37,13 +37,12 @@ import secrets
 import sqlite3
 import string
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from multirun.clock import SYSTEM_CLOCK, Clock
 from multirun.errors import JournalError
-from multirun.journal_schema import connect
+from multirun.journal_schema import JournalOrder, connect
 from multirun.statedir import AccountDir
 
 INTENT, OPEN, CLOSING, CLOSED, ABANDONED = "INTENT", "OPEN", "CLOSING", "CLOSED", "ABANDONED"
@@ -52,31 +51,6 @@ HELD = (OPEN, CLOSING)  # states in which the trade may still be open on the ser
 # the counter. ASCII only: str.isdigit() accepts "²", int() does not.
 _SUFFIX = re.compile(r"(?:([A-Z]{4,12})-)?([0-9]+)")
 EPOCH_LEN = 6
-
-
-@dataclass(frozen=True)
-class JournalOrder:
-    id: int
-    order_ref: str
-    instrument: str
-    side: str
-    volume: float
-    origin: str
-    state: str
-    trade_id: str | None
-    created_ts: float
-    send_ended_ts: float | None
-    acked_ts: float | None
-    listed_ts: float | None
-    close_requested_ts: float | None
-    closed_ts: float | None
-    note: str
-    # Schema v2 (see multirun.journal_schema): None for rows nobody priced.
-    fill_price: float | None = None
-    filled_ts: float | None = None
-    close_price: float | None = None
-    realized_pl: float | None = None
-    price_source: str | None = None
 
 
 class Journal:
@@ -94,6 +68,13 @@ class Journal:
         self._clock = clock
         self._lock_path = lock
         self._lock_fd: int | None = None
+        # Inside batch(): writes that protect no order (prices, equity, listed times, the
+        # strategy's state) wait in an open transaction for the next commit.
+        self._batching = False
+        self._open_tx = False  # a transaction holding deferred writes is open
+        # Query results by states, kept in a batch while nothing is written, when we hold
+        # the lock: then this process is the journal's only writer.
+        self._cache: dict[tuple[str, ...], list[JournalOrder]] = {}
         existed = path.exists() and path.stat().st_size > 0
         self._db = connect(path)
         try:
@@ -118,6 +99,8 @@ class Journal:
         return cls(account.journal, prefix, clock=clock, lock=account.lock)
 
     def close(self) -> None:
+        with contextlib.suppress(JournalError):
+            self.commit()
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
         if self._lock_fd is not None:
@@ -178,10 +161,16 @@ class Journal:
         )
 
     def mark_listed(self, order_refs: Iterable[str]) -> None:
-        """The server listed these trades: from now on, unlisted means closed."""
+        """The server listed these trades: from now on, unlisted means closed.
+
+        Deferred in a batch: lost in a crash, the row only looks just acknowledged
+        for the rest of its reconcile window (the restart waits instead of concluding)."""
+        refs = list(order_refs)
+        if not refs:
+            return  # no transaction at all (sync calls it every tick)
         now = self._now()
-        with self._tx() as db:
-            for ref in order_refs:
+        with self._deferred() as db:
+            for ref in refs:
                 db.execute(
                     "UPDATE orders SET listed_ts = ? WHERE order_ref = ? AND listed_ts IS NULL",
                     (now, ref),
@@ -248,6 +237,7 @@ class Journal:
             price,
             at,
             source,
+            deferred=True,  # lost in a crash: priced again from the listing at restart
         )
 
     def record_close(
@@ -260,13 +250,14 @@ class Journal:
             price,
             realized_pl,
             source,
+            deferred=True,  # a figure only: lost in a crash, the close stays unpriced
         )
 
     def add_equity(
         self, ts: float, nav: float | None, realized: float | None, unrealized: float | None
     ) -> None:
-        """One point of the server's equity series (one cheap transaction)."""
-        with self._tx() as db:
+        """One point of the server's equity series (deferred in a batch)."""
+        with self._deferred() as db:
             db.execute(
                 "INSERT INTO equity (ts, nav, realized_pl, unrealized_pl) VALUES (?, ?, ?, ?)",
                 (ts, nav, realized, unrealized),
@@ -300,9 +291,15 @@ class Journal:
             return None
 
     def in_states(self, *states: str) -> list[JournalOrder]:
+        cached = self._cache.get(states)
+        if cached is not None:
+            return list(cached)
         marks = ",".join("?" * len(states))
         rows = self._rows(f"SELECT * FROM orders WHERE state IN ({marks}) ORDER BY id", states)
-        return [JournalOrder(**dict(row)) for row in rows]
+        orders = [JournalOrder(**dict(row)) for row in rows]
+        if self._batching and self._lock_fd is not None:  # the only writer, in a tick
+            self._cache[states] = orders
+        return list(orders)
 
     def held(self) -> list[JournalOrder]:
         """Orders that may be open on the server (OPEN or CLOSING)."""
@@ -377,7 +374,8 @@ class Journal:
             text = json.dumps(state, sort_keys=True)
         except (TypeError, ValueError) as exc:
             raise JournalError(f"strategy state is not JSON-serialisable: {exc}") from None
-        with self._tx() as db:
+        # Deferred in a batch: lost in a crash, the strategy sees its previous state.
+        with self._deferred() as db:
             db.execute("INSERT OR REPLACE INTO strategy_state (id, json) VALUES (1, ?)", (text,))
 
     # --- internals ----------------------------------------------------------------
@@ -397,24 +395,66 @@ class Journal:
         return str(row[0]), str(row[0]) == epoch
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction: committed (durably) on exit, rolled back on error."""
+    def batch(self) -> Iterator[None]:
+        """Within the block, writes that protect no order (:meth:`mark_listed`,
+        :meth:`record_fill`, :meth:`record_close`, :meth:`add_equity`,
+        :meth:`save_state`) are committed with the next write that does (an intent, an
+        ack, a close...) or at the end of the block: one transaction instead of one
+        each. Reads see them. Committed even when the block raises (a failed commit is
+        then ignored: the block's error comes first); else it raises JournalError."""
+        outer, self._batching = self._batching, True
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path}: {exc}") from None
+            yield
+        except BaseException:
+            self._batching = outer
+            self._cache.clear()
+            if not outer:
+                with contextlib.suppress(JournalError):
+                    self.commit()
+            raise
+        self._batching = outer
+        self._cache.clear()
+        if not outer:
+            self.commit()
+
+    def commit(self) -> None:
+        """Commit (durably) the writes deferred so far, if any."""
+        if self._open_tx:
+            self._open_tx = False
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise JournalError(f"journal {self.path}: cannot commit: {exc}") from None
+
+    def _deferred(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A write that protects no order: in a batch, left in the open transaction for
+        the next commit; outside one, a transaction of its own."""
+        return self._tx(commit=not self._batching)
+
+    @contextlib.contextmanager
+    def _tx(self, *, commit: bool = True) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction (with the deferred writes before it, if any):
+        committed (durably: synchronous=FULL) on exit, rolled back on error."""
+        self._cache.clear()
+        if not self._open_tx:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal {self.path}: {exc}") from None
+            self._open_tx = True
         try:
             yield self._db
         except BaseException as exc:
+            self._open_tx = False
             with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
                 self._db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 raise JournalError(f"journal {self.path}: {exc}") from None
             raise
-        try:
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path}: cannot commit: {exc}") from None
+        if commit:
+            self.commit()
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """A read's rows; a failing database (disk full, I/O error) is a JournalError."""
@@ -423,8 +463,10 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: {exc}") from None
 
-    def _update(self, order_ref: str, assignments: str, *values: Any) -> None:
-        with self._tx() as db:
+    def _update(
+        self, order_ref: str, assignments: str, *values: Any, deferred: bool = False
+    ) -> None:
+        with self._deferred() if deferred else self._tx() as db:
             db.execute(f"UPDATE orders SET {assignments} WHERE order_ref = ?", (*values, order_ref))
 
     @staticmethod

@@ -22,11 +22,40 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
 from multirun.errors import JournalError
 
 VERSION = 2
+
+
+@dataclass(frozen=True)
+class JournalOrder:
+    """One row of ``orders``, as :class:`multirun.journal.Journal` returns it."""
+
+    id: int
+    order_ref: str
+    instrument: str
+    side: str
+    volume: float
+    origin: str
+    state: str
+    trade_id: str | None
+    created_ts: float
+    send_ended_ts: float | None
+    acked_ts: float | None
+    listed_ts: float | None
+    close_requested_ts: float | None
+    closed_ts: float | None
+    note: str
+    # Schema v2: None for rows nobody priced.
+    fill_price: float | None = None
+    filled_ts: float | None = None
+    close_price: float | None = None
+    realized_pl: float | None = None
+    price_source: str | None = None
+
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

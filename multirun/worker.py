@@ -27,10 +27,11 @@ A :class:`Worker` owns one account's client, journal, strategy and ticker
    unwind at once, close nothing.
 
 The account's ``status.json`` (:mod:`multirun.worker_status`) is rewritten atomically
-after every tick and state change, best-effort: a state directory that cannot take it
-is logged once, and never stands in the way of an order or a close. The heartbeat file
-is touched while idle (at least every second), around every tick and strategy call, and
-before every request.
+after every tick and state change (a tick of an account ticking more often than every
+2 s that only made progress: at most every 2 s), best-effort: a state directory that
+cannot take it is logged once, and never stands in the way of an order or a close.
+The heartbeat file is touched while idle (at least every second), around every tick and
+strategy call, and before every request.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from multirun.errors import (
     EXIT_OK,
     ApiError,
     Interrupted,
+    JournalError,
     MultirunError,
     OrderUncertain,
 )
@@ -134,7 +136,7 @@ class Worker:
         self.timing = timing
         account = StateDir(runner.state_dir).account(spec.name)
         self.status_path = account.status
-        self.status_file = worker_status.StatusFile(account.status)
+        self.status_file = worker_status.StatusFile(account.status, spec.interval_s)
         self.heartbeat = heartbeat or alarm.Heartbeat(account.heartbeat)
         self.window = window or StopWindow(stop)  # the client's interrupt (see onstop)
         self.left_open: Outcome | None = None  # what on_stop close could not close
@@ -175,7 +177,7 @@ class Worker:
     def run(self) -> int:
         """Reconcile, tick until stopped, apply on_stop; returns the exit code."""
         self.heartbeat()
-        self.write_status()
+        self.write_status(force=True)
         try:
             with self._busy():
                 self._reconcile_or_stop()
@@ -196,7 +198,7 @@ class Worker:
                 self.spec.name, self.spec.strategy, self.spec.instrument,
                 self.spec.interval_s, len(self.journal.held()),
             )  # fmt: skip
-            self.write_status()
+            self.write_status(force=True)  # now with its next tick
             self.ticker.run()
             if self.stop.reason == ORPHANED:
                 return self.orphaned()
@@ -247,13 +249,13 @@ class Worker:
             log.info("on_stop keep: leaving %d trade(s) open and journaled", len(held))
         self.pricing.record(final=True)
         self.state = STOPPED
-        self.write_status()
+        self.write_status(force=True)
         return code
 
     def stopped_reconciling(self) -> int:
         log.info("stopped before the first tick: our trades stay journaled for the next start")
         self.state = STOPPED
-        self.write_status()
+        self.write_status(force=True)
         return EXIT_OK
 
     def orphaned(self) -> int:
@@ -261,7 +263,7 @@ class Worker:
         self.state = STOPPED
         self.last_error = self.last_error or "stopped: supervisor gone (SIGHUP)"
         with contextlib.suppress(Exception):
-            self.write_status()
+            self.write_status(force=True)
         return EXIT_OK
 
     # --- one tick -------------------------------------------------------------------
@@ -271,8 +273,21 @@ class Worker:
         self.ticks += 1
         self.last_tick = tick.started
         if self.state == HALTED:
-            self.write_status()
+            self.write_status(force=True)  # its only work: its ticks still show
             return
+        try:
+            # Writes that protect no order (prices, listed times, the strategy's state)
+            # go with the tick's next order write, or in one commit at its end.
+            with self.journal.batch():
+                self._guarded_tick(tick)
+                self.pricing.record()
+        except JournalError as exc:  # those writes could not be committed
+            self._failed(exc)
+        self.heartbeat()
+        self.write_status()
+        self._count_status_failure()
+
+    def _guarded_tick(self, tick: Tick) -> None:
         try:
             with self._busy():
                 self._tick(tick)
@@ -283,10 +298,6 @@ class Worker:
             self._failed(exc)
         finally:
             self._ordering = False
-        self.pricing.record()
-        self.heartbeat()
-        self.write_status()
-        self._count_status_failure()
 
     def _count_status_failure(self) -> None:
         self.status_failures = self.status_failures + 1 if self.status_failing else 0
@@ -476,9 +487,10 @@ class Worker:
         """Whether the last status write failed (logged once)."""
         return self.status_file.failing
 
-    def write_status(self) -> None:
-        """Best-effort: a failure is logged once (again only after a success)."""
-        self.status_file.write(self.status)
+    def write_status(self, *, force: bool = False) -> None:
+        """Write status.json when due (see :mod:`multirun.worker_status`), or now with
+        ``force``. Best-effort: a failure is logged once (again only after a success)."""
+        self.status_file.write(self.status, force=force)
 
     @contextlib.contextmanager
     def _busy(self) -> Iterator[None]:
