@@ -135,6 +135,7 @@ class Arbiter(Stopping, Commands, Exits):
         self.catalog = catalog  # what per-account commands and reloads may start
         self.control: ControlServer | None = None
         self.ops: list[Op] = []
+        self.hold_r = -1  # during a launch: the pipe whose EOF lets its workers start
         self.by_pid: dict[int, Proc] = {}  # every live child, accounts and sweeps alike
         self.dirty = False  # supervisor.json is behind: written at the end of a loop turn
         self.saved_at = float("-inf")  # monotonic
@@ -201,9 +202,18 @@ class Arbiter(Stopping, Commands, Exits):
         )
 
     def launch(self) -> None:
+        """Start every account. Each new worker waits until the last one is forked: the
+        arbiter's forks (a few ms of CPU each) would otherwise share two cores with
+        hundreds of starting workers, and the last account start many seconds late."""
         self.launched = True
-        for proc in self.accounts:
-            self.spawn(proc)
+        self.hold_r, hold_w = procutil.pipe()
+        try:
+            for proc in self.accounts:
+                self.spawn(proc)
+        finally:
+            for fd in (hold_w, self.hold_r):
+                os.close(fd)
+            self.hold_r = -1
 
     def pending(self) -> list[Proc]:
         """Accounts running or due to be restarted."""
@@ -289,6 +299,7 @@ class Arbiter(Stopping, Commands, Exits):
                 death_signal=program.death_signal,
                 death_r=self.death_r,
                 handshake=program.ready_timeout_s is not None,
+                hold=self.hold_r,
             )
         except OSError as error:
             # EAGAIN/ENOMEM: a failed start of this account, retried with backoff; left to

@@ -80,12 +80,16 @@ def fork_child(
     death_signal: int,
     death_r: int,
     handshake: bool = False,
+    hold: int = -1,
 ) -> Forked:
     """Fork a child that runs ``main(ready)`` and exits with its status.
 
     ``death_r`` is the read end of a pipe only the arbiter writes to (EOF: it died); the
-    child closes every other descriptor above 2 but its own pipes. Raises OSError when
-    the fork fails (EAGAIN, ENOMEM), with every pipe closed again.
+    child closes every other descriptor above 2 but its own pipes. With ``hold`` (the read
+    end of a pipe the arbiter keeps open while it forks a batch), the child waits for its
+    EOF before running ``main``: the arbiter forks 500 workers without competing with them
+    for the CPU. Raises OSError when the fork fails (EAGAIN, ENOMEM), with every pipe
+    closed again.
     """
     out_r, out_w = procutil.pipe()
     err_r, err_w = procutil.pipe()
@@ -95,14 +99,14 @@ def fork_child(
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     parent = os.getpid()
-    keep = [death_r, *(fd for fd in theirs if fd >= 0)]
+    keep = [death_r, *(fd for fd in (*theirs, hold) if fd >= 0)]
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     try:
         pid = os.fork()
         if pid == 0:
             procutil.set_process_name(f"mr:{name}")  # ps/top tell the accounts apart
             ready = _announcer(ready_w) if handshake else _no_announcer
-            run = functools.partial(main, ready)
+            run = functools.partial(_held, hold, functools.partial(main, ready))
             _child(parent, death_signal, death_r, keep, out_w, err_w, run, mask)
     except OSError:
         for fd in (*ours, *theirs):
@@ -115,6 +119,18 @@ def fork_child(
         if fd >= 0:
             os.close(fd)
     return Forked(pid, out_r, err_r, ready_r if handshake else None)
+
+
+def _held(hold: int, main: Callable[[], int]) -> int:
+    """Wait for EOF on ``hold`` (every fork of the batch done, or the arbiter gone), then
+    run ``main``. A signal meanwhile acts as it would on a child that has not started."""
+    if hold >= 0:
+        with contextlib.suppress(OSError):
+            while os.read(hold, 1):
+                pass
+        with contextlib.suppress(OSError):
+            os.close(hold)
+    return main()
 
 
 def _announcer(ready_w: int) -> Ready:

@@ -160,3 +160,41 @@ def test_a_child_holds_only_its_own_descriptors(tmp_path: Path) -> None:
     assert extra not in fds
     assert death_r in fds
     assert len([fd for fd in fds if fd > 2 and fd != death_r]) <= 1
+
+
+HELD_CHILD = """
+import os, sys
+from pathlib import Path
+from multirun import procutil, spawn
+
+note = Path(sys.argv[1])
+death_r, death_w = procutil.pipe()
+hold_r, hold_w = procutil.pipe()
+
+def main(ready):
+    print(note.read_text(), flush=True)  # written by the parent after the fork
+    return 0
+
+forked = spawn.fork_child("held", main, death_signal=1, death_r=death_r, hold=hold_r)
+note.write_text("written before the release")
+os.close(hold_w)
+os.close(hold_r)
+out = b""
+while chunk := os.read(forked.stdout, 4096):
+    out += chunk
+_, status = os.waitpid(forked.pid, 0)
+sys.stdout.write(out.decode() + str(os.waitstatus_to_exitcode(status)))
+"""
+
+
+def test_a_held_child_runs_only_once_the_batch_is_forked(tmp_path: Path) -> None:
+    note = tmp_path / "note"
+    result = subprocess.run(
+        [sys.executable, "-c", HELD_CHILD, str(note)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        check=True,
+    )
+    assert result.stdout.split("\n") == ["written before the release", "0"]
