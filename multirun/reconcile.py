@@ -36,15 +36,17 @@ are ever looked at.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from multirun.clock import StopSignal
+from multirun.clock import SYSTEM_CLOCK, Clock, StopSignal
 from multirun.errors import ApiError
 from multirun.journal import HELD, INTENT, Journal, JournalOrder
 from multirun.models import Trade, Transaction, closed_trade_ids
+from multirun.polls import LISTED_POLLS, Polls
 
 # The worker's logger: reconciling is what the account's worker does, and its lines
 # read as such.
@@ -55,6 +57,7 @@ log = logging.getLogger("multirun.worker")
 MAX_SEND_S = 120.0
 MISS_GAP_S = 1.0  # two listings without a trade, at least this far apart: closed
 HISTORY_BACKOFF_S = (1.0, 30.0)  # first and longest pause between history reads per order
+_NEVER = threading.Event()  # await_listed's pauses are bounded, not cut by a stop request
 
 
 class Listings(Protocol):
@@ -75,7 +78,7 @@ class Timing:
 
     reconcile_window_s: float = 5.0  # an order may take this long to appear in listings
     close_confirm_s: float = 10.0
-    poll_s: float = 0.05
+    listed_polls: Polls = LISTED_POLLS  # opened_trades re-reads until a fill is listed
     late_window_s: float = 45.0  # a server may execute an order this long after its send
     miss_gap_s: float = MISS_GAP_S
 
@@ -88,6 +91,7 @@ class Reconciler:
 
     Deadlines are on wall time, as the journal's timestamps are. ``started``: when
     this process started; every intent older than it is a previous process's.
+    ``clock``: the time and pauses of :meth:`await_listed` (a fake one in tests).
     """
 
     def __init__(
@@ -98,8 +102,10 @@ class Reconciler:
         stop: StopSignal,
         timing: Timing,
         started: float,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.client = client
+        self.clock = clock
         self.journal = journal
         self.stop = stop
         self.timing = timing
@@ -357,19 +363,24 @@ class Reconciler:
         """
         rows = [self.journal.find(ref) for ref in refs if ref not in self.visible]
         waiting = {r.order_ref: r for r in rows if r is not None and r.trade_id}
-        now = time.time()
+        now = self.clock.time()
         deadline = max((self._grace_end(r) for r in waiting.values()), default=now)
-        while waiting and time.time() < deadline:
+        # A fill is often listed within milliseconds: re-read soon, then back off.
+        pauses = self.timing.listed_polls.pauses()
+        while waiting and now < deadline:
             opened = [t for t in self.client.opened_trades() if t.order_ref in waiting]
             listed = {t.order_ref for t in opened}
-            self.seen_opened |= listed
-            self.visible |= listed
-            self.journal.mark_listed(listed)
-            if self.on_listed is not None:
-                self.on_listed(opened)
+            if listed:  # a poll that finds nothing writes nothing (no empty transaction)
+                self.seen_opened |= listed
+                self.visible |= listed
+                self.journal.mark_listed(listed)
+                if self.on_listed is not None:
+                    self.on_listed(opened)
             waiting = {ref: r for ref, r in waiting.items() if ref not in listed}
-            if waiting:
-                time.sleep(self.timing.poll_s)
+            now = self.clock.time()
+            if waiting and now < deadline:
+                self.clock.wait(_NEVER, min(next(pauses), deadline - now))
+                now = self.clock.time()
 
     def _grace_end(self, row: JournalOrder) -> float:
         return (row.acked_ts or row.created_ts) + self.timing.reconcile_window_s

@@ -24,8 +24,10 @@ from __future__ import annotations
 import threading
 from typing import Literal, Protocol
 
+from multirun import polls as schedules
 from multirun.clock import Clock, StopSignal
 from multirun.errors import ApiError, CloseUnconfirmed, Interrupted, NetworkError, OrderRejected
+from multirun.polls import Polls
 
 SETTLE_MAX_SENDS = 10  # close/cancel requests per call, at most
 SETTLE_RESEND_S = 1.0  # a trade still listed this long after its accepted request: again
@@ -85,9 +87,13 @@ def settle(
     clock: Clock,
     hold_s: float,
     interrupt: StopSignal | None = None,
+    polls: Polls | None = None,
 ) -> None:
     """Send ``desk.endpoint`` for ``ids`` and poll ``desk.listing`` until none is left in
     it, resending for trades still listed.
+
+    Polls follow ``polls`` (default :data:`multirun.polls.SETTLE_POLLS`, read at each
+    call): a few milliseconds after the first listing, backing off from there.
 
     Raises CloseUnconfirmed when a trade is still listed (or, for a close, not filled)
     after ``timeout_s``; a round whose reply was held up or whose listing could not be
@@ -100,7 +106,8 @@ def settle(
     extended = False
     known: dict[str, Known] = dict.fromkeys(ids, UNKNOWN)
     last: dict[str, tuple[float, Known, ApiError | None]] = {}
-    todo, to_send, sends, interval = list(ids), list(ids), 0, 0.05
+    todo, to_send, sends = list(ids), list(ids), 0
+    pauses = (polls or schedules.SETTLE_POLLS).pauses()
     while todo:
         stalled = False  # a reply held past the read timeout, or no listing to go by
         if to_send and sends < SETTLE_MAX_SENDS:
@@ -138,12 +145,11 @@ def settle(
         )
         if todo and not to_send and not learned:
             stop = interrupt or _NEVER
-            if clock.wait(stop, min(interval, deadline - now)) or stop.is_set():
+            if clock.wait(stop, min(next(pauses), deadline - now)) or stop.is_set():
                 raise Interrupted(
                     f"{desk.endpoint}: stop requested while confirming trade(s) "
                     f"{', '.join(todo)} left {desk.listing}"
                 )
-            interval = min(interval * 2, 0.5)
 
 
 def _gone(desk: Desk, trade_id: str, listed: set[str], known: dict[str, Known]) -> bool:

@@ -7,6 +7,7 @@ request and listing is scripted or follows that state.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from multirun.errors import (
     OrderRejected,
     ServerError,
 )
+from multirun.polls import OLD_SETTLE_POLLS, SETTLE_POLLS, Polls
 from multirun.settle import (
     ABSENT,
     FILLED,
@@ -97,8 +99,8 @@ def desk(clock: FakeClock) -> Desk:
     return Desk(clock)
 
 
-def run(desk: Desk, ids: list[str], timeout_s: float = 10.0) -> None:
-    settle(desk, ids, timeout_s, clock=desk.clock, hold_s=HOLD_S)
+def run(desk: Desk, ids: list[str], timeout_s: float = 10.0, polls: Polls | None = None) -> None:
+    settle(desk, ids, timeout_s, clock=desk.clock, hold_s=HOLD_S, polls=polls)
 
 
 def test_nothing_to_settle_sends_nothing(desk: Desk) -> None:
@@ -300,3 +302,46 @@ def test_a_stop_request_ends_the_polls_at_once(desk: Desk, clock: FakeClock) -> 
     with pytest.raises(Interrupted, match="stop requested while confirming trade"):
         settle(desk, ["1"], 10.0, clock=clock, hold_s=HOLD_S, interrupt=stop)
     assert desk.reads == 2  # no poll after the stop request
+
+
+# --- the poll schedule -------------------------------------------------------------------
+
+
+def closes_on_read(desk: Desk, n: int) -> None:
+    """The accepted close of "1" lands just before the ``n``-th listing."""
+    desk.open = {"1"}
+    desk.outcomes = ["ignored"]
+    desk.on_read = lambda read: desk.open.discard("1") if read == n else None
+
+
+def test_polls_start_a_few_ms_after_the_close_then_back_off(desk: Desk, clock: FakeClock) -> None:
+    closes_on_read(desk, 5)
+    run(desk, ["1"])
+    assert clock.sleeps == list(itertools.islice(SETTLE_POLLS.pauses(), 4))
+    assert clock.sleeps[0] <= 0.005 and clock.sleeps == sorted(clock.sleeps)
+    assert desk.reads == 5 and len(desk.sent) == 1  # within the second: not sent again
+
+
+def test_the_schedule_can_be_passed_in(desk: Desk, clock: FakeClock) -> None:
+    closes_on_read(desk, 4)
+    run(desk, ["1"], polls=OLD_SETTLE_POLLS)
+    assert clock.sleeps == [0.05, 0.1, 0.2]
+
+
+def test_the_default_schedule_is_read_at_each_call(
+    desk: Desk, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("multirun.polls.SETTLE_POLLS", Polls(0.03, 1.0, 0.03))
+    closes_on_read(desk, 3)
+    run(desk, ["1"])
+    assert clock.sleeps == [0.03, 0.03]
+
+
+def test_a_long_wait_costs_no_more_requests_than_the_budget(desk: Desk, clock: FakeClock) -> None:
+    desk.open = {"1"}
+    desk.outcomes = ["ignored"] * 100  # accepted, never closes: polled to the deadline
+    with pytest.raises(CloseUnconfirmed):
+        run(desk, ["1"], timeout_s=30.0)
+    # a resend is read at once after it: one listing more per send after the first
+    assert desk.reads <= SETTLE_POLLS.budget(30.0) + len(desk.sent) - 1
+    assert max(clock.sleeps) <= SETTLE_POLLS.max_s
