@@ -48,7 +48,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "auth_rejections_total": ("Requests the server refused as unauthorized.", ()),
 }
 HISTOGRAMS = {
-    "tick_lateness_seconds": "How late a tick started after its grid point.",
+    "tick_lateness_seconds": "How late a tick started after its grid point + wake-up offset.",
     "tick_duration_seconds": "How long a tick took.",
     "order_roundtrip_seconds": "How long sending an order took, its lookups included.",
 }

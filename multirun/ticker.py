@@ -246,6 +246,7 @@ class Ticker:
         heartbeat: Callable[[], None] | None = None,
         account: str | None = None,
         offset_s: float | None = None,
+        final_wait_s: float = FINAL_WAIT_S,
     ) -> None:
         if interval_s < 1:
             raise ValueError("interval must be at least 1 second")
@@ -255,6 +256,7 @@ class Ticker:
             raise ValueError("the wake-up offset must be within the interval")
         self.interval_s = interval_s
         self.offset_s = offset_s
+        self.final_wait_s = final_wait_s  # 0: one-phase waits (bench/tick_lateness' baseline)
         self.stop = stop
         self.clock = clock
         self.ticks = 0
@@ -273,10 +275,10 @@ class Ticker:
         while not self.stop.is_set():
             idle = self._scheduler.idle_seconds
             wake_in = None if idle is None else idle + self.offset_s
-            if wake_in is not None and wake_in > FINAL_WAIT_S:
-                # Phase one: end FINAL_WAIT_S early, so this wait's slack cannot make us late.
+            if wake_in is not None and wake_in > self.final_wait_s:
+                # Phase one: end final_wait_s early, so this wait's slack cannot make us late.
                 self.heartbeat()
-                self.clock.wait(self.stop, min(wake_in - FINAL_WAIT_S, HEARTBEAT_S))
+                self.clock.wait(self.stop, min(wake_in - self.final_wait_s, HEARTBEAT_S))
                 continue
             if wake_in is not None and wake_in > ROUNDING_S:
                 self.clock.wait(self.stop, wake_in)  # phase two: short, so (nearly) no slack
