@@ -23,7 +23,7 @@ from multirun.sim.market import INSTRUMENTS, Market
 from multirun.sim.order_requests import apply_updates, new_order
 from multirun.sim.orders import CANCELLED, CLOSED, OPEN, PENDING, Account, Order
 from multirun.sim.params import ApiFail, Params
-from multirun.sim.rules import Quoter, beyond, crossed, side_price, timed_close
+from multirun.sim.rules import Quoter, beyond, crossed, next_moment, side_price, timed_close
 from multirun.sim.sessions import Sessions
 
 
@@ -342,30 +342,14 @@ class Broker:
                     self._step_open(order, now, quote)
 
     def next_event(self) -> float | None:
-        """The simulator time at which :meth:`process` next has something to do: the
-        earliest late order's arrival, market fill, time-in-force lapse, requested close
-        or holdtime. ``now`` while an order waits for a price (a limit or stop order, a
-        take profit or stop loss): prices move continuously, so those are polled. None:
-        nothing happens until a request or a clock advance (token expiry is checked when
-        a token is used, not here)."""
+        """The simulator time at which :meth:`process` next has something to do (a late
+        order's arrival, or :func:`rules.next_moment` of a watched order); None: nothing
+        until a request or a clock advance (token expiry is checked when a token is used)."""
         with self.lock:
-            moments = [o.received for o in self._arriving.values()]
-            for order in self._watch.values():
-                if order.status == PENDING:
-                    if order.ordertype != "MKT":
-                        return self.clock.now()
-                    if order.fill_due is not None:
-                        moments.append(order.fill_due)
-                    if order.timeinforce > 0:
-                        moments.append(order.tif_from + order.timeinforce)
-                elif order.status == OPEN:
-                    if order.take_profit > 0 or order.stop_loss > 0:
-                        return self.clock.now()
-                    if order.close_due is not None:
-                        moments.append(order.close_due)
-                    if order.holdtime > 0 and order.filled is not None:
-                        moments.append(max(order.filled + order.holdtime, order.holdtime_set))
-            return min(moments, default=None)
+            now = self.clock.now()
+            moments: list[float | None] = [o.received for o in self._arriving.values()]
+            moments += [next_moment(o, now) for o in self._watch.values()]
+            return min((m for m in moments if m is not None), default=None)
 
     def _step_pending(self, order: Order, now: float, quote: Quoter) -> None:
         lapse = order.tif_from + order.timeinforce if order.timeinforce > 0 else math.inf

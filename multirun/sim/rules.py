@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from multirun.sim.orders import Order
+from multirun.sim.orders import OPEN, PENDING, Order
 
 Quoter = Callable[[str], tuple[float, float]]
 
@@ -43,3 +43,26 @@ def beyond(order: Order, price: float, level: float, *, profit: bool) -> bool:
     if order.buysell > 0:
         return up if profit else down
     return down if profit else up
+
+
+def next_moment(order: Order, now: float) -> float | None:
+    """When the engine must next look at a watched ``order``: its market fill, its
+    time-in-force lapse, its requested close or holdtime, whichever is first; ``now`` while
+    it waits for a price (a limit or stop order, a take profit or stop loss: prices move
+    continuously, so those are polled); None if nothing of it is due."""
+    moments: list[float] = []
+    if order.status == PENDING:
+        if order.ordertype != "MKT":
+            return now
+        if order.fill_due is not None:
+            moments.append(order.fill_due)
+        if order.timeinforce > 0:
+            moments.append(order.tif_from + order.timeinforce)
+    elif order.status == OPEN:
+        if order.take_profit > 0 or order.stop_loss > 0:
+            return now
+        if order.close_due is not None:
+            moments.append(order.close_due)
+        if order.holdtime > 0 and order.filled is not None:
+            moments.append(max(order.filled + order.holdtime, order.holdtime_set))
+    return min(moments, default=None)
