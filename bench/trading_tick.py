@@ -14,11 +14,13 @@ which goes first, so both see the same machine load:
 - ``old``: the polls before issue 14 (``multirun.polls.OLD_*``): opened_trades re-read
   every 50 ms until the fill is listed; close confirmation polls after 50 ms, doubling
   to 0.5 s;
-- ``new``: the schedules in use (``multirun.polls.LISTED_POLLS``, ``SETTLE_POLLS``).
+- ``new``: the schedules in use: ``multirun.polls.LISTED_POLLS`` and ``SETTLE_POLLS``,
+  each learning (``multirun.polls.Learned``, per worker) how soon the simulator shows a
+  fill or a close, so the first read comes about then (at once for the first two).
 
-The listing schedule is passed to the worker (``Timing.listed_polls``); the client takes
-no schedule, so the close confirmation's default (``multirun.polls.SETTLE_POLLS``, read
-at each call) is swapped for the ``old`` runs.
+The listing schedule is passed to the worker (``Timing``); the close confirmation's
+to ``client.close_trades(polls=...)`` (the ``old`` runs pass the old schedule; the
+``new`` runs pass none: the client's own learned one, as in production).
 
 Prints, per simulator fill delay, p50/p95 wall time and mean CPU (this process: the
 worker, its client and journal) of open ticks, close ticks and all trading ticks, the
@@ -51,7 +53,7 @@ from multirun import polls  # noqa: E402
 from multirun.client import AlgogeneClient  # noqa: E402
 from multirun.clock import SYSTEM_CLOCK  # noqa: E402
 from multirun.journal import Journal  # noqa: E402
-from multirun.polls import Polls  # noqa: E402
+from multirun.polls import Polls, Schedule  # noqa: E402
 from multirun.reconcile import Timing  # noqa: E402
 from multirun.redact import Secret  # noqa: E402
 from multirun.specs import AccountSpec, Guardrails, RunnerSpec, freeze  # noqa: E402
@@ -65,14 +67,15 @@ DEFAULT_FILL_DELAY_MS = 20.0  # multirun.sim.SimConfig's default, as bench/scale
 
 
 @dataclass(frozen=True)
-class Schedule:
+class Run:
     name: str
     listed: Polls  # Reconciler.await_listed
-    settle: Polls  # multirun.settle (close confirmation)
+    settle: Polls | None  # client.close_trades (None: the client's learned default)
+    learn: bool  # Timing.learn: await_listed learns how soon fills are listed
 
 
-OLD = Schedule("old", polls.OLD_LISTED_POLLS, polls.OLD_SETTLE_POLLS)
-NEW = Schedule("new", polls.LISTED_POLLS, polls.SETTLE_POLLS)
+OLD = Run("old", polls.OLD_LISTED_POLLS, polls.OLD_SETTLE_POLLS, learn=False)
+NEW = Run("new", polls.LISTED_POLLS, None, learn=True)
 
 
 @dataclass
@@ -132,9 +135,16 @@ class Alternate:
 
 
 class CountingClient(AlgogeneClient):
-    """The client, counting opened_trades reads (each a request)."""
+    """The client, counting opened_trades reads (each a request); its close
+    confirmations follow :attr:`settle_polls` (None: the client's default)."""
 
     reads = 0
+    settle_polls: Schedule | None = None
+
+    def close_trades(self, trade_ids: Any, *, confirm_timeout_s: float = 10.0,
+                     polls: Schedule | None = None) -> None:  # fmt: skip
+        super().close_trades(trade_ids, confirm_timeout_s=confirm_timeout_s,
+                             polls=polls or self.settle_polls)  # fmt: skip
 
     def _read(self, endpoint: str, *args: Any, **kwargs: Any) -> Any:
         if endpoint == "opened_trades":
@@ -142,7 +152,7 @@ class CountingClient(AlgogeneClient):
         return super()._read(endpoint, *args, **kwargs)
 
 
-def run_worker(base_url: str, state_dir: Path, schedule: Schedule, ticks: int) -> Samples:
+def run_worker(base_url: str, state_dir: Path, schedule: Run, ticks: int) -> Samples:
     """``ticks`` trading ticks of a fresh worker on ``schedule``."""
     spec = AccountSpec(
         name=NAME, user="alice", api_key=Secret("alice-key"), accountid="ACC-1",
@@ -154,14 +164,13 @@ def run_worker(base_url: str, state_dir: Path, schedule: Schedule, ticks: int) -
         path=state_dir / "runner.yaml", server=base_url, state_dir=state_dir, accounts=(spec,)
     )
     client = CountingClient(base_url, spec.user, spec.api_key, spec.runmode, spec.accountid)
+    client.settle_polls = schedule.settle
     journal = Journal.for_account(StateDir(state_dir).account(NAME), spec.order_ref_prefix)
     worker = Worker(
         runner, spec, client, journal, Alternate(), stop=StopFlag(),
-        timing=Timing(listed_polls=schedule.listed), clock=SYSTEM_CLOCK,
+        timing=Timing(listed_polls=schedule.listed, learn=schedule.learn), clock=SYSTEM_CLOCK,
     )  # fmt: skip
     samples = Samples()
-    saved = polls.SETTLE_POLLS
-    polls.SETTLE_POLLS = schedule.settle  # settle's default, read at each call
     try:
         worker.reconcile()
         for number in range(1, ticks + 1):
@@ -177,7 +186,6 @@ def run_worker(base_url: str, state_dir: Path, schedule: Schedule, ticks: int) -
             samples.cpu[kind].append(cpu)
             samples.reads[kind].append(client.reads - reads_before)
     finally:
-        polls.SETTLE_POLLS = saved
         if worker.journal.held():
             client.close_trades([r.trade_id for r in worker.journal.held() if r.trade_id])
         journal.close()

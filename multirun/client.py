@@ -68,6 +68,7 @@ from multirun.models import (
 )
 from multirun.params import api_time, order_body, trade_ids_of
 from multirun.placing import AMBIGUOUS, NotSent, Placer
+from multirun.polls import SETTLE_POLLS, Learned, Schedule
 from multirun.redact import Secret
 from multirun.settle import ABSENT, FILLED, PENDING, UNANSWERED, Fill, settle
 from multirun.statedir import StateDir
@@ -144,6 +145,7 @@ class AlgogeneClient:
             self._fetch_session, margin_s=token_margin_s, clock=self._clock, shared=shared
         )
         self._seen_tokens: list[str] = []
+        self._close_polls = Learned(SETTLE_POLLS)  # close_trades' polls learn per account
 
     def __repr__(self) -> str:
         return f"AlgogeneClient(user={self._user!r}, accountid={self._accountid!r})"
@@ -313,7 +315,8 @@ class AlgogeneClient:
         return Placer(self).place(body, order_ref)
 
     def close_trades(self, trade_ids: Iterable[str | int] | str | int, *,
-                     confirm_timeout_s: float = 10.0) -> None:  # fmt: skip
+                     confirm_timeout_s: float = 10.0, polls: Schedule | None = None,
+                     ) -> None:  # fmt: skip
         """``/close_orders`` for ``trade_ids``, then wait until ``/opened_trades`` no
         longer lists them. Idempotent: a trade already closed (or unknown to the server)
         counts as closed; a market order acknowledged but not filled yet is waited for and
@@ -321,11 +324,15 @@ class AlgogeneClient:
         listed a second after its request, the request is sent again for the trades still
         open (closing by trade id cannot open anything).
 
+        ``polls``: the confirmation's schedule; by default one that learns how soon this
+        account's closes show (:class:`multirun.polls.Learned`: its first read then).
+
         Raises CloseUnconfirmed when a trade is still open or unfilled after
         ``confirm_timeout_s`` (a pending limit/stop order never fills on request: cancel
         it instead); OrderRejected when the server refuses to close a trade it lists as
         open; AuthError, RateLimitError as sent back."""
-        self._settle("close_orders", "opened_trades", trade_ids_of(trade_ids), confirm_timeout_s)
+        self._settle("close_orders", "opened_trades", trade_ids_of(trade_ids),
+                     confirm_timeout_s, polls or self._close_polls)  # fmt: skip
 
     def cancel_orders(self, trade_ids: Iterable[str | int] | str | int, *,
                       confirm_timeout_s: float = 10.0) -> None:  # fmt: skip
@@ -337,10 +344,11 @@ class AlgogeneClient:
 
     # --- close/cancel: the server side of multirun.settle ----------------------
 
-    def _settle(self, endpoint: str, listing: str, ids: list[str], timeout: float) -> None:
+    def _settle(self, endpoint: str, listing: str, ids: list[str], timeout: float,
+                polls: Schedule | None = None) -> None:  # fmt: skip
         desk = _Desk(self, endpoint, listing)
         settle(desk, ids, timeout, clock=self._clock, hold_s=self._transport.read_timeout,
-               interrupt=self._transport.active_interrupt())  # fmt: skip
+               interrupt=self._transport.active_interrupt(), polls=polls)  # fmt: skip
 
     # --- plumbing ------------------------------------------------------------------
 

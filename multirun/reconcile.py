@@ -46,7 +46,7 @@ from multirun.clock import SYSTEM_CLOCK, Clock, StopSignal
 from multirun.errors import ApiError
 from multirun.journal import HELD, INTENT, Journal, JournalOrder
 from multirun.models import Trade, Transaction, closed_trade_ids
-from multirun.polls import LISTED_POLLS, Polls
+from multirun.polls import LISTED_POLLS, Learned, Polls, Schedule
 
 # The worker's logger: reconciling is what the account's worker does, and its lines
 # read as such.
@@ -79,6 +79,7 @@ class Timing:
     reconcile_window_s: float = 5.0  # an order may take this long to appear in listings
     close_confirm_s: float = 10.0
     listed_polls: Polls = LISTED_POLLS  # opened_trades re-reads until a fill is listed
+    learn: bool = True  # listed_polls learns how soon fills are listed (polls.Learned)
     late_window_s: float = 45.0  # a server may execute an order this long after its send
     miss_gap_s: float = MISS_GAP_S
 
@@ -120,6 +121,10 @@ class Reconciler:
         # orderRef -> (next history read, pause after it, last read), all wall time
         self._history_due: dict[str, tuple[float, float, float]] = {}
         self.on_listed: Callable[[list[Trade]], None] | None = None  # told opened trades of ours
+        # await_listed's polls: how soon this account's fills were listed, per process
+        self.listed_polls: Schedule = (
+            Learned(timing.listed_polls) if timing.learn else timing.listed_polls
+        )
 
     def reconcile(self) -> None:
         """Settle the journal against the server before the first tick."""
@@ -359,15 +364,28 @@ class Reconciler:
         """Wait (bounded) until just-acknowledged trades show in opened_trades.
 
         Closing a market order that has not filled yet would be refused while the
-        fill still happens later: confirm it is listed before acting on it.
+        fill still happens later: confirm it is listed before acting on it. The first
+        read comes when fills were listed after recent acks (:attr:`listed_polls`;
+        at once until a couple were seen), then re-reads soon and backs off.
         """
         rows = [self.journal.find(ref) for ref in refs if ref not in self.visible]
         waiting = {r.order_ref: r for r in rows if r is not None and r.trade_id}
         now = self.clock.time()
         deadline = max((self._grace_end(r) for r in waiting.values()), default=now)
-        # A fill is often listed within milliseconds: re-read soon, then back off.
-        pauses = self.timing.listed_polls.pauses()
-        while waiting and now < deadline:
+        if not waiting or now >= deadline:
+            return
+        plan = self.listed_polls.schedule()
+        # When the server took the (latest) order on: the learned delay runs from there.
+        sent = max(r.acked_ts or r.created_ts for r in waiting.values())
+        pause, pauses = sent + plan.delay_s - now, plan.pauses()
+        missed: float | None = None  # when the last read that found nothing began
+        while waiting:
+            if pause > 0:
+                self.clock.wait(_NEVER, min(pause, deadline - now))
+                now = self.clock.time()
+            if now >= deadline and missed is not None:
+                return
+            read_at = now
             opened = [t for t in self.client.opened_trades() if t.order_ref in waiting]
             listed = {t.order_ref for t in opened}
             if listed:  # a poll that finds nothing writes nothing (no empty transaction)
@@ -377,10 +395,12 @@ class Reconciler:
                 if self.on_listed is not None:
                     self.on_listed(opened)
             waiting = {ref: r for ref, r in waiting.items() if ref not in listed}
-            now = self.clock.time()
-            if waiting and now < deadline:
-                self.clock.wait(_NEVER, min(next(pauses), deadline - now))
-                now = self.clock.time()
+            if not waiting:
+                self.listed_polls.record(read_at - sent, missed)
+            missed, now = read_at - sent, self.clock.time()
+            if now >= deadline:
+                return
+            pause = next(pauses)
 
     def _grace_end(self, row: JournalOrder) -> float:
         return (row.acked_ts or row.created_ts) + self.timing.reconcile_window_s

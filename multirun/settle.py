@@ -27,7 +27,7 @@ from typing import Literal, Protocol
 from multirun import polls as schedules
 from multirun.clock import Clock, StopSignal
 from multirun.errors import ApiError, CloseUnconfirmed, Interrupted, NetworkError, OrderRejected
-from multirun.polls import Polls
+from multirun.polls import Schedule
 
 SETTLE_MAX_SENDS = 10  # close/cancel requests per call, at most
 SETTLE_RESEND_S = 1.0  # a trade still listed this long after its accepted request: again
@@ -87,13 +87,16 @@ def settle(
     clock: Clock,
     hold_s: float,
     interrupt: StopSignal | None = None,
-    polls: Polls | None = None,
+    polls: Schedule | None = None,
 ) -> None:
     """Send ``desk.endpoint`` for ``ids`` and poll ``desk.listing`` until none is left in
     it, resending for trades still listed.
 
     Polls follow ``polls`` (default :data:`multirun.polls.SETTLE_POLLS`, read at each
-    call): a few milliseconds after the first listing, backing off from there.
+    call): the first listing is read at once after the first send, or, with a schedule
+    that has learned how soon trades leave the listing (:class:`multirun.polls.Learned`),
+    that long after an accepted first send; then a few milliseconds later, backing off
+    from there. A confirmation whose one send was accepted is recorded to ``polls``.
 
     Raises CloseUnconfirmed when a trade is still listed (or, for a close, not filled)
     after ``timeout_s``; a round whose reply was held up or whose listing could not be
@@ -107,7 +110,11 @@ def settle(
     known: dict[str, Known] = dict.fromkeys(ids, UNKNOWN)
     last: dict[str, tuple[float, Known, ApiError | None]] = {}
     todo, to_send, sends = list(ids), list(ids), 0
-    pauses = (polls or schedules.SETTLE_POLLS).pauses()
+    schedule = polls or schedules.SETTLE_POLLS
+    plan = schedule.schedule()
+    pauses = plan.pauses()
+    first_sent_at = clock.monotonic()  # the learned delay runs from its return
+    missed: float | None = None  # when the last listing that still showed some began
     while todo:
         stalled = False  # a reply held past the read timeout, or no listing to go by
         if to_send and sends < SETTLE_MAX_SENDS:
@@ -117,6 +124,14 @@ def settle(
             sent_at = clock.monotonic()
             last.update({i: (sent_at, known[i], error) for i in to_send})
             known.update(dict.fromkeys(acknowledged, SEEN))
+            if sends == 1:
+                first_sent_at = sent_at
+                if error is None and plan.delay_s > 0:
+                    # Recent closes took this long to leave the listing: a read before
+                    # then would find the trades still listed (a request for nothing).
+                    _pause(clock, interrupt, desk, todo,
+                           min(first_sent_at + plan.delay_s, deadline) - sent_at)  # fmt: skip
+        read_at = clock.monotonic()
         listed = desk.listed(deadline)
         stalled = stalled or listed is None
         to_send, before = [], dict(known)
@@ -126,6 +141,9 @@ def settle(
             if sends >= SETTLE_MAX_SENDS:
                 to_send = []  # no more sends: poll the listing at the usual pace
             known.update({i: SEEN for i in todo if i in listed})
+            if not todo and sends == 1 and last[ids[0]][2] is None:
+                schedule.record(read_at - first_sent_at, missed)
+            missed = read_at - first_sent_at
         now = clock.monotonic()
         if todo and now >= deadline and stalled and not extended:
             # A held reply used up the wait (the server may have refused the close of
@@ -144,12 +162,21 @@ def settle(
             known[i] == SEEN != before[i] and i not in listed for i in todo
         )
         if todo and not to_send and not learned:
-            stop = interrupt or _NEVER
-            if clock.wait(stop, min(next(pauses), deadline - now)) or stop.is_set():
-                raise Interrupted(
-                    f"{desk.endpoint}: stop requested while confirming trade(s) "
-                    f"{', '.join(todo)} left {desk.listing}"
-                )
+            _pause(clock, interrupt, desk, todo, min(next(pauses), deadline - now))
+
+
+def _pause(
+    clock: Clock, interrupt: StopSignal | None, desk: Desk, todo: list[str], seconds: float
+) -> None:
+    """Pause between polls; raises Interrupted when ``interrupt`` is set meanwhile."""
+    stop = interrupt or _NEVER
+    if seconds <= 0 and not stop.is_set():
+        return
+    if clock.wait(stop, max(0.0, seconds)) or stop.is_set():
+        raise Interrupted(
+            f"{desk.endpoint}: stop requested while confirming trade(s) "
+            f"{', '.join(todo)} left {desk.listing}"
+        )
 
 
 def _gone(desk: Desk, trade_id: str, listed: set[str], known: dict[str, Known]) -> bool:

@@ -125,3 +125,66 @@ def test_a_trade_already_seen_listed_is_not_awaited(journal: Journal, clock: Fak
     rec.visible.add(row.order_ref)
     rec.await_listed([row.order_ref])
     assert server.reads == [] and clock.sleeps == []
+
+
+# --- the delay learned per account ------------------------------------------------------
+
+
+def confirm(rec: Reconciler, journal: Journal, server: Server, clock: FakeClock,
+            listed_after_s: float) -> list[float]:  # fmt: skip
+    """One acknowledged order the server lists ``listed_after_s`` after its ack; the
+    times (after the ack) of the reads await_listed made."""
+    server.reads, server.listed_on = [], None
+    row = acked(journal, server)
+    acked_at = clock.monotonic()
+    listed_at = acked_at + listed_after_s
+
+    def opened_trades(trade_id: str | int | None = None) -> list[Trade]:
+        server.reads.append(clock.monotonic())
+        return list(server.open) if clock.monotonic() >= listed_at - 1e-9 else []
+
+    server.opened_trades = opened_trades  # type: ignore[method-assign]
+    rec.await_listed([row.order_ref])
+    assert journal.get(row.order_ref).listed_ts is not None
+    journal.mark_closed([row.order_ref])
+    return [t - acked_at for t in server.reads]
+
+
+def test_after_two_fills_the_first_read_comes_when_fills_were_listed(
+    journal: Journal, clock: FakeClock
+) -> None:
+    server = Server(clock)
+    rec = reconciler(server, journal, clock)
+    assert confirm(rec, journal, server, clock, 0.02)[0] == 0.0  # nothing learned: at once
+    confirm(rec, journal, server, clock, 0.02)
+    reads = confirm(rec, journal, server, clock, 0.02)
+    assert len(reads) == 1 and reads[0] >= 0.02  # one read, not made before the fill
+    for _ in range(10):
+        assert len(confirm(rec, journal, server, clock, 0.02)) <= 2
+    # a slower server: found by the back-off, then learned
+    slow = [len(confirm(rec, journal, server, clock, 0.1)) for _ in range(12)]
+    assert slow[0] <= LISTED_POLLS.budget(0.1) and slow[-1] <= 2
+
+
+def test_the_learned_first_read_runs_from_the_ack_not_from_the_call(
+    journal: Journal, clock: FakeClock
+) -> None:
+    server = Server(clock)
+    rec = reconciler(server, journal, clock)
+    for _ in range(4):
+        confirm(rec, journal, server, clock, 0.02)
+    row = acked(journal, server)
+    server.reads, server.listed_on = [], 1
+    clock.advance(0.5)  # the caller came late (a slow journal write): read at once
+    sleeps = len(clock.sleeps)
+    rec.await_listed([row.order_ref])
+    assert len(clock.sleeps) == sleeps  # no pause
+    assert server.reads == [clock.monotonic()]
+
+
+def test_a_fixed_schedule_does_not_learn(journal: Journal, clock: FakeClock) -> None:
+    server = Server(clock)
+    rec = reconciler(server, journal, clock, listed_polls=OLD_LISTED_POLLS, learn=False)
+    for _ in range(4):
+        reads = confirm(rec, journal, server, clock, 0.02)
+    assert reads == [0.0, pytest.approx(0.05)]

@@ -23,7 +23,7 @@ from multirun.errors import (
     OrderRejected,
     ServerError,
 )
-from multirun.polls import OLD_SETTLE_POLLS, SETTLE_POLLS, Polls
+from multirun.polls import OLD_SETTLE_POLLS, SETTLE_POLLS, Learned, Polls
 from multirun.settle import (
     ABSENT,
     FILLED,
@@ -40,7 +40,8 @@ from tests.conftest import FakeClock
 HOLD_S = 10.0  # the read timeout: how long one more round may take past the deadline
 
 # What a send does: None (accepted and executed), "ignored" (accepted, no effect yet),
-# or an error to return (the request failed, nothing executed).
+# "named" (accepted, the reply names the trades, no effect yet), or an error to return
+# (the request failed, nothing executed).
 Outcome = ApiError | str | None
 
 
@@ -70,6 +71,8 @@ class Desk:
             return outcome, set()
         if outcome == "ignored":
             return None, set()
+        if outcome == "named":
+            return None, set(ids)
         done = {i for i in ids if i in self.open}
         self.open -= done
         return None, done
@@ -99,7 +102,9 @@ def desk(clock: FakeClock) -> Desk:
     return Desk(clock)
 
 
-def run(desk: Desk, ids: list[str], timeout_s: float = 10.0, polls: Polls | None = None) -> None:
+def run(
+    desk: Desk, ids: list[str], timeout_s: float = 10.0, polls: Polls | Learned | None = None
+) -> None:
     settle(desk, ids, timeout_s, clock=desk.clock, hold_s=HOLD_S, polls=polls)
 
 
@@ -345,3 +350,49 @@ def test_a_long_wait_costs_no_more_requests_than_the_budget(desk: Desk, clock: F
     # a resend is read at once after it: one listing more per send after the first
     assert desk.reads <= SETTLE_POLLS.budget(30.0) + len(desk.sent) - 1
     assert max(clock.sleeps) <= SETTLE_POLLS.max_s
+
+
+# --- a schedule that learns how soon closes show -------------------------------------------
+
+
+def closes_after(desk: Desk, clock: FakeClock, seconds: float) -> None:
+    """The accepted close of "1" leaves the listing ``seconds`` after it was sent."""
+    desk.open, desk.outcomes, desk.reads, desk.sent = {"1"}, ["named"], 0, []
+    gone_at = clock.mono + seconds
+    desk.on_read = lambda read: desk.open.discard("1") if clock.mono >= gone_at - 1e-9 else None
+
+
+def test_a_learned_schedule_reads_first_when_closes_showed(desk: Desk, clock: FakeClock) -> None:
+    learned = Learned(SETTLE_POLLS)
+    closes_after(desk, clock, 0.02)
+    run(desk, ["1"], polls=learned)
+    assert desk.reads > 1  # nothing learned: read at once, then back off
+    closes_after(desk, clock, 0.02)
+    run(desk, ["1"], polls=learned)
+    start = clock.mono
+    closes_after(desk, clock, 0.02)
+    run(desk, ["1"], polls=learned)
+    assert desk.reads == 1 and clock.mono - start >= 0.02  # one read, once it can show
+    assert len(desk.sent) == 1 and learned.estimate() is not None
+
+
+def test_a_stop_request_ends_the_learned_first_pause(desk: Desk, clock: FakeClock) -> None:
+    learned = Learned(SETTLE_POLLS)
+    for _ in range(3):
+        closes_after(desk, clock, 0.02)
+        run(desk, ["1"], polls=learned)
+    stop = threading.Event()
+    stop.set()
+    closes_after(desk, clock, 0.02)
+    with pytest.raises(Interrupted, match="stop requested while confirming trade"):
+        settle(desk, ["1"], 10.0, clock=clock, hold_s=HOLD_S, interrupt=stop, polls=learned)
+    assert desk.reads == 0 and len(desk.sent) == 1
+
+
+def test_a_failed_or_repeated_send_teaches_nothing(desk: Desk, clock: FakeClock) -> None:
+    learned = Learned(SETTLE_POLLS)
+    for _ in range(3):
+        desk.open, desk.reads, desk.on_read = {"1"}, 0, lambda n: None
+        desk.outcomes = [NetworkError("lost", endpoint="close_orders")]
+        run(desk, ["1"], polls=learned)
+    assert learned.estimate() is None
