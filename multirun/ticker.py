@@ -55,8 +55,8 @@ FINAL_WAIT_S = 0.02
 # Below this, a wake-up is due: a float Unix time (~1e9) moves in steps of ~2e-7 s, so
 # a wait for less could leave a clock at the same value and the loop spinning.
 ROUNDING_S = 1e-6
-MAX_OFFSET_S = 0.05  # an account's wake-up offset after the grid point is below this...
-MAX_OFFSET_FRACTION = 0.05  # ...and below this fraction of its interval
+MAX_OFFSET_S = 0.25  # an account's wake-up offset after the grid point is below this...
+MAX_OFFSET_FRACTION = 0.25  # ...and below this fraction of its interval
 
 
 def wake_offset(name: str, interval_s: int) -> float:
