@@ -85,6 +85,14 @@ class Heartbeat:
             pass
 
 
+def heartbeat_every(watchdog_timeout_s: float) -> float:
+    """How often an idle worker touches its heartbeat: a tenth of the watchdog's timeout,
+    1 to 5 s. Each wake-up costs CPU (a 60 s account wakes 12 times a minute, not 60),
+    and a config's watchdog_timeout is at least 32 s, so a live worker is never close to
+    OVERDUE; requests and ticks touch it as well."""
+    return min(5.0, max(1.0, watchdog_timeout_s / 10))
+
+
 def no_heartbeat() -> None:
     """A heartbeat that touches nothing (tests, in-process workers)."""
 

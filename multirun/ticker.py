@@ -48,7 +48,7 @@ from multirun.clock import SYSTEM_CLOCK, Clock, iso_s, utc
 
 log = logging.getLogger("multirun.ticker")
 
-HEARTBEAT_S = 1.0  # the longest idle wait between two heartbeats
+HEARTBEAT_S = 1.0  # the longest idle wait between two heartbeats, unless told otherwise
 # The last wait before a tick: short, so its timer slack (0.1% of it, 50 us at least) is
 # negligible; long enough to absorb the first phase's slack (<= 1 ms on a 1 s wait).
 FINAL_WAIT_S = 0.02
@@ -247,6 +247,7 @@ class Ticker:
         account: str | None = None,
         offset_s: float | None = None,
         final_wait_s: float = FINAL_WAIT_S,
+        heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         if interval_s < 1:
             raise ValueError("interval must be at least 1 second")
@@ -261,6 +262,7 @@ class Ticker:
         self.clock = clock
         self.ticks = 0
         self.heartbeat = heartbeat or (lambda: None)
+        self.heartbeat_s = heartbeat_s  # the longest idle wait between two heartbeats
         self._on_tick = on_tick
         self._scheduler = GridScheduler(clock)
         self._job = self._scheduler.every_grid(interval_s).do(self._fire)
@@ -278,7 +280,7 @@ class Ticker:
             if wake_in is not None and wake_in > self.final_wait_s:
                 # Phase one: end final_wait_s early, so this wait's slack cannot make us late.
                 self.heartbeat()
-                self.clock.wait(self.stop, min(wake_in - self.final_wait_s, HEARTBEAT_S))
+                self.clock.wait(self.stop, min(wake_in - self.final_wait_s, self.heartbeat_s))
                 continue
             if wake_in is not None and wake_in > ROUNDING_S:
                 self.clock.wait(self.stop, wake_in)  # phase two: short, so (nearly) no slack

@@ -30,7 +30,8 @@ The account's ``status.json`` (:mod:`multirun.worker_status`) is rewritten atomi
 after every tick and state change (a tick of an account ticking more often than every
 2 s that only made progress: at most every 2 s), best-effort: a state directory that
 cannot take it is logged once, and never stands in the way of an order or a close.
-The heartbeat file is touched while idle (at least every second), around every tick and
+The heartbeat file is touched while idle (every tenth of watchdog_timeout, 1 to 5 s:
+:func:`multirun.alarm.heartbeat_every`), around every tick and
 strategy call, and before every request.
 """
 
@@ -192,6 +193,7 @@ class Worker:
             self.ticker = Ticker(
                 self.spec.interval_s, self.tick, stop=self.stop, clock=self.clock,
                 heartbeat=self.heartbeat, account=self.spec.name,
+                heartbeat_s=alarm.heartbeat_every(self.runner.watchdog_timeout_s),
             )  # fmt: skip
             log.info(
                 "account %s: %s on %s every %ss, %d trade(s) of ours open",
