@@ -24,9 +24,10 @@ Long intervals, the shortcut (stated in the output): 30 ticks at 1 h would take 
 When ``ticks * interval`` exceeds ``--budget`` seconds, each Ticker runs on a clock that is
 real time plus an offset, and after each tick the offset jumps so that the next grid point
 of the real interval (a multiple of 60 or 3600 since the epoch) is ``--lead`` seconds
-(3-4 s, a fraction varying per tick) away. So every tick is reached by the same real waits
-that end a 1 h wait (the heartbeat-sized ones, then the final one) and its lateness is
-real; the hour of identical 1 s waits before them, whose slack cannot reach the tick (each
+(6-7 s, a fraction varying per tick) away. So every tick is reached by the same real
+waits that end a 1 h wait (the heartbeat-sized ones: 5 s, a worker's at the default
+watchdog_timeout, then the final one) and its lateness is real; the hour of identical
+waits before them, whose slack cannot reach the tick (each
 wait is recomputed from the clock), is skipped. The seed loop is not run there: its 1 s
 poll makes it up to a second late at any interval (see ``--interval 1``).
 
@@ -50,6 +51,8 @@ offsets p99 < 20 ms.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import os
@@ -65,11 +68,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from multirun.clock import StopSignal  # after the path fix
+from multirun.alarm import heartbeat_every  # after the path fix
+from multirun.clock import StopSignal
 from multirun.ticker import FINAL_WAIT_S, StopFlag, Tick, Ticker, wake_offset
 
 TARGET_P99_S = 0.002
 TARGET_ACCOUNTS_P99_S = 0.020
+# A worker's idle heartbeat at the default watchdog_timeout (90 s): its longest wait.
+HEARTBEAT_S = heartbeat_every(90)
+FIGURES: dict[str, float | bool] = {}  # the run's figures, for --json (bench/all.py)
 
 
 @dataclass
@@ -122,7 +129,7 @@ def run_ticker(
     stop = StopFlag()
     clock = ShiftedClock()
     rng = random.Random(name)
-    lead = lambda: 3.0 + rng.random()  # noqa: E731 (a few heartbeat chunks, then the last)
+    lead = lambda: 6.0 + rng.random()  # noqa: E731 (a few heartbeat chunks, then the last)
 
     def on_tick(tick: Tick) -> None:
         run.scheduled.append(tick.due)
@@ -133,7 +140,8 @@ def run_ticker(
         elif shortcut:
             clock.lead_to(tick.due + interval, lead())
 
-    ticker = Ticker(interval, on_tick, stop=stop, clock=clock, final_wait_s=final_wait_s)
+    ticker = Ticker(interval, on_tick, stop=stop, clock=clock, final_wait_s=final_wait_s,
+                    heartbeat_s=HEARTBEAT_S)  # fmt: skip
     if shortcut:  # the first tick too: from a few seconds before a real grid point
         clock.lead_to(ticker.next_due or 0.0, lead())
     ticker.run()
@@ -188,7 +196,7 @@ def one_account(args: argparse.Namespace) -> int:
     if shortcut:
         print(
             f"SHORTCUT ({args.ticks} x {args.interval} s > --budget {args.budget:g} s): each "
-            "tick's wait starts 3-4 s before a real grid point of the interval (the clock "
+            "tick's wait starts 6-7 s before a real grid point of the interval (the clock "
             "jumps between ticks); the final waits and the lateness are real"
         )
     results: dict[str, Run] = {}
@@ -224,6 +232,8 @@ def one_account(args: argparse.Namespace) -> int:
         print(f"ratio seed/ours: p99 x{seed['p99'] / max(ours['p99'], 1e-6):,.0f}")
     met = ours["p99"] < TARGET_P99_S and ours["drift"] == 0
     print(f"target (ours p99 < 2 ms, zero drift): {'met' if met else 'NOT met'}")
+    FIGURES.update(p99_ms=ours["p99"] * 1000, one_phase_p99_ms=one["p99"] * 1000,
+                   drift_ms=ours["drift"] * 1000, shortcut=shortcut, met=met)  # fmt: skip
     return 0 if met else 1
 
 
@@ -247,7 +257,7 @@ def account_child(name: str, offset: float, args: argparse.Namespace, out: int) 
 
     # a catch-up tick's warning from 200 processes would drown the figures: counted instead
     logging.getLogger("multirun.ticker").setLevel(logging.ERROR)
-    Ticker(args.interval, on_tick, stop=stop, offset_s=offset).run()
+    Ticker(args.interval, on_tick, stop=stop, offset_s=offset, heartbeat_s=HEARTBEAT_S).run()
     data = json.dumps(late).encode()
     while data:
         data = data[os.write(out, data) :]
@@ -316,6 +326,8 @@ def many_accounts(args: argparse.Namespace) -> int:
     )
     met = rows[True][1] < TARGET_ACCOUNTS_P99_S
     print(f"target (with offset p99 < 20 ms): {'met' if met else 'NOT met'}")
+    FIGURES.update(p99_ms=rows[True][1] * 1000, no_offset_p99_ms=rows[False][1] * 1000,
+                   p50_ms=rows[True][0] * 1000, met=met)  # fmt: skip
     return 0 if met else 1
 
 
@@ -331,7 +343,19 @@ def main() -> int:
     parser.add_argument(
         "--budget", type=float, default=150.0, help="seconds above which the shortcut is used"
     )
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
+    if not args.json:
+        return measure(args)
+    table = io.StringIO()
+    with contextlib.redirect_stdout(table):
+        code = measure(args)
+    print(json.dumps({**FIGURES, "accounts": args.accounts, "interval_s": args.interval,
+                      "table": table.getvalue().rstrip()}, indent=2))  # fmt: skip
+    return code
+
+
+def measure(args: argparse.Namespace) -> int:
     if args.accounts > 1:
         args.ticks = args.ticks or 20
         return many_accounts(args)
