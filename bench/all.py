@@ -99,20 +99,51 @@ def scale_idle(fig: Figures) -> list[Target]:
     return [Target("50 accounts at 60 s: CPU incl. simulator", total, "% core", 1.0)]
 
 
+def lateness(what: str, bound_ms: float) -> Callable[[Figures], list[Target]]:
+    def targets(fig: Figures) -> list[Target]:
+        return [Target(f"tick lateness p99, {what}", fig["p99_ms"], "ms", bound_ms)]
+
+    return targets
+
+
+def trading(fig: Figures) -> list[Target]:
+    ratio = fig["20"]["ratio"]["all"]["p50_ms"]
+    return [Target("trading tick p50 wall, adaptive / fixed 50 ms polls (20 ms fills)", ratio,
+                   "x", 0.5)]  # fmt: skip
+
+
+def tick_cpu(fig: Figures) -> list[Target]:
+    cpu = fig["cpu_ms"]
+    ratio = cpu["multirun trading"] / cpu["seed trading"]
+    return [Target("CPU of one trading tick / the seed's round (one hot process)", ratio, "x", 1.0)]
+
+
+LATENESS = ["bench/tick_lateness.py", "--interval"]
 STEPS = [
     Step("scale-50", ["bench/scale.py", "--accounts", "50", "--interval", "5"], scale_50),
     Step("scale-500", ["bench/scale.py", "--accounts", "500", "--interval", "5", "--no-seed"],
          scale_500),
     Step("idle-60s", ["bench/scale.py", "--accounts", "50", "--interval", "60",
                       "--idle-window", "60", "--no-seed"], scale_idle),
+    Step("lateness-1s", [*LATENESS, "1", "--ticks", "30"], lateness("1 account at 1 s", 2)),
+    Step("lateness-1m", [*LATENESS, "60", "--ticks", "10"],
+         lateness("1 account at 1 m (shortcut)", 2)),
+    Step("lateness-1h", [*LATENESS, "3600", "--ticks", "10"],
+         lateness("1 account at 1 h (shortcut)", 2)),
+    Step("lateness-200", [*LATENESS, "1", "--accounts", "200", "--rounds", "1"],
+         lateness("200 accounts at 1 s (2 ms CPU a tick)", 20)),
+    Step("trading-tick", ["bench/trading_tick.py", "--fill-delays", "20,100", "--rounds", "2"],
+         trading),
+    Step("tick-cost", ["bench/tick_cost.py"], tick_cpu),
 ]  # fmt: skip
 
 
 def run_step(step: Step) -> None:
     """Run ``step`` once with ``--json`` (the figures) and print its table from them."""
     began = time.monotonic()
+    args = step.args if "--json" in step.args else [*step.args, "--json"]
     done = subprocess.run(
-        [sys.executable, *step.args, "--json"], cwd=ROOT, capture_output=True, text=True,
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
         timeout=step.timeout_s, check=False,
     )  # fmt: skip
     step.seconds = time.monotonic() - began

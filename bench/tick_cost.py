@@ -1,6 +1,6 @@
 """CPU per tick: the real Worker's tick next to the seed script's round, in one run.
 
-    python bench/tick_cost.py [--ticks 60] [--rounds 3] [--profile noop|trading]
+    python bench/tick_cost.py [--ticks 60] [--rounds 3] [--profile noop|trading] [--json]
 
 Starts the simulator in a child process (so its CPU is not ours), then in this process,
 alternating in rounds so machine noise hits every row alike:
@@ -162,6 +162,7 @@ def main() -> int:
     parser.add_argument("--ticks", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", choices=("noop", "trading"))
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     random_on_tick = strategies.build(strategies.resolve("random", ROOT), {"seed": 1})
     with simulator() as url, tempfile.TemporaryDirectory() as tmp:
@@ -187,13 +188,17 @@ def main() -> int:
         noop.close()
         trading.close()
     med = {label: statistics.median(values) * 1000 for label, values in figures.items()}
-    print(f"CPU per tick (ms, median of {args.rounds} rounds of {args.ticks} ticks)")
+    lines = [f"CPU per tick (ms, median of {args.rounds} rounds of {args.ticks} ticks)"]
     for label, value in med.items():
         spread = ", ".join(f"{v * 1000:.2f}" for v in figures[label])
-        print(f"  {label:18}{value:8.2f}   ({spread})")
+        lines.append(f"  {label:18}{value:8.2f}   ({spread})")
     baseline = med["seed trading"]
-    print(f"ratio multirun trading / seed trading: {med['multirun trading'] / baseline:.2f}")
-    print(f"ratio multirun no-op / seed trading:   {med['multirun no-op'] / baseline:.2f}")
+    lines.append(f"ratio multirun trading / seed trading: {med['multirun trading'] / baseline:.2f}")
+    lines.append(f"ratio multirun no-op / seed trading:   {med['multirun no-op'] / baseline:.2f}")
+    if args.json:
+        print(json.dumps({"cpu_ms": med, "table": "\n".join(lines)}, indent=2))
+    else:
+        print("\n".join(lines))
     return 0
 
 

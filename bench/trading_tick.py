@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import multiprocessing
 import os
@@ -268,14 +269,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     delays = [float(d) for d in args.fill_delays.split(",") if d.strip()]
-    results = {}
-    print(f"trading ticks: {args.ticks} per run, {args.rounds} old/new rounds, pid {os.getpid()}")
-    for delay in delays:
-        results[f"{delay:g}"] = result = measure(delay, args.ticks, args.rounds)
-        print_table(delay, result)
+    table = io.StringIO()
+    with contextlib.redirect_stdout(table if args.json else sys.stdout):
+        results = run(delays, args.ticks, args.rounds)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps({**results, "table": table.getvalue().strip()}, indent=2))
     return 0
+
+
+def run(delays: list[float], ticks: int, rounds: int) -> dict[str, Any]:
+    """Old and new schedules at each fill delay; prints each table, returns the figures."""
+    results = {}
+    print(f"trading ticks: {ticks} per run, {rounds} old/new rounds, pid {os.getpid()}")
+    for delay in delays:
+        results[f"{delay:g}"] = result = measure(delay, ticks, rounds)
+        print_table(delay, result)
+    return results
 
 
 if __name__ == "__main__":
