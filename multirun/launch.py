@@ -66,10 +66,11 @@ def preload(runner: RunnerSpec, accounts: Sequence[AccountSpec]) -> None:
     """Import what every child needs once, here, so forked children share those pages."""
     import requests  # noqa: F401
 
-    from multirun import account_process, client, journal, strategies, worker  # noqa: F401
+    from multirun import account_process, client, journal, models, strategies, worker  # noqa: F401
 
     for spec in accounts:
         strategies.resolve(spec.strategy, runner.config_dir)
+    models.prepare_time_parsing()
     if runner.uses_sim:
         import multirun.sim
     if runner.notify:

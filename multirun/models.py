@@ -248,10 +248,14 @@ def req_dict(obj: object, key: str) -> dict:
     return value
 
 
+API_TIME_PATTERNS = (
+    API_TS_FORMAT, "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S"
+)  # fmt: skip
+
+
 def parse_api_time(text: str, key: str = "expired_utc") -> datetime:
     """The API's ``YYYY-MM-DD hh:mm:ss[.ffffff]`` UTC timestamp as a naive UTC datetime."""
-    patterns = (API_TS_FORMAT, "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S")
-    for pattern in patterns:
+    for pattern in API_TIME_PATTERNS:
         try:
             return datetime.strptime(text.strip(), pattern)
         except ValueError:
@@ -461,3 +465,13 @@ def closed_trade_ids(rows: list[Transaction]) -> set[str]:
             closed.add(row.trade_id)
         seen.add(row.trade_id)
     return closed
+
+
+def prepare_time_parsing() -> None:
+    """Build what parsing the API's times needs, once: ``strptime`` imports ``_strptime``
+    and compiles a regular expression per pattern on first use, about 1.3 MiB of memory.
+    The supervisor calls this before forking, so its workers share it instead of each
+    building its own."""
+    sample = datetime(2026, 1, 2, 3, 4, 5, 6)
+    for pattern in API_TIME_PATTERNS:
+        datetime.strptime(sample.strftime(pattern), pattern)
