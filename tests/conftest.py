@@ -49,16 +49,31 @@ def sim(sim_factory: SimFactory) -> SimServer:
     return sim_factory()
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+POLL_FIRST_S = 0.005
+POLL_MAX_S = 0.05
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 5.0, interval: float | None = None
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds.
+
+    Without ``interval`` the polls start 5 ms apart and back off to 50 ms: a condition
+    that comes at once is seen at once, and a wait of seconds (a supervisor's start, a
+    worker's tick) costs 20 predicate calls a second, not 200. Several such waits run at
+    once under ``-n auto`` on a 2-core machine, and each call reads files or a listing.
+    """
     deadline = time.monotonic() + timeout
+    pause = POLL_FIRST_S if interval is None else interval
     while True:
         result = predicate()
         if result:
             return result
         if time.monotonic() >= deadline:
             raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
+        time.sleep(pause)
+        if interval is None:
+            pause = min(POLL_MAX_S, pause * 1.5)
 
 
 class SimCaller:
