@@ -36,6 +36,8 @@ defaults:
   api_key: {key}
   runmode: livetest
   strategy: random
+  params:
+    seed: 4  # BUY, SELL, BUY: a close every tick from the second
   instrument: BTCUSD
   volume: 1
   interval: 1s

@@ -30,6 +30,8 @@ defaults:
   api_key: alice-key-1234
   runmode: livetest
   strategy: random
+  params:
+    seed: 4  # BUY, SELL, BUY: a close every tick from the second
   instrument: BTCUSD
   volume: 1
   interval: 1s
