@@ -105,9 +105,10 @@ def run_account(
         url = server_url or _server_url(runner, stack, start_server)
         account_lock = stack.enter_context(contextlib.closing(_lock(runner, spec, url)))
         account = StateDir(runner.state_dir).account(spec.name)
-        journal = Journal.for_account(account, spec.order_ref_prefix)
+        journal = Journal.for_account(
+            account, spec.order_ref_prefix, identity=identity(runner, spec)
+        )
         stack.callback(journal.close)
-        journal.record_identity(identity(runner, spec))
         stop = StopFlag()
         stack.callback(stop.close)
         window = StopWindow(stop)

@@ -61,7 +61,13 @@ class Journal:
     """
 
     def __init__(
-        self, path: Path, prefix: str, *, clock: Clock = SYSTEM_CLOCK, lock: Path | None = None
+        self,
+        path: Path,
+        prefix: str,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        lock: Path | None = None,
+        identity: dict[str, str] | None = None,
     ) -> None:
         self.path = path
         self.prefix = prefix
@@ -81,7 +87,9 @@ class Journal:
             if lock is not None:
                 self._lock_fd = _lock(lock)
             self._file_id = _file_id(os.stat(path))
-            self.epoch, created = self._epoch()
+            self.epoch, created = self._epoch(identity)
+            if identity is not None and not created:
+                self.record_identity(identity)
         except BaseException:
             self.close()
             raise
@@ -93,10 +101,16 @@ class Journal:
 
     @classmethod
     def for_account(
-        cls, account: AccountDir, prefix: str, *, clock: Clock = SYSTEM_CLOCK
+        cls,
+        account: AccountDir,
+        prefix: str,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        identity: dict[str, str] | None = None,
     ) -> Journal:
-        """The journal of the account in ``account``, locked for the worker running it."""
-        return cls(account.journal, prefix, clock=clock, lock=account.lock)
+        """The journal of the account in ``account``, locked for the worker running it;
+        ``identity``: :meth:`record_identity` (with a new journal's epoch: one commit)."""
+        return cls(account.journal, prefix, clock=clock, lock=account.lock, identity=identity)
 
     def close(self) -> None:
         with contextlib.suppress(JournalError):
@@ -383,14 +397,20 @@ class Journal:
     def _now(self) -> float:
         return self._clock.time()
 
-    def _epoch(self) -> tuple[str, bool]:
-        """This journal's epoch, drawn (and committed) on first use; and whether it was."""
+    def _epoch(self, identity: dict[str, str] | None = None) -> tuple[str, bool]:
+        """This journal's epoch, drawn (and committed) on first use; and whether it was.
+        A new journal's ``identity`` goes in the same commit (one forced write, not two)."""
         rows = self._rows("SELECT value FROM meta WHERE key = 'epoch'")
         if rows:
             return str(rows[0][0]), False
         epoch = "".join(secrets.choice(string.ascii_uppercase) for _ in range(EPOCH_LEN))
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+            if identity is not None:
+                text = json.dumps(identity, sort_keys=True)
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('account', ?)", (text,)
+                )
         (row,) = self._rows("SELECT value FROM meta WHERE key = 'epoch'")
         return str(row[0]), str(row[0]) == epoch
 

@@ -1,9 +1,10 @@
 """The journal's SQLite schema, its version, and the in-place migration of older journals.
 
 The version lives in ``PRAGMA user_version``: 0 is the first schema (no version set),
-:data:`VERSION` the current one. Opening a journal creates the first schema's tables if
-missing, then applies each later step in one IMMEDIATE transaction that re-reads the
-version first, so two processes opening an old journal at once migrate it once. Old
+:data:`VERSION` the current one. Opening a journal of an older version (0 for a new,
+empty file) creates the first schema's tables if missing and applies each later step,
+all in one IMMEDIATE transaction that re-reads the version first, so two processes
+opening an old journal at once migrate it once, and a new journal costs one commit. Old
 rows keep working: new columns are NULL for them (a price nobody recorded).
 
 Version 2 (issue 16) keeps the money:
@@ -20,6 +21,7 @@ Version 2 (issue 16) keeps the money:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -95,34 +97,73 @@ _STEPS: dict[int, tuple[str, ...]] = {
 }
 
 
+# A new journal gets version 2's schema as it stands (no ALTER TABLE steps: each makes
+# SQLite re-parse the schema), then any later step; tests/test_journal_start_cost.py
+# checks it equals the first schema migrated step by step.
+_SCHEMA_NEW_VERSION = 2
+_SCHEMA_NEW = (
+    _SCHEMA_V1.replace(
+        "    note TEXT NOT NULL DEFAULT ''\n);",
+        "    note TEXT NOT NULL DEFAULT '',\n"
+        + ",\n".join("    " + sql.partition("ADD COLUMN ")[2] for sql in _STEPS[2][:5])
+        + "\n);",
+    )
+    + ";\n".join(_STEPS[2][5:])
+    + ";\n"
+)
+
+
 def version(db: sqlite3.Connection) -> int:
     return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
 def migrate(db: sqlite3.Connection) -> None:
-    """Bring ``db`` (autocommit mode) to :data:`VERSION`, one step per transaction.
+    """Bring ``db`` (autocommit mode) to :data:`VERSION` in one IMMEDIATE transaction.
 
+    A current journal is only read (its version). Otherwise the version is re-read under
+    the write lock (another process may have migrated meanwhile), then the first schema's
+    tables and each later step go in the same transaction: one commit (one forced write)
+    instead of one per statement, and a crash leaves the old schema whole or the new one.
     A journal newer than this program (a downgrade) is refused: its writer may rely on
     columns we would not fill."""
-    db.executescript(_SCHEMA_V1)
-    for target in range(2, VERSION + 1):
-        if version(db) >= target:
-            continue
+    if version(db) != VERSION:
         db.execute("BEGIN IMMEDIATE")
         try:
-            if version(db) < target:  # another process may have migrated meanwhile
-                for sql in _STEPS[target]:
-                    db.execute(sql)
-                db.execute(f"PRAGMA user_version = {target}")
+            found = version(db)
+            if found < VERSION:
+                if found == 0 and not _has_orders(db):  # a new journal
+                    _run_script(db, _SCHEMA_NEW)
+                    first = _SCHEMA_NEW_VERSION + 1
+                else:
+                    _run_script(db, _SCHEMA_V1)
+                    first = max(2, found + 1)
+                for target in range(first, VERSION + 1):
+                    for sql in _STEPS[target]:
+                        db.execute(sql)
+                db.execute(f"PRAGMA user_version = {VERSION}")
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
             raise
     if version(db) > VERSION:
         raise JournalError(
             f"journal schema version {version(db)} is newer than this program's ({VERSION}):"
             " upgrade multirun"
         )
+
+
+def _has_orders(db: sqlite3.Connection) -> bool:
+    sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'orders'"
+    return db.execute(sql).fetchone() is not None
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    """Each statement of ``script`` in the transaction under way (``executescript``
+    would commit it first)."""
+    for sql in script.split(";"):
+        if sql.strip():
+            db.execute(sql)
 
 
 def connect(path: Path) -> sqlite3.Connection:

@@ -132,11 +132,14 @@ class Reconciler:
         self.sync()
         # Intents get the reconcile window here; past it they stay UNCERTAIN (blocking
         # opens, watched every tick) rather than holding the first tick back.
+        settled = False
         while self._young_intents() and not self.stop.is_set():
+            settled = True
             self.settle_intents()
             if self._young_intents():
                 self.stop.wait(0.2)
-        self.sync()
+        if settled:  # else nothing changed since the sync above: listing again shows the same
+            self.sync()
         self.reconciled = True
 
     def _young_intents(self) -> list[JournalOrder]:
