@@ -475,9 +475,7 @@ class Arbiter(Stopping, Commands, Exits):
         for proc in self.all_procs():
             if proc.state != FATAL:
                 self.transition(proc, STOPPED)
-        self.left_open = {
-            p.name: p.program.sweep.leftover() for p in self.accounts if p.program.sweep
-        }
+        self.left_open = {p.name: self.sweeps.final(p) for p in self.accounts if p.program.sweep}
         self.save_final(self.exit_code())
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, spawn.default_handler(signum))

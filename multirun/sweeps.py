@@ -42,6 +42,9 @@ class Sweeps:
         self.looked_at: set[str] = set()
         self.deadlines: dict[str, float] = {}  # monotonic: SIGKILL after this
         self.abandoned = False  # a forced stop killed them: no more sweeps
+        # account name -> (its worker's start, what its journal held once that worker
+        # was gone): the final report reuses it when nothing ran on the account since
+        self.read: dict[str, tuple[float, Leftover]] = {}
 
     def due(self, accounts: Iterable[Proc]) -> list[tuple[Proc, Leftover]]:
         """Accounts whose worker is gone and whose journal holds trades, each once."""
@@ -58,9 +61,27 @@ class Sweeps:
                 continue
             self.looked_at.add(account.name)
             left = sweep.leftover()
+            self.read[account.name] = (account.started, left)
             if needs_sweep(left):
                 found.append((account, left))
         return found
+
+    def final(self, account: Proc) -> Leftover:
+        """What ``account``'s journal holds, for the final report: the read made when its
+        worker was gone, if no process ran on the account since (no sweep, no restart:
+        nothing wrote the journal; at 500 accounts a second read of each costs the stop
+        half a second), else read now."""
+        sweep = account.program.sweep
+        assert sweep is not None
+        cached = self.read.get(account.name)
+        if (
+            cached is not None
+            and cached[0] == account.started
+            and account.pid is None
+            and account.name not in self.procs
+        ):
+            return cached[1]
+        return sweep.leftover()
 
     def add(self, account: Proc) -> Proc:
         """The sweep process (not started yet) of ``account``."""
