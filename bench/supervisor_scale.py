@@ -1,7 +1,7 @@
 """The supervisor at N accounts: time until all up and RUNNING, time to stop, its own CPU.
 
     python bench/supervisor_scale.py [--accounts 500] [--interval 60] [--repeat 1]
-                                     [--profile FILE] [--json]
+                                     [--profile FILE] [--worker-profiles DIR] [--json]
 
 Starts an in-process simulator, writes a runner.yaml of N accounts (strategy ``random``,
 ``on_stop: close``) and runs ``multirun start`` as a subprocess whose own CPU time
@@ -16,8 +16,9 @@ exit. It reports, from the start of the subprocess:
 - the supervisor's CPU seconds over the whole run, and per account (linear in accounts:
   the per-account figure stays flat as N grows).
 
-``--profile FILE`` runs the supervisor under cProfile and writes its stats to FILE (read
-with ``python -m pstats FILE``). Linux only.
+``--profile FILE`` runs the supervisor under cProfile (CPU time) and writes its stats to FILE (read
+with ``python -m pstats FILE``); ``--worker-profiles DIR`` profiles each worker's CPU time
+from its start to its exit into ``DIR/NAME.prof``. Linux only.
 """
 
 from __future__ import annotations
@@ -47,12 +48,27 @@ from multirun.statedir import StateDir  # noqa: E402
 # The supervisor's entry point, writing its own CPU time (and a profile) when it exits.
 SUPERVISOR = """\
 import atexit, json, resource, sys
-usage_file, profile_file = sys.argv[1], sys.argv[2]
-sys.argv = ["multirun", *sys.argv[3:]]
+usage_file, profile_file, worker_profiles = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.argv = ["multirun", *sys.argv[4:]]
 profiler = None
+if worker_profiles:  # each worker's own cProfile, from its start to its exit
+    import cProfile, os, time
+    from multirun import launch
+    run_worker = launch.run_worker
+
+    def profiled(runner, name, context):
+        worker_profiler = cProfile.Profile(time.process_time)  # CPU: the machine is shared
+        worker_profiler.enable()
+        try:
+            return run_worker(runner, name, context)
+        finally:
+            worker_profiler.disable()
+            worker_profiler.dump_stats(os.path.join(worker_profiles, name + ".prof"))
+
+    launch.run_worker = profiled
 if profile_file:
-    import cProfile
-    profiler = cProfile.Profile()
+    import cProfile, time
+    profiler = cProfile.Profile(time.process_time)  # CPU: the machine is shared
     profiler.enable()
 
 def done():
@@ -95,7 +111,9 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float) -> float:
     return time.monotonic()
 
 
-def run_once(url: str, n: int, interval: int, workdir: Path, profile: str) -> Run:
+def run_once(
+    url: str, n: int, interval: int, workdir: Path, profile: str, worker_profiles: str = ""
+) -> Run:
     state = workdir / "state"
     config = workdir / "runner.yaml"
     text = f"version: 1\nserver: {url}\nstate_dir: {state}\nstop_timeout: 60\naccounts:\n"
@@ -122,7 +140,8 @@ def run_once(url: str, n: int, interval: int, workdir: Path, profile: str) -> Ru
         return bool(found) and all(a.get("state") == "RUNNING" for a in found.values())
 
     sim_cpu_at = time.process_time()
-    argv = [sys.executable, "-c", SUPERVISOR, str(usage_file), profile, "start", str(config)]
+    argv = [sys.executable, "-c", SUPERVISOR, str(usage_file), profile, worker_profiles]
+    argv += ["start", str(config)]
     start = time.monotonic()
     with (workdir / "multirun.log").open("wb") as out:
         proc = subprocess.Popen(
@@ -193,6 +212,11 @@ def main() -> int:
     parser.add_argument("--interval", type=int, default=60)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--profile", default="", help="cProfile the supervisor into this file.")
+    parser.add_argument(
+        "--worker-profiles",
+        default="",
+        help="cProfile each worker (start to exit) into DIR/NAME.prof.",
+    )
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     parser.add_argument("--keep", default="", help="Keep each run's state dir under here.")
     args = parser.parse_args()
@@ -202,10 +226,28 @@ def main() -> int:
             for n in args.accounts:
                 if args.keep:
                     workdir = Path(tempfile.mkdtemp(prefix=f"run{n}-", dir=args.keep))
-                    runs.append(run_once(sim.base_url, n, args.interval, workdir, args.profile))
+                    runs.append(
+                        run_once(
+                            sim.base_url,
+                            n,
+                            args.interval,
+                            workdir,
+                            args.profile,
+                            args.worker_profiles,
+                        )
+                    )
                     continue
                 with tempfile.TemporaryDirectory() as tmp:
-                    runs.append(run_once(sim.base_url, n, args.interval, Path(tmp), args.profile))
+                    runs.append(
+                        run_once(
+                            sim.base_url,
+                            n,
+                            args.interval,
+                            Path(tmp),
+                            args.profile,
+                            args.worker_profiles,
+                        )
+                    )
     if args.json:
         print(json.dumps([asdict(r) for r in runs], indent=2))
     else:
