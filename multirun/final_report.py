@@ -13,14 +13,18 @@ The report is stored in ``supervisor.json`` (``left_open``, :func:`to_json`) so 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from multirun.errors import MultirunError
 
 CLOSE, KEEP = "close", "keep"
+
+# A journal's files (database, write-ahead log) as (inode, size, mtime_ns), None if absent
+Signature = tuple[tuple[int, int, int] | None, ...]
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class Leftover:
     on_stop: str  # close | keep
     trades: tuple[HeldTrade, ...] = ()
     error: str | None = None  # the journal could not be read: nothing can be said
+    # the journal read and its files' signature just before (see unchanged())
+    seen: tuple[Path, Signature] | None = field(default=None, compare=False)
 
     @property
     def failed(self) -> bool:
@@ -60,6 +66,7 @@ def journal_leftovers(journal: Path, prefix: str, account: str, on_stop: str) ->
 
     if not journal.exists():
         return Leftover(account, on_stop)
+    seen = (journal, signature(journal))  # before reading: a later write changes it
     try:
         book = Journal(journal, prefix, lock=None)
     except MultirunError as error:
@@ -73,7 +80,26 @@ def journal_leftovers(journal: Path, prefix: str, account: str, on_stop: str) ->
     trades = tuple(
         HeldTrade(o.order_ref, o.side, o.volume, o.instrument, o.trade_id, o.state) for o in orders
     )
-    return Leftover(account, on_stop, trades)
+    return Leftover(account, on_stop, trades, seen=seen)
+
+
+def signature(journal: Path) -> Signature:
+    """The journal's files as they are now: any commit changes the log's size or time,
+    a checkpoint the database's, a close removes the log."""
+    found: list[tuple[int, int, int] | None] = []
+    for path in (journal, journal.with_name(journal.name + "-wal")):
+        try:
+            st = os.stat(path)
+        except OSError:
+            found.append(None)
+        else:
+            found.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(found)
+
+
+def unchanged(left: Leftover) -> bool:
+    """Whether the journal ``left`` was read from is still as it was (no write since)."""
+    return left.seen is not None and signature(left.seen[0]) == left.seen[1]
 
 
 def describe(trade: HeldTrade) -> str:
