@@ -1,6 +1,7 @@
 """N accounts under one multirun supervisor next to N seed-style scripts, in one run.
 
-    python bench/scale.py [--accounts 50] [--interval 5] [--idle-window 20] [--no-seed] [--json]
+    python bench/scale.py [--accounts 50] [--interval 5] [--idle-window 20] [--no-seed]
+                          [--skip S] [--json]
 
 Starts ``multirun sim`` as its own process (so its CPU is measured too), then:
 
@@ -19,7 +20,9 @@ one interval later), the total proportional set size (PSS, /proc/PID/smaps_rollu
 process tree, the CPU while ticking over ``--idle-window`` seconds (utime + stime from
 /proc/PID/stat; the strategy trades on about two ticks in three), the simulator's CPU over
 the same window, and the time from SIGTERM to every process gone (multirun: on_stop close
-of every open trade included). Then the ratios. The two sets run one after the other, so
+of every open trade included). Then the ratios. ``--skip S`` starts multirun's window S
+seconds after all ticked: with ``--interval 60 --skip 5 --idle-window 45`` it holds no
+tick, the CPU of 50 accounts waiting between ticks. The two sets run one after the other, so
 they never compete for the CPU. Linux only.
 """
 
@@ -207,7 +210,7 @@ def _alive(pid: int) -> bool:
 
 
 def run_multirun(url: str, sim_pid: int, n: int, interval: int, window: float,
-                 workdir: Path) -> Figures:  # fmt: skip
+                 workdir: Path, skip: float = 0.0) -> Figures:  # fmt: skip
     state = workdir / "state"
     config = workdir / "runner.yaml"
     text = f"version: 1\nserver: {url}\nstate_dir: {state}\nstop_timeout: 60\naccounts:\n"
@@ -230,6 +233,7 @@ def run_multirun(url: str, sim_pid: int, n: int, interval: int, window: float,
         up = wait_for("all workers RUNNING", running, 300) - start
         ticked = wait_for("all ticked", lambda: all(s.get("ticks") for s in statuses()), 300)
         start_cpu = (cpu_ticks(proc.pid) or 0) / os.sysconf("SC_CLK_TCK")
+        time.sleep(skip)  # --skip: past the first ticks, so the window is between ticks
         usage = measure(tree([proc.pid, sim_pid]), window)
     finally:
         stop_s = stop_and_time([proc], 120)
@@ -305,14 +309,14 @@ def report(multirun: Figures, seed: Figures | None, n: int, interval: int) -> st
 
 
 def run(accounts: int, interval: int, window: float, seeds: bool,
-        fill_delay_ms: int = 20) -> tuple[Figures, Figures | None]:  # fmt: skip
+        fill_delay_ms: int = 20, skip: float = 0.0) -> tuple[Figures, Figures | None]:  # fmt: skip
     """Both sets against one ``multirun sim`` process; the seed figures are None without
     ``seeds``."""
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         sim, url = start_sim(fill_delay_ms, workdir)
         try:
-            ours = run_multirun(url, sim.pid, accounts, interval, window, workdir)
+            ours = run_multirun(url, sim.pid, accounts, interval, window, workdir, skip)
             theirs = run_seeds(url, sim.pid, accounts, interval, window, workdir) if seeds else None
         finally:
             sim.send_signal(signal.SIGTERM)
@@ -326,12 +330,15 @@ def main() -> int:
     parser.add_argument("--interval", type=int, default=5)
     parser.add_argument("--idle-window", type=float, default=20.0)
     parser.add_argument("--no-seed", action="store_true", help="Skip the seed-style set.")
+    parser.add_argument("--skip", type=float, default=0.0,
+                        help="multirun: seconds between all ticked and the window")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     args = parser.parse_args()
     if not Path("/proc/self/smaps_rollup").exists():
         print("scale: needs Linux /proc (smaps_rollup)", file=sys.stderr)
         return 2
-    ours, theirs = run(args.accounts, args.interval, args.idle_window, not args.no_seed)
+    ours, theirs = run(args.accounts, args.interval, args.idle_window, not args.no_seed,
+                       skip=args.skip)  # fmt: skip
     if args.json:
         table = report(ours, theirs, args.accounts, args.interval)
         print(json.dumps({"accounts": args.accounts, "interval_s": args.interval,
