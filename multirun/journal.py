@@ -15,12 +15,9 @@ sent, so after a crash at any instant the worker knows every orderRef it may hav
 sent and asks the server about it instead of sending it again. Trades the server
 lists with our prefix but the journal does not know are ADOPTED as OPEN.
 
-orderRefs are ``<prefix><EPOCH>-<n>``: ``EPOCH`` is six upper-case letters drawn at
-random when the journal is created (account names are lower-case, so no other account's
-prefix can read it as ours), ``n`` a counter kept in the journal and bumped above any
-suffix seen on the server. A deleted or reset journal draws a new epoch, so its orderRefs
-never repeat one the server already knows. ``<prefix><n>`` refs (journals older than the
-epoch) stay ours. A journal created now, not found on disk, is :attr:`Journal.is_new`.
+orderRefs are ``<prefix><EPOCH>-<n>`` (:mod:`multirun.order_refs`): a deleted or reset
+journal draws a new epoch, so its orderRefs never repeat one the server already knows. A
+journal created now, not found on disk, is :attr:`Journal.is_new`.
 
 The lock file and the journal must stay the files their paths name: :meth:`Journal.lost`
 says when one was deleted or replaced (a state directory removed while running).
@@ -33,13 +30,12 @@ import fcntl
 import json
 import os
 import re
-import secrets
 import sqlite3
-import string
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from multirun import order_refs
 from multirun.clock import SYSTEM_CLOCK, Clock
 from multirun.errors import JournalError
 from multirun.journal_schema import JournalOrder, connect
@@ -47,10 +43,6 @@ from multirun.statedir import AccountDir
 
 INTENT, OPEN, CLOSING, CLOSED, ABANDONED = "INTENT", "OPEN", "CLOSING", "CLOSED", "ABANDONED"
 HELD = (OPEN, CLOSING)  # states in which the trade may still be open on the server
-# After the prefix: an optional epoch (upper-case: never part of an account name), then
-# the counter. ASCII only: str.isdigit() accepts "²", int() does not.
-_SUFFIX = re.compile(r"(?:([A-Z]{4,12})-)?([0-9]+)")
-EPOCH_LEN = 6
 
 
 class Journal:
@@ -148,7 +140,7 @@ class Journal:
         if self.refusal is not None:
             raise JournalError(f"no new orders: {self.refusal}")
         with self._tx() as db:
-            seq = self._next_seq(db)
+            seq = order_refs.next_seq(db)
             ref = f"{self.prefix}{self.epoch}-{seq}"
             db.execute(
                 "INSERT INTO orders (order_ref, instrument, side, volume, state, created_ts)"
@@ -212,7 +204,7 @@ class Journal:
                 " closed_ts = NULL, note = 'seen open on the server again'",
                 (order_ref, instrument, side, volume, OPEN, str(trade_id), now, now, now),
             )
-            self._bump_seq(db, self.seq_of(order_ref))
+            order_refs.bump_seq(db, self.seq_of(order_ref))
         if self.on_adopt is not None and not known:
             self.on_adopt(order_ref)
         return self.get(order_ref)
@@ -288,7 +280,7 @@ class Journal:
         """Make sure the next orderRef's number is above ``seen_suffix``."""
         if seen_suffix is not None:
             with self._tx() as db:
-                self._bump_seq(db, seen_suffix)
+                order_refs.bump_seq(db, seen_suffix)
 
     # --- queries ----------------------------------------------------------------
 
@@ -349,9 +341,7 @@ class Journal:
         return self._match(order_ref) is not None
 
     def _match(self, order_ref: str) -> re.Match[str] | None:
-        if not order_ref.startswith(self.prefix):
-            return None
-        return _SUFFIX.fullmatch(order_ref.removeprefix(self.prefix))
+        return order_refs.match(self.prefix, order_ref)
 
     # --- which server account this journal trades -----------------------------------
 
@@ -403,7 +393,7 @@ class Journal:
         rows = self._rows("SELECT value FROM meta WHERE key = 'epoch'")
         if rows:
             return str(rows[0][0]), False
-        epoch = "".join(secrets.choice(string.ascii_uppercase) for _ in range(EPOCH_LEN))
+        epoch = order_refs.draw_epoch()
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
             if identity is not None:
@@ -488,23 +478,6 @@ class Journal:
     ) -> None:
         with self._deferred() if deferred else self._tx() as db:
             db.execute(f"UPDATE orders SET {assignments} WHERE order_ref = ?", (*values, order_ref))
-
-    @staticmethod
-    def _next_seq(db: sqlite3.Connection) -> int:
-        row = db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
-        seq = int(row[0]) if row else 1
-        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?)", (seq + 1,))
-        return seq
-
-    @staticmethod
-    def _bump_seq(db: sqlite3.Connection, seen: int | None) -> None:
-        if seen is None:
-            return
-        row = db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
-        if not row or int(row[0]) <= seen:
-            db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?)", (seen + 1,)
-            )
 
 
 def _lock(path: Path) -> int:
