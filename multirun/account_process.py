@@ -79,6 +79,7 @@ def run_account(
     server_url: str | None = None,
     start_server: ServerStarter | None = None,
     supervised: bool = False,
+    on_up: Callable[[], None] | None = None,
 ) -> int:
     """Run account ``name`` of ``runner`` in the foreground; returns the exit code.
 
@@ -87,6 +88,7 @@ def run_account(
     ``server_url`` overrides ``runner.server``; with ``server: sim`` and no
     ``server_url``, ``start_server`` starts one for this run (standalone demos).
     ``supervised``: the supervisor stamps each line with the time and the account.
+    ``on_up``: called once the account is reconciled and its ticks scheduled.
     """
     _configure_logging(name, stamped=not supervised)
     try:
@@ -127,7 +129,15 @@ def run_account(
         client = _make_client(url, spec, window, heartbeat)
         stack.callback(client.close)
         worker = AccountWorker(
-            runner, spec, client, journal, on_tick, stop=stop, window=window, heartbeat=heartbeat
+            runner,
+            spec,
+            client,
+            journal,
+            on_tick,
+            stop=stop,
+            window=window,
+            heartbeat=heartbeat,
+            on_up=on_up,
         )
         workers.append(worker)
         if runner.metrics is not None or runner.notify:  # for /metrics and rejected orders

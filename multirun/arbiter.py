@@ -298,7 +298,7 @@ class Arbiter(Stopping, Commands, Exits):
                 main,
                 death_signal=program.death_signal,
                 death_r=self.death_r,
-                handshake=program.ready_timeout_s is not None,
+                handshake=program.ready_timeout_s is not None or program.announces_up,
                 hold=self.hold_r,
             )
         except OSError as error:
@@ -324,10 +324,16 @@ class Arbiter(Stopping, Commands, Exits):
         self.save()
 
     def read_ready(self, proc: Proc) -> None:
-        """Read a service's handshake pipe; its first line is what it announces."""
+        """Read a service's handshake pipe; its first line is what it announces. An
+        account's line says it is up (its exit before that is an ordinary crash)."""
         assert self.pipes is not None
         line = self.pipes.read_ready(proc)
         if line is None:
+            return
+        if proc.program.announces_up:
+            if line and proc.state == STARTING:
+                self.transition(proc, RUNNING)
+                self.save()
             return
         if not line:
             if not self.stopping:

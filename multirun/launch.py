@@ -96,7 +96,9 @@ def run_worker(runner: RunnerSpec, name: str, context: ChildContext) -> int:
 
     fresh_strategy_module(runner.account(name).strategy)
     url = context.announced.get(SIM)
-    return account_process.run_account(runner, name, server_url=url, supervised=True)
+    return account_process.run_account(
+        runner, name, server_url=url, supervised=True, on_up=lambda: context.ready("up")
+    )
 
 
 def run_sweep(runner: RunnerSpec, name: str, context: ChildContext) -> int:
@@ -127,6 +129,7 @@ def account_program(runner: RunnerSpec, name: str) -> Program:
     return Program(
         name,
         partial(run_worker, runner, name),
+        announces_up=True,
         sweep=Sweep(
             partial(run_sweep, runner, name),
             partial(leftover, runner, name),

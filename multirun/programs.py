@@ -65,6 +65,9 @@ class Program:
     target: Target
     service: bool = False  # serves the accounts: first up, last down, its exit ends the run
     ready_timeout_s: float | None = None  # set: the child announces itself (a ready line)
+    # An account: its worker says when it is up (start-up reconciliation done); RUNNING
+    # then, or after startsecs without a word (a slow server), whichever comes first.
+    announces_up: bool = False
     death_signal: int = signal.SIGHUP  # what it gets when the arbiter dies
     stop_timeout_s: float = SERVICE_STOP_TIMEOUT_S  # a service's; accounts use the arbiter's
     title: str = ""  # how messages call it ("the simulator"); its name when empty

@@ -5,7 +5,7 @@ it imports nothing of ours.
 
 Process states (the supervisor's view of one child)::
 
-    STOPPED --start--> STARTING --up startsecs--> RUNNING
+    STOPPED --start--> STARTING --worker up (reconciled), or startsecs--> RUNNING
     STARTING/RUNNING --exit--> BACKOFF --delay--> STARTING
     STARTING --crash loop--> FATAL
     any running state --stop--> STOPPING --exit--> STOPPED

@@ -126,8 +126,10 @@ class Worker:
         timing: Timing = DEFAULT_TIMING,
         window: StopWindow | None = None,
         heartbeat: Callable[[], None] | None = None,
+        on_up: Callable[[], None] | None = None,
     ) -> None:
         self.runner = runner
+        self.on_up = on_up or (lambda: None)  # reconciled, scheduled: the supervisor's RUNNING
         self.spec = spec
         self.client = client
         self.journal = journal
@@ -201,6 +203,7 @@ class Worker:
                 self.spec.interval_s, len(self.journal.held()),
             )  # fmt: skip
             self.write_status(force=True)  # now with its next tick
+            self.on_up()
             self.ticker.run()
             if self.stop.reason == ORPHANED:
                 return self.orphaned()
