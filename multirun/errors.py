@@ -121,6 +121,11 @@ class SupervisorError(MultirunError):
     """The supervisor cannot start, find, or stop its workers."""
 
 
+def one_line(error: BaseException) -> str:
+    """``Type: message`` on one line (log lines and status fields are single lines)."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
+
+
 def exit_code_for(error: BaseException) -> int:
     """The process exit code for ``error``: the single mapping the CLI uses."""
     if isinstance(error, MultirunError):

@@ -31,6 +31,7 @@ from multirun.errors import (
     CloseUnconfirmed,
     Interrupted,
     JournalError,
+    one_line,
 )
 from multirun.journal import Journal, JournalOrder
 from multirun.models import Trade
@@ -159,7 +160,7 @@ class Closer:
                 if not retryable(exc) and not isinstance(exc, JournalError | OSError):
                     break
                 left = deadline - time.monotonic()
-                log.warning("on_stop close: %s; trying again (%.1f s left)", _describe(exc), left)
+                log.warning("on_stop close: %s; trying again (%.1f s left)", one_line(exc), left)
             if time.monotonic() >= deadline:
                 break
             time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
@@ -228,7 +229,7 @@ class Closer:
             log.error("on_stop close: could not journal the %s; closing anyway", note)
 
     def _failed(self, exc: BaseException) -> None:
-        self.outcome.last_error = _describe(exc)
+        self.outcome.last_error = one_line(exc)
 
     def _left(self) -> list[str]:
         """Every trade of ours that may still be open: the journal's, and the server's."""
@@ -256,8 +257,3 @@ def describe(trade_id: str | None, side: str, volume: float, instrument: str, re
 
 def _names(trades: Sequence[Trade]) -> str:
     return ", ".join(f"{t.side} {t.trade_id} ({t.order_ref})" for t in trades)
-
-
-def _describe(exc: BaseException) -> str:
-    """``Type: message`` on one line."""
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"

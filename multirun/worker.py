@@ -10,14 +10,10 @@ A :class:`Worker` owns one account's client, journal, strategy and ticker
    ``volume`` when not already there. Every order's intent is journaled before
    it is sent. Only trades whose orderRef is the account's prefix followed by
    digits are ever touched (see :meth:`Journal.owns`).
-3. Guardrails (:mod:`multirun.guardrails`): no opening beyond ``max_open_trades``
-   (counting what the server lists as well as the journal) or ``max_orders_per_hour``,
-   nor above ``max_volume``, nor while an order is UNCERTAIN (see
-   :mod:`multirun.reconcile`); a blocking guardrail is logged when it starts blocking
-   and when it clears. After ``halt_after_failures`` consecutive failed ticks, failed
-   orders (no-op ticks between them do not reset that count) or ticks whose status
-   could not be written, the worker is HALTED (no more orders; still writing its
-   status) until stopped.
+3. Guardrails (:mod:`multirun.guardrails`, which words each rule) refuse opens beyond
+   ``max_open_trades``, ``max_orders_per_hour`` or ``max_volume`` or while an order is
+   UNCERTAIN, and halt the account after ``halt_after_failures`` failures in a row
+   (HALTED: no more orders, still writing its status, until stopped).
 4. A strategy call running past ``tick_timeout`` is interrupted (SIGALRM, see
    :mod:`multirun.alarm`): a failed tick, logged with the strategy's stack.
 5. Once stopped (between ticks; a tick under way opens nothing more), ``on_stop``:
@@ -26,13 +22,9 @@ A :class:`Worker` owns one account's client, journal, strategy and ticker
    is left open is named and the exit code is 3. Orphaned (the supervisor died):
    unwind at once, close nothing.
 
-The account's ``status.json`` (:mod:`multirun.worker_status`) is rewritten atomically
-after every tick and state change (a tick of an account ticking more often than every
-2 s that only made progress: at most every 2 s), best-effort: a state directory that
-cannot take it is logged once, and never stands in the way of an order or a close.
-The heartbeat file is touched while idle (every tenth of watchdog_timeout, 1 to 5 s:
-:func:`multirun.alarm.heartbeat_every`), around every tick and
-strategy call, and before every request.
+The account's ``status.json``: :mod:`multirun.worker_status` (what, and how often). The
+heartbeat file is touched while idle (:func:`multirun.alarm.heartbeat_every`), around
+every tick and strategy call, and before every request.
 """
 
 from __future__ import annotations
@@ -55,6 +47,7 @@ from multirun.errors import (
     JournalError,
     MultirunError,
     OrderUncertain,
+    one_line,
 )
 from multirun.journal import Journal, JournalOrder
 from multirun.models import Bar, OrderAck, Quote
@@ -219,10 +212,10 @@ class Worker:
             self.reconcile()
         except (MultirunError, Interrupted) as exc:
             if self.stop.is_set():  # on_stop reconciles again, within the stop deadline
-                log.info("stop requested while reconciling (%s): on_stop next", _describe(exc))
+                log.info("stop requested while reconciling (%s): on_stop next", one_line(exc))
                 return
             self.state = STOPPED
-            self.last_error = self._text(_describe(exc))
+            self.last_error = self._text(one_line(exc))
             self.write_status()
             raise
         finally:
@@ -353,7 +346,7 @@ class Worker:
         self.failures += 1
         if self._ordering:
             self.order_failures += 1
-        self.last_error = self._text(_describe(exc))
+        self.last_error = self._text(one_line(exc))
         # The traceback goes to worker.log only (see multirun.logs); a timeout's is ours, not
         # the strategy's: its stack is logged below instead.
         trace = None if isinstance(exc, StrategyTimeout) else exc
@@ -506,11 +499,3 @@ class Worker:
             yield
         finally:
             self.busy = False
-
-
-# --- helpers --------------------------------------------------------------------------
-
-
-def _describe(exc: BaseException) -> str:
-    """``Type: message`` on one line (log lines and status fields are single lines)."""
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
