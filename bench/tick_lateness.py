@@ -70,12 +70,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from multirun.alarm import heartbeat_every  # after the path fix
 from multirun.clock import StopSignal
+from multirun.specs import RunnerSpec
 from multirun.ticker import FINAL_WAIT_S, StopFlag, Tick, Ticker, wake_offset
 
 TARGET_P99_S = 0.002
 TARGET_ACCOUNTS_P99_S = 0.020
-# A worker's idle heartbeat at the default watchdog_timeout (90 s): its longest wait.
-HEARTBEAT_S = heartbeat_every(90)
+# A worker's idle heartbeat at the default watchdog_timeout (the schema's): its longest wait.
+HEARTBEAT_S = heartbeat_every(RunnerSpec.watchdog_timeout_s)
 FIGURES: dict[str, float | bool] = {}  # the run's figures, for --json (bench/all.py)
 
 
