@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -43,6 +44,18 @@ def _keep_compiled_test_modules() -> None:
 
 
 _keep_compiled_test_modules()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under xdist, compile the test modules once here, before the workers start, so each
+    worker reads the compiled files instead of rewriting every module itself (a fresh
+    clone's first run would otherwise compile the suite once per worker)."""
+    distributed = getattr(session.config.option, "numprocesses", None)
+    if not distributed or os.environ.get("PYTEST_XDIST_WORKER") or sys.dont_write_bytecode:
+        return
+    for path in sorted(Path(__file__).parent.glob("test_*.py")):
+        importlib.import_module(f"{__package__}.{path.stem}")
 
 
 @pytest.fixture
