@@ -156,13 +156,9 @@ class Placer:
         """Where ``order_ref`` is on the server: pending or opened (raises when those
         listings cannot be read), else in the transaction history (opened and closed
         again meanwhile; an unreadable history counts as not found)."""
-        found = self.find_all(order_ref, deadline)
-        if found:
-            trade, where = found[0]
-            status = "FILLED" if where == "opened_trades" else "PENDING"
-            log.info("open_order %s: found on the server as trade %s (%s)",
-                     order_ref, trade.trade_id, where)  # fmt: skip
-            return OrderAck(trade.trade_id, status, trade.timestamp, order_ref)
+        listed = self._listed(order_ref, deadline)
+        if listed is not None:
+            return listed
         try:
             rows = self.client.strategy_trades(order_ref)
         except (ApiError, NotSent) as failed:
@@ -170,9 +166,25 @@ class Placer:
             return None
         if not rows:
             return None
+        # A market order filled between the listings and the history read is in the
+        # history and open: only one missing from the listings read after it is closed.
+        listed = self._listed(order_ref, deadline)
+        if listed is not None:
+            return listed
         log.info("open_order %s: found in the transaction history as trade %s",
                  order_ref, rows[0].trade_id)  # fmt: skip
         return OrderAck(rows[0].trade_id, "CLOSED", rows[0].timestamp, order_ref)
+
+    def _listed(self, order_ref: str, deadline: float) -> OrderAck | None:
+        """``order_ref``'s ack if it is pending or opened on the server now."""
+        found = self.find_all(order_ref, deadline)
+        if not found:
+            return None
+        trade, where = found[0]
+        status = "FILLED" if where == "opened_trades" else "PENDING"
+        log.info("open_order %s: found on the server as trade %s (%s)",
+                 order_ref, trade.trade_id, where)  # fmt: skip
+        return OrderAck(trade.trade_id, status, trade.timestamp, order_ref)
 
     def find_all(self, order_ref: str, deadline: float | None) -> list[tuple[Trade, str]]:
         """Every (trade, listing) carrying ``order_ref``: opened ones first. Pending is

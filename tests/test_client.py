@@ -577,6 +577,24 @@ def test_an_order_opened_and_closed_meanwhile_is_found_in_the_history(client, rs
     assert "orderRef=mr-a-1" in query
 
 
+def test_an_order_filling_while_it_is_looked_for_is_open_not_closed(client, rsps) -> None:
+    """Seen under load against the simulator: the listings were read before the fill, the
+    history after it. In the history but opened when listed again is FILLED, not CLOSED
+    (a CLOSED ack would leave an open trade unmanaged)."""
+    rsps.post(f"{BASE}/open_order", body=requests.ReadTimeout("slow"))
+    rsps.get(f"{BASE}/pending_trades", json=listing())
+    rsps.get(f"{BASE}/opened_trades", json=listing())
+    rsps.get(f"{BASE}/opened_trades", json=listing(trade("41", "mr-a-1")))
+    rows = [{"trade_ID": 41, "order_ref": "mr-a-1", "price": 1.0, "volume": 1.0,
+             "timestamp": "2026-01-01 00:00:00"}]  # fmt: skip
+    rsps.get(f"{BASE}/strategy_trade", json={"count": 1, "res": rows})
+    ack = client.open_order("BTCUSD", "BUY", 1.0, "mr-a-1")
+    assert (ack.trade_id, ack.status) == ("41", "FILLED")
+    assert len(calls_to(rsps, "open_order")) == 1
+    names = [c.request.url.split("?")[0].rsplit("/", 1)[1] for c in rsps.calls]
+    assert names.index("strategy_trade") < len(names) - 1 - names[::-1].index("opened_trades")
+
+
 def test_forbidden_is_not_retried_with_a_new_token(client, rsps, server) -> None:
     rsps.get(f"{BASE}/balance", status=403, json={"err_msg": "account not available"})
     with pytest.raises(AuthError, match="HTTP 403"):
