@@ -243,11 +243,11 @@ class FakeClock:
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: five workers per core, at most 12.
+    """``-n auto``: four workers per core, at most 12.
 
     Most of the suite waits on real processes and real sockets (a worker's tick, a
     supervisor's start and stop), not on the CPU: one worker per core left the cores mostly
-    idle. On 2 cores, quiet: 1 per core 140 s, 3 per core 86 s, 5 per core 72 s (the
-    suite's CPU is about 120 s, so about 60 s is the floor there).
+    idle. On 2 cores, quiet, compiled modules cached: 6 workers 55 s, 8 workers 55 s,
+    10 workers 63 s (each worker costs about a second of CPU to start and collect).
     """
-    return min(12, 5 * (os.cpu_count() or 1))
+    return min(12, 4 * (os.cpu_count() or 1))

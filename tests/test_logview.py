@@ -130,7 +130,9 @@ def test_logs_cli_follows_a_running_supervisor(tmp_path: Path) -> None:
         main = [sys.executable, "-c", "from multirun.cli import main; main()"]
         sup = subprocess.Popen([*main, "start", str(config)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, cwd=ROOT, env=env)  # fmt: skip
-        follow = subprocess.Popen([*main, "logs", str(config), "-f", "-n", "0"],
+        # -n 100, not 0: the supervisor may write its first lines before the follower
+        # opens the log; "stopped" below can only come while it follows
+        follow = subprocess.Popen([*main, "logs", str(config), "-f", "-n", "100"],
                                   stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)  # fmt: skip
         try:
             assert follow.stdout is not None

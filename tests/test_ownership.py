@@ -190,6 +190,15 @@ def test_foreign_trades_under_our_prefix_trip_the_detector() -> None:
 # --- case 2: a deleted or reset state directory -----------------------------------
 
 
+def removed(directory: Path) -> bool:
+    """``shutil.rmtree``; False when a file appeared meanwhile (the directory not empty)."""
+    try:
+        shutil.rmtree(directory)
+    except OSError:
+        return False
+    return True
+
+
 def test_deleting_the_state_dir_while_running_halts_the_worker(
     tmp_path: Path, sim: SimServer, alice: SimCaller, runtime: Path
 ) -> None:
@@ -198,7 +207,8 @@ def test_deleting_the_state_dir_while_running_halts_the_worker(
     proc = start(config, "alpha", sim.base_url, log)
     try:
         wait_until(lambda: ours_open(alice, "mr-alpha-"), timeout=30)
-        shutil.rmtree(tmp_path / "state")
+        # as `rm -rf` would, again if the running worker wrote a file meanwhile
+        wait_until(lambda: removed(tmp_path / "state"), timeout=5)
         wait_until(lambda: "HALTED" in log.read_text(), timeout=8)
         assert "was deleted while this process held it" in log.read_text()
         assert proc.poll() is None  # halted, holding the account lock: a second is refused
