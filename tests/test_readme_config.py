@@ -43,5 +43,6 @@ def test_readme_config_reference_matches_the_schema() -> None:
 
 def test_readme_documents_validate_and_schema() -> None:
     text = README.read_text(encoding="utf-8")
-    assert "### multirun validate" in text
-    assert "### multirun schema" in text
+    commands = text[text.index("### Commands") :]
+    assert "| `validate [CONFIG] [--json] [--strict] [--online]` |" in commands
+    assert "| `schema` | prints the JSON Schema" in commands
