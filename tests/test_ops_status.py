@@ -154,9 +154,12 @@ def test_status_exits_3_when_an_enabled_account_is_not_running(
     wait_until(lambda: bad_state() == "HALTED", timeout=20)
     shown = cli("status", str(config))
     assert shown.returncode == 3, shown.stdout + shown.stderr
+    # Ctrl-C as at a terminal: where the suite itself runs in a background job, SIGINT
+    # arrives ignored (POSIX), and Python then installs no KeyboardInterrupt for it
+    terminal = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
     watched = subprocess.Popen(
-        [sys.executable, "-c", "from multirun.cli import main; main()", "status", str(config),
-         "--watch"], stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        [sys.executable, "-c", terminal + "from multirun.cli import main; main()", "status",
+         str(config), "--watch"], stdout=subprocess.PIPE, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert watched.stdout is not None
