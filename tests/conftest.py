@@ -30,22 +30,19 @@ SimFactory = Callable[..., SimServer]
 
 
 def _keep_compiled_test_modules() -> None:
-    """Cache compiled modules between runs in pytest's own cache directory (never next to
-    the sources): the test modules pytest rewrites, and multirun's modules in this process
-    and in every process the tests start (the CLI, supervisors, simulators).
+    """Let this test run keep compiled modules in ``__pycache__`` (gitignored) as Python
+    does by default: the test modules pytest rewrites, and multirun's modules in this
+    process and in every process the tests start (the CLI, supervisors, simulators).
 
     Where PYTHONDONTWRITEBYTECODE is set (this project's CI machines set it), every xdist
     worker would parse, rewrite and compile the whole suite again on every run (about 2 s
     of CPU each), and every CLI process a test starts would compile multirun from source
-    (60-70 ms of its 0.3 s). Only the test run's own processes are affected.
+    (60-70 ms of its 0.3 s). Not a PYTHONPYCACHEPREFIX: that would also move the standard
+    library's and the installed packages' compiled files, compiling them all again.
     """
-    if not sys.dont_write_bytecode:
-        return
-    prefix = str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "pyc")
-    sys.pycache_prefix = prefix
-    sys.dont_write_bytecode = False
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    os.environ["PYTHONPYCACHEPREFIX"] = prefix
+    if sys.dont_write_bytecode:
+        sys.dont_write_bytecode = False
+        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 _keep_compiled_test_modules()
