@@ -267,9 +267,9 @@ def account_child(name: str, offset: float, args: argparse.Namespace, out: int) 
 def accounts_phase(args: argparse.Namespace, with_offset: bool) -> list[tuple[float, float, int]]:
     """Every account's (lateness, grid lateness, missed) of each tick, from N processes."""
     children: list[tuple[int, int]] = []
-    for i in range(args.accounts):
-        name = f"acct-{i:03d}"
-        offset = wake_offset(name, args.interval) if with_offset else 0.0
+    names = [f"acct-{i:03d}" for i in range(args.accounts)]  # the peers on this interval
+    for name in names:
+        offset = wake_offset(name, args.interval, names) if with_offset else 0.0
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: tick, report, exit without the parent's cleanup

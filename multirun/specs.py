@@ -218,3 +218,8 @@ class RunnerSpec:
     @property
     def enabled_accounts(self) -> tuple[AccountSpec, ...]:
         return tuple(a for a in self.accounts if a.enabled)
+
+    def names_on_interval(self, interval_s: int) -> tuple[str, ...]:
+        """The enabled accounts that tick every ``interval_s``: their wake-ups are spaced
+        evenly (:func:`multirun.ticker.wake_offset`)."""
+        return tuple(a.name for a in self.enabled_accounts if a.interval_s == interval_s)

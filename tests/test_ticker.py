@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 import threading
 import time
 
@@ -125,6 +126,19 @@ def test_wake_offsets_are_fixed_small_and_spread(interval: int) -> None:
     assert all(0 <= o < bound for o in offsets)
     assert all(round(o * 1000) == pytest.approx(o * 1000) for o in offsets)  # whole ms
     assert len(set(offsets)) >= 0.5 * min(len(names), round(bound * 1000))  # not bunched
+
+
+@pytest.mark.parametrize("interval", [1, 5, 60, 3600])
+def test_wake_offsets_of_peers_are_evenly_spaced_in_name_order(interval: int) -> None:
+    names = [f"acct-{i:03d}" for i in range(200)]
+    shuffled = random.Random(3).sample(names, len(names))
+    offsets = [wake_offset(name, interval, shuffled) for name in names]
+    assert offsets == [wake_offset(name, interval, names) for name in names]  # any order
+    bound = min(MAX_OFFSET_S, MAX_OFFSET_FRACTION * interval)
+    assert offsets[0] == 0 and offsets == sorted(offsets) and offsets[-1] < bound
+    gaps = [b - a for a, b in itertools.pairwise(offsets)]
+    assert min(gaps) == pytest.approx(bound / len(names), abs=2e-6)  # none bunched
+    assert wake_offset("stranger", interval, names) == wake_offset("stranger", interval)
 
 
 def test_an_offset_delays_the_start_but_the_tick_is_for_the_grid_point() -> None:
