@@ -563,13 +563,21 @@ def test_an_order_executed_then_refused_is_found_not_resent(client, rsps, server
     assert len(calls_to(rsps, "open_order")) == 1
 
 
-def test_an_order_opened_and_closed_meanwhile_is_found_in_the_history(client, rsps) -> None:
+def lost_reply_then_history(rsps: responses.RequestsMock, *later_opened: dict[str, Any]) -> None:
+    """open_order's reply lost; mr-a-1 in neither listing, then in the history as trade 41;
+    the opened listing read after that holds ``later_opened``."""
     rsps.post(f"{BASE}/open_order", body=requests.ReadTimeout("slow"))
     rsps.get(f"{BASE}/pending_trades", json=listing())
     rsps.get(f"{BASE}/opened_trades", json=listing())
+    if later_opened:
+        rsps.get(f"{BASE}/opened_trades", json=listing(*later_opened))
     rows = [{"trade_ID": 41, "order_ref": "mr-a-1", "price": 1.0, "volume": 1.0,
              "timestamp": "2026-01-01 00:00:00"}]  # fmt: skip
     rsps.get(f"{BASE}/strategy_trade", json={"count": 1, "res": rows})
+
+
+def test_an_order_opened_and_closed_meanwhile_is_found_in_the_history(client, rsps) -> None:
+    lost_reply_then_history(rsps)
     ack = client.open_order("BTCUSD", "BUY", 1.0, "mr-a-1")
     assert (ack.trade_id, ack.status) == ("41", "CLOSED")
     assert len(calls_to(rsps, "open_order")) == 1
@@ -581,13 +589,7 @@ def test_an_order_filling_while_it_is_looked_for_is_open_not_closed(client, rsps
     """Seen under load against the simulator: the listings were read before the fill, the
     history after it. In the history but opened when listed again is FILLED, not CLOSED
     (a CLOSED ack would leave an open trade unmanaged)."""
-    rsps.post(f"{BASE}/open_order", body=requests.ReadTimeout("slow"))
-    rsps.get(f"{BASE}/pending_trades", json=listing())
-    rsps.get(f"{BASE}/opened_trades", json=listing())
-    rsps.get(f"{BASE}/opened_trades", json=listing(trade("41", "mr-a-1")))
-    rows = [{"trade_ID": 41, "order_ref": "mr-a-1", "price": 1.0, "volume": 1.0,
-             "timestamp": "2026-01-01 00:00:00"}]  # fmt: skip
-    rsps.get(f"{BASE}/strategy_trade", json={"count": 1, "res": rows})
+    lost_reply_then_history(rsps, trade("41", "mr-a-1"))
     ack = client.open_order("BTCUSD", "BUY", 1.0, "mr-a-1")
     assert (ack.trade_id, ack.status) == ("41", "FILLED")
     assert len(calls_to(rsps, "open_order")) == 1
