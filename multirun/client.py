@@ -450,7 +450,8 @@ class AlgogeneClient:
         payload = {"user": self._user, "api_key": self._api_key.reveal()}
 
         def once(read_timeout: float, total_s: float) -> SessionReply:
-            reply, date = self._transport.send("GET", "session", payload, read_timeout, total_s)
+            reply, date = self._transport.send("GET", "session", payload, read_timeout,
+                                               total_s, dated=True)  # fmt: skip
             return SessionReply(self._transport.parse("session", models.token_from_api, reply),
                                 date)  # fmt: skip
 

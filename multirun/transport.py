@@ -241,9 +241,12 @@ class Transport:
         payload: Json,
         read_timeout: float | None = None,
         deadline_s: float | None = None,
+        *,
+        dated: bool = False,
     ) -> tuple[Json, datetime | None]:
         """Exactly one HTTP request, done within ``min(request_deadline_s, deadline_s)``.
-        Returns (decoded JSON object, Date header)."""
+        Returns (decoded JSON object, the reply's Date header with ``dated``, else None:
+        parsing it costs more than a tenth of a request, and only a session's is used)."""
         self._beat()
         timeout = (self.connect_timeout, read_timeout or self.read_timeout)
         total = min(self.request_deadline_s, deadline_s or self.request_deadline_s)
@@ -297,7 +300,7 @@ class Transport:
             raise NotConnected(f"{endpoint}: {failure} (nothing sent)", endpoint=endpoint)
         if failure:
             raise NetworkError(f"{endpoint}: {failure}", endpoint=endpoint)
-        return self._decode(endpoint, status, body), _date_header(headers)
+        return self._decode(endpoint, status, body), _date_header(headers) if dated else None
 
     def _beat(self) -> None:
         if self._heartbeat is None:
