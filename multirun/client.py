@@ -66,7 +66,7 @@ from multirun.models import (
     Trade,
     Transaction,
 )
-from multirun.params import api_time, order_body, trade_ids_of
+from multirun.params import TradeIds, api_time, order_body, trade_ids_of
 from multirun.placing import AMBIGUOUS, NotSent, Placer
 from multirun.polls import SETTLE_POLLS, Learned, Schedule
 from multirun.redact import Secret
@@ -314,9 +314,8 @@ class AlgogeneClient:
         )  # fmt: skip
         return Placer(self).place(body, order_ref)
 
-    def close_trades(self, trade_ids: Iterable[str | int] | str | int, *,
-                     confirm_timeout_s: float = 10.0, polls: Schedule | None = None,
-                     ) -> None:  # fmt: skip
+    def close_trades(self, trade_ids: TradeIds, *, confirm_timeout_s: float = 10.0,
+                     polls: Schedule | None = None) -> None:  # fmt: skip
         """``/close_orders`` for ``trade_ids``, then wait until ``/opened_trades`` no
         longer lists them. Idempotent: a trade already closed (or unknown to the server)
         counts as closed; a market order acknowledged but not filled yet is waited for and
@@ -334,8 +333,7 @@ class AlgogeneClient:
         self._settle("close_orders", "opened_trades", trade_ids_of(trade_ids),
                      confirm_timeout_s, polls or self._close_polls)  # fmt: skip
 
-    def cancel_orders(self, trade_ids: Iterable[str | int] | str | int, *,
-                      confirm_timeout_s: float = 10.0) -> None:  # fmt: skip
+    def cancel_orders(self, trade_ids: TradeIds, *, confirm_timeout_s: float = 10.0) -> None:
         """``/cancel_orders`` for pending ``trade_ids``, then wait until
         ``/pending_trades`` no longer lists them. Idempotent: an order no longer pending
         counts as done (one that filled meanwhile is an open trade now: see

@@ -64,7 +64,11 @@ def order_body(
     return body
 
 
-def trade_ids_of(trade_ids: str | int | Iterable[str | int]) -> list[str]:
+# One trade id or several, as the client's close and cancel take them.
+TradeIds = str | int | Iterable[str | int]
+
+
+def trade_ids_of(trade_ids: TradeIds) -> list[str]:
     """Trade ids as distinct, non-empty strings, in order."""
     items = [trade_ids] if isinstance(trade_ids, str | int) else list(trade_ids)
     out: list[str] = []

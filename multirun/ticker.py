@@ -12,9 +12,9 @@ missed grid points are collapsed into one catch-up tick, run at once and logged,
 never a burst.
 
 Between ticks the loop sleeps (a ``select`` on a self-pipe, woken early by a
-stop request) instead of polling, waking at least every second to call its
-``heartbeat`` (the supervisor's watchdog reads it). The clock (a :class:`multirun.clock.Clock`) is
-injectable, so tests run without waiting.
+stop request) instead of polling, waking at least every ``heartbeat_s`` (a second
+by default) to call its ``heartbeat`` (the supervisor's watchdog reads it). The clock
+(a :class:`multirun.clock.Clock`) is injectable, so tests run without waiting.
 
 Punctuality. The kernel lets a ``select``/``poll`` timeout of ``t`` end up to ``t/1000``
 late (its timer slack, 50 us at least, 100 ms at most), so a tick reached by a 1 s wait
@@ -25,9 +25,9 @@ Spread. Hundreds of workers on one interval would all wake at the same instant a
 for the CPU. Each account wakes at a small fixed offset after the grid point
 (:func:`wake_offset`: deterministic from its name and the names of the accounts on its
 interval, evenly spaced below :data:`MAX_OFFSET_S` and :data:`MAX_OFFSET_FRACTION` of the
-interval). The tick still *is for* the grid point
-(``Tick.due``, the strategy's ``tick_utc``); its ``lateness`` is measured from its
-scheduled wake-up, grid point plus offset (``grid_lateness`` includes the offset).
+interval). The tick still *is for* the grid point (``Tick.due``, the strategy's
+``tick_utc``); its ``lateness`` is measured from its scheduled wake-up, grid point plus
+offset (``grid_lateness`` includes the offset).
 """
 
 from __future__ import annotations

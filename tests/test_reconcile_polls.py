@@ -74,13 +74,22 @@ def reconciler(server: Server, journal: Journal, clock: FakeClock, **timing: obj
     )  # fmt: skip
 
 
+def await_fill(
+    journal: Journal, clock: FakeClock, listed_on: int | None, **timing: object
+) -> tuple[Server, JournalOrder]:
+    """A market order just acknowledged, listed from the server's ``listed_on``-th read
+    (None: never), awaited once."""
+    server = Server(clock)
+    row = acked(journal, server)
+    server.listed_on = listed_on
+    reconciler(server, journal, clock, **timing).await_listed([row.order_ref])
+    return server, row
+
+
 def test_a_fill_listed_at_once_costs_one_read_and_no_pause(
     journal: Journal, clock: FakeClock
 ) -> None:
-    server = Server(clock)
-    row = acked(journal, server)
-    server.listed_on = 1
-    reconciler(server, journal, clock).await_listed([row.order_ref])
+    server, row = await_fill(journal, clock, 1)
     assert len(server.reads) == 1 and clock.sleeps == []
     assert journal.get(row.order_ref).listed_ts is not None
 
@@ -88,30 +97,22 @@ def test_a_fill_listed_at_once_costs_one_read_and_no_pause(
 def test_polls_start_a_few_ms_after_the_ack_then_back_off(
     journal: Journal, clock: FakeClock
 ) -> None:
-    server = Server(clock)
-    row = acked(journal, server)
-    server.listed_on = 6
-    reconciler(server, journal, clock).await_listed([row.order_ref])
+    _, row = await_fill(journal, clock, 6)
     assert clock.sleeps == list(itertools.islice(LISTED_POLLS.pauses(), 5))
     assert clock.sleeps[0] <= 0.005 and clock.sleeps == sorted(clock.sleeps)
     assert journal.get(row.order_ref).listed_ts is not None
 
 
 def test_the_old_fixed_schedule_can_be_passed_in(journal: Journal, clock: FakeClock) -> None:
-    server = Server(clock)
-    row = acked(journal, server)
-    server.listed_on = 3
-    reconciler(server, journal, clock, listed_polls=OLD_LISTED_POLLS).await_listed([row.order_ref])
+    await_fill(journal, clock, 3, listed_polls=OLD_LISTED_POLLS)
     assert clock.sleeps == [0.05, 0.05]
 
 
 def test_a_fill_never_listed_is_awaited_for_the_window_within_the_budget(
     journal: Journal, clock: FakeClock
 ) -> None:
-    server = Server(clock)
-    row = acked(journal, server)  # never listed
     start = clock.monotonic()
-    reconciler(server, journal, clock).await_listed([row.order_ref])
+    server, row = await_fill(journal, clock, None)
     assert clock.monotonic() - start == pytest.approx(WINDOW_S)  # the same bound as before
     assert len(server.reads) <= LISTED_POLLS.budget(WINDOW_S)
     assert max(clock.sleeps) <= LISTED_POLLS.max_s
