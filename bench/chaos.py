@@ -221,7 +221,7 @@ class Run:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "CHAOS_MARK": self.mark}
         with self.out.open("wb") as sink:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from multirun.cli import main; main()",
+                [sys.executable, "-c", "from multirun.cli.app import main; main()",
                  "start", str(self.config)],
                 stdout=sink, stderr=subprocess.STDOUT, cwd=self.config.parent, env=env,
                 start_new_session=True,

@@ -5,7 +5,7 @@
 Starts the simulator in-process (no faults, no fill delay), then runs the same
 number of cycles two ways, alternating in blocks so drift affects both equally:
 
-- **client**: one :class:`multirun.client.AlgogeneClient` (one HTTP session,
+- **client**: one :class:`multirun.api.client.AlgogeneClient` (one HTTP session,
   explicit timeouts, typed replies): ``open_order`` + ``opened_trades(trade_id)`` +
   ``close_trades`` (which also confirms the close through ``opened_trades``);
 - **seed**: the calls of ALGOGENE's example script (``../shared/seeds``): module
@@ -35,8 +35,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from multirun.client import AlgogeneClient
-from multirun.redact import Secret
+from multirun.api.client import AlgogeneClient
+from multirun.core.redact import Secret
 from multirun.sim import SimConfig, SimServer
 
 USER, API_KEY, RUNMODE = "bench", "bench-api-key-0123456789", "livetest"

@@ -39,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from multirun.clock import parse_iso  # noqa: E402
+from multirun.core.clock import parse_iso  # noqa: E402
 from multirun.sim import FaultSettings, SimConfig, SimServer  # noqa: E402
 
 API_KEY = "soak-secret-api-key-0123"
@@ -97,7 +97,7 @@ def write_config(workdir: Path, url: str, accounts: int, interval: int) -> Path:
 def run_supervisor(config: Path, seconds: float, out: Path) -> int:
     with out.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from multirun.cli import main; main()", "start", str(config)],
+            [sys.executable, "-m", "multirun", "start", str(config)],
             stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )  # fmt: skip

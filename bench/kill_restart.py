@@ -82,7 +82,7 @@ def start_worker(config: Path, server_url: str, log: Path) -> subprocess.Popen[b
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-c", "from multirun.cli import main; main()",
+            [sys.executable, "-c", "from multirun.cli.app import main; main()",
              "run-account", str(config), NAME, "--server", server_url],
             stdout=out, stderr=out, env=env,
         )  # fmt: skip

@@ -38,10 +38,10 @@ import requests  # noqa: E402
 
 from bench.procstat import cpu_ticks, descendants  # noqa: E402
 from bench.scale import ACCOUNT  # noqa: E402  (the same accounts as the scale bench)
-from multirun import procutil  # noqa: E402
+from multirun.account.telemetry import LATENCY_BUCKETS  # noqa: E402
+from multirun.core import procutil  # noqa: E402
+from multirun.core.statedir import StateDir  # noqa: E402
 from multirun.sim import SimConfig, SimServer  # noqa: E402
-from multirun.statedir import StateDir  # noqa: E402
-from multirun.telemetry import LATENCY_BUCKETS  # noqa: E402
 
 HZ = 100  # clock ticks per second (os.sysconf("SC_CLK_TCK") on Linux)
 

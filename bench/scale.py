@@ -44,8 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.procstat import cpu_ticks, descendants, pss_kib  # noqa: E402
-from multirun import procutil  # noqa: E402
-from multirun.statedir import StateDir  # noqa: E402
+from multirun.core import procutil  # noqa: E402
+from multirun.core.statedir import StateDir  # noqa: E402
 
 ACCOUNT = """\
   - name: acct-{i:03d}
@@ -180,7 +180,7 @@ def measure(pids: list[int], window: float) -> Usage:
 def start_sim(fill_delay_ms: int, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     """``multirun sim`` on a free port, and its base URL (its first line of output)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from multirun.cli import main; main()", "sim", "--port", "0",
+        [sys.executable, "-c", "from multirun.cli.app import main; main()", "sim", "--port", "0",
          "--fill-delay-ms", str(fill_delay_ms)],
         stdout=subprocess.PIPE, stderr=(workdir / "sim.log").open("wb"),
         env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -225,7 +225,7 @@ def run_multirun(url: str, sim_pid: int, n: int, interval: int, window: float,
     start = time.monotonic()
     with (workdir / "multirun.log").open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from multirun.cli import main; main()", "start", str(config)],
+            [sys.executable, "-m", "multirun", "start", str(config)],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         )  # fmt: skip
     try:

@@ -50,7 +50,7 @@ def wakeups(pid: int) -> int:
 
 def start_sim(source: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from multirun.cli import main; main()", "sim", "--port", "0"],
+        [sys.executable, "-c", "from multirun.cli.app import main; main()", "sim", "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(source)}, cwd=source,
     )  # fmt: skip

@@ -41,9 +41,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.procstat import cpu_ticks, descendants  # noqa: E402
 from bench.scale import ACCOUNT  # noqa: E402
-from multirun import procutil  # noqa: E402
+from multirun.core import procutil  # noqa: E402
+from multirun.core.statedir import StateDir  # noqa: E402
 from multirun.sim import SimConfig, SimServer  # noqa: E402
-from multirun.statedir import StateDir  # noqa: E402
 
 # The supervisor's entry point, writing its own CPU time (and a profile) when it exits.
 SUPERVISOR = """\
@@ -53,7 +53,7 @@ sys.argv = ["multirun", *sys.argv[4:]]
 profiler = None
 if worker_profiles:  # each worker's own cProfile, from its start to its exit
     import cProfile, os, time
-    from multirun import launch
+    from multirun.supervisor import launch
     run_worker = launch.run_worker
 
     def profiled(runner, name, context):
@@ -80,7 +80,7 @@ def done():
         json.dump({"cpu_s": ru.ru_utime + ru.ru_stime, "maxrss_kib": ru.ru_maxrss}, out)
 
 atexit.register(done)
-from multirun.cli import main
+from multirun.cli.app import main
 main()
 """
 

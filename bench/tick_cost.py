@@ -5,7 +5,7 @@
 Starts the simulator in a child process (so its CPU is not ours), then in this process,
 alternating in rounds so machine noise hits every row alike:
 
-- **multirun no-op**: a :class:`multirun.worker.Worker` (real client, journal, status
+- **multirun no-op**: a :class:`multirun.account.worker.Worker` (real client, journal, status
   file and heartbeat) whose strategy holds nothing: what a tick costs when no order is
   due (sync with the server, the strategy, the status file, the journal);
 - **multirun trading**: the same Worker running the built-in ``random`` strategy (as
@@ -42,15 +42,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from multirun import strategies  # noqa: E402
-from multirun.alarm import Heartbeat  # noqa: E402
-from multirun.client import AlgogeneClient  # noqa: E402
-from multirun.journal import Journal  # noqa: E402
-from multirun.redact import Secret  # noqa: E402
-from multirun.specs import AccountSpec, Guardrails, RunnerSpec, freeze  # noqa: E402
-from multirun.statedir import StateDir  # noqa: E402
+from multirun.account.alarm import Heartbeat  # noqa: E402
+from multirun.account.journal.store import Journal  # noqa: E402
+from multirun.account.ticker import StopFlag, Tick  # noqa: E402
+from multirun.account.worker import Worker  # noqa: E402
+from multirun.api.client import AlgogeneClient  # noqa: E402
+from multirun.config.specs import AccountSpec, Guardrails, RunnerSpec, freeze  # noqa: E402
+from multirun.core.redact import Secret  # noqa: E402
+from multirun.core.statedir import StateDir  # noqa: E402
 from multirun.strategies.context import StrategyContext  # noqa: E402
-from multirun.ticker import StopFlag, Tick  # noqa: E402
-from multirun.worker import Worker  # noqa: E402
 
 SIM = (
     "import sys\n"

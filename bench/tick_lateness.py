@@ -9,7 +9,7 @@ One account (the default). Three loops run concurrently (``--sequential``: one a
 other), each ``--ticks`` ticks of ``--interval`` seconds whose work (the strategy and its
 orders) sleeps ``--work-ms``:
 
-- ours: :class:`multirun.ticker.Ticker` as the worker runs it, its waits in two phases
+- ours: :class:`multirun.account.ticker.Ticker` as the worker runs it, its waits in two phases
   (heartbeat-sized waits ending ``FINAL_WAIT_S`` early, then one short wait);
 - one-phase: the same Ticker with ``final_wait_s=0``: every wait, the last included, up
   to a second long (multirun before the two-phase wait), the baseline of this run;
@@ -37,7 +37,7 @@ a no-op tick's cost in a worker, measured in issue 14), all at the same interval
 workers would. Two phases, one after the other (so they never compete), repeated
 ``--rounds`` times interleaved (so the machine's other load falls on both alike): every
 account waking at its grid point (offset 0), then every account at its own fixed offset
-(:func:`multirun.ticker.wake_offset`, as workers now do). A tick more than an interval
+(:func:`multirun.account.ticker.wake_offset`, as workers now do). A tick more than an interval
 late is collapsed into a catch-up tick (the ticker's rule): those are counted. With an
 offset, lateness is measured from the account's scheduled wake-up (grid + offset: the
 tick is scheduled there on purpose), and the grid lateness (offset included) is printed
@@ -68,10 +68,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from multirun.alarm import heartbeat_every  # after the path fix
-from multirun.clock import StopSignal
-from multirun.specs import RunnerSpec
-from multirun.ticker import FINAL_WAIT_S, StopFlag, Tick, Ticker, wake_offset
+from multirun.account.alarm import heartbeat_every  # after the path fix
+from multirun.account.ticker import FINAL_WAIT_S, StopFlag, Tick, Ticker, wake_offset
+from multirun.config.specs import RunnerSpec
+from multirun.core.clock import StopSignal
 
 TARGET_P99_S = 0.002
 TARGET_ACCOUNTS_P99_S = 0.020

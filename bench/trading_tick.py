@@ -4,18 +4,18 @@
 
 A trading tick is a worker tick whose strategy trades: it opens a trade and waits until
 opened_trades lists it (``Reconciler.await_listed``), or closes it and waits until
-opened_trades no longer does (:func:`multirun.settle.settle`). This bench runs a real
-:class:`~multirun.worker.Worker` (real client, journal on disk) against the simulator
+opened_trades no longer does (:func:`multirun.api.confirm.settle`). This bench runs a real
+:class:`~multirun.account.worker.Worker` (real client, journal on disk) against the simulator
 (``multirun.sim.SimServer`` on 127.0.0.1, port 0, in a forked process so its threads do
 not share the worker's interpreter), its strategy alternating BUY and FLAT, ``--ticks``
 ticks per schedule per round. Each round runs both schedules back to back, alternating
 which goes first, so both see the same machine load:
 
-- ``old``: the polls before issue 14 (``multirun.polls.OLD_*``): opened_trades re-read
+- ``old``: the polls before issue 14 (``multirun.api.polls.OLD_*``): opened_trades re-read
   every 50 ms until the fill is listed; close confirmation polls after 50 ms, doubling
   to 0.5 s;
-- ``new``: the schedules in use: ``multirun.polls.LISTED_POLLS`` and ``SETTLE_POLLS``,
-  each learning (``multirun.polls.Learned``, per worker) how soon the simulator shows a
+- ``new``: the schedules in use: ``multirun.api.polls.LISTED_POLLS`` and ``SETTLE_POLLS``,
+  each learning (``multirun.api.polls.Learned``, per worker) how soon the simulator shows a
   fill or a close, so the first read comes about then (at once for the first two).
 
 The listing schedule is passed to the worker (``Timing``); the close confirmation's
@@ -50,18 +50,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from multirun import polls  # noqa: E402
-from multirun.client import AlgogeneClient  # noqa: E402
-from multirun.clock import SYSTEM_CLOCK  # noqa: E402
-from multirun.journal import Journal  # noqa: E402
-from multirun.polls import Polls, Schedule  # noqa: E402
-from multirun.reconcile import Timing  # noqa: E402
-from multirun.redact import Secret  # noqa: E402
-from multirun.specs import AccountSpec, Guardrails, RunnerSpec, freeze  # noqa: E402
-from multirun.statedir import StateDir  # noqa: E402
+from multirun.account.journal.store import Journal  # noqa: E402
+from multirun.account.reconcile import Timing  # noqa: E402
+from multirun.account.ticker import StopFlag, Tick  # noqa: E402
+from multirun.account.worker import Worker  # noqa: E402
+from multirun.api import polls  # noqa: E402
+from multirun.api.client import AlgogeneClient  # noqa: E402
+from multirun.api.polls import Polls, Schedule  # noqa: E402
+from multirun.config.specs import AccountSpec, Guardrails, RunnerSpec, freeze  # noqa: E402
+from multirun.core.clock import SYSTEM_CLOCK  # noqa: E402
+from multirun.core.redact import Secret  # noqa: E402
+from multirun.core.statedir import StateDir  # noqa: E402
 from multirun.strategies.context import StrategyContext  # noqa: E402
-from multirun.ticker import StopFlag, Tick  # noqa: E402
-from multirun.worker import Worker  # noqa: E402
 
 NAME = "ticky"
 DEFAULT_FILL_DELAY_MS = 20.0  # multirun.sim.SimConfig's default, as bench/scale.py runs it

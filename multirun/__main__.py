@@ -1,5 +1,5 @@
 """``python -m multirun``: the same as the ``multirun`` command."""
 
-from multirun.cli import main
+from multirun.cli.app import main
 
 main()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from multirun.clock import StopSignal
+from multirun.core.clock import StopSignal
 
 
 class ManualClock:
-    """A :class:`multirun.clock.Clock` that only moves when told to.
+    """A :class:`multirun.core.clock.Clock` that only moves when told to.
 
     ``wait`` records the requested seconds and advances both clocks by them at once
     (unless a stop was requested), so a ticker runs without waiting.

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import requests
 
-from multirun.clock import StopSignal
+from multirun.core.clock import StopSignal
 from multirun.sim import FaultSettings, SimConfig, SimServer
 
 SimFactory = Callable[..., SimServer]
@@ -57,9 +57,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     distributed = getattr(session.config.option, "numprocesses", None)
     if not distributed or os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    for path in sorted(Path(__file__).parent.glob("test_*.py")):
+    here = Path(__file__).parent
+    for path in sorted(here.rglob("test_*.py")):
+        dotted = ".".join(path.relative_to(here).with_suffix("").parts)
         with contextlib.suppress(Exception):  # a broken module: its worker reports it
-            importlib.import_module(f"{__package__}.{path.stem}")
+            importlib.import_module(f"{__package__}.{dotted}")
 
 
 @pytest.fixture
@@ -211,7 +213,7 @@ def caller(sim: SimServer) -> SimCaller:
 
 
 class FakeClock:
-    """A :class:`multirun.clock.Clock` whose clocks move only when told (waits move them)."""
+    """A :class:`multirun.core.clock.Clock` whose clocks move only when told (waits move them)."""
 
     def __init__(self, wall: datetime, mono: float = 1000.0) -> None:
         self.mono = mono
@@ -234,7 +236,7 @@ class FakeClock:
         self.advance(seconds)
 
     def wait(self, stop: StopSignal, seconds: float) -> bool:
-        """:meth:`multirun.clock.Clock.wait`: sleeps (moves the clocks) unless stopped."""
+        """:meth:`multirun.core.clock.Clock.wait`: sleeps (moves the clocks) unless stopped."""
         if stop.is_set():
             return True
         self.sleep(seconds)

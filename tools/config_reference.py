@@ -1,9 +1,9 @@
 """Generate README.md's configuration reference from the runner.yaml JSON Schema.
 
-A docs tool, not part of the runtime package. ``tests/test_readme_config.py`` keeps the
+A docs tool, not part of the runtime package. ``tests/config/test_readme_reference.py`` keeps the
 README's section equal to :func:`reference_markdown`; after changing the schema, run
 ``python tools/config_reference.py`` to print it, or regenerate the README's section with
-``MULTIRUN_UPDATE_README=1 python -m pytest tests/test_readme_config.py``.
+``MULTIRUN_UPDATE_README=1 python -m pytest tests/config/test_readme_reference.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from multirun import schema
+from multirun.config import schema
 
 
 def reference_markdown() -> str:

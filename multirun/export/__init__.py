@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 
 from multirun import __version__
-from multirun.errors import UsageError
+from multirun.config.specs import RunnerSpec
+from multirun.core.errors import UsageError
 from multirun.export import compose, kubernetes, systemd
 from multirun.export.plan import Plan, build
 from multirun.export.write import Output, Written, write
-from multirun.specs import RunnerSpec
 
 FORMATS = ("systemd", "kubernetes", "compose")
 DEFAULT_NAME = "multirun"

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from multirun.errors import UsageError
+from multirun.core.errors import UsageError
 from multirun.export.plan import CONFIG_MOUNT, CONFIG_NAME, STATE_MOUNT, Plan
 from multirun.export.write import Output
 

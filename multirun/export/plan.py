@@ -1,6 +1,6 @@
 """What every export format needs from one runner.yaml: accounts, variables, files, timings.
 
-A :class:`Plan` is built from a loaded :class:`~multirun.specs.RunnerSpec` (credentials
+A :class:`Plan` is built from a loaded :class:`~multirun.config.specs.RunnerSpec` (credentials
 not needed: the CLI loads it like ``status`` does) and the file's own text, which is
 never interpolated here: exported files carry ``${VAR}`` references and variable *names*,
 never a value taken from the environment.
@@ -16,11 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from multirun import strategies
-from multirun.errors import UsageError
-from multirun.interpolate import InterpolationError, has_references, interpolate, variable_names
-from multirun.programs import RestartPolicy
-from multirun.specs import RunnerSpec
-from multirun.yamlload import load_bytes
+from multirun.config.interpolate import (
+    InterpolationError,
+    has_references,
+    interpolate,
+    variable_names,
+)
+from multirun.config.specs import RunnerSpec
+from multirun.config.yamlload import load_bytes
+from multirun.core.errors import UsageError
+from multirun.supervisor.program import RestartPolicy
 
 # Seconds a stopping worker gets beyond `stop_timeout`: it first finishes the tick under
 # way (a few API calls), then applies on_stop, which `stop_timeout` is sized for.

@@ -12,7 +12,7 @@ import math
 import shlex
 from pathlib import Path
 
-from multirun.errors import EXIT_FATAL
+from multirun.core.errors import EXIT_FATAL
 from multirun.export.plan import RESTARTS, Plan
 from multirun.export.write import Output
 
@@ -43,7 +43,7 @@ def restart_settings() -> dict[str, str]:
     terms. RestartSteps: the number of steps from RestartSec to RestartMaxDelaySec, so
     ``log2(cap / base)`` steps make each delay about twice the one before (systemd >= 254;
     older ones ignore both keys and restart after RestartSec every time).
-    RestartPreventExitStatus: a worker exiting :data:`~multirun.errors.EXIT_FATAL` failed
+    RestartPreventExitStatus: a worker exiting :data:`~multirun.core.errors.EXIT_FATAL` failed
     deterministically (a refused key, a broken strategy, an account another process
     holds): restarting it would only fail again, so systemd leaves it failed."""
     base, cap = RESTARTS.backoff_base_s, RESTARTS.backoff_cap_s

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from multirun.errors import UsageError
+from multirun.core.errors import UsageError
 
 FILE_MODE = 0o644
 

@@ -1,6 +1,6 @@
 """`multirun report`: what each account did, from its journal alone (no server, no supervisor).
 
-``build(state_dir, ...)`` reads the journals (:mod:`multirun.tradelog`, read-only) and
+``build(state_dir, ...)`` reads the journals (:mod:`multirun.account.journal.reader`, read-only) and
 computes one :class:`~multirun.report.stats.Stats` per account and the total;
 ``run(...)`` prints the table or JSON and writes the CSV, HTML and PNG asked for. The
 cli loads the runner file and passes its state directory and account names: this
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from multirun.errors import UsageError
+from multirun.account.journal.reader import AccountLog, read
+from multirun.core.errors import UsageError
+from multirun.core.statedir import StateDir
 from multirun.report import render
 from multirun.report.stats import Stats, account_stats, total_stats
-from multirun.statedir import StateDir
-from multirun.tradelog import AccountLog, read
 
 
 @dataclass(frozen=True)

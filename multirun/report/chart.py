@@ -24,8 +24,8 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
+from multirun.account.journal.reader import AccountLog
 from multirun.report.stats import combined_equity, realized_curve
-from multirun.tradelog import AccountLog
 
 WIDTH_PX, HEIGHT_PX, DPI = 1200, 600, 100
 Curve = list[tuple[float, float]]

@@ -9,7 +9,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from multirun.clock import iso_s, utc
+from multirun.core.clock import iso_s, utc
 from multirun.report.stats import TOTAL, Stats
 
 # (header, key, format) of the table's columns; the HTML table uses the same.

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from multirun.tradelog import AccountLog, EquityPoint, Trade
+from multirun.account.journal.reader import AccountLog, EquityPoint, Trade
 
 TOTAL = "TOTAL"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from multirun.errors import UsageError
+from multirun.core.errors import UsageError
 from multirun.sim.faults import MAX_HUGE_MB, MAX_LATE_EXEC_S, MAX_MS, RATE_FIELDS, FaultSettings
 from multirun.sim.server import SimConfig
 

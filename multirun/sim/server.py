@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from multirun.errors import UsageError
+from multirun.core.errors import UsageError
 from multirun.sim.accounts import load_directory
 from multirun.sim.app import SimApp
 from multirun.sim.broker import Broker

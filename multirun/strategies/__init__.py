@@ -28,7 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from multirun.errors import StrategyError
+from multirun.core.errors import StrategyError
 
 BUILTINS: dict[str, str] = {
     "random": "multirun.strategies.coin:RandomStrategy",

@@ -1,6 +1,6 @@
 """What a strategy sees on each tick (``ctx``), and the optional ``Decision`` it may return.
 
-Strategies import from here, never from :mod:`multirun.worker`: the worker builds a
+Strategies import from here, never from :mod:`multirun.account.worker`: the worker builds a
 :class:`StrategyContext` around its client and journal and hands it to ``on_tick``.
 """
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from multirun.models import Bar, Quote
-from multirun.specs import AccountSpec
+from multirun.api.models import Bar, Quote
+from multirun.config.specs import AccountSpec
 from multirun.strategies import Signal
 
 

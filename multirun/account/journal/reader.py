@@ -1,0 +1,179 @@
+"""Reading account journals for reports: read-only, lock-free, tolerant of older journals.
+
+A report never runs an account: it opens each ``journal.sqlite`` with SQLite's read-only
+URI (``file:...?mode=ro``), never takes ``worker.lock``, and works with or without a
+supervisor. Journals written before prices were kept lack the ``orders`` price columns
+(``fill_price``, ``filled_ts``, ``close_price``, ``realized_pl``, ``price_source``) and the
+``equity`` table: those read as unknown (None, no equity points), never as an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from multirun.core.errors import JournalError
+
+CLOSED = "CLOSED"
+HELD = ("OPEN", "CLOSING")  # may still be open on the server
+_BASE = ("order_ref", "instrument", "side", "volume", "state", "trade_id", "created_ts")
+_OPTIONAL = (
+    "acked_ts",
+    "listed_ts",
+    "closed_ts",
+    "fill_price",
+    "filled_ts",
+    "close_price",
+    "realized_pl",
+    "price_source",
+)
+
+
+@dataclass(frozen=True)
+class Trade:
+    """One journaled order, as a report sees it (None: the journal does not know)."""
+
+    order_ref: str
+    instrument: str
+    side: str
+    volume: float
+    state: str
+    trade_id: str | None
+    created_ts: float
+    opened_ts: float | None  # fill time, else ack or listing time
+    closed_ts: float | None
+    fill_price: float | None = None
+    close_price: float | None = None
+    realized_pl: float | None = None
+    price_source: str | None = None
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state == CLOSED
+
+    @property
+    def is_held(self) -> bool:
+        return self.state in HELD
+
+    @property
+    def hold_s(self) -> float | None:
+        if self.closed_ts is None or self.opened_ts is None:
+            return None
+        return max(0.0, self.closed_ts - self.opened_ts)
+
+
+@dataclass(frozen=True)
+class EquityPoint:
+    """One sample of the server's own figures for the account."""
+
+    ts: float
+    nav: float | None
+    realized_pl: float | None
+    unrealized_pl: float | None
+
+
+@dataclass(frozen=True)
+class AccountLog:
+    """What one account's journal says: its orders and its equity series, oldest first."""
+
+    name: str
+    trades: tuple[Trade, ...]
+    equity: tuple[EquityPoint, ...]
+    has_prices: bool  # the journal has the price columns (a newer journal)
+
+
+def read(path: Path, name: str) -> AccountLog:
+    """The journal at ``path`` read once, read-only; JournalError if it cannot be read."""
+    if not path.is_file():
+        raise JournalError(f"{name}: no journal at {path}")
+    try:
+        with _open_ro(path) as db:
+            columns = _columns(db, "orders")
+            trades = _trades(db, columns) if columns else ()
+            equity = _equity(db) if _columns(db, "equity") else ()
+    except sqlite3.Error as error:
+        raise JournalError(f"{name}: cannot read {path}: {error}") from None
+    has_prices = "realized_pl" in columns
+    return AccountLog(name, trades, equity, has_prices)
+
+
+@contextlib.contextmanager
+def _open_ro(path: Path) -> Iterator[sqlite3.Connection]:
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    db = sqlite3.connect(uri, uri=True, timeout=5.0)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _trades(db: sqlite3.Connection, columns: set[str]) -> tuple[Trade, ...]:
+    wanted = [c for c in _BASE] + [c for c in _OPTIONAL if c in columns]
+    rows = db.execute(f"SELECT {', '.join(wanted)} FROM orders ORDER BY created_ts, rowid")
+    out = []
+    for values in rows:
+        row = dict(zip(wanted, values, strict=True))
+        opened = _first(row.get("filled_ts"), row.get("acked_ts"), row.get("listed_ts"))
+        if opened is None and row["state"] in (CLOSED, *HELD):
+            opened = row["created_ts"]
+        out.append(
+            Trade(
+                order_ref=row["order_ref"],
+                instrument=row["instrument"],
+                side=row["side"],
+                volume=float(row["volume"]),
+                state=row["state"],
+                trade_id=row["trade_id"],
+                created_ts=float(row["created_ts"]),
+                opened_ts=opened,
+                closed_ts=_num(row.get("closed_ts")),
+                fill_price=_num(row.get("fill_price")),
+                close_price=_num(row.get("close_price")),
+                realized_pl=_num(row.get("realized_pl")),
+                price_source=row.get("price_source") or None,
+            )
+        )
+    return tuple(out)
+
+
+def _equity(db: sqlite3.Connection) -> tuple[EquityPoint, ...]:
+    columns = _columns(db, "equity")
+    wanted = [c for c in ("nav", "realized_pl", "unrealized_pl") if c in columns]
+    select = ", ".join(["ts", *wanted])
+    points = []
+    for values in db.execute(f"SELECT {select} FROM equity WHERE ts IS NOT NULL ORDER BY ts"):
+        row = dict(zip(["ts", *wanted], values, strict=True))
+        points.append(
+            EquityPoint(
+                ts=float(row["ts"]),
+                nav=_num(row.get("nav")),
+                realized_pl=_num(row.get("realized_pl")),
+                unrealized_pl=_num(row.get("unrealized_pl")),
+            )
+        )
+    return tuple(points)
+
+
+def _num(value: object) -> float | None:
+    if value is None or isinstance(value, str | bytes):
+        return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _first(*values: object) -> float | None:
+    for value in values:
+        number = _num(value)
+        if number is not None:
+            return number
+    return None

@@ -1,0 +1,500 @@
+"""The per-account order journal: a SQLite database that survives any crash.
+
+One file per account (:attr:`multirun.core.statedir.AccountDir.journal`; 0600, directory
+0700), WAL mode with ``synchronous=FULL``, so a committed row is on disk before we act
+on it. The worker running the account holds :attr:`~multirun.core.statedir.AccountDir.lock`.
+
+An order goes through these states::
+
+    INTENT --ack--> OPEN --close requested--> CLOSING --confirmed--> CLOSED
+       |                                                      (also: gone from the server)
+       +--not on the server after the reconcile window--> ABANDONED
+
+The intent (orderRef, side, volume, instrument) is committed *before* the order is
+sent, so after a crash at any instant the worker knows every orderRef it may have
+sent and asks the server about it instead of sending it again. Trades the server
+lists with our prefix but the journal does not know are ADOPTED as OPEN.
+
+orderRefs are ``<prefix><EPOCH>-<n>`` (:mod:`~multirun.account.journal.order_refs`): a deleted
+or reset journal draws a new epoch, so its orderRefs never repeat one the server already knows. A
+journal created now, not found on disk, is :attr:`Journal.is_new`.
+
+The lock file and the journal must stay the files their paths name: :meth:`Journal.lost`
+says when one was deleted or replaced (a state directory removed while running).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from multirun.account.journal import order_refs
+from multirun.account.journal.schema import JournalOrder, connect
+from multirun.core.clock import SYSTEM_CLOCK, Clock
+from multirun.core.errors import JournalError
+from multirun.core.statedir import AccountDir
+
+INTENT, OPEN, CLOSING, CLOSED, ABANDONED = "INTENT", "OPEN", "CLOSING", "CLOSED", "ABANDONED"
+HELD = (OPEN, CLOSING)  # states in which the trade may still be open on the server
+
+
+class Journal:
+    """One account's journal. Not thread-safe: the worker uses it from one thread.
+
+    ``lock``: the lock file to hold while open (one worker per account); None opens
+    the journal without it, for readers that do not run the account.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        prefix: str,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        lock: Path | None = None,
+        identity: dict[str, str] | None = None,
+    ) -> None:
+        self.path = path
+        self.prefix = prefix
+        self._clock = clock
+        self._lock_path = lock
+        self._lock_fd: int | None = None
+        # Inside batch(): writes that protect no order (prices, equity, listed times, the
+        # strategy's state) wait in an open transaction for the next commit.
+        self._batching = False
+        self._open_tx = False  # a transaction holding deferred writes is open
+        # Query results by states, kept in a batch while nothing is written, when we hold
+        # the lock: then this process is the journal's only writer.
+        self._cache: dict[tuple[str, ...], list[JournalOrder]] = {}
+        existed = path.exists() and path.stat().st_size > 0
+        self._db = connect(path)
+        try:
+            if lock is not None:
+                self._lock_fd = _lock(lock)
+            self._file_id = _file_id(os.stat(path))
+            self.epoch, created = self._epoch(identity)
+            if identity is not None and not created:
+                self.record_identity(identity)
+        except BaseException:
+            self.close()
+            raise
+        # No journal on disk before this open: a first start, or a reset or deleted one.
+        self.is_new = created and not existed
+        self.refusal: str | None = None  # set by refuse(): no new orders, and why
+        self.on_adopt: Callable[[str], None] | None = None  # told each adopted orderRef
+        self.on_closed: Callable[[list[str]], None] | None = None  # told closes confirmed
+
+    @classmethod
+    def for_account(
+        cls,
+        account: AccountDir,
+        prefix: str,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        identity: dict[str, str] | None = None,
+    ) -> Journal:
+        """The journal of the account in ``account``, locked for the worker running it;
+        ``identity``: :meth:`record_identity` (with a new journal's epoch: one commit)."""
+        return cls(account.journal, prefix, clock=clock, lock=account.lock, identity=identity)
+
+    def close(self) -> None:
+        with contextlib.suppress(JournalError):
+            self.commit()
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+
+    # --- orders -----------------------------------------------------------------
+
+    def lost(self) -> str | None:
+        """Why this journal no longer holds its account (None while it does): its file
+        or its lock file was deleted or replaced, so another process may open new ones.
+        Two ``stat`` calls: cheap enough to ask every second."""
+        paths = [(self.path, self._file_id)]
+        if self._lock_fd is not None and self._lock_path is not None:
+            paths.append((self._lock_path, _file_id(os.fstat(self._lock_fd))))
+        for path, held in paths:
+            try:
+                now = _file_id(os.stat(path))
+            except OSError:
+                return f"{path} was deleted while this process held it"
+            if now != held:
+                return f"{path} was replaced by another file while this process held it"
+        return None
+
+    def refuse(self, reason: str) -> None:
+        """No new order from now on: :meth:`new_intent` raises a JournalError naming ``reason``."""
+        self.refusal = reason
+
+    def new_intent(self, instrument: str, side: str, volume: float) -> JournalOrder:
+        """Commit the intent of an order (with a fresh orderRef) before it is sent."""
+        if self.refusal is not None:
+            raise JournalError(f"no new orders: {self.refusal}")
+        with self._tx() as db:
+            seq = order_refs.next_seq(db)
+            ref = f"{self.prefix}{self.epoch}-{seq}"
+            db.execute(
+                "INSERT INTO orders (order_ref, instrument, side, volume, state, created_ts)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (ref, instrument, side, volume, INTENT, self._now()),
+            )
+        return self.get(ref)
+
+    def mark_send_ended(self, order_ref: str, at: float | None = None) -> None:
+        """No copy of this intent can reach the server after ``at`` (default: now):
+        the client gave up on it, or the process sending it died."""
+        self._update(order_ref, "send_ended_ts = ?", self._now() if at is None else at)
+
+    def mark_acked(self, order_ref: str, trade_id: str) -> None:
+        now = self._now()
+        self._update(
+            order_ref,
+            "state = ?, trade_id = ?, acked_ts = COALESCE(acked_ts, ?),"
+            " send_ended_ts = COALESCE(send_ended_ts, ?)",
+            OPEN,
+            str(trade_id),
+            now,
+            now,
+        )
+
+    def mark_listed(self, order_refs: Iterable[str]) -> None:
+        """The server listed these trades: from now on, unlisted means closed.
+
+        Deferred in a batch: lost in a crash, the row only looks just acknowledged
+        for the rest of its reconcile window (the restart waits instead of concluding)."""
+        refs = list(order_refs)
+        if not refs:
+            return  # no transaction at all (sync calls it every tick)
+        now = self._now()
+        with self._deferred() as db:
+            for ref in refs:
+                db.execute(
+                    "UPDATE orders SET listed_ts = ? WHERE order_ref = ? AND listed_ts IS NULL",
+                    (now, ref),
+                )
+
+    def mark_abandoned(self, order_ref: str, note: str) -> None:
+        self._update(order_ref, "state = ?, note = ?", ABANDONED, note)
+
+    def adopt(
+        self, order_ref: str, trade_id: str, instrument: str, side: str, volume: float
+    ) -> JournalOrder:
+        """Record a trade of ours the journal did not know (or thought gone) as OPEN.
+
+        :attr:`on_adopt` is told of each orderRef the journal never held before."""
+        now = self._now()
+        known = self.find(order_ref) is not None
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO orders (order_ref, instrument, side, volume, origin, state,"
+                " trade_id, created_ts, acked_ts, listed_ts, note)"
+                " VALUES (?, ?, ?, ?, 'adopted', ?, ?, ?, ?, ?, 'adopted from the server')"
+                " ON CONFLICT (order_ref) DO UPDATE SET state = excluded.state,"
+                " trade_id = excluded.trade_id, acked_ts = COALESCE(acked_ts, excluded.acked_ts),"
+                " listed_ts = COALESCE(listed_ts, excluded.listed_ts),"
+                " closed_ts = NULL, note = 'seen open on the server again'",
+                (order_ref, instrument, side, volume, OPEN, str(trade_id), now, now, now),
+            )
+            order_refs.bump_seq(db, self.seq_of(order_ref))
+        if self.on_adopt is not None and not known:
+            self.on_adopt(order_ref)
+        return self.get(order_ref)
+
+    def mark_close_requested(self, order_refs: Iterable[str]) -> None:
+        now = self._now()
+        with self._tx() as db:
+            for ref in order_refs:
+                db.execute(
+                    "UPDATE orders SET state = ?, close_requested_ts = ? WHERE order_ref = ?",
+                    (CLOSING, now, ref),
+                )
+
+    def mark_closed(self, order_refs: Iterable[str], note: str = "close confirmed") -> None:
+        """The closes of ``order_refs`` are confirmed (:attr:`on_closed` is told after)."""
+        now = self._now()
+        refs = list(order_refs)
+        with self._tx() as db:
+            for ref in refs:
+                db.execute(
+                    "UPDATE orders SET state = ?, closed_ts = ?, note = ? WHERE order_ref = ?",
+                    (CLOSED, now, note, ref),
+                )
+        if self.on_closed is not None and refs:
+            self.on_closed(refs)
+
+    def record_fill(
+        self, order_ref: str, price: float | None, at: float | None, source: str
+    ) -> None:
+        """The trade's open price and time (``source``: see :mod:`multirun.account.journal.schema`);
+        ``at`` None keeps the time already known (listed, else acknowledged)."""
+        self._update(
+            order_ref,
+            "fill_price = ?, filled_ts = COALESCE(?, filled_ts, listed_ts, acked_ts),"
+            " price_source = ?",
+            price,
+            at,
+            source,
+            deferred=True,  # lost in a crash: priced again from the listing at restart
+        )
+
+    def record_close(
+        self, order_ref: str, price: float | None, realized_pl: float | None, source: str
+    ) -> None:
+        """The trade's close price and realized P&L, as ``source`` gives them."""
+        self._update(
+            order_ref,
+            "close_price = ?, realized_pl = ?, price_source = ?",
+            price,
+            realized_pl,
+            source,
+            deferred=True,  # a figure only: lost in a crash, the close stays unpriced
+        )
+
+    def add_equity(
+        self, ts: float, nav: float | None, realized: float | None, unrealized: float | None
+    ) -> None:
+        """One point of the server's equity series (deferred in a batch)."""
+        with self._deferred() as db:
+            db.execute(
+                "INSERT INTO equity (ts, nav, realized_pl, unrealized_pl) VALUES (?, ?, ?, ?)",
+                (ts, nav, realized, unrealized),
+            )
+
+    def realized_since(self, since_ts: float) -> float:
+        """The realized P&L of trades of ours closed since ``since_ts`` (priced ones)."""
+        (row,) = self._rows(
+            "SELECT COALESCE(SUM(realized_pl), 0) FROM orders WHERE closed_ts >= ?", (since_ts,)
+        )
+        return float(row[0])
+
+    def bump_seq(self, seen_suffix: int | None) -> None:
+        """Make sure the next orderRef's number is above ``seen_suffix``."""
+        if seen_suffix is not None:
+            with self._tx() as db:
+                order_refs.bump_seq(db, seen_suffix)
+
+    # --- queries ----------------------------------------------------------------
+
+    def get(self, order_ref: str) -> JournalOrder:
+        rows = self._rows("SELECT * FROM orders WHERE order_ref = ?", (order_ref,))
+        if not rows:
+            raise KeyError(order_ref)
+        return JournalOrder(**dict(rows[0]))
+
+    def find(self, order_ref: str) -> JournalOrder | None:
+        try:
+            return self.get(order_ref)
+        except KeyError:
+            return None
+
+    def in_states(self, *states: str) -> list[JournalOrder]:
+        cached = self._cache.get(states)
+        if cached is not None:
+            return list(cached)
+        marks = ",".join("?" * len(states))
+        rows = self._rows(f"SELECT * FROM orders WHERE state IN ({marks}) ORDER BY id", states)
+        orders = [JournalOrder(**dict(row)) for row in rows]
+        if self._batching and self._lock_fd is not None:  # the only writer, in a tick
+            self._cache[states] = orders
+        return list(orders)
+
+    def held(self) -> list[JournalOrder]:
+        """Orders that may be open on the server (OPEN or CLOSING)."""
+        return self.in_states(*HELD)
+
+    def intents(self) -> list[JournalOrder]:
+        """Orders that may or may not have reached the server."""
+        return self.in_states(INTENT)
+
+    def sent_since(self, since_ts: float) -> int:
+        """How many orders we created (sent or about to) since ``since_ts``."""
+        (row,) = self._rows(
+            "SELECT COUNT(*) FROM orders WHERE origin = 'sent' AND created_ts >= ?", (since_ts,)
+        )
+        return int(row[0])
+
+    def all_orders(self) -> list[JournalOrder]:
+        rows = self._rows("SELECT * FROM orders ORDER BY id")
+        return [JournalOrder(**dict(row)) for row in rows]
+
+    def seq_of(self, order_ref: str) -> int | None:
+        """The counter in one of our orderRefs; None if ``order_ref`` is not ours."""
+        match = self._match(order_ref)
+        return int(match.group(2)) if match else None
+
+    def owns(self, order_ref: str) -> bool:
+        """Whether ``order_ref`` is one of this account's: the prefix, then an optional
+        upper-case epoch and ``-``, then only digits (any epoch: a reset journal's too).
+
+        The prefix alone is not enough: account ``coin``'s ``mr-coin-`` is also the
+        start of every orderRef of an account named ``coin-btc``.
+        """
+        return self._match(order_ref) is not None
+
+    def _match(self, order_ref: str) -> re.Match[str] | None:
+        return order_refs.match(self.prefix, order_ref)
+
+    # --- which server account this journal trades -----------------------------------
+
+    def identity(self) -> dict[str, str] | None:
+        """The server account last recorded by :meth:`record_identity` (None: never)."""
+        rows = self._rows("SELECT value FROM meta WHERE key = 'account'")
+        if not rows:
+            return None
+        value = json.loads(rows[0][0])
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
+
+    def record_identity(self, identity: dict[str, str]) -> None:
+        """Record which server account (server, user, runmode, accountid) this journal
+        trades, so that ``multirun close`` can find its credentials after a rename."""
+        text = json.dumps(identity, sort_keys=True)
+        if self.identity() != identity:
+            with self._tx() as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('account', ?)", (text,)
+                )
+
+    # --- strategy state -----------------------------------------------------------
+
+    def load_state(self) -> dict[str, Any]:
+        rows = self._rows("SELECT json FROM strategy_state WHERE id = 1")
+        if not rows or not rows[0][0]:
+            return {}
+        value = json.loads(rows[0][0])
+        return value if isinstance(value, dict) else {}
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        """Persist the strategy's state dict (must be JSON-serialisable)."""
+        try:
+            text = json.dumps(state, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise JournalError(f"strategy state is not JSON-serialisable: {exc}") from None
+        # Deferred in a batch: lost in a crash, the strategy sees its previous state.
+        with self._deferred() as db:
+            db.execute("INSERT OR REPLACE INTO strategy_state (id, json) VALUES (1, ?)", (text,))
+
+    # --- internals ----------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self._clock.time()
+
+    def _epoch(self, identity: dict[str, str] | None = None) -> tuple[str, bool]:
+        """This journal's epoch, drawn (and committed) on first use; and whether it was.
+        A new journal's ``identity`` goes in the same commit (one forced write, not two)."""
+        rows = self._rows("SELECT value FROM meta WHERE key = 'epoch'")
+        if rows:
+            return str(rows[0][0]), False
+        epoch = order_refs.draw_epoch()
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+            if identity is not None:
+                text = json.dumps(identity, sort_keys=True)
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('account', ?)", (text,)
+                )
+        (row,) = self._rows("SELECT value FROM meta WHERE key = 'epoch'")
+        return str(row[0]), str(row[0]) == epoch
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Within the block, writes that protect no order (:meth:`mark_listed`,
+        :meth:`record_fill`, :meth:`record_close`, :meth:`add_equity`,
+        :meth:`save_state`) are committed with the next write that does (an intent, an
+        ack, a close...) or at the end of the block: one transaction instead of one
+        each. Reads see them. Committed even when the block raises (a failed commit is
+        then ignored: the block's error comes first); else it raises JournalError."""
+        outer, self._batching = self._batching, True
+        try:
+            yield
+        except BaseException:
+            self._batching = outer
+            self._cache.clear()
+            if not outer:
+                with contextlib.suppress(JournalError):
+                    self.commit()
+            raise
+        self._batching = outer
+        self._cache.clear()
+        if not outer:
+            self.commit()
+
+    def commit(self) -> None:
+        """Commit (durably) the writes deferred so far, if any."""
+        if self._open_tx:
+            self._open_tx = False
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise JournalError(f"journal {self.path}: cannot commit: {exc}") from None
+
+    def _deferred(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A write that protects no order: in a batch, left in the open transaction for
+        the next commit; outside one, a transaction of its own."""
+        return self._tx(commit=not self._batching)
+
+    @contextlib.contextmanager
+    def _tx(self, *, commit: bool = True) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction (with the deferred writes before it, if any):
+        committed (durably: synchronous=FULL) on exit, rolled back on error."""
+        self._cache.clear()
+        if not self._open_tx:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal {self.path}: {exc}") from None
+            self._open_tx = True
+        try:
+            yield self._db
+        except BaseException as exc:
+            self._open_tx = False
+            with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
+                self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise JournalError(f"journal {self.path}: {exc}") from None
+            raise
+        if commit:
+            self.commit()
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """A read's rows; a failing database (disk full, I/O error) is a JournalError."""
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: {exc}") from None
+
+    def _update(
+        self, order_ref: str, assignments: str, *values: Any, deferred: bool = False
+    ) -> None:
+        with self._deferred() if deferred else self._tx() as db:
+            db.execute(f"UPDATE orders SET {assignments} WHERE order_ref = ?", (*values, order_ref))
+
+
+def _lock(path: Path) -> int:
+    """Hold an exclusive lock on ``path``: one worker per account, ever.
+
+    The kernel releases it when the process dies, however it dies.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise JournalError(
+            f"journal {path.parent} is in use: another worker runs this account"
+        ) from None
+    return fd
+
+
+def _file_id(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino

@@ -1,0 +1,438 @@
+"""One account as a process: signals, logging, building client and journal, exit code.
+
+:func:`run_account` is the entry point of ``multirun run-account`` and of the
+supervisor's forked children. It builds the account's strategy, journal (locked: one
+process per account), client and stop flag, hands them to a
+:class:`multirun.account.worker.Worker`, and returns the exit code of its run:
+
+- SIGTERM/SIGINT: finish the current tick (opening nothing more), then ``on_stop``
+  (close our trades and confirm, or keep them journaled), exit 0; trades that could not
+  be closed by the stop deadline: exit 3, the last stderr line naming each;
+- SIGHUP (the supervisor died): unwind at once, close nothing, exit within 2 s.
+
+:func:`run_sweep` applies an account's ``on_stop`` from its journal alone, loading no
+strategy code: the supervisor runs it for an account whose worker is gone.
+
+Both first take the host-wide account lock (:mod:`multirun.account.ownership`): one process per
+server account. Deterministic failures exit :data:`~multirun.core.errors.EXIT_FATAL` (78) with
+one line, so the supervisor does not restart them: the strategy cannot be imported or
+built, the API key is refused (401/403 from ``/session``), the account is traded by
+another process (its lock held here; or, across machines, trades of ours this worker
+never sent keep appearing: HALTED). A journal or lock deleted while running (a removed
+state directory) halts the worker. An unreachable server is the normal exit (restarted
+with backoff), its line naming the URL and the cause (refused, DNS, TLS, timeout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from multirun import strategies
+from multirun.account import ownership, telemetry
+from multirun.account.alarm import DeadlinePassed, Heartbeat
+from multirun.account.journal.store import Journal
+from multirun.account.on_stop import Closer, Outcome, StopWindow
+from multirun.account.reconcile import DEFAULT_TIMING, Reconciler
+from multirun.account.ticker import StopFlag
+from multirun.account.worker import ORPHANED, Orphaned, StoppedReconciling, Worker
+from multirun.config.specs import AccountSpec, RunnerSpec
+from multirun.core.errors import (
+    EXIT_API,
+    EXIT_OK,
+    AuthError,
+    FatalError,
+    MultirunError,
+    NetworkError,
+    StrategyError,
+    UsageError,
+)
+from multirun.core.statedir import StateDir
+
+if TYPE_CHECKING:
+    from multirun.api.client import AlgogeneClient
+
+log = logging.getLogger("multirun.worker")
+
+ORPHAN_EXIT_S = 1.8  # SIGHUP: hard exit after this long if unwinding is stuck (limit: 2 s)
+
+# Starts a server for ``server: sim`` (the command that asks for one provides it) and
+# yields its base URL while it runs.
+ServerStarter = Callable[[], contextlib.AbstractContextManager[str]]
+
+
+def run_account(
+    runner: RunnerSpec,
+    name: str,
+    *,
+    server_url: str | None = None,
+    start_server: ServerStarter | None = None,
+    supervised: bool = False,
+    on_up: Callable[[], None] | None = None,
+) -> int:
+    """Run account ``name`` of ``runner`` in the foreground; returns the exit code.
+
+    Installs SIGTERM/SIGINT (graceful: finish the tick, then on_stop) and SIGHUP
+    (orphaned: stop within 2 s, close nothing) handlers; main thread only.
+    ``server_url`` overrides ``runner.server``; with ``server: sim`` and no
+    ``server_url``, ``start_server`` starts one for this run (standalone demos).
+    ``supervised``: the supervisor stamps each line with the time and the account.
+    ``on_up``: called once the account is reconciled and its ticks scheduled.
+    """
+    _configure_logging(name, stamped=not supervised)
+    try:
+        spec = runner.account(name)
+    except KeyError:
+        known = ", ".join(a.name for a in runner.accounts) or "none"
+        raise UsageError(
+            f"no account named {name!r} in {runner.path} (accounts: {known})"
+        ) from None
+    try:
+        strategy = strategies.resolve(spec.strategy, runner.config_dir)
+        on_tick = strategies.build(strategy, spec.params)
+    except StrategyError as exc:
+        raise FatalError(f"account {name}: {exc}") from None
+    with contextlib.ExitStack() as stack:
+        url = server_url or _server_url(runner, stack, start_server)
+        account_lock = stack.enter_context(contextlib.closing(_lock(runner, spec, url)))
+        account = StateDir(runner.state_dir).account(spec.name)
+        journal = Journal.for_account(
+            account, spec.order_ref_prefix, identity=identity(runner, spec)
+        )
+        stack.callback(journal.close)
+        stop = StopFlag()
+        stack.callback(stop.close)
+        window = StopWindow(stop)
+        workers: list[Worker] = []
+
+        def lost(reason: str) -> None:  # the account is no longer ours alone: no more orders
+            journal.refuse(reason)
+            if workers:
+                workers[0].halt(reason)
+            else:
+                log.error("HALTED: %s", reason)
+
+        heartbeat = ownership.Guard(
+            Heartbeat(account.heartbeat), [journal.lost, account_lock.lost], lost
+        )
+        client = _make_client(url, spec, window, heartbeat)
+        stack.callback(client.close)
+        worker = AccountWorker(
+            runner,
+            spec,
+            client,
+            journal,
+            on_tick,
+            stop=stop,
+            window=window,
+            heartbeat=heartbeat,
+            on_up=on_up,
+        )
+        workers.append(worker)
+        if runner.metrics is not None or runner.notify:  # for /metrics and rejected orders
+            telemetry.install(worker, account.metrics)
+        worker.foreign = ownership.ForeignTrades(lost, armed=lambda: worker.reconciler.reconciled)
+        journal.on_adopt = worker.adopted
+        stack.enter_context(_signals(worker))
+        code = _run(worker, name, url)
+    if worker.left_open is not None:  # the last line, once everything is closed
+        print(worker.left_open.error_line(name), file=sys.stderr, flush=True)
+    return code
+
+
+def run_sweep(runner: RunnerSpec, name: str, *, server_url: str, deadline_s: float) -> int:
+    """Apply account ``name``'s on_stop from its journal, loading no strategy code.
+
+    Takes the journal's lock, reconciles it with the server, then closes and cancels
+    every trade of ours (``on_stop: close``), retrying until ``deadline_s`` seconds
+    from now; ``keep`` leaves them. Exit 0 when nothing of ours is left open (or keep),
+    else 3 with a last stderr line ``multirun: error: <account>: N trade(s) left open:
+    ...``. SIGTERM/SIGINT end it early (with that line); SIGHUP is ignored: it is bounded.
+    """
+    _configure_logging(name, stamped=False)
+    began = time.monotonic()
+    spec = runner.account(name)
+    account_lock = _lock(runner, spec, server_url)
+    account = StateDir(runner.state_dir).account(name)
+    try:
+        journal = Journal.for_account(account, spec.order_ref_prefix)
+    except BaseException:
+        account_lock.close()
+        raise
+    outcome = Outcome()
+    try:
+        held = len(journal.held()) + len(journal.intents())
+        if spec.on_stop == "keep":
+            log.info("sweep: on_stop keep: leaving %d trade(s) of ours open and journaled", held)
+            return EXIT_OK
+        log.info("sweep: on_stop close for %d journaled trade(s), within %.0f s", held, deadline_s)
+        heartbeat = Heartbeat(account.heartbeat)
+        stop = StopFlag()
+        window = StopWindow(stop)
+        window.deadline = began + deadline_s
+        client = _make_client(server_url, spec, window, heartbeat)
+        try:
+            client.share_tokens(runner.state_dir)  # one token per user: not revoke the others'
+            reconciler = Reconciler(
+                client, journal, stop=window, timing=DEFAULT_TIMING, started=time.time()
+            )
+            reconciler.close_send_windows()  # their senders are gone: settle them
+            closer = Closer(client, journal, reconciler, window, heartbeat=heartbeat)
+            with _sweep_signals():
+                outcome = closer.run(began + deadline_s * 0.9, began + deadline_s)
+        finally:
+            client.close()
+            stop.close()
+    except (MultirunError, DeadlinePassed) as exc:
+        outcome.last_error = f"{type(exc).__name__}: {exc}"
+        outcome.left = outcome.left or closer_left(journal)
+    finally:
+        journal.close()
+        account_lock.close()
+    if outcome.unjournaled:
+        log.error("%s", outcome.unjournaled_line(name))
+    if outcome.ok:
+        return EXIT_OK
+    print(outcome.error_line(name), file=sys.stderr, flush=True)
+    return EXIT_API
+
+
+def identity(runner: RunnerSpec, spec: AccountSpec) -> dict[str, str]:
+    """The server account an account of ``runner`` trades, as its journal records it."""
+    return {
+        "server": runner.server, "user": spec.user, "runmode": spec.runmode,
+        "accountid": spec.accountid,
+    }  # fmt: skip
+
+
+def _lock(runner: RunnerSpec, spec: AccountSpec, url: str) -> ownership.AccountLock:
+    return ownership.lock_account(
+        url, spec.user, spec.runmode, spec.accountid, config=runner.path, name=spec.name
+    )
+
+
+def _run(worker: Worker, name: str, url: str) -> int:
+    """``worker.run()``; a refused key is fatal, an unreachable server names its cause."""
+    try:
+        return worker.run()
+    except AuthError as exc:
+        if exc.endpoint != "session":
+            raise
+        raise FatalError(f"account {name}: API key refused by {_safe(url)}: {exc}") from None
+    except NetworkError as exc:
+        raise NetworkError(
+            f"account {name}: cannot reach {_safe(url)}: {diagnose(url)} ({exc})",
+            endpoint=exc.endpoint,
+        ) from None
+
+
+class AccountWorker(Worker):
+    """The worker, plus what ownership needs: trades it adopts are counted once ticking
+    (:class:`multirun.account.ownership.ForeignTrades`), and a new journal that adopted trades
+    of ours while reconciling on start (a reset or deleted state directory) says so in
+    one line naming them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.foreign: ownership.ForeignTrades | None = None
+        self.adopted_on_start: list[str] = []
+
+    def adopted(self, order_ref: str) -> None:
+        if not self.reconciler.reconciled:
+            self.adopted_on_start.append(order_ref)
+        elif self.foreign is not None:
+            self.foreign.adopted(order_ref)
+
+    def reconcile(self) -> None:
+        super().reconcile()
+        ours = self.adopted_on_start
+        if self.journal.is_new and ours:
+            log.warning(
+                "journal %s is new, but the server lists %d trade(s) of ours: %s; adopted "
+                "(was the state directory deleted or reset?); new orderRefs use epoch %s",
+                self.journal.path, len(ours), ", ".join(ours), self.journal.epoch,
+            )  # fmt: skip
+
+
+def diagnose(url: str, timeout_s: float = 3.0) -> str:
+    """Why ``url``'s server cannot be reached now: DNS, refused, timeout or TLS."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"DNS: cannot resolve {host} ({exc.strerror})"
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            if parts.scheme == "https":
+                context = ssl.create_default_context()
+                with context.wrap_socket(sock, server_hostname=host):
+                    pass
+    except ConnectionRefusedError:
+        return f"connection refused by {host}:{port}"
+    except TimeoutError:
+        return f"connect to {host}:{port} timed out"
+    except ssl.SSLError as exc:
+        return f"TLS: {exc.reason or exc}"
+    except OSError as exc:
+        return f"{host}:{port}: {exc.strerror or exc}"
+    return "connects now; the request itself failed"
+
+
+def _safe(url: str) -> str:
+    """``url`` without any user:password part."""
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+def closer_left(journal: Journal) -> list[str]:
+    """What the journal holds, named as a stop names what it left (when it can be read)."""
+    with contextlib.suppress(MultirunError):
+        held = [
+            f"trade {r.trade_id or '?'} {r.side} {r.volume:g} {r.instrument} ({r.order_ref})"
+            for r in [*journal.held(), *journal.intents()]
+        ]
+        return held
+    return ["the journal could not be read"]
+
+
+@contextlib.contextmanager
+def _sweep_signals() -> Iterator[None]:
+    """SIGTERM/SIGINT: end the sweep now (it reports what is left); SIGHUP: ignored."""
+
+    def now(signum: int, frame: FrameType | None) -> None:
+        raise DeadlinePassed(f"sweep ({signal.Signals(signum).name})", 0, [])
+
+    handlers: dict[signal.Signals, Callable[[int, FrameType | None], None] | signal.Handlers] = {
+        signal.SIGTERM: now, signal.SIGINT: now, signal.SIGHUP: signal.SIG_IGN,
+    }  # fmt: skip
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _server_url(
+    runner: RunnerSpec, stack: contextlib.ExitStack, start_server: ServerStarter | None
+) -> str:
+    if not runner.uses_sim:
+        return runner.server
+    if start_server is None:
+        raise UsageError(f"{runner.path}: server: sim, but no simulator to connect to")
+    url = stack.enter_context(start_server())
+    log.info("server: sim: started an in-process simulator at %s", url)
+    return url
+
+
+def _make_client(
+    url: str, spec: AccountSpec, interrupt: StopWindow, heartbeat: Callable[[], None]
+) -> AlgogeneClient:
+    from multirun.api.client import AlgogeneClient
+
+    return AlgogeneClient(
+        url,
+        spec.user,
+        spec.api_key,
+        spec.runmode,
+        spec.accountid,
+        reconcile_window_s=DEFAULT_TIMING.reconcile_window_s,
+        interrupt=interrupt,
+        heartbeat=heartbeat,
+    )
+
+
+@contextlib.contextmanager
+def _signals(worker: Worker) -> Iterator[None]:
+    """SIGTERM/SIGINT: stop after the current tick. SIGHUP: orphaned, unwind now."""
+
+    def graceful(signum: int, frame: FrameType | None) -> None:
+        if not worker.stop.is_set():
+            log.info("%s: stopping after the current tick", signal.Signals(signum).name)
+        worker.stop.set(signal.Signals(signum).name)
+        if worker.reconciling and (worker.nothing_journaled or worker.spec.on_stop == "keep"):
+            raise StoppedReconciling()
+
+    timers: list[threading.Timer] = []
+
+    def orphaned(signum: int, frame: FrameType | None) -> None:
+        worker.stop.reason = ORPHANED  # overrides a graceful stop already under way
+        worker.stop.set(ORPHANED)
+        if not timers:
+            # Last resort if unwinding is stuck in C code: the journal is crash-safe.
+            timer = threading.Timer(ORPHAN_EXIT_S, os._exit, args=(EXIT_OK,))
+            timer.daemon = True
+            timer.start()
+            timers.append(timer)
+        if worker.busy:
+            raise Orphaned()
+
+    handlers = {signal.SIGTERM: graceful, signal.SIGINT: graceful, signal.SIGHUP: orphaned}
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for timer in timers:
+            timer.cancel()  # unwound in time: the caller decides how the process ends
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# The log level of workers (`--log-level` of start and run-account sets it; forked
+# children inherit it): DEBUG shows the strategies' ``ctx.log.debug`` lines.
+LOG_LEVEL_ENV = "MULTIRUN_LOG_LEVEL"
+# Starts each traceback line a worker writes: the supervisor sends such lines to the
+# account's worker.log only, the terminal keeps the one-line error (see multirun.supervisor.output).
+TRACE_MARK = "trace| "
+
+
+class _TraceFormatter(logging.Formatter):
+    """The message on one line; a traceback (``exc_info``) follows as marked lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc_info, record.exc_info, record.exc_text = record.exc_info, None, None
+        try:
+            line = super().format(record)
+        finally:
+            record.exc_info = exc_info
+        if not exc_info:
+            return line
+        trace = "".join(traceback.format_exception(*exc_info)).rstrip("\n")
+        return "\n".join([line, *(TRACE_MARK + part for part in trace.splitlines())])
+
+
+def log_level() -> int:
+    """The workers' level: ``MULTIRUN_LOG_LEVEL`` (debug, info, warning, error), else INFO."""
+    name = os.environ.get(LOG_LEVEL_ENV, "").strip().upper()
+    level = logging.getLevelName(name) if name else logging.INFO
+    return level if isinstance(level, int) else logging.INFO
+
+
+def _configure_logging(name: str, *, stamped: bool = True) -> None:
+    """One line per event on stderr, unless the host set up logging; ``stamped``: with
+    the UTC time and the account's name (a standalone worker's lines have no other).
+    A traceback follows its line as :data:`TRACE_MARK` lines."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    stamp = f"%(asctime)s.%(msecs)03dZ %(levelname)s [{name}] " if stamped else "%(levelname)s "
+    formatter = _TraceFormatter(stamp + "%(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root.addHandler(handler)
+    root.setLevel(log_level())

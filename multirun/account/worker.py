@@ -1,0 +1,503 @@
+"""One account's tick loop: tick, ask the strategy, move our trades to its target.
+
+A :class:`Worker` owns one account's client, journal, strategy and ticker
+(:mod:`multirun.account.process` builds them and runs it as a process):
+
+1. On start it reconciles the journal with the server (:mod:`multirun.account.reconcile`);
+   an intent that may have been sent is never sent again.
+2. On each tick it syncs with the server's trade listings, calls the strategy, and
+   executes the decision: close what is on the wrong side, open one trade of
+   ``volume`` when not already there. Every order's intent is journaled before
+   it is sent. Only trades whose orderRef is the account's prefix followed by
+   digits are ever touched (see :meth:`Journal.owns`).
+3. Guardrails (:mod:`multirun.account.guardrails`, which words each rule) refuse opens beyond
+   ``max_open_trades``, ``max_orders_per_hour`` or ``max_volume`` or while an order is
+   UNCERTAIN, and halt the account after ``halt_after_failures`` failures in a row
+   (HALTED: no more orders, still writing its status, until stopped).
+4. A strategy call running past ``tick_timeout`` is interrupted (SIGALRM, see
+   :mod:`multirun.account.alarm`): a failed tick, logged with the strategy's stack.
+5. Once stopped (between ticks; a tick under way opens nothing more), ``on_stop``:
+   close our trades until the stop deadline (:mod:`multirun.account.on_stop`), or keep them
+   journaled. A stop during start-up reconciliation finishes reconciling first. What
+   is left open is named and the exit code is 3. Orphaned (the supervisor died):
+   unwind at once, close nothing.
+
+The account's ``status.json``: :mod:`multirun.account.status_file` (what, and how often). The
+heartbeat file is touched while idle (:func:`multirun.account.alarm.heartbeat_every`), around
+every tick and strategy call, and before every request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from multirun.account import alarm, guardrails
+from multirun.account import status_file as worker_status
+from multirun.account.journal.store import Journal, JournalOrder
+from multirun.account.on_stop import HARD_MARGIN, STOP_MARGIN, Closer, Outcome, StopWindow
+from multirun.account.orders_plan import Plan, open_trade, plan_orders
+from multirun.account.pricing import Pricing
+from multirun.account.reconcile import DEFAULT_TIMING, Listings, Reconciler, Timing
+from multirun.account.ticker import StopFlag, Tick, Ticker
+from multirun.api.models import Bar, OrderAck, Quote
+from multirun.config.specs import AccountSpec, RunnerSpec
+from multirun.core.clock import SYSTEM_CLOCK, Clock
+from multirun.core.errors import (
+    EXIT_API,
+    EXIT_OK,
+    ApiError,
+    Interrupted,
+    JournalError,
+    MultirunError,
+    OrderUncertain,
+    one_line,
+)
+from multirun.core.redact import Redactor
+from multirun.core.statedir import StateDir
+from multirun.core.states import HALTED, RUNNING, STOPPED
+from multirun.strategies.context import Decision, OpenTrade, StrategyContext
+
+log = logging.getLogger("multirun.worker")
+
+ORPHANED = "orphaned"  # the stop reason when the supervisor is gone
+
+
+class Client(Listings, Protocol):
+    """What the worker uses of :class:`multirun.api.client.AlgogeneClient`."""
+
+    @property
+    def token_expires_utc(self) -> datetime | None: ...
+    def realtime_price(self, symbols: str) -> dict[str, Quote]: ...
+    def history_price(self, instrument: str, interval: str, count: int) -> list[Bar]: ...
+    def open_order(
+        self, instrument: str, buysell: str, volume: float, order_ref: str
+    ) -> OrderAck: ...
+    def close_trades(self, trade_ids: Sequence[str], *, confirm_timeout_s: float = ...) -> None: ...
+    def cancel_orders(
+        self, trade_ids: Sequence[str], *, confirm_timeout_s: float = ...
+    ) -> None: ...
+    def close(self) -> None: ...
+
+
+class Orphaned(BaseException):  # a control-flow signal, like KeyboardInterrupt
+    """SIGHUP: the supervisor is gone. Unwinds the current tick; nothing is closed."""
+
+
+class StoppedReconciling(BaseException):  # a control-flow signal, like KeyboardInterrupt
+    """SIGTERM/SIGINT during start-up reconciliation with nothing journaled: unwind now."""
+
+
+class StrategyTimeout(MultirunError):
+    """The strategy's on_tick ran past tick_timeout and was interrupted."""
+
+    def __init__(self, message: str, stack: list[str]) -> None:
+        super().__init__(message)
+        self.stack = stack
+
+
+# --- the worker ---------------------------------------------------------------------
+
+
+class Worker:
+    """Runs one account until its stop flag is set (see the module docstring)."""
+
+    def __init__(
+        self,
+        runner: RunnerSpec,
+        spec: AccountSpec,
+        client: Client,
+        journal: Journal,
+        on_tick: Callable[[StrategyContext], object],
+        *,
+        stop: StopFlag,
+        clock: Clock = SYSTEM_CLOCK,
+        timing: Timing = DEFAULT_TIMING,
+        window: StopWindow | None = None,
+        heartbeat: Callable[[], None] | None = None,
+        on_up: Callable[[], None] | None = None,
+    ) -> None:
+        self.runner = runner
+        self.on_up = on_up or (lambda: None)  # reconciled, scheduled: the supervisor's RUNNING
+        self.spec = spec
+        self.client = client
+        self.journal = journal
+        self.on_tick = on_tick
+        self.stop = stop
+        self.clock = clock  # drives the ticker only; journal and deadlines use wall time
+        self.timing = timing
+        account = StateDir(runner.state_dir).account(spec.name)
+        self.status_path = account.status
+        self.status_file = worker_status.StatusFile(account.status, spec.interval_s)
+        self.heartbeat = heartbeat or alarm.Heartbeat(account.heartbeat)
+        self.window = window or StopWindow(stop)  # the client's interrupt (see onstop)
+        self.left_open: Outcome | None = None  # what on_stop close could not close
+        self.log = logging.getLogger(f"multirun.strategy.{spec.name}")
+        self.state = RUNNING
+        self.started = time.time()
+        self.last_tick: float | None = None
+        self.ticks = 0
+        self.orders_sent = 0
+        self.failures = 0  # consecutive failed ticks
+        self.order_failures = 0  # consecutive failed orders (no-op ticks do not reset it)
+        self.status_failures = 0  # consecutive ticks whose status could not be written
+        self.blocked: tuple[str, str] | None = None  # the guardrail blocking opens: kind, why
+        self._ordering = False  # in execute(): a failure now is a failed order
+        self._redactor = Redactor([spec.api_key.reveal()])
+        self.last_error: str | None = None
+        self.halted_reason: str | None = None
+        self.strategy_state: dict[str, Any] = journal.load_state()
+        self._saved_state = json.dumps(self.strategy_state, sort_keys=True)
+        self.ticker: Ticker | None = None
+        self.busy = False  # in a tick or closing: where SIGHUP must unwind at once
+        # A stop request cuts start-up reconciliation short only when the journal holds
+        # nothing of ours (it sends nothing); otherwise it ends, then on_stop applies.
+        self.reconciling = False
+        self.nothing_journaled = not journal.held() and not journal.intents()
+        self.reconciler = Reconciler(
+            client, journal, stop=stop, timing=timing, started=self.started
+        )
+        self.pricing = Pricing(client, journal)  # prices and equity into the journal
+        journal.on_closed = self.pricing.closed
+        self.reconciler.on_listed = self.pricing.listed
+        share_tokens = getattr(client, "share_tokens", None)  # a real client, not a fake
+        if share_tokens is not None:
+            share_tokens(runner.state_dir)
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Reconcile, tick until stopped, apply on_stop; returns the exit code."""
+        self.heartbeat()
+        self.write_status(force=True)
+        try:
+            with self._busy():
+                self._reconcile_or_stop()
+        except StoppedReconciling:
+            return self.stopped_reconciling()
+        except Orphaned:
+            return self.orphaned()
+        try:
+            if self.stop.is_set():  # during reconciliation: on_stop reconciles, then applies
+                return self.orphaned() if self.stop.reason == ORPHANED else self.finish()
+            # Scheduled only now: the first tick is the first grid point after reconciling.
+            self.ticker = Ticker(
+                self.spec.interval_s, self.tick, stop=self.stop, clock=self.clock,
+                heartbeat=self.heartbeat, account=self.spec.name,
+                peers=self.runner.names_on_interval(self.spec.interval_s),
+                heartbeat_s=alarm.heartbeat_every(self.runner.watchdog_timeout_s),
+            )  # fmt: skip
+            log.info(
+                "account %s: %s on %s every %ss, %d trade(s) of ours open",
+                self.spec.name, self.spec.strategy, self.spec.instrument,
+                self.spec.interval_s, len(self.journal.held()),
+            )  # fmt: skip
+            self.write_status(force=True)  # now with its next tick
+            self.on_up()
+            self.ticker.run()
+            if self.stop.reason == ORPHANED:
+                return self.orphaned()
+            return self.finish()
+        except Orphaned:
+            return self.orphaned()
+
+    def _reconcile_or_stop(self) -> None:
+        self.reconciling = True
+        try:
+            if self.stop.is_set() and self.stop.reason != ORPHANED:
+                raise StoppedReconciling()
+            self.reconcile()
+        except (MultirunError, Interrupted) as exc:
+            if self.stop.is_set():  # on_stop reconciles again, within the stop deadline
+                log.info("stop requested while reconciling (%s): on_stop next", one_line(exc))
+                return
+            self.state = STOPPED
+            self.last_error = self._text(one_line(exc))
+            self.write_status()
+            raise
+        finally:
+            self.reconciling = False
+
+    def reconcile(self) -> None:
+        """Settle the journal against the server before the first tick."""
+        self.reconciler.reconcile()
+
+    def sync(self) -> list[JournalOrder]:
+        """Bring the journal in line with the server's listings; returns our held orders."""
+        return self.reconciler.sync()
+
+    def finish(self) -> int:
+        """After a stop request (between ticks): on_stop, final status, exit code."""
+        code = EXIT_OK
+        if self.spec.on_stop == "close":
+            with self._busy():
+                outcome = self.close_all()
+            if not outcome.ok:
+                code = EXIT_API
+                self.left_open = outcome
+                self.last_error = f"on_stop close: {len(outcome.left)} trade(s) left open"
+                log.error("on_stop close: left open: %s", "; ".join(outcome.left))
+            if outcome.unjournaled:
+                log.error("%s", outcome.unjournaled_line(self.spec.name))
+        else:
+            held = self.journal.held()
+            log.info("on_stop keep: leaving %d trade(s) open and journaled", len(held))
+        self.pricing.record(final=True)
+        self.state = STOPPED
+        self.write_status(force=True)
+        return code
+
+    def stopped_reconciling(self) -> int:
+        log.info("stopped before the first tick: our trades stay journaled for the next start")
+        self.state = STOPPED
+        self.write_status(force=True)
+        return EXIT_OK
+
+    def orphaned(self) -> int:
+        log.warning("supervisor gone (SIGHUP): stopping now, trades left open and journaled")
+        self.state = STOPPED
+        self.last_error = self.last_error or "stopped: supervisor gone (SIGHUP)"
+        with contextlib.suppress(Exception):
+            self.write_status(force=True)
+        return EXIT_OK
+
+    # --- one tick -------------------------------------------------------------------
+
+    def tick(self, tick: Tick) -> None:
+        self.heartbeat()
+        self.ticks += 1
+        self.last_tick = tick.started
+        if self.state == HALTED:
+            self.write_status(force=True)  # its only work: its ticks still show
+            return
+        try:
+            # Writes that protect no order (prices, listed times, the strategy's state)
+            # go with the tick's next order write, or in one commit at its end.
+            with self.journal.batch():
+                self._guarded_tick(tick)
+                self.pricing.record()
+        except JournalError as exc:  # those writes could not be committed
+            self._failed(exc)
+        self.heartbeat()
+        self.write_status()
+        self._count_status_failure()
+
+    def _guarded_tick(self, tick: Tick) -> None:
+        try:
+            with self._busy():
+                self._tick(tick)
+            self.failures = 0
+        except Interrupted:
+            log.info("tick %d cut short by the stop request", tick.number)
+        except Exception as exc:  # a failed tick is counted and logged, never a crash
+            self._failed(exc)
+        finally:
+            self._ordering = False
+
+    def _count_status_failure(self) -> None:
+        self.status_failures = self.status_failures + 1 if self.status_failing else 0
+        reason = guardrails.status_halt(self.spec, self.status_failures)
+        if reason is not None and self.state != HALTED:
+            self.halt(reason)
+
+    def _tick(self, tick: Tick) -> None:
+        held = self.sync()
+        if self.reconciler.extras:
+            self._ordering = True
+            self.reconciler.close_extras()
+            self._ordering = False
+        trades = [open_trade(row) for row in held if row.trade_id]
+        ctx = self._context(tick, trades)
+        decision = Decision.of(self._ask(ctx))
+        self._save_state(ctx.state)
+        plan = plan_orders(decision, trades, self.spec.instrument)
+        sent = False
+        if not plan.empty:
+            self._ordering = True
+            sent = self.execute(plan)
+            self._ordering = False
+        if sent:
+            self.order_failures = 0
+        if self.blocked is not None and self._refusal() is None:
+            log.info("guardrail cleared (%s): opening again when the strategy asks",
+                     self.blocked[1])  # fmt: skip
+            self.blocked = None
+
+    def _ask(self, ctx: StrategyContext) -> object:
+        """The strategy's on_tick, interrupted past tick_timeout (see ``account.alarm``)."""
+        seconds = self.spec.tick_timeout_s
+        self.heartbeat()
+        try:
+            with alarm.deadline(seconds, "on_tick", below="_ask"):
+                return self.on_tick(ctx)
+        except alarm.DeadlinePassed as late:
+            raise StrategyTimeout(
+                f"strategy {self.spec.strategy}: on_tick ran past tick_timeout ({seconds} s) "
+                "and was interrupted",
+                late.stack,
+            ) from None
+        finally:
+            self.heartbeat()
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures += 1
+        if self._ordering:
+            self.order_failures += 1
+        self.last_error = self._text(one_line(exc))
+        # The traceback goes to worker.log only (see multirun.supervisor.output); a timeout's is
+        # ours, not the strategy's: its stack is logged below instead.
+        trace = None if isinstance(exc, StrategyTimeout) else exc
+        log.error("tick failed (%d in a row): %s", self.failures, self.last_error, exc_info=trace)
+        if isinstance(exc, StrategyTimeout):
+            log.error("strategy stack when interrupted: %s", " > ".join(exc.stack) or "?")
+        reason = guardrails.failure_halt(
+            self.spec, self.failures, self.order_failures, self.last_error
+        )
+        if reason is not None:
+            self.halt(reason)
+
+    def _text(self, text: str) -> str:
+        """Text that may quote a server, fit to record: secrets and their fragments masked."""
+        return self._redactor.server_text(text, limit=400)
+
+    def halt(self, reason: str) -> None:
+        self.state = HALTED
+        self.halted_reason = reason
+        log.error("HALTED: %s; no more orders until restarted", reason)
+        self.write_status()
+
+    def _context(self, tick: Tick, trades: list[OpenTrade]) -> StrategyContext:
+        return StrategyContext(
+            spec=self.spec,
+            state=self.strategy_state,
+            log=self.log,
+            tick_utc=tick.due_utc,
+            open_trades=tuple(trades),
+            _quote=lambda sym: self.pricing.quote_seen(self.client.realtime_price(sym)[sym]),
+            _history=self.client.history_price,
+        )
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        self.strategy_state = state
+        text = json.dumps(state, sort_keys=True, default=repr)
+        if text != self._saved_state:  # one fsync'd transaction only when it changed
+            self.journal.save_state(state)
+            self._saved_state = text
+
+    # --- execution ------------------------------------------------------------------
+
+    def execute(self, plan: Plan) -> bool:
+        """Carry out ``plan``; whether an order was sent and succeeded."""
+        sent = False
+        if plan.close:
+            self.close(plan.close)
+            sent = True
+        if plan.open_side is not None:
+            sent = self.open(plan.open_side) or sent
+        return sent
+
+    def close(self, trades: Sequence[OpenTrade]) -> None:
+        """Close ``trades`` and confirm it through opened_trades (journaled both ways)."""
+        refs = [t.order_ref for t in trades]
+        self.reconciler.await_listed(refs)
+        self.journal.mark_close_requested(refs)
+        self.client.close_trades(
+            [t.trade_id for t in trades], confirm_timeout_s=self.timing.close_confirm_s
+        )
+        self.journal.mark_closed(refs)
+        self.pricing.price()  # logs "closed BUY 0.01 BTCUSD @ 97110.0, P&L +0.98 (...)"
+
+    def open(self, side: str) -> bool:
+        """Open one ``volume`` trade on ``side`` unless a guardrail or unsettled order
+        forbids; whether it was opened."""
+        if self.stop.is_set():
+            log.info("not opening %s: stop requested", side)
+            return False
+        refusal = self._refusal()
+        if refusal is not None:
+            if self.blocked is None or self.blocked[0] != refusal[0]:
+                log.warning("not opening %s: %s (logged again when it clears)", side, refusal[1])
+            self.blocked = refusal
+            self.last_error = f"guardrail: {refusal[1]}"
+            return False
+        if self.blocked is not None:
+            log.info("guardrail cleared (%s)", self.blocked[1])
+            self.blocked = None
+        spec = self.spec
+        intent = self.journal.new_intent(spec.instrument, side, spec.volume)
+        self.orders_sent += 1
+        ack = self._send(intent)
+        self.journal.mark_acked(intent.order_ref, ack.trade_id)
+        try:
+            self.reconciler.await_listed([intent.order_ref])  # records the fill price
+        finally:
+            price = self.journal.get(intent.order_ref).fill_price
+            log.info(
+                "opened %s %s %s @ %s (trade %s, %s)", side, spec.volume, spec.instrument,
+                "?" if price is None else f"{price:g}", ack.trade_id, intent.order_ref,
+            )  # fmt: skip
+        return True
+
+    def _send(self, intent: JournalOrder) -> OrderAck:
+        try:
+            return self.client.open_order(
+                intent.instrument, intent.side, intent.volume, intent.order_ref
+            )
+        except OrderUncertain:
+            # It may be on the server: the next syncs settle it; it is never resent.
+            self.journal.mark_send_ended(intent.order_ref)
+            raise
+        except ApiError as exc:
+            # The client guarantees these were not placed (refused, or never sent).
+            self.journal.mark_abandoned(intent.order_ref, self._text(f"not placed: {exc}"))
+            raise
+        except Exception:
+            self.journal.mark_send_ended(intent.order_ref)
+            raise
+
+    def _refusal(self) -> tuple[str, str] | None:
+        """Why no trade may be opened now, as (kind, message), or None (see
+        :func:`multirun.account.guardrails.refusal`)."""
+        return guardrails.refusal(self.spec, self.journal, self.reconciler, time.time())
+
+    def close_all(self) -> Outcome:
+        """on_stop close: settle, close and cancel every trade of ours until the stop
+        deadline (:class:`multirun.account.on_stop.Closer`); returns what is left."""
+        closer = Closer(
+            self.client, self.journal, self.reconciler, self.window,
+            confirm_s=self.timing.close_confirm_s, heartbeat=self.heartbeat,
+        )  # fmt: skip
+        began = self.stop.set_at if self.stop.set_at is not None else time.monotonic()
+        budget = self.runner.stop_timeout_s
+        return closer.run(began + budget * STOP_MARGIN, began + budget * HARD_MARGIN)
+
+    # --- status -----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """What status.json says now (see :mod:`multirun.account.status_file`)."""
+        return worker_status.fields(self)
+
+    @property
+    def status_failing(self) -> bool:
+        """Whether the last status write failed (logged once)."""
+        return self.status_file.failing
+
+    def write_status(self, *, force: bool = False) -> None:
+        """Write status.json when due (see :mod:`multirun.account.status_file`), or now with
+        ``force``. Best-effort: a failure is logged once (again only after a success)."""
+        self.status_file.write(self.status, force=force)
+
+    @contextlib.contextmanager
+    def _busy(self) -> Iterator[None]:
+        self.busy = True
+        try:
+            if self.stop.reason == ORPHANED:  # SIGHUP came just before: do not start work
+                raise Orphaned()
+            yield
+        finally:
+            self.busy = False

@@ -1,0 +1,187 @@
+"""What a reload would change: the pure diff of a running RunnerSpec and an edited one.
+
+``plan(old, new)`` compares the two specs by account name, on the EFFECTIVE account
+spec (``defaults`` merged, variables interpolated, the schema's defaults filled in), so
+moving a value from an account into ``defaults`` changes nothing. It does no I/O and
+imports no strategy; the supervisor applies the plan (see ``multirun reload``).
+
+Top-level settings:
+
+- ``state_dir``, ``server``, ``version`` and ``metrics`` cannot apply live and are *refused*: the
+  state directory holds the running supervisor's pidfile, socket and every journal; the
+  server (and the simulator child of ``server: sim``) is shared by every worker; the
+  version changes what the file means. A plan with anything refused must change nothing:
+  a full ``multirun stop`` then ``start`` is needed.
+- ``stop_timeout`` and ``watchdog_timeout`` are supervisor settings the running
+  supervisor applies live (listed in ``settings``); no worker restarts for them.
+
+Secrets are compared but never shown: a changed ``api_key`` reads ``api_key: changed``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from multirun.config.specs import AccountSpec, RunnerSpec, format_interval, thaw
+from multirun.core.redact import Secret, mask_fields
+
+# Settings that need a full restart, with the reason shown to the user.
+REFUSED_SETTINGS: dict[str, str] = {
+    "state_dir": "the state directory holds the running supervisor's files and journals",
+    "server": "every worker (and the simulator of `server: sim`) uses it",
+    "version": "it changes what the whole file means",
+    "metrics": "the metrics server is bound once, at start",
+}
+# Supervisor settings the running supervisor takes over without restarting a worker.
+LIVE_SETTINGS = ("stop_timeout", "watchdog_timeout")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A reload's diff; account lists are sorted by name, ``changed`` maps name -> changes."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    unchanged: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()  # one line per refused top-level setting
+    settings: tuple[str, ...] = ()  # live supervisor settings changed, 'key: old -> new'
+
+    @property
+    def ok(self) -> bool:
+        """True when the plan may be applied (nothing refused)."""
+        return not self.refused
+
+    @property
+    def is_empty(self) -> bool:
+        """True when applying the plan would change nothing."""
+        return not (self.added or self.removed or self.changed or self.settings)
+
+    def lines(self) -> list[str]:
+        """The plan as printed: ``+ a``, ``- b``, ``~ c: volume 0.01 -> 0.02``, ``= d``."""
+        out = [f"! {line}" for line in self.refused]
+        out += [f"+ {name}" for name in self.added]
+        out += [f"- {name}" for name in self.removed]
+        out += [
+            f"~ {name}: {', '.join(c.replace(': ', ' ', 1) for c in self.changed[name])}"
+            for name in sorted(self.changed)
+        ]
+        out += [f"= {name}" for name in self.unchanged]
+        out += [f"~ (supervisor) {line}" for line in self.settings]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan for ``--json``; as safe to print as :meth:`lines`."""
+        return {
+            "ok": self.ok,
+            "added": list(self.added),
+            "removed": list(self.removed),
+            "changed": {name: list(self.changed[name]) for name in sorted(self.changed)},
+            "unchanged": list(self.unchanged),
+            "refused": list(self.refused),
+            "settings": list(self.settings),
+        }
+
+
+def plan(old: RunnerSpec, new: RunnerSpec) -> Plan:
+    """What reloading ``new`` over a supervisor running ``old`` would do."""
+    old_by_name = {a.name: a for a in old.accounts}
+    new_by_name = {a.name: a for a in new.accounts}
+    changed: dict[str, tuple[str, ...]] = {}
+    unchanged: list[str] = []
+    for name in sorted(old_by_name.keys() & new_by_name.keys()):
+        diff = account_changes(old_by_name[name], new_by_name[name])
+        if diff:
+            changed[name] = tuple(diff)
+        else:
+            unchanged.append(name)
+    return Plan(
+        added=tuple(sorted(new_by_name.keys() - old_by_name.keys())),
+        removed=tuple(sorted(old_by_name.keys() - new_by_name.keys())),
+        changed=changed,
+        unchanged=tuple(unchanged),
+        refused=tuple(_refused(old, new)),
+        settings=tuple(_live_settings(old, new)),
+    )
+
+
+def account_fields(spec: AccountSpec) -> dict[str, Any]:
+    """An account's effective values under their runner.yaml names (secrets kept as Secret)."""
+    return {
+        "user": spec.user,
+        "api_key": spec.api_key,
+        "accountid": spec.accountid,
+        "runmode": spec.runmode,
+        "strategy": spec.strategy,
+        "instrument": spec.instrument,
+        "volume": spec.volume,
+        "interval": format_interval(spec.interval_s),
+        "params": thaw(spec.params),
+        "on_stop": spec.on_stop,
+        "enabled": spec.enabled,
+        "max_open_trades": spec.guardrails.max_open_trades,
+        "max_orders_per_hour": spec.guardrails.max_orders_per_hour,
+        "halt_after_failures": spec.guardrails.halt_after_failures,
+        "tick_timeout": format_interval(spec.tick_timeout_s),
+    }
+
+
+def account_changes(old: AccountSpec, new: AccountSpec) -> list[str]:
+    """``'field: old -> new'`` for each effective field that differs (secrets: ``changed``)."""
+    before, after = account_fields(old), account_fields(new)
+    out = []
+    for key, value in before.items():
+        if value == after[key]:
+            continue
+        if isinstance(value, Secret) or isinstance(after[key], Secret):
+            out.append(f"{key}: changed")
+        else:
+            out.append(f"{key}: {_show(value)} -> {_show(after[key])}")
+    return out
+
+
+def _refused(old: RunnerSpec, new: RunnerSpec) -> list[str]:
+    pairs = {
+        "state_dir": (str(old.state_dir), str(new.state_dir)),
+        "server": (old.server, new.server),
+        "version": (old.version, new.version),
+        "metrics": (_listen(old), _listen(new)),
+    }
+    return [
+        f"{key}: {_show(a)} -> {_show(b)} cannot apply live ({REFUSED_SETTINGS[key]}): "
+        "a full restart is needed (multirun stop, then multirun start)"
+        for key, (a, b) in pairs.items()
+        if a != b
+    ]
+
+
+def _listen(runner: RunnerSpec) -> str | None:
+    spec = runner.metrics
+    return None if spec is None else f"{spec.host}:{spec.port}"
+
+
+def _live_settings(old: RunnerSpec, new: RunnerSpec) -> list[str]:
+    pairs = {
+        "stop_timeout": (old.stop_timeout_s, new.stop_timeout_s),
+        "watchdog_timeout": (
+            format_interval(old.watchdog_timeout_s),
+            format_interval(new.watchdog_timeout_s),
+        ),
+    }
+    return [f"{key}: {_show(a)} -> {_show(b)}" for key, (a, b) in pairs.items() if a != b]
+
+
+def _show(value: Any) -> str:
+    """One value, compact and masked (a URL's or a param's ``api_key=`` never shows)."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, bool) or value is None:
+        text = json.dumps(value)
+    elif isinstance(value, int | float):
+        text = repr(value)
+    else:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return mask_fields(text)

@@ -1,0 +1,225 @@
+"""Typed, immutable specs: what the rest of multirun consumes after ``config``.
+
+Nothing downstream of :mod:`multirun.config.loader` reads raw YAML dicts; it reads these.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from multirun.config import schema
+from multirun.core.redact import Secret
+
+RunMode = Literal["livetest", "livetrade"]
+OnStop = Literal["close", "keep"]
+
+SIM_SERVER = "sim"
+# The supervisor's own children: no account may take one of these names.
+SERVICE_NAMES = ("sim", "metrics", "notify")
+
+# Every default is the schema's: written there once, and shown in the README from there.
+_RUNNER_DEFAULTS = schema.runner_defaults()
+_ACCOUNT_DEFAULTS = schema.account_defaults()
+
+
+def freeze(value: Any) -> Any:
+    """A read-only deep copy of a JSON-like value (mappings and lists)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """A plain, mutable copy of a value made by :func:`freeze` (for jsonschema, JSON)."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
+_INTERVAL = re.compile(r"^([1-9][0-9]*)([smhd]?)$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# The schema's bound on whole seconds (7 days), which holds for a duration string too.
+# Far beyond any trading use, and far below what the worker's clock can represent: an
+# interval of 10**20 seconds validated, then crashed every worker at its first tick.
+MAX_INTERVAL_S = int(
+    next(
+        form["maximum"]
+        for form in schema.account_fields()["interval"]["anyOf"]
+        if form.get("type") == "integer"
+    )
+)
+
+
+def parse_interval(text: str | int | float) -> int:
+    """Seconds in an interval: ``30s``, ``1m``, ``5m``, ``1h``, ``1d`` or whole seconds >= 1.
+
+    At most :data:`MAX_INTERVAL_S`. ``5.0`` is 5: JSON Schema's integers include it.
+    """
+    if isinstance(text, bool) or (isinstance(text, float) and not text.is_integer()):
+        raise ValueError("must be a duration like 30s, 1m, 1h, or whole seconds >= 1")
+    if isinstance(text, int | float):
+        seconds = int(text)
+    else:
+        match = _INTERVAL.match(str(text).strip())
+        if not match:
+            raise ValueError(f"invalid interval {text!r}: use 30s, 1m, 5m, 1h, 1d or whole seconds")
+        seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds < 1:
+        raise ValueError("must be at least 1 second")
+    if seconds > MAX_INTERVAL_S:
+        raise ValueError(f"must be at most {format_interval(MAX_INTERVAL_S)} ({MAX_INTERVAL_S} s)")
+    return seconds
+
+
+def format_interval(seconds: int) -> str:
+    """The shortest way to write ``seconds`` as an interval (``60`` -> ``1m``)."""
+    for unit in ("d", "h", "m"):
+        size = _UNIT_SECONDS[unit]
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class Guardrails:
+    """Per-account limits the worker enforces before sending any order."""
+
+    max_open_trades: int = int(_ACCOUNT_DEFAULTS["max_open_trades"])
+    max_orders_per_hour: int = int(_ACCOUNT_DEFAULTS["max_orders_per_hour"])
+    halt_after_failures: int = int(_ACCOUNT_DEFAULTS["halt_after_failures"])
+    max_volume: float | None = None  # no default: no limit on an order's volume
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> Guardrails:
+        """The guardrails of an account's merged values (the counts' defaults included)."""
+        counts = {k: int(values[k]) for k in COUNT_GUARDRAILS}  # int(): JSON's 2.0 is 2
+        limit = values.get("max_volume")
+        return cls(**counts, max_volume=None if limit is None else float(limit))
+
+
+# The guardrails that count (and have a default); ``max_volume`` is optional.
+COUNT_GUARDRAILS = ("max_open_trades", "max_orders_per_hour", "halt_after_failures")
+
+
+@dataclass(frozen=True)
+class AccountSpec:
+    """One account of runner.yaml, defaults merged and environment interpolated."""
+
+    name: str
+    user: str
+    api_key: Secret
+    accountid: str
+    runmode: RunMode
+    strategy: str
+    instrument: str
+    volume: float
+    interval_s: int
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    on_stop: OnStop = _ACCOUNT_DEFAULTS["on_stop"]
+    enabled: bool = bool(_ACCOUNT_DEFAULTS["enabled"])
+    guardrails: Guardrails = field(default_factory=Guardrails)
+    tick_timeout_s: int = parse_interval(_ACCOUNT_DEFAULTS["tick_timeout"])
+
+    @property
+    def order_ref_prefix(self) -> str:
+        """Every orderRef this account sends starts with this; nothing else is ours."""
+        return f"mr-{self.name}-"
+
+    @property
+    def is_live(self) -> bool:
+        return self.runmode == "livetrade"
+
+
+@dataclass(frozen=True)
+class MetricsSpec:
+    """``metrics:``: where the supervisor serves Prometheus' ``/metrics``."""
+
+    host: str
+    port: int
+    allow_remote: bool = False
+
+    @classmethod
+    def parse(cls, listen: str, allow_remote: bool = False) -> MetricsSpec:
+        """``host:port`` checked: a port up to 65535 (0: any free one), and a host other
+        than loopback only with ``allow_remote`` (ValueError otherwise)."""
+        host, _, port_text = listen.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        port = int(port_text) if port_text.isdigit() else -1
+        if not host or not 0 <= port <= 65535:
+            raise ValueError(f"listen {listen!r}: expected host:port, a port up to 65535")
+        spec = cls(host, port, allow_remote)
+        if not spec.loopback and not allow_remote:
+            raise ValueError(
+                f"listen {listen!r} is not a loopback address: /metrics has no "
+                "authentication; set allow_remote: true to serve it to other hosts"
+            )
+        return spec
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False  # a host name: it may resolve to anything
+
+
+@dataclass(frozen=True)
+class NotifyTarget:
+    """One ``notify:`` webhook: its URL (a secret: it may hold a token), format, events."""
+
+    url: Secret
+    format: str = "json"
+    events: tuple[str, ...] = ()  # empty: every event
+
+    def wants(self, event: str) -> bool:
+        return not self.events or event in self.events
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """A whole validated runner.yaml."""
+
+    path: Path
+    server: str
+    state_dir: Path
+    accounts: tuple[AccountSpec, ...]
+    version: int = int(_RUNNER_DEFAULTS["version"])
+    stop_timeout_s: float = float(_RUNNER_DEFAULTS["stop_timeout"])
+    watchdog_timeout_s: int = parse_interval(_RUNNER_DEFAULTS["watchdog_timeout"])
+    notify: tuple[NotifyTarget, ...] = ()
+    metrics: MetricsSpec | None = None  # off unless runner.yaml has `metrics:`
+
+    @property
+    def uses_sim(self) -> bool:
+        return self.server == SIM_SERVER
+
+    @property
+    def config_dir(self) -> Path:
+        return self.path.parent
+
+    def account(self, name: str) -> AccountSpec:
+        for spec in self.accounts:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @property
+    def enabled_accounts(self) -> tuple[AccountSpec, ...]:
+        return tuple(a for a in self.accounts if a.enabled)
+
+    def names_on_interval(self, interval_s: int) -> tuple[str, ...]:
+        """The enabled accounts that tick every ``interval_s``: their wake-ups are spaced
+        evenly (:func:`multirun.account.ticker.wake_offset`)."""
+        return tuple(a.name for a in self.enabled_accounts if a.interval_s == interval_s)

@@ -1,0 +1,7 @@
+"""The core: what every layer shares and nothing else provides.
+
+Exceptions and exit codes (``errors``), the clock (``clock``), secret masking
+(``redact``), process and account states (``states``), the state directory's layout
+(``statedir``) and small POSIX process helpers (``procutil``). Imports only the standard
+library: every other package may import it, it imports none of them.
+"""

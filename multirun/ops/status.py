@@ -1,0 +1,355 @@
+"""``multirun status``: what each account is doing, merged from the state files.
+
+Sources (all in ``runner.state_dir``):
+
+- ``supervisor.pid``: locked by a running supervisor;
+- ``supervisor.json``: the supervisor's view, rewritten after a state change (within 0.1 s)
+  (per account: state, pid, started, restarts, last exit, next start);
+- ``<name>/status.json``: the worker's view (ticks, trades, token, errors).
+
+Rules: a worker reporting HALTED overrides the supervisor's RUNNING (same pid); OVERDUE
+(no heartbeat: the supervisor's watchdog) shows as it is; when no supervisor runs, every
+account is STOPPED (FATAL stays FATAL) with its last known details, followed by the final
+report of the last stop when it left trades open (``supervisor.json``'s ``left_open``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from multirun.config.specs import RunnerSpec
+from multirun.core.clock import iso_ms, parse_iso, short_time
+from multirun.core.procutil import read_json
+from multirun.core.statedir import StateDir
+from multirun.core.states import BACKOFF, FATAL, HALTED, RUNNING, STARTING, STOPPED
+from multirun.ops import locate
+from multirun.supervisor import final_report
+
+
+@dataclass
+class AccountStatus:
+    name: str
+    state: str
+    pid: int | None = None
+    started_utc: str | None = None
+    uptime_s: float | None = None
+    restarts: int = 0
+    last_exit: str | None = None
+    next_start_utc: str | None = None
+    last_tick_utc: str | None = None
+    next_tick_utc: str | None = None
+    ticks: int | None = None
+    open_trades: int | None = None
+    token_expires_utc: str | None = None
+    last_error: str | None = None
+    halted_reason: str | None = None
+    note: str | None = None
+    supervised: bool = False  # the running supervisor holds it (supervisor.json)
+    # From the worker (multirun.account.pricing): held trades (side, volume, entry_price,
+    # unrealized_pl), the server's NAV and unrealized P&L, our realized P&L today (UTC).
+    positions: list[dict[str, Any]] | None = None
+    nav: float | None = None
+    unrealized_pl: float | None = None
+    realized_pl_today: float | None = None
+
+
+@dataclass
+class Snapshot:
+    supervisor_pid: int | None
+    running: bool
+    accounts: list[AccountStatus]
+    left_open: list[str] = field(default_factory=list)  # the last stop's final lines
+    config: str | None = None  # the config file the running supervisor was started from
+    file_problem: str | None = None  # why the config file could not be read whole
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "supervisor": {
+                "pid": self.supervisor_pid,
+                "running": self.running,
+                "config": self.config,
+            },
+            "accounts": [asdict(a) for a in self.accounts],
+            "left_open": list(self.left_open),
+            "file_problem": self.file_problem,
+            "exit_code": self.exit_code(),
+        }
+
+    def exit_code(self) -> int:
+        """supervisorctl's convention: 0 every enabled account the supervisor runs is
+        RUNNING, 3 some are not, 4 no supervisor runs."""
+        if not self.running:
+            return EXIT_NOT_RUNNING
+        held = [a for a in self.accounts if a.supervised and a.note != DISABLED]
+        return 0 if all(a.state == RUNNING for a in held) else EXIT_SOME_NOT_RUNNING
+
+
+EXIT_SOME_NOT_RUNNING = 3
+EXIT_NOT_RUNNING = 4
+DISABLED = "disabled"
+IN_FILE_ONLY = "in the file, not running"
+NOT_IN_FILE = "not in the file any more"
+
+
+def supervisor_pid(state_dir: Path) -> int | None:
+    """The pid of the supervisor running on ``state_dir``, or None (stale pidfiles ignored)."""
+    found = locate.running(state_dir)
+    return None if found is None else found.pid
+
+
+def collect(runner: RunnerSpec, *, now: float | None = None) -> Snapshot:
+    """Every account of ``runner``, merged from the supervisor's and the workers' files."""
+    accounts = tuple((a.name, a.enabled) for a in runner.accounts)
+    view = locate.FileView(runner.path, runner.state_dir, accounts, runner.stop_timeout_s)
+    return collect_at(runner.state_dir, view, now=now)
+
+
+def collect_at(
+    state_dir: Path, file: locate.FileView | None = None, *, now: float | None = None
+) -> Snapshot:
+    """What runs on ``state_dir``: the supervisor's accounts first (what it actually runs),
+    then accounts that are only in ``file`` (not running). Reads no config, imports no code.
+    """
+    now = time.time() if now is None else now
+    layout = StateDir(state_dir)
+    found = locate.running(state_dir)
+    sup = dict(found.data) if found else (read_json(layout.supervisor_json) or {})
+    known = sup.get("accounts", {}) if isinstance(sup.get("accounts"), dict) else {}
+    in_file = dict(file.accounts) if file is not None and file.accounts is not None else None
+    if found is not None:
+        names = list(known) + [n for n in in_file or {} if n not in known]
+    elif in_file is not None:
+        names = list(in_file)
+    else:
+        names = list(known) or layout.account_names()
+    rows = []
+    for name in names:
+        entry = known.get(name) if isinstance(known.get(name), dict) else None
+        worker = read_json(layout.account(name).status) or {}
+        row = merge(name, entry, worker, running=found is not None, now=now)
+        row.supervised = found is not None and entry is not None
+        if entry is None:
+            enabled = True if in_file is None else in_file.get(name, True)
+            row.note = (IN_FILE_ONLY if found else "not started") if enabled else DISABLED
+        elif in_file is not None and name not in in_file and found is not None:
+            row.note = row.note or NOT_IN_FILE
+        rows.append(row)
+    left = [] if found else final_report.lines(final_report.from_json(sup.get("left_open")))
+    config = found.config if found else None
+    problem = file.problem if file is not None else None
+    pid = found.pid if found else None
+    return Snapshot(pid, found is not None, rows, left, config, problem)
+
+
+def merge(
+    name: str,
+    sup: dict[str, Any] | None,
+    worker: dict[str, Any],
+    *,
+    running: bool,
+    now: float,
+) -> AccountStatus:
+    """One account's row from its supervisor entry and its worker status file."""
+    sup = sup or {}
+    state = sup.get("state") or STOPPED
+    pid = sup.get("pid")
+    same_process = pid is not None and worker.get("pid") == pid
+    if not running:
+        state = FATAL if state == FATAL else STOPPED
+        pid = None
+    elif state in (STARTING, RUNNING) and same_process and worker.get("state") == HALTED:
+        state = HALTED
+    started = sup.get("started_utc") if pid else None
+    return AccountStatus(
+        name=name,
+        state=state,
+        pid=pid,
+        started_utc=started,
+        uptime_s=_age(started, now),
+        restarts=int(sup.get("restarts") or 0),
+        last_exit=sup.get("last_exit"),
+        next_start_utc=sup.get("next_start_utc") if state == BACKOFF else None,
+        last_tick_utc=worker.get("last_tick_utc"),
+        next_tick_utc=_next_tick(worker) if state in (RUNNING, HALTED) else None,
+        ticks=worker.get("ticks"),
+        open_trades=worker.get("open_trades"),
+        token_expires_utc=worker.get("token_expires_utc"),
+        last_error=_last_error(sup, worker, same_process),
+        halted_reason=worker.get("halted_reason"),
+        note=sup.get("note"),
+        positions=worker.get("positions"),
+        nav=worker.get("nav"),
+        unrealized_pl=worker.get("unrealized_pl"),
+        realized_pl_today=worker.get("realized_pl_today"),
+    )
+
+
+def _last_error(sup: dict[str, Any], worker: dict[str, Any], same_process: bool) -> str | None:
+    """The worker's own last error; else, until its current run has ticked, the error its
+    previous run exited with (which the supervisor kept from its output)."""
+    if worker.get("last_error"):
+        return str(worker["last_error"])
+    if same_process and worker.get("ticks"):
+        return None
+    return sup.get("last_error")
+
+
+def _next_tick(worker: dict[str, Any]) -> str | None:
+    """The worker's next tick; a status written during a tick may still show that tick's
+    own time, then the next grid point after it is the next tick."""
+    due, last, interval = (worker.get(k) for k in ("next_tick_utc", "last_tick_utc", "interval_s"))
+    if not (due and last and isinstance(interval, int) and interval > 0):
+        return due
+    due_ts, last_ts = parse_iso(due), parse_iso(last)
+    if due_ts is None or last_ts is None or due_ts > last_ts:
+        return due
+    return iso_ms((last_ts // interval + 1) * interval)
+
+
+def _age(iso: str | None, now: float) -> float | None:
+    moment = parse_iso(iso)
+    return None if moment is None else max(0.0, now - moment)
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+COLUMNS = (
+    *("NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST TICK", "NEXT TICK", "POS"),
+    *("NAV", "P&L TODAY", "TOKEN EXPIRES", "LAST ERROR"),
+)
+
+
+def render_json(snapshot: Snapshot) -> str:
+    return json.dumps(snapshot.to_dict(), indent=2)
+
+
+def render_text(snapshot: Snapshot) -> str:
+    head = (
+        f"supervisor: running (pid {snapshot.supervisor_pid})"
+        + (f", started from {snapshot.config}" if snapshot.config else "")
+        if snapshot.running
+        else "supervisor: not running (last known details)"
+    )
+    if snapshot.file_problem:
+        head += f"\nnote: the config file does not parse now ({_short(snapshot.file_problem)})"
+    cells = [list(COLUMNS)] + [_cells(a) for a in snapshot.accounts]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    if snapshot.left_open and not snapshot.running:
+        lines += ["", "left open at the last stop:", *(f"  {x}" for x in snapshot.left_open)]
+    return "\n".join([head, *lines])
+
+
+def _cells(a: AccountStatus) -> list[str]:
+    error = a.halted_reason if a.state == HALTED and a.halted_reason else a.last_error
+    if not error and a.state == BACKOFF and a.next_start_utc:
+        error = f"restart at {short_time(a.next_start_utc)}"
+    if not error and a.last_exit and a.last_exit != "exit 0" and a.state != RUNNING:
+        error = f"exited: {a.last_exit}"
+    if not error and a.note:
+        error = f"({a.note})"
+    return [
+        a.name,
+        a.state,
+        str(a.pid) if a.pid else "-",
+        format_duration(a.uptime_s) if a.pid else "-",
+        str(a.restarts),
+        short_time(a.last_tick_utc),
+        short_time(a.next_tick_utc),
+        _position(a),
+        "-" if a.nav is None else f"{a.nav:,.2f}",
+        "-" if a.realized_pl_today is None else f"{a.realized_pl_today:+.2f}",
+        short_time(a.token_expires_utc, date=True),
+        _short(error or "-"),
+    ]
+
+
+def _position(a: AccountStatus) -> str:
+    """``BUY 0.01 @ 97012.5 +1.20`` (one trade), ``2 trades +0.30``, ``-`` (none); the
+    count alone from a worker that does not write positions."""
+    if not a.positions:
+        return str(a.open_trades) if a.open_trades else "-"
+    pls = [p.get("unrealized_pl") for p in a.positions]
+    pl = "" if None in pls else f" {sum(float(x) for x in pls if x is not None):+.2f}"
+    if len(a.positions) > 1:
+        return f"{len(a.positions)} trades{pl}"
+    (one,) = a.positions
+    entry = one.get("entry_price")
+    at = "" if entry is None else f" @ {entry:g}"
+    return f"{one.get('side')} {one.get('volume'):g}{at}{pl}"
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- the command -------------------------------------------------------------------------
+
+
+def run(
+    config: Path | None,
+    *,
+    state_dir: Path | None = None,
+    json_output: bool = False,
+    watch: bool = False,
+    stream: TextIO | None = None,
+    interval_s: float = 1.0,
+) -> int:
+    """``multirun status``: print what runs; returns 0, 3 or 4 (see :meth:`Snapshot.exit_code`).
+
+    ``watch``: redraw every ``interval_s`` until Ctrl-C (in place on a terminal, repeated
+    tables otherwise), then return 0. Never loads the config: see :mod:`multirun.ops.locate`.
+    """
+    out = sys.stdout if stream is None else stream
+    where = locate.target(config, state_dir)
+    if where.foreign:
+        print(
+            f"multirun: {where.foreign}: not showing it (use `multirun status "
+            f"{where.running.config if where.running else ''}` or --state-dir)",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_RUNNING
+    render = render_json if json_output else render_text
+    if not watch:
+        snapshot = collect_at(where.state_dir, where.file)
+        out.write(render(snapshot) + "\n")
+        out.flush()
+        return snapshot.exit_code()
+    tty = bool(getattr(out, "isatty", None) and out.isatty())
+    wake = threading.Event()
+    try:
+        while True:
+            text = render(collect_at(where.state_dir, locate.refresh(where.file)))
+            stamp = f"every {interval_s:g}s, Ctrl-C to quit; {time.strftime('%H:%M:%S')}"
+            out.write(
+                ("\033[H\033[2J" if tty else "") + f"{text}\n({stamp})\n" + ("" if tty else "\n")
+            )
+            out.flush()
+            wake.wait(interval_s)
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,204 @@
+"""What the notifier tells: events found by comparing the state dir now with a second ago.
+
+``supervisor.json`` is the process-level truth (FATAL, BACKOFF and its restarts, OVERDUE),
+each account's ``status.json`` the tick-level one (HALTED, uncertain orders, orders and
+P&L) and its ``metrics.json`` the orders the server refused; a worker reporting HALTED
+overrides the supervisor's RUNNING, as ``status`` does.
+An account's alert state is told once when it is entered; ``recovered`` when it is
+RUNNING again. The journals tell what a stop left open (:func:`left_open`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from multirun.config.specs import AccountSpec
+from multirun.core import procutil
+from multirun.core.clock import iso_ms
+from multirun.core.statedir import StateDir
+from multirun.core.states import BACKOFF, FATAL, HALTED, OVERDUE, RUNNING, STARTING
+from multirun.supervisor import final_report
+
+BACKOFF_AFTER = 3  # BACKOFF is told once an account has been restarted this many times
+ALERT_STATES = (FATAL, HALTED, OVERDUE, BACKOFF)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing to tell: its kind (one of ``multirun.services.notify.EVENTS``) and its text."""
+
+    kind: str
+    text: str
+    account: str | None = None
+    state: str | None = None
+    time: float = field(default_factory=time.time)
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event": self.kind,
+            "account": self.account,
+            "state": self.state,
+            "text": self.text,
+            "time_utc": iso_ms(self.time),
+            **dict(self.data),
+        }
+
+
+def utc_day(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(seconds))
+
+
+def account_state(proc: Mapping[str, Any], status: Mapping[str, Any]) -> str | None:
+    """The account's state: the supervisor's, or HALTED when its running worker says so."""
+    state = proc.get("state")
+    same = status.get("pid") is not None and status.get("pid") == proc.get("pid")
+    if state in (STARTING, RUNNING) and same and status.get("state") == HALTED:
+        return HALTED
+    return state if isinstance(state, str) else None
+
+
+class Watcher:
+    """Reads the state dir on each :meth:`poll` and returns what changed since the last."""
+
+    def __init__(
+        self,
+        layout: StateDir,
+        names: Sequence[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        backoff_after: int = BACKOFF_AFTER,
+    ) -> None:
+        self.layout = layout
+        self.names = list(names)
+        self.clock = clock
+        self.backoff_after = backoff_after
+        self.alerted: dict[str, str] = {}  # account -> the alert state last told
+        self.uncertain: dict[str, set[str]] = {}
+        self.refusals: dict[str, int] = {}  # orders refused, as last counted
+        self.statuses: dict[str, Mapping[str, Any]] = {}  # the last status.json read
+        self.day = utc_day(clock())
+
+    def poll(self) -> list[Event]:
+        now = self.clock()
+        events: list[Event] = []
+        if utc_day(now) != self.day:
+            events.append(self.summary(now))
+            self.day = utc_day(now)
+        supervisor = procutil.read_json(self.layout.supervisor_json) or {}
+        procs = supervisor.get("accounts") or {}
+        for name in self.names:
+            status = procutil.read_json(self.layout.account(name).status) or {}
+            events.extend(self.account(name, procs.get(name) or {}, status, now))
+            if status:
+                self.statuses[name] = status
+        return events
+
+    def account(
+        self, name: str, proc: Mapping[str, Any], status: Mapping[str, Any], now: float
+    ) -> list[Event]:
+        events = []
+        state = account_state(proc, status)
+        told = self.alerted.get(name)
+        restarts = int(proc.get("restarts") or 0)
+        alert = state in ALERT_STATES and (state != BACKOFF or restarts >= self.backoff_after)
+        if alert and state != told:
+            assert state is not None
+            self.alerted[name] = state
+            events.append(
+                Event(
+                    state.lower(),
+                    why(name, state, proc, status),
+                    name,
+                    state,
+                    now,
+                    {"restarts": restarts},
+                )
+            )
+        elif state == RUNNING and told is not None:
+            del self.alerted[name]
+            text = f"{name}: recovered: RUNNING again (was {told})"
+            events.append(Event("recovered", text, name, state, now, {"was": told}))
+        events.extend(self.refused(name, state, status, now))
+        refs = {str(r) for r in status.get("uncertain_orders") or ()}
+        new = sorted(refs - self.uncertain.get(name, set()))
+        self.uncertain[name] = refs
+        if new:
+            text = (
+                f"{name}: {len(new)} order(s) uncertain (sent, not confirmed; the account opens "
+                f"nothing until settled): {', '.join(new)}"
+            )
+            events.append(Event("uncertain", text, name, state, now, {"order_refs": new}))
+        return events
+
+    def refused(
+        self, name: str, state: str | None, status: Mapping[str, Any], now: float
+    ) -> list[Event]:
+        """Orders the server refused, counted by the worker (its ``metrics.json``: written
+        with ``notify:`` too); a new worker starts its count at 0."""
+        metrics = procutil.read_json(self.layout.account(name).metrics) or {}
+        total = sum(
+            int(c.get("value") or 0)
+            for c in metrics.get("counters") or ()
+            if c.get("name") == "orders_total"
+            and (c.get("labels") or {}).get("result") == "refused"
+        )
+        before = self.refusals.get(name, 0)
+        self.refusals[name] = total
+        if total <= before:
+            return []
+        why = status.get("last_error") or "no reason given"
+        text = f"{name}: {total - before} order(s) refused by the server: {why}"
+        return [Event("rejected", text, name, state, now, {"refused_total": total})]
+
+    def summary(self, now: float) -> Event:
+        """The daily summary: per account, from the last status.json read (before 00:00)."""
+        rows, lines = {}, [f"daily summary for {self.day} (UTC)"]
+        for name in self.names:
+            st = self.statuses.get(name, {})
+            row = {
+                key: st.get(key)
+                for key in ("state", "orders_sent", "open_trades", "realized_pl_today", "nav")
+            }
+            rows[name] = row
+            lines.append(
+                f"{name}: {row['state'] or 'not started'}, {row['orders_sent'] or 0} order(s) "
+                f"sent since its start, realized P&L today {fmt(row['realized_pl_today'])}, "
+                f"NAV {fmt(row['nav'])}, {row['open_trades'] or 0} open trade(s)"
+            )
+        return Event("daily_summary", "\n".join(lines), None, None, now, {"accounts": rows})
+
+
+def why(name: str, state: str, proc: Mapping[str, Any], status: Mapping[str, Any]) -> str:
+    """One line on an account entering an alert state."""
+    if state == HALTED:
+        return f"{name}: HALTED: {status.get('halted_reason') or 'no reason given'}"
+    if state == OVERDUE:
+        return f"{name}: OVERDUE: no sign of life (heartbeat); killed and restarted if silent"
+    detail = "; ".join(str(x) for x in (proc.get("last_exit"), proc.get("last_error")) if x)
+    detail = f" ({detail})" if detail else ""
+    if state == BACKOFF:
+        return f"{name}: BACKOFF after {proc.get('restarts')} restart(s){detail}"
+    return f"{name}: FATAL: not restarted{detail}"
+
+
+def fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def left_open(layout: StateDir, accounts: Sequence[AccountSpec]) -> Event | None:
+    """What the journals still hold at a stop, as one event (None: nothing held)."""
+    leftovers = [
+        final_report.journal_leftovers(
+            layout.account(a.name).journal, a.order_ref_prefix, a.name, a.on_stop
+        )
+        for a in accounts
+    ]
+    lines = final_report.lines(leftovers)
+    if not lines:
+        return None
+    data = {"accounts": final_report.to_json({x.account: x for x in leftovers})}
+    return Event("left_open", "the stop left trades open:\n" + "\n".join(lines), data=data)

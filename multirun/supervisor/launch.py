@@ -1,0 +1,374 @@
+"""``multirun start`` and ``stop``: from a runner spec to a running arbiter, and back.
+
+``start`` chooses the accounts (enabled ones, ``--only``, livetrade only with
+``--live``), imports what every child needs once before the first fork (children share
+those pages: a fork server, not one fresh interpreter per account), and runs an
+:class:`~multirun.supervisor.arbiter.Arbiter` over one worker program per account, plus the
+simulator as a service when the runner says ``server: sim``. ``stop`` signals the
+supervisor running on a state directory and waits for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+
+from multirun.account import ownership
+from multirun.config.specs import SERVICE_NAMES, AccountSpec, RunnerSpec
+from multirun.core import procutil
+from multirun.core.errors import SupervisorError, UsageError
+from multirun.core.statedir import StateDir
+from multirun.ops import status
+from multirun.supervisor import final_report
+from multirun.supervisor.account_requests import Reread
+from multirun.supervisor.arbiter import Arbiter
+from multirun.supervisor.final_report import Leftover
+from multirun.supervisor.fork import ChildContext
+from multirun.supervisor.output import LogFormat, LogRouter
+from multirun.supervisor.program import Program, RestartPolicy, Sweep
+
+SIM, METRICS, NOTIFY = SERVICE_NAMES
+SIM_READY_TIMEOUT_S = 30.0
+SIM_STOP_TIMEOUT_S = 5.0
+STOP_MARGIN_S = 30.0  # `multirun stop` waits stop_timeout plus this (sweeps, services)
+
+
+def select_accounts(
+    runner: RunnerSpec, only: Sequence[str] = (), *, live: bool = False
+) -> list[AccountSpec]:
+    """The accounts ``start`` runs: enabled ones (or ``--only`` ones); livetrade needs --live."""
+    names = {a.name for a in runner.accounts}
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        known = ", ".join(sorted(names))
+        raise UsageError(f"--only: no account named {', '.join(unknown)} (accounts: {known})")
+    chosen = [a for a in runner.accounts if not only or a.name in only]
+    disabled = [a.name for a in chosen if not a.enabled]
+    if only and disabled:
+        raise UsageError(f"--only: account {', '.join(disabled)} is disabled (enabled: false)")
+    chosen = [a for a in chosen if a.enabled]
+    real_money = [a.name for a in chosen if a.is_live]
+    if real_money and not live:
+        raise SupervisorError(
+            f"livetrade account(s) {', '.join(real_money)} trade real money: start with --live, "
+            "or leave them out with --only"
+        )
+    if not chosen:
+        raise UsageError(f"no enabled account to start in {runner.path}")
+    return chosen
+
+
+def preload(runner: RunnerSpec, accounts: Sequence[AccountSpec]) -> None:
+    """Import what every child needs once, here, so forked children share those pages."""
+    import requests  # noqa: F401
+
+    from multirun import strategies
+    from multirun.api import models
+
+    for spec in accounts:
+        strategies.resolve(spec.strategy, runner.config_dir)
+    models.prepare_time_parsing()
+    if runner.uses_sim:
+        import multirun.sim
+    if runner.notify:
+        import multirun.services.notify.service  # noqa: F401
+    gc.collect()
+    gc.freeze()  # keep the collector from touching (and so copying) the shared objects
+
+
+def fresh_strategy_module(ref: str) -> None:
+    """In a new worker: forget the user's strategy module the supervisor preloaded, so a
+    restart (``multirun restart NAME``, a reload) imports the file as it is now. The
+    package's own modules and the libraries it imports stay shared."""
+    from multirun import strategies
+
+    module_name = strategies.BUILTINS.get(ref, ref).partition(":")[0]
+    if module_name and module_name != "multirun" and not module_name.startswith("multirun."):
+        sys.modules.pop(module_name, None)
+
+
+def run_worker(runner: RunnerSpec, name: str, context: ChildContext) -> int:
+    """An account's program: the worker, against the simulator when one announced itself."""
+    from multirun.account import process as account_process
+
+    fresh_strategy_module(runner.account(name).strategy)
+    url = context.announced.get(SIM)
+    return account_process.run_account(
+        runner, name, server_url=url, supervised=True, on_up=lambda: context.ready("up")
+    )
+
+
+def run_sweep(runner: RunnerSpec, name: str, context: ChildContext) -> int:
+    """An account's sweep: its on_stop applied from its journal, with no strategy code."""
+    from multirun.account import process as account_process
+
+    url = context.announced.get(SIM) or runner.server
+    return account_process.run_sweep(runner, name, server_url=url, deadline_s=runner.stop_timeout_s)
+
+
+def leftover(runner: RunnerSpec, name: str) -> Leftover:
+    """What account ``name``'s journal still holds (read without its lock)."""
+    spec = runner.account(name)
+    journal = StateDir(runner.state_dir).account(name).journal
+    return final_report.journal_leftovers(journal, spec.order_ref_prefix, name, spec.on_stop)
+
+
+def serve_sim(context: ChildContext) -> int:
+    """The simulator's program: serve on a free port, announce the URL, run until SIGTERM."""
+    from multirun.sim import SimConfig, serve
+
+    serve(SimConfig(host="127.0.0.1", port=0), on_ready=context.ready)
+    return 0
+
+
+def account_program(runner: RunnerSpec, name: str) -> Program:
+    """Account ``name``'s worker, and its sweep."""
+    return Program(
+        name,
+        partial(run_worker, runner, name),
+        announces_up=True,
+        sweep=Sweep(
+            partial(run_sweep, runner, name),
+            partial(leftover, runner, name),
+            deadline_s=runner.stop_timeout_s,
+        ),
+    )
+
+
+def serve_metrics(runner: RunnerSpec, context: ChildContext) -> int:
+    """The metrics program (with ``metrics:``): ``/metrics`` until SIGTERM."""
+    from multirun.services import metrics
+
+    assert runner.metrics is not None
+    return metrics.serve(runner.metrics, runner.state_dir, context.ready)
+
+
+def metrics_program(runner: RunnerSpec) -> list[Program]:
+    """``/metrics`` as a service, when the runner has ``metrics:``."""
+    if runner.metrics is None:
+        return []
+    return [
+        Program(
+            METRICS,
+            partial(serve_metrics, runner),
+            service=True,
+            ready_timeout_s=SIM_READY_TIMEOUT_S,
+            death_signal=signal.SIGTERM,
+            stop_timeout_s=SIM_STOP_TIMEOUT_S,
+            title="the metrics server",
+        )
+    ]
+
+
+def serve_notify(runner: RunnerSpec, context: ChildContext) -> int:
+    """The notifier's program (with ``notify:``): watch the state dir, post alerts."""
+    from multirun.services.notify import service
+
+    return service.serve(runner, [a.name for a in runner.accounts])
+
+
+def notify_program(runner: RunnerSpec) -> list[Program]:
+    """The notifier as a service, when the runner has ``notify:`` (see multirun.services.notify)."""
+    if not runner.notify:
+        return []
+    return [
+        Program(
+            NOTIFY,
+            partial(serve_notify, runner),
+            service=True,
+            death_signal=signal.SIGTERM,
+            title="the notifier",
+        )
+    ]
+
+
+def programs(runner: RunnerSpec, names: Sequence[str]) -> list[Program]:
+    """The simulator (a service, with ``server: sim``), the metrics server (with
+    ``metrics:``), the notifier (with ``notify:``) and one worker per account."""
+    accounts = [
+        *metrics_program(runner),
+        *notify_program(runner),
+        *(account_program(runner, n) for n in names),
+    ]
+    if not runner.uses_sim:
+        return accounts
+    sim = Program(
+        SIM,
+        serve_sim,
+        service=True,
+        ready_timeout_s=SIM_READY_TIMEOUT_S,
+        death_signal=signal.SIGTERM,
+        stop_timeout_s=SIM_STOP_TIMEOUT_S,
+        title="the simulator",
+    )
+    return [sim, *accounts]
+
+
+# Re-reads a config for a reload: the new spec, or None and the problems as validate
+# prints them (the cli provides it: the supervisor does not import config).
+Rereader = Callable[[str], tuple[RunnerSpec | None, list[str]]]
+
+
+class RunnerCatalog:
+    """The running config's accounts, for per-account commands and reloads."""
+
+    def __init__(self, runner: RunnerSpec, *, live: bool, rereader: Rereader | None) -> None:
+        self.runner = runner
+        self.path = str(runner.path)
+        self.live = live
+        self.rereader = rereader
+
+    def names(self) -> list[str]:
+        return [a.name for a in self.runner.accounts]
+
+    def startable(self, name: str) -> bool:
+        spec = next((a for a in self.runner.accounts if a.name == name), None)
+        return spec is not None and spec.enabled and (self.live or not spec.is_live)
+
+    def program(self, name: str) -> Program:
+        spec = next((a for a in self.runner.accounts if a.name == name), None)
+        if spec is None:
+            raise UsageError(f"no account named {name} in {self.path}")
+        if spec.is_live and not self.live:
+            raise SupervisorError(
+                f"{name} is a livetrade account (real money): the supervisor was not "
+                "started with --live"
+            )
+        return account_program(self.runner, name)
+
+    def reread(self, path: str) -> Reread:
+        from multirun.config import reload_diff as reload
+
+        if self.rereader is None:
+            return Reread(False, ["this supervisor cannot reload"])
+        spec, problems = self.rereader(path)
+        if spec is None:
+            return Reread(False, problems)
+        plan = reload.plan(self.runner, spec)
+        if not plan.ok:
+            return Reread(False, [*plan.lines(), "a full restart is needed: stop, then start"])
+
+        def adopt() -> None:
+            self.runner, self.path = spec, path
+
+        return Reread(
+            True,
+            plan.lines(),
+            plan.added,
+            plan.removed,
+            tuple(plan.changed),
+            adopt,
+            stop_timeout_s=spec.stop_timeout_s,
+            watchdog_timeout_s=float(spec.watchdog_timeout_s),
+            secrets=tuple(secrets_of(spec)),
+        )
+
+
+def secrets_of(runner: RunnerSpec) -> list[str]:
+    return [a.api_key.reveal() for a in runner.accounts if a.api_key]
+
+
+def start(
+    runner: RunnerSpec,
+    *,
+    only: Sequence[str] = (),
+    live: bool = False,
+    log_format: LogFormat = "text",
+    policy: RestartPolicy | None = None,
+    rereader: Rereader | None = None,
+) -> int:
+    """Run the selected accounts of ``runner`` under one arbiter, in the foreground.
+
+    ``rereader`` lets it reload (``multirun reload``, SIGHUP); without one it refuses to.
+    """
+    accounts = select_accounts(runner, only, live=live)
+    names = [a.name for a in accounts]
+    preload(runner, accounts)
+    router = LogRouter.for_accounts(
+        names,
+        runner.state_dir,
+        secrets_of(runner),
+        log_format=log_format,
+    )
+    for orphan in ownership.orphan_journals(runner):  # renamed or removed accounts
+        router.event(
+            f"{orphan.name}: not in {runner.path}, but its journal ({orphan.path}) holds "
+            f"{len(orphan.trades)} trade(s): {'; '.join(orphan.trades)}; close them with "
+            f"`multirun close {runner.path} {orphan.name}`"
+        )
+    arbiter = Arbiter(
+        programs(runner, names),
+        state_dir=runner.state_dir,
+        router=router,
+        policy=policy,
+        stop_timeout_s=runner.stop_timeout_s,
+        config=str(runner.path),
+        watchdog_timeout_s=float(runner.watchdog_timeout_s),
+        catalog=RunnerCatalog(runner, live=live, rereader=rereader),
+    )
+    return arbiter.run()
+
+
+def stop(
+    state_dir: Path, *, timeout_s: float | None = None, echo: Callable[[str], None] = print
+) -> int:
+    """SIGTERM the supervisor running on ``state_dir`` and wait for it to exit.
+
+    Waits ``timeout_s``; by default the supervisor's running ``stop_timeout`` (as it
+    recorded it in ``supervisor.json``, a reload included) plus :data:`STOP_MARGIN_S`.
+    Returns its exit status as it recorded it (0: every account stopped cleanly), or 0
+    when none is running (a stale pidfile is removed). Echoes the supervisor's final lines:
+    every trade left open, per account.
+    """
+    layout = StateDir(state_dir)
+    pid = status.supervisor_pid(state_dir)
+    if pid is None:
+        if procutil.remove_stale_pidfile(layout.supervisor_pid):
+            echo(f"no supervisor running on {state_dir} (removed a stale pidfile)")
+        else:
+            echo(f"no supervisor running on {state_dir}")
+        return 0
+    if timeout_s is None:
+        timeout_s = running_stop_timeout_s(layout, pid) + STOP_MARGIN_S
+    echo(f"stopping the supervisor (pid {pid}); waiting up to {timeout_s:g} s")
+    with contextlib.suppress(ProcessLookupError):  # it exited since we found it
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while not procutil.exited(pid):
+        if time.monotonic() >= deadline:
+            raise SupervisorError(
+                f"the supervisor (pid {pid}) is still running after {timeout_s:g} s"
+            )
+        time.sleep(0.1)
+    final = procutil.read_json(layout.supervisor_json) or {}
+    code = final.get("exit_code") if final.get("pid") == pid else None
+    code = code if isinstance(code, int) else 1
+    left = final_report.from_json(final.get("left_open")) if final.get("pid") == pid else []
+    for line in final_report.lines(left):
+        echo(line)
+    if code == 0:
+        echo("stopped: every account stopped cleanly")
+    else:
+        count = sum(len(x.trades) for x in left if x.on_stop == final_report.CLOSE)
+        opened = f": {count} trade(s) left open" if count else ""
+        echo(f"stopped; exit status {code}{opened}")
+    return code
+
+
+def running_stop_timeout_s(layout: StateDir, pid: int) -> float:
+    """The ``stop_timeout`` supervisor ``pid`` runs with, from its ``supervisor.json``
+    (the schema's default when it recorded none)."""
+    from multirun.config import schema
+
+    data = procutil.read_json(layout.supervisor_json) or {}
+    recorded = data.get("stop_timeout_s") if data.get("pid") == pid else None
+    if isinstance(recorded, int | float) and not isinstance(recorded, bool):
+        return float(recorded)
+    return float(schema.runner_defaults()["stop_timeout"])

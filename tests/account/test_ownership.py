@@ -1,0 +1,373 @@
+"""Issue 17, cases 1, 2, 3 and 9 (worker part): one account, one trader; real processes
+against the simulator (``run-account``, ``multirun close``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from multirun.account import ownership
+from multirun.account.journal.store import Journal
+from multirun.config import loader as runner_config
+from multirun.core.errors import EXIT_FATAL
+from multirun.core.statedir import StateDir
+from multirun.sim import SimServer
+from tests.conftest import SimCaller, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CONFIG = """\
+version: 1
+server: {server}
+state_dir: {state_dir}
+stop_timeout: 20
+accounts:
+  - name: {name}
+    user: alice
+    api_key: alice-key
+    accountid: ACC-1
+    runmode: livetest
+    strategy: {strategy}
+    params: {params}
+    instrument: BTCUSD
+    volume: 1
+    interval: 1s
+    on_stop: {on_stop}
+"""
+
+BUY = "def on_tick(ctx):\n    return 'BUY'\n"
+
+
+def write(
+    root: Path,
+    *,
+    name: str = "alpha",
+    server: str = "sim",
+    strategy: str = "own17_buy:on_tick",
+    params: str = "{}",
+    on_stop: str = "keep",
+) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "own17_buy.py").write_text(BUY)
+    path = root / "runner.yaml"
+    path.write_text(
+        CONFIG.format(
+            server=server, state_dir=root / "state", name=name, strategy=strategy,
+            params=params, on_stop=on_stop,
+        )
+    )  # fmt: skip
+    return path
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An account-lock directory of this test's own (inherited by its processes)."""
+    path = tmp_path / "runtime"
+    monkeypatch.setenv(ownership.RUNTIME_ENV, str(path))
+    return path
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from multirun.cli.app import main; main()", *args]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def start(config: Path, name: str, url: str, log: Path, **extra: str) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            cli("run-account", str(config), name, "--server", url),
+            stdout=out, stderr=out, env={**env(), **extra},
+        )  # fmt: skip
+
+
+def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cli(*args), capture_output=True, text=True, timeout=timeout, env=env())
+
+
+def ours_open(alice: SimCaller, prefix: str) -> list[str]:
+    return [t["order_Ref"] for t in alice.opened().values() if t["order_Ref"].startswith(prefix)]
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def alice(sim: SimServer) -> SimCaller:
+    return SimCaller(sim).login()
+
+
+# --- case 1: two configs on one account -------------------------------------------
+
+
+def test_a_second_config_on_the_same_account_is_refused_naming_the_first(
+    tmp_path: Path, sim: SimServer, alice: SimCaller, runtime: Path
+) -> None:
+    first = write(tmp_path / "one")
+    second = write(tmp_path / "two")  # another state_dir, same server account
+    proc = start(first, "alpha", sim.base_url, tmp_path / "one.log")
+    try:
+        wait_until(lambda: ours_open(alice, "mr-alpha-"), timeout=30)
+        began = time.monotonic()
+        refused = run("run-account", str(second), "alpha", "--server", sim.base_url)
+        assert time.monotonic() - began < 20
+        assert refused.returncode == EXIT_FATAL
+        (line,) = refused.stderr.strip().splitlines()
+        assert f"pid {proc.pid}" in line and str(first) in line and "account alpha" in line
+        assert "already traded" in line and "alice-key" not in line
+        assert not (tmp_path / "two" / "state" / "alpha" / "journal.sqlite").exists()
+        assert len(ours_open(alice, "mr-alpha-")) == 1
+    finally:
+        stop(proc)
+
+
+FLIP = """\
+def on_tick(ctx):
+    n = ctx.state.get("n", 0)
+    ctx.state["n"] = n + 1
+    return "BUY" if n % 2 else "SELL"
+"""
+
+
+def test_two_machines_on_one_account_name_halt_instead_of_fighting(
+    tmp_path: Path, sim: SimServer, alice: SimCaller, runtime: Path
+) -> None:
+    """No shared lock directory (two hosts): the churn of adopting and closing each
+    other's trades is noticed and a worker halts naming the cause."""
+    procs, logs = [], []
+    for host in ("one", "two"):
+        (tmp_path / host).mkdir()
+        (tmp_path / host / "own17_flip.py").write_text(FLIP)
+        config = write(tmp_path / host, strategy="own17_flip:on_tick")
+        logs.append(tmp_path / f"{host}.log")
+        lockdir = str(tmp_path / host / "runtime")
+        procs.append(start(config, "alpha", sim.base_url, logs[-1], MULTIRUN_RUNTIME_DIR=lockdir))
+    try:
+        wait_until(
+            lambda: any("another process trades this account" in p.read_text() for p in logs),
+            timeout=40,
+        )
+    finally:
+        for proc in procs:
+            stop(proc)
+    halted = [p for p in logs if "HALTED: another process trades this account" in p.read_text()]
+    assert halted
+
+
+def test_foreign_trades_under_our_prefix_trip_the_detector() -> None:
+    """Across machines: N trades of ours this worker never sent, within the window."""
+    now = [0.0]
+    tripped: list[str] = []
+    foreign = ownership.ForeignTrades(
+        tripped.append, armed=lambda: True, limit=3, window_s=60, clock=lambda: now[0]
+    )
+    for ref in ("mr-a-X-1", "mr-a-X-2"):
+        foreign.adopted(ref)
+        now[0] += 40
+    foreign.adopted("mr-a-X-3")  # the first is out of the window: 2 in 60 s
+    assert not tripped
+    foreign.adopted("mr-a-X-4")
+    assert tripped and "another process trades this account" in tripped[0]
+    assert "mr-a-X-4" in tripped[0]
+
+
+# --- case 2: a deleted or reset state directory -----------------------------------
+
+
+def removed(directory: Path) -> bool:
+    """``shutil.rmtree``; False when a file appeared meanwhile (the directory not empty)."""
+    try:
+        shutil.rmtree(directory)
+    except OSError:
+        return False
+    return True
+
+
+def test_deleting_the_state_dir_while_running_halts_the_worker(
+    tmp_path: Path, sim: SimServer, alice: SimCaller, runtime: Path
+) -> None:
+    config = write(tmp_path)
+    log = tmp_path / "worker.log"
+    proc = start(config, "alpha", sim.base_url, log)
+    try:
+        wait_until(lambda: ours_open(alice, "mr-alpha-"), timeout=30)
+        # as `rm -rf` would, again if the running worker wrote a file meanwhile
+        wait_until(lambda: removed(tmp_path / "state"), timeout=5)
+        wait_until(lambda: "HALTED" in log.read_text(), timeout=8)
+        assert "was deleted while this process held it" in log.read_text()
+        assert proc.poll() is None  # halted, holding the account lock: a second is refused
+        refused = run("run-account", str(config), "alpha", "--server", sim.base_url)
+        assert refused.returncode == EXIT_FATAL and f"pid {proc.pid}" in refused.stderr
+    finally:
+        stop(proc)
+
+
+def test_a_reset_journal_never_reuses_the_servers_refs(
+    tmp_path: Path, sim: SimServer, alice: SimCaller, runtime: Path
+) -> None:
+    config = write(tmp_path, on_stop="keep")
+    first = start(config, "alpha", sim.base_url, tmp_path / "one.log")
+    try:
+        (old,) = wait_until(lambda: ours_open(alice, "mr-alpha-"), timeout=30)
+    finally:
+        stop(first)
+    # Closed behind the worker's back, then the state directory is reset: the server
+    # knows the old ref (closed, so not listed) while the new journal starts afresh.
+    alice.ok("POST", "close_orders", tradeIDs=next(iter(alice.opened())))
+    wait_until(lambda: not ours_open(alice, "mr-alpha-"), timeout=5)
+    shutil.rmtree(tmp_path / "state")
+    second = start(config, "alpha", sim.base_url, tmp_path / "two.log")
+    try:
+        (new,) = wait_until(lambda: ours_open(alice, "mr-alpha-"), timeout=30)
+    finally:
+        stop(second)
+    assert new != old
+    refs = [str(o["orderRef"]) for o in sim.ledger() if str(o["orderRef"]).startswith("mr-")]
+    assert len(refs) == len(set(refs)) == 2, refs
+
+
+def test_a_new_journal_meeting_trades_of_ours_says_so_in_one_line(
+    tmp_path: Path, sim: SimServer, alice: SimCaller, runtime: Path
+) -> None:
+    config = write(tmp_path, on_stop="keep")
+    first = start(config, "alpha", sim.base_url, tmp_path / "one.log")
+    try:
+        (old,) = wait_until(lambda: ours_open(alice, "mr-alpha-"), timeout=30)
+    finally:
+        stop(first)
+    shutil.rmtree(tmp_path / "state")
+    log = tmp_path / "two.log"
+    second = start(config, "alpha", sim.base_url, log)
+    try:
+        wait_until(lambda: "is new, but the server lists" in log.read_text(), timeout=30)
+    finally:
+        stop(second)
+    (line,) = [line for line in log.read_text().splitlines() if "is new" in line]
+    assert "1 trade(s) of ours" in line and old in line
+    assert ours_open(alice, "mr-alpha-") == [old]  # adopted, not doubled
+
+
+# --- case 9 (worker part): deterministic failures are not retried ------------------
+
+
+# `validate` (and so run-account's config load) builds each strategy once: these build
+# fine there and fail in the worker, as a strategy whose module or data changed would.
+SECOND_BUILD_FAILS = """\
+BUILT = []
+
+
+class S:
+    def __init__(self):
+        BUILT.append(1)
+        if len(BUILT) > 1:
+            raise ValueError("fast (20) must be below slow (5)")
+
+    def on_tick(self, ctx):
+        return None
+"""
+
+SECOND_BUILD_HAS_NO_ON_TICK = """\
+BUILT = []
+
+
+class S:
+    def __init__(self):
+        BUILT.append(1)
+        if len(BUILT) > 1:
+            self.on_tick = None
+
+    def on_tick(self, ctx):
+        return None
+"""
+
+
+def test_a_strategy_constructor_error_exits_78_at_once(
+    tmp_path: Path, sim: SimServer, runtime: Path
+) -> None:
+    (tmp_path / "own17_ctor.py").write_text(SECOND_BUILD_FAILS)
+    config = write(tmp_path, strategy="own17_ctor:S")
+    began = time.monotonic()
+    done = run("run-account", str(config), "alpha", "--server", sim.base_url)
+    assert done.returncode == EXIT_FATAL and time.monotonic() - began < 20, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "account alpha" in line and "could not be created" in line and "slow (5)" in line
+
+
+def test_a_class_without_on_tick_exits_78(tmp_path: Path, sim: SimServer, runtime: Path) -> None:
+    (tmp_path / "own17_notick.py").write_text(SECOND_BUILD_HAS_NO_ON_TICK)
+    config = write(tmp_path, strategy="own17_notick:S")
+    done = run("run-account", str(config), "alpha", "--server", sim.base_url)
+    assert done.returncode == EXIT_FATAL and "no on_tick" in done.stderr
+
+
+def test_a_refused_api_key_exits_78(tmp_path: Path, sim_factory: object, runtime: Path) -> None:
+    restricted = sim_factory(  # type: ignore[operator]
+        accounts={
+            "users": [
+                {"user": "alice", "api_key": "other-key", "accounts": {"livetest": ["ACC-1"]}}
+            ]
+        }
+    )
+    config = write(tmp_path)
+    done = run("run-account", str(config), "alpha", "--server", restricted.base_url)
+    assert done.returncode == EXIT_FATAL, done.stderr
+    assert "API key refused" in done.stderr and "alice-key" not in done.stderr
+
+
+def test_an_unreachable_server_names_the_url_and_cause(tmp_path: Path, runtime: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/rest/v1"
+    from multirun.account.process import diagnose
+
+    assert diagnose(url) == f"connection refused by 127.0.0.1:{port}"
+    assert diagnose("http://no-such-host.invalid/rest/v1").startswith("DNS: cannot resolve")
+
+
+# --- case 3: a renamed account with open trades -------------------------------------
+
+
+def test_a_renamed_account_is_listed_and_closed_by_multirun_close(
+    tmp_path: Path, sim: SimServer, alice: SimCaller, runtime: Path
+) -> None:
+    config = write(tmp_path, name="alpha", server=sim.base_url)
+    proc = start(config, "alpha", sim.base_url, tmp_path / "one.log")
+    try:
+        wait_until(lambda: ours_open(alice, "mr-alpha-"), timeout=30)
+    finally:
+        stop(proc)  # on_stop keep: the trade stays open
+    assert ours_open(alice, "mr-alpha-")
+    renamed = write(tmp_path, name="alpha2", server=sim.base_url)  # alpha -> alpha2
+    runner = runner_config.load(renamed)
+    (orphan,) = ownership.orphan_journals(runner)
+    assert orphan.name == "alpha" and "mr-alpha-" in orphan.trades[0]
+    (line,) = ownership.orphan_lines(runner, [orphan])
+    assert "multirun close" in line and "alpha" in line
+    done = run("close", str(renamed), "alpha")
+    assert done.returncode == 0, done.stderr
+    assert not ours_open(alice, "mr-alpha-")
+    ours = [o for o in sim.ledger() if str(o["orderRef"]).startswith("mr-alpha-")]
+    assert ours and all(o["closed_utc"] for o in ours)
+    assert ownership.orphan_journals(runner) == []
+    journal = Journal(StateDir(tmp_path / "state").account("alpha").journal, "mr-alpha-")
+    try:
+        assert journal.held() == []
+    finally:
+        journal.close()

@@ -1,0 +1,202 @@
+"""The supervisor at many accounts: supervisor.json written at a bounded rate, yet current;
+a forked child holds none of the arbiter's descriptors (closed in one call, not listed)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from multirun.core import procutil
+from multirun.core.states import RUNNING, STARTING
+from multirun.supervisor import arbiter as arbiter_module
+from multirun.supervisor.arbiter import SAVE_EVERY_S, Arbiter
+from multirun.supervisor.fork import ChildContext
+from multirun.supervisor.output import LogRouter
+from multirun.supervisor.program import Proc, Program
+from tests.conftest import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def idle(context: ChildContext) -> int:
+    return 0
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every supervisor.json the arbiter writes, in order."""
+    written: list[dict[str, Any]] = []
+    real = procutil.write_json_atomic
+
+    def spy(path: Path, data: Any, *, compact: bool = False) -> None:
+        written.append(json.loads(json.dumps(data)))
+        real(path, data, compact=compact)
+
+    monkeypatch.setattr(arbiter_module.procutil, "write_json_atomic", spy)
+    return written
+
+
+def make_arbiter(tmp_path: Path, accounts: int) -> Arbiter:
+    names = [f"a{i:03d}" for i in range(accounts)]
+    router = LogRouter.for_accounts(names, tmp_path, [], stream=io.StringIO())
+    return Arbiter(
+        [Program(n, idle) for n in names], state_dir=tmp_path, router=router, stop_timeout_s=5
+    )
+
+
+def test_many_changes_in_one_turn_are_one_write_of_the_last_state(
+    tmp_path: Path, writes: list[dict[str, Any]]
+) -> None:
+    arb = make_arbiter(tmp_path, 200)
+    for proc in arb.procs:  # what a launch does: a change, and a save, per account
+        arb.transition(proc, STARTING)
+        arb.save()
+    for proc in arb.procs:
+        arb.transition(proc, RUNNING)
+        arb.save()
+    assert writes == []  # nothing written mid-turn
+    arb.flush()  # the end of the loop turn
+    assert len(writes) == 1
+    assert {a["state"] for a in writes[0]["accounts"].values()} == {RUNNING}
+    on_disk = procutil.read_json(arb.layout.supervisor_json)
+    assert on_disk is not None and len(on_disk["accounts"]) == 200
+    arb.router.close()
+
+
+def test_a_change_soon_after_a_write_is_written_within_the_bound(
+    tmp_path: Path, writes: list[dict[str, Any]]
+) -> None:
+    arb = make_arbiter(tmp_path, 3)
+    arb.save()
+    arb.flush()
+    first = arb.procs[0]
+    first.note = "changed"
+    arb.save()
+    arb.flush()  # too soon after the last write: the file waits
+    assert len(writes) == 1
+    assert 0 < arb.timeout() <= SAVE_EVERY_S  # but the loop wakes for it
+    wait_until(lambda: time.monotonic() - arb.saved_at >= SAVE_EVERY_S, 5)
+    arb.flush()
+    assert len(writes) == 2
+    assert writes[-1]["accounts"][first.name]["note"] == "changed"
+    arb.flush()  # nothing changed since: no write
+    assert len(writes) == 2
+    arb.router.close()
+
+
+def test_save_now_writes_at_once_whatever_the_rate(
+    tmp_path: Path, writes: list[dict[str, Any]]
+) -> None:
+    arb = make_arbiter(tmp_path, 2)
+    arb.save(now=True)
+    arb.transition(arb.procs[1], STARTING)
+    arb.save(now=True)  # a control reply follows: the file must already say it
+    assert len(writes) == 2
+    assert writes[-1]["accounts"]["a001"]["state"] == STARTING
+    assert not arb.dirty
+    arb.router.close()
+
+
+def test_the_supervisor_json_is_compact_json(tmp_path: Path) -> None:
+    arb = make_arbiter(tmp_path, 2)
+    arb.save(now=True)
+    text = arb.layout.supervisor_json.read_text()
+    assert text.count("\n") == 1 and json.loads(text)["accounts"]["a000"]["state"] == "STOPPED"
+    assert (arb.layout.supervisor_json.stat().st_mode & 0o777) == 0o600
+    arb.router.close()
+
+
+def test_an_exit_is_found_by_pid_without_scanning(tmp_path: Path) -> None:
+    arb = make_arbiter(tmp_path, 2)
+    proc: Proc = arb.procs[0]
+    proc.pid, proc.state = 4242, RUNNING
+    arb.by_pid[4242] = proc
+    arb.exited(9999, 0)  # not ours: ignored
+    assert proc.pid == 4242
+    assert 4242 in arb.by_pid
+    arb.router.close()
+
+
+CHILD_FDS = """
+import os, sys
+from multirun.core import procutil
+from multirun.supervisor import fork as spawn
+
+extra = os.dup2(os.open(os.devnull, os.O_RDONLY), 57)  # the parent's, listed nowhere
+death_r, death_w = procutil.pipe()
+
+def main(ready):
+    fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+    print(" ".join(map(str, fds)), death_r, extra, flush=True)
+    return 0
+
+forked = spawn.fork_child("probe", main, death_signal=1, death_r=death_r)
+out = b""
+while chunk := os.read(forked.stdout, 4096):
+    out += chunk
+os.waitpid(forked.pid, 0)
+sys.stdout.write(out.decode())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
+def test_a_child_holds_only_its_own_descriptors(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD_FDS],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        check=True,
+    )
+    *fds, death_r, extra = (int(x) for x in result.stdout.split())
+    # 0-2, the pipe that tells it of the arbiter's death, and the descriptor listdir opened
+    assert extra not in fds
+    assert death_r in fds
+    assert len([fd for fd in fds if fd > 2 and fd != death_r]) <= 1
+
+
+HELD_CHILD = """
+import os, sys
+from pathlib import Path
+from multirun.core import procutil
+from multirun.supervisor import fork as spawn
+
+note = Path(sys.argv[1])
+death_r, death_w = procutil.pipe()
+hold_r, hold_w = procutil.pipe()
+
+def main(ready):
+    print(note.read_text(), flush=True)  # written by the parent after the fork
+    return 0
+
+forked = spawn.fork_child("held", main, death_signal=1, death_r=death_r, hold=hold_r)
+note.write_text("written before the release")
+os.close(hold_w)
+os.close(hold_r)
+out = b""
+while chunk := os.read(forked.stdout, 4096):
+    out += chunk
+_, status = os.waitpid(forked.pid, 0)
+sys.stdout.write(out.decode() + str(os.waitstatus_to_exitcode(status)))
+"""
+
+
+def test_a_held_child_runs_only_once_the_batch_is_forked(tmp_path: Path) -> None:
+    note = tmp_path / "note"
+    result = subprocess.run(
+        [sys.executable, "-c", HELD_CHILD, str(note)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        check=True,
+    )
+    assert result.stdout.split("\n") == ["written before the release", "0"]
