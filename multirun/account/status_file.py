@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from multirun.core import procutil
 from multirun.core.clock import iso_ms, iso_of
 from multirun.core.errors import MultirunError
-from multirun.core.states import STOPPED
+from multirun.core.states import State
 
 if TYPE_CHECKING:
     from multirun.account.worker import Worker
@@ -34,7 +34,7 @@ log = logging.getLogger("multirun.worker")
 def fields(worker: Worker) -> dict[str, Any]:
     """The status of ``worker``, as status.json holds it."""
     expires = worker.client.token_expires_utc
-    next_due = worker.ticker.next_due if worker.ticker and worker.state != STOPPED else None
+    next_due = worker.ticker.next_due if worker.ticker and worker.state != State.STOPPED else None
     return {
         "name": worker.spec.name,
         "pid": os.getpid(),

@@ -28,7 +28,7 @@ from multirun.core.errors import (
     OrderRejected,
     OrderUncertain,
 )
-from multirun.core.states import HALTED
+from multirun.core.states import State
 
 if TYPE_CHECKING:
     from multirun.account.worker import Worker
@@ -154,7 +154,7 @@ def install(worker: Worker, path: Path) -> Telemetry:
             telemetry.observe("tick_duration_seconds", time.monotonic() - began)
             if worker.failures > failures:
                 telemetry.count("ticks_failed_total")
-            elif worker.failures == 0 and worker.state != HALTED:
+            elif worker.failures == 0 and worker.state != State.HALTED:
                 telemetry.last_success = time.time()
             telemetry.write()
 

@@ -60,7 +60,7 @@ from multirun.core.errors import (
 )
 from multirun.core.redact import Redactor
 from multirun.core.statedir import StateDir
-from multirun.core.states import HALTED, RUNNING, STOPPED
+from multirun.core.states import State
 from multirun.strategies.context import Decision, OpenTrade, StrategyContext
 
 log = logging.getLogger("multirun.worker")
@@ -138,7 +138,7 @@ class Worker:
         self.window = window or StopWindow(stop)  # the client's interrupt (see onstop)
         self.left_open: Outcome | None = None  # what on_stop close could not close
         self.log = logging.getLogger(f"multirun.strategy.{spec.name}")
-        self.state = RUNNING
+        self.state = State.RUNNING
         self.started = time.time()
         self.last_tick: float | None = None
         self.ticks = 0
@@ -216,7 +216,7 @@ class Worker:
             if self.stop.is_set():  # on_stop reconciles again, within the stop deadline
                 log.info("stop requested while reconciling (%s): on_stop next", one_line(exc))
                 return
-            self.state = STOPPED
+            self.state = State.STOPPED
             self.last_error = self._text(one_line(exc))
             self.write_status()
             raise
@@ -248,19 +248,19 @@ class Worker:
             held = self.journal.held()
             log.info("on_stop keep: leaving %d trade(s) open and journaled", len(held))
         self.pricing.record(final=True)
-        self.state = STOPPED
+        self.state = State.STOPPED
         self.write_status(force=True)
         return code
 
     def stopped_reconciling(self) -> int:
         log.info("stopped before the first tick: our trades stay journaled for the next start")
-        self.state = STOPPED
+        self.state = State.STOPPED
         self.write_status(force=True)
         return EXIT_OK
 
     def orphaned(self) -> int:
         log.warning("supervisor gone (SIGHUP): stopping now, trades left open and journaled")
-        self.state = STOPPED
+        self.state = State.STOPPED
         self.last_error = self.last_error or "stopped: supervisor gone (SIGHUP)"
         with contextlib.suppress(Exception):
             self.write_status(force=True)
@@ -272,7 +272,7 @@ class Worker:
         self.heartbeat()
         self.ticks += 1
         self.last_tick = tick.started
-        if self.state == HALTED:
+        if self.state == State.HALTED:
             self.write_status(force=True)  # its only work: its ticks still show
             return
         try:
@@ -302,7 +302,7 @@ class Worker:
     def _count_status_failure(self) -> None:
         self.status_failures = self.status_failures + 1 if self.status_failing else 0
         reason = guardrails.status_halt(self.spec, self.status_failures)
-        if reason is not None and self.state != HALTED:
+        if reason is not None and self.state != State.HALTED:
             self.halt(reason)
 
     def _tick(self, tick: Tick) -> None:
@@ -366,7 +366,7 @@ class Worker:
         return self._redactor.server_text(text, limit=400)
 
     def halt(self, reason: str) -> None:
-        self.state = HALTED
+        self.state = State.HALTED
         self.halted_reason = reason
         log.error("HALTED: %s; no more orders until restarted", reason)
         self.write_status()

@@ -15,7 +15,7 @@ from multirun.config.specs import RunnerSpec
 from multirun.core.clock import parse_iso
 from multirun.core.procutil import looks_like_multirun, read_json
 from multirun.core.statedir import StateDir
-from multirun.core.states import HALTED, STOPPED
+from multirun.core.states import State
 
 # Beyond the interval: a tick that retries a slow server, or start-up reconciliation.
 DEFAULT_GRACE_S = 60.0
@@ -55,14 +55,14 @@ def check(
         return Health(False, f"{name}: no status file ({path}): the worker has not started")
     state = str(status.get("state") or "?")
     pid = status.get("pid")
-    if state == STOPPED:
+    if state == State.STOPPED:
         why = status.get("last_error") or status.get("stop_reason") or "stopped"
         return Health(False, f"{name}: STOPPED: {_one_line(why)}")
     if isinstance(pid, int) and not looks_like_multirun(pid):
         return Health(False, f"{name}: not running: pid {pid} is gone (last state {state})")
     allowed = interval + grace_s
     last_tick = parse_iso(status.get("last_tick_utc"))
-    if state == HALTED and not liveness:
+    if state == State.HALTED and not liveness:
         why = status.get("halted_reason") or "halted"
         return Health(False, f"{name}: HALTED: {_one_line(why)}")
     if last_tick is None:

@@ -27,7 +27,7 @@ from multirun.config.specs import RunnerSpec
 from multirun.core.clock import iso_ms, parse_iso, short_time
 from multirun.core.procutil import read_json
 from multirun.core.statedir import StateDir
-from multirun.core.states import BACKOFF, FATAL, HALTED, RUNNING, STARTING, STOPPED
+from multirun.core.states import State
 from multirun.ops import locate
 from multirun.supervisor import final_report
 
@@ -87,7 +87,7 @@ class Snapshot:
         if not self.running:
             return EXIT_NOT_RUNNING
         held = [a for a in self.accounts if a.supervised and a.note != DISABLED]
-        return 0 if all(a.state == RUNNING for a in held) else EXIT_SOME_NOT_RUNNING
+        return 0 if all(a.state == State.RUNNING for a in held) else EXIT_SOME_NOT_RUNNING
 
 
 EXIT_SOME_NOT_RUNNING = 3
@@ -157,14 +157,18 @@ def merge(
 ) -> AccountStatus:
     """One account's row from its supervisor entry and its worker status file."""
     sup = sup or {}
-    state = sup.get("state") or STOPPED
+    state = sup.get("state") or State.STOPPED
     pid = sup.get("pid")
     same_process = pid is not None and worker.get("pid") == pid
     if not running:
-        state = FATAL if state == FATAL else STOPPED
+        state = State.FATAL if state == State.FATAL else State.STOPPED
         pid = None
-    elif state in (STARTING, RUNNING) and same_process and worker.get("state") == HALTED:
-        state = HALTED
+    elif (
+        state in (State.STARTING, State.RUNNING)
+        and same_process
+        and worker.get("state") == State.HALTED
+    ):
+        state = State.HALTED
     started = sup.get("started_utc") if pid else None
     return AccountStatus(
         name=name,
@@ -174,9 +178,9 @@ def merge(
         uptime_s=_age(started, now),
         restarts=int(sup.get("restarts") or 0),
         last_exit=sup.get("last_exit"),
-        next_start_utc=sup.get("next_start_utc") if state == BACKOFF else None,
+        next_start_utc=sup.get("next_start_utc") if state == State.BACKOFF else None,
         last_tick_utc=worker.get("last_tick_utc"),
-        next_tick_utc=_next_tick(worker) if state in (RUNNING, HALTED) else None,
+        next_tick_utc=_next_tick(worker) if state in (State.RUNNING, State.HALTED) else None,
         ticks=worker.get("ticks"),
         open_trades=worker.get("open_trades"),
         token_expires_utc=worker.get("token_expires_utc"),
@@ -249,10 +253,10 @@ def render_text(snapshot: Snapshot) -> str:
 
 
 def _cells(a: AccountStatus) -> list[str]:
-    error = a.halted_reason if a.state == HALTED and a.halted_reason else a.last_error
-    if not error and a.state == BACKOFF and a.next_start_utc:
+    error = a.halted_reason if a.state == State.HALTED and a.halted_reason else a.last_error
+    if not error and a.state == State.BACKOFF and a.next_start_utc:
         error = f"restart at {short_time(a.next_start_utc)}"
-    if not error and a.last_exit and a.last_exit != "exit 0" and a.state != RUNNING:
+    if not error and a.last_exit and a.last_exit != "exit 0" and a.state != State.RUNNING:
         error = f"exited: {a.last_exit}"
     if not error and a.note:
         error = f"({a.note})"

@@ -32,10 +32,10 @@ from prometheus_client.registry import Collector
 import multirun
 from multirun.account.telemetry import BUCKETS
 from multirun.config.specs import MetricsSpec
-from multirun.core import procutil
+from multirun.core import procutil, states
 from multirun.core.errors import FatalError
 from multirun.core.statedir import StateDir
-from multirun.core.states import ALIVE, HALTED, STATES
+from multirun.core.states import ALIVE, STATES, State
 
 ACCOUNT = "account"
 # The worker's counters (metrics.json names): help text and their labels past `account`.
@@ -113,8 +113,8 @@ class StateDirCollector(Collector):
             counts[current] = counts.get(current, 0) + 1
             for each in STATES:
                 state.add_metric([name, each], 1 if each == current else 0)
-            up.add_metric([name], 1 if proc.get("pid") and current in ALIVE | {HALTED} else 0)
-            halted.add_metric([name], 1 if current == HALTED else 0)
+            up.add_metric([name], 1 if proc.get("pid") and current in ALIVE | {State.HALTED} else 0)
+            halted.add_metric([name], 1 if current == State.HALTED else 0)
             restarts.add_metric([name], _number(proc.get("restarts")) or 0)
             for key, family in gauges.items():
                 value = _number(status.get(key))
@@ -129,13 +129,13 @@ class StateDirCollector(Collector):
         yield from (*counters.values(), *histograms.values())
 
 
-def account_state(proc: dict[str, Any], status: dict[str, Any]) -> str:
+def account_state(proc: dict[str, Any], status: dict[str, Any]) -> State:
     """The supervisor's state, HALTED when its running worker says so (as ``status`` shows)."""
-    current = str(proc.get("state") or "STOPPED")
+    current = states.parse(proc.get("state"))
     same = proc.get("pid") is not None and status.get("pid") == proc.get("pid")
-    if current in ALIVE and same and status.get("state") == HALTED:
-        return HALTED
-    return current if current in STATES else "STOPPED"
+    if current in ALIVE and same and status.get("state") == State.HALTED:
+        return State.HALTED
+    return current
 
 
 def _add_worker(

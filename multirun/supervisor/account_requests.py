@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from multirun.core.errors import MultirunError
 from multirun.core.procutil import kill
-from multirun.core.states import BACKOFF, RUNNING, STARTING, STOPPED, STOPPING
+from multirun.core.states import State
 from multirun.supervisor import final_report
 from multirun.supervisor.arbiter_part import ArbiterPart
 from multirun.supervisor.control_server import Conn, ControlServer, error_reply
@@ -169,7 +169,7 @@ class Commands(ArbiterPart):
             self.stop_timeout_s = found.stop_timeout_s
         if found.watchdog_timeout_s is not None:
             self.watchdog.timeout_s = found.watchdog_timeout_s
-        running = {p.name for p in self.accounts if p.pid is not None or p.state == BACKOFF}
+        running = {p.name for p in self.accounts if p.pid is not None or p.state == State.BACKOFF}
         held = {p.name for p in self.accounts if p.held}  # stopped by a command: stay so
         to_start = [
             n
@@ -215,14 +215,14 @@ class Commands(ArbiterPart):
         if not keep:
             self.sweeps.looked_at.discard(proc.name)  # its journal is looked at once it is gone
         if proc.pid is not None:
-            if proc.state != STOPPING:
-                self.transition(proc, STOPPING)
+            if proc.state != State.STOPPING:
+                self.transition(proc, State.STOPPING)
             proc.stop_deadline = time.monotonic() + self.stop_timeout_s
             how = "SIGHUP: exit closing nothing" if keep else "SIGTERM: on_stop applies"
             self.log(f"{proc.name}: {why}: stopping ({how})", proc.name)
             kill(proc.pid, signal.SIGHUP if keep else signal.SIGTERM)
-        elif proc.state == BACKOFF:
-            self.transition(proc, STOPPED, note=f"stopped by {why}")
+        elif proc.state == State.BACKOFF:
+            self.transition(proc, State.STOPPED, note=f"stopped by {why}")
             proc.next_start = None
 
     def start_one(self, proc: Proc, why: str) -> None:
@@ -256,7 +256,8 @@ class Commands(ArbiterPart):
                 for name in op.to_start:
                     self.start_named(name, op.cmd)
             if op.phase == "start" and not any(
-                (p := self.proc_named(n)) is not None and p.state == STARTING for n in op.to_start
+                (p := self.proc_named(n)) is not None and p.state == State.STARTING
+                for n in op.to_start
             ):
                 self.finish(op)
 
@@ -280,8 +281,8 @@ class Commands(ArbiterPart):
         report, ok, lines = {}, True, list(op.lines)
         for name in op.names:
             proc = self.proc_named(name)
-            wanted = RUNNING if name in op.to_start else STOPPED
-            state = proc.state if proc is not None else STOPPED
+            wanted = State.RUNNING if name in op.to_start else State.STOPPED
+            state = proc.state if proc is not None else State.STOPPED
             reached = state == wanted
             ok = ok and reached
             pid = proc.pid if proc is not None else None

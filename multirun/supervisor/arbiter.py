@@ -61,16 +61,7 @@ from multirun.core.errors import SupervisorError
 from multirun.core.procutil import kill
 from multirun.core.redact import Redactor
 from multirun.core.statedir import StateDir
-from multirun.core.states import (
-    BACKOFF,
-    FATAL,
-    OVERDUE,
-    RUNNING,
-    STARTING,
-    STOPPED,
-    STOPPING,
-    allowed,
-)
+from multirun.core.states import State, allowed
 from multirun.supervisor import final_report
 from multirun.supervisor import fork as spawn
 from multirun.supervisor.account_requests import Catalog, Commands, Op
@@ -219,10 +210,10 @@ class Arbiter(Stopping, Commands, Exits):
 
     def pending(self) -> list[Proc]:
         """Accounts running or due to be restarted."""
-        return [p for p in self.accounts if p.pid is not None or p.state == BACKOFF or p.held]
+        return [p for p in self.accounts if p.pid is not None or p.state == State.BACKOFF or p.held]
 
     def exit_code(self) -> int:
-        fatal = any(p.state == FATAL for p in self.accounts)
+        fatal = any(p.state == State.FATAL for p in self.accounts)
         left = final_report.any_failed(self.left_open)
         return 0 if self.clean and not fatal and not left else 1
 
@@ -292,7 +283,7 @@ class Arbiter(Stopping, Commands, Exits):
         def main(ready: Ready) -> int:
             return program.target(ChildContext(program.name, announced, ready))
 
-        self.transition(proc, STARTING)
+        self.transition(proc, State.STARTING)
         proc.kill_reason, proc.stop_deadline = None, None
         try:
             forked = spawn.fork_child(
@@ -333,8 +324,8 @@ class Arbiter(Stopping, Commands, Exits):
         if line is None:
             return
         if proc.program.announces_up:
-            if line and proc.state == STARTING:
-                self.transition(proc, RUNNING)
+            if line and proc.state == State.STARTING:
+                self.transition(proc, State.RUNNING)
                 self.save()
             return
         if not line:
@@ -342,8 +333,8 @@ class Arbiter(Stopping, Commands, Exits):
                 self.fail(f"{proc.program.called} exited before it was ready")
             return
         self.announced[proc.name] = line
-        if proc.state == STARTING:
-            self.transition(proc, RUNNING)
+        if proc.state == State.STARTING:
+            self.transition(proc, State.RUNNING)
         self.log(f"{proc.name}: ready at {line} (pid {proc.pid})")
         self.save()
 
@@ -356,12 +347,12 @@ class Arbiter(Stopping, Commands, Exits):
             proc, silent = found.proc, f"{found.silent_s:.0f} s"
             if found.action == LATE:
                 note = f"no heartbeat for {silent}; SIGKILL in {after:g} s unless it comes back"
-                if proc.state != STOPPING:
-                    self.transition(proc, OVERDUE, note=note)
+                if proc.state != State.STOPPING:
+                    self.transition(proc, State.OVERDUE, note=note)
                 self.log(f"{proc.name}: OVERDUE: {note}", proc.name)
             elif found.action == BACK:
-                if proc.state == OVERDUE:
-                    self.transition(proc, RUNNING)
+                if proc.state == State.OVERDUE:
+                    self.transition(proc, State.RUNNING)
                     proc.note = None
                 self.log(f"{proc.name}: heartbeat back; RUNNING", proc.name)
             elif found.action == KILL:
@@ -375,13 +366,17 @@ class Arbiter(Stopping, Commands, Exits):
         self.overdue_stops(now)
         for proc in self.procs:
             handshake = proc.program.ready_timeout_s
-            if proc.state == STARTING and handshake is not None:
+            if proc.state == State.STARTING and handshake is not None:
                 if proc.pid is not None and now - proc.started >= handshake:
                     self.fail(f"{proc.program.called} did not start within {handshake:g} s")
-            elif proc.state == STARTING and now - proc.started >= self.policy.startsecs:
-                self.transition(proc, RUNNING)
+            elif proc.state == State.STARTING and now - proc.started >= self.policy.startsecs:
+                self.transition(proc, State.RUNNING)
                 self.save()
-            elif proc.state == BACKOFF and proc.next_start is not None and now >= proc.next_start:
+            elif (
+                proc.state == State.BACKOFF
+                and proc.next_start is not None
+                and now >= proc.next_start
+            ):
                 self.spawn(proc)
         for proc in self.sweeps.late(now):
             if proc.kill_reason is None:
@@ -404,10 +399,10 @@ class Arbiter(Stopping, Commands, Exits):
             moments.append(self.saved_at + SAVE_EVERY_S)
         moments += self.sweeps.moments()
         for proc in self.procs:
-            if proc.state == STARTING:
+            if proc.state == State.STARTING:
                 up_by = proc.program.ready_timeout_s or self.policy.startsecs
                 moments.append(proc.started + up_by)
-            elif proc.state == BACKOFF and proc.next_start is not None:
+            elif proc.state == State.BACKOFF and proc.next_start is not None:
                 moments.append(proc.next_start)
         return max(0.0, min([now + 1.0, *moments]) - now)
 
@@ -481,8 +476,8 @@ class Arbiter(Stopping, Commands, Exits):
             for proc in self.all_procs():
                 self._wait_gone(proc, 5.0)
         for proc in self.all_procs():
-            if proc.state != FATAL:
-                self.transition(proc, STOPPED)
+            if proc.state != State.FATAL:
+                self.transition(proc, State.STOPPED)
         self.left_open = {p.name: self.sweeps.final(p) for p in self.accounts if p.program.sweep}
         self.save_final(self.exit_code())
         for signum in HANDLED_SIGNALS:

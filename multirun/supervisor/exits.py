@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from multirun.core.errors import EXIT_FATAL
-from multirun.core.states import BACKOFF, FATAL, STOPPED, STOPPING
+from multirun.core.states import State
 from multirun.supervisor.arbiter_part import ArbiterPart
 from multirun.supervisor.program import Proc, RestartPolicy, describe_status
 from multirun.supervisor.sweeps import Sweeps
@@ -78,13 +78,13 @@ class Exits(ArbiterPart):
         self.pipes.drain(proc)  # its last lines, and its last "multirun: error: ..." line
         if self.sweeps.owns(proc):
             self.sweep_exited(proc, description, ok)
-        elif proc.state == STOPPING:
+        elif proc.state == State.STOPPING:
             self.stopped(proc, description, ok)
         elif proc.program.service:
             self.service_exited(proc, description)
         elif ok:
             note = "exited by itself (status 0): not restarted"
-            self.transition(proc, STOPPED, note=note)
+            self.transition(proc, State.STOPPED, note=note)
             self.log(f"{proc.name}: exited with status 0 by itself; not restarted", proc.name)
         elif exit_status(status) == EXIT_FATAL:
             self.failed_for_good(proc, description)
@@ -93,7 +93,7 @@ class Exits(ArbiterPart):
         self.save()
 
     def service_exited(self, proc: Proc, description: str) -> None:
-        self.transition(proc, STOPPED)
+        self.transition(proc, State.STOPPED)
         if self.stopping:
             self.log(f"{proc.name}: stopped ({description})")
         elif proc.program.ready_timeout_s is not None and proc.name not in self.announced:
@@ -104,7 +104,7 @@ class Exits(ArbiterPart):
             self.begin_stop(f"{proc.name} gone")
 
     def stopped(self, proc: Proc, description: str, ok: bool) -> None:
-        self.transition(proc, STOPPED)
+        self.transition(proc, State.STOPPED)
         if proc.program.service:
             self.log(f"{proc.name}: stopped ({description})")
         elif ok or description == ("signal SIGHUP" if proc.keep else "signal SIGTERM"):
@@ -118,7 +118,7 @@ class Exits(ArbiterPart):
         """Exit 78: a deterministic failure; FATAL at once, its last error the reason."""
         reason = proc.last_error or "a deterministic failure (no error line)"
         note = f"{reason} ({description}: not restarted)"
-        self.transition(proc, FATAL, note=note)
+        self.transition(proc, State.FATAL, note=note)
         self.log(f"{proc.name}: FATAL: {reason} ({description}); left stopped", proc.name)
 
     def crashed(self, proc: Proc, description: str, ran: float) -> None:
@@ -130,12 +130,12 @@ class Exits(ArbiterPart):
                 f"exited within {policy.startsecs:g} s of its start "
                 f"{proc.quick_failures} times in a row"
             )
-            self.transition(proc, FATAL, note=note)
+            self.transition(proc, State.FATAL, note=note)
             message = f"{proc.name}: FATAL: {note} (last: {description}); left stopped"
             self.log(message, proc.name)
             return
         delay = policy.delay(proc.failures)
-        self.transition(proc, BACKOFF)
+        self.transition(proc, State.BACKOFF)
         proc.next_start = time.monotonic() + delay
         self.log(
             f"{proc.name}: exited unexpectedly ({description}) after {ran:.1f} s; "

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from multirun.core.clock import iso_ms
 from multirun.core.redact import LineSplitter
-from multirun.core.states import BACKOFF, STOPPED
+from multirun.core.states import State
 from multirun.supervisor.fork import Target
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class Proc:
     """One supervised child and its counters."""
 
     program: Program
-    state: str = STOPPED
+    state: str = State.STOPPED
     pid: int | None = None
     started: float = 0.0  # monotonic
     started_wall: float | None = None
@@ -112,7 +112,7 @@ class Proc:
 
     def to_dict(self) -> dict[str, Any]:
         next_start = None
-        if self.state == BACKOFF and self.next_start is not None:
+        if self.state == State.BACKOFF and self.next_start is not None:
             next_start = iso_ms(time.time() + self.next_start - time.monotonic())
         return {
             "state": self.state,

@@ -26,7 +26,7 @@ from multirun.core import procutil
 from multirun.core.clock import iso_ms
 from multirun.core.procutil import kill
 from multirun.core.statedir import StateDir
-from multirun.core.states import BACKOFF, STOPPED, STOPPING
+from multirun.core.states import State
 from multirun.supervisor import final_report
 from multirun.supervisor.arbiter_part import ArbiterPart
 from multirun.supervisor.final_report import Leftover
@@ -66,7 +66,7 @@ class Stopping(ArbiterPart):
     def start_sweeps(self, accounts: Sequence[Proc] | None = None) -> None:
         """Sweep each account (of ``accounts``; default all) whose worker is gone and whose
         journal holds trades."""
-        if not self.services_ready() or any(p.state == STOPPING for p in self.services):
+        if not self.services_ready() or any(p.state == State.STOPPING for p in self.services):
             return  # no server to close against: the final report names what is held
         for account, left in self.sweeps.due(self.accounts if accounts is None else accounts):
             proc = self.sweeps.add(account)
@@ -83,7 +83,7 @@ class Stopping(ArbiterPart):
     def sweep_exited(self, proc: Proc, description: str, ok: bool) -> None:
         """A sweep ended: say what the account's journal holds now (the final report, read
         once everything stopped, stays the authority)."""
-        self.transition(proc, STOPPED)
+        self.transition(proc, State.STOPPED)
         account = next(p for p in self.accounts if p.name == proc.name)
         sweep = account.program.sweep
         held = final_report.summary(sweep.leftover()) if sweep is not None else "unknown"
@@ -108,10 +108,10 @@ class Stopping(ArbiterPart):
         )
         for proc in self.accounts:
             if proc.pid is not None:
-                self.transition(proc, STOPPING)
+                self.transition(proc, State.STOPPING)
                 kill(proc.pid, signal.SIGTERM)
-            elif proc.state == BACKOFF:
-                self.transition(proc, STOPPED)
+            elif proc.state == State.BACKOFF:
+                self.transition(proc, State.STOPPED)
                 proc.next_start = None
         self.save()
 
@@ -123,7 +123,7 @@ class Stopping(ArbiterPart):
         timeout = max((p.program.stop_timeout_s for p in running), default=0.0)
         self.service_deadline = time.monotonic() + timeout
         for proc in running:
-            self.transition(proc, STOPPING)
+            self.transition(proc, State.STOPPING)
             kill(proc.pid, signal.SIGTERM)
 
     def kill_services(self, reason: str | None = None) -> None:

@@ -19,7 +19,7 @@ import signal
 import time
 from collections.abc import Iterable
 
-from multirun.core.states import BACKOFF
+from multirun.core.states import State
 from multirun.supervisor.final_report import CLOSE, Leftover, unchanged
 from multirun.supervisor.program import Proc, Program
 
@@ -55,7 +55,7 @@ class Sweeps:
                 self.abandoned
                 or sweep is None
                 or account.pid is not None
-                or account.state == BACKOFF
+                or account.state == State.BACKOFF
                 or account.name in self.looked_at
             ):
                 continue

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from multirun.core.statedir import StateDir
-from multirun.core.states import OVERDUE, RUNNING, STOPPING
+from multirun.core.states import State
 from multirun.supervisor.program import Proc
 
 KILL_AFTER_S = 10.0  # OVERDUE this long, still silent: SIGKILL
@@ -30,7 +30,7 @@ CHECK_EVERY_S = 1.0
 
 # What the watchdog asks of the arbiter for one process.
 LATE, BACK, KILL = "late", "back", "kill"
-WATCHED = (RUNNING, OVERDUE, STOPPING)
+WATCHED = (State.RUNNING, State.OVERDUE, State.STOPPING)
 
 
 @dataclass(frozen=True)

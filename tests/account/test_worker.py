@@ -26,7 +26,7 @@ from multirun.core.clock import SYSTEM_CLOCK, iso_ms
 from multirun.core.errors import CloseUnconfirmed, JournalError
 from multirun.core.redact import Secret
 from multirun.core.statedir import StateDir
-from multirun.core.states import HALTED, RUNNING, STOPPED
+from multirun.core.states import State
 from multirun.sim import SimServer
 from multirun.strategies import Signal
 from multirun.strategies.context import Decision, OpenTrade, StrategyContext
@@ -366,7 +366,7 @@ def test_stop_with_close_closes_our_trades(harness: Harness, alice: SimCaller) -
     assert worker.finish() == 0
     assert open_ours(alice) == {}
     assert worker.journal.held() == []
-    assert json.loads(worker.status_path.read_text())["state"] == STOPPED
+    assert json.loads(worker.status_path.read_text())["state"] == State.STOPPED
 
 
 def test_stop_with_keep_leaves_trades_open_and_journaled(
@@ -425,7 +425,7 @@ def test_a_strategy_exception_is_a_failed_tick_logged_on_one_line(
     worker.reconcile()
     with caplog.at_level(logging.ERROR, logger="multirun.worker"):
         tick(worker)
-    assert worker.failures == 1 and worker.state == RUNNING
+    assert worker.failures == 1 and worker.state == State.RUNNING
     lines = [r.getMessage() for r in caplog.records]
     assert any("ValueError: bad input" in line and "\n" not in line for line in lines)
     tick(worker)
@@ -443,9 +443,9 @@ def test_consecutive_failures_halt_the_account(harness: Harness, alice: SimCalle
     worker.reconcile()
     for _ in range(5):
         tick(worker)
-    assert worker.state == HALTED and len(calls) == 3
+    assert worker.state == State.HALTED and len(calls) == 3
     status = json.loads(worker.status_path.read_text())
-    assert status["state"] == HALTED
+    assert status["state"] == State.HALTED
     assert "3 consecutive failed ticks" in status["halted_reason"]
     assert "RuntimeError: no data" in status["halted_reason"]
     assert status["ticks"] == 5

@@ -29,7 +29,7 @@ from multirun.config.specs import Guardrails, RunnerSpec
 from multirun.core.errors import OrderRejected
 from multirun.core.redact import Secret
 from multirun.core.statedir import StateDir
-from multirun.core.states import HALTED
+from multirun.core.states import State
 from multirun.sim import SimServer
 from tests.account.test_worker import PREFIX, Harness, Script, account, tick
 from tests.conftest import SimCaller, wait_until
@@ -213,7 +213,7 @@ def test_failed_orders_halt_even_with_no_op_ticks_between(harness_of: Any) -> No
     worker.reconcile()
     for _ in range(7):
         tick(worker)
-    assert worker.state == HALTED
+    assert worker.state == State.HALTED
     assert "3 consecutive failed orders" in (worker.halted_reason or "")
 
 
@@ -242,7 +242,7 @@ def test_repeated_status_write_failures_halt(harness_of: Any) -> None:
     worker.status_path.mkdir()  # a directory where the file should be: every write fails
     for _ in range(3):
         tick(worker)
-    assert worker.state == HALTED and "status.json" in (worker.halted_reason or "")
+    assert worker.state == State.HALTED and "status.json" in (worker.halted_reason or "")
 
 
 # --- case 8: secrets echoed by the server ------------------------------------------------

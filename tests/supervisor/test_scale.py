@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from multirun.core import procutil
-from multirun.core.states import RUNNING, STARTING
+from multirun.core.states import State
 from multirun.supervisor import arbiter as arbiter_module
 from multirun.supervisor.arbiter import SAVE_EVERY_S, Arbiter
 from multirun.supervisor.fork import ChildContext
@@ -56,15 +56,15 @@ def test_many_changes_in_one_turn_are_one_write_of_the_last_state(
 ) -> None:
     arb = make_arbiter(tmp_path, 200)
     for proc in arb.procs:  # what a launch does: a change, and a save, per account
-        arb.transition(proc, STARTING)
+        arb.transition(proc, State.STARTING)
         arb.save()
     for proc in arb.procs:
-        arb.transition(proc, RUNNING)
+        arb.transition(proc, State.RUNNING)
         arb.save()
     assert writes == []  # nothing written mid-turn
     arb.flush()  # the end of the loop turn
     assert len(writes) == 1
-    assert {a["state"] for a in writes[0]["accounts"].values()} == {RUNNING}
+    assert {a["state"] for a in writes[0]["accounts"].values()} == {State.RUNNING}
     on_disk = procutil.read_json(arb.layout.supervisor_json)
     assert on_disk is not None and len(on_disk["accounts"]) == 200
     arb.router.close()
@@ -96,10 +96,10 @@ def test_save_now_writes_at_once_whatever_the_rate(
 ) -> None:
     arb = make_arbiter(tmp_path, 2)
     arb.save(now=True)
-    arb.transition(arb.procs[1], STARTING)
+    arb.transition(arb.procs[1], State.STARTING)
     arb.save(now=True)  # a control reply follows: the file must already say it
     assert len(writes) == 2
-    assert writes[-1]["accounts"]["a001"]["state"] == STARTING
+    assert writes[-1]["accounts"]["a001"]["state"] == State.STARTING
     assert not arb.dirty
     arb.router.close()
 
@@ -116,7 +116,7 @@ def test_the_supervisor_json_is_compact_json(tmp_path: Path) -> None:
 def test_an_exit_is_found_by_pid_without_scanning(tmp_path: Path) -> None:
     arb = make_arbiter(tmp_path, 2)
     proc: Proc = arb.procs[0]
-    proc.pid, proc.state = 4242, RUNNING
+    proc.pid, proc.state = 4242, State.RUNNING
     arb.by_pid[4242] = proc
     arb.exited(9999, 0)  # not ours: ignored
     assert proc.pid == 4242

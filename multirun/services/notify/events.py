@@ -19,11 +19,11 @@ from multirun.config.specs import AccountSpec
 from multirun.core import procutil
 from multirun.core.clock import iso_ms
 from multirun.core.statedir import StateDir
-from multirun.core.states import BACKOFF, FATAL, HALTED, OVERDUE, RUNNING, STARTING
+from multirun.core.states import State
 from multirun.supervisor import final_report
 
 BACKOFF_AFTER = 3  # BACKOFF is told once an account has been restarted this many times
-ALERT_STATES = (FATAL, HALTED, OVERDUE, BACKOFF)
+ALERT_STATES = (State.FATAL, State.HALTED, State.OVERDUE, State.BACKOFF)
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,8 @@ def account_state(proc: Mapping[str, Any], status: Mapping[str, Any]) -> str | N
     """The account's state: the supervisor's, or HALTED when its running worker says so."""
     state = proc.get("state")
     same = status.get("pid") is not None and status.get("pid") == proc.get("pid")
-    if state in (STARTING, RUNNING) and same and status.get("state") == HALTED:
-        return HALTED
+    if state in (State.STARTING, State.RUNNING) and same and status.get("state") == State.HALTED:
+        return State.HALTED
     return state if isinstance(state, str) else None
 
 
@@ -104,7 +104,7 @@ class Watcher:
         state = account_state(proc, status)
         told = self.alerted.get(name)
         restarts = int(proc.get("restarts") or 0)
-        alert = state in ALERT_STATES and (state != BACKOFF or restarts >= self.backoff_after)
+        alert = state in ALERT_STATES and (state != State.BACKOFF or restarts >= self.backoff_after)
         if alert and state != told:
             assert state is not None
             self.alerted[name] = state
@@ -118,7 +118,7 @@ class Watcher:
                     {"restarts": restarts},
                 )
             )
-        elif state == RUNNING and told is not None:
+        elif state == State.RUNNING and told is not None:
             del self.alerted[name]
             text = f"{name}: recovered: RUNNING again (was {told})"
             events.append(Event("recovered", text, name, state, now, {"was": told}))
@@ -174,13 +174,13 @@ class Watcher:
 
 def why(name: str, state: str, proc: Mapping[str, Any], status: Mapping[str, Any]) -> str:
     """One line on an account entering an alert state."""
-    if state == HALTED:
+    if state == State.HALTED:
         return f"{name}: HALTED: {status.get('halted_reason') or 'no reason given'}"
-    if state == OVERDUE:
+    if state == State.OVERDUE:
         return f"{name}: OVERDUE: no sign of life (heartbeat); killed and restarted if silent"
     detail = "; ".join(str(x) for x in (proc.get("last_exit"), proc.get("last_error")) if x)
     detail = f" ({detail})" if detail else ""
-    if state == BACKOFF:
+    if state == State.BACKOFF:
         return f"{name}: BACKOFF after {proc.get('restarts')} restart(s){detail}"
     return f"{name}: FATAL: not restarted{detail}"
 
