@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import errno
 import fcntl
 import json
 import os
@@ -19,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from multirun.core.locks import HeldLock, is_held
 
 PR_SET_PDEATHSIG = 1
 PROC = Path("/proc")
@@ -102,79 +103,58 @@ def looks_like_multirun(pid: int) -> bool:
 
 
 class PidFile:
-    """``state_dir/supervisor.pid``, held with an exclusive ``flock`` while we run.
+    """``state_dir/supervisor.pid``, held with an exclusive lock while we run.
 
     A pidfile nobody holds the lock of is stale and is taken over. The file is unlinked
     only by the one holding its lock (:meth:`release`, :func:`remove_stale_pidfile`), and
-    a lock is ours only if the path still names the file we locked: a lock taken on a file
-    unlinked meanwhile (its supervisor exiting) would let a third start run beside us.
+    a lock is ours only if the path still names the file we locked (see
+    :class:`~multirun.core.locks.HeldLock`).
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.fd = -1
+        self.lock: HeldLock | None = None
 
     def acquire(self) -> int | None:
         """Lock and write our pid; returns None, or the pid of the holder when locked."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         deadline = time.monotonic() + LOCK_RETRY_S
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as error:
-                os.close(fd)
-                if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    return read_pid(self.path) or -1
-                time.sleep(0.01)
-                continue
-            if _names(self.path, fd):
-                break
-            os.close(fd)  # unlinked between our open and our lock: lock the new one
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
+        while (lock := HeldLock.try_acquire(self.path)) is None:
+            if time.monotonic() >= deadline:
+                return read_pid(self.path) or -1
+            time.sleep(0.01)
+        lock.write(f"{os.getpid()}\n")
+        self.lock = lock
         return None
 
     def release(self) -> None:
-        if self.fd < 0:
+        if self.lock is None:
             return
         with contextlib.suppress(OSError):
             if read_pid(self.path) == os.getpid():
                 self.path.unlink()
-        os.close(self.fd)
-        self.fd = -1
+        self.lock.release()
+        self.lock = None
 
 
 def remove_stale_pidfile(path: Path) -> bool:
     """Unlink ``path`` if nobody holds its lock (under our own lock, so a start that
     locks it meanwhile is not left holding an unlinked file); whether it was removed."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
+    if not path.exists():
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if not _names(path, fd):
-            return False
+        lock = HeldLock.try_acquire(path)
+    except OSError:
+        return False
+    if lock is None:
+        return False
+    try:
         path.unlink()
         return True
     except OSError:
         return False
     finally:
-        os.close(fd)
-
-
-def _names(path: Path, fd: int) -> bool:
-    """Whether ``path`` is (still) the file open on ``fd``."""
-    try:
-        on_disk = path.stat()
-    except OSError:
-        return False
-    opened = os.fstat(fd)
-    return (on_disk.st_dev, on_disk.st_ino) == (opened.st_dev, opened.st_ino)
+        lock.release()
 
 
 def read_pid(path: Path) -> int | None:
@@ -187,17 +167,7 @@ def read_pid(path: Path) -> int | None:
 
 def is_locked(path: Path) -> bool:
     """Whether some process holds the pidfile's lock (a supervisor is running)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # closing also drops a lock we just took
-    return False
+    return is_held(path)
 
 
 # --- JSON files --------------------------------------------------------------------------

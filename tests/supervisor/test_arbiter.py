@@ -26,7 +26,7 @@ import pytest
 
 from bench.procstat import descendants
 from multirun.config.specs import AccountSpec, RunnerSpec
-from multirun.core import procutil
+from multirun.core import locks, procutil
 from multirun.core.errors import EXIT_FATAL, NetworkError, SupervisorError
 from multirun.core.redact import Secret
 from multirun.core.statedir import StateDir
@@ -569,15 +569,15 @@ def test_a_pidfile_unlinked_between_open_and_lock_is_not_the_one_locked(
 def test_a_lock_probed_by_status_for_an_instant_does_not_refuse_a_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_flock, calls = procutil.fcntl.flock, []
+    real_flock, calls = locks.fcntl.flock, []
 
     def flock(fd: int, operation: int) -> None:
         calls.append(operation)
         if len(calls) == 1:  # `multirun status` holds a shared lock at this moment
-            raise BlockingIOError(procutil.errno.EWOULDBLOCK, "busy")
+            raise BlockingIOError(errno.EWOULDBLOCK, "busy")
         real_flock(fd, operation)
 
-    monkeypatch.setattr(procutil.fcntl, "flock", flock)
+    monkeypatch.setattr(locks.fcntl, "flock", flock)
     pidfile = procutil.PidFile(StateDir(tmp_path).supervisor_pid)
     assert pidfile.acquire() is None and len(calls) == 2
     pidfile.release()
