@@ -1,0 +1,144 @@
+"""The shapes of the JSON files in a state directory, and their one reader and writer each.
+
+:mod:`~multirun.core.statedir` says where each file lives; this module says what is in
+it. Writers replace a file atomically (0600, never torn); readers are tolerant: a file
+missing, unreadable or not a JSON object reads as ``{}``, and each field is optional to
+a reader (files written by older versions lack newer fields), hence ``total=False``.
+
+- ``supervisor.json`` (:class:`SupervisorFile`): the supervisor's view, written by the
+  arbiter; read by ``status``, ``logs``, ``stop``, metrics and alerts.
+- ``<account>/status.json`` (:class:`AccountStatus`): one worker's own view, written by
+  the worker; read by ``status``, ``health``, metrics and alerts.
+- ``<account>/metrics.json`` (:class:`WorkerMetrics`): one worker's counters and
+  histograms, written by its telemetry; read by the metrics service and alerts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict, cast
+
+from multirun.core.procutil import read_json, write_json_atomic
+from multirun.core.statedir import AccountDir, StateDir
+
+
+class ProcessEntry(TypedDict, total=False):
+    """One supervised child in ``supervisor.json`` (``accounts`` and ``services``)."""
+
+    state: str  # a core.states.State
+    pid: int | None
+    started_utc: str | None
+    restarts: int
+    last_exit: str | None
+    last_error: str | None
+    next_start_utc: str | None  # when a BACKOFF child starts again
+    note: str | None
+
+
+class LeftOpenEntry(TypedDict, total=False):
+    """What a stop left open on one account (``supervisor.json``'s ``left_open``)."""
+
+    on_stop: str
+    error: str | None
+    trades: list[dict[str, Any]]  # supervisor.final_report.HeldTrade, as a dict
+
+
+class SupervisorFile(TypedDict, total=False):
+    """``state_dir/supervisor.json``."""
+
+    pid: int
+    config: str  # the runner.yaml it was started from
+    started_utc: str
+    updated_utc: str
+    stopping: bool
+    stop_timeout_s: float
+    announced: dict[str, str]  # the accounts an alert was last announced for
+    accounts: dict[str, ProcessEntry]
+    services: dict[str, ProcessEntry]
+    # written once, by the final save of a stop:
+    exit_code: int
+    stopped_utc: str
+    left_open: dict[str, LeftOpenEntry]
+
+
+class Position(TypedDict, total=False):
+    """One held trade in ``status.json``'s ``positions``."""
+
+    order_ref: str
+    instrument: str
+    side: str
+    volume: float
+    entry_price: float | None
+    unrealized_pl: float | None
+
+
+class AccountStatus(TypedDict, total=False):
+    """``<account>/status.json``: what one worker says of itself."""
+
+    name: str
+    pid: int
+    state: str  # a core.states.State: RUNNING, HALTED or STOPPED
+    started_utc: str | None
+    last_tick_utc: str | None
+    next_tick_utc: str | None
+    open_trades: int
+    token_expires_utc: str | None
+    last_error: str | None
+    halted_reason: str | None
+    ticks: int
+    orders_sent: int
+    updated_utc: str | None
+    strategy: str
+    interval_s: float
+    tick_offset_ms: int | None  # each tick starts this long after its grid point
+    consecutive_failures: int
+    consecutive_order_failures: int
+    uncertain_orders: list[str]
+    open_on_server: int | None
+    blocked_by: str | None
+    stop_reason: str | None
+    positions: list[Position]
+    nav: float | None
+    unrealized_pl: float | None
+    realized_pl_today: float
+
+
+class CounterSample(TypedDict):
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+class WorkerMetrics(TypedDict, total=False):
+    """``<account>/metrics.json``: one worker's own counters and histograms."""
+
+    version: int
+    counters: list[CounterSample]
+    histograms: dict[str, dict[str, Any]]
+    last_successful_tick: float | None
+
+
+def read_supervisor(layout: StateDir) -> SupervisorFile:
+    return cast(SupervisorFile, read_json(layout.supervisor_json) or {})
+
+
+def write_supervisor(layout: StateDir, data: SupervisorFile, *, compact: bool = True) -> None:
+    """Raises OSError (a full disk, a directory gone): the caller decides what it costs."""
+    write_json_atomic(layout.supervisor_json, data, compact=compact)
+
+
+def read_status(account: AccountDir) -> AccountStatus:
+    return cast(AccountStatus, read_json(account.status) or {})
+
+
+def write_status(account: AccountDir, data: AccountStatus) -> None:
+    """Raises OSError, as :func:`write_supervisor`."""
+    write_json_atomic(account.status, data, compact=True)
+
+
+def read_metrics(account: AccountDir) -> WorkerMetrics:
+    return cast(WorkerMetrics, read_json(account.metrics) or {})
+
+
+def write_metrics(account: AccountDir, data: WorkerMetrics) -> None:
+    """Raises OSError, as :func:`write_supervisor`."""
+    write_json_atomic(account.metrics, data)
