@@ -1,7 +1,8 @@
 """What a runner.yaml check finds: located problems, the report, and how each is worded.
 
 :mod:`multirun.config.loader` finds the problems; :mod:`multirun.cli.validate` prints the report.
-No message quotes a secret: callers pass ``instance=None`` where a value may hold one.
+No message quotes a secret: callers pass ``instance=None`` where a value may hold one
+(:func:`holds_secret` says where).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from multirun.core.redact import Redactor
 
 Severity = Literal["error", "warning", "note"]
 YamlPath = tuple[str | int, ...]
+
+KEY_FIELD = "api_key"  # the one field that holds a secret: never quoted, always masked
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,16 @@ def format_path(path: YamlPath) -> str:
         else:
             text += f"[{json.dumps(part)}]"
     return text or "(root)"
+
+
+def holds_secret(path: YamlPath) -> bool:
+    """A value no message may quote: an API key (or anything inside one), or a notify URL."""
+    return KEY_FIELD in path or is_notify_url(path)
+
+
+def is_notify_url(path: YamlPath) -> bool:
+    """A ``notify:`` URL: it may hold a token, so it is masked like a key."""
+    return len(path) == 3 and path[0] == "notify" and path[2] == "url"
 
 
 # --- wording -------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 The pipeline is: safe YAML with positions (:mod:`multirun.config.yamlload`), environment
 interpolation in string values (:mod:`multirun.config.interpolate`), JSON Schema
-(:mod:`multirun.config.schema`), ``defaults`` merged into each account, semantic rules (each
-strategy built: :mod:`multirun.config.strategy_checks`), then
+(:mod:`multirun.config.schema`, its errors worded by :mod:`multirun.config.schema_errors`),
+``defaults`` merged into each account (:class:`~multirun.config.entry.AccountEntry`), semantic
+rules (each strategy built: :mod:`multirun.config.strategy_checks`; the runner-wide settings:
+:mod:`multirun.config.settings_checks`), then
 :class:`~multirun.config.specs.RunnerSpec`. Every step collects problems
 (:mod:`multirun.config.findings`) instead of stopping at the first, so ``multirun validate``
 reports them all at once, each with file, line, column and a path like
@@ -18,8 +20,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -27,16 +28,15 @@ from typing import Any
 import jsonschema
 
 from multirun.config import schema
+from multirun.config.entry import AccountEntry
 from multirun.config.findings import (
+    KEY_FIELD,
     Findings,
     Report,
     YamlPath,
-    describe_error,
-    error_schema,
-    extra_keys,
     format_path,
+    is_notify_url,
     show_value,
-    unknown_key,
 )
 from multirun.config.interpolate import (
     InterpolationError,
@@ -44,7 +44,8 @@ from multirun.config.interpolate import (
     interpolate,
     variable_names,
 )
-from multirun.config.settings_checks import DEFAULT_TICK_TIMEOUT_S, SettingsChecks
+from multirun.config.schema_errors import add_schema_errors
+from multirun.config.settings_checks import check_service_names, check_settings
 from multirun.config.specs import (
     AccountSpec,
     Guardrails,
@@ -54,12 +55,11 @@ from multirun.config.specs import (
     freeze,
     parse_interval,
 )
-from multirun.config.strategy_checks import StrategyChecks
+from multirun.config.strategy_checks import check_strategy
 from multirun.config.yamlload import MAX_BYTES, load_bytes, typed
 from multirun.core.errors import ConfigError, UsageError
 from multirun.core.redact import Secret
 
-KEY_FIELD = "api_key"  # the one field that holds a secret: never quoted, always masked
 BINDING_FIELDS = ("user", "runmode", "accountid")
 
 
@@ -130,7 +130,7 @@ def _read(path: Path) -> bytes:
 # --- the checker --------------------------------------------------------------------
 
 
-class _Checker(StrategyChecks, SettingsChecks):
+class _Checker:
     """One validation run; collects problems as it goes."""
 
     def __init__(
@@ -159,9 +159,7 @@ class _Checker(StrategyChecks, SettingsChecks):
             self._check_schema(data)
             accounts = self._merged_accounts(data)
             self._check_semantics(accounts)
-            self._check_watchdog(data, accounts)
-            self._check_notify(data)
-            self._check_metrics(data)
+            check_settings(data, accounts, self.found)
             if not self.report.problems:
                 self.report.spec = self._build(data, accounts)
         return self.found.finish()
@@ -190,7 +188,7 @@ class _Checker(StrategyChecks, SettingsChecks):
                 # `accountid: 0123` is YAML 1.1 octal 83: an id is the text as written.
                 return self.found.doc.texts.get(path, str(value))
             return value
-        secret = (bool(path) and path[-1] == KEY_FIELD) or _is_notify_url(path)
+        secret = (bool(path) and path[-1] == KEY_FIELD) or is_notify_url(path)
         if secret:
             self._collect_secrets(value, path)
         if "$" not in value:
@@ -235,55 +233,15 @@ class _Checker(StrategyChecks, SettingsChecks):
     # the schema
 
     def _check_schema(self, data: dict[str, Any]) -> None:
-        for error in _validator().iter_errors(data):
-            path: YamlPath = tuple(error.absolute_path)
-            if self._is_news(path, error):
-                self._schema_error(path, error)
-
-    def _is_news(self, path: YamlPath, error: jsonschema.ValidationError) -> bool:
-        """One message per value (the first, its type, wins); keys are always reported."""
-        is_key = error.validator in ("additionalProperties", "required")
-        return is_key or not self.found.is_bad(path)
-
-    def _schema_error(self, path: YamlPath, error: jsonschema.ValidationError) -> None:
-        if not self._key_error(path, error, lambda key: f"missing required key '{key}'"):
-            self.found.add(path, self._describe(path, error))
-
-    def _key_error(
-        self, path: YamlPath, error: jsonschema.ValidationError, missing: Callable[[str], str]
-    ) -> bool:
-        """Report an unknown or missing key at its own place; False for other errors."""
-        if error.validator == "additionalProperties":
-            allowed = sorted(error_schema(error).get("properties", {}))
-            for key in extra_keys(error):
-                self.found.add((*path, key), unknown_key(key, allowed), at_key=True)
-            return True
-        if error.validator == "required":
-            required = error.validator_value if isinstance(error.validator_value, list) else []
-            present = error.instance if isinstance(error.instance, dict) else {}
-            for key in required:
-                if key not in present:
-                    self.found.add_missing(path, missing(key))
-            return True
-        return False
-
-    def _describe(self, path: YamlPath, error: jsonschema.ValidationError) -> str:
-        shown = self._quotable(path, error.instance)
-        return describe_error(error, field=_field_name(path), instance=shown)
-
-    def _quotable(self, path: YamlPath, value: Any) -> Any:
-        """``value`` if a message may quote it, else None: not a key, nor text holding one.
-
-        Checked here, not left to :meth:`Findings.finish`: a long value is quoted cut short, and a
-        key cut in two is no longer masked whole.
-        """
-        if _is_secret(path) or self.report.redactor()(str(value)) != str(value):
-            return None
-        return value
+        add_schema_errors(
+            self.found,
+            _validator().iter_errors(data),
+            missing=lambda key: f"missing required key '{key}'",
+        )
 
     # defaults
 
-    def _merged_accounts(self, data: dict[str, Any]) -> list[_Account]:
+    def _merged_accounts(self, data: dict[str, Any]) -> list[AccountEntry]:
         defaults = data.get("defaults")
         defaults = defaults if isinstance(defaults, dict) else {}
         entries = data.get("accounts")
@@ -292,7 +250,7 @@ class _Checker(StrategyChecks, SettingsChecks):
         accounts = []
         for index, entry in enumerate(entries):
             if isinstance(entry, dict):
-                accounts.append(_Account.merge(index, defaults, entry))
+                accounts.append(AccountEntry.merge(index, defaults, entry))
         for account in accounts:
             for key in schema.required_account_fields():
                 if key not in account.values:
@@ -303,14 +261,15 @@ class _Checker(StrategyChecks, SettingsChecks):
 
     # semantic rules
 
-    def _check_semantics(self, accounts: list[_Account]) -> None:
+    def _check_semantics(self, accounts: list[AccountEntry]) -> None:
         self._check_unique_names(accounts)
-        self._check_service_names(accounts)
+        check_service_names(accounts, self.found)
         self._check_bindings(accounts)
+        config_dir = self.path.resolve().parent  # where a strategy module is looked for
         for account in accounts:
             self._check_interval(account)
             self._check_max_volume(account)
-            self._check_strategy(account)
+            check_strategy(account, self.found, config_dir)
             self._check_api_key(account)
             if account.values.get("runmode") == "livetrade" and not self.found.is_bad(
                 account.origin("runmode")
@@ -321,13 +280,10 @@ class _Checker(StrategyChecks, SettingsChecks):
                     "note",
                 )
 
-    def _usable(self, account: _Account, key: str) -> bool:
-        return key in account.values and not self.found.is_bad(account.origin(key))
-
-    def _check_unique_names(self, accounts: list[_Account]) -> None:
-        seen: dict[str, _Account] = {}
+    def _check_unique_names(self, accounts: list[AccountEntry]) -> None:
+        seen: dict[str, AccountEntry] = {}
         for account in accounts:
-            if not self._usable(account, "name"):
+            if not account.usable("name", self.found):
                 continue
             name = account.values["name"]
             if name in seen:
@@ -338,10 +294,10 @@ class _Checker(StrategyChecks, SettingsChecks):
             else:
                 seen[name] = account
 
-    def _check_bindings(self, accounts: list[_Account]) -> None:
-        seen: dict[tuple[str, ...], _Account] = {}
+    def _check_bindings(self, accounts: list[AccountEntry]) -> None:
+        seen: dict[tuple[str, ...], AccountEntry] = {}
         for account in accounts:
-            if not all(self._usable(account, key) for key in BINDING_FIELDS):
+            if not all(account.usable(key, self.found) for key in BINDING_FIELDS):
                 continue
             binding = tuple(str(account.values[key]) for key in BINDING_FIELDS)
             if binding not in seen:
@@ -356,19 +312,21 @@ class _Checker(StrategyChecks, SettingsChecks):
                 f"{self.found.doc.mark(first.path).line}): one strategy per account",
             )
 
-    def _check_interval(self, account: _Account) -> None:
-        """The bounds the schema cannot set on a duration string (``8d``)."""
+    def _check_interval(self, account: AccountEntry) -> None:
+        """The bounds the schema cannot set on a duration string (``8d``).
+
+        The seconds parsed are kept in the entry: the watchdog check and the spec read them.
+        """
         for key in ("interval", "tick_timeout"):
-            if self._usable(account, key):
+            if account.usable(key, self.found):
                 try:
                     account.seconds[key] = parse_interval(account.values[key])
                 except ValueError as error:
                     self.found.add(account.origin(key), str(error))
-        account.interval_s = account.seconds.get("interval")
 
-    def _check_max_volume(self, account: _Account) -> None:
+    def _check_max_volume(self, account: AccountEntry) -> None:
         """The ``max_volume`` guardrail: a volume above it is a typo until proven otherwise."""
-        if not (self._usable(account, "volume") and self._usable(account, "max_volume")):
+        if not (account.usable("volume", self.found) and account.usable("max_volume", self.found)):
             return
         volume, limit = account.values["volume"], account.values["max_volume"]
         if volume > limit:
@@ -379,7 +337,7 @@ class _Checker(StrategyChecks, SettingsChecks):
                 "a typo? raise max_volume if you mean it",
             )
 
-    def _check_api_key(self, account: _Account) -> None:
+    def _check_api_key(self, account: AccountEntry) -> None:
         origin = account.origin("api_key")
         if origin in self.literal_keys and not self.found.is_bad(origin):
             self.found.add(
@@ -391,7 +349,7 @@ class _Checker(StrategyChecks, SettingsChecks):
 
     # specs
 
-    def _build(self, data: dict[str, Any], accounts: list[_Account]) -> RunnerSpec:
+    def _build(self, data: dict[str, Any], accounts: list[AccountEntry]) -> RunnerSpec:
         values = {**schema.runner_defaults(), **data}
         config_dir = self.path.resolve().parent
         state_dir = Path(os.path.expanduser(values["state_dir"]))
@@ -412,29 +370,7 @@ class _Checker(StrategyChecks, SettingsChecks):
         )
 
 
-@dataclass
-class _Account:
-    """An account entry with ``defaults`` merged in, remembering where each value is written."""
-
-    path: YamlPath
-    values: dict[str, Any]
-    origins: dict[str, YamlPath]
-    interval_s: int | None = None  # parsed once, by the check
-    seconds: dict[str, int] = field(default_factory=dict)  # durations parsed by the check
-
-    @classmethod
-    def merge(cls, index: int, defaults: dict[str, Any], entry: dict[str, Any]) -> _Account:
-        path: YamlPath = ("accounts", index)
-        # Whole values: an account's `params` replaces the default params, it is not merged.
-        origins: dict[str, YamlPath] = {key: ("defaults", key) for key in defaults}
-        origins.update({key: (*path, key) for key in entry})
-        return cls(path, {**defaults, **entry}, origins)
-
-    def origin(self, key: str) -> YamlPath:
-        return self.origins.get(key, (*self.path, key))
-
-
-def _account_spec(account: _Account) -> AccountSpec:
+def _account_spec(account: AccountEntry) -> AccountSpec:
     """The spec of a checked account; a field it leaves out takes the schema's default."""
     values = {**schema.account_defaults(), **account.values}
     if account.interval_s is None:
@@ -449,7 +385,7 @@ def _account_spec(account: _Account) -> AccountSpec:
         instrument=values["instrument"],
         volume=float(values["volume"]),
         interval_s=account.interval_s,
-        tick_timeout_s=account.seconds.get("tick_timeout", DEFAULT_TICK_TIMEOUT_S),
+        tick_timeout_s=account.tick_timeout_s,
         params=freeze(values.get("params") or {}),
         on_stop=values["on_stop"],
         enabled=values["enabled"],
@@ -463,19 +399,6 @@ def _notify_target(entry: dict[str, Any]) -> NotifyTarget:
         format=str(entry.get("format", "json")),
         events=tuple(entry.get("events") or ()),
     )
-
-
-def _field_name(path: YamlPath) -> str | None:
-    return path[-1] if path and isinstance(path[-1], str) else None
-
-
-def _is_secret(path: YamlPath) -> bool:
-    return KEY_FIELD in path or _is_notify_url(path)
-
-
-def _is_notify_url(path: YamlPath) -> bool:
-    """A ``notify:`` URL: it may hold a token, so it is masked like a key."""
-    return len(path) == 3 and path[0] == "notify" and path[2] == "url"
 
 
 def _our_field(path: YamlPath) -> str | None:

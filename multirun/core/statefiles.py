@@ -51,7 +51,7 @@ class SupervisorFile(TypedDict, total=False):
     updated_utc: str
     stopping: bool
     stop_timeout_s: float
-    announced: dict[str, str]  # the accounts an alert was last announced for
+    announced: dict[str, str]  # each service's ready line (e.g. the metrics address)
     accounts: dict[str, ProcessEntry]
     services: dict[str, ProcessEntry]
     # written once, by the final save of a stop:
