@@ -7,7 +7,7 @@ a reader (files written by older versions lack newer fields), hence ``total=Fals
 
 - ``supervisor.json`` (:class:`SupervisorFile`): the supervisor's view, written by the
   arbiter; read by ``status``, ``logs``, ``stop``, metrics and alerts.
-- ``<account>/status.json`` (:class:`AccountStatus`): one worker's own view, written by
+- ``<account>/status.json`` (:class:`WorkerStatus`): one worker's own view, written by
   the worker; read by ``status``, ``health``, metrics and alerts.
 - ``<account>/metrics.json`` (:class:`WorkerMetrics`): one worker's counters and
   histograms, written by its telemetry; read by the metrics service and alerts.
@@ -71,7 +71,7 @@ class Position(TypedDict, total=False):
     unrealized_pl: float | None
 
 
-class AccountStatus(TypedDict, total=False):
+class WorkerStatus(TypedDict, total=False):
     """``<account>/status.json``: what one worker says of itself."""
 
     name: str
@@ -126,11 +126,11 @@ def write_supervisor(layout: StateDir, data: SupervisorFile, *, compact: bool = 
     write_json_atomic(layout.supervisor_json, data, compact=compact)
 
 
-def read_status(account: AccountDir) -> AccountStatus:
-    return cast(AccountStatus, read_json(account.status) or {})
+def read_worker_status(account: AccountDir) -> WorkerStatus:
+    return cast(WorkerStatus, read_json(account.status) or {})
 
 
-def write_status(account: AccountDir, data: AccountStatus) -> None:
+def write_worker_status(account: AccountDir, data: WorkerStatus) -> None:
     """Raises OSError, as :func:`write_supervisor`."""
     write_json_atomic(account.status, data, compact=True)
 
