@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from multirun.config.specs import RunnerSpec
 from multirun.core.clock import parse_iso
-from multirun.core.procutil import looks_like_multirun, read_json
+from multirun.core.procutil import looks_like_multirun
 from multirun.core.statedir import StateDir
+from multirun.core.statefiles import read_worker_status
 from multirun.core.states import State
 
 # Beyond the interval: a tick that retries a slow server, or start-up reconciliation.
@@ -49,9 +50,9 @@ def check(
     except KeyError:
         known = ", ".join(a.name for a in runner.accounts) or "none"
         return Health(False, f"{name}: no such account in {runner.path} (accounts: {known})")
-    path = StateDir(runner.state_dir).account(name).status
-    status = read_json(path)
-    if status is None:
+    files = StateDir(runner.state_dir).account(name)
+    status, path = read_worker_status(files), files.status
+    if not status:
         return Health(False, f"{name}: no status file ({path}): the worker has not started")
     state = str(status.get("state") or "?")
     pid = status.get("pid")

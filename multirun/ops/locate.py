@@ -22,8 +22,9 @@ from multirun.config import schema
 from multirun.config.interpolate import InterpolationError, interpolate
 from multirun.config.yamlload import load_bytes
 from multirun.core.errors import SupervisorError, UsageError
-from multirun.core.procutil import is_locked, looks_like_multirun, read_json, read_pid
+from multirun.core.procutil import is_locked, looks_like_multirun, read_pid
 from multirun.core.statedir import StateDir
+from multirun.core.statefiles import SupervisorFile, read_supervisor
 
 _STATE_DIR_LINE = re.compile(r"^state_dir\s*:\s*(?P<value>[^#\n]*?)\s*(?:#.*)?$", re.MULTILINE)
 _UNSET = "unset-for-status-and-stop"
@@ -46,7 +47,7 @@ class Running:
 
     pid: int
     config: str | None  # the config file it was started from (supervisor.json)
-    data: Mapping[str, Any]  # its supervisor.json ({} until it wrote one)
+    data: SupervisorFile  # its supervisor.json ({} until it wrote one)
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,9 @@ def running(state_dir: Path) -> Running | None:
     pid = read_pid(layout.supervisor_pid)
     if pid is None or not is_locked(layout.supervisor_pid) or not looks_like_multirun(pid):
         return None
-    data = read_json(layout.supervisor_json) or {}
+    data = read_supervisor(layout)
     if data.get("pid") != pid:
-        data = {}  # a new supervisor that has not written its file yet
+        data = SupervisorFile()  # a new supervisor that has not written its file yet
     config = data.get("config")
     return Running(pid, str(config) if config else None, data)
 

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import TextIO
 
 from multirun.core.errors import UsageError
-from multirun.core.procutil import read_json
 from multirun.core.statedir import WORKER_LOG, StateDir
+from multirun.core.statefiles import read_supervisor
 from multirun.ops import locate
 from multirun.supervisor.output import COLOURS, SUPERVISOR, LogFormat, Printer, colour_wanted
 
@@ -222,11 +222,7 @@ def run(
 def _known_names(where: locate.Target) -> list[str]:
     """Account names, in the supervisor's colour order: the running (or last) supervisor's,
     then the config file's, then any other account directory holding a log."""
-    data = (
-        dict(where.running.data)
-        if where.running
-        else read_json(StateDir(where.state_dir).supervisor_json) or {}
-    )
+    data = where.running.data if where.running else read_supervisor(StateDir(where.state_dir))
     accounts = data.get("accounts")
     names = list(accounts) if isinstance(accounts, dict) else []
     if where.file is not None and where.file.accounts is not None:

@@ -25,8 +25,14 @@ from typing import Any, TextIO
 
 from multirun.config.specs import RunnerSpec
 from multirun.core.clock import iso_ms, parse_iso, short_time
-from multirun.core.procutil import read_json
 from multirun.core.statedir import StateDir
+from multirun.core.statefiles import (
+    Position,
+    ProcessEntry,
+    WorkerStatus,
+    read_supervisor,
+    read_worker_status,
+)
 from multirun.core.states import State
 from multirun.ops import locate
 from multirun.supervisor import final_report
@@ -53,7 +59,7 @@ class AccountStatus:
     supervised: bool = False  # the running supervisor holds it (supervisor.json)
     # From the worker (multirun.account.pricing): held trades (side, volume, entry_price,
     # unrealized_pl), the server's NAV and unrealized P&L, our realized P&L today (UTC).
-    positions: list[dict[str, Any]] | None = None
+    positions: list[Position] | None = None
     nav: float | None = None
     unrealized_pl: float | None = None
     realized_pl_today: float | None = None
@@ -119,7 +125,7 @@ def collect_at(
     now = time.time() if now is None else now
     layout = StateDir(state_dir)
     found = locate.running(state_dir)
-    sup = dict(found.data) if found else (read_json(layout.supervisor_json) or {})
+    sup = found.data if found else read_supervisor(layout)
     known = sup.get("accounts", {}) if isinstance(sup.get("accounts"), dict) else {}
     in_file = dict(file.accounts) if file is not None and file.accounts is not None else None
     if found is not None:
@@ -131,7 +137,7 @@ def collect_at(
     rows = []
     for name in names:
         entry = known.get(name) if isinstance(known.get(name), dict) else None
-        worker = read_json(layout.account(name).status) or {}
+        worker = read_worker_status(layout.account(name))
         row = merge(name, entry, worker, running=found is not None, now=now)
         row.supervised = found is not None and entry is not None
         if entry is None:
@@ -149,8 +155,8 @@ def collect_at(
 
 def merge(
     name: str,
-    sup: dict[str, Any] | None,
-    worker: dict[str, Any],
+    sup: ProcessEntry | None,
+    worker: WorkerStatus,
     *,
     running: bool,
     now: float,
@@ -194,7 +200,7 @@ def merge(
     )
 
 
-def _last_error(sup: dict[str, Any], worker: dict[str, Any], same_process: bool) -> str | None:
+def _last_error(sup: ProcessEntry, worker: WorkerStatus, same_process: bool) -> str | None:
     """The worker's own last error; else, until its current run has ticked, the error its
     previous run exited with (which the supervisor kept from its output)."""
     if worker.get("last_error"):
@@ -204,10 +210,11 @@ def _last_error(sup: dict[str, Any], worker: dict[str, Any], same_process: bool)
     return sup.get("last_error")
 
 
-def _next_tick(worker: dict[str, Any]) -> str | None:
+def _next_tick(worker: WorkerStatus) -> str | None:
     """The worker's next tick; a status written during a tick may still show that tick's
     own time, then the next grid point after it is the next tick."""
-    due, last, interval = (worker.get(k) for k in ("next_tick_utc", "last_tick_utc", "interval_s"))
+    due, last = worker.get("next_tick_utc"), worker.get("last_tick_utc")
+    interval = worker.get("interval_s")
     if not (due and last and isinstance(interval, int) and interval > 0):
         return due
     due_ts, last_ts = parse_iso(due), parse_iso(last)

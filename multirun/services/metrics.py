@@ -32,9 +32,10 @@ from prometheus_client.registry import Collector
 import multirun
 from multirun.account.telemetry import BUCKETS
 from multirun.config.specs import MetricsSpec
-from multirun.core import procutil, states
+from multirun.core import statefiles, states
 from multirun.core.errors import FatalError
 from multirun.core.statedir import StateDir
+from multirun.core.statefiles import ProcessEntry, WorkerMetrics, WorkerStatus
 from multirun.core.states import ALIVE, STATES, State
 
 ACCOUNT = "account"
@@ -68,8 +69,7 @@ class StateDirCollector(Collector):
         self.layout = StateDir(state_dir)
 
     def collect(self) -> Iterator[Metric]:
-        supervisor = procutil.read_json(self.layout.supervisor_json) or {}
-        accounts: dict[str, Any] = supervisor.get("accounts") or {}
+        accounts = statefiles.read_supervisor(self.layout).get("accounts") or {}
         build = GaugeMetricFamily(
             "multirun_build_info", "multirun's version.", labels=["version", "python"]
         )
@@ -108,7 +108,7 @@ class StateDirCollector(Collector):
         counts = dict.fromkeys(STATES, 0)
         for name, proc in sorted(accounts.items()):
             files = self.layout.account(name)
-            status = procutil.read_json(files.status) or {}
+            status = statefiles.read_worker_status(files)
             current = account_state(proc, status)
             counts[current] = counts.get(current, 0) + 1
             for each in STATES:
@@ -120,16 +120,14 @@ class StateDirCollector(Collector):
                 value = _number(status.get(key))
                 if value is not None:
                     family.add_metric([name], value)
-            _add_worker(
-                name, procutil.read_json(files.metrics) or {}, counters, histograms, last_ok
-            )
+            _add_worker(name, statefiles.read_metrics(files), counters, histograms, last_ok)
         for each, count in counts.items():
             per_state.add_metric([each], count)
         yield from (per_state, state, up, halted, restarts, last_ok, *gauges.values())
         yield from (*counters.values(), *histograms.values())
 
 
-def account_state(proc: dict[str, Any], status: dict[str, Any]) -> State:
+def account_state(proc: ProcessEntry, status: WorkerStatus) -> State:
     """The supervisor's state, HALTED when its running worker says so (as ``status`` shows)."""
     current = states.parse(proc.get("state"))
     same = proc.get("pid") is not None and status.get("pid") == proc.get("pid")
@@ -140,7 +138,7 @@ def account_state(proc: dict[str, Any], status: dict[str, Any]) -> State:
 
 def _add_worker(
     name: str,
-    data: dict[str, Any],
+    data: WorkerMetrics,
     counters: dict[str, CounterMetricFamily],
     histograms: dict[str, HistogramMetricFamily],
     last_ok: GaugeMetricFamily,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from multirun.config.specs import AccountSpec
-from multirun.core import procutil
+from multirun.core import statefiles
 from multirun.core.clock import iso_ms
 from multirun.core.statedir import StateDir
 from multirun.core.states import State
@@ -88,10 +88,9 @@ class Watcher:
         if utc_day(now) != self.day:
             events.append(self.summary(now))
             self.day = utc_day(now)
-        supervisor = procutil.read_json(self.layout.supervisor_json) or {}
-        procs = supervisor.get("accounts") or {}
+        procs = statefiles.read_supervisor(self.layout).get("accounts") or {}
         for name in self.names:
-            status = procutil.read_json(self.layout.account(name).status) or {}
+            status = statefiles.read_worker_status(self.layout.account(name))
             events.extend(self.account(name, procs.get(name) or {}, status, now))
             if status:
                 self.statuses[name] = status
@@ -139,7 +138,7 @@ class Watcher:
     ) -> list[Event]:
         """Orders the server refused, counted by the worker (its ``metrics.json``: written
         with ``notify:`` too); a new worker starts its count at 0."""
-        metrics = procutil.read_json(self.layout.account(name).metrics) or {}
+        metrics = statefiles.read_metrics(self.layout.account(name))
         total = sum(
             int(c.get("value") or 0)
             for c in metrics.get("counters") or ()
