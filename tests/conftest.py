@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -62,6 +63,36 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         dotted = ".".join(path.relative_to(here).with_suffix("").parts)
         with contextlib.suppress(Exception):  # a broken module: its worker reports it
             importlib.import_module(f"{__package__}.{dotted}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Soak tests run only when ``-m`` names them: so ``-m "not process"`` (the fast
+    tests) does not bring back the long runs the default ``-m`` expression left out."""
+    if "soak" in (config.option.markexpr or ""):
+        return
+    soak = [item for item in items if item.get_closest_marker("soak")]
+    if soak:
+        config.hook.pytest_deselected(items=soak)
+        items[:] = [item for item in items if not item.get_closest_marker("soak")]
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_where_marked(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test that starts a process (a CLI, a supervisor, a forked worker) must say so
+    with ``@pytest.mark.process``: ``pytest -m "not process"`` is the fast, in-process
+    run, and an unmarked test that forks would make that promise false. Marked tests
+    run as they are; an unmarked one that starts a process fails, naming the fix."""
+    if request.node.get_closest_marker("process"):
+        return
+    nodeid = request.node.nodeid
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"{nodeid} starts a process: mark it @pytest.mark.process")
+
+    monkeypatch.setattr(os, "fork", refuse)
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
 
 
 @pytest.fixture

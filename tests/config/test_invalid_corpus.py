@@ -86,6 +86,7 @@ SUBPROCESS_CASES = [
 ]
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("stem", SUBPROCESS_CASES)
 def test_installed_console_script(stem: str) -> None:
     script = console_script()

@@ -173,6 +173,7 @@ def test_systemd_units_map_the_supervisor_rules(tmp_path: Path) -> None:
     assert "Wants=multirun@acct-a.service multirun@acct-b.service" in target
 
 
+@pytest.mark.process
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
 def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, accounts=(("acct-a", "A"), ("acct-b", "B")))
@@ -234,6 +235,7 @@ def ticks(cfg: Path, account: str) -> int:
     return int((read_json(StateDir(state_dir).account(account).status) or {}).get("ticks") or 0)
 
 
+@pytest.mark.process
 def test_the_exec_start_line_trades_is_healthy_and_stops_cleanly_on_sigterm(
     secret_env: None, sim: SimServer, tmp_path: Path
 ) -> None:
@@ -256,6 +258,7 @@ def test_the_exec_start_line_trades_is_healthy_and_stops_cleanly_on_sigterm(
     assert "Traceback" not in log and KEY not in log
 
 
+@pytest.mark.process
 def test_two_hosts_two_exec_start_lines_one_killed_the_other_ticks(
     secret_env: None, sim: SimServer, tmp_path: Path
 ) -> None:
@@ -382,6 +385,7 @@ def test_kubernetes_names_that_collide_are_refused(tmp_path: Path) -> None:
 # --- Compose ------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_compose_file_one_service_and_volume_per_account(secret_env: None, tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "cfg", accounts=(("acct-a", "A"), ("acct-b", "B")))
     out = tmp_path / "compose"

@@ -119,6 +119,7 @@ def test_follow_picks_up_new_lines_rotation_and_new_accounts(
     logs.close()
 
 
+@pytest.mark.process
 def test_logs_cli_follows_a_running_supervisor(tmp_path: Path) -> None:
     from multirun.sim import SimConfig, SimServer
     from tests.ops.test_status_without_config import account, module_for, write

@@ -97,6 +97,7 @@ def ticked(state_dir: Path, name: str, proc: subprocess.Popen[bytes], out: Path)
     return row is not None and row.state == "RUNNING" and bool(row.ticks)
 
 
+@pytest.mark.process
 def test_status_and_stop_work_while_the_config_and_a_strategy_are_broken(
     sim: SimServer, tmp_path: Path, start: Any
 ) -> None:
@@ -137,6 +138,7 @@ def test_status_and_stop_work_while_the_config_and_a_strategy_are_broken(
     assert cli("status", "--state-dir", str(state)).returncode == 4
 
 
+@pytest.mark.process
 def test_status_exits_3_when_an_enabled_account_is_not_running(
     sim: SimServer, tmp_path: Path, start: Any
 ) -> None:
@@ -173,6 +175,7 @@ def test_status_exits_3_when_an_enabled_account_is_not_running(
     assert watched.wait(30) == 0  # generous: a loaded machine delays the exit, not the result
 
 
+@pytest.mark.process
 def test_a_second_config_on_the_same_state_dir_is_refused_naming_the_first(
     sim: SimServer, tmp_path: Path, start: Any
 ) -> None:

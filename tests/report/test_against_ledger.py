@@ -13,6 +13,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from multirun.sim import SimServer
 from tests.conftest import wait_until
 from tests.supervisor import test_start_stop as test_supervisor_cli
@@ -55,6 +57,7 @@ def closed_per_account(sim: SimServer) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.process
 def test_report_counts_and_pnl_equal_the_ledger(sim: SimServer, tmp_path: Path, start: Any) -> None:
     config = tmp_path / "runner.yaml"
     config.write_text(CONFIG.format(server=sim.base_url, state=tmp_path / "state"))

@@ -69,6 +69,7 @@ def test_html_fetches_nothing(tmp_path: Path) -> None:
 @pytest.mark.skipif(
     CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install -y chromium)"
 )
+@pytest.mark.process
 def test_html_renders_in_headless_chromium(tmp_path: Path) -> None:
     from PIL import Image
 

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -71,6 +72,7 @@ def ledger_orders(sim: SimServer) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.process
 def test_scrape_agrees_with_the_ledger(
     sim: SimServer, tmp_path: Path, start: Any, monkeypatch: Any
 ) -> None:
@@ -216,6 +218,7 @@ def test_the_grafana_dashboard_uses_only_metrics_we_serve(tmp_path: Path) -> Non
     assert used and used <= served, used - served
 
 
+@pytest.mark.process
 def test_a_port_in_use_stops_start_with_the_reason(tmp_path: Path) -> None:
     """The metrics server cannot bind: `multirun start` ends at once and says why."""
     import socket

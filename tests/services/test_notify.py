@@ -171,6 +171,7 @@ def events_of(r: Receiver, fmt: str) -> list[str]:
     return [str(body.get(key)) for path, body in r.posts if path.startswith(f"/{fmt}/")]
 
 
+@pytest.mark.process
 def test_a_forced_fatal_and_halted_reach_a_webhook_in_each_format_masked(
     sim: SimServer, tmp_path: Path, receiver: Any, running: list[Any]
 ) -> None:
@@ -210,6 +211,7 @@ def test_a_forced_fatal_and_halted_reach_a_webhook_in_each_format_masked(
     assert f"http://127.0.0.1:{r.server.server_address[1]}/{MASK}" in shown  # masked, named
 
 
+@pytest.mark.process
 def test_a_hanging_or_failing_webhook_delays_no_tick_and_is_retried(
     sim: SimServer, tmp_path: Path, receiver: Any, running: list[Any]
 ) -> None:
@@ -236,6 +238,7 @@ def test_a_hanging_or_failing_webhook_delays_no_tick_and_is_retried(
     assert TOKEN not in shown and "HTTP 500" in shown and "retrying" in shown
 
 
+@pytest.mark.process
 def test_notify_test_sends_one_message_per_target_and_fails_on_a_refusal(
     tmp_path: Path, receiver: Any
 ) -> None:
@@ -318,6 +321,7 @@ def test_a_full_queue_drops_the_oldest_and_says_how_many(receiver: Any) -> None:
     assert formats.body("discord", Event("x", "y" * 3000), str)["content"].endswith("...")
 
 
+@pytest.mark.process
 def test_a_stop_that_leaves_trades_open_is_told_after_the_workers_are_gone(
     sim: SimServer, tmp_path: Path, receiver: Any, running: list[Any]
 ) -> None:
@@ -341,6 +345,7 @@ def test_a_stop_that_leaves_trades_open_is_told_after_the_workers_are_gone(
     assert told[0]["accounts"]["keeper"]["trades"]
 
 
+@pytest.mark.process
 def test_an_order_the_server_refuses_is_told_with_its_reason(
     sim: SimServer, tmp_path: Path, receiver: Any, running: list[Any]
 ) -> None:

@@ -43,6 +43,7 @@ def run_sim(*args: str) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sim_process_serves_prints_its_url_and_exits_0_on_signal(sig) -> None:
     proc = run_sim("--port", "0", "--seed", "3", "--token-ttl", "60")
@@ -76,6 +77,7 @@ def test_sim_process_serves_prints_its_url_and_exits_0_on_signal(sig) -> None:
         ["--accounts", "/no/such/file.yaml"],
     ],
 )
+@pytest.mark.process
 def test_bad_flags_are_one_line_errors_exit_2(args) -> None:
     proc = run_sim(*args)
     _, err = proc.communicate(timeout=20)

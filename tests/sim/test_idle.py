@@ -92,6 +92,7 @@ def test_stop_is_prompt_with_a_sleeping_engine_and_idle_http(sim_factory: SimFac
     assert all(not t.is_alive() for t in sim._threads)
 
 
+@pytest.mark.process
 def test_multirun_sim_exits_promptly_on_sigterm() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "multirun", "sim", "--port", "0"],

@@ -204,6 +204,7 @@ def test_cli_options_take_the_new_kinds() -> None:
         config_from_options(**base, late_exec_s="31")
 
 
+@pytest.mark.process
 def test_sim_process_takes_the_new_flags() -> None:
     from tests.sim.test_cli import run_sim
 
