@@ -16,7 +16,7 @@ import typer
 from multirun.account import ownership
 from multirun.config import loader as config
 from multirun.config import schema
-from multirun.config.findings import Problem, Report
+from multirun.config.findings import CheckReport, Problem
 from multirun.config.specs import AccountSpec, format_interval
 from multirun.core.errors import EXIT_FAILURE, EXIT_OK
 
@@ -55,7 +55,7 @@ def run_validate(
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILURE
 
 
-def orphan_warnings(report: Report) -> list[Problem]:
+def orphan_warnings(report: CheckReport) -> list[Problem]:
     """One warning per journal in the state dir holding open trades that no configured
     account owns (renamed or removed), naming them and the ``multirun close`` command."""
     if report.spec is None:
@@ -82,7 +82,7 @@ def account_row(account: AccountSpec) -> dict[str, str | float | bool]:
     }
 
 
-def rows(report: Report) -> list[dict[str, str | float | bool]]:
+def rows(report: CheckReport) -> list[dict[str, str | float | bool]]:
     """The accounts as ``validate`` shows them: a key used as another value is masked too."""
     if report.spec is None:
         return []
@@ -93,7 +93,7 @@ def rows(report: Report) -> list[dict[str, str | float | bool]]:
     ]
 
 
-def report_dict(report: Report) -> dict[str, object]:
+def report_dict(report: CheckReport) -> dict[str, object]:
     """The report as ``validate --json`` prints it."""
     return {
         "file": report.file,
@@ -104,7 +104,7 @@ def report_dict(report: Report) -> dict[str, object]:
     }
 
 
-def render(report: Report) -> str:
+def render(report: CheckReport) -> str:
     """The human form of a report: problems, or the accounts table; warnings either way."""
     lines = [str(problem) for problem in report.problems]
     if report.ok and report.spec is not None:
@@ -132,7 +132,7 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def summary(report: Report) -> str:
+def summary(report: CheckReport) -> str:
     counts = {"error": len(report.problems)}
     for warning in report.warnings:
         counts[warning.severity] = counts.get(warning.severity, 0) + 1

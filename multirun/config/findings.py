@@ -55,7 +55,7 @@ class Problem:
 
 
 @dataclass
-class Report:
+class CheckReport:
     """The outcome of a check: errors, warnings (and notes), and the spec if valid."""
 
     file: str
@@ -75,7 +75,7 @@ class Report:
 
 
 class Findings:
-    """Collects a check's problems, each located in the document, into its :class:`Report`.
+    """Collects a check's problems, each located in the document, into its :class:`CheckReport`.
 
     A value with an error is *bad*: later checks of it, or of anything inside it, stay
     quiet, so each value gets one message (the first, most basic one).
@@ -85,7 +85,7 @@ class Findings:
         self.file = file
         self.strict = strict  # warnings count as errors
         self.doc = Document()  # where each value is written, once loaded
-        self.report = Report(file)
+        self.report = CheckReport(file)
         self.bad_paths: set[YamlPath] = set()
 
     def add(
@@ -139,7 +139,7 @@ class Findings:
     def is_bad(self, path: YamlPath) -> bool:
         return any(path[:end] in self.bad_paths for end in range(len(path) + 1))
 
-    def finish(self) -> Report:
+    def finish(self) -> CheckReport:
         """The report, in file order, every message masked of every secret met.
 
         The last line of defence: no message may contain a secret value.

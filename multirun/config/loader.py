@@ -31,8 +31,8 @@ from multirun.config import schema
 from multirun.config.entry import AccountEntry
 from multirun.config.findings import (
     KEY_FIELD,
+    CheckReport,
     Findings,
-    Report,
     YamlPath,
     format_path,
     is_notify_url,
@@ -106,7 +106,7 @@ def validate(
     strict: bool = False,
     environ: Mapping[str, str] | None = None,
     missing_env: str | None = None,
-) -> Report:
+) -> CheckReport:
     """Check ``path``: every problem, warnings, and the spec when there are no errors."""
     raw = _read(Path(path))
     env = os.environ if environ is None else environ
@@ -151,7 +151,7 @@ class _Checker:
 
     # the pipeline
 
-    def run(self) -> Report:
+    def run(self) -> CheckReport:
         data = self._parse()
         if isinstance(data, dict):
             data = self._interpolate(data, ())

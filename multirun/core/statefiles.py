@@ -60,7 +60,7 @@ class SupervisorFile(TypedDict, total=False):
     left_open: dict[str, LeftOpenEntry]
 
 
-class Position(TypedDict, total=False):
+class HeldPosition(TypedDict, total=False):
     """One held trade in ``status.json``'s ``positions``."""
 
     order_ref: str
@@ -96,7 +96,7 @@ class WorkerStatus(TypedDict, total=False):
     open_on_server: int | None
     blocked_by: str | None
     stop_reason: str | None
-    positions: list[Position]
+    positions: list[HeldPosition]
     nav: float | None
     unrealized_pl: float | None
     realized_pl_today: float

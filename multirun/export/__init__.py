@@ -17,14 +17,14 @@ from multirun import __version__
 from multirun.config.specs import RunnerSpec
 from multirun.core.errors import UsageError
 from multirun.export import compose, kubernetes, systemd
-from multirun.export.plan import Plan, build
+from multirun.export.plan import ExportPlan, build
 from multirun.export.write import Output, Written, write
 
 FORMATS = ("systemd", "kubernetes", "compose")
 DEFAULT_NAME = "multirun"
 DEFAULT_IMAGE = f"multirun:{__version__}"
 
-__all__ = ["DEFAULT_IMAGE", "DEFAULT_NAME", "FORMATS", "Plan", "Written", "export", "render"]
+__all__ = ["DEFAULT_IMAGE", "DEFAULT_NAME", "FORMATS", "ExportPlan", "Written", "export", "render"]
 
 
 def export(
@@ -45,7 +45,7 @@ def export(
 
 def render(
     fmt: str,
-    plan: Plan,
+    plan: ExportPlan,
     out_dir: Path,
     *,
     name: str = DEFAULT_NAME,

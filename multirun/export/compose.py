@@ -13,13 +13,13 @@ from typing import Any
 import yaml
 
 from multirun.export.kubernetes import PROBE_PERIOD_S
-from multirun.export.plan import CONFIG_MOUNT, CONFIG_NAME, STATE_MOUNT, Plan
+from multirun.export.plan import CONFIG_MOUNT, CONFIG_NAME, STATE_MOUNT, ExportPlan
 from multirun.export.write import Output
 
 CONFIG_DIR = "config"  # next to compose.yaml
 
 
-def render(plan: Plan, *, name: str, image: str) -> Output:
+def render(plan: ExportPlan, *, name: str, image: str) -> Output:
     """``compose.yaml`` and the ``config/`` directory it mounts."""
     plan.require_copyable()
     files = {f"{CONFIG_DIR}/{CONFIG_NAME}": plan.copied_config(STATE_MOUNT)}
@@ -33,7 +33,7 @@ def render(plan: Plan, *, name: str, image: str) -> Output:
     return Output(files=files)
 
 
-def document(plan: Plan, *, name: str, image: str) -> dict[str, Any]:
+def document(plan: ExportPlan, *, name: str, image: str) -> dict[str, Any]:
     config = f"{CONFIG_MOUNT}/{CONFIG_NAME}"
     services: dict[str, Any] = {}
     volumes: dict[str, Any] = {}

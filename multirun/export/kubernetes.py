@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from multirun.core.errors import UsageError
-from multirun.export.plan import CONFIG_MOUNT, CONFIG_NAME, STATE_MOUNT, Plan
+from multirun.export.plan import CONFIG_MOUNT, CONFIG_NAME, STATE_MOUNT, ExportPlan
 from multirun.export.write import Output
 
 SECRET_MODE = 0o600
@@ -34,7 +34,7 @@ PROBE_PERIOD_S = 30  # a probe starts an interpreter: 0.4 s of CPU each time
 MAX_NAME = 52  # a StatefulSet's pods carry `<name>-<10 chars of hash>` in a 63-char label
 
 
-def render(plan: Plan, *, name: str, image: str) -> Output:
+def render(plan: ExportPlan, *, name: str, image: str) -> Output:
     """The manifests of ``plan``: one file per object, and a kustomization of them."""
     plan.require_copyable()
     check_names(plan, name)
@@ -76,7 +76,7 @@ def labels(name: str, account: str | None = None) -> dict[str, str]:
     return found
 
 
-def config_map(plan: Plan, name: str) -> dict[str, Any]:
+def config_map(plan: ExportPlan, name: str) -> dict[str, Any]:
     data = {CONFIG_NAME: plan.copied_config(STATE_MOUNT)}
     for rel, path in plan.modules:
         data[_key(rel)] = path.read_text(encoding="utf-8")
@@ -98,7 +98,7 @@ def service(name: str) -> dict[str, Any]:
     }
 
 
-def stateful_set(plan: Plan, account: str, name: str, image: str) -> dict[str, Any]:
+def stateful_set(plan: ExportPlan, account: str, name: str, image: str) -> dict[str, Any]:
     config = f"{CONFIG_MOUNT}/{CONFIG_NAME}"
     health = ["multirun", "health", config, account]
     period = PROBE_PERIOD_S
@@ -166,7 +166,7 @@ def stateful_set(plan: Plan, account: str, name: str, image: str) -> dict[str, A
     }
 
 
-def secret(plan: Plan, name: str) -> str:
+def secret(plan: ExportPlan, name: str) -> str:
     """The Secret template: every variable's name with an empty value, never a value."""
     lines = [
         "# Fill in the values, then: kubectl apply -f secret.yaml",
@@ -214,7 +214,7 @@ def _dump(obj: dict[str, Any]) -> str:
     return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, width=100)
 
 
-def check_names(plan: Plan, name: str) -> None:
+def check_names(plan: ExportPlan, name: str) -> None:
     """Two accounts whose names differ only by ``_`` / ``-`` would share a StatefulSet."""
     seen: dict[str, str] = {}
     for account in plan.accounts:

@@ -1,6 +1,6 @@
 """What every export format needs from one runner.yaml: accounts, variables, files, timings.
 
-A :class:`Plan` is built from a loaded :class:`~multirun.config.specs.RunnerSpec` (credentials
+A :class:`ExportPlan` is built from a loaded :class:`~multirun.config.specs.RunnerSpec` (credentials
 not needed: the CLI loads it like ``status`` does) and the file's own text, which is
 never interpolated here: exported files carry ``${VAR}`` references and variable *names*,
 never a value taken from the environment.
@@ -52,7 +52,7 @@ class Variable:
 
 
 @dataclass(frozen=True)
-class Plan:
+class ExportPlan:
     """One runner.yaml, as the exporters need it."""
 
     runner: RunnerSpec
@@ -103,7 +103,7 @@ class Plan:
         self.copied_config()
 
 
-def build(runner: RunnerSpec) -> Plan:
+def build(runner: RunnerSpec) -> ExportPlan:
     """The plan for ``runner`` (loaded from ``runner.path``)."""
     path = runner.path.resolve()
     try:
@@ -118,7 +118,7 @@ def build(runner: RunnerSpec) -> Plan:
         raise UsageError(f"{path}: no enabled account to export")
     notes: list[str] = []
     modules = _strategy_files(runner, path.parent, notes)
-    return Plan(
+    return ExportPlan(
         runner=runner,
         config_path=path,
         text=raw.decode("utf-8"),

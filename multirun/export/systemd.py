@@ -13,13 +13,15 @@ import shlex
 from pathlib import Path
 
 from multirun.core.errors import EXIT_FATAL
-from multirun.export.plan import RESTARTS, Plan
+from multirun.export.plan import RESTARTS, ExportPlan
 from multirun.export.write import Output
 
 ENV_MODE = 0o600
 
 
-def render(plan: Plan, out_dir: Path, *, name: str, executable: Path, user: str | None) -> Output:
+def render(
+    plan: ExportPlan, out_dir: Path, *, name: str, executable: Path, user: str | None
+) -> Output:
     """The unit files and the environment file of ``plan``."""
     env_file = (out_dir / f"{name}.env").resolve()
     unit = service(plan, name=name, executable=executable, env_file=env_file, user=user)
@@ -32,7 +34,7 @@ def render(plan: Plan, out_dir: Path, *, name: str, executable: Path, user: str 
     )
 
 
-def exec_start(plan: Plan, executable: Path) -> str:
+def exec_start(plan: ExportPlan, executable: Path) -> str:
     """The ``ExecStart=`` value: the absolute multirun, ``run-account``, CONFIG, ``%i``."""
     args = [_quote(str(executable)), "run-account", _quote(str(plan.config_path)), "%i"]
     return " ".join(args)
@@ -63,7 +65,9 @@ def restart_settings() -> dict[str, str]:
     }
 
 
-def service(plan: Plan, *, name: str, executable: Path, env_file: Path, user: str | None) -> str:
+def service(
+    plan: ExportPlan, *, name: str, executable: Path, env_file: Path, user: str | None
+) -> str:
     restart = restart_settings()
     lines = [
         "# Written by `multirun export systemd`; the instance (%i) is the account's name.",
@@ -101,7 +105,7 @@ def service(plan: Plan, *, name: str, executable: Path, env_file: Path, user: st
     return "\n".join(lines)
 
 
-def target(plan: Plan, *, name: str) -> str:
+def target(plan: ExportPlan, *, name: str) -> str:
     wants = " ".join(f"{name}@{account}.service" for account in plan.accounts)
     return "\n".join(
         [
@@ -117,7 +121,7 @@ def target(plan: Plan, *, name: str) -> str:
     )
 
 
-def environment_file(plan: Plan) -> str:
+def environment_file(plan: ExportPlan) -> str:
     """``VAR=`` for each variable the config needs, commented out where it has a default."""
     lines = [
         "# Environment of the multirun units (EnvironmentFile=, keep it 0600).",

@@ -27,7 +27,7 @@ from multirun.config.specs import RunnerSpec
 from multirun.core.clock import iso_ms, parse_iso, short_time
 from multirun.core.statedir import StateDir
 from multirun.core.statefiles import (
-    Position,
+    HeldPosition,
     ProcessEntry,
     WorkerStatus,
     read_supervisor,
@@ -59,7 +59,7 @@ class AccountStatus:
     supervised: bool = False  # the running supervisor holds it (supervisor.json)
     # From the worker (multirun.account.pricing): held trades (side, volume, entry_price,
     # unrealized_pl), the server's NAV and unrealized P&L, our realized P&L today (UTC).
-    positions: list[Position] | None = None
+    positions: list[HeldPosition] | None = None
     nav: float | None = None
     unrealized_pl: float | None = None
     realized_pl_today: float | None = None

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from multirun.account.journal.reader import AccountLog, EquityPoint, Trade
+from multirun.account.journal.reader import AccountLog, EquityPoint, JournalTrade
 
 TOTAL = "TOTAL"
 
@@ -89,7 +89,7 @@ def max_drawdown(values: Iterable[float]) -> float | None:
 
 
 def realized_curve(
-    trades: Iterable[Trade], since: float | None = None
+    trades: Iterable[JournalTrade], since: float | None = None
 ) -> list[tuple[float, float]]:
     """(close time, cumulative realized P&L) of the priced closed trades, from 0."""
     closed = sorted(
@@ -125,7 +125,7 @@ def combined_equity(series: Sequence[Sequence[EquityPoint]]) -> list[float]:
 
 
 def _account_drawdown(
-    trades: Sequence[Trade], equity: Sequence[EquityPoint], since: float | None
+    trades: Sequence[JournalTrade], equity: Sequence[EquityPoint], since: float | None
 ) -> tuple[float | None, str | None]:
     navs = [p.nav for p in equity if p.nav is not None]
     if navs:
@@ -134,7 +134,7 @@ def _account_drawdown(
 
 
 def _realized_drawdown(
-    trades: Iterable[Trade], since: float | None
+    trades: Iterable[JournalTrade], since: float | None
 ) -> tuple[float | None, str | None]:
     curve = realized_curve(trades, since)
     if not curve:
@@ -142,7 +142,7 @@ def _realized_drawdown(
     return max_drawdown([0.0] + [v for _, v in curve]), "realized"
 
 
-def _closed(trades: Iterable[Trade], since: float | None) -> list[Trade]:
+def _closed(trades: Iterable[JournalTrade], since: float | None) -> list[JournalTrade]:
     return [
         t
         for t in trades
@@ -152,7 +152,7 @@ def _closed(trades: Iterable[Trade], since: float | None) -> list[Trade]:
 
 def _stats(
     name: str,
-    trades: Sequence[Trade],
+    trades: Sequence[JournalTrade],
     since: float | None,
     drawdown: float | None,
     source: str | None,

@@ -20,7 +20,7 @@ from multirun.sim import marketdata, misleads
 from multirun.sim import params as p
 from multirun.sim.broker import Broker
 from multirun.sim.clock import fmt_ts
-from multirun.sim.faults import Decision, FaultInjector
+from multirun.sim.faults import FaultDecision, FaultInjector
 from multirun.sim.market import INSTRUMENTS
 from multirun.sim.params import ApiFail, Params
 
@@ -58,7 +58,7 @@ def _huge(reply: Reply, size: int) -> Reply:
     return Reply(reply.status, gzip.compress(padded, compresslevel=6), encoding="gzip")
 
 
-class Stats:
+class SimStats:
     """Request, auth and fault counters (GET /sim/stats)."""
 
     def __init__(self) -> None:
@@ -95,7 +95,7 @@ class SimApp:
     def __init__(self, broker: Broker, faults: FaultInjector, stopping: threading.Event) -> None:
         self.broker = broker
         self.faults = faults
-        self.stats = Stats()
+        self.stats = SimStats()
         self.stopping = stopping
         broker.sessions.one_token_per_user = faults.settings.one_token_per_user
         self._rest = self._rest_routes()
@@ -181,7 +181,7 @@ class SimApp:
             return self._misleading(decision, route[1], params)
         return self._with_faults(decision, route[1], params)
 
-    def _with_faults(self, decision: Decision, handler: Handler, params: Params) -> Reply:
+    def _with_faults(self, decision: FaultDecision, handler: Handler, params: Params) -> Reply:
         if decision.delay_s > 0:
             self.stats.count_fault("latency")
             if self.stopping.wait(decision.delay_s):
@@ -207,7 +207,7 @@ class SimApp:
             return _huge(reply, decision.huge_bytes)
         return reply
 
-    def _misleading(self, decision: Decision, handler: Handler, params: Params) -> Reply:
+    def _misleading(self, decision: FaultDecision, handler: Handler, params: Params) -> Reply:
         """The kinds of a server that misleads; each is counted only where it took effect."""
         if decision.delay_s > 0:
             self.stats.count_fault("latency")

@@ -148,7 +148,7 @@ class FaultSettings:
 
 
 @dataclass(frozen=True)
-class Decision:
+class FaultDecision:
     """What to do to one request."""
 
     delay_s: float = 0.0
@@ -163,7 +163,7 @@ class Decision:
 
 
 class FaultInjector:
-    """Draws a :class:`Decision` per request from a seeded generator."""
+    """Draws a :class:`FaultDecision` per request from a seeded generator."""
 
     def __init__(self, settings: FaultSettings, seed: int) -> None:
         self._settings = settings
@@ -180,7 +180,7 @@ class FaultInjector:
             self._settings = self._settings.updated(changes)
             return self._settings
 
-    def decide(self, has_token: bool, endpoint: str = "") -> Decision:
+    def decide(self, has_token: bool, endpoint: str = "") -> FaultDecision:
         with self._lock:
             s = self._settings
             draw = self._rng.random()
@@ -195,7 +195,7 @@ class FaultInjector:
                     late_ack = self._mislead_rng.random() < s.late_exec_ack
                     sub_seed = self._mislead_rng.getrandbits(32)
         delay = (s.latency_ms + jitter) / 1000.0
-        return Decision(
+        return FaultDecision(
             delay_s=delay,
             kind=kind,
             error_status=status,

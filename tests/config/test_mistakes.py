@@ -31,7 +31,7 @@ def write(tmp_path: Path, *accounts: str, head: str = "server: sim\n") -> Path:
     return path
 
 
-def lines(report: config.Report) -> list[str]:
+def lines(report: config.CheckReport) -> list[str]:
     return [str(p) for p in report.problems]
 
 

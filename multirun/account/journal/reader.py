@@ -34,7 +34,7 @@ _OPTIONAL = (
 
 
 @dataclass(frozen=True)
-class Trade:
+class JournalTrade:
     """One journaled order, as a report sees it (None: the journal does not know)."""
 
     order_ref: str
@@ -81,7 +81,7 @@ class AccountLog:
     """What one account's journal says: its orders and its equity series, oldest first."""
 
     name: str
-    trades: tuple[Trade, ...]
+    trades: tuple[JournalTrade, ...]
     equity: tuple[EquityPoint, ...]
     has_prices: bool  # the journal has the price columns (a newer journal)
 
@@ -115,7 +115,7 @@ def _columns(db: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
 
 
-def _trades(db: sqlite3.Connection, columns: set[str]) -> tuple[Trade, ...]:
+def _trades(db: sqlite3.Connection, columns: set[str]) -> tuple[JournalTrade, ...]:
     wanted = [c for c in _BASE] + [c for c in _OPTIONAL if c in columns]
     rows = db.execute(f"SELECT {', '.join(wanted)} FROM orders ORDER BY created_ts, rowid")
     out = []
@@ -125,7 +125,7 @@ def _trades(db: sqlite3.Connection, columns: set[str]) -> tuple[Trade, ...]:
         if opened is None and row["state"] in (CLOSED, *HELD):
             opened = row["created_ts"]
         out.append(
-            Trade(
+            JournalTrade(
                 order_ref=row["order_ref"],
                 instrument=row["instrument"],
                 side=row["side"],
