@@ -90,6 +90,7 @@ def later(seconds: float, action: Any) -> threading.Timer:
 # --- case 2: a stop during start-up reconciliation ---------------------------------
 
 
+@pytest.mark.process
 def test_a_stop_during_reconciliation_finishes_it_then_closes(
     sim: SimServer, tmp_path: Path
 ) -> None:
@@ -109,6 +110,7 @@ def test_a_stop_during_reconciliation_finishes_it_then_closes(
     assert "stopped before the first tick" not in log_text(tmp_path)
 
 
+@pytest.mark.process
 def test_a_stop_during_reconciliation_past_the_deadline_names_the_trades(
     sim: SimServer, tmp_path: Path
 ) -> None:
@@ -135,6 +137,7 @@ def test_a_stop_during_reconciliation_past_the_deadline_names_the_trades(
 # --- case 3: on_stop close retries every retryable failure --------------------------
 
 
+@pytest.mark.process
 def test_on_stop_close_survives_failing_reads_and_revoked_tokens(
     sim: SimServer, tmp_path: Path
 ) -> None:
@@ -175,6 +178,7 @@ def wait_forever():
 """
 
 
+@pytest.mark.process
 def test_a_hanging_strategy_is_interrupted_at_tick_timeout_and_ticking_goes_on(
     sim: SimServer, tmp_path: Path
 ) -> None:
@@ -200,6 +204,7 @@ def test_a_hanging_strategy_is_interrupted_at_tick_timeout_and_ticking_goes_on(
 # --- case 7: a status file that cannot be written -----------------------------------
 
 
+@pytest.mark.process
 def test_a_status_file_that_cannot_be_written_does_not_stop_a_close(
     sim: SimServer, tmp_path: Path
 ) -> None:
@@ -270,6 +275,7 @@ def journal_held(tmp_path: Path) -> list[str]:
         journal.close()
 
 
+@pytest.mark.process
 def test_a_sweep_closes_the_journals_trades_without_loading_the_strategy(
     sim: SimServer, tmp_path: Path
 ) -> None:
@@ -284,6 +290,7 @@ def test_a_sweep_closes_the_journals_trades_without_loading_the_strategy(
         journal.close()
 
 
+@pytest.mark.process
 def test_a_sweep_that_cannot_close_names_every_trade_left_open(
     sim: SimServer, tmp_path: Path
 ) -> None:
@@ -301,6 +308,7 @@ def test_a_sweep_that_cannot_close_names_every_trade_left_open(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.process
 def test_a_sweep_shares_the_users_session_token(sim: SimServer, tmp_path: Path) -> None:
     """Under one token per user, a sweep that fetched its own token would revoke the one
     the user's other accounts hold: it takes the shared one from the state dir instead."""

@@ -116,6 +116,7 @@ def alice(sim: SimServer) -> SimCaller:
 # --- case 1: two configs on one account -------------------------------------------
 
 
+@pytest.mark.process
 def test_a_second_config_on_the_same_account_is_refused_naming_the_first(
     tmp_path: Path, sim: SimServer, alice: SimCaller, runtime: Path
 ) -> None:
@@ -145,6 +146,7 @@ def on_tick(ctx):
 """
 
 
+@pytest.mark.process
 def test_two_machines_on_one_account_name_halt_instead_of_fighting(
     tmp_path: Path, sim: SimServer, alice: SimCaller, runtime: Path
 ) -> None:
@@ -199,6 +201,7 @@ def removed(directory: Path) -> bool:
     return True
 
 
+@pytest.mark.process
 def test_deleting_the_state_dir_while_running_halts_the_worker(
     tmp_path: Path, sim: SimServer, alice: SimCaller, runtime: Path
 ) -> None:
@@ -218,6 +221,7 @@ def test_deleting_the_state_dir_while_running_halts_the_worker(
         stop(proc)
 
 
+@pytest.mark.process
 def test_a_reset_journal_never_reuses_the_servers_refs(
     tmp_path: Path, sim: SimServer, alice: SimCaller, runtime: Path
 ) -> None:
@@ -242,6 +246,7 @@ def test_a_reset_journal_never_reuses_the_servers_refs(
     assert len(refs) == len(set(refs)) == 2, refs
 
 
+@pytest.mark.process
 def test_a_new_journal_meeting_trades_of_ours_says_so_in_one_line(
     tmp_path: Path, sim: SimServer, alice: SimCaller, runtime: Path
 ) -> None:
@@ -297,6 +302,7 @@ class S:
 """
 
 
+@pytest.mark.process
 def test_a_strategy_constructor_error_exits_78_at_once(
     tmp_path: Path, sim: SimServer, runtime: Path
 ) -> None:
@@ -309,6 +315,7 @@ def test_a_strategy_constructor_error_exits_78_at_once(
     assert "account alpha" in line and "could not be created" in line and "slow (5)" in line
 
 
+@pytest.mark.process
 def test_a_class_without_on_tick_exits_78(tmp_path: Path, sim: SimServer, runtime: Path) -> None:
     (tmp_path / "own17_notick.py").write_text(SECOND_BUILD_HAS_NO_ON_TICK)
     config = write(tmp_path, strategy="own17_notick:S")
@@ -316,6 +323,7 @@ def test_a_class_without_on_tick_exits_78(tmp_path: Path, sim: SimServer, runtim
     assert done.returncode == EXIT_FATAL and "no on_tick" in done.stderr
 
 
+@pytest.mark.process
 def test_a_refused_api_key_exits_78(tmp_path: Path, sim_factory: object, runtime: Path) -> None:
     restricted = sim_factory(  # type: ignore[operator]
         accounts={
@@ -344,6 +352,7 @@ def test_an_unreachable_server_names_the_url_and_cause(tmp_path: Path, runtime: 
 # --- case 3: a renamed account with open trades -------------------------------------
 
 
+@pytest.mark.process
 def test_a_renamed_account_is_listed_and_closed_by_multirun_close(
     tmp_path: Path, sim: SimServer, alice: SimCaller, runtime: Path
 ) -> None:

@@ -83,6 +83,7 @@ def wait_for_a_trade(tmp_path: Path, proc: subprocess.Popen[bytes], alice: SimCa
     wait_until(lambda: ours_open(alice), timeout=15)
 
 
+@pytest.mark.process
 def test_sigterm_finishes_the_tick_closes_and_exits_0(
     sim: SimServer, alice: SimCaller, tmp_path: Path
 ) -> None:
@@ -100,6 +101,7 @@ def test_sigterm_finishes_the_tick_closes_and_exits_0(
     assert "Traceback" not in log and "alice-key" not in log
 
 
+@pytest.mark.process
 def test_sigint_with_keep_leaves_trades_journaled(
     sim: SimServer, alice: SimCaller, tmp_path: Path
 ) -> None:
@@ -118,6 +120,7 @@ def test_sigint_with_keep_leaves_trades_journaled(
     assert held and held == set(ours_open(alice))
 
 
+@pytest.mark.process
 def test_sighup_stops_within_two_seconds_without_closing(
     sim: SimServer, alice: SimCaller, tmp_path: Path
 ) -> None:
@@ -147,6 +150,7 @@ def test_sighup_stops_within_two_seconds_without_closing(
     assert set(ours_open(alice)) <= held | {i.order_ref for i in intents}
 
 
+@pytest.mark.process
 def test_sigterm_while_the_server_is_unreachable_stops_at_once(tmp_path: Path) -> None:
     # Start-up reconciliation retries an unreachable server for its whole read budget;
     # a stop request must not wait for it: nothing has been sent in this run.
@@ -170,6 +174,7 @@ def test_sigterm_while_the_server_is_unreachable_stops_at_once(tmp_path: Path) -
     assert bench.status(tmp_path)["state"] == "STOPPED"
 
 
+@pytest.mark.process
 def test_an_unknown_account_is_a_one_line_usage_error(tmp_path: Path) -> None:
     result = run_cli("run-account", str(config(tmp_path)), "nobody")
     assert result.returncode == 2
@@ -177,6 +182,7 @@ def test_an_unknown_account_is_a_one_line_usage_error(tmp_path: Path) -> None:
     assert "no account named 'nobody'" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.process
 def test_an_invalid_config_is_a_one_line_error(tmp_path: Path) -> None:
     result = run_cli("run-account", str(config(tmp_path, **{"volume: 1": "volume: -1"})), NAME)
     assert result.returncode == 1
@@ -185,6 +191,7 @@ def test_an_invalid_config_is_a_one_line_error(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
 
 
+@pytest.mark.process
 def test_a_second_worker_on_the_same_account_is_refused(
     sim: SimServer, alice: SimCaller, tmp_path: Path
 ) -> None:
@@ -219,6 +226,7 @@ def sigkill_and_restart(sim: SimServer, tmp_path: Path, cycles: int, min_orders:
     assert json.loads(account_dir(tmp_path).status.read_text())["state"] == "STOPPED"
 
 
+@pytest.mark.process
 def test_sigkill_at_random_instants_then_restart_never_duplicates_or_orphans(
     sim: SimServer, tmp_path: Path
 ) -> None:
@@ -230,6 +238,7 @@ def test_sigkill_at_random_instants_then_restart_soak(sim: SimServer, tmp_path: 
     sigkill_and_restart(sim, tmp_path, cycles=12, min_orders=3)
 
 
+@pytest.mark.process
 def test_sigterm_mid_tick_lets_the_tick_finish(
     sim: SimServer, alice: SimCaller, tmp_path: Path
 ) -> None:
@@ -254,6 +263,7 @@ def test_sigterm_mid_tick_lets_the_tick_finish(
     assert ours_open(alice) == {}
 
 
+@pytest.mark.process
 def test_server_sim_without_a_server_option_starts_its_own_simulator(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -274,6 +284,7 @@ def test_server_sim_without_a_server_option_starts_its_own_simulator(tmp_path: P
     assert bench.status(tmp_path)["open_trades"] == 0
 
 
+@pytest.mark.process
 def test_the_account_process_does_not_import_the_simulator() -> None:
     # Starting an in-process simulator belongs to the command that asks for one.
     code = (

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from multirun.account import process as account_process
 from multirun.core.statedir import StateDir
 from multirun.sim import SimServer
@@ -63,6 +65,7 @@ def test_the_trace_marks_agree() -> None:
     assert logs.TRACE_MARK == account_process.TRACE_MARK
 
 
+@pytest.mark.process
 def test_start_prints_one_line_and_keeps_the_traceback_in_worker_log(
     sim: SimServer, tmp_path: Path
 ) -> None:
@@ -89,6 +92,7 @@ def test_start_prints_one_line_and_keeps_the_traceback_in_worker_log(
     assert "Traceback" not in terminal and "trace| " not in terminal
 
 
+@pytest.mark.process
 def test_run_account_debug_level_and_default_level(sim: SimServer, tmp_path: Path) -> None:
     config = setup(tmp_path, sim.base_url, "h17m_tick_broken_b")
     out = tmp_path / "out.log"

@@ -152,6 +152,7 @@ def test_an_order_executed_then_refused_is_not_duplicated(harness_of: Any) -> No
 # --- case 7: one session per user ------------------------------------------------------
 
 
+@pytest.mark.process
 def test_one_token_per_user_three_accounts_of_one_user_fail_no_tick(
     harness_of: Any, tmp_path: Path
 ) -> None:

@@ -135,6 +135,7 @@ CRASH = textwrap.dedent(
 )
 
 
+@pytest.mark.process
 def test_a_crash_in_a_batch_loses_only_the_deferred_writes(state: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", CRASH, str(state)], capture_output=True, text=True, timeout=60
