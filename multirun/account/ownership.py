@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -31,6 +30,7 @@ from pathlib import Path
 from multirun.account.journal.store import Journal
 from multirun.config.specs import RunnerSpec
 from multirun.core.errors import FatalError, JournalError
+from multirun.core.locks import HeldLock, read_holder
 from multirun.core.statedir import StateDir
 
 RUNTIME_ENV = "MULTIRUN_RUNTIME_DIR"  # overrides the runtime directory (tests, containers)
@@ -79,41 +79,27 @@ class AccountLock:
     ) -> None:
         self.path = runtime_dir() / f"{account_key(server, user, runmode, accountid)}.lock"
         what = f"{user}/{runmode}/{accountid} on {server}"
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = _read_holder(fd)
-            os.close(fd)
+        lock = HeldLock.try_acquire(self.path)
+        if lock is None:
             raise AccountInUse(
-                f"account {what} is already traded by {other}: one process per account "
-                "(stop that one first)"
-            ) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd: int | None = fd
+                f"account {what} is already traded by {_holder(read_holder(self.path))}: one "
+                "process per account (stop that one first)"
+            )
+        self._lock = lock
         record = {**holder, "pid": os.getpid(), "since": time.time()}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record, default=str).encode(), 0)
+        try:
+            lock.write(json.dumps(record, default=str))
+        except BaseException:
+            lock.release()
+            raise
 
     def lost(self) -> str | None:
         """Why the lock no longer guards the account (its file deleted or replaced)."""
-        if self._fd is None:
-            return "the account lock was released"
-        try:
-            now = os.stat(self.path)
-        except OSError:
-            return f"the account lock {self.path} was deleted while held"
-        held = os.fstat(self._fd)
-        if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
-            return f"the account lock {self.path} was replaced while held"
-        return None
+        reason = self._lock.lost()
+        return None if reason is None else reason.replace("the lock", "the account lock", 1)
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._lock.release()
 
 
 def lock_account(
@@ -125,9 +111,10 @@ def lock_account(
     )
 
 
-def _read_holder(fd: int) -> str:
-    with contextlib.suppress(OSError, ValueError):
-        record = json.loads(os.pread(fd, 4096, 0) or b"{}")
+def _holder(text: bytes) -> str:
+    """Who holds an account lock, as its file names them."""
+    with contextlib.suppress(ValueError):
+        record = json.loads(text or b"{}")
         if isinstance(record, dict) and record.get("pid"):
             return (
                 f"pid {record['pid']} (config {record.get('config', '?')}, "

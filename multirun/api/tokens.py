@@ -37,7 +37,6 @@ The token value never leaves this module except through :meth:`TokenManager.get`
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -49,6 +48,7 @@ from pathlib import Path
 
 from multirun.api.models import Token, parse_api_time
 from multirun.core.clock import SYSTEM_CLOCK, Clock
+from multirun.core.locks import HeldLock
 
 log = logging.getLogger(__name__)
 
@@ -146,17 +146,13 @@ class SharedTokenFile:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the renewal lock (blocking); without a usable directory, no lock."""
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError:
+        with contextlib.ExitStack() as held:
+            try:
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                held.enter_context(HeldLock.waiting(self.lock_path))
+            except OSError:
+                pass  # renewing unlocked costs at most a second token: never a failure
             yield
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the flock
 
 
 class TokenManager:

@@ -26,7 +26,6 @@ says when one was deleted or replaced (a state directory removed while running).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -39,6 +38,7 @@ from multirun.account.journal import order_refs
 from multirun.account.journal.schema import JournalOrder, connect
 from multirun.core.clock import SYSTEM_CLOCK, Clock
 from multirun.core.errors import JournalError
+from multirun.core.locks import HeldLock
 from multirun.core.statedir import AccountDir
 
 INTENT, OPEN, CLOSING, CLOSED, ABANDONED = "INTENT", "OPEN", "CLOSING", "CLOSED", "ABANDONED"
@@ -64,8 +64,7 @@ class Journal:
         self.path = path
         self.prefix = prefix
         self._clock = clock
-        self._lock_path = lock
-        self._lock_fd: int | None = None
+        self._lock: HeldLock | None = None
         # Inside batch(): writes that protect no order (prices, equity, listed times, the
         # strategy's state) wait in an open transaction for the next commit.
         self._batching = False
@@ -77,7 +76,7 @@ class Journal:
         self._db = connect(path)
         try:
             if lock is not None:
-                self._lock_fd = _lock(lock)
+                self._lock = _lock(lock)
             self._file_id = _file_id(os.stat(path))
             self.epoch, created = self._epoch(identity)
             if identity is not None and not created:
@@ -109,9 +108,8 @@ class Journal:
             self.commit()
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the lock
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.release()
 
     # --- orders -----------------------------------------------------------------
 
@@ -119,16 +117,15 @@ class Journal:
         """Why this journal no longer holds its account (None while it does): its file
         or its lock file was deleted or replaced, so another process may open new ones.
         Two ``stat`` calls: cheap enough to ask every second."""
-        paths = [(self.path, self._file_id)]
-        if self._lock_fd is not None and self._lock_path is not None:
-            paths.append((self._lock_path, _file_id(os.fstat(self._lock_fd))))
-        for path, held in paths:
-            try:
-                now = _file_id(os.stat(path))
-            except OSError:
-                return f"{path} was deleted while this process held it"
-            if now != held:
-                return f"{path} was replaced by another file while this process held it"
+        try:
+            now = _file_id(os.stat(self.path))
+        except OSError:
+            return _deleted(self.path)
+        if now != self._file_id:
+            return _replaced(self.path)
+        if self._lock is not None and self._lock.lost() is not None:
+            path = self._lock.path  # the lock says it no longer guards; say how, as above
+            return _replaced(path) if path.exists() else _deleted(path)
         return None
 
     def refuse(self, reason: str) -> None:
@@ -303,7 +300,7 @@ class Journal:
         marks = ",".join("?" * len(states))
         rows = self._rows(f"SELECT * FROM orders WHERE state IN ({marks}) ORDER BY id", states)
         orders = [JournalOrder(**dict(row)) for row in rows]
-        if self._batching and self._lock_fd is not None:  # the only writer, in a tick
+        if self._batching and self._lock is not None:  # the only writer, in a tick
             self._cache[states] = orders
         return list(orders)
 
@@ -480,20 +477,23 @@ class Journal:
             db.execute(f"UPDATE orders SET {assignments} WHERE order_ref = ?", (*values, order_ref))
 
 
-def _lock(path: Path) -> int:
+def _lock(path: Path) -> HeldLock:
     """Hold an exclusive lock on ``path``: one worker per account, ever.
 
     The kernel releases it when the process dies, however it dies.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise JournalError(
-            f"journal {path.parent} is in use: another worker runs this account"
-        ) from None
-    return fd
+    lock = HeldLock.try_acquire(path)
+    if lock is None:
+        raise JournalError(f"journal {path.parent} is in use: another worker runs this account")
+    return lock
+
+
+def _deleted(path: Path) -> str:
+    return f"{path} was deleted while this process held it"
+
+
+def _replaced(path: Path) -> str:
+    return f"{path} was replaced by another file while this process held it"
 
 
 def _file_id(st: os.stat_result) -> tuple[int, int]:
