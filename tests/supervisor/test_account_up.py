@@ -7,10 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from multirun.sim import SimServer
 from tests.supervisor.test_stop import NAME, start, write_config  # noqa: F401 (a fixture)
 
 
+@pytest.mark.process
 def test_running_when_the_worker_is_up_long_before_startsecs(
     sim: SimServer,
     tmp_path: Path,

@@ -336,6 +336,7 @@ FAST = {"startsecs": 0.5, "backoff_base_s": 0.05, "backoff_cap_s": 0.2, "fatal_a
 # --- restarts ----------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_a_crashing_account_is_restarted_with_exponential_backoff(arbiter: Any) -> None:
     run = arbiter({"crashy": "crasher"}, policy=FAST)
     # The terminal is written from a thread of its own: wait for its lines, not the state.
@@ -356,6 +357,7 @@ def test_a_crashing_account_is_restarted_with_exponential_backoff(arbiter: Any) 
     assert "restarting in" not in run.output().split("SIGTERM: stopping")[-1]
 
 
+@pytest.mark.process
 def test_an_account_failing_with_our_own_error_prints_one_line_not_a_traceback(
     arbiter: Any,
 ) -> None:
@@ -375,6 +377,7 @@ def test_backoff_delays_double_and_cap_at_60_s_by_default() -> None:
     assert [policy.delay(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
 
 
+@pytest.mark.process
 def test_a_crash_loop_is_fatal_while_the_other_account_goes_on(arbiter: Any) -> None:
     policy = {**FAST, "fatal_after": 3, "startsecs": 1.0}
     run = arbiter({"bad": "crasher", "good": "sleeper"}, policy=policy)
@@ -398,6 +401,7 @@ def test_a_crash_loop_is_fatal_while_the_other_account_goes_on(arbiter: Any) -> 
     assert not after.running
 
 
+@pytest.mark.process
 def test_exit_78_is_fatal_at_once_with_its_error_as_the_reason(arbiter: Any) -> None:
     run = arbiter({"bad": "refused_for_good", "good": "sleeper"}, policy=FAST)
     fatal = run.wait_state("bad", "FATAL")
@@ -420,6 +424,7 @@ def test_exit_78_is_fatal_at_once_with_its_error_as_the_reason(arbiter: Any) -> 
 # --- stopping ----------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_sigterm_stops_every_account_and_exits_0(arbiter: Any) -> None:
     run = arbiter({"a": "sleeper", "b": "sleeper"})
     pids = [run.wait_state(n, "STARTING", 10)["pid"] for n in ("a", "b")]
@@ -434,6 +439,7 @@ def test_sigterm_stops_every_account_and_exits_0(arbiter: Any) -> None:
     assert run.sup()["exit_code"] == 0
 
 
+@pytest.mark.process
 def test_stop_timeout_then_sigkill(arbiter: Any) -> None:
     run = arbiter({"mule": "stubborn", "ok": "sleeper"}, stop_timeout=0.5)
     pid = run.wait_state("mule", "STARTING")["pid"]
@@ -447,6 +453,7 @@ def test_stop_timeout_then_sigkill(arbiter: Any) -> None:
     assert run.account("ok")["last_exit"] == "exit 0"
 
 
+@pytest.mark.process
 def test_a_second_signal_forces(arbiter: Any) -> None:
     run = arbiter({"mule": "stubborn"}, stop_timeout=60)
     pid = run.wait_state("mule", "STARTING")["pid"]
@@ -459,6 +466,7 @@ def test_a_second_signal_forces(arbiter: Any) -> None:
     assert "SIGINT again: SIGKILL to mule" in run.output()
 
 
+@pytest.mark.process
 def test_a_signal_reaching_a_child_before_its_setup_is_not_swallowed(arbiter: Any) -> None:
     run = arbiter({"a": "sleeper"}, term_after_first_fork=True, policy=FAST)
     # Killed by that SIGTERM (not kept by a copy of the arbiter's handler), then restarted.
@@ -469,6 +477,7 @@ def test_a_signal_reaching_a_child_before_its_setup_is_not_swallowed(arbiter: An
     assert run.wait_exit() == 0
 
 
+@pytest.mark.process
 def test_a_failed_fork_is_a_failed_start_not_the_end_of_every_account(arbiter: Any) -> None:
     run = arbiter({"a": "sleeper", "b": "sleeper"}, fail_fork=2, policy=FAST)
     first = run.wait_state("a", "RUNNING")
@@ -480,6 +489,7 @@ def test_a_failed_fork_is_a_failed_start_not_the_end_of_every_account(arbiter: A
     assert run.wait_exit() == 0
 
 
+@pytest.mark.process
 def test_sigkill_of_the_supervisor_leaves_no_process_within_2_s(arbiter: Any) -> None:
     accounts = {"a": "sleeper", "b": "stubborn", "c": "no_deathsig"}
     run = arbiter(accounts)
@@ -491,6 +501,7 @@ def test_sigkill_of_the_supervisor_leaves_no_process_within_2_s(arbiter: Any) ->
     wait_until(lambda: all(gone(pid) for pid in pids), timeout=2.0)
 
 
+@pytest.mark.process
 def test_without_pipe2_prctl_and_proc_a_sigkilled_supervisor_leaves_no_process(
     arbiter: Any,
 ) -> None:
@@ -502,6 +513,7 @@ def test_without_pipe2_prctl_and_proc_a_sigkilled_supervisor_leaves_no_process(
     wait_until(lambda: all(gone(pid) for pid in pids), timeout=2.0)
 
 
+@pytest.mark.process
 def test_stop_force_over_the_control_socket_kills_what_the_stop_waits_for(
     arbiter: Any,
 ) -> None:
@@ -518,6 +530,7 @@ def test_stop_force_over_the_control_socket_kills_what_the_stop_waits_for(
     assert gone(pid) and "multirun stop --force: SIGKILL to mule" in run.output()
 
 
+@pytest.mark.process
 def test_multirun_stop_from_another_process(arbiter: Any) -> None:
     run = arbiter({"a": "sleeper"})
     wait_until(lambda: "hello from a" in run.output())
@@ -528,6 +541,7 @@ def test_multirun_stop_from_another_process(arbiter: Any) -> None:
     assert lines[-1] == "stopped: every account stopped cleanly"
 
 
+@pytest.mark.process
 def test_stop_handles_a_stale_pidfile(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
@@ -583,6 +597,7 @@ def test_a_lock_probed_by_status_for_an_instant_does_not_refuse_a_start(
     pidfile.release()
 
 
+@pytest.mark.process
 def test_stop_when_the_supervisor_exits_as_it_is_signalled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -596,6 +611,7 @@ def test_stop_when_the_supervisor_exits_as_it_is_signalled(
     assert lines[-1] == "stopped: every account stopped cleanly"
 
 
+@pytest.mark.process
 def test_stop_waits_by_the_running_stop_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -610,6 +626,7 @@ def test_stop_waits_by_the_running_stop_timeout(
     assert lines[0] == f"stopping the supervisor (pid {pid}); waiting up to 32.5 s"
 
 
+@pytest.mark.process
 def test_supervisor_json_records_the_running_stop_timeout(arbiter: Any) -> None:
     run = arbiter({"a": "sleeper"}, stop_timeout=4.0)
     wait_until(lambda: run.sup().get("stop_timeout_s") == 4.0)
@@ -617,6 +634,7 @@ def test_supervisor_json_records_the_running_stop_timeout(arbiter: Any) -> None:
     assert run.wait_exit() == 0
 
 
+@pytest.mark.process
 def test_a_second_start_on_the_same_state_dir_is_refused(arbiter: Any, tmp_path: Path) -> None:
     run = arbiter({"a": "sleeper"})
     run.wait_state("a", "STARTING")
@@ -635,6 +653,7 @@ def test_a_second_start_on_the_same_state_dir_is_refused(arbiter: Any, tmp_path:
 # --- logs ----------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_output_is_prefixed_logged_per_account_and_scrubbed(arbiter: Any) -> None:
     run = arbiter({"alpha": "sleeper", "b": "sleeper"})
     log = run.layout.account("alpha").log
@@ -653,6 +672,7 @@ def test_output_is_prefixed_logged_per_account_and_scrubbed(arbiter: Any) -> Non
     assert "supervisor alpha: started, pid" in text and "hello from b" not in text
 
 
+@pytest.mark.process
 def test_json_log_format(arbiter: Any) -> None:
     run = arbiter({"alpha": "sleeper"}, format="json")
     wait_until(lambda: "alpha on stderr" in run.output() and "hello" in run.output())
@@ -664,6 +684,7 @@ def test_json_log_format(arbiter: Any) -> None:
     assert any(r["account"] == "supervisor" for r in records)
 
 
+@pytest.mark.process
 def test_worker_logs_rotate(arbiter: Any) -> None:
     run = arbiter({"talker": "chatty"}, max_bytes=8000)
     log = run.layout.account("talker").log
@@ -713,6 +734,7 @@ def test_select_accounts(tmp_path: Path) -> None:
         select_accounts(runner, ["x"])
 
 
+@pytest.mark.process
 def test_a_terminal_that_stops_reading_does_not_hold_the_supervisor(tmp_path: Path) -> None:
     spec = {"dir": str(tmp_path), "accounts": {"a": "flood", "b": "flood"}}
     code = (
@@ -753,6 +775,7 @@ def order(tmp_path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+@pytest.mark.process
 def test_a_stop_sweeps_every_account_holding_trades_then_stops_the_services(
     arbiter: Any, tmp_path: Path
 ) -> None:
@@ -780,6 +803,7 @@ def test_a_stop_sweeps_every_account_holding_trades_then_stops_the_services(
     assert run.sup()["left_open"] == {} and run.sup()["exit_code"] == 0
 
 
+@pytest.mark.process
 def test_trades_a_sweep_could_not_close_are_named_and_the_exit_status_is_1(
     arbiter: Any, tmp_path: Path
 ) -> None:
@@ -800,6 +824,7 @@ def test_trades_a_sweep_could_not_close_are_named_and_the_exit_status_is_1(
     assert status.render_text(snapshot).endswith(f"left open at the last stop:\n  {LEFT_OPEN}")
 
 
+@pytest.mark.process
 def test_trades_kept_by_on_stop_keep_are_listed_and_not_swept(arbiter: Any, tmp_path: Path) -> None:
     hold(tmp_path, "a")
     run = arbiter({"a": "sleeper"}, sweeps={"a": ["failing_sweeper", "keep"]})
@@ -812,6 +837,7 @@ def test_trades_kept_by_on_stop_keep_are_listed_and_not_swept(arbiter: Any, tmp_
     assert "every account stopped cleanly" in out
 
 
+@pytest.mark.process
 def test_a_sweep_that_leaves_a_kept_trade_says_so(arbiter: Any, tmp_path: Path) -> None:
     hold(tmp_path, "a", trade_id=None, state="INTENT")
     run = arbiter({"a": "sleeper"}, sweeps={"a": ["keeping_sweeper", "keep"]})
@@ -824,6 +850,7 @@ def test_a_sweep_that_leaves_a_kept_trade_says_so(arbiter: Any, tmp_path: Path) 
     assert "a: kept open (on_stop: keep): trade 7 BUY 1 BTCUSD (orderRef mr-a-1)" in out
 
 
+@pytest.mark.process
 def test_a_sweep_locked_out_exit_78_is_a_failed_sweep(arbiter: Any, tmp_path: Path) -> None:
     hold(tmp_path, "a")
     run = arbiter({"a": "sleeper"}, sweeps={"a": ["locked_out_sweeper", "close"]})
@@ -837,6 +864,7 @@ def test_a_sweep_locked_out_exit_78_is_a_failed_sweep(arbiter: Any, tmp_path: Pa
     assert run.sup()["accounts"]["a"]["state"] == "STOPPED"
 
 
+@pytest.mark.process
 def test_an_unresolved_order_is_swept_and_named_as_possibly_open(
     arbiter: Any, tmp_path: Path
 ) -> None:
@@ -849,6 +877,7 @@ def test_an_unresolved_order_is_swept_and_named_as_possibly_open(
     assert "order BUY 1 BTCUSD (orderRef mr-a-1): sent or not, unknown" in run.output()
 
 
+@pytest.mark.process
 def test_a_signal_during_the_sweep_kills_it_and_names_what_is_left(
     arbiter: Any, tmp_path: Path
 ) -> None:
@@ -863,6 +892,7 @@ def test_a_signal_during_the_sweep_kills_it_and_names_what_is_left(
     assert "SIGINT again: SIGKILL to the sweep of a" in out and LEFT_OPEN in out
 
 
+@pytest.mark.process
 def test_a_worker_killed_at_stop_timeout_is_swept(arbiter: Any, tmp_path: Path) -> None:
     hold(tmp_path, "mule")
     run = arbiter({"mule": "stubborn"}, sweeps={"mule": ["sweeper", "close"]}, stop_timeout=0.5)
@@ -873,6 +903,7 @@ def test_a_worker_killed_at_stop_timeout_is_swept(arbiter: Any, tmp_path: Path) 
     assert run.sup()["left_open"] == {}
 
 
+@pytest.mark.process
 def test_a_silent_worker_is_overdue_then_killed_and_restarted(arbiter: Any, tmp_path: Path) -> None:
     run = arbiter({"a": "heartbeat", "old": "sleeper"}, watchdog_timeout=0.5, kill_after=2.0,
                   policy=FAST)  # fmt: skip

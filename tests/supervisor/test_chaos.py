@@ -49,6 +49,7 @@ def test_judge_counts_unreported_duplicates_and_never_journaled(tmp_path: Path) 
     assert tally.figures()["open_with_exit_0"] == 1 and not tally.ok
 
 
+@pytest.mark.process
 def test_chaos_short() -> None:
     """Two supervisors at once, one stop each, under faults: the bench runs and judges."""
     options = Options(
@@ -68,6 +69,7 @@ def test_chaos_short() -> None:
     assert figures["orphans"] == 0, tally.report(wall)
 
 
+@pytest.mark.process
 @pytest.mark.soak
 def test_chaos_soak() -> None:
     """The issue's acceptance run: 200 stops, nothing left open that the output does not name.

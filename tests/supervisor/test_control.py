@@ -145,6 +145,7 @@ def run(tmp_path: Path, sim: SimServer) -> Iterator[Any]:
             r.proc.wait()
 
 
+@pytest.mark.process
 def test_socket_is_owner_only_and_bad_clients_get_one_error_line(run: Any) -> None:
     r = run({"ca": 1})
     r.start()
@@ -178,6 +179,7 @@ def test_socket_is_owner_only_and_bad_clients_get_one_error_line(run: Any) -> No
     assert "Traceback" not in r.out()
 
 
+@pytest.mark.process
 def test_another_uid_cannot_use_the_socket(run: Any) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to try a connect as another uid (setuid in a child)")
@@ -222,6 +224,7 @@ print(json.loads(s.makefile("rb").readline())["error"])
 """
 
 
+@pytest.mark.process
 def test_restart_changes_only_that_pid_and_stop_then_start_one(run: Any) -> None:
     r = run({"ca": 1, "cb": 1})
     r.start()
@@ -242,6 +245,7 @@ def test_restart_changes_only_that_pid_and_stop_then_start_one(run: Any) -> None
     assert r.sup()["accounts"]["cb"]["restarts"] == 0
 
 
+@pytest.mark.process
 def test_restart_keep_leaves_the_trades_open_for_the_next_process(run: Any) -> None:
     r = run({"ca": 1})
     r.start()
@@ -257,6 +261,7 @@ def test_restart_keep_leaves_the_trades_open_for_the_next_process(run: Any) -> N
     assert "sweep" not in r.out()
 
 
+@pytest.mark.process
 def test_reload_adds_removes_changes_and_leaves_the_rest_alone(run: Any) -> None:
     r = run({"keep1": 1, "gone": 1, "vol": 1})
     r.start()
@@ -285,6 +290,7 @@ def test_reload_adds_removes_changes_and_leaves_the_rest_alone(run: Any) -> None
     assert last["ticks"] - first["ticks"] == round(elapsed), (first, last)  # none missed
 
 
+@pytest.mark.process
 def test_an_invalid_edit_is_refused_and_changes_nothing(run: Any) -> None:
     r = run({"ca": 1})
     r.start()
@@ -299,6 +305,7 @@ def test_an_invalid_edit_is_refused_and_changes_nothing(run: Any) -> None:
     assert r.pid("ca") == pid and r.proc.poll() is None
 
 
+@pytest.mark.process
 def test_two_sigterms_a_millisecond_apart_stop_cleanly(run: Any) -> None:
     r = run({"ca": 1, "cb": 1})
     r.start()
@@ -313,6 +320,7 @@ def test_two_sigterms_a_millisecond_apart_stop_cleanly(run: Any) -> None:
     assert "SIGKILL to" not in r.out()
 
 
+@pytest.mark.process
 def test_sighup_under_nohup_reloads(run: Any) -> None:
     r = run({"ca": 1})
     r.start("nohup")
@@ -326,6 +334,7 @@ def test_sighup_under_nohup_reloads(run: Any) -> None:
     wait_until(lambda: "SIGHUP: reload of" in r.out() and "+ cb" in r.out(), timeout=5)
 
 
+@pytest.mark.process
 def test_restart_runs_the_strategy_file_as_edited(run: Any) -> None:
     r = run({"ca": 1})
     module = f"ctl_strategy_{os.getpid()}_{time.monotonic_ns()}"

@@ -34,6 +34,7 @@ def test_pipe_without_pipe2_is_cloexec_and_as_blocking_as_asked(
         os.close(w)
 
 
+@pytest.mark.process
 def test_no_prctl_off_linux_or_when_libc_lacks_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "platform", "darwin")
     assert procutil.set_parent_death_signal(1) is False
@@ -46,6 +47,7 @@ def test_no_prctl_off_linux_or_when_libc_lacks_it(monkeypatch: pytest.MonkeyPatc
     assert procutil.set_parent_death_signal(1) is False
 
 
+@pytest.mark.process
 def test_without_proc_the_process_helpers_answer_from_kill(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -146,6 +146,7 @@ sys.stdout.write(out.decode())
 """
 
 
+@pytest.mark.process
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
 def test_a_child_holds_only_its_own_descriptors(tmp_path: Path) -> None:
     result = subprocess.run(
@@ -189,6 +190,7 @@ sys.stdout.write(out.decode() + str(os.waitstatus_to_exitcode(status)))
 """
 
 
+@pytest.mark.process
 def test_a_held_child_runs_only_once_the_batch_is_forked(tmp_path: Path) -> None:
     note = tmp_path / "note"
     result = subprocess.run(

@@ -89,6 +89,7 @@ def trading(tmp_path: Path, proc: subprocess.Popen[bytes]) -> bool:
     return all(worker_status(tmp_path, n).get("ticks", 0) >= 1 for n in ("coin-a", "coin-b"))
 
 
+@pytest.mark.process
 def test_start_trades_and_stop_from_another_terminal_closes_every_trade(
     sim: SimServer, tmp_path: Path, start: Any
 ) -> None:
@@ -130,6 +131,7 @@ def test_start_trades_and_stop_from_another_terminal_closes_every_trade(
     assert all(a["open_trades"] == 0 for a in after["accounts"])
 
 
+@pytest.mark.process
 def test_embedded_sim_and_sigkill_of_the_supervisor_leaves_no_process(
     tmp_path: Path, start: Any
 ) -> None:
@@ -150,6 +152,7 @@ def test_embedded_sim_and_sigkill_of_the_supervisor_leaves_no_process(
     assert "STOPPED" in cli("status", str(config)).stdout
 
 
+@pytest.mark.process
 def test_start_refuses_an_invalid_config_with_the_messages_of_validate(tmp_path: Path) -> None:
     config = write_config(tmp_path, "sim")
     config.write_text(config.read_text().replace("volume: 1", "volume: -1", 1))
@@ -160,6 +163,7 @@ def test_start_refuses_an_invalid_config_with_the_messages_of_validate(tmp_path:
     assert not (tmp_path / "state").exists()
 
 
+@pytest.mark.process
 def test_livetrade_accounts_need_live(tmp_path: Path) -> None:
     config = write_config(tmp_path, "sim", live=True)
     refused = cli("start", str(config))
@@ -189,6 +193,7 @@ class Picky:
 """
 
 
+@pytest.mark.process
 def test_a_strategy_that_cannot_be_built_at_run_time_is_fatal_after_one_start(
     sim: SimServer, tmp_path: Path, start: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -150,6 +150,7 @@ def holding(sim: SimServer, sup: Supervisor) -> dict[str, Any]:
     return dict(found[0])
 
 
+@pytest.mark.process
 def test_a_stop_during_backoff_closes_the_journaled_trade(
     sim: SimServer, tmp_path: Path, start: Any
 ) -> None:
@@ -167,6 +168,7 @@ def test_a_stop_during_backoff_closes_the_journaled_trade(
     assert "every account stopped cleanly" in out
 
 
+@pytest.mark.process
 def test_a_worker_killed_at_stop_timeout_has_its_trades_closed_by_a_sweep(
     sim: SimServer, tmp_path: Path, start: Any
 ) -> None:
@@ -184,6 +186,7 @@ def test_a_worker_killed_at_stop_timeout_has_its_trades_closed_by_a_sweep(
     assert "every account stopped cleanly" not in out
 
 
+@pytest.mark.process
 def test_a_stopped_worker_is_overdue_then_killed_and_restarted_adopting_its_trade(
     sim: SimServer, tmp_path: Path, start: Any
 ) -> None:
@@ -217,6 +220,7 @@ def test_a_stopped_worker_is_overdue_then_killed_and_restarted_adopting_its_trad
     assert ours_open(sim) == []
 
 
+@pytest.mark.process
 def test_a_server_refusing_every_close_leaves_the_trade_named_and_exit_status_1(
     sim: SimServer, tmp_path: Path, start: Any
 ) -> None:
