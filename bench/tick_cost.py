@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 from multirun import strategies  # noqa: E402
 from multirun.account.alarm import Heartbeat  # noqa: E402
 from multirun.account.journal.store import Journal  # noqa: E402
+from multirun.account.process import build_worker  # noqa: E402
 from multirun.account.ticker import StopFlag, Tick  # noqa: E402
-from multirun.account.worker import Worker  # noqa: E402
 from multirun.api.client import AlgogeneClient  # noqa: E402
 from multirun.config.specs import AccountSpec, Guardrails, RunnerSpec, freeze  # noqa: E402
 from multirun.core.redact import Secret  # noqa: E402
@@ -101,7 +101,7 @@ class Account:
         self.client = AlgogeneClient(
             url, spec.user, spec.api_key, spec.runmode, spec.accountid, heartbeat=beat
         )
-        self.worker = Worker(
+        self.worker = build_worker(
             runner, spec, self.client, self.journal, on_tick, stop=StopFlag(), heartbeat=beat
         )
         self.worker.reconcile()

@@ -51,9 +51,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from multirun.account.journal.store import Journal  # noqa: E402
+from multirun.account.process import build_worker  # noqa: E402
 from multirun.account.reconcile import Timing  # noqa: E402
 from multirun.account.ticker import StopFlag, Tick  # noqa: E402
-from multirun.account.worker import Worker  # noqa: E402
 from multirun.api import polls  # noqa: E402
 from multirun.api.client import AlgogeneClient  # noqa: E402
 from multirun.api.polls import Polls, Schedule  # noqa: E402
@@ -167,7 +167,7 @@ def run_worker(base_url: str, state_dir: Path, schedule: Run, ticks: int) -> Sam
     client = CountingClient(base_url, spec.user, spec.api_key, spec.runmode, spec.accountid)
     client.settle_polls = schedule.settle
     journal = Journal.for_account(StateDir(state_dir).account(NAME), spec.order_ref_prefix)
-    worker = Worker(
+    worker = build_worker(
         runner, spec, client, journal, Alternate(), stop=StopFlag(),
         timing=Timing(listed_polls=schedule.listed, learn=schedule.learn), clock=SYSTEM_CLOCK,
     )  # fmt: skip

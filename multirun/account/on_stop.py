@@ -118,8 +118,10 @@ class Closer:
         *,
         confirm_s: float = 10.0,
         heartbeat: Callable[[], None] = alarm.no_heartbeat,
+        on_closed: Callable[[list[str]], None] = lambda refs: None,
     ) -> None:
         self.client = client
+        self.on_closed = on_closed  # told each close it confirmed (the worker's pricing)
         self.journal = journal
         self.reconciler = reconciler
         self.window = window
@@ -200,8 +202,12 @@ class Closer:
         self._journaled(lambda: self.journal.mark_close_requested(refs), what)
         self.client.close_trades([t.trade_id for t in opened], confirm_timeout_s=self._wait())
         what = ", ".join(f"close of {t.trade_id} ({t.order_ref})" for t in opened)
-        self._journaled(lambda: self.journal.mark_closed(refs), what)
+        self._journaled(lambda: self._mark_closed(refs), what)
         log.info("closed %s", _names(opened))
+
+    def _mark_closed(self, refs: list[str]) -> None:
+        self.journal.mark_closed(refs)
+        self.on_closed(refs)  # only once journaled, as a close confirmed
 
     def _wait(self) -> float:
         left = (self.window.deadline or time.monotonic()) - time.monotonic()

@@ -158,13 +158,15 @@ class Guard:
 
 class ForeignTrades:
     """Counts trades of ours that the journal never held, once the start-up
-    reconciliation is over (adopting a lost journal's trades then is normal). ``limit``
-    of them within ``window_s``: another process trades this account; ``on_trip`` once."""
+    reconciliation is over (adopting a lost journal's trades then is normal: the
+    reconciler reports only later ones, see its ``on_foreign``; ``armed`` may hold it off
+    longer). ``limit`` of them within ``window_s``: another process trades this account;
+    ``on_trip`` once."""
 
     def __init__(
         self,
         on_trip: Callable[[str], None],
-        armed: Callable[[], bool],
+        armed: Callable[[], bool] = lambda: True,
         *,
         limit: int = FOREIGN_LIMIT,
         window_s: float = FOREIGN_WINDOW_S,

@@ -32,6 +32,7 @@ from typing import Any
 from multirun.account.journal.store import HELD, Journal
 from multirun.api.models import Balance, Quote, Trade, Transaction, parse_api_time
 from multirun.core.errors import ApiError, Interrupted, JournalError, MultirunError
+from multirun.core.statefiles import HeldPosition, WorkerStatus
 
 log = logging.getLogger("multirun.worker")
 
@@ -74,7 +75,8 @@ class Pricing:
             self.journal.record_fill(trade.order_ref, trade.price, at, "listing")
 
     def closed(self, order_refs: Iterable[str]) -> None:
-        """Closes just confirmed (:attr:`Journal.on_closed`): priced by :meth:`price`."""
+        """Closes just confirmed (told by whoever confirmed them: the worker, the
+        reconciler, on_stop's closer): priced by :meth:`price`."""
         for ref in order_refs:
             self.pending[ref] = HISTORY_TRIES
 
@@ -154,28 +156,28 @@ class Pricing:
 
     # --- for status.json ---------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> WorkerStatus:
         """``positions`` (held trades: side, volume, entry price, unrealized P&L), ``nav``,
         ``unrealized_pl``, ``realized_pl_today`` (our closes since 00:00 UTC)."""
         positions = [
-            {
-                "order_ref": row.order_ref,
-                "instrument": row.instrument,
-                "side": row.side,
-                "volume": row.volume,
-                "entry_price": row.fill_price,
-                "unrealized_pl": self.unrealized.get(row.order_ref),
-            }
+            HeldPosition(
+                order_ref=row.order_ref,
+                instrument=row.instrument,
+                side=row.side,
+                volume=row.volume,
+                entry_price=row.fill_price,
+                unrealized_pl=self.unrealized.get(row.order_ref),
+            )
             for row in self.journal.held()
         ]
         midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         balance = self.balance
-        return {
-            "positions": positions,
-            "nav": None if balance is None else balance.nav,
-            "unrealized_pl": None if balance is None else balance.unrealized_pl,
-            "realized_pl_today": round(self.journal.realized_since(midnight.timestamp()), 2),
-        }
+        return WorkerStatus(
+            positions=positions,
+            nav=None if balance is None else balance.nav,
+            unrealized_pl=None if balance is None else balance.unrealized_pl,
+            realized_pl_today=round(self.journal.realized_since(midnight.timestamp()), 2),
+        )
 
 
 def _quietly(call: Any, what: str) -> object:

@@ -37,18 +37,22 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from multirun import strategies
-from multirun.account import ownership, telemetry
+from multirun.account import ownership
 from multirun.account.alarm import DeadlinePassed, Heartbeat
 from multirun.account.journal.store import Journal
+from multirun.account.observer import NULL_OBSERVER, WorkerObserver
 from multirun.account.on_stop import Closer, Outcome, StopWindow
-from multirun.account.reconcile import DEFAULT_TIMING, Reconciler
+from multirun.account.pricing import Pricing
+from multirun.account.reconcile import DEFAULT_TIMING, Reconciler, Timing
+from multirun.account.status_file import StatusFile
+from multirun.account.telemetry import Telemetry
 from multirun.account.ticker import StopFlag
-from multirun.account.worker import ORPHANED, Orphaned, StoppedReconciling, Worker
+from multirun.account.worker import ORPHANED, Client, Orphaned, StoppedReconciling, Worker
 from multirun.config.specs import AccountSpec, RunnerSpec
+from multirun.core.clock import SYSTEM_CLOCK, Clock
 from multirun.core.errors import (
     EXIT_API,
     EXIT_OK,
@@ -60,9 +64,7 @@ from multirun.core.errors import (
     UsageError,
 )
 from multirun.core.statedir import StateDir
-
-if TYPE_CHECKING:
-    from multirun.api.client import AlgogeneClient
+from multirun.strategies.context import StrategyContext
 
 log = logging.getLogger("multirun.worker")
 
@@ -106,50 +108,94 @@ def run_account(
         raise FatalError(f"account {name}: {exc}") from None
     with contextlib.ExitStack() as stack:
         url = server_url or _server_url(runner, stack, start_server)
-        account_lock = stack.enter_context(contextlib.closing(_lock(runner, spec, url)))
-        account = StateDir(runner.state_dir).account(spec.name)
-        journal = Journal.for_account(
-            account, spec.order_ref_prefix, identity=identity(runner, spec)
-        )
-        stack.callback(journal.close)
-        stop = StopFlag()
-        stack.callback(stop.close)
-        window = StopWindow(stop)
-        workers: list[Worker] = []
-
-        def lost(reason: str) -> None:  # the account is no longer ours alone: no more orders
-            journal.refuse(reason)
-            if workers:
-                workers[0].halt(reason)
-            else:
-                log.error("HALTED: %s", reason)
-
-        heartbeat = ownership.Guard(
-            Heartbeat(account.heartbeat), [journal.lost, account_lock.lost], lost
-        )
-        client = _make_client(url, spec, window, heartbeat)
-        stack.callback(client.close)
-        worker = AccountWorker(
-            runner,
-            spec,
-            client,
-            journal,
-            on_tick,
-            stop=stop,
-            window=window,
-            heartbeat=heartbeat,
-            on_up=on_up,
-        )
-        workers.append(worker)
-        if runner.metrics is not None or runner.notify:  # for /metrics and rejected orders
-            telemetry.install(worker, account.metrics)
-        worker.foreign = ownership.ForeignTrades(lost, armed=lambda: worker.reconciler.reconciled)
-        journal.on_adopt = worker.adopted
+        worker = _build_account(runner, spec, url, on_tick, stack, on_up=on_up)
         stack.enter_context(_signals(worker))
         code = _run(worker, name, url)
     if worker.left_open is not None:  # the last line, once everything is closed
         print(worker.left_open.error_line(name), file=sys.stderr, flush=True)
     return code
+
+
+def _build_account(
+    runner: RunnerSpec,
+    spec: AccountSpec,
+    url: str,
+    on_tick: Callable[[StrategyContext], object],
+    stack: contextlib.ExitStack,
+    *,
+    on_up: Callable[[], None] | None,
+) -> Worker:
+    """Everything the account's worker runs on, built in dependency order (each closed
+    by ``stack``): the account lock, the journal, the stop flag, the heartbeat guarding
+    both, telemetry (when metrics or notifications want it), the client, the worker."""
+    account_lock = stack.enter_context(contextlib.closing(_lock(runner, spec, url)))
+    account = StateDir(runner.state_dir).account(spec.name)
+    journal = Journal.for_account(account, spec.order_ref_prefix, identity=identity(runner, spec))
+    stack.callback(journal.close)
+    stop = StopFlag()
+    stack.callback(stop.close)
+    window = StopWindow(stop)
+    worker: Worker | None = None  # the one cycle: losing the account halts its worker
+
+    def lost(reason: str) -> None:  # the account is no longer ours alone: no more orders
+        journal.refuse(reason)
+        if worker is not None:
+            worker.halt(reason)
+        else:
+            log.error("HALTED: %s", reason)
+
+    heartbeat = ownership.Guard(
+        Heartbeat(account.heartbeat), [journal.lost, account_lock.lost], lost
+    )
+    telemetry = None
+    if runner.metrics is not None or runner.notify:  # for /metrics and rejected orders
+        telemetry = Telemetry(account)
+        telemetry.write()
+    client = _make_client(
+        url, spec, window, heartbeat, on_request=telemetry.request if telemetry else None
+    )
+    stack.callback(client.close)
+    worker = build_worker(
+        runner, spec, client, journal, on_tick, stop=stop, window=window,
+        heartbeat=heartbeat, observer=telemetry or NULL_OBSERVER, on_up=on_up,
+        on_foreign=ownership.ForeignTrades(lost).adopted,
+    )  # fmt: skip
+    return worker
+
+
+def build_worker(
+    runner: RunnerSpec,
+    spec: AccountSpec,
+    client: Client,
+    journal: Journal,
+    on_tick: Callable[[StrategyContext], object],
+    *,
+    stop: StopFlag,
+    timing: Timing = DEFAULT_TIMING,
+    clock: Clock = SYSTEM_CLOCK,
+    window: StopWindow | None = None,
+    heartbeat: Callable[[], None] | None = None,
+    observer: WorkerObserver = NULL_OBSERVER,
+    on_up: Callable[[], None] | None = None,
+    on_foreign: Callable[[str], None] = lambda order_ref: None,
+) -> Worker:
+    """The worker of ``spec`` over ``client`` and ``journal``, with what it is made of:
+    its pricing, told by the reconciler what it lists and closes; the reconciler, which
+    tells ``on_foreign`` of trades of ours it never held appearing once ticking; the
+    status file. The client shares this user's session tokens (before its first call)."""
+    client.share_tokens(runner.state_dir)
+    started = time.time()
+    pricing = Pricing(client, journal)
+    reconciler = Reconciler(
+        client, journal, stop=stop, timing=timing, started=started,
+        on_listed=pricing.listed, on_closed=pricing.closed, on_foreign=on_foreign,
+    )  # fmt: skip
+    status_file = StatusFile(StateDir(runner.state_dir).account(spec.name), spec.interval_s)
+    return Worker(
+        runner, spec, client, journal, on_tick, reconciler=reconciler, pricing=pricing,
+        status_file=status_file, stop=stop, started=started, clock=clock, timing=timing,
+        window=window, heartbeat=heartbeat, observer=observer, on_up=on_up,
+    )  # fmt: skip
 
 
 def run_sweep(runner: RunnerSpec, name: str, *, server_url: str, deadline_s: float) -> int:
@@ -238,34 +284,6 @@ def _run(worker: Worker, name: str, url: str) -> int:
         ) from None
 
 
-class AccountWorker(Worker):
-    """The worker, plus what ownership needs: trades it adopts are counted once ticking
-    (:class:`multirun.account.ownership.ForeignTrades`), and a new journal that adopted trades
-    of ours while reconciling on start (a reset or deleted state directory) says so in
-    one line naming them."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.foreign: ownership.ForeignTrades | None = None
-        self.adopted_on_start: list[str] = []
-
-    def adopted(self, order_ref: str) -> None:
-        if not self.reconciler.reconciled:
-            self.adopted_on_start.append(order_ref)
-        elif self.foreign is not None:
-            self.foreign.adopted(order_ref)
-
-    def reconcile(self) -> None:
-        super().reconcile()
-        ours = self.adopted_on_start
-        if self.journal.is_new and ours:
-            log.warning(
-                "journal %s is new, but the server lists %d trade(s) of ours: %s; adopted "
-                "(was the state directory deleted or reset?); new orderRefs use epoch %s",
-                self.journal.path, len(ours), ", ".join(ours), self.journal.epoch,
-            )  # fmt: skip
-
-
 def diagnose(url: str, timeout_s: float = 3.0) -> str:
     """Why ``url``'s server cannot be reached now: DNS, refused, timeout or TLS."""
     parts = urlsplit(url)
@@ -340,9 +358,14 @@ def _server_url(
 
 
 def _make_client(
-    url: str, spec: AccountSpec, interrupt: StopWindow, heartbeat: Callable[[], None]
-) -> AlgogeneClient:
-    from multirun.api.client import AlgogeneClient
+    url: str,
+    spec: AccountSpec,
+    interrupt: StopWindow,
+    heartbeat: Callable[[], None],
+    *,
+    on_request: Callable[[str, str], None] | None = None,
+) -> Client:
+    from multirun.api.client import AlgogeneClient  # requests: imported by workers only
 
     return AlgogeneClient(
         url,
@@ -353,6 +376,7 @@ def _make_client(
         reconcile_window_s=DEFAULT_TIMING.reconcile_window_s,
         interrupt=interrupt,
         heartbeat=heartbeat,
+        on_request=on_request,
     )
 
 

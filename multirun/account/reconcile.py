@@ -104,6 +104,9 @@ class Reconciler:
         timing: Timing,
         started: float,
         clock: Clock = SYSTEM_CLOCK,
+        on_listed: Callable[[list[Trade]], None] = lambda trades: None,
+        on_closed: Callable[[list[str]], None] = lambda refs: None,
+        on_foreign: Callable[[str], None] = lambda order_ref: None,
     ) -> None:
         self.client = client
         self.clock = clock
@@ -120,7 +123,12 @@ class Reconciler:
         self.uncertain: set[str] = set()  # intents reported UNCERTAIN
         # orderRef -> (next history read, pause after it, last read), all wall time
         self._history_due: dict[str, tuple[float, float, float]] = {}
-        self.on_listed: Callable[[list[Trade]], None] | None = None  # told opened trades of ours
+        self.on_listed = on_listed  # told the opened trades of ours it lists
+        self.on_closed = on_closed  # told the closes it finds confirmed
+        # Told each trade of ours the journal never held that it adopts once ticking:
+        # another process may trade this account (ownership.ForeignTrades).
+        self.on_foreign = on_foreign
+        self.adopted_on_start: list[str] = []  # never held, adopted while reconciling on start
         # await_listed's polls: how soon this account's fills were listed, per process
         self.listed_polls: Schedule = (
             Learned(timing.listed_polls) if timing.learn else timing.listed_polls
@@ -191,8 +199,7 @@ class Reconciler:
         self.journal.mark_listed(
             row.order_ref for row in self.journal.held() if row.order_ref in listed
         )
-        if self.on_listed is not None:
-            self.on_listed([t for t in opened if listed.get(t.order_ref) is t])
+        self.on_listed([t for t in opened if listed.get(t.order_ref) is t])
         now = time.time()
         for ref in [r for r in self.missing if r in listed]:
             del self.missing[ref]
@@ -258,6 +265,7 @@ class Reconciler:
     def _closed(self, row: JournalOrder, how: str) -> None:
         self.missing.pop(row.order_ref, None)
         self.journal.mark_closed([row.order_ref], f"closed meanwhile ({how})")
+        self.on_closed([row.order_ref])
         log.info("trade %s (%s) was closed meanwhile (%s)", row.trade_id, row.order_ref, how)
 
     def _history(self, order_ref: str) -> list[Transaction] | None:
@@ -319,10 +327,18 @@ class Reconciler:
         self.journal.adopt(
             trade.order_ref, trade.trade_id, trade.instrument, trade.side, trade.volume
         )
+        if row is None:  # the journal never held it
+            self._adopted(trade.order_ref)
         log.warning(
             "adopted trade %s (%s %s %s, %s): ours but not journaled as open",
             trade.trade_id, trade.side, trade.volume, trade.instrument, trade.order_ref,
         )  # fmt: skip
+
+    def _adopted(self, order_ref: str) -> None:
+        if not self.reconciled:
+            self.adopted_on_start.append(order_ref)  # a lost journal's trades: expected
+        else:
+            self.on_foreign(order_ref)
 
     def _may_be_unlisted(self, row: JournalOrder, now: float) -> bool:
         """A just-acknowledged market order is listed only once filled: give it time."""
@@ -395,8 +411,7 @@ class Reconciler:
                 self.seen_opened |= listed
                 self.visible |= listed
                 self.journal.mark_listed(listed)
-                if self.on_listed is not None:
-                    self.on_listed(opened)
+                self.on_listed(opened)
             waiting = {ref: r for ref, r in waiting.items() if ref not in listed}
             if not waiting:
                 self.listed_polls.record(read_at - sent, missed)

@@ -32,22 +32,25 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from multirun.account import alarm, guardrails
-from multirun.account import status_file as worker_status
 from multirun.account.journal.store import Journal, JournalOrder
+from multirun.account.observer import NULL_OBSERVER, WorkerObserver
 from multirun.account.on_stop import HARD_MARGIN, STOP_MARGIN, Closer, Outcome, StopWindow
 from multirun.account.orders_plan import Plan, open_trade, plan_orders
 from multirun.account.pricing import Pricing
 from multirun.account.reconcile import DEFAULT_TIMING, Listings, Reconciler, Timing
+from multirun.account.status_file import StatusFile
 from multirun.account.ticker import StopFlag, Tick, Ticker
 from multirun.api.models import Bar, OrderAck, Quote
 from multirun.config.specs import AccountSpec, RunnerSpec
-from multirun.core.clock import SYSTEM_CLOCK, Clock
+from multirun.core.clock import SYSTEM_CLOCK, Clock, iso_ms, iso_of
 from multirun.core.errors import (
     EXIT_API,
     EXIT_OK,
@@ -60,6 +63,7 @@ from multirun.core.errors import (
 )
 from multirun.core.redact import Redactor
 from multirun.core.statedir import StateDir
+from multirun.core.statefiles import WorkerStatus
 from multirun.core.states import State
 from multirun.strategies.context import Decision, OpenTrade, StrategyContext
 
@@ -82,6 +86,7 @@ class Client(Listings, Protocol):
     def cancel_orders(
         self, trade_ids: Sequence[str], *, confirm_timeout_s: float = ...
     ) -> None: ...
+    def share_tokens(self, state_dir: Path) -> None: ...
     def close(self) -> None: ...
 
 
@@ -105,7 +110,12 @@ class StrategyTimeout(MultirunError):
 
 
 class Worker:
-    """Runs one account until its stop flag is set (see the module docstring)."""
+    """Runs one account until its stop flag is set (see the module docstring).
+
+    Built by :func:`build_worker` (its reconciler, pricing and status file made for it).
+    ``observer`` hears its ticks and order sends (telemetry); ``on_up`` is called once
+    reconciled and scheduled (the supervisor's RUNNING).
+    """
 
     def __init__(
         self,
@@ -115,31 +125,39 @@ class Worker:
         journal: Journal,
         on_tick: Callable[[StrategyContext], object],
         *,
+        reconciler: Reconciler,
+        pricing: Pricing,
+        status_file: StatusFile,
         stop: StopFlag,
+        started: float,
         clock: Clock = SYSTEM_CLOCK,
         timing: Timing = DEFAULT_TIMING,
         window: StopWindow | None = None,
         heartbeat: Callable[[], None] | None = None,
+        observer: WorkerObserver = NULL_OBSERVER,
         on_up: Callable[[], None] | None = None,
     ) -> None:
         self.runner = runner
-        self.on_up = on_up or (lambda: None)  # reconciled, scheduled: the supervisor's RUNNING
+        self.on_up = on_up or (lambda: None)
         self.spec = spec
         self.client = client
         self.journal = journal
         self.on_tick = on_tick
+        self.reconciler = reconciler
+        self.pricing = pricing  # prices and equity into the journal
         self.stop = stop
         self.clock = clock  # drives the ticker only; journal and deadlines use wall time
         self.timing = timing
+        self.observer = observer
+        self.status_file = status_file
+        self.status_path = status_file.path
         account = StateDir(runner.state_dir).account(spec.name)
-        self.status_path = account.status
-        self.status_file = worker_status.StatusFile(account.status, spec.interval_s)
         self.heartbeat = heartbeat or alarm.Heartbeat(account.heartbeat)
         self.window = window or StopWindow(stop)  # the client's interrupt (see onstop)
         self.left_open: Outcome | None = None  # what on_stop close could not close
         self.log = logging.getLogger(f"multirun.strategy.{spec.name}")
         self.state = State.RUNNING
-        self.started = time.time()
+        self.started = started
         self.last_tick: float | None = None
         self.ticks = 0
         self.orders_sent = 0
@@ -159,15 +177,6 @@ class Worker:
         # nothing of ours (it sends nothing); otherwise it ends, then on_stop applies.
         self.reconciling = False
         self.nothing_journaled = not journal.held() and not journal.intents()
-        self.reconciler = Reconciler(
-            client, journal, stop=stop, timing=timing, started=self.started
-        )
-        self.pricing = Pricing(client, journal)  # prices and equity into the journal
-        journal.on_closed = self.pricing.closed
-        self.reconciler.on_listed = self.pricing.listed
-        share_tokens = getattr(client, "share_tokens", None)  # a real client, not a fake
-        if share_tokens is not None:
-            share_tokens(runner.state_dir)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -224,8 +233,16 @@ class Worker:
             self.reconciling = False
 
     def reconcile(self) -> None:
-        """Settle the journal against the server before the first tick."""
+        """Settle the journal against the server before the first tick; a new journal
+        that adopted trades of ours (a reset or deleted state directory) says so."""
         self.reconciler.reconcile()
+        ours = self.reconciler.adopted_on_start
+        if self.journal.is_new and ours:
+            log.warning(
+                "journal %s is new, but the server lists %d trade(s) of ours: %s; adopted "
+                "(was the state directory deleted or reset?); new orderRefs use epoch %s",
+                self.journal.path, len(ours), ", ".join(ours), self.journal.epoch,
+            )  # fmt: skip
 
     def sync(self) -> list[JournalOrder]:
         """Bring the journal in line with the server's listings; returns our held orders."""
@@ -269,6 +286,19 @@ class Worker:
     # --- one tick -------------------------------------------------------------------
 
     def tick(self, tick: Tick) -> None:
+        """One tick, told to the observer as it starts and ends."""
+        self.observer.tick_started(tick)
+        failures = self.failures
+        try:
+            self._tick_or_halted(tick)
+        finally:
+            self.observer.tick_ended(
+                tick,
+                failed=self.failures > failures,
+                healthy=self.failures == 0 and self.state != State.HALTED,
+            )
+
+    def _tick_or_halted(self, tick: Tick) -> None:
         self.heartbeat()
         self.ticks += 1
         self.last_tick = tick.started
@@ -410,6 +440,7 @@ class Worker:
             [t.trade_id for t in trades], confirm_timeout_s=self.timing.close_confirm_s
         )
         self.journal.mark_closed(refs)
+        self.pricing.closed(refs)
         self.pricing.price()  # logs "closed BUY 0.01 BTCUSD @ 97110.0, P&L +0.98 (...)"
 
     def open(self, side: str) -> bool:
@@ -444,6 +475,17 @@ class Worker:
         return True
 
     def _send(self, intent: JournalOrder) -> OrderAck:
+        """Place ``intent``'s order; the observer hears how it went and how long it took."""
+        began, error = time.monotonic(), None
+        try:
+            return self._place(intent)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.observer.order_sent(intent.side, error, time.monotonic() - began)
+
+    def _place(self, intent: JournalOrder) -> OrderAck:
         try:
             return self.client.open_order(
                 intent.instrument, intent.side, intent.volume, intent.order_ref
@@ -471,6 +513,7 @@ class Worker:
         closer = Closer(
             self.client, self.journal, self.reconciler, self.window,
             confirm_s=self.timing.close_confirm_s, heartbeat=self.heartbeat,
+            on_closed=self.pricing.closed,
         )  # fmt: skip
         began = self.stop.set_at if self.stop.set_at is not None else time.monotonic()
         budget = self.runner.stop_timeout_s
@@ -478,9 +521,38 @@ class Worker:
 
     # --- status -----------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> WorkerStatus:
         """What status.json says now (see :mod:`multirun.account.status_file`)."""
-        return worker_status.fields(self)
+        expires = self.client.token_expires_utc
+        ticker = self.ticker
+        next_due = ticker.next_due if ticker and self.state != State.STOPPED else None
+        status = WorkerStatus(
+            name=self.spec.name,
+            pid=os.getpid(),
+            state=self.state,
+            started_utc=iso_ms(self.started),
+            last_tick_utc=iso_ms(self.last_tick),
+            next_tick_utc=iso_ms(next_due),
+            open_trades=len(self.journal.held()),
+            token_expires_utc=None if expires is None else iso_of(expires),
+            last_error=self.last_error,
+            halted_reason=self.halted_reason,
+            ticks=self.ticks,
+            orders_sent=self.orders_sent,
+            updated_utc=iso_ms(time.time()),
+            strategy=self.spec.strategy,
+            interval_s=self.spec.interval_s,
+            # each tick starts this long after its grid point (ticker.wake_offset), on purpose
+            tick_offset_ms=round(ticker.offset_s * 1000) if ticker else None,
+            consecutive_failures=self.failures,
+            consecutive_order_failures=self.order_failures,
+            uncertain_orders=sorted(self.reconciler.uncertain),
+            open_on_server=self.reconciler.open_on_server,
+            blocked_by=None if self.blocked is None else self.blocked[1],
+            stop_reason=self.stop.reason,
+        )
+        status.update(self.pricing.status())  # positions, nav, unrealized_pl, realized_pl_today
+        return status
 
     @property
     def status_failing(self) -> bool:

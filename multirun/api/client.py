@@ -68,6 +68,7 @@ from multirun.api.transport import (
     MAX_REPLY_BYTES,
     REQUEST_DEADLINE_S,
     Json,
+    RequestHook,
     Transport,
 )
 from multirun.core.clock import SYSTEM_CLOCK, Clock, StopSignal
@@ -95,7 +96,7 @@ class AlgogeneClient:
     jitter) exist for tests. ``request_deadline_s`` bounds each request from connect to
     last byte, ``max_reply_bytes`` each reply body (decompressed); ``interrupt`` is a
     stop flag that ends waits (see the module docstring); ``heartbeat`` is called before
-    every request.
+    every request, ``on_request`` after each with its endpoint and outcome (telemetry).
     """
 
     def __init__(
@@ -118,6 +119,7 @@ class AlgogeneClient:
         interrupt: StopSignal | None = None,
         heartbeat: Callable[[], None] | None = None,
         token_file: Path | None = None,
+        on_request: RequestHook | None = None,
     ) -> None:
         if not isinstance(api_key, Secret):
             raise TypeError("api_key must be a multirun.core.redact.Secret")
@@ -139,6 +141,7 @@ class AlgogeneClient:
             max_reply_bytes=max_reply_bytes,
             interrupt=interrupt,
             heartbeat=heartbeat,
+            on_request=on_request,
         )
         shared = None if token_file is None else SharedTokenFile(token_file)
         self._tokens = TokenManager(

@@ -91,6 +91,8 @@ T = TypeVar("T")
 
 # A JSON object as decoded from a reply, and what we send (query parameters or JSON body).
 Json = dict[str, Any]
+# Told each request's endpoint and outcome once it ended (telemetry counts them).
+RequestHook = Callable[[str, str], None]
 
 WRITE_ENDPOINTS = frozenset({"open_order", "close_orders", "cancel_orders"})
 # Failures after which a read is worth repeating.
@@ -173,6 +175,7 @@ class Transport:
         max_reply_bytes: int = MAX_REPLY_BYTES,
         interrupt: StopSignal | None = None,
         heartbeat: Callable[[], None] | None = None,
+        on_request: RequestHook | None = None,
     ) -> None:
         if request_deadline_s <= 0 or max_reply_bytes <= 0:
             raise ValueError("request_deadline_s and max_reply_bytes must be > 0")
@@ -185,6 +188,7 @@ class Transport:
         self._honour_interrupt = True
         self._heartbeat = heartbeat
         self._heartbeat_failed = False
+        self._on_request = on_request
         self._secrets = secrets
         self._clock = clock
         self._rng = rng
@@ -246,7 +250,28 @@ class Transport:
     ) -> tuple[Json, datetime | None]:
         """Exactly one HTTP request, done within ``min(request_deadline_s, deadline_s)``.
         Returns (decoded JSON object, the reply's Date header with ``dated``, else None:
-        parsing it costs more than a tenth of a request, and only a session's is used)."""
+        parsing it costs more than a tenth of a request, and only a session's is used).
+        ``on_request`` hears its endpoint and outcome (:func:`request_outcome`) after it."""
+        if self._on_request is None:
+            return self._exchange(method, endpoint, payload, read_timeout, deadline_s, dated)
+        error: BaseException | None = None
+        try:
+            return self._exchange(method, endpoint, payload, read_timeout, deadline_s, dated)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._on_request(endpoint, request_outcome(error))
+
+    def _exchange(
+        self,
+        method: str,
+        endpoint: str,
+        payload: Json,
+        read_timeout: float | None,
+        deadline_s: float | None,
+        dated: bool,
+    ) -> tuple[Json, datetime | None]:
         self._beat()
         timeout = (self.connect_timeout, read_timeout or self.read_timeout)
         total = min(self.request_deadline_s, deadline_s or self.request_deadline_s)
@@ -372,6 +397,24 @@ class Transport:
 
     def _server_text(self, text: str) -> str:
         return Redactor(self._secrets()).server_text(text)
+
+
+def request_outcome(error: BaseException | None) -> str:
+    """A request's outcome class: ``2xx``, ``4xx``, ``5xx``, ``auth_rejected``,
+    ``refused`` (an HTTP 200 refusal), ``timeout`` or ``dropped``."""
+    if error is None:
+        return "2xx"
+    if isinstance(error, AuthError):
+        return "auth_rejected"
+    if isinstance(error, NetworkError):
+        text = str(error)
+        timed_out = "within" in text or "timed out" in text
+        return "timeout" if timed_out else "dropped"
+    if isinstance(error, ApiError) and error.status is not None:
+        return "refused" if error.status == 200 else f"{error.status // 100}xx"
+    if isinstance(error, ApiError):
+        return "protocol"
+    return "dropped"  # interrupted by a stop, or cut short otherwise
 
 
 def _status_error(endpoint: str, status: int, detail: str) -> ApiError:

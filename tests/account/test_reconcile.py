@@ -189,3 +189,24 @@ def test_a_fixed_schedule_does_not_learn(journal: Journal, clock: FakeClock) -> 
     for _ in range(4):
         reads = confirm(rec, journal, server, clock, 0.02)
     assert reads == [0.0, pytest.approx(0.05)]
+
+
+def test_on_foreign_hears_only_refs_the_journal_never_held_once_reconciled(
+    journal: Journal, clock: FakeClock
+) -> None:
+    server, heard = Server(clock), []
+    server.listed_on = 1
+    foreign = Reconciler(
+        server, journal, stop=threading.Event(), started=clock.time(), clock=clock,
+        timing=Timing(reconcile_window_s=WINDOW_S), on_foreign=heard.append,
+    )  # fmt: skip
+    first, later = "mr-alpha-OTHERS-1", "mr-alpha-OTHERS-2"
+    server.open = [Trade("1", first, "BTCUSD", 1, 1.0, 100.0, "2026-11-24 08:00:00")]
+    foreign.sync()  # reconciling on start: a lost journal's trade, expected
+    assert foreign.adopted_on_start == [first] and heard == []
+    foreign.reconciled = True
+    server.open.append(Trade("2", later, "BTCUSD", 1, 1.0, 100.0, "2026-11-24 08:00:00"))
+    foreign.sync()
+    journal.mark_closed([later])
+    foreign.sync()  # listed again: the journal held it before
+    assert heard == [later] and foreign.adopted_on_start == [first]

@@ -15,6 +15,7 @@ import pytest
 
 from multirun.account import status_file as worker_status
 from multirun.account.status_file import PROGRESS_EVERY_S, StatusFile
+from multirun.core.statedir import AccountDir
 
 
 class Clock:
@@ -46,8 +47,9 @@ def clock() -> Clock:
 def test_progress_of_a_fast_account_is_written_at_a_bounded_rate(
     tmp_path: Path, clock: Clock
 ) -> None:
-    path = tmp_path / "status.json"
-    file = StatusFile(path, interval_s=1, clock=clock)
+    account = AccountDir(tmp_path)
+    path = account.status
+    file = StatusFile(account, interval_s=1, clock=clock)
     file.write(lambda: status(ticks=1))
     clock.now += 1.0
     file.write(lambda: status(ticks=2, orders_sent=1, open_trades=1, last_tick_utc="t2"))
@@ -72,8 +74,9 @@ def test_progress_of_a_fast_account_is_written_at_a_bounded_rate(
 def test_a_change_of_condition_is_written_at_once(
     tmp_path: Path, clock: Clock, change: dict[str, Any]
 ) -> None:
-    path = tmp_path / "status.json"
-    file = StatusFile(path, interval_s=1, clock=clock)
+    account = AccountDir(tmp_path)
+    path = account.status
+    file = StatusFile(account, interval_s=1, clock=clock)
     file.write(lambda: status())
     clock.now += 0.1
     file.write(lambda: status(ticks=2, **change))
@@ -82,8 +85,9 @@ def test_a_change_of_condition_is_written_at_once(
 
 
 def test_the_first_tick_is_written_at_once(tmp_path: Path, clock: Clock) -> None:
-    path = tmp_path / "status.json"
-    file = StatusFile(path, interval_s=1, clock=clock)
+    account = AccountDir(tmp_path)
+    path = account.status
+    file = StatusFile(account, interval_s=1, clock=clock)
     file.write(lambda: status(ticks=0, last_tick_utc=None))
     clock.now += 0.5
     file.write(lambda: status(ticks=1))
@@ -91,8 +95,9 @@ def test_the_first_tick_is_written_at_once(tmp_path: Path, clock: Clock) -> None
 
 
 def test_force_writes_now(tmp_path: Path, clock: Clock) -> None:
-    path = tmp_path / "status.json"
-    file = StatusFile(path, interval_s=1, clock=clock)
+    account = AccountDir(tmp_path)
+    path = account.status
+    file = StatusFile(account, interval_s=1, clock=clock)
     file.write(lambda: status(ticks=1))
     file.write(lambda: status(ticks=2), force=True)
     assert on_disk(path)["ticks"] == 2
@@ -102,8 +107,9 @@ def test_force_writes_now(tmp_path: Path, clock: Clock) -> None:
 def test_an_account_ticking_slower_writes_every_tick(
     tmp_path: Path, clock: Clock, interval_s: int
 ) -> None:
-    path = tmp_path / "status.json"
-    file = StatusFile(path, interval_s=interval_s, clock=clock)
+    account = AccountDir(tmp_path)
+    path = account.status
+    file = StatusFile(account, interval_s=interval_s, clock=clock)
     for ticks in range(1, 4):
         file.write(lambda n=ticks: status(ticks=n))  # type: ignore[misc]
         assert on_disk(path)["ticks"] == ticks
@@ -112,18 +118,19 @@ def test_an_account_ticking_slower_writes_every_tick(
 def test_a_failed_write_is_tried_again_at_the_next_call(
     tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "status.json"
-    file = StatusFile(path, interval_s=1, clock=clock)
+    account = AccountDir(tmp_path)
+    path = account.status
+    file = StatusFile(account, interval_s=1, clock=clock)
     file.write(lambda: status(ticks=1))
-    real = worker_status.procutil.write_json_atomic
+    real = worker_status.write_worker_status
 
     def full_disk(*args: Any, **kwargs: Any) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(worker_status.procutil, "write_json_atomic", full_disk)
+    monkeypatch.setattr(worker_status, "write_worker_status", full_disk)
     file.write(lambda: status(ticks=2, last_error="boom"))
     assert file.failing and on_disk(path)["ticks"] == 1
-    monkeypatch.setattr(worker_status.procutil, "write_json_atomic", real)
+    monkeypatch.setattr(worker_status, "write_worker_status", real)
     clock.now += 0.1  # progress alone, well within the rate: written since the last failed
     file.write(lambda: status(ticks=3, last_error="boom"))
     assert not file.failing and on_disk(path)["ticks"] == 3

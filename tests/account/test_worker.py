@@ -17,6 +17,7 @@ import pytest
 from multirun import strategies
 from multirun.account.journal.store import ABANDONED, CLOSED, OPEN, Journal
 from multirun.account.orders_plan import Plan, plan_orders
+from multirun.account.process import build_worker
 from multirun.account.reconcile import Timing
 from multirun.account.ticker import StopFlag, Tick
 from multirun.account.worker import Worker
@@ -101,7 +102,7 @@ class Harness:
         journal = Journal.for_account(
             StateDir(self.state_dir).account(spec.name), spec.order_ref_prefix
         )
-        worker = Worker(
+        worker = build_worker(
             runner, spec, client, journal, strategy, stop=StopFlag(),
             timing=Timing(reconcile_window_s=window, late_window_s=late),
             clock=clock or SYSTEM_CLOCK,

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from multirun.account.journal.store import ABANDONED, OPEN, Journal
+from multirun.account.process import build_worker
 from multirun.account.reconcile import Timing
 from multirun.account.ticker import StopFlag
-from multirun.account.worker import Worker
 from multirun.api.client import AlgogeneClient
 from multirun.config.specs import Guardrails, RunnerSpec
 from multirun.core.errors import OrderRejected
@@ -187,7 +187,7 @@ def _tick_for(url: str, state: Path, n: int, seconds: float, results: Any) -> No
     client = AlgogeneClient(url, spec.user, spec.api_key, spec.runmode, spec.accountid,
                             reconcile_window_s=0.2)  # fmt: skip
     journal = Journal.for_account(StateDir(state).account(spec.name), spec.order_ref_prefix)
-    worker = Worker(runner, spec, client, journal, Script(*["BUY", "SELL"] * 60),
+    worker = build_worker(runner, spec, client, journal, Script(*["BUY", "SELL"] * 60),
                     stop=StopFlag(), timing=Timing(reconcile_window_s=0.2))  # fmt: skip
     try:
         worker.reconcile()

@@ -196,7 +196,7 @@ def test_the_grafana_dashboard_uses_only_metrics_we_serve(tmp_path: Path) -> Non
         {"pid": 1, "state": "RUNNING", "open_trades": 0, "nav": 1.0, "realized_pl_today": 0.0,
          "unrealized_pl": 0.0},
     )  # fmt: skip
-    telemetry = Telemetry(layout.account("a").metrics)
+    telemetry = Telemetry(layout.account("a"))
     telemetry.count("orders_total", side="buy", result="filled")
     telemetry.request("open_order", "2xx")
     telemetry.last_success = 1.0

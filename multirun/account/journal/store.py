@@ -30,7 +30,7 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +87,6 @@ class Journal:
         # No journal on disk before this open: a first start, or a reset or deleted one.
         self.is_new = created and not existed
         self.refusal: str | None = None  # set by refuse(): no new orders, and why
-        self.on_adopt: Callable[[str], None] | None = None  # told each adopted orderRef
-        self.on_closed: Callable[[list[str]], None] | None = None  # told closes confirmed
 
     @classmethod
     def for_account(
@@ -185,11 +183,8 @@ class Journal:
     def adopt(
         self, order_ref: str, trade_id: str, instrument: str, side: str, volume: float
     ) -> JournalOrder:
-        """Record a trade of ours the journal did not know (or thought gone) as OPEN.
-
-        :attr:`on_adopt` is told of each orderRef the journal never held before."""
+        """Record a trade of ours the journal did not know (or thought gone) as OPEN."""
         now = self._now()
-        known = self.find(order_ref) is not None
         with self._tx() as db:
             db.execute(
                 "INSERT INTO orders (order_ref, instrument, side, volume, origin, state,"
@@ -202,8 +197,6 @@ class Journal:
                 (order_ref, instrument, side, volume, OPEN, str(trade_id), now, now, now),
             )
             order_refs.bump_seq(db, self.seq_of(order_ref))
-        if self.on_adopt is not None and not known:
-            self.on_adopt(order_ref)
         return self.get(order_ref)
 
     def mark_close_requested(self, order_refs: Iterable[str]) -> None:
@@ -216,7 +209,7 @@ class Journal:
                 )
 
     def mark_closed(self, order_refs: Iterable[str], note: str = "close confirmed") -> None:
-        """The closes of ``order_refs`` are confirmed (:attr:`on_closed` is told after)."""
+        """The closes of ``order_refs`` are confirmed."""
         now = self._now()
         refs = list(order_refs)
         with self._tx() as db:
@@ -225,8 +218,6 @@ class Journal:
                     "UPDATE orders SET state = ?, closed_ts = ?, note = ? WHERE order_ref = ?",
                     (CLOSED, now, note, ref),
                 )
-        if self.on_closed is not None and refs:
-            self.on_closed(refs)
 
     def record_fill(
         self, order_ref: str, price: float | None, at: float | None, source: str

@@ -204,12 +204,3 @@ def test_a_failing_disk_is_a_one_line_journal_error(journal: Journal) -> None:
     ):
         with pytest.raises(JournalError, match="disk I/O error"):
             call()
-
-
-def test_on_adopt_hears_only_refs_the_journal_never_held(journal: Journal) -> None:
-    heard: list[str] = []
-    journal.on_adopt = heard.append
-    journal.adopt(f"{PREFIX}OTHERS-1", "1", "BTCUSD", "BUY", 1.0)
-    journal.mark_closed([f"{PREFIX}OTHERS-1"])
-    journal.adopt(f"{PREFIX}OTHERS-1", "1", "BTCUSD", "BUY", 1.0)  # listed again: known
-    assert heard == [f"{PREFIX}OTHERS-1"]
