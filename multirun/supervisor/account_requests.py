@@ -30,7 +30,7 @@ from multirun.supervisor.arbiter_part import ArbiterPart
 from multirun.supervisor.control_server import Conn, ControlServer, error_reply
 from multirun.supervisor.program import Proc, Program, RestartPolicy
 from multirun.supervisor.sweeps import Sweeps
-from multirun.supervisor.watchdog import Watchdog
+from multirun.supervisor.watchdog import HeartbeatWatchdog
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class Commands(ArbiterPart):
     control: ControlServer | None
     ops: list[Op]
     config: str | None
-    watchdog: Watchdog
+    watchdog: HeartbeatWatchdog
 
     if TYPE_CHECKING:  # provided by the arbiter and its other parts
 

@@ -74,7 +74,7 @@ from multirun.supervisor.pipes import Pipes
 from multirun.supervisor.program import Proc, Program, RestartPolicy, live
 from multirun.supervisor.stopping import Stopping
 from multirun.supervisor.sweeps import Sweeps
-from multirun.supervisor.watchdog import BACK, KILL, LATE, Watchdog
+from multirun.supervisor.watchdog import BACK, KILL, LATE, HeartbeatWatchdog
 
 # supervisor.json is written at most this often: a start or a stop of 500 accounts changes
 # some child's state thousands of times, and each write holds every account (a write per
@@ -121,7 +121,7 @@ class Arbiter(Stopping, Commands, Exits):
         self.clean = True
         self.started_wall = time.time()
         self.sweeps = Sweeps()
-        self.watchdog = Watchdog(
+        self.watchdog = HeartbeatWatchdog(
             self.layout, watchdog_timeout_s, kill_after_s=watchdog_kill_after_s
         )
         self.left_open: dict[str, Leftover] = {}  # the final report, once everything stopped

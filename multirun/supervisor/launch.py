@@ -105,7 +105,7 @@ def run_worker(runner: RunnerSpec, name: str, context: ChildContext) -> int:
     )
 
 
-def run_sweep(runner: RunnerSpec, name: str, context: ChildContext) -> int:
+def sweep_from_journal(runner: RunnerSpec, name: str, context: ChildContext) -> int:
     """An account's sweep: its on_stop applied from its journal, with no strategy code."""
     from multirun.account import process as account_process
 
@@ -135,7 +135,7 @@ def account_program(runner: RunnerSpec, name: str) -> Program:
         partial(run_worker, runner, name),
         announces_up=True,
         sweep=Sweep(
-            partial(run_sweep, runner, name),
+            partial(sweep_from_journal, runner, name),
             partial(leftover, runner, name),
             deadline_s=runner.stop_timeout_s,
         ),

@@ -40,7 +40,7 @@ class Finding:
     silent_s: float  # seconds since its last heartbeat
 
 
-class Watchdog:
+class HeartbeatWatchdog:
     """Reads the heartbeats of the accounts' workers; says who is late, back, or to kill."""
 
     def __init__(
