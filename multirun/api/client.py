@@ -60,7 +60,7 @@ from multirun.api.models import (
     Trade,
     Transaction,
 )
-from multirun.api.params import TradeIds, api_time, order_body, trade_ids_of
+from multirun.api.params import OrderBody, TradeIds, api_time, order_body, trade_ids_of
 from multirun.api.placing import AMBIGUOUS, NotSent, Placer
 from multirun.api.polls import SETTLE_POLLS, Learned, Schedule
 from multirun.api.tokens import SessionReply, SharedTokenFile, TokenManager
@@ -274,7 +274,7 @@ class AlgogeneClient:
         first, so an order filling in between is still seen), or None. If several carry
         it, logs a warning naming all of them and returns the first (opened before
         pending). Raises as :meth:`accounts`."""
-        found = Placer(self).find_all(order_ref, None)
+        found = self._placer().find_all(order_ref, None)
         return found[0][0] if found else None
 
     # --- writes -------------------------------------------------------------------
@@ -315,7 +315,7 @@ class AlgogeneClient:
             instrument, buysell, volume, order_ref, ordertype, price, timeinforce,
             take_profit, stop_loss, holdtime,
         )  # fmt: skip
-        return Placer(self).place(body, order_ref)
+        return self._placer().place(body, order_ref)
 
     def close_trades(self, trade_ids: TradeIds, *, confirm_timeout_s: float = 10.0,
                      polls: Schedule | None = None) -> None:  # fmt: skip
@@ -352,6 +352,12 @@ class AlgogeneClient:
                interrupt=self._transport.active_interrupt(), polls=polls)  # fmt: skip
 
     # --- plumbing ------------------------------------------------------------------
+
+    def _placer(self) -> Placer:
+        return Placer(
+            _OrderDesk(self), clock=self._clock, reconcile_window_s=self._reconcile_window_s,
+            read_budget_s=self._read_budget_s,
+        )  # fmt: skip
 
     def _read(
         self,
@@ -458,6 +464,27 @@ class AlgogeneClient:
 
         deadline = self._clock.monotonic() + self._read_budget_s
         return self._transport.retrying("session", once, deadline)
+
+
+class _OrderDesk:
+    """What :class:`multirun.api.placing.Placer` needs of the server, over the client's calls."""
+
+    def __init__(self, client: AlgogeneClient) -> None:
+        self.client = client
+
+    def send_order(self, body: OrderBody, order_ref: str) -> OrderAck:
+        reply = self.client._write_once("open_order", body)
+        parse = lambda r: models.ack_from_api(r, order_ref)  # noqa: E731
+        return self.client._transport.parse("open_order", parse, reply)
+
+    def trades(self, listing: str, deadline: float | None) -> list[Trade]:
+        return self.client._read(listing, {}, models.trades_from_api, deadline=deadline)
+
+    def strategy_trades(self, order_ref: str) -> list[Transaction]:
+        return self.client.strategy_trades(order_ref)
+
+    def pause(self, seconds: float, what: str) -> None:
+        self.client._transport.pause(seconds, what)
 
 
 class _Desk:

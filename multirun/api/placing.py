@@ -12,12 +12,12 @@ it is raised as not placed. See :mod:`multirun.api.client` for the guarantees as
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from multirun.api import models
-from multirun.api.models import OrderAck, Trade
+from multirun.api.models import OrderAck, Trade, Transaction
 from multirun.api.params import OrderBody
 from multirun.api.transport import NotConnected
+from multirun.core.clock import Clock
 from multirun.core.errors import (
     ApiError,
     AuthError,
@@ -27,9 +27,6 @@ from multirun.core.errors import (
     ProtocolError,
     ServerError,
 )
-
-if TYPE_CHECKING:
-    from multirun.api.client import AlgogeneClient
 
 log = logging.getLogger("multirun.client")
 
@@ -45,11 +42,34 @@ class NotSent(Exception):
         self.error = error
 
 
-class Placer:
-    """One ``open_order`` of ``client``: its send, and the search by orderRef."""
+class OrderDesk(Protocol):
+    """What placing an order needs of the client (:class:`multirun.api.client.AlgogeneClient`
+    provides it). Each call raises :class:`NotSent` when no session token could be had."""
 
-    def __init__(self, client: AlgogeneClient) -> None:
-        self.client = client
+    def send_order(self, body: OrderBody, order_ref: str) -> OrderAck:
+        """POST ``open_order`` once; a refused token is renewed and the AuthError raised."""
+
+    def trades(self, listing: str, deadline: float | None) -> list[Trade]:
+        """``pending_trades`` or ``opened_trades``, reads retried until ``deadline``."""
+
+    def strategy_trades(self, order_ref: str) -> list[Transaction]:
+        """The transaction history of ``order_ref``."""
+
+    def pause(self, seconds: float, what: str) -> None:
+        """Wait between lookups; raises Interrupted on a stop request."""
+
+
+class Placer:
+    """One ``open_order`` through ``desk``: its send, and the search by orderRef for
+    ``reconcile_window_s`` (plus ``read_budget_s`` for a lookup that could decide)."""
+
+    def __init__(
+        self, desk: OrderDesk, *, clock: Clock, reconcile_window_s: float, read_budget_s: float
+    ) -> None:
+        self.desk = desk
+        self.clock = clock
+        self.reconcile_window_s = reconcile_window_s
+        self.read_budget_s = read_budget_s
 
     def place(self, body: OrderBody, order_ref: str) -> OrderAck:
         """Send ``body`` (carrying ``order_ref``) as :meth:`AlgogeneClient.open_order`
@@ -72,7 +92,7 @@ class Placer:
             return found
         raise OrderUncertain(
             f"open_order {order_ref}: outcome unknown ({outcome}); not found by orderRef "
-            f"within {self.client._reconcile_window_s:g} s; the server may still execute it, so it "
+            f"within {self.reconcile_window_s:g} s; the server may still execute it, so it "
             "is never resent",
             endpoint="open_order",
             status=outcome.status,
@@ -81,12 +101,8 @@ class Placer:
     def _try_open(self, body: OrderBody, order_ref: str) -> OrderAck | ApiError:
         """One send, and after a token refusal a lookup by orderRef and, if absent, one
         resend. Returns the ack, or the ambiguous error; raises definitive errors."""
-        client = self.client
-        parse = lambda r: models.ack_from_api(r, order_ref)  # noqa: E731
         try:
-            return client._transport.parse(
-                "open_order", parse, client._write_once("open_order", body)
-            )
+            return self.desk.send_order(body, order_ref)
         except NotSent as not_sent:
             raise not_sent.error from None
         except NotConnected:
@@ -108,9 +124,7 @@ class Placer:
         if found is not None:
             return found
         try:
-            return client._transport.parse(
-                "open_order", parse, client._write_once("open_order", body)
-            )
+            return self.desk.send_order(body, order_ref)
         except NotSent as not_sent:
             raise not_sent.error from None
         except (*AMBIGUOUS, AuthError) as again:
@@ -120,25 +134,25 @@ class Placer:
         """Look for ``order_ref`` until found, or until a lookup that began after the
         window ended finds nothing (None). Raises OrderUncertain when no lookup that
         could decide succeeds within the window plus ``read_budget_s``."""
-        start = self.client._clock.monotonic()
-        window_end = start + self.client._reconcile_window_s
-        give_up = window_end + self.client._read_budget_s
+        start = self.clock.monotonic()
+        window_end = start + self.reconcile_window_s
+        give_up = window_end + self.read_budget_s
         interval = 0.2
         while True:
-            began = self.client._clock.monotonic()
+            began = self.clock.monotonic()
             try:
                 found = self._locate(order_ref, give_up)
             except (ApiError, NotSent) as exc:
                 error = exc.error if isinstance(exc, NotSent) else exc
-                if self.client._clock.monotonic() >= give_up:
+                if self.clock.monotonic() >= give_up:
                     raise self._uncertain(order_ref, cause, error) from None
             else:
                 if found is not None:
                     return found
                 if began >= window_end:
                     return None
-            now = self.client._clock.monotonic()  # the next lookup must begin after the window
-            self.client._transport.pause(
+            now = self.clock.monotonic()  # the next lookup must begin after the window
+            self.desk.pause(
                 max(0.0, min(interval, window_end - now)) if now < window_end else interval,
                 f"open_order {order_ref}",
             )
@@ -160,7 +174,7 @@ class Placer:
         if listed is not None:
             return listed
         try:
-            rows = self.client.strategy_trades(order_ref)
+            rows = self.desk.strategy_trades(order_ref)
         except (ApiError, NotSent) as failed:
             log.debug("strategy_trade %s: unreadable (%s)", order_ref, failed)
             return None
@@ -189,8 +203,8 @@ class Placer:
     def find_all(self, order_ref: str, deadline: float | None) -> list[tuple[Trade, str]]:
         """Every (trade, listing) carrying ``order_ref``: opened ones first. Pending is
         read before opened, so an order moving from one to the other is not missed."""
-        pending = self.client._read("pending_trades", {}, models.trades_from_api, deadline=deadline)
-        opened = self.client._read("opened_trades", {}, models.trades_from_api, deadline=deadline)
+        pending = self.desk.trades("pending_trades", deadline)
+        opened = self.desk.trades("opened_trades", deadline)
         found = [(t, "opened_trades") for t in opened if t.order_ref == order_ref]
         found += [(t, "pending_trades") for t in pending if t.order_ref == order_ref]
         if len(found) > 1:
