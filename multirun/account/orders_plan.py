@@ -1,6 +1,6 @@
 """Planning a tick's orders: what to close and what to open to reach a decision's target.
 
-Pure, so it is easy to test: :mod:`multirun.account.worker` carries a :class:`Plan` out.
+Pure, so it is easy to test: :mod:`multirun.account.worker` carries a :class:`OrderPlan` out.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from multirun.strategies.context import Decision, OpenTrade
 
 
 @dataclass(frozen=True)
-class Plan:
+class OrderPlan:
     """The orders that move our trades to a decision's target."""
 
     close: tuple[OpenTrade, ...] = ()
@@ -25,7 +25,7 @@ class Plan:
         return not self.close and self.open_side is None
 
 
-def plan_orders(decision: Decision, trades: Sequence[OpenTrade], instrument: str) -> Plan:
+def plan_orders(decision: Decision, trades: Sequence[OpenTrade], instrument: str) -> OrderPlan:
     """Close opposite (and, for a fresh decision, all) trades; open one if not already there.
 
     Trades on another instrument (the account's instrument was changed) are never the
@@ -33,15 +33,15 @@ def plan_orders(decision: Decision, trades: Sequence[OpenTrade], instrument: str
     """
     signal_ = decision.signal
     if signal_ is None:
-        return Plan()
+        return OrderPlan()
     if signal_ is Signal.FLAT:
-        return Plan(close=tuple(trades))
+        return OrderPlan(close=tuple(trades))
     side = signal_.value
     keep = [
         t for t in trades if t.instrument == instrument and t.side == side and not decision.fresh
     ]
     close = tuple(t for t in trades if t not in keep)
-    return Plan(close=close, open_side=None if keep else side)
+    return OrderPlan(close=close, open_side=None if keep else side)
 
 
 def open_trade(row: JournalOrder) -> OpenTrade:

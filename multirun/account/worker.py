@@ -43,7 +43,7 @@ from multirun.account import alarm, guardrails
 from multirun.account.journal.store import Journal, JournalOrder
 from multirun.account.observer import NULL_OBSERVER, WorkerObserver
 from multirun.account.on_stop import HARD_MARGIN, STOP_MARGIN, Closer, Outcome, StopWindow
-from multirun.account.orders_plan import Plan, open_trade, plan_orders
+from multirun.account.orders_plan import OrderPlan, open_trade, plan_orders
 from multirun.account.pricing import Pricing
 from multirun.account.reconcile import DEFAULT_TIMING, Listings, Reconciler, Timing
 from multirun.account.status_file import StatusFile
@@ -421,7 +421,7 @@ class Worker:
 
     # --- execution ------------------------------------------------------------------
 
-    def execute(self, plan: Plan) -> bool:
+    def execute(self, plan: OrderPlan) -> bool:
         """Carry out ``plan``; whether an order was sent and succeeded."""
         sent = False
         if plan.close:

@@ -1,7 +1,7 @@
 """A total deadline per HTTP request: a watchdog that cuts a request still in flight at its end.
 
 requests' read timeout applies to each socket read, so a reply trickling one byte a
-second never times out. Here every request runs inside :meth:`Watchdog.watching`: the
+second never times out. Here every request runs inside :meth:`RequestWatchdog.watching`: the
 connection it uses (our urllib3 connection class, :class:`WatchedHTTPConnection`, attaches
 itself when it connects and when it sends) is shut down (``shutdown(SHUT_RDWR)``, which
 wakes a thread blocked reading it) once the deadline passes. That cuts the connect (a
@@ -35,7 +35,7 @@ class ReplyTooLarge(Exception):
     """Internal: the reply body passed the size cap."""
 
 
-class DeadlinePassed(Exception):
+class RequestDeadlinePassed(Exception):
     """Internal: the request's total deadline passed while its body was being read."""
 
 
@@ -49,16 +49,16 @@ class Watch:
         self.expired = False
 
     def check(self) -> None:
-        """Raise DeadlinePassed if the deadline has passed."""
+        """Raise RequestDeadlinePassed if the deadline has passed."""
         if self.expired or time.monotonic() >= self.deadline:
             self.expired = True
-            raise DeadlinePassed()
+            raise RequestDeadlinePassed()
 
 
 _LOCAL = threading.local()  # .watch: the Watch of the request this thread is making
 
 
-class Watchdog:
+class RequestWatchdog:
     """Cuts the connection of every watched request whose deadline has passed."""
 
     def __init__(self) -> None:
@@ -137,17 +137,17 @@ def _cut(conn: HTTPConnection) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-_WATCHDOG = Watchdog()
+_WATCHDOG = RequestWatchdog()
 
 
-def watchdog() -> Watchdog:
+def watchdog() -> RequestWatchdog:
     """The process's watchdog."""
     return _WATCHDOG
 
 
 def _after_fork() -> None:
     global _WATCHDOG
-    _WATCHDOG = Watchdog()
+    _WATCHDOG = RequestWatchdog()
 
 
 os.register_at_fork(after_in_child=_after_fork)
@@ -188,7 +188,7 @@ POOL_CLASSES = {"http": WatchedHTTPPool, "https": WatchedHTTPSPool}
 def read_body(raw: Any, watch: Watch, cap: int) -> bytes:
     """The whole (decompressed) body of urllib3 response ``raw``, read in chunks.
 
-    Raises ReplyTooLarge past ``cap`` bytes, DeadlinePassed when the watch's deadline
+    Raises ReplyTooLarge past ``cap`` bytes, RequestDeadlinePassed when the watch's deadline
     passes, and urllib3's or the socket's own errors when the connection fails (or was
     cut by the watchdog)."""
     length = raw.headers.get("Content-Length", "")

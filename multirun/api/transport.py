@@ -49,7 +49,7 @@ import urllib3
 
 from multirun.api import models
 from multirun.api.http_session import HttpSession
-from multirun.api.request_deadline import DeadlinePassed, ReplyTooLarge, read_body, watchdog
+from multirun.api.request_deadline import ReplyTooLarge, RequestDeadlinePassed, read_body, watchdog
 from multirun.core.clock import Clock, StopSignal
 from multirun.core.errors import (
     ApiError,
@@ -289,7 +289,7 @@ class Transport:
                 raw = None
             except ReplyTooLarge:
                 failure = "too large"
-            except DeadlinePassed:
+            except RequestDeadlinePassed:
                 failure = "deadline"
             except requests.ConnectTimeout:
                 failure, unsent = "connect timed out", True

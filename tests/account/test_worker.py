@@ -16,7 +16,7 @@ import pytest
 
 from multirun import strategies
 from multirun.account.journal.store import ABANDONED, CLOSED, OPEN, Journal
-from multirun.account.orders_plan import Plan, plan_orders
+from multirun.account.orders_plan import OrderPlan, plan_orders
 from multirun.account.process import build_worker
 from multirun.account.reconcile import Timing
 from multirun.account.ticker import StopFlag, Tick
@@ -155,17 +155,17 @@ OTHER = OpenTrade(f"{PREFIX}3", "3", "ETHUSD", "BUY", 1.0)
 @pytest.mark.parametrize(
     ("decision", "trades", "expected"),
     [
-        (Decision(None), [LONG], Plan()),
-        (Decision(Signal.BUY), [], Plan(open_side="BUY")),
-        (Decision(Signal.BUY), [LONG], Plan()),
-        (Decision(Signal.SELL), [LONG], Plan(close=(LONG,), open_side="SELL")),
-        (Decision(Signal.FLAT), [LONG, SHORT], Plan(close=(LONG, SHORT))),
-        (Decision(Signal.FLAT), [], Plan()),
-        (Decision(Signal.BUY, fresh=True), [LONG], Plan(close=(LONG,), open_side="BUY")),
-        (Decision(Signal.BUY), [LONG, OTHER], Plan(close=(OTHER,))),
+        (Decision(None), [LONG], OrderPlan()),
+        (Decision(Signal.BUY), [], OrderPlan(open_side="BUY")),
+        (Decision(Signal.BUY), [LONG], OrderPlan()),
+        (Decision(Signal.SELL), [LONG], OrderPlan(close=(LONG,), open_side="SELL")),
+        (Decision(Signal.FLAT), [LONG, SHORT], OrderPlan(close=(LONG, SHORT))),
+        (Decision(Signal.FLAT), [], OrderPlan()),
+        (Decision(Signal.BUY, fresh=True), [LONG], OrderPlan(close=(LONG,), open_side="BUY")),
+        (Decision(Signal.BUY), [LONG, OTHER], OrderPlan(close=(OTHER,))),
     ],
 )
-def test_plan_orders(decision: Decision, trades: list[OpenTrade], expected: Plan) -> None:
+def test_plan_orders(decision: Decision, trades: list[OpenTrade], expected: OrderPlan) -> None:
     assert plan_orders(decision, trades, "BTCUSD") == expected
 
 
