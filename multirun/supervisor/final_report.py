@@ -17,9 +17,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from multirun.core.errors import MultirunError
+from multirun.core.statefiles import LeftOpenEntry
 
 CLOSE, KEEP = "close", "keep"
 
@@ -154,7 +154,7 @@ def verdict(code: int, leftovers: Mapping[str, Leftover]) -> str:
     return f"stopped; exit status {code}: an account did not stop cleanly (see above)"
 
 
-def to_json(leftovers: Mapping[str, Leftover]) -> dict[str, Any]:
+def to_json(leftovers: Mapping[str, Leftover]) -> dict[str, LeftOpenEntry]:
     """``supervisor.json``'s ``left_open``: only the accounts that hold something."""
     return {
         name: {

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from multirun.account import ownership
 from multirun.config.specs import SERVICE_NAMES, AccountSpec, RunnerSpec
-from multirun.core import procutil
+from multirun.core import procutil, statefiles
 from multirun.core.errors import SupervisorError, UsageError
 from multirun.core.statedir import StateDir
 from multirun.ops import status
@@ -347,7 +347,7 @@ def stop(
                 f"the supervisor (pid {pid}) is still running after {timeout_s:g} s"
             )
         time.sleep(0.1)
-    final = procutil.read_json(layout.supervisor_json) or {}
+    final = statefiles.read_supervisor(layout)
     code = final.get("exit_code") if final.get("pid") == pid else None
     code = code if isinstance(code, int) else 1
     left = final_report.from_json(final.get("left_open")) if final.get("pid") == pid else []
@@ -367,7 +367,7 @@ def running_stop_timeout_s(layout: StateDir, pid: int) -> float:
     (the schema's default when it recorded none)."""
     from multirun.config import schema
 
-    data = procutil.read_json(layout.supervisor_json) or {}
+    data = statefiles.read_supervisor(layout)
     recorded = data.get("stop_timeout_s") if data.get("pid") == pid else None
     if isinstance(recorded, int | float) and not isinstance(recorded, bool):
         return float(recorded)
