@@ -1,17 +1,21 @@
-"""The arbiter's per-account commands: stop, start, restart and reload, as control requests.
+"""Per-account requests: stop, start, restart and reload, as control requests.
 
-A request from the control socket (:mod:`multirun.supervisor.control_server`) or a SIGHUP becomes an
-:class:`Op`: accounts to stop first (their ``on_stop`` applies, swept when their journal
-still holds trades; ``keep``: SIGHUP, so the worker exits closing nothing and the next
-one adopts its trades from the journal), then accounts to start (counters reset). The
-loop advances every op each turn; once every account is where it was sent, the client
-gets one reply: each account's new state, and ``ok`` only if all reached it.
+A request from the control socket (:mod:`multirun.supervisor.control_server`) or a SIGHUP
+becomes an :class:`Op`: accounts to stop first (their ``on_stop`` applies, swept when
+their journal still holds trades; ``keep``: SIGHUP, so the worker exits closing nothing
+and the next one adopts its trades from the journal), then accounts to start (counters
+reset). The arbiter's loop advances every op each turn; once every account is where it
+was sent, the client gets one reply: each account's new state, and ``ok`` only if all
+reached it.
 
 A reload re-reads the config (through the :class:`Catalog` the launcher provides: the
-arbiter never imports config), plans it with :func:`multirun.config.reload_diff.plan` and applies
-it: start the added accounts, stop the removed ones, restart only the changed ones.
-Every other process is untouched. :class:`Commands` is a part of
-:class:`multirun.supervisor.arbiter.Arbiter`, kept here to keep each module to one job.
+arbiter never imports config), plans it with :func:`multirun.config.reload_diff.plan` and
+applies it: start the added accounts, stop the removed ones, restart only the changed
+ones. Every other process is untouched.
+
+:class:`AccountRequests` is the arbiter's: it is built with what it uses of the arbiter
+(how to start a process, log, save, reply) and serves only once the arbiter says so
+(not while starting or stopping: :meth:`multirun.supervisor.arbiter.Arbiter.handle`).
 """
 
 from __future__ import annotations
@@ -20,17 +24,15 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from multirun.core.errors import MultirunError
 from multirun.core.procutil import kill
 from multirun.core.states import State
 from multirun.supervisor import final_report
-from multirun.supervisor.arbiter_part import ArbiterPart
-from multirun.supervisor.control_server import Conn, ControlServer, error_reply
-from multirun.supervisor.program import Proc, Program, RestartPolicy
+from multirun.supervisor.control_server import Conn, error_reply
+from multirun.supervisor.program import Log, Proc, Program
 from multirun.supervisor.sweeps import Sweeps
-from multirun.supervisor.watchdog import HeartbeatWatchdog
 
 
 @dataclass(frozen=True)
@@ -77,56 +79,45 @@ class Op:
     removed: tuple[str, ...] = ()
 
 
-class Commands(ArbiterPart):
-    """The arbiter's command half (a mixin: ``supervisor.arbiter.Arbiter`` has the rest)."""
+class Save(Protocol):
+    def __call__(self, *, now: bool = False) -> None: ...
 
-    procs: list[Proc]
-    sweeps: Sweeps
-    policy: RestartPolicy
-    stop_timeout_s: float
-    stopping: bool
-    launched: bool
-    catalog: Catalog | None
-    control: ControlServer | None
-    ops: list[Op]
-    config: str | None
-    watchdog: HeartbeatWatchdog
 
-    if TYPE_CHECKING:  # provided by the arbiter and its other parts
+class AccountRequests:
+    """The per-account requests under way, and what starts and stops their accounts."""
 
-        def begin_stop(self, reason: str) -> None: ...
-
-        def force(self, reason: str) -> None: ...
-
-        def status_data(self) -> dict[str, Any]: ...
-
-        def add_account(self, proc: Proc) -> None: ...
-
-        def add_secrets(self, secrets: Sequence[str]) -> None: ...
-
-        @property
-        def accounts(self) -> list[Proc]: ...
+    def __init__(
+        self,
+        catalog: Catalog | None,  # None: this arbiter serves no per-account request
+        *,
+        accounts: Callable[[], list[Proc]],  # the arbiter's accounts, as they are now
+        add_account: Callable[[Proc], None],  # one more account for the arbiter
+        sweeps: Sweeps,
+        spawn: Callable[[Proc], None],  # start a process (the arbiter's)
+        log: Log,
+        save: Save,  # supervisor.json is behind (now=True: write it at once)
+        reply: Callable[[Conn, dict[str, Any]], None],  # to a control client
+        stop_timeout_s: Callable[[], float],  # the running stop_timeout (a reload sets it)
+        adopt: Callable[[Reread], None],  # make a reload's spec the running one
+    ) -> None:
+        self.catalog = catalog
+        self.accounts = accounts
+        self.add_account = add_account
+        self.sweeps = sweeps
+        self.spawn = spawn
+        self.log = log
+        self.save = save
+        self.reply = reply
+        self.stop_timeout_s = stop_timeout_s
+        self.adopt = adopt
+        self.ops: list[Op] = []
 
     # --- requests ----------------------------------------------------------------------------
 
-    def handle(self, conn: Conn, request: dict[str, Any]) -> dict[str, Any] | None:
-        """A control request: a reply now, or None (the reply comes once the op is done)."""
-        cmd = str(request["cmd"])
-        if cmd == "status":
-            return {"ok": True, **self.status_data()}
-        if cmd == "shutdown":
-            if request.get("force"):
-                self.begin_stop("multirun stop --force")
-                self.force("multirun stop --force")
-            elif not self.stopping:
-                self.begin_stop("multirun stop")
-            else:
-                self.log("multirun stop: already stopping; waiting for it")
-            return {"ok": True, "stopping": True}
-        if self.stopping:
-            return error_reply("the supervisor is stopping")
-        if not self.launched or self.catalog is None:
-            return error_reply("the supervisor is still starting; try again in a moment")
+    def handle(self, conn: Conn, cmd: str, request: dict[str, Any]) -> dict[str, Any] | None:
+        """``reload`` or ``stop``/``start``/``restart`` of named accounts: an error reply
+        now, or None (the reply comes once the op is done)."""
+        assert self.catalog is not None
         if cmd == "reload":
             return self.reload(
                 conn,
@@ -136,7 +127,7 @@ class Commands(ArbiterPart):
         names = [str(n) for n in request.get("names") or []]
         if not names:
             return error_reply(f"{cmd}: name at least one account")
-        known = {p.name for p in self.accounts} | set(self.catalog.names())
+        known = {p.name for p in self.accounts()} | set(self.catalog.names())
         unknown = [n for n in names if n not in known]
         if unknown:
             return error_reply(
@@ -163,21 +154,17 @@ class Commands(ArbiterPart):
             return {**error_reply(f"{path}: not reloaded: nothing changed"), "lines": found.lines}
         if dry_run or found.adopt is None:
             return {"ok": True, "lines": found.lines, "dry_run": dry_run}
-        found.adopt()
-        self.add_secrets(found.secrets)
-        if found.stop_timeout_s is not None:
-            self.stop_timeout_s = found.stop_timeout_s
-        if found.watchdog_timeout_s is not None:
-            self.watchdog.timeout_s = found.watchdog_timeout_s
-        running = {p.name for p in self.accounts if p.pid is not None or p.state == State.BACKOFF}
-        held = {p.name for p in self.accounts if p.held}  # stopped by a command: stay so
+        self.adopt(found)
+        accounts = self.accounts()
+        running = {p.name for p in accounts if p.pid is not None or p.state == State.BACKOFF}
+        held = {p.name for p in accounts if p.held}  # stopped by a command: stay so
         to_start = [
             n
             for n in [*found.added, *found.changed]
             if self.catalog.startable(n) and (n in running or n not in held)
         ]
         changed = [n for n in found.changed if n in running]
-        to_stop = [n for n in [*found.removed, *changed] if n in {p.name for p in self.accounts}]
+        to_stop = [n for n in [*found.removed, *changed] if n in {p.name for p in accounts}]
         names = sorted({*to_stop, *to_start})
         how = "SIGHUP: reload" if conn is None else "reload"
         self.log(f"{how} of {path}: " + "; ".join(found.lines or ["nothing changed"]))
@@ -186,21 +173,10 @@ class Commands(ArbiterPart):
         )
         return None
 
-    def hangup(self) -> None:
-        """SIGHUP: reload the file the supervisor was started from; the plan is logged."""
-        if self.stopping or not self.launched or self.catalog is None:
-            self.log("SIGHUP: no reload while starting or stopping")
-            return
-        reply = self.reload(None, self.catalog.path)
-        if reply is not None:
-            for line in reply.get("lines", []):
-                self.log(f"SIGHUP: {line}")
-            self.log(f"SIGHUP: {reply.get('error') or 'nothing to apply'}")
-
     # --- ops -----------------------------------------------------------------------------------
 
     def proc_named(self, name: str) -> Proc | None:
-        return next((p for p in self.accounts if p.name == name), None)
+        return next((p for p in self.accounts() if p.name == name), None)
 
     def begin_op(self, op: Op) -> None:
         for name in op.to_stop:
@@ -216,13 +192,13 @@ class Commands(ArbiterPart):
             self.sweeps.looked_at.discard(proc.name)  # its journal is looked at once it is gone
         if proc.pid is not None:
             if proc.state != State.STOPPING:
-                self.transition(proc, State.STOPPING)
-            proc.stop_deadline = time.monotonic() + self.stop_timeout_s
+                proc.transition(State.STOPPING)
+            proc.stop_deadline = time.monotonic() + self.stop_timeout_s()
             how = "SIGHUP: exit closing nothing" if keep else "SIGTERM: on_stop applies"
             self.log(f"{proc.name}: {why}: stopping ({how})", proc.name)
             kill(proc.pid, signal.SIGHUP if keep else signal.SIGTERM)
         elif proc.state == State.BACKOFF:
-            self.transition(proc, State.STOPPED, note=f"stopped by {why}")
+            proc.transition(State.STOPPED, note=f"stopped by {why}")
             proc.next_start = None
 
     def start_one(self, proc: Proc, why: str) -> None:
@@ -244,7 +220,7 @@ class Commands(ArbiterPart):
         sweep = self.sweeps.procs.get(name)
         return name in self.sweeps.looked_at and (sweep is None or sweep.pid is None)
 
-    def advance_ops(self) -> None:
+    def advance(self) -> None:
         """Once a loop turn: move each op on; reply to the ones done."""
         for op in list(self.ops):
             if op.phase == "stop" and all(self.stopped_yet(n) for n in op.to_stop):
@@ -270,7 +246,7 @@ class Commands(ArbiterPart):
             return
         proc = self.proc_named(name)
         if proc is None:
-            proc = Proc(program)
+            proc = Proc(program, self.log)
             self.add_account(proc)
         else:
             proc.program = program
@@ -301,25 +277,24 @@ class Commands(ArbiterPart):
         if not ok:
             missed = [n for n, r in report.items() if not r["ok"]]
             reply["error"] = f"{', '.join(missed)} did not reach the state asked for"
-        if self.control is not None:
-            self.control.reply(op.conn, reply)
+        self.reply(op.conn, reply)
 
-    def abandon_ops(self, why: str) -> None:
+    def abandon(self, why: str) -> None:
         """A global stop: every op under way ends with ``why``."""
         for op in list(self.ops):
             self.ops.remove(op)
-            if op.conn is not None and self.control is not None:
-                self.control.reply(op.conn, error_reply(why))
+            if op.conn is not None:
+                self.reply(op.conn, error_reply(why))
 
     def overdue_stops(self, now: float) -> None:
         """A per-account stop past stop_timeout: SIGKILL (its journal is swept after)."""
-        for proc in self.accounts:
+        for proc in self.accounts():
             deadline = proc.stop_deadline
             if proc.pid is None or deadline is None or now < deadline or proc.kill_reason:
                 continue
-            proc.kill_reason = f"stop_timeout ({self.stop_timeout_s:g} s) passed"
+            proc.kill_reason = f"stop_timeout ({self.stop_timeout_s():g} s) passed"
             self.log(f"{proc.name}: {proc.kill_reason}: SIGKILL", proc.name)
             kill(proc.pid, signal.SIGKILL)
 
     def held_accounts(self) -> Sequence[Proc]:
-        return [p for p in self.accounts if p.held and not p.keep]
+        return [p for p in self.accounts() if p.held and not p.keep]

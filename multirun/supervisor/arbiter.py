@@ -1,78 +1,96 @@
 """The arbiter: one loop that starts, reaps, restarts and stops the supervised children.
 
-:class:`Arbiter` owns the whole process lifecycle, in the manner of gunicorn's arbiter:
+:class:`Arbiter` owns the whole lifecycle of a run, in the manner of gunicorn's arbiter:
 it is single-threaded (so forking is safe), and signals are only queued by their
 handlers and handled in one place of the main loop, woken through a self-pipe::
 
-    while True:
+    while the phase is not DONE:
         handle queued signals (INT/TERM: stop; INT again: force; TERM again: ignored;
                                HUP: reload; CHLD: reap)
-        reap exited children (restart with backoff, FATAL after a crash loop)
-        start the accounts once every service has announced itself
-        stopping: sweep each account whose worker is gone and whose journal holds trades
+        reap exited children (each Proc says what its exit means: restart, FATAL, stopped)
+        move the phase on (below)
+        move per-account requests on (stop, start, restart, reload: AccountRequests)
         watch the workers' heartbeats (OVERDUE, then SIGKILL and restart)
-        advance timers (STARTING -> RUNNING, BACKOFF -> respawn, stop deadline -> SIGKILL)
-        move per-account commands on (stop, start, restart, reload: supervisor.account_requests)
+        advance timers (STARTING -> RUNNING, BACKOFF -> respawn, stop deadlines -> SIGKILL)
         wait for child output, a ready line, a control request or a signal (select)
 
-Every child is a :class:`Program`: the accounts, and services such as the simulator.
-A service starts first; with a ready handshake (``ready_timeout_s``) the accounts start
-once it has written its ready line (the simulator: its URL, which each account's target
-is given). It stops after the accounts and their sweeps (they close their trades against it), and
-its unexpected exit stops the run: what it held in memory would not come back with a
-restart.
+The run goes through one :class:`Phase` at a time, forward only::
 
-A stop applies every account's ``on_stop``: once its worker is gone, however it went, an
-account whose journal still holds trades is swept (:mod:`multirun.supervisor.sweeps`); after
-everything stopped, the final report (:mod:`multirun.supervisor.final_report`) names every trade
-left open, and the exit status is 1 when an account with ``on_stop: close`` left one.
-A worker whose heartbeat stops is OVERDUE, then killed (:mod:`multirun.supervisor.watchdog`).
+    STARTING_SERVICES --every service ready--> RUNNING --no account left--> STOPPING_ACCOUNTS
+    STARTING_SERVICES, RUNNING --a stop asked--> STOPPING_ACCOUNTS
+    STOPPING_ACCOUNTS --no worker and no sweep left--> STOPPING_SERVICES --none left--> DONE
+    STOPPING_ACCOUNTS --a forced stop with nothing else left--> STOPPING_SERVICES
 
-Restarts follow supervisord (:mod:`multirun.supervisor.exits`): an unexpected exit (non-zero status
-or a signal) is restarted after 1 s, 2 s, 4 s ... (capped at 60 s; a run of ``stable_s``
-resets it); exiting within ``startsecs`` of the start ``fatal_after`` times in a row makes
-the account FATAL, left stopped while the others go on. Exit status 78 (``EXIT_FATAL``,
-a deterministic failure) makes it FATAL at once. Exit status 0 is a finished worker (it
-was stopped by someone) and is not restarted.
+Whether a stop was asked (a signal, ``multirun stop``, a service gone) and when its
+SIGKILL is due is a :class:`StopRequest`, a fact of its own: with no account left
+running, a run winds down by itself (sweeps, then the services) with none asked, and
+per-account requests are still served then.
 
-The control socket (:mod:`multirun.supervisor.control_server`, ``state_dir/control.sock``) is
-one more descriptor of that select: ``multirun stop/start/restart NAME...`` and ``reload`` act on
-some accounts while the others keep their processes (:mod:`multirun.supervisor.account_requests`).
+Every child is a :class:`~multirun.supervisor.program.Proc`: the accounts, and services
+such as the simulator. A service starts first; with a ready handshake
+(``ready_timeout_s``) the accounts start once it has written its ready line (the
+simulator: its URL, which each account's target is given). It stops after the accounts
+and their sweeps (they close their trades against it), and its unexpected exit stops the
+run: what it held in memory would not come back with a restart.
 
-Every change of a child's state goes through :meth:`Arbiter.transition`, which checks
-it against :mod:`multirun.core.states`. What it supervises is in :mod:`multirun.supervisor.program`,
-forking and the child's bootstrap in :mod:`multirun.supervisor.fork`, the pipes it reads in
-:mod:`multirun.supervisor.pipes`, how it takes an exit in :mod:`multirun.supervisor.exits`.
+A stop goes in this order:
+
+1. every account's worker gets SIGTERM (finish the tick, apply ``on_stop``), and SIGKILL
+   after ``stop_timeout``; an account waiting in BACKOFF is not restarted;
+2. once an account's worker is gone, however it went, its journal is read: if it still
+   holds trades, a sweep applies ``on_stop`` from it (:mod:`multirun.supervisor.sweeps`);
+3. once no worker and no sweep runs, the services (the simulator) get SIGTERM;
+4. the final report (:mod:`multirun.supervisor.final_report`) names every trade left
+   open, and the exit status is 1 when an account with ``on_stop: close`` left one.
+
+Signalling again forces the step under way: SIGKILL to the workers (their sweeps still
+run), then to the sweeps, then to the services. A worker whose heartbeat stops is
+OVERDUE, then killed (:mod:`multirun.supervisor.watchdog`).
+
+Restarts follow supervisord (:mod:`multirun.supervisor.program`): an unexpected exit
+(non-zero status or a signal) is restarted after 1 s, 2 s, 4 s ... (capped at 60 s; a run
+of ``stable_s`` resets it); exiting within ``startsecs`` of the start ``fatal_after``
+times in a row makes the account FATAL, left stopped while the others go on. Exit status
+78 (``EXIT_FATAL``, a deterministic failure) makes it FATAL at once. Exit status 0 is a
+finished worker (it was stopped by someone) and is not restarted.
+
+The control socket (:mod:`multirun.supervisor.control_server`, ``state_dir/control.sock``)
+is one more descriptor of that select: ``multirun stop`` is handled here, ``multirun
+stop/start/restart NAME...`` and ``reload`` act on some accounts while the others keep
+their processes (:mod:`multirun.supervisor.account_requests`). Forking and the child's
+bootstrap are in :mod:`multirun.supervisor.fork`, the pipes it reads in
+:mod:`multirun.supervisor.pipes`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import signal
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from multirun.core import procutil
+from multirun.core import procutil, statefiles
 from multirun.core.clock import iso_ms
 from multirun.core.errors import SupervisorError
 from multirun.core.procutil import kill
 from multirun.core.redact import Redactor
 from multirun.core.statedir import StateDir
-from multirun.core.states import State, allowed
+from multirun.core.statefiles import SupervisorFile
+from multirun.core.states import State
 from multirun.supervisor import final_report
 from multirun.supervisor import fork as spawn
-from multirun.supervisor.account_requests import Catalog, Commands, Op
-from multirun.supervisor.control_server import ControlServer
-from multirun.supervisor.exits import Exits
+from multirun.supervisor.account_requests import AccountRequests, Catalog, Reread
+from multirun.supervisor.control_server import Conn, ControlServer, error_reply
 from multirun.supervisor.final_report import Leftover
-from multirun.supervisor.fork import HANDLED_SIGNALS, ChildContext, Ready
+from multirun.supervisor.fork import HANDLED_SIGNALS, ChildContext, Forked, Ready
 from multirun.supervisor.output import LogRouter
 from multirun.supervisor.pipes import Pipes
-from multirun.supervisor.program import Proc, Program, RestartPolicy, live
-from multirun.supervisor.stopping import Stopping
+from multirun.supervisor.program import Proc, Program, RestartPolicy, ServiceFailed, live
 from multirun.supervisor.sweeps import Sweeps
 from multirun.supervisor.watchdog import BACK, KILL, LATE, HeartbeatWatchdog
 
@@ -83,7 +101,34 @@ from multirun.supervisor.watchdog import BACK, KILL, LATE, HeartbeatWatchdog
 SAVE_EVERY_S = 0.1
 
 
-class Arbiter(Stopping, Commands, Exits):
+def stamp(ts: float) -> str:
+    """``supervisor.json``'s times (:func:`~multirun.core.clock.iso_ms` of a time that is there)."""
+    text = iso_ms(ts)
+    assert text is not None
+    return text
+
+
+class Phase(enum.Enum):
+    """Where a run is in its lifecycle (supervisord's ``mood``); it only moves forward."""
+
+    STARTING_SERVICES = "starting services"  # the accounts wait for every ready line
+    RUNNING = "running"  # the accounts are started, restarted, watched
+    # a stop was asked (SIGTERM to every worker), or no account is left running: each
+    # account whose worker is gone is swept
+    STOPPING_ACCOUNTS = "stopping accounts"
+    STOPPING_SERVICES = "stopping services"  # no worker, no sweep left: the services go
+    DONE = "done"  # nothing left running: the loop ends
+
+
+@dataclass
+class StopRequest:
+    """A stop was asked for (a signal, ``multirun stop``, a service gone)."""
+
+    reason: str
+    kill_at: float | None  # monotonic: SIGKILL to the workers still running; None once sent
+
+
+class Arbiter:
     """Forks one child per program, restarts them, stops them, never leaves one behind."""
 
     def __init__(
@@ -99,7 +144,8 @@ class Arbiter(Stopping, Commands, Exits):
         watchdog_kill_after_s: float | None = None,
         catalog: Catalog | None = None,
     ) -> None:
-        self.procs = [Proc(program) for program in programs]  # names may repeat: sim, sim
+        # names may repeat: sim, sim
+        self.procs = [Proc(program, self.log) for program in programs]
         self.layout = StateDir(state_dir)
         self.router = router
         self.policy = policy or RestartPolicy()
@@ -110,24 +156,30 @@ class Arbiter(Stopping, Commands, Exits):
         self.death_r = self.death_w = -1  # children watch death_r: EOF = arbiter gone
         self.signals: list[int] = []
         self.announced: dict[str, str] = {}  # each service's ready line
-        self.launched = False  # the accounts were started (every service was ready)
-        self.winding_down = False  # no account left running: the services go too
+        self.phase = Phase.STARTING_SERVICES
+        self.stop_request: StopRequest | None = None
+        self.services_kill_at: float | None = None  # monotonic, once they got SIGTERM
         self.failure: str | None = None  # a service failed to start: raised after teardown
-        self.stopping = False
-        self.stop_deadline = 0.0
-        self.killed = False  # SIGKILL sent on the stop deadline: do not send it every turn
-        self.service_deadline: float | None = None
-        self.services_killed = False
-        self.clean = True
+        self.clean = True  # no child had to be SIGKILLed or went otherwise than asked
         self.started_wall = time.time()
         self.sweeps = Sweeps()
         self.watchdog = HeartbeatWatchdog(
             self.layout, watchdog_timeout_s, kill_after_s=watchdog_kill_after_s
         )
         self.left_open: dict[str, Leftover] = {}  # the final report, once everything stopped
-        self.catalog = catalog  # what per-account commands and reloads may start
         self.control: ControlServer | None = None
-        self.ops: list[Op] = []
+        self.requests = AccountRequests(
+            catalog,  # what per-account requests and reloads may start
+            accounts=lambda: self.accounts,
+            add_account=self.add_account,
+            sweeps=self.sweeps,
+            spawn=self.spawn,
+            log=self.log,
+            save=self.save,
+            reply=self.reply,
+            stop_timeout_s=lambda: self.stop_timeout_s,
+            adopt=self.adopt,
+        )
         self.hold_r = -1  # during a launch: the pipe whose EOF lets its workers start
         self.by_pid: dict[int, Proc] = {}  # every live child, accounts and sweeps alike
         self.dirty = False  # supervisor.json is behind: written at the end of a loop turn
@@ -164,26 +216,41 @@ class Arbiter(Stopping, Commands, Exits):
             self.reap()
             if self.failure is not None:
                 break
-            if not self.launched and not self.stopping and self.services_ready():
-                self.launch()
-            if self.launched and not (self.stopping or self.winding_down) and not self.pending():
-                self.log("no account left running")
-                self.winding_down = True
-            if not (self.stopping or self.winding_down):
-                self.start_sweeps(self.held_accounts())  # accounts stopped by a command
-            if self.stopping or self.winding_down:
-                self.start_sweeps()
-                if not live(self.accounts) and not self.sweeps.live():
-                    if not live(self.services):
-                        break
-                    self.stop_services()
-            self.advance_ops()
+            self.step()
+            if self.phase is Phase.DONE:
+                break
+            self.requests.advance()
             self.watch()
             self.advance()
             if self.control is not None:
                 self.control.tick()
             self.flush()
             self.wait(self.timeout())
+
+    def step(self) -> None:
+        """Move the phase on as far as the children allow."""
+        if self.phase is Phase.STARTING_SERVICES and self.services_ready():
+            self.launch()
+        if self.phase is Phase.RUNNING and not self.pending():
+            self.log("no account left running")
+            self.phase = Phase.STOPPING_ACCOUNTS
+        if self.phase in (Phase.STARTING_SERVICES, Phase.RUNNING):
+            self.start_sweeps(self.requests.held_accounts())  # accounts stopped by a request
+            return
+        self.start_sweeps()
+        if not live(self.accounts) and not self.sweeps.live():
+            if not live(self.services):
+                self.phase = Phase.DONE
+            else:
+                self.stop_services()
+
+    @property
+    def accounts(self) -> list[Proc]:
+        return [p for p in self.procs if not p.program.service]
+
+    @property
+    def services(self) -> list[Proc]:
+        return [p for p in self.procs if p.program.service]
 
     def all_procs(self) -> list[Proc]:
         return [*self.procs, *self.sweeps.procs.values()]
@@ -198,7 +265,7 @@ class Arbiter(Stopping, Commands, Exits):
         """Start every account. Each new worker waits until the last one is forked: the
         arbiter's forks (a few ms of CPU each) would otherwise share two cores with
         hundreds of starting workers, and the last account start many seconds late."""
-        self.launched = True
+        self.phase = Phase.RUNNING
         self.hold_r, hold_w = procutil.pipe()
         try:
             for proc in self.accounts:
@@ -222,15 +289,7 @@ class Arbiter(Stopping, Commands, Exits):
         if self.failure is None:
             self.failure = message
 
-    def transition(self, proc: Proc, new: str, *, note: str | None = None) -> None:
-        """The one place a child's state changes (a disallowed move is logged, then made)."""
-        if not allowed(proc.state, new):
-            self.log(f"{proc.name}: unexpected state change {proc.state} -> {new}", proc.name)
-        proc.state = new
-        if note is not None:
-            proc.note = note
-
-    # --- signals ---------------------------------------------------------------------------------
+    # --- signals and control requests --------------------------------------------------------
 
     def _setup(self) -> None:
         self.pipes = Pipes(self.router)
@@ -265,7 +324,7 @@ class Arbiter(Stopping, Commands, Exits):
             name = signal.Signals(signum).name
             if signum == signal.SIGHUP:
                 self.hangup()  # a reload: a terminal hangup never stops trading
-            elif not self.stopping:
+            elif self.stop_request is None:
                 self.begin_stop(name)
             elif signum == signal.SIGINT:  # only a second interactive stop forces
                 self.force(f"{name} again")
@@ -275,46 +334,84 @@ class Arbiter(Stopping, Commands, Exits):
                     "--force` forces)"
                 )
 
+    def handle(self, conn: Conn, request: dict[str, Any]) -> dict[str, Any] | None:
+        """A control request: a reply now, or None (the reply comes once the op is done)."""
+        cmd = str(request["cmd"])
+        if cmd == "status":
+            return {"ok": True, **self.status_data()}
+        if cmd == "shutdown":
+            if request.get("force"):
+                self.begin_stop("multirun stop --force")
+                self.force("multirun stop --force")
+            elif self.stop_request is None:
+                self.begin_stop("multirun stop")
+            else:
+                self.log("multirun stop: already stopping; waiting for it")
+            return {"ok": True, "stopping": True}
+        if self.stop_request is not None:
+            return error_reply("the supervisor is stopping")
+        if self.phase is Phase.STARTING_SERVICES or self.requests.catalog is None:
+            return error_reply("the supervisor is still starting; try again in a moment")
+        return self.requests.handle(conn, cmd, request)
+
+    def hangup(self) -> None:
+        """SIGHUP: reload the file the supervisor was started from; the plan is logged."""
+        catalog = self.requests.catalog
+        starting = self.phase is Phase.STARTING_SERVICES
+        if self.stop_request is not None or starting or catalog is None:
+            self.log("SIGHUP: no reload while starting or stopping")
+            return
+        reply = self.requests.reload(None, catalog.path)
+        if reply is not None:
+            for line in reply.get("lines", []):
+                self.log(f"SIGHUP: {line}")
+            self.log(f"SIGHUP: {reply.get('error') or 'nothing to apply'}")
+
+    def reply(self, conn: Conn, reply: dict[str, Any]) -> None:
+        if self.control is not None:
+            self.control.reply(conn, reply)
+
+    def adopt(self, found: Reread) -> None:
+        """A reload's spec becomes the running one; its stop and watchdog timeouts apply
+        at once, its API keys are masked from now on."""
+        assert found.adopt is not None
+        found.adopt()
+        self.add_secrets(found.secrets)
+        if found.stop_timeout_s is not None:
+            self.stop_timeout_s = found.stop_timeout_s
+        if found.watchdog_timeout_s is not None:
+            self.watchdog.timeout_s = found.watchdog_timeout_s
+
     # --- starting children -----------------------------------------------------------------------
 
     def spawn(self, proc: Proc) -> None:
-        program, announced = proc.program, dict(self.announced)
+        what = "sweep started" if self.sweeps.owns(proc) else "started"
+        try:
+            forked = proc.start(self.fork, self.policy, what=what)
+        except ServiceFailed as error:
+            self.fail(str(error))
+            forked = None
+        if forked is not None:
+            assert self.pipes is not None
+            self.by_pid[forked.pid] = proc
+            self.pipes.watch(proc, forked)
+        self.save()
+
+    def fork(self, program: Program) -> Forked:
+        """Fork ``program``'s child: it is given what every service announced so far."""
+        announced = dict(self.announced)
 
         def main(ready: Ready) -> int:
             return program.target(ChildContext(program.name, announced, ready))
 
-        self.transition(proc, State.STARTING)
-        proc.kill_reason, proc.stop_deadline = None, None
-        try:
-            forked = spawn.fork_child(
-                program.name,
-                main,
-                death_signal=program.death_signal,
-                death_r=self.death_r,
-                handshake=program.ready_timeout_s is not None or program.announces_up,
-                hold=self.hold_r,
-            )
-        except OSError as error:
-            # EAGAIN/ENOMEM: a failed start of this account, retried with backoff; left to
-            # propagate, it would end in _teardown SIGKILLing every account.
-            proc.last_exit = f"fork failed: {error.strerror}"
-            if program.service:
-                self.fail(f"cannot start {program.called}: {error.strerror}")
-            else:
-                self.crashed(proc, proc.last_exit, ran=0.0)
-            self.save()
-            return
-        assert self.pipes is not None
-        proc.pid = forked.pid
-        self.by_pid[forked.pid] = proc
-        self.pipes.watch(proc, forked)
-        proc.next_start, proc.note = None, None
-        proc.started, proc.started_wall = time.monotonic(), time.time()
-        proc.spawns += 1
-        again = f" (restart {proc.restarts})" if proc.restarts else ""
-        what = "sweep started" if self.sweeps.owns(proc) else "started"
-        self.log(f"{proc.name}: {what}, pid {forked.pid}{again}", proc.name)
-        self.save()
+        return spawn.fork_child(
+            program.name,
+            main,
+            death_signal=program.death_signal,
+            death_r=self.death_r,
+            handshake=program.ready_timeout_s is not None or program.announces_up,
+            hold=self.hold_r,
+        )
 
     def read_ready(self, proc: Proc) -> None:
         """Read a service's handshake pipe; its first line is what it announces. An
@@ -325,20 +422,144 @@ class Arbiter(Stopping, Commands, Exits):
             return
         if proc.program.announces_up:
             if line and proc.state == State.STARTING:
-                self.transition(proc, State.RUNNING)
+                proc.transition(State.RUNNING)
                 self.save()
             return
         if not line:
-            if not self.stopping:
+            if self.stop_request is None:
                 self.fail(f"{proc.program.called} exited before it was ready")
             return
         self.announced[proc.name] = line
         if proc.state == State.STARTING:
-            self.transition(proc, State.RUNNING)
+            proc.transition(State.RUNNING)
         self.log(f"{proc.name}: ready at {line} (pid {proc.pid})")
         self.save()
 
-    # --- the watchdog --------------------------------------------------------------------------
+    # --- exits -----------------------------------------------------------------------------------
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.exited(pid, status)
+
+    def exited(self, pid: int, status: int) -> None:
+        """A child exited: a sweep's end, a stop asked of it, a service's exit (the run
+        stops), or an account's own exit (its Proc decides: finished, FATAL, restart)."""
+        proc = self.by_pid.pop(pid, None)
+        if proc is None or proc.pid != pid:
+            return
+        exit = proc.reaped(status)
+        if proc.ready_fd is not None:
+            self.read_ready(proc)
+        assert self.pipes is not None
+        self.pipes.close_ready(proc)  # a grandchild holds it, silent: stop waiting
+        self.pipes.drain(proc)  # its last lines, and its last "multirun: error: ..." line
+        if self.sweeps.owns(proc):
+            account = next(p for p in self.accounts if p.name == proc.name)
+            self.sweeps.exited(proc, account, exit)
+        elif proc.state == State.STOPPING:
+            if not proc.stopped(exit):
+                self.clean = False
+        elif proc.program.service:
+            self.service_exited(proc, exit.description)
+        else:
+            proc.exited_by_itself(exit, self.policy)
+        self.save()
+
+    def service_exited(self, proc: Proc, description: str) -> None:
+        proc.transition(State.STOPPED)
+        if self.stop_request is not None:
+            self.log(f"{proc.name}: stopped ({description})")
+        elif proc.program.ready_timeout_s is not None and proc.name not in self.announced:
+            self.fail(f"{proc.program.called} exited before it was ready")
+        else:
+            self.log(f"{proc.name}: {proc.program.called} exited unexpectedly ({description})")
+            self.clean = False
+            self.begin_stop(f"{proc.name} gone")
+
+    # --- stopping --------------------------------------------------------------------------------
+
+    def begin_stop(self, reason: str) -> None:
+        """Stop every account (SIGTERM); the services follow once they are gone."""
+        if self.stop_request is not None:
+            return
+        self.stop_request = StopRequest(reason, time.monotonic() + self.stop_timeout_s)
+        if self.phase in (Phase.STARTING_SERVICES, Phase.RUNNING):
+            self.phase = Phase.STOPPING_ACCOUNTS
+        self.requests.abandon(f"the supervisor is stopping ({reason})")
+        self.log(
+            f"{reason}: stopping {len(live(self.accounts))} account(s) (SIGTERM; SIGKILL after "
+            f"{self.stop_timeout_s:g} s; Ctrl-C again to force)"
+        )
+        for proc in self.accounts:
+            if proc.pid is not None:
+                proc.transition(State.STOPPING)
+                kill(proc.pid, signal.SIGTERM)
+            elif proc.state == State.BACKOFF:
+                proc.transition(State.STOPPED)
+                proc.next_start = None
+        self.save()
+
+    def start_sweeps(self, accounts: Sequence[Proc] | None = None) -> None:
+        """Sweep each account (of ``accounts``; default all) whose worker is gone and whose
+        journal holds trades."""
+        if not self.services_ready() or any(p.state == State.STOPPING for p in self.services):
+            return  # no server to close against: the final report names what is held
+        self.sweeps.start(self.accounts if accounts is None else accounts, self.spawn)
+
+    def stop_services(self) -> None:
+        """Once no account runs: SIGTERM each service (SIGKILL after its stop timeout)."""
+        if self.phase is Phase.STOPPING_SERVICES:
+            return
+        self.phase = Phase.STOPPING_SERVICES
+        running = live(self.services)
+        timeout = max((p.program.stop_timeout_s for p in running), default=0.0)
+        self.services_kill_at = time.monotonic() + timeout
+        for proc in running:
+            proc.transition(State.STOPPING)
+            kill(proc.pid, signal.SIGTERM)
+
+    def kill_services(self, reason: str | None = None) -> None:
+        """SIGKILL the services still running (their stop timeout passed, or a forced stop
+        with nothing else left to kill: then no SIGTERM follows)."""
+        if self.phase is Phase.STOPPING_SERVICES and self.services_kill_at is None:
+            return  # they got it already
+        self.phase, self.services_kill_at = Phase.STOPPING_SERVICES, None
+        for proc in live(self.services):
+            why = reason or f"did not stop within {proc.program.stop_timeout_s:g} s"
+            self.log(f"{proc.name}: {why}; SIGKILL")
+            kill(proc.pid, signal.SIGKILL)
+
+    def force(self, reason: str) -> None:
+        """SIGKILL what the stop waits for: the accounts; else the sweeps; else the services."""
+        assert self.stop_request is not None
+        running = live(self.accounts)
+        sweeping = self.sweeps.live()
+        if not running and sweeping:
+            self.sweeps.abandoned = True
+            names = ", ".join(p.name for p in sweeping)
+            self.log(f"{reason}: SIGKILL to the sweep of {names} (what is left is listed)")
+            for proc in sweeping:
+                proc.kill_reason = reason
+                kill(proc.pid, signal.SIGKILL)
+            return
+        if not running:
+            self.kill_services(reason)
+            return
+        self.clean = False
+        self.stop_request.kill_at = None
+        self.log(f"{reason}: SIGKILL to {', '.join(p.name for p in running)}")
+        for proc in running:
+            kill(proc.pid, signal.SIGKILL)
+        if self.sweeps.procs or any(p.program.sweep for p in running):
+            self.log("their journaled trades are swept next; signal again to abandon the sweep")
+
+    # --- the watchdog and timers -------------------------------------------------------------
 
     def watch(self) -> None:
         """Act on what the heartbeat watchdog found (at most once a second)."""
@@ -348,11 +569,11 @@ class Arbiter(Stopping, Commands, Exits):
             if found.action == LATE:
                 note = f"no heartbeat for {silent}; SIGKILL in {after:g} s unless it comes back"
                 if proc.state != State.STOPPING:
-                    self.transition(proc, State.OVERDUE, note=note)
+                    proc.transition(State.OVERDUE, note=note)
                 self.log(f"{proc.name}: OVERDUE: {note}", proc.name)
             elif found.action == BACK:
                 if proc.state == State.OVERDUE:
-                    self.transition(proc, State.RUNNING)
+                    proc.transition(State.RUNNING)
                     proc.note = None
                 self.log(f"{proc.name}: heartbeat back; RUNNING", proc.name)
             elif found.action == KILL:
@@ -363,47 +584,41 @@ class Arbiter(Stopping, Commands, Exits):
 
     def advance(self) -> None:
         now = time.monotonic()
-        self.overdue_stops(now)
+        self.requests.overdue_stops(now)
         for proc in self.procs:
-            handshake = proc.program.ready_timeout_s
-            if proc.state == State.STARTING and handshake is not None:
-                if proc.pid is not None and now - proc.started >= handshake:
-                    self.fail(f"{proc.program.called} did not start within {handshake:g} s")
-            elif proc.state == State.STARTING and now - proc.started >= self.policy.startsecs:
-                self.transition(proc, State.RUNNING)
+            if proc.start_timed_out(now):
+                handshake = proc.program.ready_timeout_s
+                self.fail(f"{proc.program.called} did not start within {handshake:g} s")
+            elif proc.settle(now, self.policy):
                 self.save()
-            elif (
-                proc.state == State.BACKOFF
-                and proc.next_start is not None
-                and now >= proc.next_start
-            ):
+            elif proc.restart_due(now):
                 self.spawn(proc)
         for proc in self.sweeps.late(now):
             if proc.kill_reason is None:
                 proc.kill_reason = "past its deadline"
                 self.log(f"{proc.name}: the sweep is past its deadline: SIGKILL", proc.name)
                 kill(proc.pid, signal.SIGKILL)
-        if self.stopping and not self.killed and now >= self.stop_deadline and live(self.accounts):
+        stop = self.stop_request
+        if stop and stop.kill_at is not None and now >= stop.kill_at and live(self.accounts):
             names = ", ".join(p.name for p in live(self.accounts))
             self.force(f"stop_timeout ({self.stop_timeout_s:g} s) passed for {names}")
-        if self.service_deadline is not None and now >= self.service_deadline:
+        if self.services_kill_at is not None and now >= self.services_kill_at:
             self.kill_services()
 
     def timeout(self) -> float:
         now = time.monotonic()
-        moments = [self.stop_deadline] if self.stopping and not self.killed else []
+        stop = self.stop_request
+        moments = [stop.kill_at] if stop is not None and stop.kill_at is not None else []
         moments += [p.stop_deadline for p in self.accounts if p.pid and p.stop_deadline]
-        if self.service_deadline is not None and not self.services_killed:
-            moments.append(self.service_deadline)
+        if self.services_kill_at is not None:
+            moments.append(self.services_kill_at)
         if self.dirty:
             moments.append(self.saved_at + SAVE_EVERY_S)
         moments += self.sweeps.moments()
         for proc in self.procs:
-            if proc.state == State.STARTING:
-                up_by = proc.program.ready_timeout_s or self.policy.startsecs
-                moments.append(proc.started + up_by)
-            elif proc.state == State.BACKOFF and proc.next_start is not None:
-                moments.append(proc.next_start)
+            moment = proc.next_moment(self.policy)
+            if moment is not None:
+                moments.append(moment)
         return max(0.0, min([now + 1.0, *moments]) - now)
 
     # --- output and state ----------------------------------------------------------------------
@@ -421,7 +636,7 @@ class Arbiter(Stopping, Commands, Exits):
         self.router.event(message, account)
 
     def add_account(self, proc: Proc) -> None:
-        """An account a command or a reload starts that this run did not start with."""
+        """An account a request or a reload starts that this run did not start with."""
         self.procs.append(proc)
         self.router.add_account(proc.name)
 
@@ -431,19 +646,23 @@ class Arbiter(Stopping, Commands, Exits):
         if set(secrets) - set(known):
             self.router.redact = Redactor([*known, *secrets])
 
-    def status_data(self) -> dict[str, Any]:
+    def status_data(self) -> SupervisorFile:
         """The arbiter's view: what ``supervisor.json`` holds, and the control reply's."""
-        return {
-            "pid": os.getpid(),
-            "config": self.config,
-            "started_utc": iso_ms(self.started_wall),
-            "updated_utc": iso_ms(time.time()),
-            "stopping": self.stopping,
-            "stop_timeout_s": self.stop_timeout_s,  # `multirun stop` waits by the running value
-            "announced": dict(self.announced),
-            "accounts": {proc.name: proc.to_dict() for proc in self.accounts},
-            "services": {proc.name: proc.to_dict() for proc in self.services},
-        }
+        data: SupervisorFile = {"pid": os.getpid()}
+        if self.config is not None:  # an arbiter run on no config file (tests) names none
+            data["config"] = self.config
+        data.update(
+            {
+                "started_utc": stamp(self.started_wall),
+                "updated_utc": stamp(time.time()),
+                "stopping": self.stop_request is not None,
+                "stop_timeout_s": self.stop_timeout_s,  # `multirun stop` waits by the running value
+                "announced": dict(self.announced),
+                "accounts": {proc.name: proc.to_dict() for proc in self.accounts},
+                "services": {proc.name: proc.to_dict() for proc in self.services},
+            }
+        )
+        return data
 
     def save(self, *, now: bool = False) -> None:
         """``state_dir/supervisor.json`` (read by ``multirun status``) is to be rewritten:
@@ -462,11 +681,24 @@ class Arbiter(Stopping, Commands, Exits):
         self.dirty, self.saved_at = False, time.monotonic()
         data = self.status_data()
         with contextlib.suppress(OSError):
-            procutil.write_json_atomic(self.layout.supervisor_json, data, compact=True)
+            statefiles.write_supervisor(self.layout, data)
+
+    def save_final(self, code: int) -> None:
+        """The final lines (every trade left open, per account) and the final save."""
+        self.save(now=True)
+        data = statefiles.read_supervisor(self.layout)
+        data["exit_code"], data["stopped_utc"], data["stopping"] = code, stamp(time.time()), False
+        data["left_open"] = final_report.to_json(self.left_open)
+        with contextlib.suppress(OSError):
+            statefiles.write_supervisor(self.layout, data, compact=False)
+        for left in self.left_open.values():
+            for line in final_report.lines([left]):
+                self.log(line, left.account)
+        self.log(final_report.verdict(code, self.left_open))
 
     def _teardown(self) -> None:
         """Never leave a child behind, whatever happened."""
-        self.abandon_ops("the supervisor stopped")
+        self.requests.abandon("the supervisor stopped")
         if self.control is not None:
             self.control.shut()
         for proc in live(self.all_procs()):
@@ -477,7 +709,7 @@ class Arbiter(Stopping, Commands, Exits):
                 self._wait_gone(proc, 5.0)
         for proc in self.all_procs():
             if proc.state != State.FATAL:
-                self.transition(proc, State.STOPPED)
+                proc.transition(State.STOPPED)
         self.left_open = {p.name: self.sweeps.final(p) for p in self.accounts if p.program.sweep}
         self.save_final(self.exit_code())
         for signum in HANDLED_SIGNALS:

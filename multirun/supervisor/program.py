@@ -1,9 +1,24 @@
-"""What the arbiter supervises: programs, their processes' states and counters, restarts.
+"""What the arbiter supervises: programs, and each one's process with its own behaviour.
 
 A :class:`Program` says what a child runs and how it is supervised (an account, or a
-service such as the simulator); a :class:`Proc` is the arbiter's record of its process
-(state, pid, restarts, last exit); :class:`RestartPolicy` holds supervisord's rules for
-restarts and crash loops.
+service such as the simulator). A :class:`Proc` is that program's process as the arbiter
+runs it, one at a time, and, like supervisord's ``Subprocess``, it owns what concerns it
+alone: every change of its state (:meth:`Proc.transition`, checked against
+:mod:`multirun.core.states`), starting it (:meth:`Proc.start`), its timers (STARTING ->
+RUNNING, BACKOFF -> a new start), and what its exit means:
+
+- an exit after the arbiter asked it to stop (:meth:`Proc.stopped`): STOPPED, and whether
+  it went as asked (status 0, or the very signal it was sent);
+- an account's exit nobody asked for (:meth:`Proc.exited_by_itself`): status 0 is a
+  finished worker (not restarted); :data:`~multirun.core.errors.EXIT_FATAL` (78, a
+  deterministic failure: its strategy cannot be built, its key is refused, its account
+  is traded elsewhere) makes it FATAL at once, its last ``multirun: error: ...`` line the
+  reason; anything else is a crash (:meth:`Proc.crashed`), restarted with backoff (1 s,
+  2 s, 4 s ... capped; a run of ``stable_s`` resets it) until ``fatal_after`` quick exits
+  in a row make it FATAL too.
+
+What an exit means for the whole run (a service gone, a sweep done) is the arbiter's.
+:class:`RestartPolicy` holds supervisord's rules for restarts and crash loops.
 """
 
 from __future__ import annotations
@@ -13,17 +28,27 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from multirun.core.clock import iso_ms
+from multirun.core.errors import EXIT_FATAL
 from multirun.core.redact import LineSplitter
-from multirun.core.states import State
-from multirun.supervisor.fork import Target
-
-if TYPE_CHECKING:
-    from multirun.supervisor.final_report import Leftover
+from multirun.core.statefiles import ProcessEntry
+from multirun.core.states import State, allowed
+from multirun.supervisor.final_report import Leftover
+from multirun.supervisor.fork import Forked, Target
 
 SERVICE_STOP_TIMEOUT_S = 5.0
+
+
+class Log(Protocol):
+    """Where a process's supervision events go (the arbiter's log: ``LogRouter.event``)."""
+
+    def __call__(self, message: str, account: str | None = None, /) -> None: ...
+
+
+class ServiceFailed(Exception):
+    """A service could not start: the run ends (the arbiter raises it after its teardown)."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +71,7 @@ class Sweep:
     """How to apply an account's ``on_stop`` once its worker is gone: a fresh process that
     loads no strategy code and works from the journal (see :mod:`multirun.supervisor.sweeps`)."""
 
-    target: Target  # the forked child: run_sweep for the account
+    target: Target  # the forked child: launch.sweep_from_journal for the account
     leftover: Callable[[], Leftover]  # what its journal holds, read without its lock
     deadline_s: float  # the sweep's own deadline (the arbiter kills it a little later)
 
@@ -78,12 +103,23 @@ class Program:
         return self.title or self.name
 
 
+@dataclass(frozen=True)
+class Exit:
+    """How a process ended, as :meth:`Proc.reaped` recorded it."""
+
+    description: str  # "exit 3", "signal SIGKILL", with the arbiter's reason for a kill
+    ok: bool  # exit status 0
+    status: int | None  # the exit status; None when a signal ended it
+    ran: float  # seconds since its start
+
+
 @dataclass
 class Proc:
-    """One supervised child and its counters."""
+    """One supervised child: its process's state and counters, and what happens to it."""
 
     program: Program
-    state: str = State.STOPPED
+    log: Log = field(repr=False, compare=False)
+    state: State = State.STOPPED
     pid: int | None = None
     started: float = 0.0  # monotonic
     started_wall: float | None = None
@@ -110,7 +146,150 @@ class Proc:
     def restarts(self) -> int:
         return max(0, self.spawns - 1)
 
-    def to_dict(self) -> dict[str, Any]:
+    def transition(self, new: State, *, note: str | None = None) -> None:
+        """The one place its state changes (a disallowed move is logged, then made)."""
+        if not allowed(self.state, new):
+            self.log(f"{self.name}: unexpected state change {self.state} -> {new}", self.name)
+        self.state = new
+        if note is not None:
+            self.note = note
+
+    # --- starting -------------------------------------------------------------------------------
+
+    def start(
+        self, fork: Callable[[Program], Forked], policy: RestartPolicy, *, what: str = "started"
+    ) -> Forked | None:
+        """Fork its process (``fork``: the arbiter's, which knows the pipes); STARTING.
+
+        A failed fork (EAGAIN, ENOMEM) is a failed start of an account, retried with
+        backoff (left to propagate, it would end the run and every account with it); a
+        service's ends the run: :class:`ServiceFailed`. None when it did not start."""
+        self.transition(State.STARTING)
+        self.kill_reason, self.stop_deadline = None, None
+        try:
+            forked = fork(self.program)
+        except OSError as error:
+            self.last_exit = f"fork failed: {error.strerror}"
+            if self.program.service:
+                message = f"cannot start {self.program.called}: {error.strerror}"
+                raise ServiceFailed(message) from None
+            self.crashed(self.last_exit, ran=0.0, policy=policy)
+            return None
+        self.pid = forked.pid
+        self.next_start, self.note = None, None
+        self.started, self.started_wall = time.monotonic(), time.time()
+        self.spawns += 1
+        again = f" (restart {self.restarts})" if self.restarts else ""
+        self.log(f"{self.name}: {what}, pid {forked.pid}{again}", self.name)
+        return forked
+
+    # --- timers ---------------------------------------------------------------------------------
+
+    def start_timed_out(self, now: float) -> bool:
+        """A child with a ready handshake (a service) that has not announced itself in time."""
+        timeout = self.program.ready_timeout_s
+        return (
+            self.state == State.STARTING
+            and timeout is not None
+            and self.pid is not None
+            and now - self.started >= timeout
+        )
+
+    def settle(self, now: float, policy: RestartPolicy) -> bool:
+        """STARTING without a handshake for ``startsecs``: RUNNING (True when it moved)."""
+        if (
+            self.state == State.STARTING
+            and self.program.ready_timeout_s is None
+            and now - self.started >= policy.startsecs
+        ):
+            self.transition(State.RUNNING)
+            return True
+        return False
+
+    def restart_due(self, now: float) -> bool:
+        """In BACKOFF, its delay passed: to be started again."""
+        return (
+            self.state == State.BACKOFF and self.next_start is not None and now >= self.next_start
+        )
+
+    def next_moment(self, policy: RestartPolicy) -> float | None:
+        """When one of its timers is next due (monotonic), None when none runs."""
+        if self.state == State.STARTING:
+            return self.started + (self.program.ready_timeout_s or policy.startsecs)
+        if self.state == State.BACKOFF:
+            return self.next_start
+        return None
+
+    # --- exits ----------------------------------------------------------------------------------
+
+    def reaped(self, status: int) -> Exit:
+        """Record that its process exited (``status``: waitpid's); how it ended."""
+        description, ok = describe_status(status)
+        if self.kill_reason is not None:
+            description = f"{description} ({self.kill_reason})"
+        ran = time.monotonic() - self.started
+        self.pid, self.last_exit = None, description
+        return Exit(description, ok, exit_status(status), ran)
+
+    def stopped(self, exit: Exit) -> bool:
+        """It exited after the arbiter asked it to stop: STOPPED. Whether it went as asked:
+        status 0, or the very signal it was sent (before its handlers were up: nothing to
+        undo); a service's way of going does not count."""
+        self.transition(State.STOPPED)
+        if self.program.service:
+            self.log(f"{self.name}: stopped ({exit.description})")
+            return True
+        if exit.ok or exit.description == ("signal SIGHUP" if self.keep else "signal SIGTERM"):
+            self.log(f"{self.name}: stopped", self.name)
+            return True
+        self.log(f"{self.name}: stopped with {exit.description}", self.name)
+        return False
+
+    def exited_by_itself(self, exit: Exit, policy: RestartPolicy) -> None:
+        """An account's process exited without being asked: finished (status 0), FATAL
+        (exit 78), or crashed."""
+        if exit.ok:
+            note = "exited by itself (status 0): not restarted"
+            self.transition(State.STOPPED, note=note)
+            self.log(f"{self.name}: exited with status 0 by itself; not restarted", self.name)
+        elif exit.status == EXIT_FATAL:
+            self.failed_for_good(exit.description)
+        else:
+            self.crashed(exit.description, ran=exit.ran, policy=policy)
+
+    def failed_for_good(self, description: str) -> None:
+        """Exit 78: a deterministic failure; FATAL at once, its last error the reason."""
+        reason = self.last_error or "a deterministic failure (no error line)"
+        note = f"{reason} ({description}: not restarted)"
+        self.transition(State.FATAL, note=note)
+        self.log(f"{self.name}: FATAL: {reason} ({description}); left stopped", self.name)
+
+    def crashed(self, description: str, *, ran: float, policy: RestartPolicy) -> None:
+        """An unexpected exit (or a failed fork): BACKOFF and a restart after the policy's
+        delay, or FATAL after ``fatal_after`` exits within ``startsecs`` in a row."""
+        self.quick_failures = self.quick_failures + 1 if ran < policy.startsecs else 0
+        self.failures = 1 if ran >= policy.stable_s else self.failures + 1
+        if self.quick_failures >= policy.fatal_after:
+            note = (
+                f"exited within {policy.startsecs:g} s of its start "
+                f"{self.quick_failures} times in a row"
+            )
+            self.transition(State.FATAL, note=note)
+            message = f"{self.name}: FATAL: {note} (last: {description}); left stopped"
+            self.log(message, self.name)
+            return
+        delay = policy.delay(self.failures)
+        self.transition(State.BACKOFF)
+        self.next_start = time.monotonic() + delay
+        self.log(
+            f"{self.name}: exited unexpectedly ({description}) after {ran:.1f} s; "
+            f"restarting in {delay:g} s",
+            self.name,
+        )
+
+    # --- state files ----------------------------------------------------------------------------
+
+    def to_dict(self) -> ProcessEntry:
         next_start = None
         if self.state == State.BACKOFF and self.next_start is not None:
             next_start = iso_ms(time.time() + self.next_start - time.monotonic())
@@ -137,6 +316,11 @@ def describe_status(status: int) -> tuple[str, bool]:
         return f"signal {name}", False
     code = os.waitstatus_to_exitcode(status)
     return f"exit {code}", code == 0
+
+
+def exit_status(status: int) -> int | None:
+    """The exit status in a waitpid status; None when a signal ended the process."""
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None
 
 
 def live(procs: Iterable[Proc]) -> list[Proc]:

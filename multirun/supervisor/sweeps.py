@@ -4,24 +4,27 @@ Whenever the supervisor stops (a stop request, or no account left running), ever
 account whose worker is gone, however it went (exited, crashed, SIGKILLed at
 ``stop_timeout`` or by the watchdog, waiting in BACKOFF, FATAL, never started), and whose
 journal still holds trades gets a sweep: a forked child running
-``account_process.run_sweep``, which loads no strategy code, reconciles the journal with
+``account.process.run_sweep``, which loads no strategy code, reconciles the journal with
 the server and applies ``on_stop`` (close: until its deadline). The services (the
 simulator) stop only after the sweeps; a second Ctrl-C during a sweep kills it, and the
 final report (:mod:`multirun.supervisor.final_report`) names what is left.
 
 :class:`Sweeps` is the arbiter's record of them: which accounts were looked at, the sweep
-processes and their deadlines. Each account is swept at most once per supervisor run.
+processes and their deadlines; it starts each sweep due (:meth:`Sweeps.start`) and says
+what its end left (:meth:`Sweeps.exited`). Each account is swept at most once per
+supervisor run.
 """
 
 from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from multirun.core.states import State
+from multirun.supervisor import final_report
 from multirun.supervisor.final_report import CLOSE, Leftover, unchanged
-from multirun.supervisor.program import Proc, Program
+from multirun.supervisor.program import Exit, Proc, Program
 
 SWEEP_GRACE_S = 10.0  # past its own deadline, a sweep is SIGKILLed
 
@@ -91,10 +94,40 @@ class Sweeps:
         title = f"the sweep of {account.name}"
         # SIGTERM ends a sweep at once, reporting what is left: a dead arbiter leaves none.
         program = Program(account.name, sweep.target, death_signal=signal.SIGTERM, title=title)
-        proc = Proc(program)
+        proc = Proc(program, account.log)
         self.procs[account.name] = proc
         self.deadlines[account.name] = time.monotonic() + sweep.deadline_s + SWEEP_GRACE_S
         return proc
+
+    def start(self, accounts: Iterable[Proc], spawn: Callable[[Proc], None]) -> None:
+        """Start (with ``spawn``, the arbiter's) the sweep of each of ``accounts`` whose
+        worker is gone and whose journal holds trades."""
+        for account, left in self.due(accounts):
+            proc = self.add(account)
+            assert account.program.sweep is not None
+            deadline = account.program.sweep.deadline_s
+            account.log(
+                f"{account.name}: its journal holds {len(left.trades)} trade(s); applying "
+                f"on_stop ({left.on_stop}) from the journal (deadline {deadline:g} s)",
+                account.name,
+            )
+            account.note = "sweeping: applying on_stop from the journal"
+            spawn(proc)
+
+    def exited(self, proc: Proc, account: Proc, exit: Exit) -> None:
+        """``account``'s sweep ended: say what its journal holds now (the final report,
+        read once everything stopped, stays the authority)."""
+        proc.transition(State.STOPPED)
+        sweep = account.program.sweep
+        held = final_report.summary(sweep.leftover()) if sweep is not None else "unknown"
+        if exit.ok:
+            account.note = f"swept: {held}"
+            proc.log(f"{proc.name}: sweep done: {held}", proc.name)
+        else:
+            description = exit.description
+            why = f"{description}: {proc.last_error}" if proc.last_error else description
+            account.note = f"sweep ended with {why}"
+            proc.log(f"{proc.name}: sweep ended with {why}; {held}", proc.name)
 
     def owns(self, proc: Proc) -> bool:
         return self.procs.get(proc.name) is proc

@@ -18,7 +18,8 @@ def account(path: Path, reads: list[int]) -> Proc:
         reads.append(1)
         return journal_leftovers(path, PREFIX, "alpha", "close")
 
-    return Proc(Program("alpha", lambda context: 0, sweep=Sweep(lambda c: 0, leftover, 5.0)))
+    program = Program("alpha", lambda context: 0, sweep=Sweep(lambda c: 0, leftover, 5.0))
+    return Proc(program, lambda message, account=None: None)
 
 
 def test_a_journal_read_stays_valid_until_written(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from multirun.core import procutil
+from multirun.core import procutil, statefiles
+from multirun.core.statedir import StateDir
 from multirun.core.states import State
 from multirun.supervisor import arbiter as arbiter_module
 from multirun.supervisor.arbiter import SAVE_EVERY_S, Arbiter
@@ -33,13 +34,13 @@ def idle(context: ChildContext) -> int:
 def writes(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Every supervisor.json the arbiter writes, in order."""
     written: list[dict[str, Any]] = []
-    real = procutil.write_json_atomic
+    real = statefiles.write_supervisor
 
-    def spy(path: Path, data: Any, *, compact: bool = False) -> None:
+    def spy(layout: StateDir, data: Any, *, compact: bool = True) -> None:
         written.append(json.loads(json.dumps(data)))
-        real(path, data, compact=compact)
+        real(layout, data, compact=compact)
 
-    monkeypatch.setattr(arbiter_module.procutil, "write_json_atomic", spy)
+    monkeypatch.setattr(arbiter_module.statefiles, "write_supervisor", spy)
     return written
 
 
@@ -56,10 +57,10 @@ def test_many_changes_in_one_turn_are_one_write_of_the_last_state(
 ) -> None:
     arb = make_arbiter(tmp_path, 200)
     for proc in arb.procs:  # what a launch does: a change, and a save, per account
-        arb.transition(proc, State.STARTING)
+        proc.transition(State.STARTING)
         arb.save()
     for proc in arb.procs:
-        arb.transition(proc, State.RUNNING)
+        proc.transition(State.RUNNING)
         arb.save()
     assert writes == []  # nothing written mid-turn
     arb.flush()  # the end of the loop turn
@@ -96,7 +97,7 @@ def test_save_now_writes_at_once_whatever_the_rate(
 ) -> None:
     arb = make_arbiter(tmp_path, 2)
     arb.save(now=True)
-    arb.transition(arb.procs[1], State.STARTING)
+    arb.procs[1].transition(State.STARTING)
     arb.save(now=True)  # a control reply follows: the file must already say it
     assert len(writes) == 2
     assert writes[-1]["accounts"]["a001"]["state"] == State.STARTING

@@ -1,7 +1,7 @@
 """The notifier's process (a supervised service child), and ``multirun notify-test``.
 
 The notifier starts before the accounts and stops after them: the arbiter sends its
-services SIGTERM only once no worker and no sweep runs (:mod:`multirun.supervisor.stopping`). On
+services SIGTERM only once no worker and no sweep runs (:mod:`multirun.supervisor.arbiter`). On
 SIGTERM it polls once more, reads the journals for what the stop left open (as the final
 report will), and gives its queues :data:`FINAL_DEADLINE_S` to empty (within the
 service's stop timeout). It never fails the run: a problem is logged and it goes on.
