@@ -69,6 +69,7 @@ from multirun.api.transport import (
     REQUEST_DEADLINE_S,
     Json,
     RequestHook,
+    RequestSender,
     Transport,
 )
 from multirun.core.clock import SYSTEM_CLOCK, Clock, StopSignal
@@ -120,6 +121,7 @@ class AlgogeneClient:
         heartbeat: Callable[[], None] | None = None,
         token_file: Path | None = None,
         on_request: RequestHook | None = None,
+        transport: Transport | None = None,
     ) -> None:
         if not isinstance(api_key, Secret):
             raise TypeError("api_key must be a multirun.core.redact.Secret")
@@ -130,7 +132,7 @@ class AlgogeneClient:
         self._read_budget_s = read_budget_s
         self._reconcile_window_s = reconcile_window_s
         self._clock = clock or SYSTEM_CLOCK
-        self._transport = Transport(
+        self._transport = RequestSender(
             base_url,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
@@ -142,6 +144,7 @@ class AlgogeneClient:
             interrupt=interrupt,
             heartbeat=heartbeat,
             on_request=on_request,
+            transport=transport,
         )
         shared = None if token_file is None else SharedTokenFile(token_file)
         self._tokens = TokenManager(

@@ -16,7 +16,7 @@
   goes through :meth:`multirun.core.redact.Redactor.server_text`, and requests' own
   exceptions (whose text includes the URL) are never chained. urllib3's debug log lines
   carry URLs too: :func:`multirun.core.redact.install_log_redaction` masks them.
-- **Retries.** :meth:`Transport.retrying` repeats a read on NetworkError, ServerError,
+- **Retries.** :meth:`RequestSender.retrying` repeats a read on NetworkError, ServerError,
   RateLimitError and ProtocolError with exponential backoff and full jitter, until a
   deadline. Nothing here repeats a write. :func:`is_retryable` says which failures are
   worth repeating an idempotent call for (callers that retry on their own use it).
@@ -26,7 +26,7 @@
   NetworkError as a read timeout. The reply body is read in chunks and capped (``max_reply_bytes``,
   4 MiB decompressed by default): past it, a ProtocolError.
 - **Interrupts.** With an ``interrupt`` (a stop flag) set, a retry pause ends at once with
-  :class:`~multirun.core.errors.Interrupted` (unless :meth:`Transport.interrupting` turned it
+  :class:`~multirun.core.errors.Interrupted` (unless :meth:`RequestSender.interrupting` turned it
   off); a request in flight is never cut by it (its deadline bounds it).
 - **Heartbeat.** ``heartbeat`` (optional) is called before every request.
 """
@@ -41,8 +41,9 @@ import random
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import requests
 import urllib3
@@ -154,12 +155,112 @@ def is_retryable(exc: BaseException) -> bool:
     return False
 
 
-class Transport:
-    """Requests to one server over one pooled HTTP session.
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request as a :class:`Transport` sends it (credentials are in ``payload``)."""
+
+    method: str
+    endpoint: str
+    payload: Json
+    timeout: tuple[float, float]  # (connect, read) seconds
+    total_s: float  # the whole exchange's deadline: connect, headers and body
+    dated: bool = False  # whether the reply's Date header is wanted
+
+
+@dataclass(frozen=True)
+class RawReply:
+    """A reply as it came: its status, its body (decompressed), its Date if asked for."""
+
+    status: int
+    body: bytes
+    date: datetime | None = None
+
+
+class Transport(Protocol):
+    """Where requests go: the network (:class:`HttpTransport`), or canned replies in unit
+    tests. ``handle`` sends exactly one request and returns its reply whatever its
+    status; it raises NetworkError (NotConnected when nothing was sent) or ProtocolError
+    for a reply it could not read whole."""
+
+    def handle(self, request: Request) -> RawReply: ...
+
+    def close(self) -> None: ...
+
+
+class HttpTransport:
+    """One pooled HTTP session to one server; each request within its total deadline,
+    its body read in chunks up to ``max_reply_bytes``; redirects never followed."""
+
+    def __init__(self, base_url: str, *, max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
+        self.max_reply_bytes = max_reply_bytes
+        self.http = HttpSession(base_url)  # requests' session and its direct path
+
+    def close(self) -> None:
+        self.http.close()
+
+    def handle(self, request: Request) -> RawReply:
+        endpoint, total = request.endpoint, request.total_s
+        failure, unsent = "", False
+        # Redirects are not followed: requests would re-send the credentials (the query
+        # string, or for 307/308 the JSON body) to a URL of the replier's choosing.
+        with watchdog().watching(total) as watch:
+            raw: Any = None  # the urllib3 response whose body we read
+            body, status, headers = b"", 0, {}
+            try:
+                raw = self.http.open(request.method, endpoint, request.payload, request.timeout)
+                status, headers = raw.status, raw.headers
+                body = read_body(raw, watch, self.max_reply_bytes)
+                raw.release_conn()
+                raw = None
+            except ReplyTooLarge:
+                failure = "too large"
+            except RequestDeadlinePassed:
+                failure = "deadline"
+            except requests.ConnectTimeout:
+                failure, unsent = "connect timed out", True
+            except requests.Timeout:
+                failure = f"no reply within {request.timeout[1]:g} s"
+            except (requests.ConnectionError, urllib3.exceptions.ProtocolError, OSError) as exc:
+                unsent = _never_connected(exc)
+                failure = (
+                    "connection could not be made" if unsent else "connection failed or dropped"
+                )
+            except urllib3.exceptions.DecodeError:
+                failure = "undecodable"
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+                failure = f"request failed ({type(exc).__name__})"
+            finally:
+                if raw is not None:  # cut short: the connection is not reused
+                    raw.close()  # what requests' Response.close() does
+                    raw.release_conn()
+            if failure and watch.expired:
+                failure, unsent = "deadline", False
+        # raised here, outside the handlers: requests' text holds the URL
+        if failure == "too large":
+            raise ProtocolError(
+                f"{endpoint}: reply larger than {self.max_reply_bytes} bytes (not read)",
+                endpoint=endpoint,
+            )
+        if failure == "undecodable":
+            raise ProtocolError(f"{endpoint}: reply body could not be decompressed",
+                                endpoint=endpoint)  # fmt: skip
+        if failure == "deadline":
+            failure = f"no complete reply within {total:g} s (request deadline)"
+        if unsent:
+            raise NotConnected(f"{endpoint}: {failure} (nothing sent)", endpoint=endpoint)
+        if failure:
+            raise NetworkError(f"{endpoint}: {failure}", endpoint=endpoint)
+        return RawReply(status, body, _date_header(headers) if request.dated else None)
+
+
+class RequestSender:
+    """Requests to one server through a :class:`Transport`: replies decoded and mapped
+    to errors, reads retried, waits interruptible.
 
     ``secrets`` returns every secret value a reply might echo (the api key, the session
     tokens); server text quoted in an error is masked of them. ``clock`` times deadlines
-    and pauses (tests pass a manual one); ``rng`` draws the backoff jitter.
+    and pauses (tests pass a manual one); ``rng`` draws the backoff jitter. ``transport``:
+    an :class:`HttpTransport` to ``base_url`` unless given (unit tests give a fake).
     """
 
     def __init__(
@@ -176,6 +277,7 @@ class Transport:
         interrupt: StopSignal | None = None,
         heartbeat: Callable[[], None] | None = None,
         on_request: RequestHook | None = None,
+        transport: Transport | None = None,
     ) -> None:
         if request_deadline_s <= 0 or max_reply_bytes <= 0:
             raise ValueError("request_deadline_s and max_reply_bytes must be > 0")
@@ -183,7 +285,6 @@ class Transport:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.request_deadline_s = request_deadline_s
-        self.max_reply_bytes = max_reply_bytes
         self.interrupt = interrupt
         self._honour_interrupt = True
         self._heartbeat = heartbeat
@@ -192,7 +293,7 @@ class Transport:
         self._secrets = secrets
         self._clock = clock
         self._rng = rng
-        self.http = HttpSession(self._base)  # requests' session and its direct path
+        self.transport = transport or HttpTransport(self._base, max_reply_bytes=max_reply_bytes)
 
     @property
     def base_url(self) -> str:
@@ -200,8 +301,8 @@ class Transport:
         return self._base
 
     def close(self) -> None:
-        """Close the HTTP session (its pooled connections). Idempotent."""
-        self.http.close()
+        """Close the transport (an HTTP session's pooled connections). Idempotent."""
+        self.transport.close()
 
     # --- interrupts -----------------------------------------------------------------
 
@@ -275,57 +376,8 @@ class Transport:
         self._beat()
         timeout = (self.connect_timeout, read_timeout or self.read_timeout)
         total = min(self.request_deadline_s, deadline_s or self.request_deadline_s)
-        failure, unsent = "", False
-        # Redirects are not followed: requests would re-send the credentials (the query
-        # string, or for 307/308 the JSON body) to a URL of the replier's choosing.
-        with watchdog().watching(total) as watch:
-            raw: Any = None  # the urllib3 response whose body we read
-            body, status, headers = b"", 0, {}
-            try:
-                raw = self.http.open(method, endpoint, payload, timeout)
-                status, headers = raw.status, raw.headers
-                body = read_body(raw, watch, self.max_reply_bytes)
-                raw.release_conn()
-                raw = None
-            except ReplyTooLarge:
-                failure = "too large"
-            except RequestDeadlinePassed:
-                failure = "deadline"
-            except requests.ConnectTimeout:
-                failure, unsent = "connect timed out", True
-            except requests.Timeout:
-                failure = f"no reply within {timeout[1]:g} s"
-            except (requests.ConnectionError, urllib3.exceptions.ProtocolError, OSError) as exc:
-                unsent = _never_connected(exc)
-                failure = (
-                    "connection could not be made" if unsent else "connection failed or dropped"
-                )
-            except urllib3.exceptions.DecodeError:
-                failure = "undecodable"
-            except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-                failure = f"request failed ({type(exc).__name__})"
-            finally:
-                if raw is not None:  # cut short: the connection is not reused
-                    raw.close()  # what requests' Response.close() does
-                    raw.release_conn()
-            if failure and watch.expired:
-                failure, unsent = "deadline", False
-        # raised here, outside the handlers: requests' text holds the URL
-        if failure == "too large":
-            raise ProtocolError(
-                f"{endpoint}: reply larger than {self.max_reply_bytes} bytes (not read)",
-                endpoint=endpoint,
-            )
-        if failure == "undecodable":
-            raise ProtocolError(f"{endpoint}: reply body could not be decompressed",
-                                endpoint=endpoint)  # fmt: skip
-        if failure == "deadline":
-            failure = f"no complete reply within {total:g} s (request deadline)"
-        if unsent:
-            raise NotConnected(f"{endpoint}: {failure} (nothing sent)", endpoint=endpoint)
-        if failure:
-            raise NetworkError(f"{endpoint}: {failure}", endpoint=endpoint)
-        return self._decode(endpoint, status, body), _date_header(headers) if dated else None
+        reply = self.transport.handle(Request(method, endpoint, payload, timeout, total, dated))
+        return self._decode(endpoint, reply.status, reply.body), reply.date
 
     def _beat(self) -> None:
         if self._heartbeat is None:

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from multirun.api.client import AlgogeneClient
-from multirun.api.transport import Transport
+from multirun.api.transport import RequestSender
 from multirun.config.specs import AccountSpec, RunnerSpec
 from multirun.core.clock import SYSTEM_CLOCK
 from multirun.core.errors import ApiError, AuthError, UsageError
@@ -183,7 +183,7 @@ class _Market:
 
     def __init__(self, url: str) -> None:
         self._keys: list[str] = []
-        self._transport = Transport(
+        self._transport = RequestSender(
             url,
             connect_timeout=3.05,
             read_timeout=READ_BUDGET_S,

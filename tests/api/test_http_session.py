@@ -22,7 +22,7 @@ import responses
 import urllib3
 
 from multirun.api.http_session import query_string
-from multirun.api.transport import Json, Transport
+from multirun.api.transport import HttpTransport, Json, RequestSender
 from multirun.core.clock import SYSTEM_CLOCK
 from multirun.core.errors import ApiError
 
@@ -64,13 +64,18 @@ def recorder() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         server.server_close()
 
 
-def transport(url: str, *, direct: bool = True) -> Transport:
-    made = Transport(
+def wire(sender: RequestSender) -> HttpTransport:
+    assert isinstance(sender.transport, HttpTransport)
+    return sender.transport
+
+
+def transport(url: str, *, direct: bool = True) -> RequestSender:
+    http = HttpTransport(url)
+    http.http.direct = direct
+    return RequestSender(
         url, connect_timeout=1.0, read_timeout=1.0, secrets=lambda: ["secret-key-0123456789"],
-        clock=SYSTEM_CLOCK, rng=random.Random(1),
+        clock=SYSTEM_CLOCK, rng=random.Random(1), transport=http,
     )  # fmt: skip
-    made.http.direct = direct
-    return made
 
 
 PAYLOADS: list[Json] = [
@@ -123,7 +128,7 @@ def test_the_hot_path_bypasses_the_session_and_reuses_its_connection(
     try:
         for _ in range(3):
             assert client.send("GET", "balance", {"user": "alice"})[0] == {"res": "ok"}
-        pool = client.http.pool()
+        pool = wire(client).http.pool()
         assert pool is not None and pool.num_connections == 1  # one connection, kept alive
     finally:
         client.close()
@@ -134,12 +139,12 @@ def test_a_proxy_or_a_replaced_adapter_goes_through_requests(recorder: Any) -> N
     url, seen = recorder
     client = transport(url)
     try:
-        client.http.session.proxies["http"] = "http://proxy.test:3128"
-        assert client.http.pool() is None  # requests' proxy handling
-        client.http.session.proxies.clear()
-        assert client.http.pool() is not None
+        wire(client).http.session.proxies["http"] = "http://proxy.test:3128"
+        assert wire(client).http.pool() is None  # requests' proxy handling
+        wire(client).http.session.proxies.clear()
+        assert wire(client).http.pool() is not None
         with responses.RequestsMock() as mock:
-            assert client.http.pool() is None  # the unit tests' mock sees every request
+            assert wire(client).http.pool() is None  # the unit tests' mock sees every request
             mock.get(f"{url}/balance", json={"res": "mocked"})
             assert client.send("GET", "balance", {})[0] == {"res": "mocked"}
     finally:
@@ -208,7 +213,7 @@ def test_a_closed_transport_forgets_its_pool(recorder: Any) -> None:
     client = transport(url)
     client.send("GET", "balance", {})
     client.close()
-    assert client.http._pool is None
+    assert wire(client).http._pool is None
     with contextlib.suppress(ApiError):  # a new pool, or a typed error: never a crash
         client.send("GET", "balance", {})
     client.close()

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from multirun.api.client import AlgogeneClient
-from multirun.api.transport import Transport
+from multirun.api.transport import RequestSender
 from multirun.core.clock import SYSTEM_CLOCK
 from multirun.core.errors import (
     Interrupted,
@@ -137,7 +137,7 @@ def test_a_huge_reply_from_the_simulator_is_a_protocol_error(sim_factory) -> Non
     sim = sim_factory(
         seed=5, faults={"huge_rate": 1.0, "huge_mb": 8, "endpoints": ["realtime_price"]}
     )
-    transport = Transport(
+    transport = RequestSender(
         sim.base_url, connect_timeout=5.0, read_timeout=20.0, request_deadline_s=20.0,
         secrets=lambda: [API_KEY], clock=SYSTEM_CLOCK, rng=random.Random(1),
     )  # fmt: skip
