@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import stat
 import time
@@ -32,6 +33,8 @@ from multirun.config.specs import RunnerSpec
 from multirun.core.errors import FatalError, JournalError
 from multirun.core.locks import HeldLock, read_holder
 from multirun.core.statedir import StateDir
+
+log = logging.getLogger("multirun.worker")
 
 RUNTIME_ENV = "MULTIRUN_RUNTIME_DIR"  # overrides the runtime directory (tests, containers)
 FOREIGN_LIMIT = 3  # adoptions of never-journaled trades of ours ...
@@ -121,6 +124,26 @@ def _holder(text: bytes) -> str:
                 f"account {record.get('account', '?')})"
             )
     return "another process (starting: it has not named itself yet)"
+
+
+class AccountLoss:
+    """Why this process may no longer trade its account (:meth:`why`: None while it
+    may). Told once, by the :class:`Guard` or the :class:`ForeignTrades` count: from that
+    moment ``refuse(reason)`` (the journal's) refuses every write, so no order can be
+    sent; the worker reads :meth:`why` at each heartbeat and halts."""
+
+    def __init__(self, refuse: Callable[[str], None]) -> None:
+        self.refuse = refuse
+        self.reason: str | None = None
+
+    def __call__(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+            self.refuse(reason)
+            log.error("the account is no longer ours alone: %s", reason)
+
+    def why(self) -> str | None:
+        return self.reason
 
 
 class Guard:

@@ -135,17 +135,9 @@ def _build_account(
     stop = StopFlag()
     stack.callback(stop.close)
     window = StopWindow(stop)
-    worker: Worker | None = None  # the one cycle: losing the account halts its worker
-
-    def lost(reason: str) -> None:  # the account is no longer ours alone: no more orders
-        journal.refuse(reason)
-        if worker is not None:
-            worker.halt(reason)
-        else:
-            log.error("HALTED: %s", reason)
-
+    loss = ownership.AccountLoss(journal.refuse)  # the worker halts at its next heartbeat
     heartbeat = ownership.Guard(
-        Heartbeat(account.heartbeat), [journal.lost, account_lock.lost], lost
+        Heartbeat(account.heartbeat), [journal.lost, account_lock.lost], loss
     )
     telemetry = None
     if runner.metrics is not None or runner.notify:  # for /metrics and rejected orders
@@ -155,12 +147,11 @@ def _build_account(
         url, spec, window, heartbeat, on_request=telemetry.request if telemetry else None
     )
     stack.callback(client.close)
-    worker = build_worker(
+    return build_worker(
         runner, spec, client, journal, on_tick, stop=stop, window=window,
         heartbeat=heartbeat, observer=telemetry or NULL_OBSERVER, on_up=on_up,
-        on_foreign=ownership.ForeignTrades(lost).adopted,
+        on_foreign=ownership.ForeignTrades(loss).adopted, account_lost=loss.why,
     )  # fmt: skip
-    return worker
 
 
 def build_worker(
@@ -178,6 +169,7 @@ def build_worker(
     observer: WorkerObserver = NULL_OBSERVER,
     on_up: Callable[[], None] | None = None,
     on_foreign: Callable[[str], None] = lambda order_ref: None,
+    account_lost: Callable[[], str | None] = lambda: None,
 ) -> Worker:
     """The worker of ``spec`` over ``client`` and ``journal``, with what it is made of:
     its pricing, told by the reconciler what it lists and closes; the reconciler, which
@@ -195,6 +187,7 @@ def build_worker(
         runner, spec, client, journal, on_tick, reconciler=reconciler, pricing=pricing,
         status_file=status_file, stop=stop, started=started, clock=clock, timing=timing,
         window=window, heartbeat=heartbeat, observer=observer, on_up=on_up,
+        account_lost=account_lost,
     )  # fmt: skip
 
 

@@ -136,8 +136,10 @@ class Worker:
         heartbeat: Callable[[], None] | None = None,
         observer: WorkerObserver = NULL_OBSERVER,
         on_up: Callable[[], None] | None = None,
+        account_lost: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.runner = runner
+        self.account_lost = account_lost  # why the account is no longer ours alone, or None
         self.on_up = on_up or (lambda: None)
         self.spec = spec
         self.client = client
@@ -152,7 +154,7 @@ class Worker:
         self.status_file = status_file
         self.status_path = status_file.path
         account = StateDir(runner.state_dir).account(spec.name)
-        self.heartbeat = heartbeat or alarm.Heartbeat(account.heartbeat)
+        self._heartbeat = heartbeat or alarm.Heartbeat(account.heartbeat)
         self.window = window or StopWindow(stop)  # the client's interrupt (see onstop)
         self.left_open: Outcome | None = None  # what on_stop close could not close
         self.log = logging.getLogger(f"multirun.strategy.{spec.name}")
@@ -179,6 +181,15 @@ class Worker:
         self.nothing_journaled = not journal.held() and not journal.intents()
 
     # --- lifecycle ------------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """Show a sign of life; and halt if the account stopped being ours alone (the
+        journal already refuses every order from the moment that was found: this makes
+        status say so within a heartbeat, idle or ticking)."""
+        self._heartbeat()
+        reason = self.account_lost()
+        if reason is not None and self.state != State.HALTED:
+            self.halt(reason)
 
     def run(self) -> int:
         """Reconcile, tick until stopped, apply on_stop; returns the exit code."""
