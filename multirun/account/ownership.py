@@ -128,7 +128,7 @@ def _holder(text: bytes) -> str:
 
 class AccountLoss:
     """Why this process may no longer trade its account (:meth:`why`: None while it
-    may). Told once, by the :class:`Guard` or the :class:`ForeignTrades` count: from that
+    may). Told once, by the :class:`OwnershipGuard` or the :class:`ForeignTrades` count: from that
     moment ``refuse(reason)`` (the journal's) refuses every write, so no order can be
     sent; the worker reads :meth:`why` at each heartbeat and halts."""
 
@@ -146,7 +146,7 @@ class AccountLoss:
         return self.reason
 
 
-class Guard:
+class OwnershipGuard:
     """The worker's heartbeat, plus (at most every ``every_s``) a check that its journal
     and account lock still follow their paths; on a loss, ``on_lost(reason)`` once."""
 

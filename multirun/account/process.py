@@ -136,7 +136,7 @@ def _build_account(
     stack.callback(stop.close)
     window = StopWindow(stop)
     loss = ownership.AccountLoss(journal.refuse)  # the worker halts at its next heartbeat
-    heartbeat = ownership.Guard(
+    heartbeat = ownership.OwnershipGuard(
         Heartbeat(account.heartbeat), [journal.lost, account_lock.lost], loss
     )
     telemetry = None
