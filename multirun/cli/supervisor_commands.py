@@ -138,7 +138,7 @@ def stop(
     from multirun.core.errors import SupervisorError
     from multirun.ops import control_client as controlclient
     from multirun.ops import locate
-    from multirun.supervisor import launch
+    from multirun.ops import stop as stopping
 
     config, names = config_and_names(args)
     try:
@@ -153,8 +153,8 @@ def stop(
             raise typer.Exit(code)
         if force:
             controlclient.shutdown(runner.state_dir, force=True)
-        wait = timeout if timeout is not None else runner.stop_timeout_s + launch.STOP_MARGIN_S
-        code = launch.stop(runner.state_dir, timeout_s=wait, echo=typer.echo)
+        wait = timeout if timeout is not None else runner.stop_timeout_s + stopping.STOP_MARGIN_S
+        code = stopping.stop(runner.state_dir, timeout_s=wait, echo=typer.echo)
     except MultirunError as error:
         fail(error)
     raise typer.Exit(code)

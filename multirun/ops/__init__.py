@@ -3,5 +3,6 @@
 ``status``, ``health``, the merged ``logs_view``, finding the supervisor from a possibly
 broken runner.yaml (``locate``), talking to it (``control_client``), closing an account's
 journaled trades without its strategy (``close``) and checking accounts against the
-server before a start (``online_check``). May import every layer below ``cli``.
+server before a start (``online_check``), and ``stop`` (SIGTERM the supervisor, wait,
+print its final report). May import every layer below ``cli``.
 """

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from multirun.account import final_report
 from multirun.config.specs import RunnerSpec
 from multirun.core.clock import iso_ms, parse_iso, short_time
 from multirun.core.statedir import StateDir
@@ -35,7 +36,6 @@ from multirun.core.statefiles import (
 )
 from multirun.core.states import State
 from multirun.ops import locate
-from multirun.supervisor import final_report
 
 
 @dataclass

@@ -5,6 +5,7 @@ stopping included); each supervised child is a ``program`` (its process says wha
 exit means: restart, FATAL, stopped), forked by ``fork``, its output read by ``pipes``
 into ``output``; the heartbeat ``watchdog``, ``sweeps`` (on_stop for an account whose
 worker is gone), the control socket (``control_server``, per-account requests in
-``account_requests``) and the ``final_report`` of a stop. May import ``core``,
-``config``, ``account`` (to run a worker in a child) and ``services``.
+``account_requests``). May import ``core``, ``config``, ``account`` (to run a worker
+or a sweep in a child, and to read the ``final_report`` of what a stop left open),
+``services`` and ``sim`` (each run as a service child); never ``ops`` or ``cli``.
 """

@@ -26,10 +26,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from multirun.account import final_report
 from multirun.core.errors import MultirunError
 from multirun.core.procutil import kill
 from multirun.core.states import State
-from multirun.supervisor import final_report
 from multirun.supervisor.control_server import Conn, error_reply
 from multirun.supervisor.program import Log, Proc, Program
 from multirun.supervisor.sweeps import Sweeps

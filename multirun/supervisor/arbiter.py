@@ -40,7 +40,7 @@ A stop goes in this order:
 2. once an account's worker is gone, however it went, its journal is read: if it still
    holds trades, a sweep applies ``on_stop`` from it (:mod:`multirun.supervisor.sweeps`);
 3. once no worker and no sweep runs, the services (the simulator) get SIGTERM;
-4. the final report (:mod:`multirun.supervisor.final_report`) names every trade left
+4. the final report (:mod:`multirun.account.final_report`) names every trade left
    open, and the exit status is 1 when an account with ``on_stop: close`` left one.
 
 Signalling again forces the step under way: SIGKILL to the workers (their sweeps still
@@ -74,6 +74,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from multirun.account import final_report
+from multirun.account.final_report import Leftover
 from multirun.core import procutil, statefiles
 from multirun.core.clock import iso_ms
 from multirun.core.errors import SupervisorError
@@ -82,11 +84,9 @@ from multirun.core.redact import Redactor
 from multirun.core.statedir import StateDir
 from multirun.core.statefiles import SupervisorFile
 from multirun.core.states import State
-from multirun.supervisor import final_report
 from multirun.supervisor import fork as spawn
 from multirun.supervisor.account_requests import AccountRequests, Catalog, Reread
 from multirun.supervisor.control_server import Conn, ControlServer, error_reply
-from multirun.supervisor.final_report import Leftover
 from multirun.supervisor.fork import HANDLED_SIGNALS, ChildContext, Forked, Ready
 from multirun.supervisor.output import LogRouter
 from multirun.supervisor.pipes import Pipes

@@ -30,12 +30,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from multirun.account.final_report import Leftover
 from multirun.core.clock import iso_ms
 from multirun.core.errors import EXIT_FATAL
 from multirun.core.redact import LineSplitter
 from multirun.core.statefiles import ProcessEntry
 from multirun.core.states import State, allowed
-from multirun.supervisor.final_report import Leftover
 from multirun.supervisor.fork import Forked, Target
 
 SERVICE_STOP_TIMEOUT_S = 5.0

@@ -7,7 +7,7 @@ journal still holds trades gets a sweep: a forked child running
 ``account.process.run_sweep``, which loads no strategy code, reconciles the journal with
 the server and applies ``on_stop`` (close: until its deadline). The services (the
 simulator) stop only after the sweeps; a second Ctrl-C during a sweep kills it, and the
-final report (:mod:`multirun.supervisor.final_report`) names what is left.
+final report (:mod:`multirun.account.final_report`) names what is left.
 
 :class:`Sweeps` is the arbiter's record of them: which accounts were looked at, the sweep
 processes and their deadlines; it starts each sweep due (:meth:`Sweeps.start`) and says
@@ -21,9 +21,9 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 
+from multirun.account import final_report
+from multirun.account.final_report import CLOSE, Leftover, unchanged
 from multirun.core.states import State
-from multirun.supervisor import final_report
-from multirun.supervisor.final_report import CLOSE, Leftover, unchanged
 from multirun.supervisor.program import Exit, Proc, Program
 
 SWEEP_GRACE_S = 10.0  # past its own deadline, a sweep is SIGKILLed

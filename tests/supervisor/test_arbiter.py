@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from bench.procstat import descendants
+from multirun.account.final_report import HeldTrade, Leftover
 from multirun.config.specs import AccountSpec, RunnerSpec
 from multirun.core import locks, procutil
 from multirun.core.errors import EXIT_FATAL, NetworkError, SupervisorError
@@ -32,10 +33,9 @@ from multirun.core.redact import Secret
 from multirun.core.statedir import StateDir
 from multirun.ops import control_client as controlclient
 from multirun.ops import status
+from multirun.ops.stop import stop
 from multirun.supervisor.arbiter import Arbiter
-from multirun.supervisor.final_report import HeldTrade, Leftover
 from multirun.supervisor.fork import ChildContext
-from multirun.supervisor.launch import stop
 from multirun.supervisor.output import LogRouter
 from multirun.supervisor.program import Program, RestartPolicy, Sweep
 from tests.conftest import wait_until

@@ -15,12 +15,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from multirun.account import final_report
 from multirun.config.specs import AccountSpec
 from multirun.core import statefiles
 from multirun.core.clock import iso_ms
 from multirun.core.statedir import StateDir
 from multirun.core.states import State
-from multirun.supervisor import final_report
 
 BACKOFF_AFTER = 3  # BACKOFF is told once an account has been restarted this many times
 ALERT_STATES = (State.FATAL, State.HALTED, State.OVERDUE, State.BACKOFF)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from multirun.account.final_report import Leftover, journal_leftovers, unchanged
 from multirun.account.journal.store import Journal
-from multirun.supervisor.final_report import Leftover, journal_leftovers, unchanged
 from multirun.supervisor.program import Proc, Program, Sweep
 from multirun.supervisor.sweeps import Sweeps
 
