@@ -50,7 +50,7 @@ class SimHTTPServer(ThreadingHTTPServer):
         self._shutdown_requested = False
         self._serving_done = threading.Event()
         self._serving_done.set()  # not serving yet
-        super().__init__(address, _Handler)
+        super().__init__(address, _SimHandler)
 
     def serve_until_shutdown(self) -> None:
         """``serve_forever`` without polling: sleep in ``select`` until a connection comes
@@ -111,7 +111,7 @@ class SimHTTPServer(ThreadingHTTPServer):
         log.debug("connection error", exc_info=True)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _SimHandler(BaseHTTPRequestHandler):
     server: SimHTTPServer
     protocol_version = "HTTP/1.1"
     server_version = "multirun-sim"
