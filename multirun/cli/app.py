@@ -237,6 +237,7 @@ for command in (
     cli_control.status,
     cli_control.logs,
     cli_control.health,
+    cli_control.dashboard,
 ):
     app.command()(command)
 

@@ -1,9 +1,10 @@
 """The `multirun` commands that act on a supervisor: start, stop, restart, reload, status,
-logs and health (registered on the app by :mod:`multirun.cli.app`, in its help's order).
+logs, health and dashboard (registered on the app by :mod:`multirun.cli.app`, in its help's order).
 
 Each parses its arguments, finds the supervisor (:mod:`multirun.ops.locate`), calls one
 library function (:mod:`multirun.supervisor.launch`, :mod:`multirun.ops.control_client`,
-:mod:`multirun.ops.status`, :mod:`multirun.ops.logs_view`, :mod:`multirun.ops.health`) and exits
+:mod:`multirun.ops.status`, :mod:`multirun.ops.logs_view`, :mod:`multirun.ops.health`,
+:mod:`multirun.web`) and exits
 with its status.
 """
 
@@ -314,3 +315,51 @@ def health(
         fail(error)
     typer.echo(verdict.line, err=not verdict.ok)
     raise typer.Exit(0 if verdict.ok else 1)
+
+
+def dashboard(
+    config: ConfigArg = Path("runner.yaml"),
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            "--listen",
+            metavar="ADDR",
+            help="host:port (default: web.listen, else 127.0.0.1:8700); off loopback "
+            "only with web.token.",
+        ),
+    ] = None,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Show only: no stop, start or restart.")
+    ] = False,
+) -> None:
+    """Serve the live web dashboard of the supervisor running CONFIG, until Ctrl-C.
+
+    The same page as `web:` in runner.yaml: every account's state, position, P&L, logs
+    and trades, with stop, start and restart. It reads the state directory and acts
+    through the control socket, so it never slows a tick.
+    """
+    from multirun.config import loader as runner_config
+    from multirun.config.specs import WebSpec
+    from multirun.ops import locate
+    from multirun.web import server
+
+    try:
+        runner = runner_config.load_for_control(config)
+        base = runner.web or WebSpec.parse()
+        token = base.token.reveal() if base.token else None
+        if token and runner_config.UNSET_FOR_CONTROL in token:
+            raise UsageError("web.token names a variable that is not set in this shell")
+        try:
+            spec = WebSpec.parse(listen or base.listen, token, read_only or base.read_only)
+        except ValueError as error:
+            raise UsageError(f"--listen: {error}") from None
+        where = locate.target(config)
+        if where.foreign:
+            raise SupervisorError(f"{where.foreign}: not serving it")
+        page = server.for_runner(
+            runner, spec, state_dir=where.state_dir, wait_s=server.control_wait_s(runner)
+        )
+        code = server.run(page, lambda url: None)
+    except MultirunError as error:
+        fail(error)
+    raise typer.Exit(code)

@@ -25,7 +25,8 @@ from multirun.core.redact import Redactor
 Severity = Literal["error", "warning", "note"]
 YamlPath = tuple[str | int, ...]
 
-KEY_FIELD = "api_key"  # the one field that holds a secret: never quoted, always masked
+KEY_FIELD = "api_key"  # the account field that holds a secret: never quoted, always masked
+WEB_TOKEN = ("web", "token")  # the dashboard's token: a secret as well
 
 
 @dataclass(frozen=True)
@@ -168,8 +169,14 @@ def format_path(path: YamlPath) -> str:
 
 
 def holds_secret(path: YamlPath) -> bool:
-    """A value no message may quote: an API key (or anything inside one), or a notify URL."""
-    return KEY_FIELD in path or is_notify_url(path)
+    """A value no message may quote: an API key (or anything inside one), a notify URL, the
+    dashboard's token."""
+    return KEY_FIELD in path or is_notify_url(path) or is_web_token(path)
+
+
+def is_web_token(path: YamlPath) -> bool:
+    """``web.token``: who knows it can stop accounts from the dashboard."""
+    return tuple(path) == WEB_TOKEN
 
 
 def is_notify_url(path: YamlPath) -> bool:

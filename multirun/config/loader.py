@@ -31,11 +31,13 @@ from multirun.config import schema
 from multirun.config.entry import AccountEntry
 from multirun.config.findings import (
     KEY_FIELD,
+    WEB_TOKEN,
     CheckReport,
     Findings,
     YamlPath,
     format_path,
     is_notify_url,
+    is_web_token,
     show_value,
 )
 from multirun.config.interpolate import (
@@ -52,6 +54,7 @@ from multirun.config.specs import (
     MetricsSpec,
     NotifyTarget,
     RunnerSpec,
+    WebSpec,
     freeze,
     parse_interval,
 )
@@ -160,6 +163,7 @@ class _Checker:
             accounts = self._merged_accounts(data)
             self._check_semantics(accounts)
             check_settings(data, accounts, self.found)
+            self._check_web_token()
             if not self.report.problems:
                 self.report.spec = self._build(data, accounts)
         return self.found.finish()
@@ -188,7 +192,7 @@ class _Checker:
                 # `accountid: 0123` is YAML 1.1 octal 83: an id is the text as written.
                 return self.found.doc.texts.get(path, str(value))
             return value
-        secret = (bool(path) and path[-1] == KEY_FIELD) or is_notify_url(path)
+        secret = (bool(path) and path[-1] == KEY_FIELD) or is_notify_url(path) or is_web_token(path)
         if secret:
             self._collect_secrets(value, path)
         if "$" not in value:
@@ -347,6 +351,15 @@ class _Checker:
                 "warning",
             )
 
+    def _check_web_token(self) -> None:
+        if WEB_TOKEN in self.literal_keys and not self.found.is_bad(WEB_TOKEN):
+            self.found.add(
+                WEB_TOKEN,
+                "web.token is written in the file: reference an environment variable "
+                "instead, e.g. ${MULTIRUN_WEB_TOKEN}",
+                "warning",
+            )
+
     # specs
 
     def _build(self, data: dict[str, Any], accounts: list[AccountEntry]) -> RunnerSpec:
@@ -367,6 +380,7 @@ class _Checker:
             else MetricsSpec.parse(
                 data["metrics"]["listen"], data["metrics"].get("allow_remote") is True
             ),
+            web=None if "web" not in data else _web_spec(data["web"]),
         )
 
 
@@ -391,6 +405,10 @@ def _account_spec(account: AccountEntry) -> AccountSpec:
         enabled=values["enabled"],
         guardrails=Guardrails.from_values(values),
     )
+
+
+def _web_spec(entry: dict[str, Any]) -> WebSpec:
+    return WebSpec.parse(entry.get("listen"), entry.get("token"), entry.get("read_only") is True)
 
 
 def _notify_target(entry: dict[str, Any]) -> NotifyTarget:

@@ -7,8 +7,9 @@ imports no strategy; the supervisor applies the plan (see ``multirun reload``).
 
 Top-level settings:
 
-- ``state_dir``, ``server``, ``version`` and ``metrics`` cannot apply live and are *refused*: the
-  state directory holds the running supervisor's pidfile, socket and every journal; the
+- ``state_dir``, ``server``, ``version``, ``metrics`` and ``web`` cannot apply live and are
+  *refused*: the state directory holds the running supervisor's pidfile, socket and every
+  journal; the
   server (and the simulator child of ``server: sim``) is shared by every worker; the
   version changes what the file means. A plan with anything refused must change nothing:
   a full ``multirun stop`` then ``start`` is needed.
@@ -34,6 +35,7 @@ REFUSED_SETTINGS: dict[str, str] = {
     "server": "every worker (and the simulator of `server: sim`) uses it",
     "version": "it changes what the whole file means",
     "metrics": "the metrics server is bound once, at start",
+    "web": "the dashboard is bound once, at start",
 }
 # Supervisor settings the running supervisor takes over without restarting a worker.
 LIVE_SETTINGS = ("stop_timeout", "watchdog_timeout")
@@ -149,6 +151,7 @@ def _refused(old: RunnerSpec, new: RunnerSpec) -> list[str]:
         "server": (old.server, new.server),
         "version": (old.version, new.version),
         "metrics": (_listen(old), _listen(new)),
+        "web": (_web(old), _web(new)),
     }
     return [
         f"{key}: {_show(a)} -> {_show(b)} cannot apply live ({REFUSED_SETTINGS[key]}): "
@@ -161,6 +164,14 @@ def _refused(old: RunnerSpec, new: RunnerSpec) -> list[str]:
 def _listen(runner: RunnerSpec) -> str | None:
     spec = runner.metrics
     return None if spec is None else f"{spec.host}:{spec.port}"
+
+
+def _web(runner: RunnerSpec) -> dict[str, Any] | None:
+    """The dashboard's settings (its token a Secret: compared, shown masked)."""
+    spec = runner.web
+    if spec is None:
+        return None
+    return {"listen": spec.listen, "read_only": spec.read_only, "token": spec.token}
 
 
 def _live_settings(old: RunnerSpec, new: RunnerSpec) -> list[str]:

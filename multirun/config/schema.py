@@ -87,6 +87,11 @@ def runner_defaults() -> dict[str, Any]:
     return dict(_defaults("properties"))
 
 
+def web_defaults() -> dict[str, Any]:
+    """The schema's ``default`` of each ``web:`` field that has one (``listen``, ...)."""
+    return dict(_defaults("properties", "web", "properties"))
+
+
 def account_defaults() -> dict[str, Any]:
     """The schema's ``default`` of each account field that has one (``on_stop``, ...)."""
     return dict(_defaults("properties", "accounts", "items", "properties"))

@@ -2,7 +2,8 @@
 
 Each rule here relates a top-level setting to the accounts or to the world outside the
 file: the watchdog must leave every tick_timeout room, a webhook URL must be http(s) (and
-is never quoted: it may hold a token), /metrics stays on loopback unless allowed, and no
+is never quoted: it may hold a token), /metrics stays on loopback unless allowed, the
+dashboard (``web:``) off loopback only behind a token, and no
 account may take the name of one of the supervisor's own children.
 :mod:`multirun.config.loader` calls them, each adding what it finds to a :class:`Findings`.
 """
@@ -15,16 +16,17 @@ from urllib.parse import urlsplit
 from multirun.config import schema
 from multirun.config.entry import AccountEntry
 from multirun.config.findings import Findings, YamlPath
-from multirun.config.specs import SERVICE_NAMES, MetricsSpec, parse_interval
+from multirun.config.specs import SERVICE_NAMES, MetricsSpec, WebSpec, parse_interval
 
 WATCHDOG_ROOM_S = 30  # watchdog_timeout must exceed every tick_timeout by more than this
 
 
 def check_settings(data: dict[str, Any], accounts: list[AccountEntry], found: Findings) -> None:
-    """The top-level settings of ``data``: the watchdog, notify targets and metrics."""
+    """The top-level settings of ``data``: the watchdog, notify targets, metrics, web."""
     _check_watchdog(data, accounts, found)
     _check_notify(data, found)
     _check_metrics(data, found)
+    _check_web(data, found)
 
 
 def check_service_names(accounts: list[AccountEntry], found: Findings) -> None:
@@ -84,3 +86,14 @@ def _check_metrics(data: dict[str, Any], found: Findings) -> None:
         return
     if not spec.loopback:
         found.add(path, "/metrics is served to other hosts (no authentication)", "warning")
+
+
+def _check_web(data: dict[str, Any], found: Findings) -> None:
+    """``web.listen``: off loopback only with a ``web.token`` (the page can close trades)."""
+    web, path = data.get("web"), ("web", "listen")
+    if not isinstance(web, dict) or found.is_bad(path) or found.is_bad(("web", "token")):
+        return
+    try:
+        WebSpec.parse(web.get("listen"), web.get("token"))
+    except ValueError as error:
+        found.add(path, str(error))

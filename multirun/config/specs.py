@@ -140,6 +140,27 @@ class AccountSpec:
         return self.runmode == "livetrade"
 
 
+def split_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:port`` for IPv6) as its host and a port up to 65535 (0: any
+    free one); ValueError otherwise."""
+    host, _, port_text = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    port = int(port_text) if port_text.isdigit() else -1
+    if not host or not 0 <= port <= 65535:
+        raise ValueError(f"listen {listen!r}: expected host:port, a port up to 65535")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only reaches this machine (a host name may resolve to anything)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class MetricsSpec:
     """``metrics:``: where the supervisor serves Prometheus' ``/metrics``."""
@@ -150,14 +171,9 @@ class MetricsSpec:
 
     @classmethod
     def parse(cls, listen: str, allow_remote: bool = False) -> MetricsSpec:
-        """``host:port`` checked: a port up to 65535 (0: any free one), and a host other
-        than loopback only with ``allow_remote`` (ValueError otherwise)."""
-        host, _, port_text = listen.rpartition(":")
-        host = host.removeprefix("[").removesuffix("]")
-        port = int(port_text) if port_text.isdigit() else -1
-        if not host or not 0 <= port <= 65535:
-            raise ValueError(f"listen {listen!r}: expected host:port, a port up to 65535")
-        spec = cls(host, port, allow_remote)
+        """``host:port`` checked (:func:`split_listen`), and a host other than loopback
+        only with ``allow_remote`` (ValueError otherwise)."""
+        spec = cls(*split_listen(listen), allow_remote)
         if not spec.loopback and not allow_remote:
             raise ValueError(
                 f"listen {listen!r} is not a loopback address: /metrics has no "
@@ -167,12 +183,41 @@ class MetricsSpec:
 
     @property
     def loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False  # a host name: it may resolve to anything
+        return is_loopback(self.host)
+
+
+@dataclass(frozen=True)
+class WebSpec:
+    """``web:``: where the dashboard is served, its access token, whether it may act."""
+
+    host: str
+    port: int
+    token: Secret | None = None
+    read_only: bool = False
+
+    @classmethod
+    def parse(
+        cls, listen: str | None = None, token: str | None = None, read_only: bool = False
+    ) -> WebSpec:
+        """``host:port`` (the schema's default when None) checked (:func:`split_listen`);
+        a host other than loopback only with a token: the page can close positions
+        (ValueError otherwise)."""
+        listen = str(schema.web_defaults()["listen"]) if listen is None else listen
+        spec = cls(*split_listen(listen), Secret(token) if token else None, read_only)
+        if not spec.loopback and spec.token is None:
+            raise ValueError(
+                f"listen {listen!r} is not a loopback address: the dashboard can stop "
+                "accounts (and close their trades); set web.token: ${VAR} to serve it there"
+            )
+        return spec
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+    @property
+    def listen(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -200,6 +245,7 @@ class RunnerSpec:
     watchdog_timeout_s: int = parse_interval(_RUNNER_DEFAULTS["watchdog_timeout"])
     notify: tuple[NotifyTarget, ...] = ()
     metrics: MetricsSpec | None = None  # off unless runner.yaml has `metrics:`
+    web: WebSpec | None = None  # off unless runner.yaml has `web:`
 
     @property
     def uses_sim(self) -> bool:

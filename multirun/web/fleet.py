@@ -1,0 +1,306 @@
+"""What the page shows, read from the state directory only (never from a worker).
+
+:class:`Fleet` answers ``/api/status`` (``multirun status --json``'s document, built by
+:func:`multirun.ops.status.collect_at`), the page's richer view (per account: state,
+strategy, position, P&L, equity sparkline, orders today, uncertain orders; totals; the
+banners that need a look), an account's last log lines and its trades today. Every
+answer is cached for a moment (:data:`STATUS_TTL_S`, :data:`JOURNAL_TTL_S`): three open
+pages polling cost what one does, and a journal is opened at most every few seconds.
+Every string that leaves here passes the :class:`~multirun.core.redact.Redactor`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from multirun.account.journal import reader
+from multirun.core.clock import iso_ms
+from multirun.core.errors import JournalError
+from multirun.core.redact import Redactor
+from multirun.core.statedir import StateDir
+from multirun.core.statefiles import read_worker_status
+from multirun.core.states import State
+from multirun.ops import locate, logs_view
+from multirun.ops import status as fleet_status
+
+STATUS_TTL_S = 0.5  # pages poll every second: one read of the state files serves them all
+JOURNAL_TTL_S = 5.0  # the sparkline and today's orders may lag a few seconds
+LOG_LINES = 200
+LOG_TAIL_BYTES = 256 * 1024  # enough for 200 lines of any sane length
+SPARK_POINTS = 60
+DISK_LOW_BYTES = 200 * 1024 * 1024  # the journals and logs need room: warn below this
+DAY_S = 86400
+STOPPED_STATES = (State.STOPPED, State.FATAL)
+
+
+@dataclass(frozen=True)
+class AccountFacts:
+    """What runner.yaml says of an account that its state files do not."""
+
+    strategy: str
+    instrument: str
+    on_stop: str
+
+
+@dataclass
+class _Cached:
+    at: float
+    value: Any
+
+
+class Fleet:
+    """The state directory, read for the page (thread-safe: the server is threaded)."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        file_view: Callable[[], locate.FileView | None],
+        accounts: Mapping[str, AccountFacts],
+        redactor: Redactor,
+        clock: Callable[[], float] = time.time,
+        disk_free: Callable[[Path], int] | None = None,
+    ) -> None:
+        self.layout = StateDir(state_dir)
+        self.file_view = file_view
+        self.accounts = dict(accounts)
+        self.redact = redactor
+        self.clock = clock
+        self.disk_free = disk_free or _disk_free
+        self._lock = threading.RLock()  # view() reads status() under it
+        self._cache: dict[str, _Cached] = {}
+
+    # --- the documents -------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """``multirun status --json``'s document, as it is now (within STATUS_TTL_S)."""
+        return self._cached("status", STATUS_TTL_S, self._read_status)
+
+    def view(self) -> dict[str, Any]:
+        """The page's document: the status, each account's extras, totals and banners."""
+        return self._cached("view", STATUS_TTL_S, self._build_view)
+
+    def logs(self, name: str) -> list[dict[str, Any]]:
+        """Account ``name``'s last :data:`LOG_LINES` log lines, oldest first."""
+        self._known(name)
+        return self._cached(f"logs:{name}", STATUS_TTL_S, lambda: self._tail(name))
+
+    def trades(self, name: str) -> list[dict[str, Any]]:
+        """Account ``name``'s journaled orders of today (UTC) and any still held."""
+        self._known(name)
+        log = self._journal(name)
+        if log is None:
+            return []
+        start = self._midnight()
+        today = [t for t in log.trades if t.is_held or max(_times(t)) >= start]
+        return [_trade_row(t) for t in reversed(today)]
+
+    # --- building --------------------------------------------------------------------
+
+    def _read_status(self) -> dict[str, Any]:
+        snapshot = fleet_status.collect_at(self.layout.path, self.file_view())
+        return _masked(snapshot.to_dict(), self.redact)
+
+    def _build_view(self) -> dict[str, Any]:
+        status = self.status()
+        rows = [self._row(a) for a in status["accounts"]]
+        return {
+            "supervisor": status["supervisor"],
+            "accounts": rows,
+            "totals": _totals(rows),
+            "banners": self._banners(status, rows),
+            "generated_utc": iso_ms(self.clock()),
+        }
+
+    def _row(self, account: dict[str, Any]) -> dict[str, Any]:
+        name = account["name"]
+        info = self.accounts.get(name)
+        worker = read_worker_status(self.layout.account(name))
+        log = self._journal(name)
+        start = self._midnight()
+        equity = [p.nav for p in log.equity if p.nav is not None and p.ts >= start] if log else []
+        row = {
+            **account,
+            "strategy": info.strategy if info else worker.get("strategy"),
+            "instrument": info.instrument if info else None,
+            "on_stop": info.on_stop if info else None,
+            "uncertain_orders": [str(r) for r in worker.get("uncertain_orders") or ()],
+            "blocked_by": worker.get("blocked_by"),
+            "orders_today": sum(1 for t in log.trades if t.created_ts >= start) if log else None,
+            "equity": _thin(equity, SPARK_POINTS),
+        }
+        return _masked(row, self.redact)
+
+    def _banners(self, status: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+        """What needs a look: trades left open, uncertain orders, a guardrail breach or a
+        halt, a disk (nearly) full."""
+        out = [{"kind": "left_open", "text": f"left open: {line}"} for line in status["left_open"]]
+        for row in rows:
+            name, held = row["name"], row.get("open_trades") or len(row.get("positions") or ())
+            if row["state"] in STOPPED_STATES and held and status["supervisor"]["running"]:
+                text = f"{name}: {row['state']} with {held} trade(s) open"
+                out.append(_banner("left_open", text))
+            if row["uncertain_orders"]:
+                refs = ", ".join(row["uncertain_orders"])
+                out.append(_banner("uncertain", f"{name}: order(s) UNCERTAIN ({refs})"))
+            if row["state"] == State.HALTED:
+                why = row.get("halted_reason") or "no reason given"
+                out.append(_banner("breach", f"{name}: HALTED ({why})"))
+            elif row.get("blocked_by"):
+                out.append(_banner("breach", f"{name}: orders blocked ({row['blocked_by']})"))
+        free = self.disk_free(self.layout.path)
+        if 0 <= free < DISK_LOW_BYTES:
+            text = f"disk nearly full: {free // (1024 * 1024)} MB free for {self.layout.path}"
+            out.append(_banner("disk", text))
+        return _masked(out, self.redact)
+
+    def _tail(self, name: str) -> list[dict[str, Any]]:
+        path = self.layout.account(name).log
+        try:
+            with path.open("rb") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, size - LOG_TAIL_BYTES))
+                data = handle.read()
+        except OSError:
+            return []
+        lines = data.decode("utf-8", errors="replace").splitlines()
+        if len(data) == LOG_TAIL_BYTES and lines:
+            lines = lines[1:]  # cut mid-line at the window's start
+        out = []
+        for text in lines[-LOG_LINES:]:
+            entry = logs_view.parse(text, name)
+            out.append(
+                {
+                    "ts": iso_ms(entry.ts) if entry.ts else None,
+                    "stream": entry.stream,
+                    "line": self.redact(entry.line),
+                }
+            )
+        return out
+
+    def _journal(self, name: str) -> reader.AccountLog | None:
+        def read() -> reader.AccountLog | None:
+            try:
+                return reader.read(self.layout.account(name).journal, name)
+            except JournalError:
+                return None
+
+        result: reader.AccountLog | None = self._cached(f"journal:{name}", JOURNAL_TTL_S, read)
+        return result
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _known(self, name: str) -> None:
+        if name not in {a["name"] for a in self.status()["accounts"]}:
+            raise KeyError(name)
+
+    def _midnight(self) -> float:
+        now = self.clock()
+        return now - now % DAY_S
+
+    def _cached(self, key: str, ttl_s: float, make: Callable[[], Any]) -> Any:
+        # One lock for every key: a miss is a few file reads, and concurrent pages then
+        # wait for one read instead of all doing it.
+        with self._lock:
+            now = time.monotonic()
+            hit = self._cache.get(key)
+            if hit is None or now - hit.at >= ttl_s:
+                hit = self._cache[key] = _Cached(now, make())
+            return hit.value
+
+
+def _banner(kind: str, text: str) -> dict[str, str]:
+    return {"kind": kind, "text": text}
+
+
+def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def total(key: str) -> float | None:
+        values = [r[key] for r in rows if isinstance(r.get(key), int | float)]
+        return sum(values) if values else None
+
+    states: dict[str, int] = {}
+    for row in rows:
+        states[row["state"]] = states.get(row["state"], 0) + 1
+    return {
+        "accounts": len(rows),
+        "states": states,
+        "nav": total("nav"),
+        "unrealized_pl": total("unrealized_pl"),
+        "realized_pl_today": total("realized_pl_today"),
+        "orders_today": total("orders_today"),
+        "open_trades": total("open_trades"),
+        "uncertain_orders": sum(len(r["uncertain_orders"]) for r in rows),
+    }
+
+
+def _times(trade: reader.JournalTrade) -> list[float]:
+    return [t for t in (trade.created_ts, trade.opened_ts, trade.closed_ts) if t is not None]
+
+
+def _trade_row(trade: reader.JournalTrade) -> dict[str, Any]:
+    return {
+        "order_ref": trade.order_ref,
+        "instrument": trade.instrument,
+        "side": trade.side,
+        "volume": trade.volume,
+        "state": trade.state,
+        "opened_utc": iso_ms(trade.opened_ts) if trade.opened_ts else None,
+        "closed_utc": iso_ms(trade.closed_ts) if trade.closed_ts else None,
+        "fill_price": trade.fill_price,
+        "close_price": trade.close_price,
+        "realized_pl": trade.realized_pl,
+    }
+
+
+def _thin(values: list[float], most: int) -> list[float]:
+    """At most ``most`` points, evenly picked, the last one always kept."""
+    if len(values) <= most:
+        return values
+    step = (len(values) - 1) / (most - 1)
+    return [values[round(i * step)] for i in range(most)]
+
+
+def _masked(document: Any, redact: Redactor) -> Any:
+    """``document`` with every secret masked: the last line of defence before a page."""
+    text = json.dumps(document)
+    masked = redact(text)
+    return document if masked == text else json.loads(masked)
+
+
+def _disk_free(path: Path) -> int:
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return -1
+    return stats.f_bavail * stats.f_frsize
+
+
+def watched(view: locate.FileView | None) -> Callable[[], locate.FileView | None]:
+    """``view``, read again only when its file changed (a reload may have edited it)."""
+    state: dict[str, Any] = {"view": view, "stamp": _stamp(view)}
+
+    def current() -> locate.FileView | None:
+        stamp = _stamp(state["view"])
+        if stamp != state["stamp"]:
+            state["view"], state["stamp"] = locate.refresh(state["view"]), stamp
+        result: locate.FileView | None = state["view"]
+        return result
+
+    return current
+
+
+def _stamp(view: locate.FileView | None) -> tuple[int, int] | None:
+    if view is None:
+        return None
+    try:
+        stat = view.path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size

@@ -1,0 +1,321 @@
+"""The dashboard's HTTP server: a threaded standard-library server, a handful of routes.
+
+==========================================  ==========================================
+``GET /``                                   the page (or the token form, once)
+``POST /login``                             the token in, the session cookie out
+``GET /api/status``                         ``multirun status --json``'s document
+``GET /api/fleet``                          what the page draws (status, extras, banners)
+``GET /api/accounts/NAME/logs``             the account's last 200 log lines
+``GET /api/accounts/NAME/trades``           its journaled trades of today
+``POST /api/accounts/NAME/ACTION``          stop, start, restart (never by GET: 405)
+==========================================  ==========================================
+
+Every request passes :class:`~multirun.web.guard.Guard` first (Host, then the token,
+then for an action Origin, CSRF and read-only); a refused request reads nothing and
+changes nothing. Each reply says ``Cache-Control: no-store`` and a Content-Security-Policy
+that lets the page load nothing from anywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from multirun.config.specs import RunnerSpec, WebSpec
+from multirun.core.errors import FatalError
+from multirun.core.redact import Redactor, url_secrets
+from multirun.ops import locate
+from multirun.web import actions
+from multirun.web.actions import ACTIONS, Controller
+from multirun.web.fleet import AccountFacts, Fleet, watched
+from multirun.web.guard import CSRF_HEADER, Guard
+
+POLL_MS = 1000  # the page's refresh: the issue allows at most 2 s
+MAX_BODY = 4096  # a login form or an action's body; anything longer is refused
+REQUEST_TIMEOUT_S = 10.0  # a client that stops sending frees its thread
+CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "img-src data:; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+
+
+def _asset(name: str) -> str:
+    return resources.files("multirun.web").joinpath(name).read_text(encoding="utf-8")
+
+
+class Dashboard:
+    """The page and its API over a :class:`Fleet`, guarded, acting through a Controller."""
+
+    def __init__(
+        self, fleet: Fleet, guard: Guard, controller: Controller, *, host: str, port: int
+    ) -> None:
+        self.fleet = fleet
+        self.guard = guard
+        self.controller = controller
+        self.host, self.port = host, port
+        self.page = _asset("page.html")
+        self.login_page = _asset("login.html")
+        self.httpd: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{shown}:{self.port}/"
+
+    def start(self) -> str:
+        """Bind and serve in a thread; the page's URL (the real port when 0 was asked)."""
+        handler = type("Handler", (_Handler,), {"dashboard": self})
+        family = _Server6 if ":" in self.host else ThreadingHTTPServer
+        try:
+            self.httpd = family((self.host, self.port), handler)
+        except OSError as error:
+            raise FatalError(f"cannot serve the dashboard on {self.url}: {error}") from None
+        self.httpd.daemon_threads = True
+        self.port = int(self.httpd.server_address[1])
+        self.guard.port = self.port
+        threading.Thread(target=self.httpd.serve_forever, name="dashboard", daemon=True).start()
+        return self.url
+
+    def stop(self) -> None:
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+    # --- documents -------------------------------------------------------------------
+
+    def render_page(self) -> str:
+        config = {
+            "csrf": self.guard.csrf,
+            "read_only": self.guard.read_only,
+            "poll_ms": POLL_MS,
+            "actions": list(ACTIONS),
+        }
+        # In a <script> element: "</" must not close it early.
+        text = json.dumps(config).replace("</", "<\\/")
+        return self.page.replace("__MULTIRUN_CONFIG__", text)
+
+    def fleet_view(self) -> dict[str, Any]:
+        view = dict(self.fleet.view())
+        view["accounts"] = [
+            {**row, "effects": actions.effects(row.get("on_stop"), row.get("positions") or ())}
+            for row in view["accounts"]
+        ]
+        view["read_only"] = self.guard.read_only
+        return view
+
+
+class _Server6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def _row_key(name: str) -> str:
+    return unquote(name)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    dashboard: Dashboard
+    timeout = REQUEST_TIMEOUT_S
+    server_version = "multirun"
+    sys_version = ""
+
+    # --- routing ---------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if not self._host_ok():
+            return
+        if path == "/":
+            if not self._authed():
+                self._send(HTTPStatus.OK, self.dashboard.login_page.replace("__MESSAGE__", ""))
+                return
+            self._send(HTTPStatus.OK, self.dashboard.render_page())
+            return
+        if not self._authed():
+            self._json(HTTPStatus.UNAUTHORIZED, {"error": "log in first (the dashboard token)"})
+            return
+        parts = path.strip("/").split("/")
+        if path == "/api/status":
+            self._json(HTTPStatus.OK, self.dashboard.fleet.status())
+        elif path == "/api/fleet":
+            self._json(HTTPStatus.OK, self.dashboard.fleet_view())
+        elif len(parts) == 4 and parts[:2] == ["api", "accounts"] and parts[3] in ACTIONS:
+            self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+            self._body(b'{"error": "actions are POST only"}', "application/json", allow="POST")
+        elif len(parts) == 4 and parts[:2] == ["api", "accounts"] and parts[3] == "logs":
+            self._per_account(_row_key(parts[2]), self.dashboard.fleet.logs)
+        elif len(parts) == 4 and parts[:2] == ["api", "accounts"] and parts[3] == "trades":
+            self._per_account(_row_key(parts[2]), self.dashboard.fleet.trades)
+        else:
+            self._json(HTTPStatus.NOT_FOUND, {"error": "no such page"})
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        if not self._host_ok():
+            return
+        guard = self.dashboard.guard
+        if not guard.origin_ok(self.headers.get("Origin"), self.headers.get("Host")):
+            self._json(HTTPStatus.FORBIDDEN, {"error": "cross-origin request refused"})
+            return
+        body = self._read_body()
+        if body is None:
+            return
+        if path == "/login":
+            self._login(body)
+            return
+        if not self._authed():
+            self._json(HTTPStatus.UNAUTHORIZED, {"error": "log in first (the dashboard token)"})
+            return
+        parts = path.strip("/").split("/")
+        if not (len(parts) == 4 and parts[:2] == ["api", "accounts"] and parts[3] in ACTIONS):
+            self._json(HTTPStatus.NOT_FOUND, {"error": "no such action"})
+            return
+        if not guard.csrf_ok(self.headers.get(CSRF_HEADER)):
+            self._json(HTTPStatus.FORBIDDEN, {"error": "missing or wrong CSRF token"})
+            return
+        if guard.read_only:
+            self._json(HTTPStatus.FORBIDDEN, {"error": "the dashboard is read-only"})
+            return
+        name = _row_key(parts[2])
+        try:
+            self.dashboard.fleet.logs(name)  # an account the fleet knows, or KeyError
+        except KeyError:
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"no account named {name}"})
+            return
+        reply = self.dashboard.controller.run(parts[3], name)
+        self._json(HTTPStatus.OK if reply["ok"] else HTTPStatus.CONFLICT, reply)
+
+    def do_PUT(self) -> None:
+        self._json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "GET or POST only"})
+
+    do_DELETE = do_PATCH = do_PUT
+
+    # --- checks ----------------------------------------------------------------------
+
+    def _host_ok(self) -> bool:
+        if self.dashboard.guard.host_ok(self.headers.get("Host")):
+            return True
+        self._json(HTTPStatus.MISDIRECTED_REQUEST, {"error": "unknown Host"})
+        return False
+
+    def _authed(self) -> bool:
+        return self.dashboard.guard.authed(
+            self.headers.get("Cookie"), self.headers.get("Authorization")
+        )
+
+    def _login(self, body: bytes) -> None:
+        form = parse_qs(body.decode("utf-8", errors="replace"))
+        cookie = self.dashboard.guard.login((form.get("token") or [""])[0])
+        if cookie is None:
+            page = self.dashboard.login_page.replace("__MESSAGE__", "Wrong token.")
+            self._send(HTTPStatus.FORBIDDEN, page)
+            return
+        self.send_response(HTTPStatus.SEE_OTHER)
+        self.send_header("Set-Cookie", cookie)
+        self.send_header("Location", "/")
+        self._body(b"", "text/plain")
+
+    def _read_body(self) -> bytes | None:
+        length = self.headers.get("Content-Length") or "0"
+        if not length.isdigit() or int(length) > MAX_BODY:
+            self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too long"})
+            return None
+        return self.rfile.read(int(length))
+
+    # --- replies ---------------------------------------------------------------------
+
+    def _per_account(self, name: str, read: Callable[[str], Any]) -> None:
+        try:
+            self._json(HTTPStatus.OK, read(name))
+        except KeyError:
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"no account named {name}"})
+
+    def _json(self, status: HTTPStatus, document: Any) -> None:
+        self.send_response(status)
+        self._body(json.dumps(document).encode(), "application/json")
+
+    def _send(self, status: HTTPStatus, page: str) -> None:
+        self.send_response(status)
+        self._body(page.encode(), "text/html; charset=utf-8")
+
+    def _body(self, data: bytes, kind: str, *, allow: str | None = None) -> None:
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Content-Security-Policy", CSP)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("X-Frame-Options", "DENY")
+        self.send_header("Referrer-Policy", "no-referrer")
+        if allow:
+            self.send_header("Allow", allow)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per poll would drown the supervisor's log
+
+
+# --- assembling one ------------------------------------------------------------------
+
+
+def for_runner(
+    runner: RunnerSpec, spec: WebSpec, *, state_dir: Path | None = None, wait_s: float
+) -> Dashboard:
+    """A dashboard for ``runner``'s state directory (or ``state_dir``), configured by ``spec``."""
+    where = state_dir or runner.state_dir
+    view = locate.FileView(
+        runner.path,
+        where,
+        tuple((a.name, a.enabled) for a in runner.accounts),
+        runner.stop_timeout_s,
+    )
+    info = {a.name: AccountFacts(a.strategy, a.instrument, a.on_stop) for a in runner.accounts}
+    fleet = Fleet(where, file_view=watched(view), accounts=info, redactor=_redactor(runner, spec))
+    guard = Guard(spec.host, spec.port, token=spec.token, read_only=spec.read_only)
+    controller = Controller(where, timeout_s=wait_s)
+    return Dashboard(fleet, guard, controller, host=spec.host, port=spec.port)
+
+
+def _redactor(runner: RunnerSpec, spec: WebSpec) -> Redactor:
+    found = [a.api_key.reveal() for a in runner.accounts if a.api_key]
+    for target in runner.notify:
+        found += url_secrets(target.url.reveal())
+    if spec.token:
+        found.append(spec.token.reveal())
+    return Redactor(found)
+
+
+def control_wait_s(runner: RunnerSpec) -> float:
+    """How long an action may take: a stop, its sweep, a start, with margin (as the CLI)."""
+    return 2 * runner.stop_timeout_s + 120.0
+
+
+def serve(runner: RunnerSpec, ready: Callable[[str], None]) -> int:
+    """The supervisor's dashboard child (with ``web:``): serve until SIGTERM."""
+    assert runner.web is not None
+    return run(for_runner(runner, runner.web, wait_s=control_wait_s(runner)), ready)
+
+
+def run(dashboard: Dashboard, announce: Callable[[str], None]) -> int:
+    """Serve ``dashboard`` until SIGTERM or Ctrl-C; ``announce`` gets its URL once bound."""
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: done.set())
+    url = dashboard.start()
+    print(f"serving the dashboard on {url}", flush=True)
+    announce(url)
+    try:
+        while not done.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    dashboard.stop()
+    return 0
