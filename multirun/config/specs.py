@@ -21,7 +21,7 @@ OnStop = Literal["close", "keep"]
 
 SIM_SERVER = "sim"
 # The supervisor's own children: no account may take one of these names.
-SERVICE_NAMES = ("sim", "metrics", "notify")
+SERVICE_NAMES = ("sim", "metrics", "notify", "web")
 
 # Every default is the schema's: written there once, and shown in the README from there.
 _RUNNER_DEFAULTS = schema.runner_defaults()

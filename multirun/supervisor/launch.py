@@ -11,6 +11,7 @@ supervisor running on a state directory and waits for it.
 from __future__ import annotations
 
 import gc
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from multirun.supervisor.fork import ChildContext
 from multirun.supervisor.output import LogFormat, LogRouter
 from multirun.supervisor.program import Program, RestartPolicy, Sweep
 
-SIM, METRICS, NOTIFY = SERVICE_NAMES
+SIM, METRICS, NOTIFY, WEB = SERVICE_NAMES
 SIM_READY_TIMEOUT_S = 30.0
 SIM_STOP_TIMEOUT_S = 5.0
 
@@ -159,6 +160,31 @@ def metrics_program(runner: RunnerSpec) -> list[Program]:
     ]
 
 
+def serve_web(runner: RunnerSpec, context: ChildContext) -> int:
+    """The dashboard's program (with ``web:``): ``multirun dashboard CONFIG`` in this child,
+    until SIGTERM. Exec'd, not imported: the web layer sits above the supervisor (it reads
+    status and talks to the control socket like any client)."""
+    assert runner.web is not None
+    argv = [sys.executable, "-m", "multirun", "dashboard", str(runner.path)]
+    os.execv(sys.executable, [*argv, "--listen", runner.web.listen])
+
+
+def web_program(runner: RunnerSpec) -> list[Program]:
+    """The web dashboard as a service, when the runner has ``web:`` (see multirun.web)."""
+    if runner.web is None:
+        return []
+    return [
+        Program(
+            WEB,
+            partial(serve_web, runner),
+            service=True,
+            death_signal=signal.SIGTERM,
+            stop_timeout_s=SIM_STOP_TIMEOUT_S,
+            title="the dashboard",
+        )
+    ]
+
+
 def serve_notify(runner: RunnerSpec, context: ChildContext) -> int:
     """The notifier's program (with ``notify:``): watch the state dir, post alerts."""
     from multirun.services.notify import service
@@ -183,9 +209,11 @@ def notify_program(runner: RunnerSpec) -> list[Program]:
 
 def programs(runner: RunnerSpec, names: Sequence[str]) -> list[Program]:
     """The simulator (a service, with ``server: sim``), the metrics server (with
-    ``metrics:``), the notifier (with ``notify:``) and one worker per account."""
+    ``metrics:``), the dashboard (with ``web:``), the notifier (with ``notify:``) and one
+    worker per account."""
     accounts = [
         *metrics_program(runner),
+        *web_program(runner),
         *notify_program(runner),
         *(account_program(runner, n) for n in names),
     ]

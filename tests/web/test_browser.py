@@ -28,6 +28,8 @@ version: 1
 server: {server}
 state_dir: {state}
 stop_timeout: 20
+web:
+  listen: 127.0.0.1:0
 defaults:
   user: alice
   api_key: ${{DASH_KEY}}
@@ -62,7 +64,8 @@ class Fleet:
         self.config = tmp / "runner.yaml"
         self.config.write_text(CONFIG.format(server=sim.base_url, state=tmp / "state"))
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.url = ""
+        self.url = ""  # `multirun dashboard`'s
+        self.child_url = ""  # the supervisor's dashboard child's (web: in runner.yaml)
 
     def spawn(self, log: str, *args: str) -> None:
         with (self.tmp / log).open("ab") as out:
@@ -96,6 +99,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             lambda: re.search(r"on (http://\S+/)", (run.tmp / "dashboard.log").read_text()), 30
         )
         run.url = found.group(1)
+        child = wait_until(
+            lambda: re.search(r"serving the dashboard on (http://\S+/)",
+                              (run.tmp / "supervisor.log").read_text()), 30,
+        )  # fmt: skip
+        run.child_url = child.group(1)
         wait_until(lambda: all(a.get("ticks") for a in run.status().values()), 60, 0.2)
         yield run
     finally:
@@ -171,3 +179,9 @@ def test_screenshot_shows_the_accounts(fleet: Fleet, browser: Browser) -> None:
     # the state pills are drawn: RUNNING's green is on the page
     assert any(abs(r - 0x3F) < 8 and abs(g - 0xB9) < 8 and abs(b - 0x50) < 8
                for _, (r, g, b) in colours)  # fmt: skip
+
+
+def test_the_supervisors_child_serves_the_same_status(fleet: Fleet) -> None:
+    reply = requests.get(fleet.child_url + "api/status", timeout=5)
+    assert reply.status_code == 200
+    assert [a["name"] for a in reply.json()["accounts"]] == list(fleet.status())
