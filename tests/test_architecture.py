@@ -4,6 +4,7 @@ says its job, typer stays in the CLI, one class per name, no mixins or patched m
 from __future__ import annotations
 
 import ast
+import functools
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,10 +34,17 @@ ALLOWED: dict[str, set[str]] = {
 }
 
 
+@functools.cache
+def parsed() -> tuple[tuple[Path, ast.Module], ...]:
+    return tuple(
+        (path, ast.parse(path.read_text(encoding="utf-8")))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "__pycache__" not in path.parts
+    )
+
+
 def modules() -> Iterator[tuple[Path, ast.Module]]:
-    for path in sorted(PACKAGE.rglob("*.py")):
-        if "__pycache__" not in path.parts:
-            yield path, ast.parse(path.read_text(encoding="utf-8"))
+    yield from parsed()
 
 
 def package_of(path: Path) -> str:

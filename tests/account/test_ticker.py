@@ -232,6 +232,7 @@ def test_an_exception_in_a_tick_does_not_stop_the_schedule(
     assert "RuntimeError: boom" in caplog.text
 
 
+@pytest.mark.slow
 def test_real_clock_ticks_are_punctual() -> None:
     stop = StopFlag()
     seen: list[Tick] = []

@@ -172,6 +172,7 @@ def test_plan_orders(decision: Decision, trades: list[OpenTrade], expected: Orde
 # --- execution against the simulator ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_signals_move_our_trades_to_the_target(harness: Harness, alice: SimCaller) -> None:
     script = Script("BUY", "BUY", None, "SELL", "FLAT", Decision(Signal.SELL, fresh=True))
     worker = harness.worker(script)
@@ -298,6 +299,7 @@ def test_trades_closed_meanwhile_are_recorded(harness: Harness, alice: SimCaller
     assert restarted.journal.held() == []
 
 
+@pytest.mark.slow
 def test_an_intent_found_on_the_server_is_recorded_not_resent(
     harness: Harness, alice: SimCaller
 ) -> None:
@@ -313,6 +315,7 @@ def test_an_intent_found_on_the_server_is_recorded_not_resent(
     assert [o["orderRef"] for o in harness.sim.ledger()].count(intent.order_ref) == 1
 
 
+@pytest.mark.slow
 def test_an_intent_missing_from_the_server_is_abandoned_after_the_late_window(
     harness: Harness,
 ) -> None:
@@ -334,6 +337,7 @@ def test_an_intent_missing_from_the_server_is_abandoned_after_the_late_window(
     assert intent.order_ref not in refs and len(refs) == 1
 
 
+@pytest.mark.slow
 def test_an_intent_stamped_by_a_clock_ahead_of_ours_is_still_settled(
     harness: Harness,
 ) -> None:
@@ -514,6 +518,7 @@ def test_a_second_worker_for_the_same_account_is_refused(harness: Harness) -> No
         harness.worker(Script())
 
 
+@pytest.mark.slow
 def test_server_errors_are_failed_ticks_not_crashes(harness: Harness) -> None:
     worker = harness.worker(Script("BUY", "BUY"), guardrails=Guardrails(halt_after_failures=2))
     worker.reconcile()

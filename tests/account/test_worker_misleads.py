@@ -62,6 +62,7 @@ def duplicated_refs(sim: SimServer) -> list[str]:
 # --- case 4: late execution -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_late_execution_is_waited_for_never_resent(harness_of: Any) -> None:
     faults = {"late_exec_rate": 1.0, "late_exec_s": 1.5, "late_exec_ack": 0.0}
     h = harness_of(faults=faults)
@@ -89,6 +90,7 @@ def test_a_late_execution_is_waited_for_never_resent(harness_of: Any) -> None:
     assert worker.status()["uncertain_orders"] == []
 
 
+@pytest.mark.slow
 def test_an_order_that_never_executes_is_abandoned_once_the_history_says_so(
     harness_of: Any,
 ) -> None:
@@ -137,6 +139,7 @@ def test_a_listing_that_omits_a_trade_never_opens_a_second(
 # --- case 6: a refusal after execution --------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_order_executed_then_refused_is_not_duplicated(harness_of: Any) -> None:
     h = harness_of(faults={"refuse_after_exec_rate": 1.0})
     worker = h.worker(Script("BUY", "SELL", "BUY", "FLAT"), window=0.2)

@@ -509,6 +509,7 @@ def test_token_renewed_ahead_of_expiry_by_the_margin(clock, server, rsps) -> Non
     assert tokens == [TOKENS[0], TOKENS[0], TOKENS[1]]
 
 
+@pytest.mark.slow
 def test_short_lived_tokens_use_a_twentieth_of_their_life_as_margin(clock, server, rsps) -> None:
     server.ttl_s = 5.0
     rsps.get(f"{BASE}/balance", json={"NAV": 1.0, "available_Balance": 1.0})

@@ -173,6 +173,7 @@ FAULT_KINDS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(FAULT_KINDS))
 def test_each_fault_kind_loses_and_duplicates_nothing(sim_factory, run, caplog, kind) -> None:
     caplog.set_level(logging.DEBUG)
@@ -185,6 +186,7 @@ def test_each_fault_kind_loses_and_duplicates_nothing(sim_factory, run, caplog, 
     check_no_secrets(run, caplog)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["slow_success", "malformed"])
 def test_executed_order_with_a_lost_reply_is_found_not_resent(sim_factory, kind) -> None:
     """Every open_order executes but its reply is lost (held back past the read timeout,
@@ -201,6 +203,7 @@ def test_executed_order_with_a_lost_reply_is_found_not_resent(sim_factory, kind)
     assert str(order["tradeID"]) == ack.trade_id
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["drop", "error"])
 def test_an_unanswered_order_is_never_resent(sim_factory, kind) -> None:
     """A send refused without executing (dropped, or a 5xx) looks like one the server may
@@ -223,6 +226,7 @@ def lift_after(sim: SimServer, endpoint: str, count: int) -> None:
     sim.set_faults(drop_rate=0.0, error_rate=0.0)
 
 
+@pytest.mark.slow
 def test_unreachable_reconciliation_is_order_uncertain(sim_factory, run) -> None:
     sim = sim_factory(seed=4)
     with make_client(sim, "ACC-U", read_budget_s=0.5) as client:
@@ -235,6 +239,7 @@ def test_unreachable_reconciliation_is_order_uncertain(sim_factory, run) -> None
     assert not [o for o in sim.ledger() if o["orderRef"] == "mr-ACC-U-1"]
 
 
+@pytest.mark.slow
 def test_mixed_faults(sim_factory, run, caplog) -> None:
     """The soak below, short enough for every run: 60 cycles over ten accounts."""
     mixed_faults(sim_factory, run, caplog, 60, accounts=10)
@@ -295,6 +300,7 @@ class SimTime:
         return stop.wait(max(0.0, seconds))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("skew_s", [0.0, -90.0, 90.0])
 def test_short_tokens_cost_one_session_call_per_lifetime(sim_factory, skew_s) -> None:
     """Done-when (b): a 5 s token over 60 s of calls (virtual time: the simulator's clock is

@@ -56,6 +56,7 @@ def trickling_sim(sim_factory: SimFactory, endpoints: list[str], ms: float = 100
     return sim_factory(seed=5, faults=faults)
 
 
+@pytest.mark.slow
 def test_a_trickling_reply_is_cut_at_the_deadline_headers_included(sim_factory) -> None:
     # 100 ms a byte: the status line alone takes 1.7 s, so the cut comes in the headers
     sim = trickling_sim(sim_factory, ["balance"])
@@ -108,6 +109,7 @@ def body_trickler(pace_s: float) -> contextlib.AbstractContextManager[str]:
     return raw_server(head, body, pace_s)
 
 
+@pytest.mark.slow
 def test_a_body_trickling_after_prompt_headers_is_cut_at_the_deadline() -> None:
     with body_trickler(0.05) as url, make_client(url) as client:
         start = time.monotonic()
@@ -117,6 +119,7 @@ def test_a_body_trickling_after_prompt_headers_is_cut_at_the_deadline() -> None:
     assert took < DEADLINE_S + MARGIN_S, took
 
 
+@pytest.mark.slow
 def test_an_order_whose_reply_trickles_is_reconciled_not_resent(sim_factory) -> None:
     sim = trickling_sim(sim_factory, ["open_order"])
     refs = [f"mr-ACC-T-{i}" for i in range(3)]
@@ -150,6 +153,7 @@ def test_a_huge_reply_from_the_simulator_is_a_protocol_error(sim_factory) -> Non
     assert sim.stats()["faults_injected"]["huge"] == 1
 
 
+@pytest.mark.slow
 def test_a_gzip_bomb_is_refused_in_bounded_memory() -> None:
     body = gzip.compress(b"{" + b" " * (64 << 20) + b"}")  # 64 MiB in ~64 KiB
     head = (
@@ -166,12 +170,14 @@ def test_a_gzip_bomb_is_refused_in_bounded_memory() -> None:
     assert peak < 12 * 1024 * 1024, peak  # the cap plus a chunk or two, not 64 MiB
 
 
+@pytest.mark.slow
 def test_a_small_cap_refuses_a_plain_oversized_reply(sim) -> None:
     client = make_client(sim.base_url, max_reply_bytes=64)
     with client, pytest.raises(ProtocolError, match="larger than 64 bytes"):
         client.history_price("BTCUSD", "M", 50)
 
 
+@pytest.mark.slow
 def test_interrupt_ends_the_wait_within_half_a_second(sim_factory) -> None:
     sim = sim_factory(seed=5, faults={"error_rate": 1.0, "endpoints": ["balance"]})
     stop = threading.Event()
@@ -206,6 +212,7 @@ def test_interrupting_false_lets_retries_run_their_course(sim_factory) -> None:
     assert sim.stats()["requests"]["balance"] >= 3
 
 
+@pytest.mark.slow
 def test_interrupt_while_reconciling_an_order_leaves_it_uncertain(sim_factory) -> None:
     # open_order's reply trickles past its deadline, a stop request comes meanwhile and
     # the listings fail: the order stays uncertain (journaled as an intent), never resent
@@ -271,6 +278,7 @@ def test_is_retryable_names_every_failure_worth_repeating() -> None:
     assert not any(is_retryable(e) for e in no)
 
 
+@pytest.mark.slow
 def test_a_trickled_reply_logs_no_traceback(sim_factory, caplog) -> None:
     """urllib3 logs headers it could not parse with a traceback: it is one debug line."""
     sim = trickling_sim(sim_factory, ["balance"], ms=5.0)  # cut inside the headers

@@ -100,6 +100,7 @@ def follower(tmp_path: Path) -> Iterator[tuple[Sink, threading.Event]]:
     assert not thread.is_alive()
 
 
+@pytest.mark.slow
 def test_follow_picks_up_new_lines_rotation_and_new_accounts(
     tmp_path: Path, follower: tuple[Sink, threading.Event]
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import requests
 from typer.testing import CliRunner
 
@@ -108,6 +109,7 @@ def test_online_wrong_key_fails_login_once_and_masks_the_key(sim_factory, tmp_pa
     assert stats["requests"].get("session") == 1  # a refused key is not retried
 
 
+@pytest.mark.slow
 def test_online_unreachable_server_fails_with_the_cause(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(online, "READ_BUDGET_S", 1.0)
     path = runner_file(tmp_path, "http://127.0.0.1:9/rest/v1", entry("alpha"))

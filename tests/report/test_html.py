@@ -39,6 +39,7 @@ def two_accounts(state: Path) -> None:
         add_order(path, f"{name}-open", state="OPEN", created=T0 + 1150, opened=T0 + 1151)
 
 
+@pytest.mark.slow
 def test_png_is_an_image_of_the_stated_size(tmp_path: Path) -> None:
     from PIL import Image
 

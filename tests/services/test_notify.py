@@ -304,6 +304,7 @@ def test_a_daily_summary_at_midnight_utc_and_recovery(tmp_path: Path) -> None:
     assert "a: HALTED, 4 order(s) sent" in events[0].text and "P&L today 1.50" in events[0].text
 
 
+@pytest.mark.slow
 def test_a_full_queue_drops_the_oldest_and_says_how_many(receiver: Any) -> None:
     r = receiver("hang")
     target = NotifyTarget(Secret(r.url("slack")), "slack")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from tests.conftest import SimCaller, wait_until
 
 CLIENTS = 50
@@ -22,6 +24,7 @@ def client(sim, index: int, start: threading.Barrier) -> list[str]:
     return ids
 
 
+@pytest.mark.slow
 def test_fifty_concurrent_clients_lose_and_duplicate_nothing(sim) -> None:
     start = threading.Barrier(CLIENTS)
     with ThreadPoolExecutor(CLIENTS) as pool:

@@ -50,6 +50,7 @@ def test_history_price_every_interval(sim, interval: str) -> None:
         assert bar["b"] < bar["a"] and bar["v"] >= 0
 
 
+@pytest.mark.slow
 def test_history_is_deterministic_and_stable(sim_factory) -> None:
     one, two, other = sim_factory(seed=7), sim_factory(seed=7), sim_factory(seed=8)
     params = {"instrument": "BTCUSD", "interval": "H", "count": 1000,

@@ -73,6 +73,7 @@ def test_revoke_spares_calls_without_a_token(sim_factory) -> None:
     assert sim.stats()["faults_injected"] == {}
 
 
+@pytest.mark.slow
 def test_slow_success_executes_holds_the_reply_and_does_not_block_stop(sim_factory) -> None:
     caller = faulty(sim_factory, slow_success_rate=1.0, slow_success_ms=60_000)
     caller.timeout = 0.3
@@ -165,6 +166,7 @@ def test_faults_can_target_chosen_endpoints(sim_factory) -> None:
     assert bad.status_code == 400
 
 
+@pytest.mark.slow
 def test_trickle_executes_and_writes_the_reply_a_byte_at_a_time(sim_factory) -> None:
     import socket
 

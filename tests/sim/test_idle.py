@@ -42,6 +42,7 @@ def idle_sim(sim_factory: SimFactory) -> Iterator[tuple[SimServer, EngineTurns]]
     yield sim, turns
 
 
+@pytest.mark.slow
 def test_an_idle_engine_does_not_wake(idle_sim: tuple[SimServer, EngineTurns]) -> None:
     sim, turns = idle_sim
     assert sim.broker.next_event() is None
@@ -50,6 +51,7 @@ def test_an_idle_engine_does_not_wake(idle_sim: tuple[SimServer, EngineTurns]) -
     assert not turns.again.wait(0.3)
 
 
+@pytest.mark.slow
 def test_a_market_order_fills_on_time_without_a_request(sim_factory: SimFactory) -> None:
     sim = sim_factory(fill_delay_ms=200)
     caller = SimCaller(sim).login()

@@ -88,6 +88,7 @@ def test_late_exec_dropped_reply_the_order_is_taken_on_late_exec_s_later(sim_fac
     assert caller.sim.stats()["faults_injected"] == {"late_exec": 1}
 
 
+@pytest.mark.slow
 def test_late_exec_held_reply_comes_late_and_stop_is_not_blocked(sim_factory) -> None:
     caller = SimCaller(sim_factory()).login()
     caller.sim.set_faults(late_exec_rate=1.0, late_exec_s=30, late_exec_ack=1.0)
@@ -103,6 +104,7 @@ def test_late_exec_held_reply_comes_late_and_stop_is_not_blocked(sim_factory) ->
     assert time.monotonic() - started < 2.0
 
 
+@pytest.mark.slow
 def test_late_exec_short_hold_answers_after_the_delay(sim_factory) -> None:
     caller = SimCaller(sim_factory()).login()
     caller.sim.set_faults(late_exec_rate=1.0, late_exec_s=0.3, late_exec_ack=1.0)

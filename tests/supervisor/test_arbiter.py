@@ -556,6 +556,7 @@ def test_stop_handles_a_stale_pidfile(tmp_path: Path) -> None:
     assert stop(tmp_path, timeout_s=5, echo=lines.append) == 0
 
 
+@pytest.mark.slow
 def test_a_pidfile_unlinked_between_open_and_lock_is_not_the_one_locked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
