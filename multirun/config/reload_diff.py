@@ -42,7 +42,7 @@ LIVE_SETTINGS = ("stop_timeout", "watchdog_timeout")
 
 
 @dataclass(frozen=True)
-class Plan:
+class ReloadPlan:
     """A reload's diff; account lists are sorted by name, ``changed`` maps name -> changes."""
 
     added: tuple[str, ...] = ()
@@ -88,7 +88,7 @@ class Plan:
         }
 
 
-def plan(old: RunnerSpec, new: RunnerSpec) -> Plan:
+def plan(old: RunnerSpec, new: RunnerSpec) -> ReloadPlan:
     """What reloading ``new`` over a supervisor running ``old`` would do."""
     old_by_name = {a.name: a for a in old.accounts}
     new_by_name = {a.name: a for a in new.accounts}
@@ -100,7 +100,7 @@ def plan(old: RunnerSpec, new: RunnerSpec) -> Plan:
             changed[name] = tuple(diff)
         else:
             unchanged.append(name)
-    return Plan(
+    return ReloadPlan(
         added=tuple(sorted(new_by_name.keys() - old_by_name.keys())),
         removed=tuple(sorted(old_by_name.keys() - new_by_name.keys())),
         changed=changed,
