@@ -8,14 +8,17 @@ is the worker's observer (:class:`multirun.account.observer.WorkerObserver`: its
 its order sends) and its transport's ``on_request`` hook (each request's endpoint and
 outcome), so the worker itself does not know about metrics.
 
-Every label value is from a small fixed set: a side, a result, an endpoint name of the
-API, an outcome class. Never a trade id, an orderRef, a URL or a secret.
+Every label value is from a small fixed set declared here (:data:`LABEL_VALUES`: the
+sides, the results, the endpoints the client calls, the outcome classes of
+:func:`multirun.api.transport.request_outcome`), anything else counted as ``other``;
+never a trade id, an orderRef, a URL or a secret. The metrics child shows every
+combination of them at 0 before its first count (an alert on ``increase()`` sees the
+first one).
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from typing import Any
 
@@ -33,7 +36,45 @@ BUCKETS = {
     "order_roundtrip_seconds": LATENCY_BUCKETS,
 }
 SESSION_ENDPOINT = "session"
-_ENDPOINT = re.compile(r"^[a-z_]{1,40}$")
+OTHER = "other"
+SIDES = ("buy", "sell")
+RESULTS = ("filled", "refused", "uncertain", "failed")  # see order_result
+# The endpoints multirun.api.client calls; a new one is counted as `other` until added here.
+ENDPOINTS = (
+    "accounts",
+    "balance",
+    "positions",
+    "opened_trades",
+    "pending_trades",
+    "query_order",
+    "realtime_price",
+    "history_price",
+    "strategy_trade",
+    SESSION_ENDPOINT,
+    "open_order",
+    "close_orders",
+    "cancel_orders",
+    OTHER,
+)
+# request_outcome's classes (3xx: a redirect not followed); anything else (1xx) is `other`.
+OUTCOMES = (
+    "2xx",
+    "3xx",
+    "4xx",
+    "5xx",
+    "auth_rejected",
+    "refused",
+    "protocol",
+    "timeout",
+    "dropped",
+    OTHER,
+)
+LABEL_VALUES: dict[str, tuple[str, ...]] = {
+    "side": SIDES,
+    "result": RESULTS,
+    "endpoint": ENDPOINTS,
+    "outcome": OUTCOMES,
+}
 Labels = tuple[tuple[str, str], ...]
 
 
@@ -75,7 +116,8 @@ class Telemetry:
 
     def request(self, endpoint: str, outcome: str) -> None:
         """The transport's ``on_request``: one request to ``endpoint`` ended so."""
-        endpoint = endpoint if _ENDPOINT.match(endpoint) else "other"
+        endpoint = endpoint if endpoint in ENDPOINTS else OTHER
+        outcome = outcome if outcome in OUTCOMES else OTHER
         self.count("api_requests_total", endpoint=endpoint, outcome=outcome)
         if endpoint == SESSION_ENDPOINT and outcome == "2xx":
             self.count("token_renewals_total")

@@ -6,9 +6,12 @@ the state directory: ``supervisor.json`` (states, restarts), each account's
 ``status.json`` (open trades, NAV, P&L, HALTED) and ``metrics.json`` (the worker's
 counters and histograms, see :mod:`multirun.account.telemetry`). Nothing is kept between
 scrapes, so a restarted worker's counters restart from zero, as Prometheus expects of
-a counter whose process restarted. No label holds a secret, a trade id or any other
-unbounded value: labels are account names (from runner.yaml) and small fixed sets.
-See docs/metrics.md for the list.
+a counter whose process restarted. Every label combination of every counter is shown
+for each account from its first scrape, at 0 until counted: a series born at 1 would
+hide an account's first uncertain order from ``increase()`` (Prometheus' advice:
+initialise your metrics). No label holds a secret, a trade id or any other unbounded
+value: labels are account names (from runner.yaml) and the small fixed sets of
+:data:`multirun.account.telemetry.LABEL_VALUES`. See docs/metrics.md for the list.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import platform
 import signal
 import threading
 from collections.abc import Iterator
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +34,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 import multirun
-from multirun.account.telemetry import BUCKETS
+from multirun.account.telemetry import BUCKETS, LABEL_VALUES
 from multirun.config.specs import MetricsSpec
 from multirun.core import statefiles, states
 from multirun.core.errors import FatalError
@@ -39,7 +43,8 @@ from multirun.core.statefiles import ProcessEntry, WorkerMetrics, WorkerStatus
 from multirun.core.states import ALIVE, STATES, State
 
 ACCOUNT = "account"
-# The worker's counters (metrics.json names): help text and their labels past `account`.
+# The worker's counters (metrics.json names): help text and their labels past `account`
+# (each label's values: telemetry.LABEL_VALUES).
 COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ticks_total": ("Ticks run.", ()),
     "ticks_failed_total": ("Ticks that failed (an error, a strategy timeout).", ()),
@@ -144,14 +149,7 @@ def _add_worker(
     last_ok: GaugeMetricFamily,
 ) -> None:
     """One account's metrics.json into the families (unknown names and labels ignored)."""
-    found: dict[tuple[str, ...], float] = {(k,): 0.0 for k, (_, ls) in COUNTERS.items() if not ls}
-    for entry in data.get("counters") or []:  # label-less counters show 0 before any count
-        key, labels = entry.get("name"), entry.get("labels") or {}
-        value = _number(entry.get("value"))
-        if key not in COUNTERS or value is None or not isinstance(labels, dict):
-            continue
-        found[(key, *(str(labels.get(label, "")) for label in COUNTERS[key][1]))] = value
-    for (key, *values), value in found.items():
+    for (key, *values), value in counter_rows(data).items():
         counters[key].add_metric([name, *values], value)
     for key, family in histograms.items():
         shown = (data.get("histograms") or {}).get(key) or {}
@@ -166,6 +164,26 @@ def _add_worker(
     moment = _number(data.get("last_successful_tick"))
     if moment is not None:
         last_ok.add_metric([name], moment)
+
+
+def counter_rows(data: WorkerMetrics) -> dict[tuple[str, ...], float]:
+    """``(counter, *label values) -> value`` for every combination of the declared label
+    values, 0 where ``data`` (a metrics.json) counted nothing; a value outside the
+    declared sets is not shown (the worker folds those into ``other``)."""
+    rows = {
+        (key, *values): 0.0
+        for key, (_text, labels) in COUNTERS.items()
+        for values in product(*(LABEL_VALUES[label] for label in labels))
+    }
+    for entry in data.get("counters") or []:
+        key, labels = entry.get("name"), entry.get("labels") or {}
+        value = _number(entry.get("value"))
+        if key not in COUNTERS or value is None or not isinstance(labels, dict):
+            continue
+        row = (key, *(str(labels.get(label, "")) for label in COUNTERS[key][1]))
+        if row in rows:
+            rows[row] = value
+    return rows
 
 
 def _number(value: object) -> float | None:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import textwrap
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +18,12 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from multirun.account.telemetry import LATENCY_BUCKETS
+from multirun.account.telemetry import LABEL_VALUES, LATENCY_BUCKETS
 from multirun.config import loader as config
 from multirun.core import procutil
+from multirun.core.errors import OrderUncertain
 from multirun.core.statedir import StateDir
+from multirun.services.metrics import COUNTERS
 from multirun.sim import SimServer
 from tests.conftest import wait_until
 from tests.supervisor import test_start_stop as test_supervisor_cli
@@ -63,6 +68,24 @@ def value(found: list[Any], name: str, **labels: str) -> float:
         for s in found
         if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
     )
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.skip("promtool not on PATH (Debian: apt-get install prometheus)")
+    return found
+
+
+def every_combination_shown(found: list[Any], account: str) -> None:
+    """Each counter shows each combination of its labels' declared values for ``account``."""
+    for key, (_text, labels) in COUNTERS.items():
+        shown = {
+            tuple(s.labels[label] for label in labels)
+            for s in found
+            if s.name == f"multirun_{key}" and s.labels["account"] == account
+        }
+        assert shown == set(product(*(LABEL_VALUES[label] for label in labels))), key
 
 
 def ledger_orders(sim: SimServer) -> dict[str, int]:
@@ -136,6 +159,12 @@ def test_scrape_agrees_with_the_ledger(
     for s in found:  # bounded labels: account names and small fixed sets
         assert set(s.labels) <= {"account", "state", "side", "result", "endpoint", "outcome",
                                  "le", "version", "python"}  # fmt: skip
+    for name in ACCOUNTS:
+        every_combination_shown(found, name)
+    linted = subprocess.run(
+        [promtool(), "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert linted.returncode == 0, linted.stdout + linted.stderr
     proc.terminate()
     assert proc.wait(timeout=40) == 0
 
@@ -237,3 +266,147 @@ def test_a_port_in_use_stops_start_with_the_reason(tmp_path: Path) -> None:
     out = result.stdout + result.stderr
     assert f"cannot serve /metrics on 127.0.0.1:{port}" in out
     assert "the metrics server exited before it was ready" in out
+
+
+def scrape(state_dir: Path) -> list[Any]:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from multirun.services.metrics import StateDirCollector
+
+    registry = CollectorRegistry()
+    registry.register(StateDirCollector(state_dir))
+    return samples(generate_latest(registry).decode())
+
+
+def fresh_account(tmp_path: Path, names: list[str]) -> StateDir:
+    """A state dir whose accounts' workers have just started: metrics.json counts nothing."""
+    from multirun.account.telemetry import Telemetry
+
+    layout = StateDir(tmp_path)
+    accounts = {name: {"state": "RUNNING", "pid": 1, "restarts": 0} for name in names}
+    procutil.write_json_atomic(layout.supervisor_json, {"accounts": accounts})
+    for name in names:
+        layout.account(name).path.mkdir(parents=True, exist_ok=True)
+        Telemetry(layout.account(name)).write()
+    return layout
+
+
+def test_every_counter_combination_is_shown_at_zero_from_the_first_scrape(
+    tmp_path: Path,
+) -> None:
+    """So an account's first uncertain order or dropped request moves a series from 0 to 1
+    (docs/metrics.md gives the count per account: 153 counter series)."""
+    from multirun.account.telemetry import Telemetry
+
+    layout = fresh_account(tmp_path, ["a", "b"])
+    first = scrape(tmp_path)
+    counters = [s for s in first if s.labels.get("account") == "a" and s.name.endswith("_total")]
+    assert len(counters) == 153 and all(s.value == 0 for s in counters)
+    # 213 in all (docs/metrics.md) less the five gauges absent until known: NAV, P&L x2,
+    # open trades (no status.json yet), the last good tick's time
+    assert len([s for s in first if s.labels.get("account") == "a"]) == 213 - 5
+    every_combination_shown(first, "a")
+    telemetry = Telemetry(layout.account("a"))
+    telemetry.order_sent("BUY", OrderUncertain("open_order: timed out"), 5.0)
+    telemetry.request("open_order", "dropped")
+    telemetry.request("a_new_endpoint", "1xx")  # outside the declared sets: `other`
+    telemetry.write()
+    second = scrape(tmp_path)
+    assert value(second, "multirun_orders_total", account="a", result="uncertain") == 1
+    assert value(second, "multirun_orders_total", account="a", side="buy", result="uncertain") == 1
+    assert value(second, "multirun_api_requests_total", account="a", outcome="dropped") == 1
+    assert value(second, "multirun_api_requests_total", account="a", endpoint="other") == 1
+    assert value(second, "multirun_api_requests_total", account="a", outcome="other") == 1
+    assert len(second) == len(first)  # the same series, counted
+    every_combination_shown(second, "b")
+
+
+def documented_rules() -> str:
+    """docs/metrics.md's "Alerting rules" YAML block, as it stands."""
+    doc = (Path(__file__).parents[2] / "docs" / "metrics.md").read_text()
+    section = doc.split("## Alerting rules", 1)[1]
+    found = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert found, "no yaml block under 'Alerting rules' in docs/metrics.md"
+    return found.group(1)
+
+
+def series(found: list[Any], name: str) -> dict[str, float]:
+    """``{'name{labels}': value}`` of one metric in a scrape, in promtool's notation."""
+    shown = {}
+    for s in found:
+        if s.name == name:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            shown[f"{name}{{{labels}}}"] = s.value
+    return shown
+
+
+@pytest.mark.process
+def test_the_documented_alerting_rules_fire_under_promtool(tmp_path: Path) -> None:
+    """promtool test rules on docs/metrics.md's own block. The orders series come from two
+    real scrapes a minute apart, an uncertain order between them: 0 then 1 fires
+    MultirunUncertainOrders; the same series born at 1 (as before issue 25) would not."""
+    from multirun.account.telemetry import Telemetry
+
+    tool = promtool()
+    layout = fresh_account(tmp_path / "state", ["a", "b"])
+    before = series(scrape(tmp_path / "state"), "multirun_orders_total")
+    telemetry = Telemetry(layout.account("a"))
+    telemetry.order_sent("SELL", OrderUncertain("open_order: timed out"), 1.0)
+    telemetry.write()
+    after = series(scrape(tmp_path / "state"), "multirun_orders_total")
+    uncertain = 'multirun_orders_total{account="a",result="uncertain",side="sell"}'
+    assert (before[uncertain], after[uncertain]) == (0, 1) and sum(after.values()) == 1
+    assert set(before) == set(after)  # every series present at both scrapes
+    orders = [{"series": k, "values": f"{before[k]:g} {after[k]:g}"} for k in sorted(after)]
+    born = 'multirun_orders_total{account="born",result="uncertain",side="buy"}'
+    state = 'multirun_account_state{account="%s",state="FATAL"}'
+    lateness = 'multirun_tick_lateness_seconds_bucket{account="%s",le="%s"}'
+    tick = 'multirun_last_successful_tick_timestamp_seconds{account="%s"}'
+    inputs = [
+        *orders,
+        {"series": born, "values": "1 1"},  # first seen at 1: increase() is 0
+        {"series": tick % "a", "values": "0+60x20"},  # ticking: its last tick is now
+        {"series": tick % "stale", "values": "0x20"},  # last good tick at time 0
+        {"series": 'multirun_account_halted{account="a"}', "values": "0x20"},
+        {"series": 'multirun_account_halted{account="h"}', "values": "0 0 1x18"},
+        {"series": state % "a", "values": "0x20"},
+        {"series": state % "bad", "values": "1x20"},
+        *({"series": lateness % ("a", le), "values": "0+10x20"} for le in ("1", "5", "+Inf")),
+        {"series": lateness % ("late", "1"), "values": "0x20"},
+        {"series": lateness % ("late", "5"), "values": "0x20"},
+        {"series": lateness % ("late", "10"), "values": "0+10x20"},  # all 5 to 10 s late
+        {"series": lateness % ("late", "+Inf"), "values": "0+10x20"},
+    ]
+    expected = {
+        ("1m", "MultirunUncertainOrders"): [
+            {"account": "a", "side": "sell", "result": "uncertain"}
+        ],
+        ("15m", "MultirunAccountNotTrading"): [{"account": "stale"}],
+        ("1m", "MultirunAccountHalted"): [],
+        ("2m", "MultirunAccountHalted"): [{"account": "h"}],
+        ("1m", "MultirunAccountFatal"): [{"account": "bad", "state": "FATAL"}],
+        ("15m", "MultirunTicksLate"): [{"account": "late"}],
+    }
+    tests = [
+        {
+            "interval": "1m",
+            "input_series": inputs,
+            "alert_rule_test": [
+                {"eval_time": at, "alertname": name, "exp_alerts": [{"exp_labels": x} for x in e]}
+                for (at, name), e in expected.items()
+            ],
+        }
+    ]
+    (tmp_path / "rules.yml").write_text(documented_rules())
+    (tmp_path / "test.yml").write_text(json.dumps({"rule_files": ["rules.yml"], "tests": tests}))
+    checked = subprocess.run(
+        [tool, "check", "rules", "rules.yml"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert checked.returncode == 0 and "5 rules found" in checked.stdout, checked.stdout
+    tested = subprocess.run(
+        [tool, "test", "rules", "test.yml"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout
