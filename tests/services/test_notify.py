@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,6 +33,7 @@ TOKEN = "hooktoken-SECRET-9f3a"  # in every webhook path: must never be printed
 KEY = "alice-key-1234"
 STRATEGY = """
 import os
+import re
 
 
 class Refused:  # built by `start` (a child of the test); refused in the worker: exit 78
@@ -366,3 +368,41 @@ def test_an_order_the_server_refuses_is_told_with_its_reason(
     assert text.startswith("multirun: greedy: 1 order(s) refused") and "margin" in text, text
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=20)
+
+
+ISSUE_TEXT = "price <!channel> @everyone <b>x</b> &"  # a strategy's error, verbatim (issue 25)
+
+
+def test_a_text_is_posted_as_literal_text_in_each_format(receiver: Any) -> None:
+    """Each chat format gets the text escaped for its service, masked before escaped (a
+    key with ``_`` in it is masked, not split by escapes); the real sender posts it."""
+    r = receiver()
+    secret = "alice_key_42"
+    event = Event("halted", f"a: HALTED: {ISSUE_TEXT} (key {secret})", "a", "HALTED")
+    for fmt in FORMATS:
+        target = NotifyTarget(Secret(r.url(fmt)), fmt)
+        deliver.Sender(target, deliver.redactor_for([target], [secret]), attempts=1).put(event)
+    wait_until(lambda: len(r.posts) == len(FORMATS))
+    got = {path.split("/")[1]: body for path, body in r.posts}
+    line = f"multirun: a: HALTED: {ISSUE_TEXT} (key {MASK})"
+    slack = "price &lt;!channel&gt; @everyone &lt;b&gt;x&lt;/b&gt; &amp;"
+    slack = f"multirun: a: HALTED: {slack} (key ****)"
+    assert got["slack"] == {"text": slack, "mrkdwn": False}
+    discord = r"multirun: a: HALTED: price \<!channel\> \@everyone \<b\>x\</b\> & (key \*\*\*\*)"
+    assert got["discord"] == {"content": discord, "allowed_mentions": {"parse": []}}
+    assert got["telegram"] == {"text": line, "chat_id": "42"}  # plain text: no parse_mode
+    assert got["json"]["text"] == f"a: HALTED: {ISSUE_TEXT} (key {MASK})"
+    assert secret not in json.dumps(r.posts)
+
+
+def test_an_escaped_text_reads_back_as_it_was_and_is_cut_between_escapes() -> None:
+    every = "a & b < c > d <!here> <@U1> *x* _y_ ~z~ `q` |s| [l](u) # h @x \\ ok"
+    slack = formats.body("slack", Event("x", every), str)["text"]
+    unescaped = slack.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    assert unescaped == f"multirun: {every}" and "<" not in slack and ">" not in slack
+    discord = formats.body("discord", Event("x", every), str)["content"]
+    assert re.sub(r"\\(.)", r"\1", discord) == f"multirun: {every}"
+    assert not re.search(r"(?<!\\)[*_~`|<>\[\]#@]", discord.replace("\\\\", ""))
+    long = formats.body("discord", Event("x", "*" * 3000), str)["content"]
+    assert len(long) <= formats.DISCORD_LIMIT and long.endswith("\\*...")
+    assert long == "multirun: " + "\\*" * 993 + "..."
