@@ -12,8 +12,8 @@ clock advance may bring that moment closer. An order request's parameters are re
 from __future__ import annotations
 
 import math
-import random
 import threading
+import time
 
 from multirun.sim import history
 from multirun.sim import params as p
@@ -34,7 +34,6 @@ class Broker:
         clock: SimClock,
         directory: Directory,
         *,
-        seed: int,
         token_ttl_s: float,
         fill_delay_s: float,
         initial_balance: float,
@@ -47,8 +46,7 @@ class Broker:
         self.initial_balance = initial_balance
         self.lock = threading.RLock()
         self.sessions = Sessions(directory, clock, token_ttl_s)
-        self._rng = random.Random(seed)
-        self._next_id = 700_000_000_000 + self._rng.randrange(100_000_000_000)
+        self._last_id = 0
         self._accounts: dict[tuple[str, str, str], Account] = {}
         self._orders: dict[int, Order] = {}
         self._watch: dict[int, Order] = {}  # orders process() must look at
@@ -78,8 +76,8 @@ class Broker:
             raise ApiFail(400, "invalid parameter: runmode must be livetest or livetrade")
         return runmode
 
-    def _account(self, params: Params) -> Account:
-        user = self._user(params)
+    def _account(self, params: Params, *, token_optional: bool = False) -> Account:
+        user = self.sessions.user(params, token_optional=token_optional)
         runmode = self._runmode(params)
         accountid = p.text(params, "accountid", required=True)
         if not self.directory.account_ok(user, runmode, accountid):
@@ -91,7 +89,8 @@ class Broker:
         account = self._accounts.get(key)
         if account is None:
             cash = self.directory.balance(user) or self.initial_balance
-            account = Account(user, runmode, accountid, cash, updated=self.clock.now())
+            now = self.clock.now()
+            account = Account(user, runmode, accountid, cash, opened=now, updated=now)
             self._accounts[key] = account
         return account
 
@@ -115,18 +114,8 @@ class Broker:
         with self.lock:
             self.process()
             account = self._account(params)
-            nav, unrealized, margin = self._valuation(account)
-            return {
-                "res": {
-                    "NAV": round(nav, 2),
-                    "available_Balance": round(nav - margin, 2),
-                    "margin_Used": round(margin, 2),
-                    "realized_PL": round(account.realized_pl, 2),
-                    "unrealized_PL": round(unrealized, 2),
-                    "timestamp": fmt_ts(self.clock.now()),
-                    "BaseCurrency": "USD",
-                }
-            }
+            fields = self._balance_now(account)
+            return {"res": {**fields, "timestamp": fmt_ts(self.clock.now()), "BaseCurrency": "USD"}}
 
     def positions(self, params: Params) -> dict[str, object]:
         with self.lock:
@@ -187,9 +176,12 @@ class Broker:
     # --- history (the account's past) -----------------------------------------
 
     def _history(self, params: Params) -> tuple[Account, list[Order], float | None]:
+        """The account of a reporting call, its orders (oldest first) and its ``acdate``.
+
+        ALGOGENE's client names the account ``runtime_id`` and sends no token."""
         if not p.present(params, "accountid") and p.present(params, "runtime_id"):
-            params = {**params, "accountid": params["runtime_id"]}  # the reporting calls' name
-        account = self._account(params)
+            params = {**params, "accountid": params["runtime_id"]}
+        account = self._account(params, token_optional=True)
         day = history.acdate(p.text(params, "acdate"))
         return account, [self._orders[i] for i in account.order_ids], day
 
@@ -208,6 +200,36 @@ class Broker:
             rows = history.daily_pl(orders, day)
         return {"count": len(rows), "res": rows}
 
+    def strategy_bal(self, params: Params) -> dict[str, object]:
+        with self.lock:
+            self.process()
+            account, orders, day = self._history(params)
+            ends = history.day_ends(account.opened, self.clock.now(), day)
+            rows = history.daily_bal(account, orders, ends, self._value)
+        return {"count": len(rows), "res": rows}
+
+    def strategy_pos(self, params: Params) -> dict[str, object]:
+        with self.lock:
+            self.process()
+            account, orders, day = self._history(params)
+            ends = history.day_ends(account.opened, self.clock.now(), day)
+            rows = history.daily_pos(orders, ends)
+        return {"count": len(rows), "res": rows}
+
+    def strategy_cashflow(self, params: Params) -> dict[str, object]:
+        with self.lock:
+            self.process()
+            account, _, day = self._history(params)
+            rows = history.cashflow(account, day)
+        return {"count": len(rows), "res": rows}
+
+    def strategy_logs(self, params: Params) -> dict[str, object]:
+        with self.lock:
+            self.process()
+            _, orders, _ = self._history(params)
+            lines = history.log_lines(orders)
+        return {"count": len(lines), "res": "\n".join(lines)}
+
     def strategy_stats(self, params: Params) -> dict[str, object]:
         with self.lock:
             self.process()
@@ -217,9 +239,11 @@ class Broker:
                 "accountid": account.accountid,
                 "runmode": account.runmode,
                 "BaseCurrency": "USD",
-                "InitialCapital": round(account.cash - account.realized_pl, 2),
+                "InitialCapital": round(account.initial, 2),
             }
-            unrealized = None if day is not None else self._valuation(account)[1]
+            unrealized = None
+            if day is None:
+                unrealized = self._value(self._open_orders(account), self.clock.now())[0]
             return history.stats(orders, settings, unrealized, day)
 
     # --- trading --------------------------------------------------------------
@@ -393,10 +417,10 @@ class Broker:
     def _close(self, order: Order, price: float, now: float, reason: str) -> None:
         order.status, order.closed, order.close_price = CLOSED, now, price
         order.close_reason = reason
-        order.realized_pl = self._pnl(order, price, now)
+        # booked in whole cents, as listed: totals are sums of the trades' listed figures
+        order.realized_pl = round(self._pnl(order, price, now), 2)
         account = self._accounts[order.account_key]
-        account.realized_pl += order.realized_pl
-        account.cash += order.realized_pl
+        account.realized_cents += history.cents(order.realized_pl)
         self._retire(order)
         self._touch(order, now)
 
@@ -417,18 +441,24 @@ class Broker:
     # --- helpers --------------------------------------------------------------
 
     def _new_id(self) -> int:
-        trade_id = self._next_id
-        self._next_id += self._rng.randrange(1, 1000)
-        return trade_id
+        """The wall clock in microseconds (or one past the last id, if that is later).
+
+        Trade ids must never repeat on one account, across runs too: a simulator started
+        after another one stopped (the supervisor's, restarted while the journals persist)
+        hands out only ids above the first's. Not from the seed (every run of one seed would
+        reissue the same ids) nor from the simulator's clock (it may have been advanced).
+        """
+        self._last_id = max(self._last_id + 1, int(time.time() * 1_000_000))
+        return self._last_id
 
     def _check_margin(self, account: Account, order: Order) -> None:
         now = self.clock.now()
-        nav, _, margin = self._valuation(account)
+        fields = self._balance_now(account)
         inst = INSTRUMENTS[order.instrument]
         price = order.price or self.market.mid(order.instrument, now)
         notional = order.volume * inst.contract_size * price
         needed = self.market.to_usd(inst.settle_currency, notional * inst.margin_rate, now)
-        if needed > nav - margin:
+        if needed > fields["available_Balance"]:
             raise ApiFail(400, "insufficient margin for this order")
 
     def _close_targets(self, account: Account, params: Params) -> list[Order]:
@@ -481,27 +511,32 @@ class Broker:
         price = side_price(order, self.market.quote(order.instrument, now), False)
         return self._pnl(order, price, now)
 
-    def _valuation(self, account: Account) -> tuple[float, float, float]:
-        """(NAV, unrealized PnL, margin used) of ``account`` now."""
-        now = self.clock.now()
-        unrealized = margin = 0.0
-        for order in self._open_orders(account):
+    def _value(self, trades: list[Order], at: float) -> tuple[int, float]:
+        """(unrealized P&L in cents, margin used) of open ``trades`` at the moment ``at``:
+        each trade's unrealized P&L rounded to cents as the listings show it, then added."""
+        unrealized, margin = 0, 0.0
+        for order in trades:
             inst = INSTRUMENTS[order.instrument]
-            unrealized += self._unrealized(order, now)
-            notional = order.volume * inst.contract_size * self.market.mid(order.instrument, now)
-            margin += self.market.to_usd(inst.settle_currency, notional * inst.margin_rate, now)
-        return account.cash + unrealized, unrealized, margin
+            unrealized += history.cents(self._unrealized(order, at))
+            notional = order.volume * inst.contract_size * self.market.mid(order.instrument, at)
+            margin += self.market.to_usd(inst.settle_currency, notional * inst.margin_rate, at)
+        return unrealized, margin
+
+    def _balance_now(self, account: Account) -> dict[str, float]:
+        """``/balance``'s money fields for ``account`` now."""
+        unrealized, margin = self._value(self._open_orders(account), self.clock.now())
+        return history.balance_fields(account.initial, account.realized_cents, unrealized, margin)
 
     def _account_row(self, account: Account) -> dict[str, object]:
-        nav, unrealized, margin = self._valuation(account)
+        fields = self._balance_now(account)
         return {
             "accountid": account.accountid,
             "runmode": account.runmode,
-            "NAV": round(nav, 2),
-            "availableBalance": round(nav - margin, 2),
-            "marginUsed": round(margin, 2),
-            "realizedPL": round(account.realized_pl, 2),
-            "unrealizedPL": round(unrealized, 2),
+            "NAV": fields["NAV"],
+            "availableBalance": fields["available_Balance"],
+            "marginUsed": fields["margin_Used"],
+            "realizedPL": fields["realized_PL"],
+            "unrealizedPL": fields["unrealized_PL"],
             "lastUpdatedTime": fmt_ts(account.updated),
             "isTrading": True,
         }

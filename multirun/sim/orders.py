@@ -43,7 +43,7 @@ class Order:
     closed: float | None = None
     close_price: float | None = None
     close_reason: str = ""
-    realized_pl: float = 0.0
+    realized_pl: float = 0.0  # in whole cents (rounded to 2 decimals) once closed
 
     @property
     def account_key(self) -> tuple[str, str, str]:
@@ -137,11 +137,23 @@ class Account:
     user: str
     runmode: str
     accountid: str
-    cash: float  # starting cash plus realized PnL
-    realized_pl: float = 0.0
+    initial: float  # the starting cash (USD), deposited when the account was first used
+    opened: float = 0.0  # when that was
+    # Realized P&L in whole cents: the sum of the trades' rounded realizedPL, so that every
+    # total (/balance, /strategy_pl, /strategy_stats) equals the sum of the listed trades.
+    realized_cents: int = 0
     updated: float = 0.0
     order_ids: list[int] = field(default_factory=list)  # every order, oldest first
     live: dict[int, Order] = field(default_factory=dict)  # pending and open ones
+
+    @property
+    def realized_pl(self) -> float:
+        return self.realized_cents / 100
+
+    @property
+    def cash(self) -> float:
+        """The starting cash plus the realized P&L."""
+        return self.initial + self.realized_pl
 
 
 def _ts_or_none(t: float | None) -> str | None:

@@ -76,7 +76,6 @@ class SimServer:
             self.market,
             self.clock,
             directory,
-            seed=config.seed,
             token_ttl_s=config.token_ttl_s,
             fill_delay_s=config.fill_delay_ms / 1000.0,
             initial_balance=config.initial_balance,

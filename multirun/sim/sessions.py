@@ -59,14 +59,20 @@ class Sessions:
             for session in self._sessions.values():
                 session.revoked = True
 
-    def user(self, params: Params) -> str:
-        """The authenticated user of an account call (401 on any doubt)."""
+    def user(self, params: Params, *, token_optional: bool = False) -> str:
+        """The authenticated user of an account call (401 on any doubt).
+
+        ``token_optional``: the reporting calls (``/strategy_*``), which ALGOGENE's own
+        client sends with ``user`` and ``api_key`` alone; a token sent anyway is checked.
+        """
         user, key = p.text(params, "user"), p.text(params, "api_key")
         token = p.text(params, "token")
         if not user or not key:
             raise ApiFail(401, "missing user or api_key")
         if not self.directory.key_ok(user, key):
             raise ApiFail(401, "invalid user or api_key")
+        if not token and token_optional:
+            return user
         if not token:
             raise ApiFail(401, "missing token")
         with self._lock:

@@ -57,13 +57,16 @@ def test_strategy_trade_filters_by_order_ref_and_acdate(caller: SimCaller) -> No
     assert bad.status_code == 400 and "acdate" in bad.json()["err_msg"]
 
 
-def test_strategy_trade_takes_runtime_id_and_needs_a_token(caller: SimCaller) -> None:
+def test_strategy_trade_takes_runtime_id_and_a_token_only_if_sent(caller: SimCaller) -> None:
     trade_id = caller.open(orderRef="mr-c-1")
     caller.wait_open(trade_id)
     rows = caller.ok("GET", "strategy_trade", accountid=None, runtime_id="ACC-1")["res"]
     assert [r["trade_ID"] for r in rows] == [trade_id]
     assert caller.ok("GET", "strategy_trade", accountid="ACC-2")["res"] == []  # another account
-    assert caller.get("strategy_trade", token=None).status_code == 401
+    # ALGOGENE's own client sends user and api_key alone; a token sent is still checked
+    assert caller.ok("GET", "strategy_trade", token=None)["count"] == 1
+    assert caller.get("strategy_trade", token="forged").json()["err_msg"] == "invalid token"
+    assert caller.get("strategy_trade", token=None, api_key="").status_code == 401
 
 
 def test_strategy_trade_shows_no_unfilled_or_cancelled_order(caller: SimCaller) -> None:

@@ -333,15 +333,26 @@ def test_a_rejected_update_changes_nothing(caller, sim) -> None:
     assert caller.pending()[trade_id]["takeProfitLevel"] == 0.0
 
 
-def test_trade_ids_are_reproducible_from_the_seed(sim_factory) -> None:
-    def ids(seed: int) -> list[str]:
-        caller = SimCaller(sim_factory(seed=seed)).login()
-        caller.post("open_order", instrument="NOPE")  # refused: uses no id
-        return [caller.open() for _ in range(3)]
+def test_trade_ids_never_repeat_across_runs_of_one_seed(sim_factory) -> None:
+    """Two simulators of one seed, one after the other (as the supervisor's restarts): the
+    second hands out only ids above the first's, refused orders use none, and a clock the
+    first one advanced a year does not matter."""
 
-    first = ids(4)
-    assert first == ids(4) != ids(5)
-    assert [int(i) for i in first] == sorted(int(i) for i in first)
+    def ids(advance_s: float = 0.0) -> list[int]:
+        sim = sim_factory(seed=4, token_ttl_s=1e9)  # the token outlives the jump
+        caller = SimCaller(sim).login()
+        sim.advance(advance_s)
+        caller.post("open_order", instrument="NOPE")  # refused: uses no id
+        opened = [int(caller.open()) for _ in range(3)]
+        sim.stop()
+        return opened
+
+    first = ids(advance_s=365 * 86_400)
+    second = ids()
+    assert first == sorted(first) and second == sorted(second)
+    assert max(first) < min(second)
+    assert len(set(first + second)) == 6
+    assert all(i < 2**53 for i in second)  # a JSON number any client reads exactly
 
 
 # --- events due during a clock jump happen at their due moment, not at the jump's end ---
