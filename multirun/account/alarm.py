@@ -7,7 +7,8 @@
   the code has left the block. Main thread only; code stuck in C that never returns
   to Python is the supervisor's watchdog's job.
 - :class:`Heartbeat` touches the account's heartbeat file (its mtime is what the
-  supervisor's watchdog reads).
+  supervisor's watchdog reads), and tells ``on_beat`` (systemd's watchdog, under
+  ``multirun run-account``).
 """
 
 from __future__ import annotations
@@ -70,10 +71,12 @@ def _stack(frame: FrameType | None, below: str | None) -> list[str]:
 class Heartbeat:
     """Touches ``path`` (created on first use): one ``utime`` call, cheap enough for
     every request. Never raises: a state directory that cannot be written shows in
-    the status file's own warning, and the watchdog then sees the account overdue."""
+    the status file's own warning, and the watchdog then sees the account overdue.
+    ``on_beat``: told of each beat as well (it must not raise either)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_beat: Callable[[], None] | None = None) -> None:
         self.path = path
+        self.on_beat = on_beat
 
     def __call__(self) -> None:
         try:
@@ -83,6 +86,8 @@ class Heartbeat:
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         except OSError:
             pass
+        if self.on_beat is not None:
+            self.on_beat()
 
 
 def heartbeat_every(watchdog_timeout_s: float) -> float:

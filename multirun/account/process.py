@@ -83,6 +83,7 @@ def run_account(
     start_server: ServerStarter | None = None,
     supervised: bool = False,
     on_up: Callable[[], None] | None = None,
+    on_beat: Callable[[], None] | None = None,
 ) -> int:
     """Run account ``name`` of ``runner`` in the foreground; returns the exit code.
 
@@ -91,7 +92,8 @@ def run_account(
     ``server_url`` overrides ``runner.server``; with ``server: sim`` and no
     ``server_url``, ``start_server`` starts one for this run (standalone demos).
     ``supervised``: the supervisor stamps each line with the time and the account.
-    ``on_up``: called once the account is reconciled and its ticks scheduled.
+    ``on_up``: called once the account is reconciled and its ticks scheduled;
+    ``on_beat``: at each heartbeat (the worker is alive: systemd's watchdog).
     """
     _configure_logging(name, stamped=not supervised)
     try:
@@ -108,7 +110,7 @@ def run_account(
         raise FatalError(f"account {name}: {exc}") from None
     with contextlib.ExitStack() as stack:
         url = server_url or _server_url(runner, stack, start_server)
-        worker = _build_account(runner, spec, url, on_tick, stack, on_up=on_up)
+        worker = _build_account(runner, spec, url, on_tick, stack, on_up=on_up, on_beat=on_beat)
         stack.enter_context(_signals(worker))
         code = _run(worker, name, url)
     if worker.left_open is not None:  # the last line, once everything is closed
@@ -124,6 +126,7 @@ def _build_account(
     stack: contextlib.ExitStack,
     *,
     on_up: Callable[[], None] | None,
+    on_beat: Callable[[], None] | None = None,
 ) -> Worker:
     """Everything the account's worker runs on, built in dependency order (each closed
     by ``stack``): the account lock, the journal, the stop flag, the heartbeat guarding
@@ -137,7 +140,7 @@ def _build_account(
     window = StopWindow(stop)
     loss = ownership.AccountLoss(journal.refuse)  # the worker halts at its next heartbeat
     heartbeat = ownership.OwnershipGuard(
-        Heartbeat(account.heartbeat), [journal.lost, account_lock.lost], loss
+        Heartbeat(account.heartbeat, on_beat), [journal.lost, account_lock.lost], loss
     )
     telemetry = None
     if runner.metrics is not None or runner.notify:  # for /metrics and rejected orders

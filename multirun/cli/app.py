@@ -202,21 +202,33 @@ def run_account(
     log_level: Annotated[
         str | None, typer.Option("--log-level", help=LOG_LEVEL_HELP, metavar="LEVEL")
     ] = None,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-listen",
+            help="Serve /metrics on HOST:PORT (any host: e.g. 0.0.0.0:9464 in a container) "
+            "instead of CONFIG's `metrics.listen` port plus the account's position.",
+            metavar="HOST:PORT",
+        ),
+    ] = None,
 ) -> None:
     """Run one account of CONFIG in the foreground until SIGTERM/SIGINT.
 
     SIGTERM/SIGINT finish the current tick, then apply the account's `on_stop` and exit 0.
     SIGHUP (the supervisor died) stops within 2 s and closes nothing. With `server: sim`
-    and no --server, an in-process simulator is started (for demos).
+    and no --server, an in-process simulator is started (for demos). With `metrics:` it
+    serves its own /metrics, with `notify:` it sends its own alerts; under systemd
+    (NOTIFY_SOCKET) it says READY=1 once up and WATCHDOG=1 as it beats. See docs/deploy.md.
     """
-    from multirun.account import process as account_process
     from multirun.config import loader as runner_config
+    from multirun.supervisor import standalone
 
     set_log_level(log_level)
     runner = runner_config.load(config)
-    code = account_process.run_account(
-        runner, name, server_url=server, start_server=_in_process_sim
-    )
+    code = standalone.run(
+        runner, name, server_url=server, start_server=_in_process_sim,
+        metrics_listen=metrics_listen,
+    )  # fmt: skip
     raise typer.Exit(code)
 
 
@@ -272,12 +284,11 @@ def export(
     (an env file or Secret template with empty values, never a value). See docs/deploy.md.
     """
     from multirun import export as exporter
-    from multirun.config import loader as runner_config
 
     try:
         written = exporter.export(
             fmt,
-            runner_config.load_for_control(config),
+            exporter.load(config),
             output,
             name=name,
             image=image or exporter.DEFAULT_IMAGE,
