@@ -17,14 +17,16 @@ from multirun import __version__
 from multirun.config.specs import RunnerSpec
 from multirun.core.errors import UsageError
 from multirun.export import compose, kubernetes, systemd
-from multirun.export.plan import ExportPlan, build
+from multirun.export.plan import ExportPlan, build, load
 from multirun.export.write import Output, Written, write
 
 FORMATS = ("systemd", "kubernetes", "compose")
 DEFAULT_NAME = "multirun"
 DEFAULT_IMAGE = f"multirun:{__version__}"
 
-__all__ = ["DEFAULT_IMAGE", "DEFAULT_NAME", "FORMATS", "ExportPlan", "Written", "export", "render"]
+__all__ = [
+    "DEFAULT_IMAGE", "DEFAULT_NAME", "FORMATS", "ExportPlan", "Written", "export", "load", "render",
+]  # fmt: skip
 
 
 def export(

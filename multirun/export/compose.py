@@ -4,6 +4,8 @@
 top-level Dockerfile builds; ``config/`` holds a copy of runner.yaml (its ``state_dir``
 set to the volume) and the strategy modules it imports, mounted read-only. Credentials
 pass from the environment of ``docker compose`` by variable name: no value in any file.
+No top-level ``name:`` (Compose v1, Debian 12's ``docker-compose`` 1.29, refuses it): the
+project is named after the directory, or ``-p NAME``; the file is valid for v1 and v2.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ def render(plan: ExportPlan, *, name: str, image: str) -> Output:
         files[f"{CONFIG_DIR}/{rel}"] = path.read_text(encoding="utf-8")
     files["compose.yaml"] = (
         "# Written by `multirun export compose`. Build the image from the multirun sources\n"
-        f"# (docker build -t {image} .), export the variables below, then: docker compose up -d\n"
+        f"# (docker build -t {image} .), export the variables below, then:\n"
+        f"# docker compose -p {name} up -d   (Compose v1: docker-compose -p {name} up -d)\n"
         + yaml.safe_dump(document(plan, name=name, image=image), sort_keys=False, width=100)
     )
     return Output(files=files)
@@ -37,12 +40,15 @@ def document(plan: ExportPlan, *, name: str, image: str) -> dict[str, Any]:
     config = f"{CONFIG_MOUNT}/{CONFIG_NAME}"
     services: dict[str, Any] = {}
     volumes: dict[str, Any] = {}
+    command_tail = []
+    if plan.metrics_port is not None:  # the container's address, seen by its network
+        command_tail = ["--metrics-listen", f"0.0.0.0:{plan.metrics_port}"]
     for account in plan.accounts:
         volume = f"state-{account}"
         volumes[volume] = {}
         services[account] = {
             "image": image,
-            "command": ["multirun", "run-account", config, account],
+            "command": ["multirun", "run-account", config, account, *command_tail],
             "restart": "unless-stopped",
             "stop_signal": "SIGTERM",
             "stop_grace_period": f"{plan.stop_grace_s}s",
@@ -61,4 +67,6 @@ def document(plan: ExportPlan, *, name: str, image: str) -> dict[str, Any]:
                 "start_period": "30s",
             },
         }
-    return {"name": name, "services": services, "volumes": volumes}
+        if plan.metrics_port is not None:  # to the project's network only: no host port
+            services[account]["expose"] = [str(plan.metrics_port)]
+    return {"services": services, "volumes": volumes}

@@ -31,6 +31,7 @@ RESOURCES: dict[str, Any] = {
 STATE_STORAGE = "1Gi"  # a journal holds a few KiB per order
 UID = 10001  # the image's `multirun` user (see the Dockerfile)
 PROBE_PERIOD_S = 30  # a probe starts an interpreter: 0.4 s of CPU each time
+METRICS = "metrics"  # the port's name
 MAX_NAME = 52  # a StatefulSet's pods carry `<name>-<10 chars of hash>` in a 63-char label
 
 
@@ -40,7 +41,7 @@ def render(plan: ExportPlan, *, name: str, image: str) -> Output:
     check_names(plan, name)
     objects: dict[str, dict[str, Any]] = {
         "configmap.yaml": config_map(plan, name),
-        "service.yaml": service(name),
+        "service.yaml": service(name, plan.metrics_port),
     }
     for account in plan.accounts:
         objects[f"statefulset-{_dns(account)}.yaml"] = stateful_set(plan, account, name, image)
@@ -88,13 +89,17 @@ def config_map(plan: ExportPlan, name: str) -> dict[str, Any]:
     }
 
 
-def service(name: str) -> dict[str, Any]:
-    """The headless Service a StatefulSet names (no ports: the workers serve nothing)."""
+def service(name: str, metrics_port: int | None = None) -> dict[str, Any]:
+    """The headless Service the StatefulSets name; with ``metrics:`` it lists each pod's
+    ``metrics`` port, so Prometheus finds every pod (``role: endpoints``, a ServiceMonitor)."""
+    spec: dict[str, Any] = {"clusterIP": "None", "selector": labels(name)}
+    if metrics_port is not None:
+        spec["ports"] = [{"name": METRICS, "port": metrics_port, "targetPort": METRICS}]
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name, "labels": labels(name)},
-        "spec": {"clusterIP": "None", "selector": labels(name)},
+        "spec": spec,
     }
 
 
@@ -104,11 +109,15 @@ def stateful_set(plan: ExportPlan, account: str, name: str, image: str) -> dict[
     period = PROBE_PERIOD_S
     items = [{"key": CONFIG_NAME, "path": CONFIG_NAME}]
     items += [{"key": _key(rel), "path": rel} for rel, _ in plan.modules]
-    container = {
+    command = ["multirun", "run-account", config, account]
+    port = plan.metrics_port
+    if port is not None:  # the pod's own address: reachable by Prometheus, one per pod
+        command += ["--metrics-listen", f"0.0.0.0:{port}"]
+    container: dict[str, Any] = {
         "name": "worker",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["multirun", "run-account", config, account],
+        "command": command,
         "workingDir": STATE_MOUNT,
         "env": [_env(var.name, var.required, name) for var in plan.variables]
         + [{"name": "PYTHONUNBUFFERED", "value": "1"}],
@@ -117,10 +126,13 @@ def stateful_set(plan: ExportPlan, account: str, name: str, image: str) -> dict[
         # halt). Readiness: ticking and not HALTED.
         "livenessProbe": _probe([*health[:2], "--liveness", *health[2:]], period, 3, 30),
         "readinessProbe": _probe(health, period, 1, 5),
+        # Pod Security "restricted": no escalation, no capability, RuntimeDefault seccomp.
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
             "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
@@ -128,6 +140,14 @@ def stateful_set(plan: ExportPlan, account: str, name: str, image: str) -> dict[
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
+    template_metadata: dict[str, Any] = {"labels": labels(name, account)}
+    if port is not None:
+        container["ports"] = [{"name": METRICS, "containerPort": port, "protocol": "TCP"}]
+        template_metadata["annotations"] = {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(port),
+            "prometheus.io/path": "/metrics",
+        }
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -137,14 +157,17 @@ def stateful_set(plan: ExportPlan, account: str, name: str, image: str) -> dict[
             "serviceName": name,
             "selector": {"matchLabels": labels(name, account)},
             "template": {
-                "metadata": {"labels": labels(name, account)},
+                "metadata": template_metadata,
                 "spec": {
                     "terminationGracePeriodSeconds": plan.stop_grace_s,
+                    # The worker never talks to the Kubernetes API: no token in the pod.
+                    "automountServiceAccountToken": False,
                     "securityContext": {
                         "runAsNonRoot": True,
                         "runAsUser": UID,
                         "runAsGroup": UID,
                         "fsGroup": UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [container],
                     "volumes": [
@@ -167,22 +190,30 @@ def stateful_set(plan: ExportPlan, account: str, name: str, image: str) -> dict[
 
 
 def secret(plan: ExportPlan, name: str) -> str:
-    """The Secret template: every variable's name with an empty value, never a value."""
+    """The Secret template: every variable's name with an empty value, never a value.
+
+    Valid YAML as written and after each step its header tells: a value filled in
+    between the quotes, a commented-out line uncommented by removing its ``# ``.
+    """
     lines = [
-        "# Fill in the values, then: kubectl apply -f secret.yaml",
+        "# Fill in each value between the quotes (a quote inside is written twice: ''); to",
+        "# set a commented-out one (it has a default in the config), remove its '# ' first.",
+        "# Then: kubectl apply -f secret.yaml",
         "# (or: kubectl create secret generic NAME --from-env-file=FILE).",
-        "# Written by `multirun export kubernetes` with names only; commented-out names",
-        "# have a default in the config: set them to override it.",
+        "# Written by `multirun export kubernetes` with names only (0600): never commit it",
+        "# filled in.",
         "apiVersion: v1",
         "kind: Secret",
         "metadata:",
         f"  name: {name}-credentials",
         "type: Opaque",
-        "stringData:" + ("" if any(v.required for v in plan.variables) else " {}"),
+        "stringData:",
     ]
     for var in plan.variables:
+        what = "secret" if var.secret else "setting"
         prefix = "" if var.required else "# "
-        lines.append(f'  {prefix}{var.name}: ""')
+        need = "required" if var.required else "optional"
+        lines.append(f"  {prefix}{var.name}: ''  # {what}, {need}")
     return "\n".join(lines) + "\n"
 
 

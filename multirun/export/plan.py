@@ -1,14 +1,19 @@
 """What every export format needs from one runner.yaml: accounts, variables, files, timings.
 
 A :class:`ExportPlan` is built from a loaded :class:`~multirun.config.specs.RunnerSpec` (credentials
-not needed: the CLI loads it like ``status`` does) and the file's own text, which is
-never interpolated here: exported files carry ``${VAR}`` references and variable *names*,
-never a value taken from the environment.
+not needed: :func:`load` reads it like ``status`` does, every secret's variable may be unset)
+and the file's own text, which is never interpolated here: exported files carry ``${VAR}``
+references and variable *names*, never a value taken from the environment.
+
+A secret is what :func:`multirun.config.findings.holds_secret` says (an ``api_key``, a
+``notify:`` URL, ``web.token``): its variables are marked secret, and a copied config
+refuses one written literally.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from multirun import strategies
+from multirun.config import loader
+from multirun.config.findings import YamlPath, format_path, holds_secret
 from multirun.config.interpolate import (
     InterpolationError,
     has_references,
@@ -25,6 +32,7 @@ from multirun.config.interpolate import (
 from multirun.config.specs import RunnerSpec
 from multirun.config.yamlload import load_bytes
 from multirun.core.errors import UsageError
+from multirun.supervisor import standalone
 from multirun.supervisor.program import RestartPolicy
 
 # Seconds a stopping worker gets beyond `stop_timeout`: it first finishes the tick under
@@ -34,12 +42,15 @@ STOP_MARGIN_S = 10
 CONFIG_MOUNT = "/etc/multirun"
 STATE_MOUNT = "/var/lib/multirun"
 CONFIG_NAME = "runner.yaml"
+CONTAINER_METRICS_PORT = 9464  # Prometheus' registered port for exporters like this one
 # The supervisor's restart rules, which every engine's restart settings are mapped from.
 RESTARTS = RestartPolicy()
 
-_KEY_FIELD = "api_key"
 _STATE_DIR_LINE = re.compile(r"^state_dir[ \t]*:[^\n]*$", re.MULTILINE)
 _MISSING = "\0missing\0"
+# Stands for an unset secret's variable while exporting: valid wherever a secret goes
+# (a URL with a host, a key, a 16-character token), never used for anything.
+UNSET_SECRET = "https://unset.invalid/unset-for-export"
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ class Variable:
 
     name: str
     required: bool  # no default in any reference: the account cannot start without it
-    secret: bool  # named by an `api_key`
+    secret: bool  # in a field that holds a secret (findings.holds_secret)
 
 
 @dataclass(frozen=True)
@@ -61,12 +72,25 @@ class ExportPlan:
     accounts: tuple[str, ...]  # the enabled accounts, in file order
     variables: tuple[Variable, ...]
     modules: tuple[tuple[str, Path], ...]  # strategy files: (path under the config dir, file)
-    literal_keys: tuple[str, ...]  # accounts whose api_key is written in the file itself
+    literal_secrets: tuple[str, ...]  # secret fields written in the file itself (their paths)
     notes: list[str] = field(default_factory=list)
 
     @property
     def config_dir(self) -> Path:
         return self.config_path.parent
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port a container serves ``/metrics`` on (``--metrics-listen 0.0.0.0:PORT``):
+        the configured one (9464 for ``:0``); None without ``metrics:``."""
+        metrics = self.runner.metrics
+        return None if metrics is None else metrics.port or CONTAINER_METRICS_PORT
+
+    def instance_metrics_port(self, account: str) -> int | None:
+        """The port ``run-account`` serves ``/metrics`` on without ``--metrics-listen``
+        (:func:`multirun.supervisor.standalone.metrics_address`)."""
+        found = standalone.metrics_address(self.runner, account, None)
+        return None if found is None else found.port
 
     @property
     def stop_grace_s(self) -> int:
@@ -77,14 +101,15 @@ class ExportPlan:
         """The file's text with ``state_dir`` set to ``state_dir`` (a container's volume).
 
         Everything else is kept as written (comments, ``${VAR}`` references, ``server``).
-        Refuses a file whose api_key is literal: a copied config lands in a ConfigMap or
-        an image directory, where a key does not belong.
+        Refuses a file with a secret written in it (an api_key, a notify URL, web.token):
+        a copied config lands in a ConfigMap or a directory readable by others, where a
+        secret does not belong.
         """
-        if self.literal_keys:
-            names = ", ".join(self.literal_keys)
+        if self.literal_secrets:
+            paths = ", ".join(self.literal_secrets)
             raise UsageError(
-                f"{self.config_path}: api_key is written in the file for {names}; a copied "
-                "config must take it from the environment: use api_key: ${VAR}"
+                f"{self.config_path}: a secret is written in the file ({paths}); a copied "
+                "config must take each from the environment: write ${VAR} in its place"
             )
         line = f"state_dir: {state_dir}"
         text, count = _STATE_DIR_LINE.subn(line, self.text, count=1)
@@ -101,6 +126,22 @@ class ExportPlan:
     def require_copyable(self) -> None:
         """Raise now, before any file is written, if the config cannot be copied."""
         self.copied_config()
+
+
+def load(path: Path, environ: dict[str, str] | None = None) -> RunnerSpec:
+    """``path`` loaded for an export: unset variables stand for themselves (as for
+    ``status``), an unset secret's variable for :data:`UNSET_SECRET`, so that a
+    ``url: ${SLACK_WEBHOOK_URL}`` still passes as a URL: credentials need not be set."""
+    env = dict(os.environ if environ is None else environ)
+    try:
+        data = load_bytes(Path(path).read_bytes()).data
+    except OSError:
+        data = None  # the loader says why, located
+    if isinstance(data, dict):
+        for var in _variables(data):
+            if var.secret and var.name not in env:
+                env[var.name] = UNSET_SECRET
+    return loader.load(path, environ=env, missing_env=loader.UNSET_FOR_CONTROL)
 
 
 def build(runner: RunnerSpec) -> ExportPlan:
@@ -125,7 +166,7 @@ def build(runner: RunnerSpec) -> ExportPlan:
         accounts=accounts,
         variables=_variables(data),
         modules=modules,
-        literal_keys=_literal_keys(data),
+        literal_secrets=_literal_secrets(data),
         notes=notes,
     )
 
@@ -133,28 +174,28 @@ def build(runner: RunnerSpec) -> ExportPlan:
 # --- environment variables ----------------------------------------------------------
 
 
-def _strings(value: Any, key: object = None) -> Iterator[tuple[object, str]]:
-    """Every string in a parsed YAML value, with the key it is the value of."""
+def _strings(value: Any, path: YamlPath = ()) -> Iterator[tuple[YamlPath, str]]:
+    """Every string in a parsed YAML value, with its path."""
     if isinstance(value, dict):
         for k, v in value.items():
-            yield from _strings(v, k)
+            yield from _strings(v, (*path, str(k)))
     elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item, key)
+        for index, item in enumerate(value):
+            yield from _strings(item, (*path, index))
     elif isinstance(value, str):
-        yield key, value
+        yield path, value
 
 
 def _variables(data: dict[str, Any]) -> tuple[Variable, ...]:
     """The variables the file names, in order of first mention."""
     found: dict[str, Variable] = {}
-    for key, text in _strings(data):
+    for path, text in _strings(data):
         if not has_references(text):
             continue
         names = list(dict.fromkeys(variable_names(text)))
         for name in names:
             required = _required(text, name, names)
-            secret = key == _KEY_FIELD
+            secret = holds_secret(path)
             old = found.get(name)
             if old is not None:
                 required, secret = required or old.required, secret or old.secret
@@ -171,18 +212,12 @@ def _required(text: str, name: str, names: list[str]) -> bool:
         return True
 
 
-def _literal_keys(data: dict[str, Any]) -> tuple[str, ...]:
-    """Entries (accounts, or `defaults`) whose api_key is written literally."""
+def _literal_secrets(data: dict[str, Any]) -> tuple[str, ...]:
+    """The paths of the secret fields written literally (no ``${VAR}`` in them)."""
     found: list[str] = []
-    entries: list[tuple[str, Any]] = [("defaults", data.get("defaults"))]
-    accounts = data.get("accounts")
-    if isinstance(accounts, list):
-        entries += [(str(a.get("name", "?")), a) for a in accounts if isinstance(a, dict)]
-    for label, entry in entries:
-        if isinstance(entry, dict) and _KEY_FIELD in entry:
-            value = entry[_KEY_FIELD]
-            if not (isinstance(value, str) and has_references(value)):
-                found.append(label)
+    for path, text in _strings(data):
+        if holds_secret(path) and not has_references(text):
+            found.append(format_path(path))
     return tuple(found)
 
 

@@ -125,7 +125,9 @@ def test_a_literal_api_key_is_never_copied(tmp_path: Path) -> None:
     cfg.write_text(cfg.read_text().replace("${MR_EXPORT_KEY:?set MR_EXPORT_KEY}", KEY))
     runner = runner_config.load_for_control(cfg)
     for fmt in ("kubernetes", "compose"):
-        with pytest.raises(UsageError, match="api_key is written in the file"):
+        with pytest.raises(
+            UsageError, match=r"a secret is written in the file \(defaults.api_key\)"
+        ):
             exporter.export(fmt, runner, tmp_path / fmt)
         assert not (tmp_path / fmt).exists()  # refused before writing anything
     # systemd points at the file in place: nothing is copied
@@ -152,7 +154,7 @@ def test_systemd_units_map_the_supervisor_rules(tmp_path: Path) -> None:
     export("systemd", cfg, tmp_path / "out", user="")
     unit = tmp_path / "out" / "multirun@.service"
     expected = {
-        "Type": "simple",
+        "Type": "notify",
         "Restart": "on-failure",
         "RestartSec": "1s",
         "RestartSteps": "6",  # 1 s doubling six times reaches the 60 s cap
