@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from multirun.account.journal.reader import AccountLog, read
+from multirun.account.journal.reader import AccountLog, JournalTrade, read
 from multirun.core.errors import UsageError
 from multirun.core.statedir import StateDir
 from multirun.report import render
-from multirun.report.stats import Stats, account_stats, total_stats
+from multirun.report.stats import Stats, account_stats, period_trades, total_stats
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class Report:
     rows: tuple[Stats, ...]
     notes: tuple[str, ...]
     since: float | None
+    trades: tuple[tuple[str, JournalTrade], ...]  # (account, trade), as they opened
 
 
 def parse_since(text: str | None) -> float | None:
@@ -72,7 +73,8 @@ def build(
     logs = tuple(read(StateDir(state_dir).account(n).journal, n) for n in names)
     rows = [account_stats(log, since) for log in logs]
     rows.append(total_stats(logs, since))
-    return Report(logs, tuple(rows), tuple(_notes(logs, rows, state_dir, configured)), since)
+    notes = tuple(_notes(logs, rows, state_dir, configured))
+    return Report(logs, tuple(rows), notes, since, tuple(period_trades(logs, since)))
 
 
 def run(
@@ -99,14 +101,15 @@ def run(
         try:
             if html_path is not None:
                 page = render.to_html(report.rows, chart.svg(fig), report.notes,
-                                      title=f"multirun report: {title or state_dir}")  # fmt: skip
+                                      title=f"multirun report: {title or state_dir}",
+                                      trades=report.trades)  # fmt: skip
                 html_path.write_text(page, encoding="utf-8")
             if png_path is not None:
                 chart.write_png(fig, png_path)
         finally:
             chart.close(fig)
     if json_output:
-        echo(render.to_json(report.rows, report.notes, report.since))
+        echo(render.to_json(report.rows, report.notes, report.since, report.trades))
     else:
         echo(render.table(report.rows, report.notes))
         for label, path in (("csv", csv_path), ("html", html_path), ("png", png_path)):

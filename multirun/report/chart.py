@@ -2,9 +2,11 @@
 
 Drawn with matplotlib's Agg backend (no display, no JavaScript): ``svg()`` for the HTML
 page (text as paths, so no font is fetched at view time), ``write_png()`` for chat. A
-curve is the account's P&L since the period began: its NAV samples minus the first one,
-or, for a journal without NAV samples, its cumulative realized P&L. Markers: ▲ a buy
-opened, ▼ a sell opened, ● a trade closed, each on its account's curve.
+curve is the account's equity curve (:func:`multirun.report.stats.equity_curve`: from
+the period's start, realized P&L stepped at each close plus the sampled unrealized
+P&L), the black one their sum; each ends at the table's REALIZED + UNREAL and falls no
+further than its MAX DD. Markers, on their account's curve: ▲ a buy opened, ▼ a sell
+opened, ● a trade closed (filled, as the title draws them).
 """
 
 from __future__ import annotations
@@ -25,37 +27,9 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from multirun.account.journal.reader import AccountLog
-from multirun.report.stats import combined_equity, realized_curve
+from multirun.report.stats import Points, combined_curve, equity_curve, value_at
 
 WIDTH_PX, HEIGHT_PX, DPI = 1200, 600, 100
-Curve = list[tuple[float, float]]
-
-
-def curve(log: AccountLog, since: float | None = None) -> Curve:
-    """(time, P&L since the period began) for one account; empty when nothing is known."""
-    navs = [(p.ts, p.nav) for p in log.equity if p.nav is not None]
-    navs = [(ts, nav) for ts, nav in navs if since is None or ts >= since]
-    if navs:
-        base = navs[0][1]
-        return [(ts, nav - base) for ts, nav in navs]
-    points = realized_curve(log.trades, since)
-    if not points:
-        return []
-    start = min([t.created_ts for t in log.trades if since is None or t.created_ts >= since])
-    start = min(start, points[0][0]) if since is None else max(since, min(start, points[0][0]))
-    return [(start, 0.0), *points]
-
-
-def combined(logs: Sequence[AccountLog], since: float | None = None) -> Curve:
-    """The accounts' curves summed (NAVs when every account has samples)."""
-    series = [[p for p in log.equity if since is None or p.ts >= since] for log in logs]
-    if series and all(any(p.nav is not None for p in s) for s in series):
-        times = sorted({p.ts for s in series for p in s if p.nav is not None})
-        totals = combined_equity(series)
-        return [(ts, v - totals[0]) for ts, v in zip(times, totals, strict=True)]
-    curves = [c for c in (curve(log, since) for log in logs) if c]
-    times = sorted({ts for c in curves for ts, _ in c})
-    return [(ts, sum(_at(c, ts) for c in curves)) for ts in times]
 
 
 def figure(logs: Sequence[AccountLog], since: float | None = None) -> Figure:
@@ -64,8 +38,9 @@ def figure(logs: Sequence[AccountLog], since: float | None = None) -> Figure:
     ax = fig.add_subplot(1, 1, 1)
     colours = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]
     drawn = 0
-    for i, log in enumerate(logs):
-        points = curve(log, since)
+    curves = [equity_curve(log, since) for log in logs]
+    for i, (log, curve) in enumerate(zip(logs, curves, strict=True)):
+        points = curve.points
         if not points:
             continue
         colour = to_hex(colours[i % len(colours)])
@@ -73,13 +48,13 @@ def figure(logs: Sequence[AccountLog], since: float | None = None) -> Figure:
                 linewidth=1.6, label=log.name)  # fmt: skip
         _markers(ax, log, points, colour, since)
         drawn += 1
-    total = combined(logs, since)
+    total = combined_curve(curves).points
     if drawn > 1 and total:
         ax.step(_dates(total), [v for _, v in total], where="post", color="black",
                 linewidth=2.4, label="all accounts")  # fmt: skip
     ax.xaxis_date(tz=UTC)
     ax.axhline(0.0, color="#999999", linewidth=0.8)
-    ax.set_ylabel("P&L since the period began")
+    ax.set_ylabel("P&L in the period (realized + unrealized)")
     ax.set_title("Equity by account (▲ buy opened, ▼ sell opened, ● closed)", loc="left")
     ax.grid(True, color="#e5e5e5")
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
@@ -116,33 +91,23 @@ def close(fig: Figure) -> None:
     plt.close(fig)
 
 
-def _markers(ax: Axes, log: AccountLog, points: Curve, colour: str, since: float | None) -> None:
+def _markers(ax: Axes, log: AccountLog, points: Points, colour: str, since: float | None) -> None:
     opens: dict[str, list[tuple[float, float]]] = {"BUY": [], "SELL": []}
     closes = []
     for trade in log.trades:
         ts = trade.opened_ts
         if ts is not None and (since is None or ts >= since) and trade.state != "ABANDONED":
-            opens.setdefault(trade.side, []).append((ts, _at(points, ts)))
+            opens.setdefault(trade.side, []).append((ts, value_at(points, ts)))
         ts = trade.closed_ts
         if trade.is_closed and ts is not None and (since is None or ts >= since):
-            closes.append((ts, _at(points, ts)))
+            closes.append((ts, value_at(points, ts)))
     for side, marker in (("BUY", "^"), ("SELL", "v")):
         if opens.get(side):
             ax.scatter(_dates(opens[side]), [v for _, v in opens[side]], marker=marker,
                        color=colour, s=36, zorder=3)  # fmt: skip
     if closes:
-        ax.scatter(_dates(closes), [v for _, v in closes], marker="o", facecolors="white",
-                   edgecolors=colour, s=30, zorder=3)  # fmt: skip
-
-
-def _at(points: Curve, ts: float) -> float:
-    """The step curve's value at ``ts`` (its first value before it starts)."""
-    value = points[0][1]
-    for when, v in points:
-        if when > ts:
-            break
-        value = v
-    return value
+        ax.scatter(_dates(closes), [v for _, v in closes], marker="o", color=colour,
+                   edgecolors="white", linewidths=0.8, s=34, zorder=3)  # fmt: skip
 
 
 def _dates(points: Sequence[tuple[float, float]]) -> list[float]:

@@ -7,15 +7,26 @@ Definitions (None where the journal does not know enough):
 - ``win_rate``: priced trades with P&L > 0 over priced trades.
 - ``realized_pl``: the sum of the priced trades' P&L; ``expectancy`` its mean per trade.
 - ``profit_factor``: gross profit over gross loss (None when there is no loss).
-- ``max_drawdown``: the largest fall from a running peak of the equity series (the
-  server's NAV samples); without samples, of the cumulative realized P&L (from 0).
-  ``drawdown_source`` says which.
+- The **equity curve** (:func:`equity_curve`) of an account is its P&L over the period,
+  from the period's start (before its first order): the realized P&L of the trades
+  closed in the period, stepped at each close, plus the unrealized P&L of the trades
+  held. The unrealized part is the journal's equity samples' (the server's
+  ``/balance``); it is 0 after a close that leaves nothing of ours held, and a close
+  that leaves a trade held keeps the curve where it was (closing moves P&L from
+  unrealized to realized, not the equity) until the next sample. Without samples the
+  curve is the realized P&L alone (``drawdown_source`` ``"realized"``, else
+  ``"equity"``). It ends at ``realized_pl + unrealized_pl`` (an unknown UNREAL as 0).
+- ``max_drawdown``: the largest fall of the equity curve from a running peak, its
+  start included; of the accounts' curves summed for the total.
+- ``unrealized_pl``: the curve's unrealized part at its end (None: a trade held now
+  opened after the last sample); ``nav``: the last equity sample's NAV.
 - ``avg_hold_s``: mean of close time minus fill (or ack) time of the closed trades.
 - ``open_count``/``open_volume``: trades of ours still held (OPEN or CLOSING), now.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -23,6 +34,7 @@ from typing import Any
 from multirun.account.journal.reader import AccountLog, EquityPoint, JournalTrade
 
 TOTAL = "TOTAL"
+Points = tuple[tuple[float, float], ...]  # (Unix time, P&L), oldest first
 
 
 @dataclass(frozen=True)
@@ -49,7 +61,7 @@ class Stats:
     open_count: int
     open_volume: float
     nav: float | None  # the last equity sample's
-    unrealized_pl: float | None
+    unrealized_pl: float | None  # at the equity curve's end
     first_ts: float | None
     last_ts: float | None
 
@@ -57,24 +69,27 @@ class Stats:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class EquityCurve:
+    """An account's (or all accounts') P&L over the period, a step function."""
+
+    points: Points  # empty: nothing happened in the period
+    unrealized: float | None  # the unrealized part at the last point; None: unknown
+    source: str | None  # "equity" (samples used), "realized" (closes only), None
+
+
 def account_stats(log: AccountLog, since: float | None = None) -> Stats:
     """The statistics of one account's journal from ``since`` (None: all of it)."""
     equity = [p for p in log.equity if since is None or p.ts >= since]
-    drawdown, source = _account_drawdown(log.trades, equity, since)
-    return _stats(log.name, log.trades, since, drawdown, source, equity_last=[equity])
+    return _stats(log.name, log.trades, since, equity_curve(log, since), [equity])
 
 
 def total_stats(logs: Sequence[AccountLog], since: float | None = None) -> Stats:
-    """The statistics of every account together; the drawdown is the combined curve's."""
+    """The statistics of every account together; the drawdown is the summed curve's."""
     trades = [t for log in logs for t in log.trades]
     series = [[p for p in log.equity if since is None or p.ts >= since] for log in logs]
-    drawdown: float | None
-    source: str | None
-    if series and all(any(p.nav is not None for p in s) for s in series):
-        drawdown, source = max_drawdown(combined_equity(series)), "equity"
-    else:
-        drawdown, source = _realized_drawdown(trades, since)
-    return _stats(TOTAL, trades, since, drawdown, source, equity_last=series)
+    curve = combined_curve([equity_curve(log, since) for log in logs])
+    return _stats(TOTAL, trades, since, curve, series)
 
 
 def max_drawdown(values: Iterable[float]) -> float | None:
@@ -88,75 +103,127 @@ def max_drawdown(values: Iterable[float]) -> float | None:
     return worst
 
 
-def realized_curve(
-    trades: Iterable[JournalTrade], since: float | None = None
-) -> list[tuple[float, float]]:
-    """(close time, cumulative realized P&L) of the priced closed trades, from 0."""
-    closed = sorted(
-        (t for t in _closed(trades, since) if t.realized_pl is not None),
-        key=lambda t: t.closed_ts or 0.0,
-    )
-    total = 0.0
-    curve = []
-    for trade in closed:
-        total += trade.realized_pl or 0.0
-        curve.append((trade.closed_ts or 0.0, total))
-    return curve
+def equity_curve(log: AccountLog, since: float | None = None) -> EquityCurve:
+    """The account's equity curve over the period (see the module's docstring)."""
+    start = _period_start(log, since)
+    if start is None:
+        return EquityCurve((), None, None)
+    held = _Holdings(log.trades)
+    samples = [p for p in log.equity if p.unrealized_pl is not None]
+    unrealized = _unrealized_at_start(start, held, samples)
+    realized = 0.0
+    points = [(start, realized + (unrealized or 0.0))]
+    for ts, kind, amount in _events(log.trades, since, samples, start):
+        if kind == _SAMPLE:
+            unrealized = amount
+        else:
+            realized += amount
+            if not held.after(ts):
+                unrealized = 0.0
+            elif unrealized is not None and samples:  # the equity stays: P&L moves from
+                unrealized = points[-1][1] - realized  # unrealized to realized
+            else:
+                unrealized = None
+        points.append((ts, realized + (unrealized or 0.0)))
+    if _unmeasured(log.trades, samples):
+        unrealized = None
+    return EquityCurve(tuple(points), unrealized, "equity" if samples else "realized")
 
 
-def combined_equity(series: Sequence[Sequence[EquityPoint]]) -> list[float]:
-    """The sum of the accounts' NAVs at every sample time, each carried forward (and an
-    account not sampled yet counted at its first NAV, so a late start is no jump)."""
-    navs = [[(p.ts, p.nav) for p in s if p.nav is not None] for s in series]
-    navs = [n for n in navs if n]
-    if not navs:
-        return []
-    times = sorted({ts for n in navs for ts, _ in n})
-    index = [0] * len(navs)
-    current = [n[0][1] for n in navs]
-    out = []
-    for ts in times:
-        for i, points in enumerate(navs):
-            while index[i] < len(points) and points[index[i]][0] <= ts:
-                current[i] = points[index[i]][1]
-                index[i] += 1
-        out.append(sum(current))
-    return out
+_CLOSE, _SAMPLE = 0, 1  # at the same time, the close first: the worker samples after
 
 
-def _account_drawdown(
-    trades: Sequence[JournalTrade], equity: Sequence[EquityPoint], since: float | None
-) -> tuple[float | None, str | None]:
-    navs = [p.nav for p in equity if p.nav is not None]
-    if navs:
-        return max_drawdown(navs), "equity"
-    return _realized_drawdown(trades, since)
+def _events(
+    trades: Iterable[JournalTrade], since: float | None, samples: list[EquityPoint], start: float
+) -> list[tuple[float, int, float]]:
+    """(time, kind, amount) of the priced closes (their P&L) and the samples from
+    ``start`` (their unrealized P&L), oldest first."""
+    closes = [(t.closed_ts or 0.0, _CLOSE, t.realized_pl or 0.0) for t in _closed(trades, since)
+              if t.realized_pl is not None]  # fmt: skip
+    return sorted(closes + [(p.ts, _SAMPLE, p.unrealized_pl or 0.0) for p in samples
+                            if p.ts >= start])  # fmt: skip
 
 
-def _realized_drawdown(
-    trades: Iterable[JournalTrade], since: float | None
-) -> tuple[float | None, str | None]:
-    curve = realized_curve(trades, since)
-    if not curve:
-        return None, None
-    return max_drawdown([0.0] + [v for _, v in curve]), "realized"
+def _unrealized_at_start(start: float, held: _Holdings, samples: list[EquityPoint]) -> float | None:
+    """0 when nothing of ours is held at the start, else the last sample's before it."""
+    if not held.after(start):
+        return 0.0
+    before = [p for p in samples if p.ts < start]
+    return before[-1].unrealized_pl if before else None
+
+
+def _unmeasured(trades: Sequence[JournalTrade], samples: list[EquityPoint]) -> bool:
+    """A trade held now opened after the last sample: its unrealized P&L is unknown."""
+    opened = [t.opened_ts or t.created_ts for t in trades if t.is_held]
+    return bool(opened) and (not samples or samples[-1].ts < max(opened))
+
+
+def combined_curve(curves: Sequence[EquityCurve]) -> EquityCurve:
+    """The accounts' curves summed at every time any of them moves (an account counts at
+    its first value before its period starts)."""
+    drawn = [c for c in curves if c.points]
+    if not drawn:
+        return EquityCurve((), None, None)
+    times = sorted({ts for c in drawn for ts, _ in c.points})
+    points = tuple((ts, sum(value_at(c.points, ts) for c in drawn)) for ts in times)
+    known = [c.unrealized for c in drawn if c.unrealized is not None]
+    sources = {c.source for c in drawn}
+    return EquityCurve(points, sum(known) if known else None,
+                       "equity" if sources == {"equity"} else "realized")  # fmt: skip
+
+
+def value_at(points: Points, ts: float) -> float:
+    """The step curve's value at ``ts`` (its first value before it starts)."""
+    index = bisect_right(points, ts, key=lambda p: p[0])
+    return points[max(0, index - 1)][1]
+
+
+def period_trades(
+    logs: Sequence[AccountLog], since: float | None = None
+) -> list[tuple[str, JournalTrade]]:
+    """(account, trade) of the trades closed in the period and those still held, in the
+    order they opened."""
+    chosen = [
+        (log.name, t) for log in logs for t in log.trades if t.is_held or _closed_in(t, since)
+    ]
+    return sorted(chosen, key=lambda pair: pair[1].opened_ts or pair[1].created_ts)
+
+
+class _Holdings:
+    """How many trades of ours were held just after a moment (by the journal's times)."""
+
+    def __init__(self, trades: Iterable[JournalTrade]) -> None:
+        opened = [t for t in trades if t.opened_ts is not None and (t.is_held or t.is_closed)]
+        self.opens = sorted(t.opened_ts or 0.0 for t in opened)
+        self.closes = sorted(t.closed_ts for t in opened if t.is_closed and t.closed_ts)
+
+    def after(self, ts: float) -> int:
+        return bisect_right(self.opens, ts) - bisect_right(self.closes, ts)
+
+
+def _period_start(log: AccountLog, since: float | None) -> float | None:
+    """The first moment of the period that the journal knows of (an order created, a
+    trade closed, an equity sample); None when the period holds none."""
+    moments = [t.created_ts for t in log.trades]
+    moments += [t.closed_ts for t in log.trades if t.closed_ts is not None]
+    moments += [p.ts for p in log.equity]
+    inside = [m for m in moments if since is None or m >= since]
+    return min(inside) if inside else None
 
 
 def _closed(trades: Iterable[JournalTrade], since: float | None) -> list[JournalTrade]:
-    return [
-        t
-        for t in trades
-        if t.is_closed and (since is None or (t.closed_ts or t.created_ts) >= since)
-    ]
+    return [t for t in trades if _closed_in(t, since)]
+
+
+def _closed_in(trade: JournalTrade, since: float | None) -> bool:
+    return trade.is_closed and (since is None or (trade.closed_ts or trade.created_ts) >= since)
 
 
 def _stats(
     name: str,
     trades: Sequence[JournalTrade],
     since: float | None,
-    drawdown: float | None,
-    source: str | None,
-    *,
+    curve: EquityCurve,
     equity_last: Sequence[Sequence[EquityPoint]],
 ) -> Stats:
     created = [t for t in trades if since is None or t.created_ts >= since]
@@ -169,9 +236,9 @@ def _stats(
     held = [t for t in trades if t.is_held]
     lasts = [s[-1] for s in equity_last if s]
     navs = [p.nav for p in lasts if p.nav is not None]
-    unrealized = [p.unrealized_pl for p in lasts if p.unrealized_pl is not None]
     stamps = [t.created_ts for t in created] + [t.closed_ts for t in closed if t.closed_ts]
     stamps += [p.ts for s in equity_last for p in s]
+    known = curve.source == "equity" or bool(pls)  # else the curve is flat at 0: no figure
     return Stats(
         name=name,
         orders=len(created),
@@ -187,13 +254,13 @@ def _stats(
         expectancy=sum(pls) / len(pls) if pls else None,
         best_trade=max(pls) if pls else None,
         worst_trade=min(pls) if pls else None,
-        max_drawdown=drawdown,
-        drawdown_source=source,
+        max_drawdown=max_drawdown(v for _, v in curve.points) if known else None,
+        drawdown_source=curve.source if known else None,
         avg_hold_s=sum(holds) / len(holds) if holds else None,
         open_count=len(held),
         open_volume=sum(t.volume for t in held),
         nav=sum(navs) if navs and len(navs) == len(equity_last) else None,
-        unrealized_pl=sum(unrealized) if unrealized else None,
+        unrealized_pl=curve.unrealized,
         first_ts=min(stamps) if stamps else None,
         last_ts=max(stamps) if stamps else None,
     )

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
-import subprocess
-import tempfile
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from multirun import report
+from tests.conftest import wait_until
 from tests.report.test_stats import T0, add_equity, add_order, make_journal
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--hide-scrollbars", "--enable-logging=stderr", "--v=0",
-)  # fmt: skip
 
 
 def two_accounts(state: Path) -> None:
@@ -67,28 +65,63 @@ def test_html_fetches_nothing(tmp_path: Path) -> None:
     assert "<link" not in page.lower() and "<img" not in page.lower()
 
 
+TAB10_BLUE, TAB10_ORANGE = (31, 119, 180), (255, 127, 14)  # the two accounts' curves
+
+
+def near(pixel: tuple[int, int, int], colour: tuple[int, int, int], within: int = 24) -> bool:
+    return all(abs(a - b) <= within for a, b in zip(pixel, colour, strict=True))
+
+
+def count(image: Any, box: Sequence[float], test: Callable[[tuple[int, int, int]], bool]) -> int:
+    """How many pixels of ``box`` (x, y, width, height in CSS px = pixels) pass ``test``."""
+    x, y, w, h = (round(v) for v in box)
+    region = image.crop((x, y, x + w, y + h))
+    return sum(n for n, pixel in region.getcolors(maxcolors=max(1, w * h)) if test(pixel))
+
+
+_BOXES = """(() => { const box = e => { const r = e.getBoundingClientRect();
+  return [r.x, r.y, r.width, r.height]; };
+  return { chart: box(document.querySelector('.chart svg')),
+           trades: box(document.querySelector('table.trades')),
+           rows: [...document.querySelectorAll('table.trades tbody tr')].map(box),
+           texts: [...document.querySelectorAll('table.trades tbody tr')].map(r => r.innerText) };
+})()"""
+
+
 @pytest.mark.skipif(
     CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install -y chromium)"
 )
 @pytest.mark.process
 def test_html_renders_in_headless_chromium(tmp_path: Path) -> None:
+    """The page in a real browser: the curves drawn in the chart's box, and each trade a
+    row of the trades table, its text painted inside the screenshot."""
     from PIL import Image
+
+    from tests.web.cdp import Browser
 
     two_accounts(tmp_path)
     page = tmp_path / "r.html"
     report.run(tmp_path, html_path=page, echo=lambda _: None)
-    shot = tmp_path / "shot.png"
-    with tempfile.TemporaryDirectory() as profile:
-        done = subprocess.run(
-            [str(CHROMIUM), *_FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}",
-             "--window-size=1280,900", page.as_uri()],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-    assert shot.exists(), done.stderr[-2000:]
-    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
-    assert console == [], console
-    with Image.open(shot) as image:
-        assert image.size == (1280, 900)
-        colours = image.convert("RGB").getcolors(maxcolors=1_000_000) or []
-    # a blank page has one colour; the chart draws lines of several
-    assert len(colours) > 50
+    browser = Browser(width=1280, height=1700)
+    try:
+        browser.open(page.as_uri())
+        wait_until(lambda: browser.eval("document.readyState") == "complete", 20)
+        boxes = browser.eval(_BOXES)
+        shot = browser.screenshot()
+    finally:
+        browser.close()
+    (tmp_path / "shot.png").write_bytes(shot)  # to look at: pytest --basetemp=DIR
+    with Image.open(io.BytesIO(shot)) as raw:
+        image = raw.convert("RGB")
+    assert image.size == (1280, 1700)
+    for colour in (TAB10_BLUE, TAB10_ORANGE):  # the curves of alpha and beta
+        assert count(image, boxes["chart"], partial(near, colour=colour)) > 300, colour
+    # 6 closed trades and 1 open per account, all inside the window, each row painted
+    assert len(boxes["rows"]) == 14
+    assert sum(1 for t in boxes["texts"] if "alpha" in t) == 7
+    assert boxes["trades"][1] + boxes["trades"][3] <= 1700, "trades table below the window"
+    for row in boxes["rows"]:
+        assert count(image, row, lambda px: max(px) < 120) > 100  # its text, drawn
+    red = count(image, boxes["trades"], lambda px: near(px, (192, 57, 43), 40))
+    green = count(image, boxes["trades"], lambda px: near(px, (26, 127, 55), 40))
+    assert red > 50 and green > 50  # losses and gains coloured

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,14 @@ from multirun.account.journal.store import Journal
 from multirun.core.errors import JournalError, UsageError
 from multirun.core.statedir import StateDir
 from multirun.report import render
-from multirun.report.stats import TOTAL, account_stats, combined_equity, max_drawdown
+from multirun.report.stats import (
+    TOTAL,
+    EquityCurve,
+    account_stats,
+    combined_curve,
+    equity_curve,
+    max_drawdown,
+)
 
 T0 = 1_780_000_000.0
 _PRICE_COLUMNS = (
@@ -79,10 +87,12 @@ def add_order(
     db.close()
 
 
-def add_equity(path: Path, points: list[tuple[float, float]]) -> None:
+def add_equity(path: Path, points: Sequence[tuple[float, ...]]) -> None:
+    """Equity samples: (ts, nav) with no unrealized P&L, or (ts, nav, unrealized)."""
     db = sqlite3.connect(path)
     db.executemany(
-        "INSERT INTO equity (ts, nav, realized_pl, unrealized_pl) VALUES (?, ?, 0, 0)", points
+        "INSERT INTO equity (ts, nav, realized_pl, unrealized_pl) VALUES (?, ?, 0, ?)",
+        [(p[0], p[1], p[2] if len(p) > 2 else 0.0) for p in points],
     )
     db.commit()
     db.close()
@@ -123,21 +133,51 @@ def test_max_drawdown_known_answers() -> None:
     assert max_drawdown([0.0, -20.0, 10.0]) == 20.0
 
 
-def test_drawdown_from_equity_series_wins_over_realized(mixed: Path) -> None:
-    path = StateDir(mixed).account("alpha").journal
-    add_equity(path, [(T0, 1000.0), (T0 + 10, 1050.0), (T0 + 20, 980.0), (T0 + 30, 1100.0)])
-    stats = account_stats(read(path, "alpha"))
-    assert (stats.max_drawdown, stats.drawdown_source) == (70.0, "equity")
-    assert stats.nav == 1100.0 and stats.unrealized_pl == 0.0
+def test_equity_curve_starts_before_the_first_fill(tmp_path: Path) -> None:
+    """Issue 25: the first sample, after the fill, already shows the spread; the curve
+    and MAX DD start at 0 before the order, and the curve ends at the table's figures."""
+    path = make_journal(tmp_path, "spread")
+    add_order(path, "a", created=T0, opened=T0 + 1, closed=T0 + 60, pl=-14.77)
+    add_equity(path, [(T0 + 2, 999_985.61, -14.39), (T0 + 61, 999_985.23, 0.0)])
+    log = read(path, "spread")
+    assert equity_curve(log).points == (
+        (T0, 0.0), (T0 + 2, -14.39), (T0 + 60, -14.77), (T0 + 61, -14.77),
+    )  # fmt: skip
+    stats = account_stats(log)
+    assert (stats.max_drawdown, stats.drawdown_source) == (pytest.approx(14.77), "equity")
+    assert stats.realized_pl == -14.77 and stats.unrealized_pl == 0.0
+    assert stats.nav == 999_985.23
 
 
-def test_combined_equity_carries_each_account_forward() -> None:
-    from multirun.account.journal.reader import EquityPoint as P
+def test_a_close_that_leaves_a_trade_held_keeps_the_equity(tmp_path: Path) -> None:
+    path = make_journal(tmp_path, "two")
+    add_order(path, "a", created=T0, opened=T0 + 1, closed=T0 + 50, pl=-5.0)
+    add_order(path, "b", state="OPEN", created=T0 + 9, opened=T0 + 10)
+    add_equity(path, [(T0 + 20, 1000.0, -8.0), (T0 + 60, 1000.0, -2.0)])
+    curve = equity_curve(read(path, "two"))
+    # at the close: realized -5, the unrealized taken as -3 (the equity unchanged)
+    assert curve.points == ((T0, 0.0), (T0 + 20, -8.0), (T0 + 50, -8.0), (T0 + 60, -7.0))
+    assert curve.unrealized == -2.0
+    stats = account_stats(read(path, "two"))
+    assert stats.max_drawdown == 8.0 and stats.unrealized_pl == -2.0
 
-    a = [P(1, 100, None, None), P(3, 90, None, None)]
-    b = [P(2, 50, None, None), P(4, 70, None, None)]
-    # b counts at its first NAV before its first sample
-    assert combined_equity([a, b]) == [150, 150, 140, 160]
+
+def test_since_starts_at_the_unrealized_already_held(tmp_path: Path) -> None:
+    path = make_journal(tmp_path, "held")
+    add_order(path, "a", created=T0, opened=T0 + 1, closed=T0 + 300, pl=-12.0)
+    add_equity(path, [(T0 + 100, 1000.0, -4.0), (T0 + 250, 1000.0, -9.0)])
+    curve = equity_curve(read(path, "held"), since=T0 + 200)
+    # the period counts the trade closed in it whole (as REALIZED does), from -4
+    assert curve.points == ((T0 + 250, -4.0), (T0 + 250, -9.0), (T0 + 300, -12.0))
+
+
+def test_combined_curve_sums_each_account_carried_forward() -> None:
+    a = EquityCurve(((1.0, 0.0), (3.0, -10.0)), 0.0, "equity")
+    b = EquityCurve(((2.0, 0.0), (4.0, 20.0)), None, "realized")
+    total = combined_curve([a, b, EquityCurve((), None, None)])
+    # b counts at its first value before it starts
+    assert [v for _, v in total.points] == [0.0, 0.0, -10.0, 10.0]
+    assert (total.unrealized, total.source) == (0.0, "realized")
 
 
 def test_empty_journal(tmp_path: Path) -> None:
@@ -209,7 +249,7 @@ def test_since_filters_orders_closes_and_equity(mixed: Path) -> None:
     assert stats.orders == 4  # r2, r3, open, gone
     assert stats.trades_closed == 2 and stats.realized_pl == pytest.approx(15.0)
     assert stats.open_count == 1
-    assert stats.max_drawdown == 0.0  # only the 950 sample is in the period
+    assert stats.max_drawdown == 5.0  # from the period's start: 0, 0, +20, +15
     assert report.parse_since("2026-05-28") == pytest.approx(1_779_926_400.0)
     assert report.parse_since("2026-05-28T01:00+01:00") == pytest.approx(1_779_926_400.0)
     with pytest.raises(UsageError):
@@ -220,16 +260,17 @@ def test_total_sums_accounts_and_combines_drawdown(mixed: Path) -> None:
     beta = make_journal(mixed, "beta")
     add_order(beta, "b1", opened=T0 + 5, closed=T0 + 905, pl=-40.0)
     add_equity(StateDir(mixed).account("alpha").journal, [(T0, 1000.0), (T0 + 20, 1100.0)])
-    add_equity(beta, [(T0 + 10, 500.0), (T0 + 30, 420.0)])
+    add_equity(beta, [(T0 + 10, 500.0, -20.0), (T0 + 30, 420.0, -100.0)])
     built = report.build(mixed, configured=["beta", "alpha"])
     assert [r.name for r in built.rows] == ["beta", "alpha", TOTAL]
     total = built.rows[-1]
     assert total.trades_closed == 5 and total.realized_pl == pytest.approx(-5.0)
     assert total.win_rate == pytest.approx(2 / 5)
     assert total.profit_factor == pytest.approx(50.0 / 55.0)
-    # combined NAV: 1500, 1500, 1600, 1520 -> drawdown 80
-    assert (total.max_drawdown, total.drawdown_source) == (80.0, "equity")
-    assert total.nav == 1520.0
+    # alpha 0, 0, 0, 0, +30, +20, +40, +35, +35; beta 0, -20, -20, -100, ..., -40:
+    # summed 0, -20, -20, -100, -70, -80, -60, -65, -5 -> drawdown 100
+    assert (total.max_drawdown, total.drawdown_source) == (100.0, "equity")
+    assert total.nav == 1520.0 and total.unrealized_pl == 0.0
 
 
 def test_quote_priced_trades_are_noted(tmp_path: Path) -> None:
@@ -285,3 +326,61 @@ def test_cli_reads_the_config_state_dir_and_names(mixed: Path, tmp_path: Path) -
     assert done.output.splitlines()[1].startswith("alpha")
     done = runner.invoke(app, ["report", "--state-dir", str(mixed), "ghost"])
     assert done.exit_code == 2 and "no journal for ghost" in done.output
+
+
+MONEY_KEYS = frozenset((
+    "realized_pl", "gross_profit", "gross_loss", "expectancy", "best_trade", "worst_trade",
+    "max_drawdown", "nav", "unrealized_pl",
+))  # fmt: skip
+
+
+class Number(str):
+    """A JSON number's text, as written (``json.loads(parse_float=Number)``)."""
+
+
+def decimals(text: str) -> int:
+    return len(text.split(".")[1]) if "." in text and "e" not in text.lower() else 0
+
+
+def assert_no_raw_float(json_text: str, csv_text: str, price_places: dict[str, int]) -> None:
+    """Money at most 2 decimals (the account currency's, unknown: the cent), a price at
+    most its instrument's, anything else at most 4: no ``-14.769999999999998``."""
+    document = json.loads(json_text, parse_float=Number)
+    rows = [*document["accounts"], document["total"]]
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, Number):
+                assert decimals(value) <= (2 if key in MONEY_KEYS else 4), (key, value)
+    for trade in document["trades"]:
+        places = price_places[trade["instrument"]]
+        for key in ("open_price", "close_price"):
+            value = trade[key]
+            assert value is None or decimals(value) <= places, (trade["instrument"], value)
+        assert trade["realized_pl"] is None or decimals(trade["realized_pl"]) <= 2, trade
+    for row in csv.DictReader(io.StringIO(csv_text)):
+        for key, value in row.items():
+            assert decimals(value) <= (2 if key in MONEY_KEYS else 4), (key, value)
+
+
+def test_csv_and_json_hold_no_raw_float(tmp_path: Path) -> None:
+    path = make_journal(tmp_path, "noisy")
+    add_order(path, "a", opened=T0 + 1, closed=T0 + 7, pl=-14.769999999999998)
+    add_order(path, "b", opened=T0 + 9, closed=T0 + 20, pl=0.1 + 0.2)
+    add_order(path, "c", opened=T0 + 21, closed=T0 + 22.123456, pl=1 / 3)
+    add_equity(path, [(T0 + 5.55555, 999_985.2300000001, -14.390000000000001)])
+    db = sqlite3.connect(path)
+    db.execute("UPDATE orders SET instrument = 'EURUSD', fill_price = 1.0779700000000001,"
+               " close_price = 1.07787 WHERE order_ref = 'b'")  # fmt: skip
+    db.execute("UPDATE orders SET fill_price = 29122.180000000004 WHERE order_ref = 'a'")
+    db.commit()
+    db.close()
+    lines: list[str] = []
+    out = tmp_path / "r.csv"
+    report.run(tmp_path, json_output=True, csv_path=out, echo=lines.append)
+    assert "-14.769999999999998" not in lines[0] + out.read_text()
+    assert_no_raw_float(lines[0], out.read_text(), {"BTCUSD": 2, "EURUSD": 5})
+    trades = json.loads(lines[0])["trades"]
+    assert [(t["order_ref"], t["open_price"], t["realized_pl"]) for t in trades] == [
+        ("a", 29122.18, -14.77), ("b", 1.07797, 0.3), ("c", 100.0, 0.33),
+    ]  # fmt: skip
+    assert render.price_decimals(read(path, "noisy").trades) == {"BTCUSD": 2, "EURUSD": 5}
