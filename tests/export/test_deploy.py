@@ -403,6 +403,7 @@ def webhook() -> Iterator[Webhook]:
 
 
 @pytest.mark.process
+@pytest.mark.slow
 def test_run_account_serves_its_metrics_sends_its_alerts_and_notifies_systemd(
     sim: SimServer, webhook: Webhook, tmp_path: Path
 ) -> None:
