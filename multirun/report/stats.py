@@ -108,54 +108,63 @@ def equity_curve(log: AccountLog, since: float | None = None) -> EquityCurve:
     start = _period_start(log, since)
     if start is None:
         return EquityCurve((), None, None)
+    walk = _walk(log)
+    before = [state for state in walk if state[0] < start]
+    base, unrealized = (before[-1][1], before[-1][2]) if before else (0.0, 0.0)
+    points = [(start, unrealized or 0.0)]  # what was held at the start, as last estimated
+    for ts, realized, unrealized in walk[len(before) :]:
+        points.append((ts, realized - base + (unrealized or 0.0)))
+    if _unmeasured(log.trades, log.equity):
+        unrealized = None
+    return EquityCurve(tuple(points), unrealized, "equity" if _samples(log) else "realized")
+
+
+State = tuple[float, float, float | None]  # (time, realized P&L, unrealized P&L or None)
+_CLOSE, _SAMPLE = 0, 1  # at the same time, the close first: the worker samples after
+
+
+def _walk(log: AccountLog) -> list[State]:
+    """The journal's whole history, one state after each priced close and each sample."""
     held = _Holdings(log.trades)
-    samples = [p for p in log.equity if p.unrealized_pl is not None]
-    unrealized = _unrealized_at_start(start, held, samples)
+    samples = _samples(log)
     realized = 0.0
-    points = [(start, realized + (unrealized or 0.0))]
-    for ts, kind, amount in _events(log.trades, since, samples, start):
+    unrealized: float | None = 0.0
+    states: list[State] = []
+    for ts, kind, amount in _events(log.trades, samples):
         if kind == _SAMPLE:
             unrealized = amount
         else:
+            before = realized + (unrealized or 0.0)
             realized += amount
             if not held.after(ts):
                 unrealized = 0.0
             elif unrealized is not None and samples:  # the equity stays: P&L moves from
-                unrealized = points[-1][1] - realized  # unrealized to realized
+                unrealized = before - realized  # unrealized to realized
             else:
                 unrealized = None
-        points.append((ts, realized + (unrealized or 0.0)))
-    if _unmeasured(log.trades, samples):
-        unrealized = None
-    return EquityCurve(tuple(points), unrealized, "equity" if samples else "realized")
-
-
-_CLOSE, _SAMPLE = 0, 1  # at the same time, the close first: the worker samples after
+        states.append((ts, realized, unrealized))
+    return states
 
 
 def _events(
-    trades: Iterable[JournalTrade], since: float | None, samples: list[EquityPoint], start: float
+    trades: Iterable[JournalTrade], samples: Sequence[EquityPoint]
 ) -> list[tuple[float, int, float]]:
-    """(time, kind, amount) of the priced closes (their P&L) and the samples from
-    ``start`` (their unrealized P&L), oldest first."""
-    closes = [(t.closed_ts or 0.0, _CLOSE, t.realized_pl or 0.0) for t in _closed(trades, since)
-              if t.realized_pl is not None]  # fmt: skip
-    return sorted(closes + [(p.ts, _SAMPLE, p.unrealized_pl or 0.0) for p in samples
-                            if p.ts >= start])  # fmt: skip
+    """(time, kind, amount) of the priced closes (their P&L) and the samples (their
+    unrealized P&L), oldest first."""
+    closes = [(t.closed_ts or 0.0, _CLOSE, t.realized_pl or 0.0) for t in trades
+              if t.is_closed and t.realized_pl is not None]  # fmt: skip
+    return sorted(closes + [(p.ts, _SAMPLE, p.unrealized_pl or 0.0) for p in samples])
 
 
-def _unrealized_at_start(start: float, held: _Holdings, samples: list[EquityPoint]) -> float | None:
-    """0 when nothing of ours is held at the start, else the last sample's before it."""
-    if not held.after(start):
-        return 0.0
-    before = [p for p in samples if p.ts < start]
-    return before[-1].unrealized_pl if before else None
+def _samples(log: AccountLog) -> list[EquityPoint]:
+    return [p for p in log.equity if p.unrealized_pl is not None]
 
 
-def _unmeasured(trades: Sequence[JournalTrade], samples: list[EquityPoint]) -> bool:
+def _unmeasured(trades: Sequence[JournalTrade], samples: Sequence[EquityPoint]) -> bool:
     """A trade held now opened after the last sample: its unrealized P&L is unknown."""
     opened = [t.opened_ts or t.created_ts for t in trades if t.is_held]
-    return bool(opened) and (not samples or samples[-1].ts < max(opened))
+    measured = [p.ts for p in samples if p.unrealized_pl is not None]
+    return bool(opened) and (not measured or measured[-1] < max(opened))
 
 
 def combined_curve(curves: Sequence[EquityCurve]) -> EquityCurve:
@@ -165,7 +174,8 @@ def combined_curve(curves: Sequence[EquityCurve]) -> EquityCurve:
     if not drawn:
         return EquityCurve((), None, None)
     times = sorted({ts for c in drawn for ts, _ in c.points})
-    points = tuple((ts, sum(value_at(c.points, ts) for c in drawn)) for ts in times)
+    first = (times[0], sum(c.points[0][1] for c in drawn))  # before any same-time move
+    points = (first, *((ts, sum(value_at(c.points, ts) for c in drawn)) for ts in times))
     known = [c.unrealized for c in drawn if c.unrealized is not None]
     sources = {c.source for c in drawn}
     return EquityCurve(points, sum(known) if known else None,

@@ -176,7 +176,10 @@ def test_combined_curve_sums_each_account_carried_forward() -> None:
     b = EquityCurve(((2.0, 0.0), (4.0, 20.0)), None, "realized")
     total = combined_curve([a, b, EquityCurve((), None, None)])
     # b counts at its first value before it starts
-    assert [v for _, v in total.points] == [0.0, 0.0, -10.0, 10.0]
+    assert [v for _, v in total.points] == [0.0, 0.0, 0.0, -10.0, 10.0]
+    # a first close at the start's very time: the sum still starts at the starts' values
+    c = EquityCurve(((1.0, 0.0), (1.0, -7.0)), 0.0, "equity")
+    assert combined_curve([c, b]).points[:2] == ((1.0, 0.0), (1.0, -7.0))
     assert (total.unrealized, total.source) == (0.0, "realized")
 
 
