@@ -8,7 +8,7 @@ tick-lateness histograms) and ``multirun dashboard`` on it. Then three windows, 
 after the other, in the same run:
 
 1. ``baseline``: the dashboard serves, no page is open;
-2. ``pages``: ``--pages`` clients each do what an open page does every second: fetch
+2. ``pages``: ``--pages`` clients each do what an open page does every ``POLL_MS``: fetch
    ``/api/fleet``, and the log tail and trades of the account it has selected;
 3. ``baseline2``: no page again (how much the figures move by themselves: the noise).
 
@@ -45,6 +45,7 @@ from bench.scale import ACCOUNT  # noqa: E402  (the same accounts as the scale b
 from multirun.core import procutil  # noqa: E402
 from multirun.core.statedir import StateDir  # noqa: E402
 from multirun.sim import SimConfig, SimServer  # noqa: E402
+from multirun.web.server import POLL_MS  # noqa: E402
 
 MODES = ("baseline", "pages", "baseline2")
 
@@ -80,7 +81,7 @@ class Pages:
     def _page(self, name: str) -> None:
         session = requests.Session()
         paths = ["api/fleet", f"api/accounts/{name}/logs", f"api/accounts/{name}/trades"]
-        while not self.stop.wait(1.0):
+        while not self.stop.wait(POLL_MS / 1000):  # as often as the page polls
             for path in paths:
                 session.get(self.url + path, timeout=5).raise_for_status()
                 self.count += 1

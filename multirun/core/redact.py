@@ -77,6 +77,14 @@ def mask_fields(text: str) -> str:
     return _SECRET_FIELD.sub(rf"\g<1>{MASK}", text)
 
 
+# From this many secrets on, a text is first checked for any secret's first characters
+# (one pass building every window of the text) before each secret is searched for: with
+# hundreds of secrets and short lines (the supervisor's) that pass is cheaper than the
+# searches; with a few secrets, the searches (C substring search) are cheaper than
+# building the windows, by far on long texts (the dashboard's documents: 4.4 -> 0.3 ms).
+PREFILTER_FROM = 64
+
+
 class Redactor:
     """Masks a fixed set of secret values, and every secret field, in text.
 
@@ -109,7 +117,7 @@ class Redactor:
         return len(self.secrets[0]) - 1 if self.secrets else 0
 
     def __call__(self, text: str) -> str:
-        if self._long and self._may_hold_one(text):
+        if self._long and (len(self._long) < PREFILTER_FROM or self._may_hold_one(text)):
             for secret in self._long:
                 if secret in text:
                     text = text.replace(secret, MASK)

@@ -12,16 +12,15 @@ no config (:mod:`multirun.ops.locate` finds the state directory) and imports no 
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import io
 import os
 import re
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -52,13 +51,19 @@ def parse(text: str, source: str, last_ts: float = 0.0, seq: int = 0) -> Entry:
     if match is None:  # not written by the router (e.g. cut by a crash): keep it, in place
         return Entry(last_ts, source, "stderr", text, seq)
     stamp, millis, word, rest = match.groups()
-    ts = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S")) + int(millis) / 1000
+    ts = _utc_seconds(stamp) + int(millis) / 1000
     if word == SUPERVISOR:  # the supervisor's event (in supervisor.log, or about an account)
         return Entry(ts, SUPERVISOR, SUPERVISOR, rest, seq)
     if source == SUPERVISOR:  # a service's line: "<name> <stream> <line>"
         stream, _, line = rest.partition(" ")
         return Entry(ts, word, stream, line, seq)
     return Entry(ts, source, word, rest, seq)
+
+
+def _utc_seconds(stamp: str) -> float:
+    """``YYYY-MM-DDTHH:MM:SS`` (UTC) as epoch seconds; fromisoformat, not strptime: a
+    tenth of the cost, and ``logs`` and the dashboard parse every line they show."""
+    return datetime.fromisoformat(stamp).replace(tzinfo=UTC).timestamp()
 
 
 @dataclass

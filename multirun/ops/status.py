@@ -19,7 +19,7 @@ import json
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -63,6 +63,11 @@ class AccountStatus:
     nav: float | None = None
     unrealized_pl: float | None = None
     realized_pl_today: float | None = None
+    # What needs a look (the worker's own words): orders whose fate is unknown, and the
+    # guardrail refusing new opens now.
+    uncertain_orders: list[str] | None = None
+    blocked_by: str | None = None
+    strategy: str | None = None
 
 
 @dataclass
@@ -81,7 +86,7 @@ class Snapshot:
                 "running": self.running,
                 "config": self.config,
             },
-            "accounts": [asdict(a) for a in self.accounts],
+            "accounts": [_shallow(a) for a in self.accounts],
             "left_open": list(self.left_open),
             "file_problem": self.file_problem,
             "exit_code": self.exit_code(),
@@ -94,6 +99,11 @@ class Snapshot:
             return EXIT_NOT_RUNNING
         held = [a for a in self.accounts if a.supervised and a.note != DISABLED]
         return 0 if all(a.state == State.RUNNING for a in held) else EXIT_SOME_NOT_RUNNING
+
+
+def _shallow(row: AccountStatus) -> dict[str, Any]:
+    """``row`` as a dict (its values are JSON already: no deep copy as ``asdict`` makes)."""
+    return {f.name: getattr(row, f.name) for f in fields(row)}
 
 
 EXIT_SOME_NOT_RUNNING = 3
@@ -197,6 +207,9 @@ def merge(
         nav=worker.get("nav"),
         unrealized_pl=worker.get("unrealized_pl"),
         realized_pl_today=worker.get("realized_pl_today"),
+        uncertain_orders=[str(ref) for ref in worker.get("uncertain_orders") or ()],
+        blocked_by=worker.get("blocked_by"),
+        strategy=worker.get("strategy"),
     )
 
 

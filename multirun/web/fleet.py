@@ -20,18 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from multirun.account import final_report
 from multirun.account.journal import reader
 from multirun.core.clock import iso_ms
 from multirun.core.errors import JournalError
 from multirun.core.redact import Redactor
 from multirun.core.statedir import StateDir
-from multirun.core.statefiles import read_worker_status
 from multirun.core.states import State
 from multirun.ops import locate, logs_view
 from multirun.ops import status as fleet_status
 
-STATUS_TTL_S = 0.5  # pages poll every second: one read of the state files serves them all
-JOURNAL_TTL_S = 5.0  # the sparkline and today's orders may lag a few seconds
+STATUS_TTL_S = 1.5  # pages poll every 2 s: one read of the state files serves them all
+JOURNAL_TTL_S = 5.0  # today's orders and trades may lag a few seconds
+EQUITY_TTL_S = 15.0  # the worker samples its equity every 15 s: no use reading it sooner
 LOG_LINES = 200
 LOG_TAIL_BYTES = 256 * 1024  # enough for 200 lines of any sane length
 SPARK_POINTS = 60
@@ -53,6 +54,7 @@ class AccountFacts:
 class _Cached:
     at: float
     value: Any
+    stamp: object = None  # what the value was read from (a journal's files), if known
 
 
 class Fleet:
@@ -90,17 +92,28 @@ class Fleet:
     def logs(self, name: str) -> list[dict[str, Any]]:
         """Account ``name``'s last :data:`LOG_LINES` log lines, oldest first."""
         self._known(name)
-        return self._cached(f"logs:{name}", STATUS_TTL_S, lambda: self._tail(name))
+        log = self.layout.account(name).log
+        return self._cached(
+            f"logs:{name}", STATUS_TTL_S, lambda: self._tail(name), stamp=lambda: _file_stamp(log)
+        )
 
     def trades(self, name: str) -> list[dict[str, Any]]:
         """Account ``name``'s journaled orders of today (UTC) and any still held."""
         self._known(name)
-        log = self._journal(name)
-        if log is None:
-            return []
-        start = self._midnight()
-        today = [t for t in log.trades if t.is_held or max(_times(t)) >= start]
-        return [_trade_row(t) for t in reversed(today)]
+
+        def rows() -> list[dict[str, Any]]:
+            log = self._journal(name)
+            if log is None:
+                return []
+            start = self._midnight()
+            today = [t for t in log.trades if t.is_held or max(_times(t)) >= start]
+            return [_trade_row(t) for t in reversed(today)]
+
+        stamp = self._journal_stamp(name)
+        result: list[dict[str, Any]] = self._cached(
+            f"trades:{name}", JOURNAL_TTL_S, rows, stamp=stamp
+        )
+        return result
 
     # --- building --------------------------------------------------------------------
 
@@ -111,32 +124,27 @@ class Fleet:
     def _build_view(self) -> dict[str, Any]:
         status = self.status()
         rows = [self._row(a) for a in status["accounts"]]
-        return {
+        view = {
             "supervisor": status["supervisor"],
             "accounts": rows,
             "totals": _totals(rows),
             "banners": self._banners(status, rows),
             "generated_utc": iso_ms(self.clock()),
         }
+        return _masked(view, self.redact)  # once, over the whole page's document
 
     def _row(self, account: dict[str, Any]) -> dict[str, Any]:
         name = account["name"]
         info = self.accounts.get(name)
-        worker = read_worker_status(self.layout.account(name))
-        log = self._journal(name)
-        start = self._midnight()
-        equity = [p.nav for p in log.equity if p.nav is not None and p.ts >= start] if log else []
-        row = {
-            **account,
-            "strategy": info.strategy if info else worker.get("strategy"),
+        return {
+            **account,  # status --json's row: the worker's state, positions, P&L, uncertain
+            "strategy": info.strategy if info else account.get("strategy"),
             "instrument": info.instrument if info else None,
             "on_stop": info.on_stop if info else None,
-            "uncertain_orders": [str(r) for r in worker.get("uncertain_orders") or ()],
-            "blocked_by": worker.get("blocked_by"),
-            "orders_today": sum(1 for t in log.trades if t.created_ts >= start) if log else None,
-            "equity": _thin(equity, SPARK_POINTS),
+            "uncertain_orders": account.get("uncertain_orders") or [],
+            "orders_today": self._orders_today(name),
+            "equity": self._sparkline(name),
         }
-        return _masked(row, self.redact)
 
     def _banners(self, status: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, str]]:
         """What needs a look: trades left open, uncertain orders, a guardrail breach or a
@@ -159,7 +167,7 @@ class Fleet:
         if 0 <= free < DISK_LOW_BYTES:
             text = f"disk nearly full: {free // (1024 * 1024)} MB free for {self.layout.path}"
             out.append(_banner("disk", text))
-        return _masked(out, self.redact)
+        return out
 
     def _tail(self, name: str) -> list[dict[str, Any]]:
         path = self.layout.account(name).log
@@ -185,15 +193,50 @@ class Fleet:
             )
         return out
 
-    def _journal(self, name: str) -> reader.AccountLog | None:
+    def _journal(self, name: str, ttl_s: float = JOURNAL_TTL_S) -> reader.AccountLog | None:
         def read() -> reader.AccountLog | None:
-            try:
-                return reader.read(self.layout.account(name).journal, name)
+            path = self.layout.account(name).journal
+            try:  # today's orders and those held: not weeks of history at every refresh
+                return reader.read(path, name, since=self._midnight(), with_equity=False)
             except JournalError:
                 return None
 
-        result: reader.AccountLog | None = self._cached(f"journal:{name}", JOURNAL_TTL_S, read)
+        stamp = self._journal_stamp(name)
+        result: reader.AccountLog | None = self._cached(f"journal:{name}", ttl_s, read, stamp=stamp)
         return result
+
+    def _orders_today(self, name: str) -> int | None:
+        """How many orders the journal holds since 0:00 UTC (None: no journal)."""
+
+        def count() -> int | None:
+            log = self._journal(name, EQUITY_TTL_S)  # the selected account's is fresher
+            start = self._midnight()
+            return None if log is None else sum(1 for t in log.trades if t.created_ts >= start)
+
+        stamp = self._journal_stamp(name)
+        result: int | None = self._cached(f"orders:{name}", EQUITY_TTL_S, count, stamp=stamp)
+        return result
+
+    def _sparkline(self, name: str) -> list[float]:
+        """Today's NAV, thinned to :data:`SPARK_POINTS` once per read of the journal."""
+
+        def read() -> list[float]:
+            path = self.layout.account(name).journal
+            try:
+                navs = reader.nav_series(path, name, self._midnight()) if path.is_file() else []
+            except JournalError:
+                return []
+            return _thin([nav for _ts, nav in navs], SPARK_POINTS)
+
+        stamp = self._journal_stamp(name)
+        result: list[float] = self._cached(f"spark:{name}", EQUITY_TTL_S, read, stamp=stamp)
+        return result
+
+    def _journal_stamp(self, name: str) -> Callable[[], object]:
+        """The journal's files as they are (an idle account's journal does not change:
+        its reads are reused, not repeated), and the day (today's view starts at 0:00)."""
+        path = self.layout.account(name).journal
+        return lambda: (final_report.signature(path), self._midnight())
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -205,15 +248,29 @@ class Fleet:
         now = self.clock()
         return now - now % DAY_S
 
-    def _cached(self, key: str, ttl_s: float, make: Callable[[], Any]) -> Any:
+    def _cached(
+        self,
+        key: str,
+        ttl_s: float,
+        make: Callable[[], Any],
+        *,
+        stamp: Callable[[], object] | None = None,
+    ) -> Any:
+        """``make()``, at most every ``ttl_s``; with ``stamp``, not even then while what
+        it was made from is unchanged."""
         # One lock for every key: a miss is a few file reads, and concurrent pages then
         # wait for one read instead of all doing it.
         with self._lock:
             now = time.monotonic()
             hit = self._cache.get(key)
-            if hit is None or now - hit.at >= ttl_s:
-                hit = self._cache[key] = _Cached(now, make())
-            return hit.value
+            if hit is not None and now - hit.at < ttl_s:
+                return hit.value
+            current = None if stamp is None else stamp()
+            if hit is not None and current is not None and current == hit.stamp:
+                hit.at = now
+                return hit.value
+            self._cache[key] = _Cached(now, make(), current)
+            return self._cache[key].value
 
 
 def _banner(kind: str, text: str) -> dict[str, str]:
@@ -272,6 +329,15 @@ def _masked(document: Any, redact: Redactor) -> Any:
     text = json.dumps(document)
     masked = redact(text)
     return document if masked == text else json.loads(masked)
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """A file's identity and extent: a rotated or appended log has another."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _disk_free(path: Path) -> int:

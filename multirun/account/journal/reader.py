@@ -86,19 +86,42 @@ class AccountLog:
     has_prices: bool  # the journal has the price columns (a newer journal)
 
 
-def read(path: Path, name: str) -> AccountLog:
-    """The journal at ``path`` read once, read-only; JournalError if it cannot be read."""
+def read(
+    path: Path, name: str, *, since: float | None = None, with_equity: bool = True
+) -> AccountLog:
+    """The journal at ``path`` read once, read-only; JournalError if it cannot be read.
+
+    ``since`` (a timestamp): only the orders created or closed since then, those still
+    held, and the equity points since then: a live view of today need not read weeks of
+    history (the dashboard refreshes every few seconds). ``with_equity=False``: no equity
+    series (:func:`nav_series` reads a light one)."""
     if not path.is_file():
         raise JournalError(f"{name}: no journal at {path}")
     try:
         with _open_ro(path) as db:
             columns = _columns(db, "orders")
-            trades = _trades(db, columns) if columns else ()
-            equity = _equity(db) if _columns(db, "equity") else ()
+            trades = _trades(db, columns, since) if columns else ()
+            equity = _equity(db, since) if with_equity and _columns(db, "equity") else ()
     except sqlite3.Error as error:
         raise JournalError(f"{name}: cannot read {path}: {error}") from None
     has_prices = "realized_pl" in columns
     return AccountLog(name, trades, equity, has_prices)
+
+
+def nav_series(path: Path, name: str, since: float) -> list[tuple[float, float]]:
+    """(ts, nav) of the equity points since ``since``, oldest first: a sparkline's data,
+    without building a row object per point (a day at one point every 15 s is 5,760)."""
+    try:
+        with _open_ro(path) as db:
+            if "nav" not in _columns(db, "equity"):
+                return []
+            rows = db.execute(
+                "SELECT ts, nav FROM equity WHERE ts >= ? AND nav IS NOT NULL ORDER BY ts",
+                (since,),
+            )
+            return [(float(ts), float(nav)) for ts, nav in rows]
+    except sqlite3.Error as error:
+        raise JournalError(f"{name}: cannot read {path}: {error}") from None
 
 
 @contextlib.contextmanager
@@ -115,9 +138,18 @@ def _columns(db: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
 
 
-def _trades(db: sqlite3.Connection, columns: set[str]) -> tuple[JournalTrade, ...]:
+def _trades(
+    db: sqlite3.Connection, columns: set[str], since: float | None
+) -> tuple[JournalTrade, ...]:
     wanted = [c for c in _BASE] + [c for c in _OPTIONAL if c in columns]
-    rows = db.execute(f"SELECT {', '.join(wanted)} FROM orders ORDER BY created_ts, rowid")
+    where, params = "", tuple[object, ...]()
+    if since is not None:
+        recent = "created_ts >= ?" + (" OR closed_ts >= ?" if "closed_ts" in columns else "")
+        held = ", ".join("?" * len(HELD))
+        where = f" WHERE {recent} OR state IN ({held})"
+        params = (since,) * recent.count("?") + tuple(HELD)
+    select = f"SELECT {', '.join(wanted)} FROM orders{where} ORDER BY created_ts, rowid"
+    rows = db.execute(select, params)
     out = []
     for values in rows:
         row = dict(zip(wanted, values, strict=True))
@@ -144,12 +176,16 @@ def _trades(db: sqlite3.Connection, columns: set[str]) -> tuple[JournalTrade, ..
     return tuple(out)
 
 
-def _equity(db: sqlite3.Connection) -> tuple[EquityPoint, ...]:
+def _equity(db: sqlite3.Connection, since: float | None) -> tuple[EquityPoint, ...]:
     columns = _columns(db, "equity")
     wanted = [c for c in ("nav", "realized_pl", "unrealized_pl") if c in columns]
     select = ", ".join(["ts", *wanted])
     points = []
-    for values in db.execute(f"SELECT {select} FROM equity WHERE ts IS NOT NULL ORDER BY ts"):
+    rows = db.execute(
+        f"SELECT {select} FROM equity WHERE ts IS NOT NULL AND ts >= ? ORDER BY ts",
+        (float("-inf") if since is None else since,),
+    )
+    for values in rows:
         row = dict(zip(["ts", *wanted], values, strict=True))
         points.append(
             EquityPoint(
