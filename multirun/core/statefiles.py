@@ -15,6 +15,7 @@ a reader (files written by older versions lack newer fields), hence ``total=Fals
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any, TypedDict, cast
 
 from multirun.core.procutil import read_json, write_json_atomic
@@ -32,6 +33,11 @@ class ProcessEntry(TypedDict, total=False):
     last_error: str | None
     next_start_utc: str | None  # when a BACKOFF child starts again
     note: str | None
+
+
+# Where a reader gets each account's process entry: supervisor.json's ``accounts`` by
+# default, or a process of its own (``run-account`` under systemd has no supervisor).
+ProcessEntries = Callable[[], Mapping[str, ProcessEntry]]
 
 
 class LeftOpenEntry(TypedDict, total=False):

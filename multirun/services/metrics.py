@@ -19,7 +19,7 @@ from __future__ import annotations
 import platform
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -68,13 +68,21 @@ STATUS_GAUGES = {
 
 
 class StateDirCollector(Collector):
-    """Reads a state directory at each scrape (see the module docstring)."""
+    """Reads a state directory at each scrape (see the module docstring). ``processes``:
+    each account's process entry; by default ``supervisor.json``'s (``run-account``
+    under systemd or Kubernetes has no supervisor: it gives its own)."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(
+        self, state_dir: Path, *, processes: statefiles.ProcessEntries | None = None
+    ) -> None:
         self.layout = StateDir(state_dir)
+        self.processes = processes or self._supervised
+
+    def _supervised(self) -> Mapping[str, ProcessEntry]:
+        return statefiles.read_supervisor(self.layout).get("accounts") or {}
 
     def collect(self) -> Iterator[Metric]:
-        accounts = statefiles.read_supervisor(self.layout).get("accounts") or {}
+        accounts = self.processes()
         build = GaugeMetricFamily(
             "multirun_build_info", "multirun's version.", labels=["version", "python"]
         )

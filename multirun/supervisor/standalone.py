@@ -14,10 +14,9 @@ beside the worker, never in its way:
 - systemd (``Type=notify``): ``READY=1`` once the account is up, ``WATCHDOG=1`` at each of
   its heartbeats (:mod:`multirun.core.sdnotify`).
 
-The collector and the watcher take an account's process state from a ``supervisor.json``.
-The state directory's own belongs to a supervisor (and N units share one state directory),
-so this process writes its entry into a private directory (0700, removed at the end) that
-also links to the account's real directory: they read what a supervisor's children read.
+The collector and the watcher read the state directory as a supervisor's children do,
+but take the account's process entry (its state, its pid) from this process, not from a
+``supervisor.json``: there is no supervisor, and N units may share one state directory.
 """
 
 from __future__ import annotations
@@ -25,11 +24,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from pathlib import Path
 
 from multirun.account import process as account_process
 from multirun.account.process import ServerStarter
@@ -95,27 +92,30 @@ def metrics_address(runner: RunnerSpec, name: str, listen: str | None) -> Metric
 
 
 class _Services:
-    """The metrics server and the alerts thread of one account, and the private
-    ``supervisor.json`` they read (see the module docstring)."""
+    """The metrics server and the alerts thread of one account, and the process entry
+    they read of it (see the module docstring)."""
 
     def __init__(self, runner: RunnerSpec, name: str, metrics: MetricsSpec | None) -> None:
         self.runner = runner
         self.name = name
         self.metrics = metrics
         self.stack = contextlib.ExitStack()
-        self.view: StateDir | None = None
+        self.layout = StateDir(runner.state_dir)
+        self.entry: statefiles.ProcessEntry = _entry(State.STARTING)
         self.alerts: _Alerts | None = None
+
+    def processes(self) -> Mapping[str, statefiles.ProcessEntry]:
+        return {self.name: self.entry}
 
     def __enter__(self) -> _Services:
         if self.metrics is None and not self.runner.notify:
             return self
         with contextlib.ExitStack() as stack:
-            self.view = stack.enter_context(_view(self.runner, self.name))
-            self._save(State.STARTING)
             if self.metrics is not None:
-                stack.enter_context(_metrics_server(self.metrics, self.view))
+                stack.enter_context(_metrics_server(self.metrics, self.layout, self.processes))
             if self.runner.notify:
-                self.alerts = stack.enter_context(_Alerts(self.runner, self.name, self.view))
+                alerts = _Alerts(self.runner, self.name, self.layout, self.processes)
+                self.alerts = stack.enter_context(alerts)
             self.stack = stack.pop_all()
         return self
 
@@ -123,32 +123,22 @@ class _Services:
         self.stack.close()
 
     def up(self) -> None:
-        self._save(State.RUNNING)
+        self.entry = _entry(State.RUNNING)
 
     def fatal(self, why: str) -> None:
         if self.alerts is not None:
             self.alerts.fatal(why)
 
-    def _save(self, state: State) -> None:
-        if self.view is None:
-            return
-        entry: statefiles.ProcessEntry = {"state": state, "pid": os.getpid(), "restarts": 0}
-        with contextlib.suppress(OSError):  # the services then show the account as unknown
-            statefiles.write_supervisor(self.view, {"accounts": {self.name: entry}})
+
+def _entry(state: State) -> statefiles.ProcessEntry:
+    """This process as a supervisor would describe it (no restarts: the engine counts)."""
+    return {"state": state, "pid": os.getpid(), "restarts": 0}
 
 
 @contextlib.contextmanager
-def _view(runner: RunnerSpec, name: str) -> Iterator[StateDir]:
-    """A private directory: a ``supervisor.json`` of ours and a link to the account's."""
-    real = StateDir(runner.state_dir).account(name).path
-    real.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"multirun-{name}-") as folder:
-        (Path(folder) / name).symlink_to(real.resolve(), target_is_directory=True)
-        yield StateDir(Path(folder))
-
-
-@contextlib.contextmanager
-def _metrics_server(spec: MetricsSpec, view: StateDir) -> Iterator[None]:
+def _metrics_server(
+    spec: MetricsSpec, layout: StateDir, processes: statefiles.ProcessEntries
+) -> Iterator[None]:
     """``/metrics`` in a thread; a port that cannot be bound is said, and trading goes on
     (Prometheus then shows the target down: ``up == 0``)."""
     from prometheus_client import CollectorRegistry, start_http_server
@@ -156,7 +146,7 @@ def _metrics_server(spec: MetricsSpec, view: StateDir) -> Iterator[None]:
     from multirun.services.metrics import StateDirCollector
 
     registry = CollectorRegistry()
-    registry.register(StateDirCollector(view.path))
+    registry.register(StateDirCollector(layout.path, processes=processes))
     try:
         server, thread = start_http_server(spec.port, addr=spec.host, registry=registry)
     except OSError as exc:
@@ -177,14 +167,16 @@ def _metrics_server(spec: MetricsSpec, view: StateDir) -> Iterator[None]:
 class _Alerts:
     """This account's ``notify:`` events, polled every second in a thread."""
 
-    def __init__(self, runner: RunnerSpec, name: str, view: StateDir) -> None:
+    def __init__(
+        self, runner: RunnerSpec, name: str, layout: StateDir, processes: statefiles.ProcessEntries
+    ) -> None:
         from multirun.services.notify import deliver, service
         from multirun.services.notify.events import Watcher
 
         self.runner = runner
         self.name = name
-        self.view = view
-        self.watcher = Watcher(view, [name])
+        self.layout = layout
+        self.watcher = Watcher(layout, [name], processes=processes)
         self.deliverer = deliver.Deliverer.for_targets(
             runner.notify, service.secrets_of(runner), config=str(runner.path)
         )
@@ -207,7 +199,7 @@ class _Alerts:
         self.thread.join(timeout=self.poll_s + 5)
         self._guarded(self.watcher.poll)
         account = self.runner.account(self.name)
-        self._guarded(lambda: [e for e in [left_open(self.view, [account])] if e is not None])
+        self._guarded(lambda: [e for e in [left_open(self.layout, [account])] if e is not None])
         if not self.deliverer.close(self.final_s):
             _say(f"warning: notify: stopped with messages not sent (deadline {self.final_s:g} s)")
 

@@ -20,6 +20,7 @@ from multirun.config.specs import AccountSpec
 from multirun.core import statefiles
 from multirun.core.clock import iso_ms
 from multirun.core.statedir import StateDir
+from multirun.core.statefiles import ProcessEntry
 from multirun.core.states import State
 
 BACKOFF_AFTER = 3  # BACKOFF is told once an account has been restarted this many times
@@ -71,8 +72,11 @@ class Watcher:
         *,
         clock: Callable[[], float] = time.time,
         backoff_after: int = BACKOFF_AFTER,
+        processes: statefiles.ProcessEntries | None = None,
     ) -> None:
         self.layout = layout
+        # each account's process entry: supervisor.json's, or run-account's own
+        self.processes = processes or self._supervised
         self.names = list(names)
         self.clock = clock
         self.backoff_after = backoff_after
@@ -82,13 +86,16 @@ class Watcher:
         self.statuses: dict[str, Mapping[str, Any]] = {}  # the last status.json read
         self.day = utc_day(clock())
 
+    def _supervised(self) -> Mapping[str, ProcessEntry]:
+        return statefiles.read_supervisor(self.layout).get("accounts") or {}
+
     def poll(self) -> list[Event]:
         now = self.clock()
         events: list[Event] = []
         if utc_day(now) != self.day:
             events.append(self.summary(now))
             self.day = utc_day(now)
-        procs = statefiles.read_supervisor(self.layout).get("accounts") or {}
+        procs = self.processes()
         for name in self.names:
             status = statefiles.read_worker_status(self.layout.account(name))
             events.extend(self.account(name, procs.get(name) or {}, status, now))
