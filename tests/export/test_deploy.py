@@ -316,12 +316,14 @@ def test_a_secret_template_with_only_optional_names_is_valid_filled_in(tmp_path:
         kubernetes_validate.validate(yaml.safe_load(text), K8S_VERSION, strict=True)
 
 
-@pytest.mark.process
 # installed with the test extras, beside this interpreter (on PATH or not)
 K8S_VALIDATE = shutil.which("kubernetes-validate", path=str(Path(sys.executable).parent))
 
 
-@pytest.mark.skipif(K8S_VALIDATE is None, reason="kubernetes-validate missing (pip install '.[test]')")
+@pytest.mark.process
+@pytest.mark.skipif(
+    K8S_VALIDATE is None, reason="kubernetes-validate missing (pip install .[test])"
+)
 def test_kubernetes_validate_strict_accepts_every_manifest_with_the_secret_filled_in(
     k8s: Path,
 ) -> None:
