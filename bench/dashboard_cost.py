@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 
-from bench.metrics_cost import HZ, lateness, quantile  # noqa: E402
+from bench.metrics_cost import HZ, lateness, quantile, ratio  # noqa: E402
 from bench.procstat import cpu_ticks, descendants  # noqa: E402
 from bench.scale import ACCOUNT  # noqa: E402  (the same accounts as the scale bench)
 from multirun.core import procutil  # noqa: E402
@@ -188,10 +188,6 @@ def run(n: int, page_count: int, window: float, workdir: Path, url: str) -> dict
             dashboard.wait(timeout=30)
         supervisor.send_signal(signal.SIGTERM)
         supervisor.wait(timeout=120)
-
-
-def ratio(a: float | None, b: float | None) -> str:
-    return "-" if not a or not b else f"{a / b:.2f}"
 
 
 def report(figures: dict[str, Figures], n: int, pages: int, window: float) -> str:
