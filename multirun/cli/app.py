@@ -154,6 +154,12 @@ def sim(
     huge_mb: Annotated[
         str, typer.Option(help="Decompressed size of a huge reply, MiB.", metavar="N")
     ] = "8",
+    rate_limit_rate: Annotated[
+        str, typer.Option(help="Share of 429 replies (Retry-After), nothing executed.", metavar="R")
+    ] = "0",
+    retry_after_s: Annotated[
+        str, typer.Option(help="The Retry-After of a 429, seconds.", metavar="S")
+    ] = "1",
     partial_listing_rate: Annotated[
         str, typer.Option(help="Share of trade listings missing some/all trades.", metavar="R")
     ] = "0",

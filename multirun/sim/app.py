@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import math
 import random
 import threading
 from collections import Counter
@@ -45,6 +46,7 @@ class Reply:
     drop: bool = False  # close the connection without answering
     trickle_s: float = 0.0  # > 0: write the reply one byte every this many seconds
     encoding: str = ""  # Content-Encoding of body ("gzip"), if any
+    headers: tuple[tuple[str, str], ...] = ()  # further headers (a 429's Retry-After)
 
 
 def json_reply(status: int, body: object) -> Reply:
@@ -56,6 +58,13 @@ def _huge(reply: Reply, size: int) -> Reply:
     body = reply.body.rstrip()
     padded = body[:-1] + b" " * max(0, size - len(body)) + body[-1:]
     return Reply(reply.status, gzip.compress(padded, compresslevel=6), encoding="gzip")
+
+
+def _throttled(retry_after_s: float) -> Reply:
+    """A 429 telling the client to wait ``retry_after_s`` (whole seconds, rounded up)."""
+    fail = ApiFail(429, "too many requests")
+    seconds = str(math.ceil(retry_after_s))
+    return Reply(429, json.dumps(fail.body()).encode(), headers=(("Retry-After", seconds),))
 
 
 class SimStats:
@@ -198,6 +207,8 @@ class SimApp:
         if kind == "error":
             fail = ApiFail(decision.error_status, "simulated server error")
             return json_reply(fail.status, fail.body())
+        if kind == "rate_limit":
+            return _throttled(decision.retry_after_s)
         if kind == "revoke":
             self.broker.revoke(str(params.get("token")))
         reply = self._run(handler, params)

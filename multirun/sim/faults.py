@@ -2,7 +2,7 @@
 
 One uniform draw per request picks at most one of the rate faults, in this
 order: ``drop``, ``error``, ``revoke``, ``malformed``, ``slow_success``,
-``trickle``, ``huge``, then the kinds that mislead (``partial_listing``,
+``trickle``, ``huge``, ``rate_limit``, then the kinds that mislead (``partial_listing``,
 ``missing_ref``, ``late_exec``, ``refuse_after_exec``; the rates stack: their sum is
 capped at 1). A kind drawn for an endpoint it does not apply to does nothing. The
 misleading kinds' own choices come from a second generator, so the draws of a seed
@@ -14,6 +14,7 @@ of that.
 - error: a 5xx reply (500, 502, 503 or 504); nothing executed.
 - revoke: the caller's token is revoked and the reply is the 401 of a revoked
   token; nothing executed. Only requests carrying a token can draw it.
+- rate_limit: a 429 reply with a ``Retry-After: retry_after_s`` header; nothing executed.
 - malformed: executed, but the 200 reply body is cut short (not valid JSON).
 - slow_success: executed, but the reply is held back for ``slow_success_ms``.
 - trickle: executed, but the whole reply (status line, headers and body) is written
@@ -53,6 +54,7 @@ RATE_FIELDS = (
     "slow_success_rate",
     "trickle_rate",
     "huge_rate",
+    "rate_limit_rate",
     "partial_listing_rate",
     "missing_ref_rate",
     "late_exec_rate",
@@ -66,6 +68,7 @@ KIND_OF_RATE = {
     "slow_success_rate": "slow_success",
     "trickle_rate": "trickle",
     "huge_rate": "huge",
+    "rate_limit_rate": "rate_limit",
     "partial_listing_rate": "partial_listing",
     "missing_ref_rate": "missing_ref",
     "late_exec_rate": "late_exec",
@@ -79,6 +82,7 @@ MISLEADING_ENDPOINTS = {
 }
 MAX_HUGE_MB = 1024.0
 MAX_LATE_EXEC_S = 30.0
+MAX_RETRY_AFTER_S = 86_400.0  # a day: what a throttled client is told to wait, at most
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,8 @@ class FaultSettings:
     trickle_ms: float = 1000.0  # the pace of a trickling reply: one byte per this
     huge_rate: float = 0.0
     huge_mb: float = 8.0  # the decompressed size of a huge reply
+    rate_limit_rate: float = 0.0
+    retry_after_s: float = 1.0  # the Retry-After of a rate_limit reply, whole seconds
     partial_listing_rate: float = 0.0
     missing_ref_rate: float = 0.0
     late_exec_rate: float = 0.0
@@ -127,6 +133,8 @@ class FaultSettings:
                 raise ValueError(f"{f.name} must be at most {MAX_MS:g} (a day)")
             if f.name == "huge_mb" and value > MAX_HUGE_MB:
                 raise ValueError(f"huge_mb must be at most {MAX_HUGE_MB:g}")
+            if f.name == "retry_after_s" and value > MAX_RETRY_AFTER_S:
+                raise ValueError(f"retry_after_s must be at most {MAX_RETRY_AFTER_S:g}")
             if f.name == "late_exec_s" and value > MAX_LATE_EXEC_S:
                 raise ValueError(f"late_exec_s must be at most {MAX_LATE_EXEC_S:g}")
 
@@ -157,6 +165,7 @@ class FaultDecision:
     hold_s: float = 0.0
     trickle_s: float = 0.0  # trickle: seconds per byte
     huge_bytes: int = 0  # huge: the padded body's size
+    retry_after_s: float = 0.0  # rate_limit: the Retry-After header's seconds
     late_s: float = 0.0  # late_exec: how late the order is taken on
     late_ack: bool = False  # late_exec: the reply comes (late) rather than being dropped
     sub_seed: int = 0  # the misleading kinds' own choices (which trades) are drawn from it
@@ -202,6 +211,7 @@ class FaultInjector:
             hold_s=s.slow_success_ms / 1000.0,
             trickle_s=s.trickle_ms / 1000.0,
             huge_bytes=int(s.huge_mb * 1024 * 1024),
+            retry_after_s=s.retry_after_s,
             late_s=s.late_exec_s,
             late_ack=late_ack,
             sub_seed=sub_seed,

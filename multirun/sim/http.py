@@ -174,6 +174,8 @@ class _SimHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/json")
             if reply.encoding:
                 self.send_header("Content-Encoding", reply.encoding)
+            for name, value in reply.headers:
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(reply.body)))
             self.end_headers()
             self.wfile.write(reply.body)

@@ -10,7 +10,14 @@ import math
 from pathlib import Path
 
 from multirun.core.errors import UsageError
-from multirun.sim.faults import MAX_HUGE_MB, MAX_LATE_EXEC_S, MAX_MS, RATE_FIELDS, FaultSettings
+from multirun.sim.faults import (
+    MAX_HUGE_MB,
+    MAX_LATE_EXEC_S,
+    MAX_MS,
+    MAX_RETRY_AFTER_S,
+    RATE_FIELDS,
+    FaultSettings,
+)
 from multirun.sim.server import SimConfig
 
 RATE_FLAGS = RATE_FIELDS  # one flag per fault kind, in the order faults.py lists them
@@ -58,7 +65,7 @@ def config_from_options(
     if not host.strip():
         raise UsageError("--host: must not be empty")
     defaults = FaultSettings()  # flags not given (callers from before a kind existed)
-    named = (*RATE_FLAGS, *MS_FLAGS, "huge_mb", "late_exec_s", "late_exec_ack")
+    named = (*RATE_FLAGS, *MS_FLAGS, "huge_mb", "late_exec_s", "late_exec_ack", "retry_after_s")
     faults = {n: faults.get(n, str(getattr(defaults, n))) for n in named}
     settings: dict[str, object] = {
         **{name: _number(name, faults[name], high=1.0) for name in RATE_FLAGS},
@@ -66,6 +73,7 @@ def config_from_options(
         "huge_mb": _number("huge_mb", faults["huge_mb"], high=MAX_HUGE_MB),
         "late_exec_s": _number("late_exec_s", faults["late_exec_s"], high=MAX_LATE_EXEC_S),
         "late_exec_ack": _number("late_exec_ack", faults["late_exec_ack"], high=1.0),
+        "retry_after_s": _number("retry_after_s", faults["retry_after_s"], high=MAX_RETRY_AFTER_S),
         "one_token_per_user": bool(one_token_per_user),
     }
     ttl = _number("token_ttl", token_ttl, high=MAX_TOKEN_TTL_S)

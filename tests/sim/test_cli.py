@@ -138,3 +138,10 @@ def test_serve_refuses_other_threads() -> None:
     thread.start()
     thread.join(timeout=5)
     assert len(errors) == 1
+
+
+def test_rate_limit_flags_become_the_config() -> None:
+    config = config_from_options(**{**DEFAULTS, "rate_limit_rate": "0.5", "retry_after_s": "5"})
+    assert (config.faults.rate_limit_rate, config.faults.retry_after_s) == (0.5, 5)
+    with pytest.raises(UsageError, match="--retry-after-s"):
+        config_from_options(**{**DEFAULTS, "retry_after_s": "-1"})

@@ -209,3 +209,15 @@ def test_new_fault_kinds_keep_the_seeded_draws(sim_factory) -> None:
         FaultSettings(trickle_rate=2.0)
     with pytest.raises(ValueError):
         FaultSettings(huge_mb=5000.0)
+
+
+def test_rate_limit_replies_429_with_retry_after_and_executes_nothing(sim_factory) -> None:
+    caller = faulty(sim_factory, rate_limit_rate=1.0, retry_after_s=3600)
+    reply = caller.post("open_order", **ORDER)
+    assert reply.status_code == 429 and reply.headers["Retry-After"] == "3600"
+    assert reply.json()["status"] == "FAIL"
+    assert caller.sim.ledger() == []
+    assert caller.sim.stats()["faults_injected"] == {"rate_limit": 1}
+    assert caller.sim.faults()["retry_after_s"] == 3600
+    with pytest.raises(ValueError):
+        FaultSettings(retry_after_s=-1)
