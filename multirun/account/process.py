@@ -16,11 +16,13 @@ strategy code: the supervisor runs it for an account whose worker is gone.
 Both first take the host-wide account lock (:mod:`multirun.account.ownership`): one process per
 server account. Deterministic failures exit :data:`~multirun.core.errors.EXIT_FATAL` (78) with
 one line, so the supervisor does not restart them: the strategy cannot be imported or
-built, the API key is refused (401/403 from ``/session``), the account is traded by
-another process (its lock held here; or, across machines, trades of ours this worker
-never sent keep appearing: HALTED). A journal or lock deleted while running (a removed
-state directory) halts the worker. An unreachable server is the normal exit (restarted
-with backoff), its line naming the URL and the cause (refused, DNS, TLS, timeout).
+built, the API key is refused (401/403 from ``/session``), the server forbids the
+account (a 403 from any endpoint, at start-up or in a tick: its reason in the line), the
+account is traded by another process (its lock held here; or, across machines, trades
+of ours this worker never sent keep appearing: HALTED). A journal or lock deleted while
+running (a removed state directory) halts the worker. An unreachable server is the
+normal exit (restarted with backoff), its line naming the URL and the cause (refused,
+DNS, TLS, timeout).
 """
 
 from __future__ import annotations
@@ -270,6 +272,8 @@ def _run(worker: Worker, name: str, url: str) -> int:
     try:
         return worker.run()
     except AuthError as exc:
+        if exc.status == 403:  # forbidden (an account not available): no retry changes that
+            raise FatalError(f"account {name}: refused by {_safe(url)}: {exc}") from None
         if exc.endpoint != "session":
             raise
         raise FatalError(f"account {name}: API key refused by {_safe(url)}: {exc}") from None

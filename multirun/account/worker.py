@@ -55,6 +55,7 @@ from multirun.core.errors import (
     EXIT_API,
     EXIT_OK,
     ApiError,
+    AuthError,
     Interrupted,
     JournalError,
     MultirunError,
@@ -96,6 +97,14 @@ class Orphaned(BaseException):  # a control-flow signal, like KeyboardInterrupt
 
 class StoppedReconciling(BaseException):  # a control-flow signal, like KeyboardInterrupt
     """SIGTERM/SIGINT during start-up reconciliation with nothing journaled: unwind now."""
+
+
+class Forbidden(BaseException):  # a control-flow signal: the ticker must not swallow it
+    """A 403 during a tick: unwinds the ticker; :meth:`Worker.run` raises ``error``."""
+
+    def __init__(self, error: AuthError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class StrategyTimeout(MultirunError):
@@ -225,6 +234,8 @@ class Worker:
             return self.finish()
         except Orphaned:
             return self.orphaned()
+        except Forbidden as forbidden:  # FATAL (see account.process): no on_stop either
+            raise forbidden.error from None
 
     def _reconcile_or_stop(self) -> None:
         self.reconciling = True
@@ -335,6 +346,11 @@ class Worker:
             self.failures = 0
         except Interrupted:
             log.info("tick %d cut short by the stop request", tick.number)
+        except AuthError as exc:
+            if exc.status == 403:  # the server forbids this account: no retry changes that
+                self.forbidden(exc)
+                raise Forbidden(exc) from None
+            self._failed(exc)
         except Exception as exc:  # a failed tick is counted and logged, never a crash
             self._failed(exc)
         finally:
@@ -401,6 +417,14 @@ class Worker:
         )
         if reason is not None:
             self.halt(reason)
+
+    def forbidden(self, exc: AuthError) -> None:
+        """A 403: the worker ends (FATAL, exit 78); status says why, our trades stay
+        journaled (a server that forbids the account would refuse closing them too)."""
+        self.state = State.STOPPED
+        self.last_error = self._text(one_line(exc))
+        log.error("account forbidden by the server: %s; stopping", self.last_error)
+        self.write_status(force=True)
 
     def _text(self, text: str) -> str:
         """Text that may quote a server, fit to record: secrets and their fragments masked."""

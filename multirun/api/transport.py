@@ -472,8 +472,8 @@ def request_outcome(error: BaseException | None) -> str:
 def _status_error(endpoint: str, status: int, detail: str) -> ApiError:
     text = f"{endpoint}: HTTP {status}"
     if status in (401, 403):
-        return AuthError(f"{text} (credentials or token refused){detail}",
-                         endpoint=endpoint, status=status)  # fmt: skip
+        why = "forbidden" if status == 403 else "credentials or token refused"
+        return AuthError(f"{text} ({why}){detail}", endpoint=endpoint, status=status)
     if status == 429:
         return RateLimitError(f"{text} (throttled){detail}", endpoint=endpoint, status=status)
     if status >= 500:

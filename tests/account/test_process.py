@@ -297,3 +297,22 @@ def test_the_account_process_does_not_import_the_simulator() -> None:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.process
+def test_an_account_the_server_forbids_is_fatal_at_once(sim_factory: Any, tmp_path: Path) -> None:
+    # A 403 ("account not available") is the server's final word: exit 78 (FATAL, never
+    # restarted) on the first refusal, its reason in one line, nothing sent.
+    alice = {"user": "alice", "api_key": "alice-key", "accounts": {"livetest": ["OTHER"]}}
+    sim = sim_factory(accounts={"users": [alice]})
+    log = tmp_path / "worker.log"
+    proc = bench.start_worker(config(tmp_path), sim.base_url, log)
+    try:
+        code = proc.wait(timeout=20)
+    finally:
+        proc.kill()
+    last = log.read_text().strip().splitlines()[-1]
+    assert code == EXIT_FATAL, log.read_text()
+    assert "account ACC-1 is not available in livetest" in last and "HTTP 403" in last
+    assert sim.stats()["requests"].get("opened_trades", 0) <= 1  # asked once, not retried
+    assert sim.ledger() == []
