@@ -49,6 +49,7 @@ from multirun.account.reconcile import DEFAULT_TIMING, Listings, Reconciler, Tim
 from multirun.account.status_file import StatusFile
 from multirun.account.ticker import StopFlag, Tick, Ticker
 from multirun.api.models import Bar, OrderAck, Quote
+from multirun.api.transport import is_retryable
 from multirun.config.specs import AccountSpec, RunnerSpec
 from multirun.core.clock import SYSTEM_CLOCK, Clock, iso_ms, iso_of
 from multirun.core.errors import (
@@ -60,6 +61,7 @@ from multirun.core.errors import (
     JournalError,
     MultirunError,
     OrderUncertain,
+    RateLimitError,
     one_line,
 )
 from multirun.core.redact import Redactor
@@ -71,6 +73,9 @@ from multirun.strategies.context import Decision, OpenTrade, StrategyContext
 log = logging.getLogger("multirun.worker")
 
 ORPHANED = "orphaned"  # the stop reason when the supervisor is gone
+# Start-up reconciliation refused for a passing reason (a session token refused after its
+# renewal, throttling): retried after these pauses, doubling from the first to the last.
+START_BACKOFF_S = (1.0, 30.0)
 
 
 class Client(Listings, Protocol):
@@ -176,6 +181,8 @@ class Worker:
         self.order_failures = 0  # consecutive failed orders (no-op ticks do not reset it)
         self.status_failures = 0  # consecutive ticks whose status could not be written
         self.blocked: tuple[str, str] | None = None  # the guardrail blocking opens: kind, why
+        # Until when (clock time) the server asked us to send nothing (a 429's Retry-After)
+        self.throttled_until: float | None = None
         self._ordering = False  # in execute(): a failure now is a failed order
         self._redactor = Redactor([spec.api_key.reveal()])
         self.last_error: str | None = None
@@ -242,7 +249,7 @@ class Worker:
         try:
             if self.stop.is_set() and self.stop.reason != ORPHANED:
                 raise StoppedReconciling()
-            self.reconcile()
+            self._reconcile_until_answered()
         except (MultirunError, Interrupted) as exc:
             if self.stop.is_set():  # on_stop reconciles again, within the stop deadline
                 log.info("stop requested while reconciling (%s): on_stop next", one_line(exc))
@@ -253,6 +260,57 @@ class Worker:
             raise
         finally:
             self.reconciling = False
+
+    def _reconcile_until_answered(self) -> None:
+        """:meth:`reconcile`; refused for a passing reason (a token refused even after its
+        renewal, a 429), retried with backoff (and at least the server's Retry-After), as
+        a tick would be, until it succeeds or a stop is requested."""
+        attempt = 0
+        while True:
+            try:
+                self.reconcile()
+                self.last_error = None
+                return
+            except (AuthError, RateLimitError) as exc:
+                if not is_retryable(exc) or self.stop.is_set():
+                    raise
+                error: AuthError | RateLimitError = exc
+            first, longest = START_BACKOFF_S
+            delay = min(longest, first * 2**attempt)
+            attempt += 1
+            if isinstance(error, RateLimitError) and error.retry_after_s is not None:
+                self._throttle(error.retry_after_s)
+                delay = max(delay, error.retry_after_s)
+            self.last_error = self._text(one_line(error))
+            log.warning("start-up reconciliation: %s; retrying in %.1f s (attempt %d)",
+                        self.last_error, delay, attempt + 1)  # fmt: skip
+            self.write_status(force=True)
+            if self._pause(delay):
+                raise error  # stop requested: on_stop next (see _reconcile_or_stop)
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` on the clock, beating the heartbeat; True if stop was requested."""
+        beat = alarm.heartbeat_every(self.runner.watchdog_timeout_s)
+        end = self.clock.monotonic() + seconds
+        while (left := end - self.clock.monotonic()) > 0:
+            if self.clock.wait(self.stop, min(left, beat)):
+                return True
+            self.heartbeat()
+        return self.stop.is_set()
+
+    def _throttle(self, seconds: float) -> None:
+        """The server asked for ``seconds`` without requests: no tick sends any until then."""
+        until = self.clock.time() + seconds
+        self.throttled_until = max(until, self.throttled_until or until)
+        log.warning("server asked us to wait %g s (Retry-After): sending nothing until %s",
+                    seconds, iso_ms(self.throttled_until))  # fmt: skip
+
+    def _throttled(self, now: float) -> bool:
+        """Whether the server's Retry-After still holds at ``now`` (clock time)."""
+        if self.throttled_until is not None and now >= self.throttled_until:
+            self.throttled_until = None
+            log.info("the server's Retry-After has passed: sending again")
+        return self.throttled_until is not None
 
     def reconcile(self) -> None:
         """Settle the journal against the server before the first tick; a new journal
@@ -274,6 +332,7 @@ class Worker:
         """After a stop request (between ticks): on_stop, final status, exit code."""
         code = EXIT_OK
         if self.spec.on_stop == "close":
+            self._await_throttle()
             with self._busy():
                 outcome = self.close_all()
             if not outcome.ok:
@@ -290,6 +349,24 @@ class Worker:
         self.state = State.STOPPED
         self.write_status(force=True)
         return code
+
+    def _await_throttle(self) -> None:
+        """Before on_stop's close: the rest of a Retry-After, if it ends before the close
+        must be done (the stop deadline); past it, the close is tried at once."""
+        if not self._throttled(self.clock.time()) or self.throttled_until is None:
+            return
+        left = self.throttled_until - self.clock.time()
+        began = self.stop.set_at if self.stop.set_at is not None else time.monotonic()
+        deadline = began + self.runner.stop_timeout_s * STOP_MARGIN
+        if time.monotonic() + left >= deadline:
+            log.warning("the server's Retry-After ends after the stop deadline: closing now")
+            return
+        log.info("on_stop close: waiting %.1f s first, as the server asked (Retry-After)", left)
+        beat = alarm.heartbeat_every(self.runner.watchdog_timeout_s)
+        end = time.monotonic() + left
+        while (rest := end - time.monotonic()) > 0 and self.stop.reason != ORPHANED:
+            time.sleep(min(rest, beat))  # the stop flag is set: its wait would not wait
+            self.heartbeat()
 
     def stopped_reconciling(self) -> int:
         log.info("stopped before the first tick: our trades stay journaled for the next start")
@@ -326,6 +403,9 @@ class Worker:
         self.last_tick = tick.started
         if self.state == State.HALTED:
             self.write_status(force=True)  # its only work: its ticks still show
+            return
+        if self._throttled(tick.started):  # the server asked for quiet: not one request
+            self.write_status()
             return
         try:
             # Writes that protect no order (prices, listed times, the strategy's state)
@@ -402,6 +482,8 @@ class Worker:
             self.heartbeat()
 
     def _failed(self, exc: Exception) -> None:
+        if isinstance(exc, RateLimitError) and exc.retry_after_s is not None:
+            self._throttle(exc.retry_after_s)
         self.failures += 1
         if self._ordering:
             self.order_failures += 1
@@ -584,6 +666,7 @@ class Worker:
             uncertain_orders=sorted(self.reconciler.uncertain),
             open_on_server=self.reconciler.open_on_server,
             blocked_by=None if self.blocked is None else self.blocked[1],
+            throttled_until_utc=iso_ms(self.throttled_until),
             stop_reason=self.stop.reason,
         )
         status.update(self.pricing.status())  # positions, nav, unrealized_pl, realized_pl_today

@@ -18,8 +18,11 @@
   carry URLs too: :func:`multirun.core.redact.install_log_redaction` masks them.
 - **Retries.** :meth:`RequestSender.retrying` repeats a read on NetworkError, ServerError,
   RateLimitError and ProtocolError with exponential backoff and full jitter, until a
-  deadline. Nothing here repeats a write. :func:`is_retryable` says which failures are
-  worth repeating an idempotent call for (callers that retry on their own use it).
+  deadline. A 429's ``Retry-After`` (seconds or an HTTP date) is honoured: the pause is at
+  least that long, and when it would end past the deadline the RateLimitError is raised at
+  once, carrying it (``retry_after_s``) for the caller to keep to. Nothing here repeats a
+  write. :func:`is_retryable` says which failures are worth repeating an idempotent call
+  for (callers that retry on their own use it).
 - **Total deadline, size cap.** Every request has a total deadline (``request_deadline_s``,
   30 s by default) covering connect, request, headers and the whole body, enforced by
   :mod:`multirun.api.request_deadline`'s watchdog; when it passes, the error is the same
@@ -169,11 +172,13 @@ class Request:
 
 @dataclass(frozen=True)
 class RawReply:
-    """A reply as it came: its status, its body (decompressed), its Date if asked for."""
+    """A reply as it came: its status, its body (decompressed), its Date if asked for,
+    and a 429's Retry-After in seconds (None when absent or unreadable)."""
 
     status: int
     body: bytes
     date: datetime | None = None
+    retry_after_s: float | None = None
 
 
 class Transport(Protocol):
@@ -250,7 +255,9 @@ class HttpTransport:
             raise NotConnected(f"{endpoint}: {failure} (nothing sent)", endpoint=endpoint)
         if failure:
             raise NetworkError(f"{endpoint}: {failure}", endpoint=endpoint)
-        return RawReply(status, body, _date_header(headers) if request.dated else None)
+        date = _date_header(headers) if request.dated else None
+        wait = retry_after(headers.get("Retry-After")) if status == 429 else None
+        return RawReply(status, body, date, wait)
 
 
 class RequestSender:
@@ -377,7 +384,7 @@ class RequestSender:
         timeout = (self.connect_timeout, read_timeout or self.read_timeout)
         total = min(self.request_deadline_s, deadline_s or self.request_deadline_s)
         reply = self.transport.handle(Request(method, endpoint, payload, timeout, total, dated))
-        return self._decode(endpoint, reply.status, reply.body), reply.date
+        return self._decode(endpoint, reply), reply.date
 
     def _beat(self) -> None:
         if self._heartbeat is None:
@@ -393,8 +400,9 @@ class RequestSender:
         """``once(read_timeout, total_s)`` until it succeeds, raises something not worth
         repeating, or the next attempt would start after ``deadline`` (monotonic). Pauses
         are drawn uniformly from [0, min(2 s, 0.05 s * 2**attempt)] (exponential backoff,
-        full jitter); each attempt's read timeout and total deadline are capped by the
-        time left. A set interrupt ends a pause at once with Interrupted."""
+        full jitter), and last at least a 429's Retry-After; each attempt's read timeout and
+        total deadline are capped by the time left. A set interrupt ends a pause at once
+        with Interrupted."""
         attempt = 0
         while True:
             left = max(deadline - self._clock.monotonic(), 0.2)
@@ -404,6 +412,8 @@ class RequestSender:
                 error: ApiError = retryable
             attempt += 1
             delay = self._rng.uniform(0.0, min(2.0, 0.05 * 2**attempt))
+            if isinstance(error, RateLimitError) and error.retry_after_s is not None:
+                delay = max(delay, error.retry_after_s)  # the server's word on pacing
             if self._clock.monotonic() + delay >= deadline:
                 raise error
             stop = self.interrupted(f"{error}")
@@ -420,10 +430,11 @@ class RequestSender:
             problem = self._server_text(str(bad))  # it may quote a key the server chose
         raise ProtocolError(f"{endpoint}: malformed reply: {problem}", endpoint=endpoint)
 
-    def _decode(self, endpoint: str, status: int, body: bytes) -> Json:
+    def _decode(self, endpoint: str, raw: RawReply) -> Json:
         """The JSON object of a 200 reply; every other status mapped to its error."""
+        status, body = raw.status, raw.body
         if status != 200:
-            raise _status_error(endpoint, status, self._detail(body))
+            raise _status_error(endpoint, status, self._detail(body), raw.retry_after_s)
         reply, ok = _json(body)
         if not ok or not isinstance(reply, dict):
             raise ProtocolError(f"{endpoint}: HTTP 200 reply is not a JSON object",
@@ -469,13 +480,17 @@ def request_outcome(error: BaseException | None) -> str:
     return "dropped"  # interrupted by a stop, or cut short otherwise
 
 
-def _status_error(endpoint: str, status: int, detail: str) -> ApiError:
+def _status_error(
+    endpoint: str, status: int, detail: str, retry_after_s: float | None = None
+) -> ApiError:
     text = f"{endpoint}: HTTP {status}"
     if status in (401, 403):
         why = "forbidden" if status == 403 else "credentials or token refused"
         return AuthError(f"{text} ({why}){detail}", endpoint=endpoint, status=status)
     if status == 429:
-        return RateLimitError(f"{text} (throttled){detail}", endpoint=endpoint, status=status)
+        asked = "" if retry_after_s is None else f"; Retry-After {retry_after_s:g} s"
+        return RateLimitError(f"{text} (throttled{asked}){detail}", endpoint=endpoint,
+                              status=status, retry_after_s=retry_after_s)  # fmt: skip
     if status >= 500:
         return ServerError(f"{text} (server error){detail}", endpoint=endpoint, status=status)
     if 400 <= status < 500:
@@ -505,3 +520,19 @@ def _date_header(headers: Any) -> datetime | None:
     except (TypeError, ValueError, IndexError):
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (a number of seconds, or an HTTP date
+    compared with ``now``, default the wall clock); None when absent or unreadable."""
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        moment = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())

@@ -73,7 +73,19 @@ class AuthError(ApiError):
 
 
 class RateLimitError(ApiError):
-    """The server throttled us (HTTP 429)."""
+    """The server throttled us (HTTP 429); ``retry_after_s``: how long its Retry-After
+    header asked us to wait before the next request (None when it did not say)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str = "",
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, endpoint=endpoint, status=status)
+        self.retry_after_s = retry_after_s
 
 
 class ServerError(ApiError):

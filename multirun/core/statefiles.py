@@ -57,6 +57,9 @@ class SupervisorFile(TypedDict, total=False):
     updated_utc: str
     stopping: bool
     stop_timeout_s: float
+    # while stopping: when every child will be gone at the latest (`multirun stop` waits
+    # for it, plus a margin for the final report); None otherwise
+    stop_deadline_utc: str | None
     announced: dict[str, str]  # each service's ready line (e.g. the metrics address)
     accounts: dict[str, ProcessEntry]
     services: dict[str, ProcessEntry]
@@ -64,6 +67,7 @@ class SupervisorFile(TypedDict, total=False):
     exit_code: int
     stopped_utc: str
     left_open: dict[str, LeftOpenEntry]
+    final_lines: list[str]  # the last lines it printed: what is held, the swept, the verdict
 
 
 class HeldPosition(TypedDict, total=False):
@@ -101,6 +105,7 @@ class WorkerStatus(TypedDict, total=False):
     uncertain_orders: list[str]
     open_on_server: int | None
     blocked_by: str | None
+    throttled_until_utc: str | None  # the server's Retry-After: no request before then
     stop_reason: str | None
     positions: list[HeldPosition]
     nav: float | None
