@@ -6,9 +6,16 @@
   ``state_dir`` on one account cannot both trade it. The loser raises
   :class:`AccountInUse` naming the holder (config, pid, account name), exit
   :data:`multirun.core.errors.EXIT_FATAL`: restarting it would only fail again.
-- :class:`ForeignTrades`: across machines no lock helps; a worker that keeps adopting
-  trades carrying its own prefix that it never journaled (another process trades the
-  account under the same name) trips it and halts instead of fighting.
+  The directory is one fixed place per host and user, whatever the environment
+  (``/dev/shm/multirun-<uid>``: a systemd unit, even with ``PrivateTmp=``, an SSH shell and
+  cron all see it), and the key is the normalised server (:func:`server_key`): the spellings
+  ``localhost`` and ``127.0.0.1`` of one server are one account.
+- :class:`ForeignTrades`: across machines no lock helps; a worker that sees a trade of its
+  prefix under another journal's epoch (``<prefix><EPOCH>-<n>``) appear after its start
+  halts at once; one that keeps adopting trades of its own epoch it never journaled trips
+  it too. :class:`EpochWatch` reads the server's listings and history for that at start and
+  every :data:`EPOCH_CHECK_S` (from the idle heartbeat: whatever the interval), so both
+  traders of an account see each other's epoch and halt instead of fighting.
 - :func:`orphan_journals` / :func:`orphan_lines`: journals in ``state_dir`` holding trades
   that no configured account owns (a renamed or removed account): ``start`` and
   ``validate`` name them, ``multirun close`` closes them.
@@ -18,25 +25,37 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import json
 import logging
 import os
+import re
+import socket
 import stat
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from multirun.account.journal import order_refs
 from multirun.account.journal.store import Journal
+from multirun.account.reconcile import Listings
 from multirun.config.specs import RunnerSpec
-from multirun.core.errors import FatalError, JournalError
+from multirun.core.errors import FatalError, JournalError, MultirunError
 from multirun.core.locks import HeldLock, read_holder
 from multirun.core.statedir import StateDir
 
 log = logging.getLogger("multirun.worker")
 
 RUNTIME_ENV = "MULTIRUN_RUNTIME_DIR"  # overrides the runtime directory (tests, containers)
+# The lock directory's parent: a tmpfs every process of the host sees, systemd units with
+# PrivateTmp= or PrivateDevices= too (unlike /tmp, or $XDG_RUNTIME_DIR that only a login
+# session has). /tmp where it is missing (not Linux).
+SHARED_DIR = Path("/dev/shm")
+EPOCH_CHECK_ENV = "MULTIRUN_EPOCH_CHECK_S"  # overrides EPOCH_CHECK_S (tests)
+EPOCH_CHECK_S = 60.0  # the server's listings and history read for foreign epochs this often
 FOREIGN_LIMIT = 3  # adoptions of never-journaled trades of ours ...
 FOREIGN_WINDOW_S = 600.0  # ... within this long: another process trades the account
 
@@ -47,14 +66,15 @@ class AccountInUse(FatalError):
 
 def runtime_dir() -> Path:
     """The per-user directory of account locks (0700): ``$MULTIRUN_RUNTIME_DIR``, else
-    ``$XDG_RUNTIME_DIR/multirun``, else ``/tmp/multirun-<uid>``; created if missing."""
+    ``/dev/shm/multirun-<uid>`` whatever the session (``$XDG_RUNTIME_DIR`` is set in a
+    login shell, not in a service: two processes must not lock in two places), else
+    ``/tmp/multirun-<uid>`` where there is no ``/dev/shm``; created if missing."""
     chosen = os.environ.get(RUNTIME_ENV)
     if chosen:
         path = Path(chosen)
-    elif os.environ.get("XDG_RUNTIME_DIR"):
-        path = Path(os.environ["XDG_RUNTIME_DIR"]) / "multirun"
     else:
-        path = Path("/tmp") / f"multirun-{os.getuid()}"
+        parent = SHARED_DIR if SHARED_DIR.is_dir() else Path("/tmp")
+        path = parent / f"multirun-{os.getuid()}"
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         info = os.lstat(path)
@@ -68,9 +88,50 @@ def runtime_dir() -> Path:
 
 
 def account_key(server: str, user: str, runmode: str, accountid: str) -> str:
-    """The lock's name for one server account: a hash (no user name in a file name)."""
-    text = json.dumps([server.rstrip("/").lower(), user, runmode, accountid])
+    """The lock's name for one server account: a hash (no user name in a file name) of
+    the normalised server (:func:`server_key`), user, runmode and accountid."""
+    text = json.dumps([server_key(server), user, runmode, accountid])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def server_key(url: str, resolve: Callable[[str], list[str]] | None = None) -> str:
+    """One spelling per server: ``scheme://address:port/path``, the scheme and host
+    lower-cased, the host resolved to its address (:func:`host_address`), the default
+    port written out, repeated and trailing slashes dropped."""
+    parts = urllib.parse.urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or DEFAULT_PORTS.get(scheme, 0)
+    except ValueError:  # not a number: compared as written
+        port = 0
+    host = host_address(parts.hostname or "", resolve or _addresses)
+    path = re.sub("/+", "/", parts.path).rstrip("/")
+    return f"{scheme}://{host}:{port}{path}"
+
+
+def host_address(host: str, resolve: Callable[[str], list[str]]) -> str:
+    """``host`` as one address: ``loopback`` for any loopback one (``localhost``,
+    ``127.0.0.1``, ``::1``), else the lowest IPv4 address it resolves to (then IPv6); the
+    name itself when it does not resolve."""
+    try:
+        found = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            found = [ipaddress.ip_address(a.split("%")[0]) for a in resolve(host)]
+        except (OSError, ValueError):
+            found = []
+    if not found:
+        return host.lower()
+    if any(a.is_loopback for a in found):
+        return "loopback"
+    return str(min(found, key=lambda a: (a.version, a.packed)))
+
+
+def _addresses(host: str) -> list[str]:
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)]
 
 
 class AccountLock:
@@ -180,10 +241,12 @@ class OwnershipGuard:
 
 
 class ForeignTrades:
-    """Counts trades of ours that the journal never held, once the start-up
+    """Trades of ours that the journal never held, seen once the start-up
     reconciliation is over (adopting a lost journal's trades then is normal: the
     reconciler reports only later ones, see its ``on_foreign``; ``armed`` may hold it off
-    longer). ``limit`` of them within ``window_s``: another process trades this account;
+    longer). One under another epoch than ``epoch`` (another journal's: see
+    :mod:`multirun.account.journal.order_refs`) trips it at once; ``limit`` of our own
+    epoch (or none) within ``window_s`` too: another process trades this account.
     ``on_trip`` once."""
 
     def __init__(
@@ -191,20 +254,39 @@ class ForeignTrades:
         on_trip: Callable[[str], None],
         armed: Callable[[], bool] = lambda: True,
         *,
+        prefix: str = "",
+        epoch: str | None = None,
         limit: int = FOREIGN_LIMIT,
         window_s: float = FOREIGN_WINDOW_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.on_trip = on_trip
         self.armed = armed
+        self.prefix = prefix
+        self.epoch = epoch
         self.limit = limit
         self.window_s = window_s
         self.clock = clock
         self.seen: deque[tuple[float, str]] = deque()
         self.tripped = False
 
+    def other_epoch(self, order_ref: str) -> str | None:
+        """The epoch of ``order_ref`` when it is ours but another journal's, else None."""
+        found = order_refs.match(self.prefix, order_ref) if self.prefix else None
+        epoch = found.group(1) if found else None
+        return epoch if epoch and self.epoch and epoch != self.epoch else None
+
     def adopted(self, order_ref: str) -> None:
         if self.tripped or not self.armed():
+            return
+        other = self.other_epoch(order_ref)
+        if other is not None:
+            self.tripped = True
+            self.on_trip(
+                f"another process trades this account: trade {order_ref} carries our "
+                f"orderRef prefix under epoch {other}, not this journal's {self.epoch}, and "
+                "appeared after this worker started (it halts too when it sees ours)"
+            )
             return
         now = self.clock()
         self.seen.append((now, order_ref))
@@ -218,6 +300,68 @@ class ForeignTrades:
                 f"orderRef prefix that this worker never sent, within {self.window_s:g} s "
                 f"({refs})"
             )
+
+
+def epoch_check_s() -> float:
+    """How often :class:`EpochWatch` reads the server: :data:`EPOCH_CHECK_S`, or
+    ``$MULTIRUN_EPOCH_CHECK_S`` (tests)."""
+    with contextlib.suppress(ValueError):
+        return max(0.1, float(os.environ.get(EPOCH_CHECK_ENV, EPOCH_CHECK_S)))
+    return EPOCH_CHECK_S
+
+
+class EpochWatch:
+    """Reads the server's listings and the day's history for trades of our prefix under
+    another journal's epoch, at start (what is there then: a previous journal's, or the
+    other trader's, adopted by the start-up reconciliation) and at most every ``every_s``
+    after, even without ticks (the worker runs it from its idle heartbeat). Each such
+    orderRef first seen after start goes to ``foreign`` (:meth:`ForeignTrades.adopted`):
+    the trade of another live trader, opened, or closed, after we started."""
+
+    def __init__(
+        self,
+        client: Listings,
+        foreign: ForeignTrades,
+        *,
+        every_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.foreign = foreign
+        self.every_s = epoch_check_s() if every_s is None else every_s
+        self.clock = clock
+        self._next = 0.0
+        self._read_at: float | None = None  # wall time of the last successful read
+        self.known: set[str] | None = None  # other epochs' orderRefs seen at start
+
+    def __call__(self) -> None:
+        now = self.clock()
+        if self.foreign.tripped or now < self._next:
+            return
+        self._next = now + self.every_s
+        try:
+            refs = self._other_epoch_refs()
+        except MultirunError as exc:  # unreadable now: read again at the next check
+            log.debug("ownership check: server unreadable (%s)", exc)
+            return
+        if self.known is None:
+            self.known = refs
+            return
+        for ref in sorted(refs - self.known):
+            self.foreign.adopted(ref)
+        self.known |= refs
+
+    def _other_epoch_refs(self) -> set[str]:
+        wall = time.time()
+        days = {time.strftime("%Y-%m-%d", time.gmtime(wall))}
+        if self._read_at is not None:  # the day of the last read too, past midnight
+            days.add(time.strftime("%Y-%m-%d", time.gmtime(self._read_at - 5.0)))
+        refs = {t.order_ref for t in self.client.opened_trades()}
+        refs |= {t.order_ref for t in self.client.pending_trades()}
+        for day in sorted(days):
+            refs |= {row.order_ref for row in self.client.strategy_trades(None, day)}
+        self._read_at = wall
+        return {ref for ref in refs if ref and self.foreign.other_epoch(ref)}
 
 
 # --- journals no configured account owns --------------------------------------------

@@ -152,10 +152,12 @@ def _build_account(
         url, spec, window, heartbeat, on_request=telemetry.request if telemetry else None
     )
     stack.callback(client.close)
+    foreign = ownership.ForeignTrades(loss, prefix=spec.order_ref_prefix, epoch=journal.epoch)
     return build_worker(
         runner, spec, client, journal, on_tick, stop=stop, window=window,
         heartbeat=heartbeat, observer=telemetry or NULL_OBSERVER, on_up=on_up,
-        on_foreign=ownership.ForeignTrades(loss).adopted, account_lost=loss.why,
+        on_foreign=foreign.adopted, account_lost=loss.why,
+        check_ownership=ownership.EpochWatch(client, foreign),
     )  # fmt: skip
 
 
@@ -175,6 +177,7 @@ def build_worker(
     on_up: Callable[[], None] | None = None,
     on_foreign: Callable[[str], None] = lambda order_ref: None,
     account_lost: Callable[[], str | None] = lambda: None,
+    check_ownership: Callable[[], None] = lambda: None,
 ) -> Worker:
     """The worker of ``spec`` over ``client`` and ``journal``, with what it is made of:
     its pricing, told by the reconciler what it lists and closes; the reconciler, which
@@ -192,7 +195,7 @@ def build_worker(
         runner, spec, client, journal, on_tick, reconciler=reconciler, pricing=pricing,
         status_file=status_file, stop=stop, started=started, clock=clock, timing=timing,
         window=window, heartbeat=heartbeat, observer=observer, on_up=on_up,
-        account_lost=account_lost,
+        account_lost=account_lost, check_ownership=check_ownership,
     )  # fmt: skip
 
 

@@ -151,9 +151,13 @@ class Worker:
         observer: WorkerObserver = NULL_OBSERVER,
         on_up: Callable[[], None] | None = None,
         account_lost: Callable[[], str | None] = lambda: None,
+        check_ownership: Callable[[], None] = lambda: None,
     ) -> None:
         self.runner = runner
         self.account_lost = account_lost  # why the account is no longer ours alone, or None
+        # Reads the server for another trader of this account (ownership.EpochWatch): run
+        # from the heartbeat between ticks, so at least once a minute whatever the interval.
+        self.check_ownership = check_ownership
         self.on_up = on_up or (lambda: None)
         self.spec = spec
         self.client = client
@@ -203,6 +207,8 @@ class Worker:
         journal already refuses every order from the moment that was found: this makes
         status say so within a heartbeat, idle or ticking)."""
         self._heartbeat()
+        if not self.busy and self.reconciler.reconciled:
+            self.check_ownership()
         reason = self.account_lost()
         if reason is not None and self.state != State.HALTED:
             self.halt(reason)

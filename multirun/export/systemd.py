@@ -99,7 +99,7 @@ def service(
         "Environment=PYTHONUNBUFFERED=1",
         "# The host-wide account locks (one process per server account) in a directory",
         "# every unit shares: /tmp is private to each unit (PrivateTmp=).",
-        f"Environment={RUNTIME_ENV}=%t/{RUNTIME_NAME}",
+        f"Environment={RUNTIME_ENV}=/dev/shm/multirun-%U",
         f"RuntimeDirectory={RUNTIME_NAME}",
         "RuntimeDirectoryPreserve=yes",
     ]

@@ -15,6 +15,7 @@ import pytest
 
 from multirun.account import ownership
 from multirun.account.journal.store import Journal
+from multirun.api.models import Trade, Transaction
 from multirun.config import loader as runner_config
 from multirun.core.errors import EXIT_FATAL
 from multirun.core.statedir import StateDir
@@ -170,6 +171,154 @@ def test_two_machines_on_one_account_name_halt_instead_of_fighting(
             stop(proc)
     halted = [p for p in logs if "HALTED: another process trades this account" in p.read_text()]
     assert halted
+
+
+@pytest.mark.process
+def test_one_lock_per_host_whatever_the_environment_and_the_urls_spelling(
+    tmp_path: Path, sim: SimServer, alice: SimCaller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service (XDG_RUNTIME_DIR set) and an SSH shell (not), or two spellings of one
+    server, lock in one place: the second is refused. Uses the real default directory
+    (the key holds this simulator's port: no other test shares it)."""
+    monkeypatch.delenv(ownership.RUNTIME_ENV, raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    first = write(tmp_path / "one")
+    second = write(tmp_path / "two")
+    xdg = tmp_path / "xdg"
+    xdg.mkdir(mode=0o700)
+    proc = start(first, "alpha", sim.base_url, tmp_path / "one.log", XDG_RUNTIME_DIR=str(xdg))
+    try:
+        wait_until(lambda: ours_open(alice, "mr-alpha-"), timeout=30)
+        port = sim.base_url.split(":")[2].split("/")[0]
+        for url in (sim.base_url, f"http://localhost:{port}/rest/v1/"):
+            refused = run("run-account", str(second), "alpha", "--server", url)
+            assert refused.returncode == EXIT_FATAL, (url, refused.stderr)
+            assert f"pid {proc.pid}" in refused.stderr
+        assert len(ours_open(alice, "mr-alpha-")) == 1
+    finally:
+        stop(proc)
+    assert max_open_at_once(sim, "mr-alpha-") == 1
+
+
+def max_open_at_once(sim: SimServer, prefix: str) -> int:
+    """The most trades of ``prefix`` the ledger shows open at one instant."""
+    events = []
+    for o in sim.ledger():
+        if str(o["orderRef"]).startswith(prefix) and o.get("filled_utc"):
+            events.append((str(o["filled_utc"]), 1))
+            if o.get("closed_utc"):
+                events.append((str(o["closed_utc"]), -1))
+    most = count = 0
+    for _, step in sorted(events, key=lambda e: (e[0], e[1])):
+        count += step
+        most = max(most, count)
+    return most
+
+
+LONG = "def on_tick(ctx):\n    return None\n"
+
+
+@pytest.mark.process
+@pytest.mark.slow
+def test_a_foreign_epoch_halts_both_traders_at_a_long_interval(
+    tmp_path: Path, sim: SimServer, alice: SimCaller, runtime: Path
+) -> None:
+    """Two hosts (two lock directories), interval 1h: no tick comes, yet a trade of our
+    prefix under another epoch halts both within the ownership check (1 s here)."""
+    procs, logs = [], []
+    for host in ("one", "two"):
+        (tmp_path / host).mkdir()
+        (tmp_path / host / "own17_idle.py").write_text(LONG)
+        config = write(tmp_path / host, strategy="own17_idle:on_tick")
+        config.write_text(config.read_text().replace("interval: 1s", "interval: 1h"))
+        logs.append(tmp_path / f"{host}.log")
+        procs.append(start(config, "alpha", sim.base_url, logs[-1],
+                           MULTIRUN_RUNTIME_DIR=str(tmp_path / host / "runtime"),
+                           MULTIRUN_EPOCH_CHECK_S="0.5"))  # fmt: skip
+    try:
+        wait_until(lambda: all("every 3600s" in p.read_text() for p in logs), timeout=30)
+        alice.open(orderRef="mr-alpha-ZZZZZZ-1")
+        began = time.monotonic()
+        wait_until(lambda: all("HALTED: another process" in p.read_text() for p in logs),
+                   timeout=15)  # fmt: skip
+        assert time.monotonic() - began < 10
+        assert "mr-alpha-ZZZZZZ-1" in logs[0].read_text()
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
+def test_the_server_key_is_one_spelling_per_server() -> None:
+    names = {"localhost": ["::1", "127.0.0.1"], "algo.example": ["203.0.113.9", "198.51.100.4"]}
+    key = lambda url: ownership.server_key(url, lambda host: names[host])  # noqa: E731
+    same = [
+        "http://127.0.0.1:8080/rest/v1", "http://localhost:8080/rest/v1/",
+        "HTTP://LOCALHOST:8080//rest/v1//", "http://[::1]:8080/rest/v1",
+    ]  # fmt: skip
+    assert {key(url) for url in same} == {"http://loopback:8080/rest/v1"}
+    assert key("https://algo.example/rest/v1") == "https://198.51.100.4:443/rest/v1"
+    assert key("https://198.51.100.4:443/rest/v1/") == key("https://Algo.Example/rest/v1")
+    assert key("http://algo.example/rest/v1") != key("https://algo.example/rest/v1")
+    assert key("https://algo.example/rest/v2") != key("https://algo.example/rest/v1")
+    unresolved = ownership.server_key("https://No.Such.Host/x", lambda host: [])
+    assert unresolved == "https://no.such.host:443/x"
+    a = ownership.account_key("http://localhost:9/rest/v1/", "alice", "livetest", "ACC-1")
+    assert a == ownership.account_key("http://127.0.0.1:9/rest/v1", "alice", "livetest", "ACC-1")
+    assert a != ownership.account_key("http://127.0.0.1:9/rest/v1", "alice", "livetest", "ACC-2")
+
+
+def test_the_lock_directory_ignores_xdg_runtime_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ownership.RUNTIME_ENV, raising=False)
+    monkeypatch.setattr(ownership, "SHARED_DIR", tmp_path / "shm")
+    (tmp_path / "shm").mkdir()
+    fixed = tmp_path / "shm" / f"multirun-{os.getuid()}"
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    assert ownership.runtime_dir() == fixed
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
+    assert ownership.runtime_dir() == fixed
+    monkeypatch.setenv(ownership.RUNTIME_ENV, str(tmp_path / "mine"))  # tests, the unit
+    assert ownership.runtime_dir() == tmp_path / "mine"
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.opened: list[str] = []
+        self.history: list[str] = []
+
+    def opened_trades(self) -> list[Trade]:
+        return [Trade("1", ref, "BTCUSD", 1, 1.0, 1.0, "") for ref in self.opened]
+
+    def pending_trades(self) -> list[Trade]:
+        return []
+
+    def strategy_trades(self, order_ref: str | None = None, acdate: str = "") -> list[Transaction]:
+        return [Transaction("2", ref, 1.0, 1.0, "") for ref in self.history]
+
+
+def test_the_epoch_watch_reports_other_epochs_first_seen_after_start() -> None:
+    tripped: list[str] = []
+    foreign = ownership.ForeignTrades(tripped.append, prefix="mr-a-", epoch="ABCDEF")
+    server = FakeServer()
+    server.opened = ["mr-a-OLDOLD-1", "mr-a-ABCDEF-2", "mr-ab-QQQQQQ-1"]
+    watch = ownership.EpochWatch(server, foreign, every_s=0.0)  # type: ignore[arg-type]
+    watch()  # at start: a previous journal's trade, ours, another account's
+    server.history = ["mr-a-ABCDEF-3", "mr-a-OLDOLD-1", "mr-a-7"]
+    watch()
+    assert not tripped
+    server.history.append("mr-a-XYZXYZ-1")  # opened and closed between two checks
+    watch()
+    assert len(tripped) == 1 and "mr-a-XYZXYZ-1" in tripped[0] and "ABCDEF" in tripped[0]
+
+
+def test_a_trade_of_another_epoch_adopted_after_start_trips_at_once() -> None:
+    tripped: list[str] = []
+    foreign = ownership.ForeignTrades(tripped.append, prefix="mr-a-", epoch="ABCDEF")
+    foreign.adopted("mr-a-ABCDEF-9")  # our own epoch: counted, limit 3
+    assert not tripped
+    foreign.adopted("mr-a-QWERTY-1")
+    assert tripped and "epoch QWERTY" in tripped[0]
 
 
 def test_foreign_trades_under_our_prefix_trip_the_detector() -> None:

@@ -177,7 +177,9 @@ def test_the_unit_notifies_and_is_watched_like_the_supervisor_watches(tmp_path: 
     assert values["ReadWritePaths"] == [str(runner.state_dir)]
     # PrivateTmp= hides /tmp: the host-wide account locks move to a directory all share
     assert systemd.RUNTIME_ENV == ownership.RUNTIME_ENV
-    assert f"{ownership.RUNTIME_ENV}=%t/multirun" in values["Environment"]
+    # ... the one every multirun on the host uses by default (PrivateTmp= leaves /dev/shm)
+    assert f"{ownership.RUNTIME_ENV}=/dev/shm/multirun-%U" in values["Environment"]
+    assert Path("/dev/shm") == ownership.SHARED_DIR
     assert values["RuntimeDirectoryPreserve"] == ["yes"]
     comment = "acct-a 9464, acct-b 9465"  # one /metrics port per instance on one host
     assert comment in (out / "multirun@.service").read_text()
