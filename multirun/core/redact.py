@@ -5,8 +5,8 @@ One module owns them, so a leak path is closed once for every caller:
 - :class:`Secret` holds a key; it never shows itself in ``str``, ``repr`` or a traceback.
 - :class:`Redactor` masks known secret values and the value of any ``api_key``/``token``
   parameter or field (a URL, a query string, JSON, a dict's repr) in a line of text.
-  Server text (which may echo a part of a key) also loses any run of
-  :data:`FRAGMENT_LEN` or more characters of a known secret.
+  Server text (which may echo a part of a key, in any case) also loses any run of
+  :data:`FRAGMENT_LEN` or more characters of a known secret, compared case-insensitively.
 - :class:`LineSplitter` cuts a child's output into lines without cutting a secret in
   two (two harmless-looking halves would pass any masking).
 - :class:`RedactingFilter` applies the field rule to log records of libraries that log
@@ -22,7 +22,9 @@ from urllib.parse import SplitResult, urlsplit
 
 MASK = "****"  # what a secret is replaced by, wherever it would be shown
 MIN_SECRET_LEN = 4  # the schema's api_key minLength: shorter values are masked as whole words
-FRAGMENT_LEN = 8  # in server text, a run this long of a secret's characters is masked
+# In server text, a run this long of a secret's characters is masked, whatever its case: a
+# server echoing 7 characters of a key, or a lower-cased copy, would otherwise leak them.
+FRAGMENT_LEN = 6
 MAX_LINE = 64 * 1024  # a child's line longer than this is cut (after masking)
 
 # The value of an ``api_key``/``token`` query parameter or keyword (``token=...``), or of
@@ -106,9 +108,7 @@ class Redactor:
         # per secret: O(accounts) per line in the supervisor) is skipped.
         self._long = [s for s in self.secrets if len(s) >= MIN_SECRET_LEN]
         self._heads = frozenset(s[:MIN_SECRET_LEN] for s in self._long)
-        self._grams = {
-            s[i : i + FRAGMENT_LEN] for s in self.secrets for i in range(len(s) - FRAGMENT_LEN + 1)
-        }
+        self._grams = {gram for s in self.secrets for gram in _windows(_lower(s), FRAGMENT_LEN)}
 
     @property
     def reach(self) -> int:
@@ -136,7 +136,8 @@ class Redactor:
     def server_text(self, text: str, limit: int = 160) -> str:
         """Text a server chose (an error message, a malformed field), fit to quote:
         one line, at most ``limit`` characters, every secret and every run of
-        :data:`FRAGMENT_LEN` characters of one masked (a server may echo part of a key)."""
+        :data:`FRAGMENT_LEN` characters of one masked, in any case (a server may echo part
+        of a key, or a lower-cased copy)."""
         text = " ".join(self._mask_fragments(self(text)).split())
         return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -144,8 +145,8 @@ class Redactor:
         if not self._grams or len(text) < FRAGMENT_LEN:
             return text
         covered = [False] * len(text)
-        for i in range(len(text) - FRAGMENT_LEN + 1):
-            if text[i : i + FRAGMENT_LEN] in self._grams:
+        for i, window in enumerate(_windows(_lower(text), FRAGMENT_LEN)):
+            if window in self._grams:
                 covered[i : i + FRAGMENT_LEN] = [True] * FRAGMENT_LEN
         out: list[str] = []
         for i, char in enumerate(text):
@@ -197,6 +198,20 @@ class LineSplitter:
     def flush(self) -> list[str]:
         rest, self.buffer = self.buffer, b""
         return [_decode(rest)] if rest else []
+
+
+def _lower(text: str) -> str:
+    """``text`` lower-cased character by character (its length kept: the few characters
+    whose lower case is longer, such as U+0130, stay as they are)."""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+
+
+def _windows(text: str, size: int) -> list[str]:
+    """Every run of ``size`` characters of ``text``, by where it starts."""
+    return [text[i : i + size] for i in range(len(text) - size + 1)]
 
 
 def _decode(raw: bytes) -> str:

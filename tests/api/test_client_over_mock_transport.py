@@ -9,7 +9,7 @@ import pytest
 
 from multirun.api.client import AlgogeneClient
 from multirun.api.transport import Request
-from multirun.core.errors import NetworkError, OrderRejected, ServerError
+from multirun.core.errors import AuthError, NetworkError, OrderRejected, ServerError
 from multirun.core.redact import Secret
 from tests.api.fakes import MockTransport, Routes, reply
 from tests.api.test_client import ACK, API_KEY, TOKENS, FakeClock, listing, trade
@@ -93,3 +93,13 @@ def test_an_ack_parses_from_the_canned_reply() -> None:
     client, _ = make_client(Routes(session=SESSION, open_order=ACK))
     ack = client.open_order("BTCUSD", 1, 0.5, "mr-a-3")
     assert (ack.trade_id, ack.status) == ("7", "PENDING_TO_FILL")
+
+
+@pytest.mark.parametrize("fragment", [API_KEY[2:9], API_KEY[2:9].lower(), API_KEY[4:10].upper()])
+def test_a_fragment_of_the_key_echoed_in_an_error_stays_out_of_the_message(fragment) -> None:
+    # The message is what logs and status.json's last_error quote.
+    echo = {"status": "FAIL", "err_msg": f"api key {fragment}... is not valid"}
+    client, _ = make_client(Routes(session=SESSION, opened_trades=lambda r: reply(echo, 401)))
+    with pytest.raises(AuthError) as raised:
+        client.opened_trades()
+    assert fragment not in str(raised.value) and "api key ****... is not valid" in str(raised.value)

@@ -108,3 +108,22 @@ def test_urllib3_records_lose_their_query_secrets() -> None:
     )
     assert logger.filters[0].filter(record)
     assert KEY not in record.getMessage() and MASK in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        lambda key: key[3:10],  # 7 characters
+        lambda key: key[5:11],  # 6: the shortest run masked
+        lambda key: key[2:12].lower(),
+        lambda key: key[4:11].upper(),
+        lambda key: key[1:9].swapcase(),
+    ],
+)
+def test_server_text_masks_six_characters_of_a_key_in_any_case(echo) -> None:
+    # A server echoing short fragments of the key (lower-cased variants too) must not get
+    # them into logs or status.json: issue 23, case 13.
+    assert FRAGMENT_LEN == 6
+    fragment = echo(KEY)
+    clean = Redactor([KEY]).server_text(f"bad key {fragment} for user")
+    assert clean == f"bad key {MASK} for user", fragment
