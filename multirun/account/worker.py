@@ -338,9 +338,9 @@ class Worker:
         """After a stop request (between ticks): on_stop, final status, exit code."""
         code = EXIT_OK
         if self.spec.on_stop == "close":
-            self._await_throttle()
+            waited_out = self._await_throttle()
             with self._busy():
-                outcome = self.close_all()
+                outcome = self.close_all(once=not waited_out)
             if not outcome.ok:
                 code = EXIT_API
                 self.left_open = outcome
@@ -356,23 +356,26 @@ class Worker:
         self.write_status(force=True)
         return code
 
-    def _await_throttle(self) -> None:
+    def _await_throttle(self) -> bool:
         """Before on_stop's close: the rest of a Retry-After, if it ends before the close
-        must be done (the stop deadline); past it, the close is tried at once."""
+        must be done (the stop deadline). False when it ends past that deadline: the close
+        is then tried once, not until the deadline (the server said it would not listen)."""
         if not self._throttled(self.clock.time()) or self.throttled_until is None:
-            return
+            return True
         left = self.throttled_until - self.clock.time()
         began = self.stop.set_at if self.stop.set_at is not None else time.monotonic()
         deadline = began + self.runner.stop_timeout_s * STOP_MARGIN
         if time.monotonic() + left >= deadline:
-            log.warning("the server's Retry-After ends after the stop deadline: closing now")
-            return
+            log.warning("on_stop close: the server's Retry-After ends after the stop "
+                        "deadline: trying once, now")  # fmt: skip
+            return False
         log.info("on_stop close: waiting %.1f s first, as the server asked (Retry-After)", left)
         beat = alarm.heartbeat_every(self.runner.watchdog_timeout_s)
         end = time.monotonic() + left
         while (rest := end - time.monotonic()) > 0 and self.stop.reason != ORPHANED:
             time.sleep(min(rest, beat))  # the stop flag is set: its wait would not wait
             self.heartbeat()
+        return True
 
     def stopped_reconciling(self) -> int:
         log.info("stopped before the first tick: our trades stay journaled for the next start")
@@ -630,9 +633,10 @@ class Worker:
         :func:`multirun.account.guardrails.refusal`)."""
         return guardrails.refusal(self.spec, self.journal, self.reconciler, time.time())
 
-    def close_all(self) -> Outcome:
+    def close_all(self, *, once: bool = False) -> Outcome:
         """on_stop close: settle, close and cancel every trade of ours until the stop
-        deadline (:class:`multirun.account.on_stop.Closer`); returns what is left."""
+        deadline (:class:`multirun.account.on_stop.Closer`), or in one round with ``once``;
+        returns what is left."""
         closer = Closer(
             self.client, self.journal, self.reconciler, self.window,
             confirm_s=self.timing.close_confirm_s, heartbeat=self.heartbeat,
@@ -640,7 +644,8 @@ class Worker:
         )  # fmt: skip
         began = self.stop.set_at if self.stop.set_at is not None else time.monotonic()
         budget = self.runner.stop_timeout_s
-        return closer.run(began + budget * STOP_MARGIN, began + budget * HARD_MARGIN)
+        deadline = time.monotonic() if once else began + budget * STOP_MARGIN
+        return closer.run(deadline, began + budget * HARD_MARGIN)
 
     # --- status -----------------------------------------------------------------------
 

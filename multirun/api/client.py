@@ -77,6 +77,7 @@ from multirun.core.errors import (
     ApiError,
     AuthError,
     OrderRejected,
+    RateLimitError,
     RequestRejected,
 )
 from multirun.core.redact import Secret
@@ -518,7 +519,8 @@ class _Desk:
         try:
             trades = self.client._read(self.listing, {}, models.trades_from_api,
                                        deadline=deadline)  # fmt: skip
-        except (ApiError, NotSent) as failed:
+        except (ApiError, NotSent) as unread:
+            failed = _told_to_wait(unread)
             log.info("%s: could not read it to confirm (%s)", self.listing, failed)
             return None
         return {t.trade_id for t in trades}
@@ -528,6 +530,17 @@ class _Desk:
             status = self.client.query_order(trade_id).status
         except RequestRejected:
             return ABSENT
-        except (ApiError, NotSent):
+        except (ApiError, NotSent) as unread:
+            _told_to_wait(unread)
             return UNANSWERED
         return PENDING if status.upper() == "PENDING" else FILLED
+
+
+def _told_to_wait(failure: ApiError | NotSent) -> ApiError:
+    """The error behind ``failure``; raised when it is a 429 whose Retry-After ran past
+    the read's deadline: a confirmation poll must not keep asking a server that said to
+    wait (the caller, the worker, keeps to it)."""
+    error = failure.error if isinstance(failure, NotSent) else failure
+    if isinstance(error, RateLimitError) and error.retry_after_s is not None:
+        raise error from None
+    return error

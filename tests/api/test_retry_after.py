@@ -69,3 +69,11 @@ def test_the_http_transport_reads_retry_after_from_a_429(sim_factory: Any) -> No
     assert raised.value.retry_after_s == 7.0
     assert sim.stats()["requests"]["session"] == 1  # told to wait 7 s: asked once
     client.close()
+
+
+def test_a_close_confirmation_stops_polling_when_told_to_wait_past_its_deadline() -> None:
+    client, transport, _ = client_of(lambda request: throttled(3600.0), budget=20.0)
+    transport.handler.routes["close_orders"] = {"status": "OK", "res": "'1' submitted"}
+    with pytest.raises(RateLimitError):
+        client.close_trades(["1"], confirm_timeout_s=10.0)
+    assert len(transport.sent("opened_trades")) == 1  # not polled again and again
