@@ -3,18 +3,22 @@
 After every child is gone the arbiter reads each account's journal read-only
 (:func:`journal_leftovers`) and says, per account, what is left open: the trade id, side,
 volume, instrument and orderRef of each trade still held (OPEN or CLOSING), and each
-intent whose fate is unknown (it may have reached the server). An account with
-``on_stop: close`` that left anything open makes the exit status non-zero; what an account
-with ``on_stop: keep`` holds is listed as kept and changes nothing.
+intent whose fate is unknown (it may have reached the server). The exit status of a stop
+and its last line (:func:`verdict`) come from what the journals hold then, after the
+sweeps, not from how the workers went: 0 (``stopped; every account flat``) when nothing
+of ours is held, however many workers had to be killed and swept; 1 when an account with
+``on_stop: close`` still holds something, or a journal cannot be read (what is held is
+unknown). What an account with ``on_stop: keep`` holds is listed as kept and changes
+nothing.
 
-The report is stored in ``supervisor.json`` (``left_open``, :func:`to_json`) so that
-``multirun stop`` and ``multirun status`` print the same lines (:func:`lines`).
+The report is stored in ``supervisor.json`` (``left_open``, :func:`to_json`) for
+``multirun status``; the final lines themselves (``final_lines``) for ``multirun stop``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,8 +56,9 @@ class Leftover:
 
     @property
     def failed(self) -> bool:
-        """Whether this makes the stop a failure (close promised, not kept; or unknown)."""
-        return self.on_stop == CLOSE and bool(self.trades or self.error)
+        """Whether this makes the stop a failure: close promised and not kept, or what is
+        held unknown (a journal that cannot be read, whatever ``on_stop``)."""
+        return bool(self.error) or (self.on_stop == CLOSE and bool(self.trades))
 
 
 def journal_leftovers(journal: Path, prefix: str, account: str, on_stop: str) -> Leftover:
@@ -144,14 +149,47 @@ def any_failed(leftovers: Mapping[str, Leftover] | list[Leftover]) -> bool:
     return any(left.failed for left in items)
 
 
-def verdict(code: int, leftovers: Mapping[str, Leftover]) -> str:
-    """The last line of a stop."""
-    if code == 0:
-        return "every account stopped cleanly"
-    left = sum(len(x.trades) for x in leftovers.values() if x.on_stop == CLOSE)
-    if left:
-        return f"stopped; exit status {code}: {left} trade(s) left open (listed above)"
-    return f"stopped; exit status {code}: an account did not stop cleanly (see above)"
+def verdict(
+    leftovers: Mapping[str, Leftover] | list[Leftover], problems: Sequence[str] = ()
+) -> tuple[int, str]:
+    """The exit status and the last line of a stop, from what the journals hold once every
+    child is gone (the sweeps done), and ``problems``: what else went wrong that no journal
+    tells (an account FATAL, a service that died, a worker with no journal to read killed).
+
+    0: nothing of ours is held but what ``on_stop: keep`` keeps, and no problem; else 1,
+    the line naming each reason."""
+    items = list(leftovers.values()) if isinstance(leftovers, Mapping) else list(leftovers)
+    promised = [x for x in items if x.on_stop == CLOSE]
+    trades = sum(1 for x in promised for t in x.trades if t.trade_id is not None)
+    orders = sum(1 for x in promised for t in x.trades if t.trade_id is None)
+    unread = [x.account for x in items if x.error]
+    listed = []
+    if trades:
+        listed.append(f"{trades} trade(s) left open")
+    if orders:
+        listed.append(f"{orders} order(s) that may have opened a trade")
+    if unread:
+        listed.append(f"what {', '.join(unread)} hold(s) is unknown")
+    reasons = [f"{', '.join(listed)} (listed above)"] if listed else []
+    reasons += problems
+    if reasons:
+        return 1, f"stopped; exit status 1: {'; '.join(reasons)}"
+    kept = sum(len(x.trades) for x in items if x.on_stop == KEEP)
+    if kept:
+        held = f"{kept} trade(s) kept (on_stop: keep; listed above)"
+        return 0, f"stopped; nothing left open but {held}"
+    return 0, "stopped; every account flat"
+
+
+def swept(accounts: Mapping[str, str], *, most: int = 10) -> str | None:
+    """The line naming the accounts a stop had to sweep (``accounts``: name -> how its
+    worker went), None when none; at most ``most`` named, the rest counted."""
+    if not accounts:
+        return None
+    named = [f"{name} ({why})" for name, why in list(accounts.items())[:most]]
+    more = len(accounts) - len(named)
+    tail = f" and {more} more (see above)" if more else ""
+    return f"{len(accounts)} account(s) needed a sweep: {', '.join(named)}{tail}"
 
 
 def to_json(leftovers: Mapping[str, Leftover]) -> dict[str, LeftOpenEntry]:

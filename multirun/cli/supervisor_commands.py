@@ -58,7 +58,7 @@ def start(
     Validates CONFIG first (refusing to start on any problem), then runs one process per
     account, restarting crashed ones with backoff. Ctrl-C or SIGTERM (or `multirun stop`)
     stops them all: SIGTERM, then SIGKILL after `stop_timeout`; Ctrl-C twice forces.
-    SIGHUP reloads CONFIG. Exit 0 when every account stopped cleanly.
+    SIGHUP reloads CONFIG. Exit 0 when the stop left nothing open (on_stop: keep aside).
 
     With NAMEs and a supervisor running CONFIG: start those accounts (held stopped,
     disabled or FATAL ones too) and wait until they run. Without one: like --only NAME.
@@ -124,7 +124,10 @@ def stop(
     args: Names = None,
     timeout: Annotated[
         float | None,
-        typer.Option(help="Seconds to wait (default: stop_timeout + 30).", metavar="S"),
+        typer.Option(
+            help="Seconds to wait (default: the supervisor's own stop deadline, plus 10).",
+            metavar="S",
+        ),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Kill what the stop waits for (a second Ctrl-C).")
@@ -134,7 +137,7 @@ def stop(
     """Stop the supervisor running CONFIG (through state_dir/supervisor.pid) and wait for it.
 
     With NAMEs: stop only those accounts (their on_stop applies); the others go on.
-    Exit 0 when every account stopped cleanly, or when none was running. Works while
+    Exit 0 when it left nothing open (on_stop: keep aside), or none was running. Works while
     CONFIG is broken (it only locates the state_dir); refuses a supervisor of another config.
     """
     from multirun.core.errors import SupervisorError
@@ -155,8 +158,7 @@ def stop(
             raise typer.Exit(code)
         if force:
             controlclient.shutdown(runner.state_dir, force=True)
-        wait = timeout if timeout is not None else runner.stop_timeout_s + stopping.STOP_MARGIN_S
-        code = stopping.stop(runner.state_dir, timeout_s=wait, echo=typer.echo)
+        code = stopping.stop(runner.state_dir, timeout_s=timeout, echo=typer.echo)
     except MultirunError as error:
         fail(error)
     raise typer.Exit(code)

@@ -6,6 +6,7 @@ handlers and handled in one place of the main loop, woken through a self-pipe::
 
     while the phase is not DONE:
         handle queued signals (INT/TERM: stop; INT again: force; TERM again: ignored;
+                               either within 1 s of the last one taken: the same one;
                                HUP: reload; CHLD: reap)
         reap exited children (each Proc says what its exit means: restart, FATAL, stopped)
         move the phase on (below)
@@ -41,10 +42,19 @@ A stop goes in this order:
    holds trades, a sweep applies ``on_stop`` from it (:mod:`multirun.supervisor.sweeps`);
 3. once no worker and no sweep runs, the services (the simulator) get SIGTERM;
 4. the final report (:mod:`multirun.account.final_report`) names every trade left
-   open, and the exit status is 1 when an account with ``on_stop: close`` left one.
+   open and the accounts that needed a sweep; the exit status comes from what the
+   journals hold then: 0 when nothing of ours is held (however many workers had to be
+   killed and swept), 1 when an account with ``on_stop: close`` holds something, what an
+   account holds is unknown, an account is FATAL or a service died.
+
+Its worst case is known from the start (``stop_timeout``, then a sweep's deadline and
+grace, then the services' stop timeout): ``supervisor.json``'s ``stop_deadline_utc``,
+which ``multirun stop`` waits for, kept up to date as the stop moves on.
 
 Signalling again forces the step under way: SIGKILL to the workers (their sweeps still
-run), then to the sweeps, then to the services. A worker whose heartbeat stops is
+run), then to the sweeps, then to the services. A signal within 1 s of the last one taken
+is that one again, not a second: ``timeout -s INT`` and ``kill -INT -PGID`` deliver each
+signal twice (to the process and to its group). A worker whose heartbeat stops is
 OVERDUE, then killed (:mod:`multirun.supervisor.watchdog`).
 
 Restarts follow supervisord (:mod:`multirun.supervisor.program`): an unexpected exit
@@ -100,6 +110,11 @@ from multirun.supervisor.watchdog import BACK, KILL, LATE, HeartbeatWatchdog
 # the file within this long; a control reply (an op done) and the final save write at once.
 SAVE_EVERY_S = 0.1
 
+# A stop signal (INT, TERM) within this long of the last one taken is the same one again:
+# tools deliver one signal twice (GNU timeout: to the command and to its process group).
+# Forcing takes a deliberate second Ctrl-C, or `multirun stop --force`.
+SAME_SIGNAL_S = 1.0
+
 
 def stamp(ts: float) -> str:
     """``supervisor.json``'s times (:func:`~multirun.core.clock.iso_ms` of a time that is there)."""
@@ -154,19 +169,26 @@ class Arbiter:
         self.pidfile = procutil.PidFile(self.layout.supervisor_pid)
         self.pipes: Pipes | None = None  # from the start of run() on
         self.death_r = self.death_w = -1  # children watch death_r: EOF = arbiter gone
-        self.signals: list[int] = []
+        self.signals: list[tuple[int, float]] = []  # (signal, monotonic time it came)
+        self.last_stop_signal: tuple[int, float] | None = None  # the last INT/TERM taken
         self.announced: dict[str, str] = {}  # each service's ready line
         self.phase = Phase.STARTING_SERVICES
         self.stop_request: StopRequest | None = None
         self.services_kill_at: float | None = None  # monotonic, once they got SIGTERM
         self.failure: str | None = None  # a service failed to start: raised after teardown
-        self.clean = True  # no child had to be SIGKILLed or went otherwise than asked
+        # what made this run fail that no journal tells (a service that died, a worker with
+        # no journal to read killed...): each is a reason of the final verdict
+        self.problems: list[str] = []
+        self.unknowns: dict[str, str] = {}  # account with no journal -> how its worker went
+        self.swept: dict[str, str] = {}  # accounts a stop swept -> how their worker went
+        self.killed: dict[str, str] = {}  # account -> why the stop SIGKILLed its worker
         self.started_wall = time.time()
         self.sweeps = Sweeps()
         self.watchdog = HeartbeatWatchdog(
             self.layout, watchdog_timeout_s, kill_after_s=watchdog_kill_after_s
         )
         self.left_open: dict[str, Leftover] = {}  # the final report, once everything stopped
+        self.final: tuple[int, list[tuple[str, str | None]]] | None = None  # code, lines
         self.control: ControlServer | None = None
         self.requests = AccountRequests(
             catalog,  # what per-account requests and reloads may start
@@ -188,7 +210,7 @@ class Arbiter:
     # --- the main loop ---------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Supervise until stopped; returns the exit status (0: every worker stopped cleanly)."""
+        """Supervise until stopped; returns the exit status (0: nothing of ours held)."""
         try:
             holder = self.pidfile.acquire()
         except OSError as error:
@@ -208,7 +230,7 @@ class Arbiter:
             self._teardown()
         if self.failure is not None:
             raise SupervisorError(self.failure)
-        return self.exit_code()  # with the final report, read in _teardown
+        return self.exit_code()  # from the final report, read in _teardown
 
     def loop(self) -> None:
         while self.failure is None:
@@ -237,7 +259,10 @@ class Arbiter:
         if self.phase in (Phase.STARTING_SERVICES, Phase.RUNNING):
             self.start_sweeps(self.requests.held_accounts())  # accounts stopped by a request
             return
-        self.start_sweeps()
+        for account in self.start_sweeps():
+            self.swept[account.name] = self.killed.get(account.name) or (
+                f"its worker: {account.last_exit}" if account.last_exit else "no worker ran"
+            )
         if not live(self.accounts) and not self.sweeps.live():
             if not live(self.services):
                 self.phase = Phase.DONE
@@ -280,9 +305,42 @@ class Arbiter:
         return [p for p in self.accounts if p.pid is not None or p.state == State.BACKOFF or p.held]
 
     def exit_code(self) -> int:
-        fatal = any(p.state == State.FATAL for p in self.accounts)
-        left = final_report.any_failed(self.left_open)
-        return 0 if self.clean and not fatal and not left else 1
+        """0: nothing of ours is held after the sweeps (the final report), nothing failed
+        that no journal tells; else 1 (see :meth:`verdict`)."""
+        return self.verdict()[0]
+
+    def verdict(self) -> tuple[int, list[tuple[str, str | None]]]:
+        """The exit status and the final lines (each with the account it is about): what
+        each account still holds, which accounts needed a sweep, the verdict. Computed once,
+        from the final report (:meth:`_teardown`)."""
+        if self.final is not None:
+            return self.final
+        lines: list[tuple[str, str | None]] = []
+        for left in self.left_open.values():
+            lines += [(line, left.account) for line in final_report.lines([left])]
+        swept = final_report.swept(self.swept)
+        if swept is not None:
+            lines.append((swept, None))
+        fatal = [p.name for p in self.accounts if p.state == State.FATAL]
+        problems = [f"FATAL: {', '.join(fatal)} (see above)"] if fatal else []
+        problems += [
+            f"what {name} holds is unknown ({how}, no journal to read)"
+            for name, how in self.unknowns.items()
+        ]
+        code, last = final_report.verdict(self.left_open, [*problems, *self.problems])
+        self.final = code, [*lines, (last, None)]
+        return self.final
+
+    def problem(self, reason: str) -> None:
+        """Something no journal tells went wrong: the stop's verdict names it (exit 1)."""
+        if reason not in self.problems:
+            self.problems.append(reason)
+
+    def unknown(self, proc: Proc, how: str) -> None:
+        """``proc``'s worker went otherwise than asked (``how``): with no journal to read,
+        what it left is unknown; with one, the final report tells."""
+        if proc.program.sweep is None and not proc.program.service:
+            self.unknowns.setdefault(proc.name, how)  # the first word: why it was killed
 
     def fail(self, message: str) -> None:
         """A service could not start: leave the loop; :meth:`run` raises ``message``."""
@@ -311,28 +369,47 @@ class Arbiter:
         self.save(now=True)
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        """Queue only; handled in :meth:`handle_signals` (a byte on the pipe wakes select)."""
-        self.signals.append(signum)
+        """Queue only, with the time it came; handled in :meth:`handle_signals` (a byte on
+        the pipe wakes select)."""
+        self.signals.append((signum, time.monotonic()))
         if self.pipes is not None:
             self.pipes.wake()
 
     def handle_signals(self) -> None:
         while self.signals:
-            signum = self.signals.pop(0)
+            signum, at = self.signals.pop(0)
             if signum == signal.SIGCHLD:
                 continue  # reap() runs on every turn of the loop
             name = signal.Signals(signum).name
             if signum == signal.SIGHUP:
                 self.hangup()  # a reload: a terminal hangup never stops trading
+            elif self.repeated(signum, at):
+                continue
             elif self.stop_request is None:
+                self.last_stop_signal = signum, at
                 self.begin_stop(name)
             elif signum == signal.SIGINT:  # only a second interactive stop forces
+                self.last_stop_signal = signum, at
                 self.force(f"{name} again")
             else:
                 self.log(
                     f"{name} again while stopping: ignored (Ctrl-C or `multirun stop "
                     "--force` forces)"
                 )
+
+    def repeated(self, signum: int, at: float) -> bool:
+        """Whether a stop signal that came at ``at`` is the last one taken again (within
+        :data:`SAME_SIGNAL_S`): counted once, logged."""
+        last = self.last_stop_signal
+        if last is None or at - last[1] >= SAME_SIGNAL_S:
+            return False
+        name, before = signal.Signals(signum).name, signal.Signals(last[0]).name
+        again = "again" if signum == last[0] else f"after {before}"
+        self.log(
+            f"{name} {again} within {SAME_SIGNAL_S:g} s: the same stop, counted once "
+            "(Ctrl-C again to force)"
+        )
+        return True
 
     def handle(self, conn: Conn, request: dict[str, Any]) -> dict[str, Any] | None:
         """A control request: a reply now, or None (the reply comes once the op is done)."""
@@ -464,7 +541,7 @@ class Arbiter:
             self.sweeps.exited(proc, account, exit)
         elif proc.state == State.STOPPING:
             if not proc.stopped(exit):
-                self.clean = False
+                self.unknown(proc, f"stopped with {exit.description}")
         elif proc.program.service:
             self.service_exited(proc, exit.description)
         else:
@@ -479,7 +556,7 @@ class Arbiter:
             self.fail(f"{proc.program.called} exited before it was ready")
         else:
             self.log(f"{proc.name}: {proc.program.called} exited unexpectedly ({description})")
-            self.clean = False
+            self.problem(f"{proc.program.called} exited unexpectedly ({description})")
             self.begin_stop(f"{proc.name} gone")
 
     # --- stopping --------------------------------------------------------------------------------
@@ -503,14 +580,33 @@ class Arbiter:
             elif proc.state == State.BACKOFF:
                 proc.transition(State.STOPPED)
                 proc.next_start = None
-        self.save()
+        self.save(now=True)  # its deadline, for `multirun stop`
 
-    def start_sweeps(self, accounts: Sequence[Proc] | None = None) -> None:
+    def start_sweeps(self, accounts: Sequence[Proc] | None = None) -> list[Proc]:
         """Sweep each account (of ``accounts``; default all) whose worker is gone and whose
-        journal holds trades."""
+        journal holds trades; the accounts swept."""
         if not self.services_ready() or any(p.state == State.STOPPING for p in self.services):
-            return  # no server to close against: the final report names what is held
-        self.sweeps.start(self.accounts if accounts is None else accounts, self.spawn)
+            return []  # no server to close against: the final report names what is held
+        return self.sweeps.start(self.accounts if accounts is None else accounts, self.spawn)
+
+    def stop_deadline(self) -> float | None:
+        """Monotonic: when the stop under way ends at the latest, every child gone (the final
+        report aside), by the timers it runs on: the workers' SIGKILL, a sweep's deadline
+        and grace, the services' stop timeout. None when no stop is under way."""
+        if self.phase in (Phase.STARTING_SERVICES, Phase.RUNNING, Phase.DONE):
+            return None
+        now = time.monotonic()
+        if self.phase is Phase.STOPPING_SERVICES:
+            return self.services_kill_at if self.services_kill_at is not None else now
+        end = max([now, *self.sweeps.moments()])
+        running = live(self.accounts)
+        if running or self.sweeps.may_start(self.accounts):
+            stop = self.stop_request
+            kill = [stop.kill_at] if stop is not None and stop.kill_at is not None else []
+            kill += [p.stop_deadline for p in running if p.stop_deadline is not None]
+            end = max(end, max([now, *kill]) + self.sweeps.budget_s(self.accounts))
+        services = [p.program.stop_timeout_s for p in self.services if p.pid is not None]
+        return end + max(services, default=0.0)
 
     def stop_services(self) -> None:
         """Once no account runs: SIGTERM each service (SIGKILL after its stop timeout)."""
@@ -535,8 +631,9 @@ class Arbiter:
             self.log(f"{proc.name}: {why}; SIGKILL")
             kill(proc.pid, signal.SIGKILL)
 
-    def force(self, reason: str) -> None:
-        """SIGKILL what the stop waits for: the accounts; else the sweeps; else the services."""
+    def force(self, reason: str, *, why: str | None = None) -> None:
+        """SIGKILL what the stop waits for: the accounts; else the sweeps; else the services.
+        ``why``: what the final lines say of each worker killed (default: ``killed: reason``)."""
         assert self.stop_request is not None
         running = live(self.accounts)
         sweeping = self.sweeps.live()
@@ -551,10 +648,12 @@ class Arbiter:
         if not running:
             self.kill_services(reason)
             return
-        self.clean = False
         self.stop_request.kill_at = None
         self.log(f"{reason}: SIGKILL to {', '.join(p.name for p in running)}")
+        why = why or f"killed: {reason}"
         for proc in running:
+            self.killed.setdefault(proc.name, why)
+            self.unknown(proc, why)
             kill(proc.pid, signal.SIGKILL)
         if self.sweeps.procs or any(p.program.sweep for p in running):
             self.log("their journaled trades are swept next; signal again to abandon the sweep")
@@ -601,7 +700,8 @@ class Arbiter:
         stop = self.stop_request
         if stop and stop.kill_at is not None and now >= stop.kill_at and live(self.accounts):
             names = ", ".join(p.name for p in live(self.accounts))
-            self.force(f"stop_timeout ({self.stop_timeout_s:g} s) passed for {names}")
+            timeout = f"stop_timeout ({self.stop_timeout_s:g} s)"
+            self.force(f"{timeout} passed for {names}", why=f"killed at {timeout}")
         if self.services_kill_at is not None and now >= self.services_kill_at:
             self.kill_services()
 
@@ -656,13 +756,21 @@ class Arbiter:
                 "started_utc": stamp(self.started_wall),
                 "updated_utc": stamp(time.time()),
                 "stopping": self.stop_request is not None,
-                "stop_timeout_s": self.stop_timeout_s,  # `multirun stop` waits by the running value
+                "stop_timeout_s": self.stop_timeout_s,
+                "stop_deadline_utc": self.deadline_utc(),  # `multirun stop` waits for it
                 "announced": dict(self.announced),
                 "accounts": {proc.name: proc.to_dict() for proc in self.accounts},
                 "services": {proc.name: proc.to_dict() for proc in self.services},
             }
         )
         return data
+
+    def deadline_utc(self) -> str | None:
+        """:meth:`stop_deadline` as a UTC time (``supervisor.json``'s ``stop_deadline_utc``)."""
+        deadline = self.stop_deadline()
+        if deadline is None:
+            return None
+        return stamp(time.time() + deadline - time.monotonic())
 
     def save(self, *, now: bool = False) -> None:
         """``state_dir/supervisor.json`` (read by ``multirun status``) is to be rewritten:
@@ -683,18 +791,20 @@ class Arbiter:
         with contextlib.suppress(OSError):
             statefiles.write_supervisor(self.layout, data)
 
-    def save_final(self, code: int) -> None:
-        """The final lines (every trade left open, per account) and the final save."""
+    def save_final(self) -> None:
+        """The final lines (every trade left open, per account; the accounts that needed a
+        sweep; the verdict) and the final save, which ``multirun stop`` prints from."""
+        code, lines = self.verdict()
         self.save(now=True)
         data = statefiles.read_supervisor(self.layout)
         data["exit_code"], data["stopped_utc"], data["stopping"] = code, stamp(time.time()), False
+        data["stop_deadline_utc"] = None
         data["left_open"] = final_report.to_json(self.left_open)
+        data["final_lines"] = [line for line, _account in lines]
         with contextlib.suppress(OSError):
             statefiles.write_supervisor(self.layout, data, compact=False)
-        for left in self.left_open.values():
-            for line in final_report.lines([left]):
-                self.log(line, left.account)
-        self.log(final_report.verdict(code, self.left_open))
+        for line, account in lines:
+            self.log(line, account)
 
     def _teardown(self) -> None:
         """Never leave a child behind, whatever happened."""
@@ -703,7 +813,10 @@ class Arbiter:
             self.control.shut()
         for proc in live(self.all_procs()):
             kill(proc.pid, signal.SIGKILL)
-            self.clean = False
+            if proc.program.service:
+                self.problem(f"{proc.program.called} still running at the end: SIGKILL")
+            elif not self.sweeps.owns(proc):  # a sweep's account: its journal tells
+                self.unknown(proc, "still running at the end: SIGKILL")
         if self.pipes is not None:
             for proc in self.all_procs():
                 self._wait_gone(proc, 5.0)
@@ -711,7 +824,7 @@ class Arbiter:
             if proc.state != State.FATAL:
                 proc.transition(State.STOPPED)
         self.left_open = {p.name: self.sweeps.final(p) for p in self.accounts if p.program.sweep}
-        self.save_final(self.exit_code())
+        self.save_final()
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, spawn.default_handler(signum))
         for fd in (self.death_r, self.death_w):

@@ -99,9 +99,10 @@ class Sweeps:
         self.deadlines[account.name] = time.monotonic() + sweep.deadline_s + SWEEP_GRACE_S
         return proc
 
-    def start(self, accounts: Iterable[Proc], spawn: Callable[[Proc], None]) -> None:
+    def start(self, accounts: Iterable[Proc], spawn: Callable[[Proc], None]) -> list[Proc]:
         """Start (with ``spawn``, the arbiter's) the sweep of each of ``accounts`` whose
-        worker is gone and whose journal holds trades."""
+        worker is gone and whose journal holds trades; the accounts swept."""
+        started = []
         for account, left in self.due(accounts):
             proc = self.add(account)
             assert account.program.sweep is not None
@@ -113,6 +114,8 @@ class Sweeps:
             )
             account.note = "sweeping: applying on_stop from the journal"
             spawn(proc)
+            started.append(account)
+        return started
 
     def exited(self, proc: Proc, account: Proc, exit: Exit) -> None:
         """``account``'s sweep ended: say what its journal holds now (the final report,
@@ -141,3 +144,15 @@ class Sweeps:
 
     def moments(self) -> list[float]:
         return [self.deadlines[p.name] for p in self.live() if p.name in self.deadlines]
+
+    def budget_s(self, accounts: Iterable[Proc]) -> float:
+        """The longest a sweep of one of ``accounts`` started now may run: its deadline and
+        the grace past it (0 when none has a sweep, or a forced stop abandoned them)."""
+        deadlines = [a.program.sweep.deadline_s for a in accounts if a.program.sweep]
+        return 0.0 if not deadlines or self.abandoned else max(deadlines) + SWEEP_GRACE_S
+
+    def may_start(self, accounts: Iterable[Proc]) -> bool:
+        """Whether a sweep of one of ``accounts`` may still start (its journal not read yet)."""
+        return not self.abandoned and any(
+            a.program.sweep is not None and a.name not in self.looked_at for a in accounts
+        )

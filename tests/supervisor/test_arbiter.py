@@ -13,11 +13,13 @@ import ctypes.util
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,8 @@ from multirun.core.statedir import StateDir
 from multirun.ops import control_client as controlclient
 from multirun.ops import status
 from multirun.ops.stop import stop
+from multirun.supervisor import arbiter as arbiter_module
+from multirun.supervisor import sweeps as sweeps_module
 from multirun.supervisor.arbiter import Arbiter
 from multirun.supervisor.fork import ChildContext
 from multirun.supervisor.output import LogRouter
@@ -67,6 +71,19 @@ def refused_for_good(workdir: Path, name: str, context: ChildContext) -> int:
     _note(workdir, f"{name} started")
     print(f"multirun: error: {name}: strategy cannot be built", file=sys.stderr, flush=True)
     return EXIT_FATAL
+
+
+def slow_stopper(workdir: Path, name: str, context: ChildContext) -> int:
+    """Takes 1 s to stop (a tick to finish, trades to close), then exits 0."""
+
+    def stop(*_: object) -> None:
+        time.sleep(1.0)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    print(f"hello from {name}", flush=True)
+    while True:
+        time.sleep(3600)
 
 
 def stubborn(workdir: Path, name: str, context: ChildContext) -> int:
@@ -190,6 +207,7 @@ TARGETS = {
 }
 TARGETS.update({f.__name__: f for f in (heartbeat, sweeper, failing_sweeper, hanging_sweeper)})
 TARGETS.update({f.__name__: f for f in (refused_for_good, keeping_sweeper, locked_out_sweeper)})
+TARGETS.update({f.__name__: f for f in (slow_stopper,)})
 
 
 def _without_linux_only_calls() -> None:
@@ -209,6 +227,10 @@ def arbiter_main(argument: str) -> None:
         _fail_fork(spec["fail_fork"])
     if spec.get("no_linux"):
         _without_linux_only_calls()
+    if "same_signal_s" in spec:  # a second signal forces sooner than a person would
+        arbiter_module.SAME_SIGNAL_S = spec["same_signal_s"]
+    if "sweep_grace" in spec:
+        sweeps_module.SWEEP_GRACE_S = spec["sweep_grace"]
     state_dir = workdir / "state"
     accounts: dict[str, str] = spec["accounts"]
     router = LogRouter.for_accounts(
@@ -434,9 +456,11 @@ def test_sigterm_stops_every_account_and_exits_0(arbiter: Any) -> None:
     run.proc.send_signal(signal.SIGTERM)
     assert run.wait_exit() == 0
     assert all(gone(pid) for pid in pids)
-    assert "every account stopped cleanly" in run.output()
+    assert run.output().endswith("supervisor | stopped; every account flat\n")
     assert not run.layout.supervisor_pid.exists()
     assert run.sup()["exit_code"] == 0
+    assert run.sup()["final_lines"] == ["stopped; every account flat"]
+    assert run.sup()["stop_deadline_utc"] is None  # no stop under way any more
 
 
 @pytest.mark.process
@@ -451,19 +475,69 @@ def test_stop_timeout_then_sigkill(arbiter: Any) -> None:
     assert run.output().count("SIGKILL to") == 1  # once, not on every turn of the loop
     assert run.account("mule")["last_exit"] == "signal SIGKILL"
     assert run.account("ok")["last_exit"] == "exit 0"
+    # no journal to read (no sweep): what the killed worker left is unknown
+    unknown = "what mule holds is unknown (killed at stop_timeout (0.5 s), no journal to read)"
+    assert run.sup()["final_lines"] == [f"stopped; exit status 1: {unknown}"]
 
 
 @pytest.mark.process
 def test_a_second_signal_forces(arbiter: Any) -> None:
-    run = arbiter({"mule": "stubborn"}, stop_timeout=60)
+    run = arbiter({"mule": "stubborn"}, stop_timeout=60, same_signal_s=0.2)
     pid = run.wait_state("mule", "STARTING")["pid"]
     wait_until(lambda: "ignoring SIGTERM" in run.output())
     run.proc.send_signal(signal.SIGINT)
     wait_until(lambda: "stopping 1 account(s)" in run.output())
+    time.sleep(0.3)  # past the window in which it would be the same signal again
     run.proc.send_signal(signal.SIGINT)
     assert run.wait_exit(timeout=5) == 1
     assert gone(pid)
     assert "SIGINT again: SIGKILL to mule" in run.output()
+
+
+@pytest.mark.process
+def test_a_signal_repeated_within_1_s_counts_once_then_a_deliberate_one_forces(
+    arbiter: Any,
+) -> None:
+    run = arbiter({"mule": "stubborn"}, stop_timeout=60)
+    pid = run.wait_state("mule", "STARTING")["pid"]
+    wait_until(lambda: "ignoring SIGTERM" in run.output())
+    first = time.monotonic()
+    run.proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)  # apart enough to come as two signals, not one pending twice
+    run.proc.send_signal(signal.SIGINT)  # as `kill -INT -PGID` or GNU timeout deliver it
+    time.sleep(0.1)
+    run.proc.send_signal(signal.SIGTERM)
+    assert time.monotonic() - first < 0.9, "too slow to test the window"
+    counted = "SIGINT again within 1 s: the same stop, counted once (Ctrl-C again to force)"
+    wait_until(lambda: counted in run.output())
+    wait_until(lambda: "SIGTERM after SIGINT within 1 s: the same stop" in run.output())
+    assert "stopping 1 account(s)" in run.output()
+    time.sleep(max(0.0, first + 1.2 - time.monotonic()))
+    assert not gone(pid) and run.proc.poll() is None and "SIGKILL to" not in run.output()
+    run.proc.send_signal(signal.SIGINT)  # a deliberate second Ctrl-C
+    assert run.wait_exit(timeout=5) == 1
+    assert gone(pid) and "SIGINT again: SIGKILL to mule" in run.output()
+
+
+@pytest.mark.process
+@pytest.mark.skipif(shutil.which("timeout") is None, reason="no GNU timeout (coreutils)")
+def test_timeout_s_int_stops_gracefully_though_it_signals_twice(tmp_path: Path) -> None:
+    """GNU timeout sends its signal to the supervisor, then to its whole process group:
+    that is one stop, not a Ctrl-C pressed twice (which would SIGKILL the workers)."""
+    spec = {"dir": str(tmp_path), "accounts": {"a": "slow_stopper", "b": "slow_stopper"}}
+    code = "import sys, multirun; from tests.supervisor.test_arbiter import arbiter_main; "
+    code += "arbiter_main(sys.argv[1])"
+    done = subprocess.run(
+        ["timeout", "-s", "INT", "3", sys.executable, "-c", code, json.dumps(spec)],
+        capture_output=True, text=True, timeout=30, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": ""},
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 124, out  # timeout's own status: it had to signal
+    assert "SIGINT: stopping 2 account(s)" in out
+    assert "SIGKILL to" not in out and "a: stopped\n" in out and "b: stopped\n" in out, out
+    sup = procutil.read_json(StateDir(tmp_path / "state").supervisor_json) or {}
+    assert sup["exit_code"] == 0 and sup["final_lines"] == ["stopped; every account flat"]
 
 
 @pytest.mark.process
@@ -517,7 +591,7 @@ def test_without_pipe2_prctl_and_proc_a_sigkilled_supervisor_leaves_no_process(
 def test_stop_force_over_the_control_socket_kills_what_the_stop_waits_for(
     arbiter: Any,
 ) -> None:
-    run = arbiter({"mule": "stubborn"}, stop_timeout=60)
+    run = arbiter({"mule": "stubborn"}, stop_timeout=60, same_signal_s=0)
     pid = run.wait_state("mule", "STARTING")["pid"]
     wait_until(lambda: "ignoring SIGTERM" in run.output())
     run.proc.send_signal(signal.SIGTERM)
@@ -538,7 +612,7 @@ def test_multirun_stop_from_another_process(arbiter: Any) -> None:
     assert stop(run.state_dir, timeout_s=10, echo=lines.append) == 0
     assert run.proc.poll() == 0
     assert lines[0] == f"stopping the supervisor (pid {run.proc.pid}); waiting up to 10 s"
-    assert lines[-1] == "stopped: every account stopped cleanly"
+    assert lines[1:] == ["stopped; every account flat"] == run.sup()["final_lines"]
 
 
 @pytest.mark.process
@@ -613,7 +687,7 @@ def test_stop_when_the_supervisor_exits_as_it_is_signalled(
 
 
 @pytest.mark.process
-def test_stop_waits_by_the_running_stop_timeout(
+def test_stop_waits_by_the_running_stop_timeout_until_a_deadline_is_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
@@ -624,7 +698,9 @@ def test_stop_waits_by_the_running_stop_timeout(
     monkeypatch.setattr(status, "supervisor_pid", lambda state_dir: pid)
     lines: list[str] = []
     assert stop(tmp_path, echo=lines.append) == 0
-    assert lines[0] == f"stopping the supervisor (pid {pid}); waiting up to 32.5 s"
+    # its worst case by stop_timeout: 2.5 (workers) + 2.5 + 10 (a sweep) + 5 (services),
+    # plus 10 for the final report
+    assert lines[0] == f"stopping the supervisor (pid {pid}); waiting up to 30 s"
 
 
 @pytest.mark.process
@@ -771,6 +847,11 @@ def hold(tmp_path: Path, name: str, **fields: Any) -> None:
     (tmp_path / f"{name}.held").write_text(json.dumps([trade]))
 
 
+def last_lines(output: str, count: int) -> list[str]:
+    """The last ``count`` lines of the terminal output, without their time."""
+    return [line.split(" ", 1)[1] for line in output.splitlines()[-count:]]
+
+
 def order(tmp_path: Path) -> list[str]:
     path = tmp_path / "order.log"
     return path.read_text().splitlines() if path.exists() else []
@@ -800,8 +881,12 @@ def test_a_stop_sweeps_every_account_holding_trades_then_stops_the_services(
     out = run.output()
     assert "b: its journal holds 1 trade(s); applying on_stop (close) from the journal" in out
     assert "b: sweep done: nothing of ours held" in out
-    assert "every account stopped cleanly" in out and "LEFT OPEN" not in out
+    assert "LEFT OPEN" not in out
+    final = ["2 account(s) needed a sweep: b (its worker: exit 3), a (its worker: exit 0)",
+             "stopped; every account flat"]  # fmt: skip
+    assert last_lines(out, 2) == [f"supervisor | {line}" for line in final]
     assert run.sup()["left_open"] == {} and run.sup()["exit_code"] == 0
+    assert run.sup()["final_lines"] == final
 
 
 @pytest.mark.process
@@ -814,11 +899,13 @@ def test_trades_a_sweep_could_not_close_are_named_and_the_exit_status_is_1(
     lines: list[str] = []
     assert stop(run.state_dir, timeout_s=10, echo=lines.append) == 1
     assert run.proc.poll() == 1
-    assert lines[1:] == [LEFT_OPEN, "stopped; exit status 1: 1 trade(s) left open"]
+    final = [LEFT_OPEN, "1 account(s) needed a sweep: a (its worker: exit 0)",
+             "stopped; exit status 1: 1 trade(s) left open (listed above)"]  # fmt: skip
+    assert lines[1:] == final == run.sup()["final_lines"]  # as the supervisor printed them
     out = run.output()
     assert "a: sweep ended with exit 3" in out and f"supervisor | {LEFT_OPEN}" in out
     assert "stopped; exit status 1: 1 trade(s) left open (listed above)" in out
-    assert "every account stopped cleanly" not in out
+    assert "every account flat" not in out
     assert run.sup()["left_open"]["a"]["trades"][0]["trade_id"] == "7"
     snapshot = status.collect(runner_for(run.state_dir, "a", "b"))
     assert snapshot.left_open == [LEFT_OPEN]
@@ -835,7 +922,8 @@ def test_trades_kept_by_on_stop_keep_are_listed_and_not_swept(arbiter: Any, tmp_
     assert order(tmp_path) == []  # nothing to close, nothing to resolve: no sweep
     out = run.output()
     assert "a: kept open (on_stop: keep): trade 7 BUY 1 BTCUSD (orderRef mr-a-1)" in out
-    assert "every account stopped cleanly" in out
+    kept = "stopped; nothing left open but 1 trade(s) kept (on_stop: keep; listed above)"
+    assert out.endswith(f"supervisor | {kept}\n") and "every account flat" not in out
 
 
 @pytest.mark.process
@@ -883,7 +971,7 @@ def test_a_signal_during_the_sweep_kills_it_and_names_what_is_left(
     arbiter: Any, tmp_path: Path
 ) -> None:
     hold(tmp_path, "a")
-    run = arbiter({"a": "sleeper"}, sweeps={"a": ["hanging_sweeper", "close"]})
+    run = arbiter({"a": "sleeper"}, sweeps={"a": ["hanging_sweeper", "close"]}, same_signal_s=0)
     wait_until(lambda: "hello from a" in run.output())
     run.proc.send_signal(signal.SIGINT)
     wait_until(lambda: "a: sweeping forever" in run.output())
@@ -894,14 +982,52 @@ def test_a_signal_during_the_sweep_kills_it_and_names_what_is_left(
 
 
 @pytest.mark.process
-def test_a_worker_killed_at_stop_timeout_is_swept(arbiter: Any, tmp_path: Path) -> None:
-    hold(tmp_path, "mule")
+@pytest.mark.parametrize(
+    "fields",
+    [{}, {"trade_id": None, "state": "INTENT"}],
+    ids=["a trade", "an order of unknown fate"],
+)
+def test_a_worker_killed_at_stop_timeout_is_swept_and_a_flat_end_exits_0(
+    arbiter: Any, tmp_path: Path, fields: dict[str, Any]
+) -> None:
+    # The order's fate outlasted the worker's stop_timeout; the sweep finds it closed (or
+    # never executed): nothing is held, whatever it took.
+    hold(tmp_path, "mule", **fields)
     run = arbiter({"mule": "stubborn"}, sweeps={"mule": ["sweeper", "close"]}, stop_timeout=0.5)
     wait_until(lambda: "ignoring SIGTERM" in run.output())
-    run.proc.send_signal(signal.SIGTERM)
-    assert run.wait_exit() == 1  # killed: not a clean stop, though nothing is left open
+    lines: list[str] = []
+    # The end state decides, not how the worker went: killed, swept, nothing held: 0.
+    assert stop(run.state_dir, echo=lines.append) == 0
+    assert run.wait_exit() == 0
     assert order(tmp_path) == ["sweep mule against {}"]
     assert run.sup()["left_open"] == {}
+    final = ["1 account(s) needed a sweep: mule (killed at stop_timeout (0.5 s))",
+             "stopped; every account flat"]  # fmt: skip
+    assert lines[1:] == final == run.sup()["final_lines"]
+    assert last_lines(run.output(), 2) == [f"supervisor | {line}" for line in final]
+
+
+@pytest.mark.process
+def test_the_stop_deadline_is_recorded_and_met(arbiter: Any, tmp_path: Path) -> None:
+    hold(tmp_path, "mule")
+    run = arbiter({"mule": "stubborn"}, sweeps={"mule": ["hanging_sweeper", "close"]},
+                  stop_timeout=1.0, sweep_grace=0.5)  # fmt: skip
+    wait_until(lambda: "ignoring SIGTERM" in run.output())
+    assert run.sup()["stop_deadline_utc"] is None  # no stop under way
+    signalled = time.time()
+    run.proc.send_signal(signal.SIGTERM)
+    recorded = wait_until(lambda: run.sup().get("stop_deadline_utc"), 5)
+    deadline = datetime.fromisoformat(recorded).timestamp()
+    # the worker's stop_timeout (1), then its sweep's deadline (1) and grace (0.5)
+    assert 2.4 <= deadline - signalled <= 3.0
+    assert run.wait_exit() == 1  # the sweep was killed past its deadline: LEFT OPEN
+    stopped = datetime.fromisoformat(run.sup()["stopped_utc"]).timestamp()
+    assert stopped <= deadline + 0.5  # the final report (one journal) takes no time
+    assert run.sup()["final_lines"] == [
+        LEFT_OPEN.replace("a: ", "mule: ").replace("mr-a-1", "mr-mule-1"),
+        "1 account(s) needed a sweep: mule (killed at stop_timeout (1 s))",
+        "stopped; exit status 1: 1 trade(s) left open (listed above)",
+    ]
 
 
 @pytest.mark.process

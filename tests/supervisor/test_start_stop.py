@@ -122,7 +122,9 @@ def test_start_trades_and_stop_from_another_terminal_closes_every_trade(
     assert not [t for t in alice.opened().values() if t["order_Ref"].startswith("mr-coin-")]
 
     out = (tmp_path / "out.log").read_text()
-    assert " coin-a     | INFO multirun.worker: " in out and "every account stopped cleanly" in out
+    assert " coin-a     | INFO multirun.worker: " in out
+    assert out.splitlines()[-1].endswith("supervisor | stopped; every account flat")
+    assert stopped.stdout.splitlines()[-1] == "stopped; every account flat"
     worker_log = StateDir(tmp_path / "state").account("coin-a").log
     assert KEY not in out and KEY not in worker_log.read_text()
     after = json.loads(cli("status", str(config), "--json").stdout)

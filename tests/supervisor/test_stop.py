@@ -165,7 +165,9 @@ def test_a_stop_during_backoff_closes_the_journaled_trade(
     out = sup.output()
     assert f"{NAME}: its journal holds 1 trade(s); applying on_stop (close)" in out
     assert f"{NAME}: sweep done: nothing of ours held" in out
-    assert "every account stopped cleanly" in out
+    final = procutil.read_json(sup.layout.supervisor_json)["final_lines"]
+    assert final == [f"1 account(s) needed a sweep: {NAME} (its worker: exit 3)",
+                     "stopped; every account flat"]  # fmt: skip
 
 
 @pytest.mark.process
@@ -176,14 +178,18 @@ def test_a_worker_killed_at_stop_timeout_has_its_trades_closed_by_a_sweep(
     holding(sim, sup)
     (tmp_path / "hang").touch()
     wait_until(lambda: sup.alive() and (tmp_path / "hanging").exists(), 10)
-    sup.proc.send_signal(signal.SIGTERM)
+    stopped = cli("stop", str(tmp_path / "runner.yaml"))
     code = sup.proc.wait(timeout=30)
     out = sup.output()
     assert f"stop_timeout (2 s) passed for {NAME}: SIGKILL to {NAME}" in out
     assert ours_open(sim) == [], out  # the sweep closed it
     assert f"{NAME}: sweep done: nothing of ours held" in out
-    assert code == 1  # a killed worker is not a clean stop, though nothing is left open
-    assert "every account stopped cleanly" not in out
+    # The end state decides: the worker had to be killed, its sweep left nothing held.
+    assert code == 0 and stopped.returncode == 0, stopped.stdout + stopped.stderr
+    final = [f"1 account(s) needed a sweep: {NAME} (killed at stop_timeout (2 s))",
+             "stopped; every account flat"]  # fmt: skip
+    assert stopped.stdout.splitlines()[1:] == final
+    assert out.splitlines()[-1].endswith("supervisor | stopped; every account flat")
 
 
 @pytest.mark.process
@@ -238,6 +244,7 @@ def test_a_server_refusing_every_close_leaves_the_trade_named_and_exit_status_1(
     )
     # (", close sent but not confirmed" may follow: it was journaled CLOSING)
     assert [x for x in stopped.stdout.splitlines() if x.startswith(line)]
-    assert stopped.stdout.strip().endswith("stopped; exit status 1: 1 trade(s) left open")
-    assert line in sup.output() and "every account stopped cleanly" not in sup.output()
+    last = "stopped; exit status 1: 1 trade(s) left open (listed above)"
+    assert stopped.stdout.strip().endswith(last)
+    assert line in sup.output() and "every account flat" not in sup.output()
     assert line in cli("status", str(config)).stdout
