@@ -18,6 +18,7 @@ that lets the page load nothing from anywhere else.
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import socket
@@ -85,7 +86,10 @@ class Dashboard:
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
         self.guard.port = self.port
-        threading.Thread(target=self.httpd.serve_forever, name="dashboard", daemon=True).start()
+        # serve_forever checks for shutdown every poll_interval (0.5 s by default): a stop
+        # (SIGTERM from the supervisor) should not wait that long
+        serve = functools.partial(self.httpd.serve_forever, poll_interval=0.05)
+        threading.Thread(target=serve, name="dashboard", daemon=True).start()
         return self.url
 
     def stop(self) -> None:

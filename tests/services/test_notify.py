@@ -97,7 +97,7 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True).start()
 
     def url(self, fmt: str) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/{fmt}/{TOKEN}?chat_id=42"
