@@ -14,7 +14,6 @@ import os
 import stat
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +30,8 @@ from multirun.core.redact import Secret
 from multirun.core.statedir import StateDir
 from multirun.core.states import State
 from multirun.sim import SimServer
-from tests.account.test_worker import PREFIX, Harness, Script, account, tick
+from tests.account.test_worker import PREFIX, Script, account, tick
 from tests.conftest import SimCaller, wait_until
-
-
-@pytest.fixture
-def harness_of(sim_factory: Any, tmp_path: Path) -> Iterator[Any]:
-    made: list[Harness] = []
-
-    def make(**sim_kwargs: Any) -> Harness:
-        h = Harness(sim_factory(**sim_kwargs), tmp_path / "state")
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        for worker in list(h.workers):
-            h.close(worker)
 
 
 def ours_open(sim: SimServer, prefix: str = PREFIX) -> list[dict[str, Any]]:

@@ -4,8 +4,6 @@ at once, a Retry-After is honoured, token refusals at start-up are retried."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,26 +12,10 @@ from multirun.account.ticker import Tick
 from multirun.account.worker import Forbidden, Worker
 from multirun.core.clock import iso_ms
 from multirun.core.states import State
-from tests.account.test_worker import Harness
 from tests.clocks import ManualClock
 
 ONLY_OTHER = {"users": [{"user": "alice", "api_key": "alice-key",
                          "accounts": {"livetest": ["OTHER"]}}]}  # fmt: skip
-
-
-@pytest.fixture
-def harness_of(sim_factory: Any, tmp_path: Path) -> Iterator[Any]:
-    made: list[Harness] = []
-
-    def make(**sim_kwargs: Any) -> Harness:
-        h = Harness(sim_factory(**sim_kwargs), tmp_path / "state")
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        for worker in list(h.workers):
-            h.close(worker)
 
 
 def tick(worker: Worker) -> None:
