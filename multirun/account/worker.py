@@ -679,6 +679,7 @@ class Worker:
             blocked_by=None if self.blocked is None else self.blocked[1],
             throttled_until_utc=iso_ms(self.throttled_until),
             stop_reason=self.stop.reason,
+            journal_rebuilt=self.journal.rebuilt.line() if self.journal.rebuilt else None,
         )
         status.update(self.pricing.status())  # positions, nav, unrealized_pl, realized_pl_today
         return status

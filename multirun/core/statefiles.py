@@ -111,6 +111,8 @@ class WorkerStatus(TypedDict, total=False):
     nav: float | None
     unrealized_pl: float | None
     realized_pl_today: float
+    # the journal replaced a damaged one, set aside: when, why, where the old one is kept
+    journal_rebuilt: str | None
 
 
 class CounterSample(TypedDict):

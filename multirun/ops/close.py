@@ -23,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from multirun.account.journal.schema import CorruptJournal
 from multirun.account.journal.store import Journal
 from multirun.account.process import identity, run_sweep
 from multirun.config.specs import AccountSpec, RunnerSpec
@@ -63,11 +64,7 @@ def credentials_for(runner: RunnerSpec, name: str, borrow: str | None) -> Accoun
     if not account.journal.exists():
         known = ", ".join(StateDir(runner.state_dir).account_names()) or "none"
         raise UsageError(f"no journal for {name!r} in {runner.state_dir} (journals: {known})")
-    journal = Journal(account.journal, f"mr-{name}-")
-    try:
-        recorded = journal.identity()
-    finally:
-        journal.close()
+    recorded = _recorded_identity(account.journal, name)
     if borrow is not None:
         base = _configured(runner, borrow)
         if recorded is not None and recorded != identity(runner, base):
@@ -94,6 +91,21 @@ def credentials_for(runner: RunnerSpec, name: str, borrow: str | None) -> Accoun
             print(f"{name}: using the credentials of {base.name!r} ({_what(recorded)})",
                   file=sys.stderr, flush=True)  # fmt: skip
     return dataclasses.replace(base, name=name, on_stop="close", enabled=True)
+
+
+def _recorded_identity(path: Path, name: str) -> dict[str, str] | None:
+    """The server account the journal at ``path`` records; None for a damaged journal
+    (said on stderr: the close sets it aside and rebuilds it from the server)."""
+    try:
+        journal = Journal(path, f"mr-{name}-")
+    except CorruptJournal as exc:
+        print(f"{name}: {exc}: it is set aside and rebuilt from the server's listings",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return None
+    try:
+        return journal.identity()
+    finally:
+        journal.close()
 
 
 def _configured(runner: RunnerSpec, name: str) -> AccountSpec:

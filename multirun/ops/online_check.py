@@ -28,12 +28,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from multirun.account.journal import set_aside
 from multirun.api.client import AlgogeneClient
 from multirun.api.transport import RequestSender
 from multirun.config.specs import AccountSpec, RunnerSpec
 from multirun.core.clock import SYSTEM_CLOCK
 from multirun.core.errors import ApiError, AuthError, UsageError
 from multirun.core.redact import Redactor
+from multirun.core.statedir import StateDir
 
 Status = Literal["ok", "warning", "failed", "skipped"]
 MAX_LEVERAGE = 500  # more than any broker lends: a notional beyond it is a typo
@@ -57,6 +59,7 @@ class AccountResult:
     name: str
     server: str
     checks: list[Check] = field(default_factory=list)
+    journal: str | None = None  # its journal damaged, or rebuilt (set_aside.examine)
 
     @property
     def ok(self) -> bool:
@@ -79,9 +82,13 @@ def check_runner(runner: RunnerSpec, *, server: str | None = None) -> list[Accou
         raise UsageError("server: sim has no remote server to check: pass --server URL")
     market = _Market(url)
     try:
-        return [check_account(a, url, market) for a in runner.enabled_accounts]
+        results = [check_account(a, url, market) for a in runner.enabled_accounts]
     finally:
         market.close()
+    layout = StateDir(runner.state_dir)
+    for result in results:
+        result.journal = set_aside.examine(layout.account(result.name).journal, result.name)
+    return results
 
 
 def check_account(spec: AccountSpec, url: str, market: _Market | None = None) -> AccountResult:
@@ -252,6 +259,8 @@ def render(results: Iterable[AccountResult], redact: Callable[[str], str]) -> st
             if check.status in ("failed", "warning"):
                 notes.append(f"{result.name}: {check.check}: {check.status}: {check.detail}")
         row.append("ok" if result.ok else "FAILED")
+        if result.journal:
+            notes.append(f"{result.name}: journal: {result.journal}")
         cells.append(row)
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
@@ -262,7 +271,7 @@ def render(results: Iterable[AccountResult], redact: Callable[[str], str]) -> st
 
 def to_json(results: Iterable[AccountResult], redact: Callable[[str], str]) -> str:
     """The results as ``validate --online --json`` prints them."""
-    rows = [{"name": r.name, "server": r.server, "ok": r.ok,
+    rows = [{"name": r.name, "server": r.server, "ok": r.ok, "journal": r.journal,
              "checks": [asdict(c) for c in r.checks]} for r in results]  # fmt: skip
     return redact(json.dumps({"ok": all(r["ok"] for r in rows), "accounts": rows}, indent=2))
 

@@ -68,6 +68,7 @@ class AccountStatus:
     uncertain_orders: list[str] | None = None
     blocked_by: str | None = None
     strategy: str | None = None
+    journal_rebuilt: str | None = None  # its journal replaced a damaged one (set aside)
 
 
 @dataclass
@@ -210,6 +211,7 @@ def merge(
         uncertain_orders=[str(ref) for ref in worker.get("uncertain_orders") or ()],
         blocked_by=worker.get("blocked_by"),
         strategy=worker.get("strategy"),
+        journal_rebuilt=worker.get("journal_rebuilt"),
     )
 
 
@@ -280,6 +282,8 @@ def _cells(a: AccountStatus) -> list[str]:
         error = f"exited: {a.last_exit}"
     if not error and a.note:
         error = f"({a.note})"
+    if not error and a.journal_rebuilt:
+        error = "(journal rebuilt from the server: a damaged one set aside)"
     return [
         a.name,
         a.state,

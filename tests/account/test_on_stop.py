@@ -3,6 +3,7 @@
 Issue 15: a stop during start-up reconciliation (case 2), on_stop close under failing
 reads (case 3), a hanging strategy (case 5), a status file that cannot be written
 (case 7), and the sweep that closes a journal's trades without strategy code (2d).
+Issue 23, case 10: a damaged journal is set aside and its trades rebuilt from the server.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Any
 
 import pytest
 
+from multirun.account.journal import set_aside
 from multirun.account.journal.store import Journal
 from multirun.core.statedir import AccountDir, StateDir
 from multirun.sim import SimServer
-from tests.account.test_process import ROOT, bench
+from tests.account.test_process import ROOT, bench, run_cli
 from tests.conftest import SimCaller, wait_until
 
 NAME, PREFIX = bench.NAME, bench.PREFIX
@@ -320,3 +322,73 @@ def test_a_sweep_shares_the_users_session_token(sim: SimServer, tmp_path: Path) 
     assert ledger_open(sim) == []
     assert sim.stats()["tokens_issued"] == issued
     assert sim.stats()["tokens_replaced"] == 0
+
+
+# --- issue 23, case 10: a damaged journal hides no open trade ------------------------
+
+IDLE = "def on_tick(ctx):\n    return None\n"
+
+
+def damaged_journal_holding_a_trade(tmp_path: Path, alice: SimCaller) -> str:
+    """A journal that recorded one trade open on the server (as ``on_stop: keep`` leaves
+    it), checkpointed, then truncated to half its size: SQLite calls it malformed."""
+    path = account_dir(tmp_path).journal
+    journal = Journal(path, PREFIX)
+    try:
+        row = journal.new_intent("BTCUSD", "BUY", 1.0)
+        trade_id = alice.open(orderRef=row.order_ref)
+        journal.mark_acked(row.order_ref, trade_id)
+        for n in range(300):  # pages enough that half the file loses the trade's
+            journal.add_equity(float(n), 1000.0, 0.0, 0.0)
+    finally:
+        journal.close()  # the last connection: checkpointed into journal.sqlite
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert "is damaged" in (set_aside.examine(path, NAME) or "")
+    return trade_id
+
+
+def kept_aside(tmp_path: Path) -> list[Path]:
+    return sorted(account_dir(tmp_path).path.glob("journal.corrupt-*.sqlite"))
+
+
+@pytest.mark.process
+@pytest.mark.slow
+def test_a_damaged_journal_is_set_aside_and_its_trade_closed_by_on_stop(
+    sim: SimServer, tmp_path: Path, alice: SimCaller
+) -> None:
+    trade_id = damaged_journal_holding_a_trade(tmp_path, alice)
+    (tmp_path / "idle.py").write_text(IDLE)
+    proc = start(tmp_path, config(tmp_path, strategy="idle:on_tick"), sim)
+    try:
+        status = bench.wait_ticking(tmp_path, proc)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=15)
+    finally:
+        proc.kill()
+    assert code == 0, log_text(tmp_path)
+    assert ledger_open(sim) == []
+    assert alice.ledger_entry(trade_id)["status"] == "CLOSED"
+    (kept,) = kept_aside(tmp_path)
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert f"set aside as {kept}" in log_text(tmp_path)
+    assert str(kept) in status["journal_rebuilt"]
+    assert "journal rebuilt from the server" in status["journal_rebuilt"]
+
+
+@pytest.mark.process
+def test_multirun_close_on_a_garbage_journal_closes_the_servers_trade(
+    sim: SimServer, tmp_path: Path, alice: SimCaller
+) -> None:
+    cfg = config(tmp_path)
+    trade_id = alice.open(orderRef=f"{PREFIX}ABCDEFGH-1")
+    path = account_dir(tmp_path).journal
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a database " * 1000)
+    result = run_cli("close", str(cfg), NAME, "--server", sim.base_url, "--timeout", "10")
+    assert result.returncode == 0, result.stderr
+    assert alice.ledger_entry(trade_id)["status"] == "CLOSED"
+    (kept,) = kept_aside(tmp_path)
+    assert kept.read_bytes().startswith(b"not a database")
+    assert f"set aside as {kept}" in result.stderr
+    assert "journal rebuilt from the server" in (set_aside.examine(path, NAME) or "")

