@@ -42,7 +42,7 @@ from pathlib import Path
 from multirun.account.journal import order_refs
 from multirun.account.journal.store import Journal
 from multirun.account.reconcile import Listings
-from multirun.config.specs import RunnerSpec
+from multirun.config.specs import AccountSpec, RunnerSpec
 from multirun.core.errors import FatalError, JournalError, MultirunError
 from multirun.core.locks import HeldLock, read_holder
 from multirun.core.statedir import StateDir
@@ -367,27 +367,80 @@ class EpochWatch:
 # --- journals no configured account owns --------------------------------------------
 
 
+def binding(runner: RunnerSpec, spec: AccountSpec) -> dict[str, str]:
+    """The server account an account of ``runner`` trades, as its journal records it."""
+    return {
+        "server": runner.server, "user": spec.user, "runmode": spec.runmode,
+        "accountid": spec.accountid,
+    }  # fmt: skip
+
+
+def same_binding(recorded: dict[str, str], wanted: dict[str, str]) -> bool:
+    """Whether two recorded bindings name one server account (the server normalised)."""
+    keys = ("user", "runmode", "accountid")
+    return all(recorded.get(k) == wanted.get(k) for k in keys) and server_key(
+        recorded.get("server", "")
+    ) == server_key(wanted.get("server", ""))
+
+
 @dataclass(frozen=True)
 class Orphan:
-    """A journal in ``state_dir`` of an account not in the config, and what it holds."""
+    """A journal in ``state_dir`` of an account not in the config (or bound to another
+    server account than the config's), and what it holds."""
 
     name: str
     path: Path
     trades: tuple[str, ...]  # each named as ``trade 7 BUY 1 BTCUSD (mr-alpha-1)``
+    rebound: str | None = None  # configured, but its trades were opened on this account
 
 
 def orphan_journals(runner: RunnerSpec) -> list[Orphan]:
     """Journals in ``runner.state_dir`` holding open trades (or unsettled orders) whose
-    account is not in ``runner`` (renamed or removed), sorted by name. Reads only."""
-    configured = {a.name for a in runner.accounts}
+    account is not in ``runner`` (renamed or removed), or is but now bound to another
+    server account (its accountid edited), sorted by name. Reads only."""
+    configured = {a.name: a for a in runner.accounts}
     found = []
     for name in StateDir(runner.state_dir).account_names():
+        account = StateDir(runner.state_dir).account(name)
+        rebound = None
         if name in configured:
-            continue
-        trades = held_trades(StateDir(runner.state_dir).account(name).journal, name)
+            rebound = _other_binding(account.journal, binding(runner, configured[name]))
+            if rebound is None:
+                continue
+        trades = held_trades(account.journal, name)
         if trades:
-            found.append(Orphan(name, StateDir(runner.state_dir).account(name).path, trades))
+            found.append(Orphan(name, account.path, trades, rebound))
     return found
+
+
+def _other_binding(journal_path: Path, wanted: dict[str, str]) -> str | None:
+    """``user/runmode/accountid`` a journal records when not ``wanted``, else None."""
+    if not journal_path.exists():
+        return None
+    try:
+        journal = Journal(journal_path, "")
+    except JournalError:
+        return None
+    try:
+        recorded = journal.identity()
+    except JournalError:
+        return None
+    finally:
+        journal.close()
+    if recorded is None or same_binding(recorded, wanted):
+        return None
+    return f"{recorded.get('user')}/{recorded.get('runmode')}/{recorded.get('accountid')}"
+
+
+def journal_holds(state_dir: Path) -> Callable[[str], tuple[str, ...]]:
+    """``name`` -> what account ``name``'s journal in ``state_dir`` holds (:func:`held_trades`;
+    nothing without a journal)."""
+
+    def holds(name: str) -> tuple[str, ...]:
+        path = StateDir(state_dir).account(name).journal
+        return held_trades(path, name) if path.exists() else ()
+
+    return holds
 
 
 def held_trades(journal_path: Path, name: str) -> tuple[str, ...]:
@@ -415,8 +468,15 @@ def held_trades(journal_path: Path, name: str) -> tuple[str, ...]:
 def orphan_lines(runner: RunnerSpec, orphans: list[Orphan]) -> list[str]:
     """One line per orphan journal: what it holds and the command that closes it."""
     return [
-        f"{o.path}: account {o.name!r} is not in {runner.path} but its journal holds "
+        f"{o.path}: account {o.name!r} {_whose(runner, o)} but its journal holds "
         f"{len(o.trades)} open trade(s): {'; '.join(o.trades)}; close them with "
-        f"`multirun close {runner.path} {o.name}` (see README: Renaming an account)"
+        f"`multirun close {runner.path} {o.name}` (see docs/operating.md: Closing an "
+        "account's trades)"
         for o in orphans
     ]
+
+
+def _whose(runner: RunnerSpec, orphan: Orphan) -> str:
+    if orphan.rebound is None:
+        return f"is not in {runner.path}"
+    return f"of {runner.path} trades another server account now than {orphan.rebound}"

@@ -135,8 +135,15 @@ def _build_account(
     both, telemetry (when metrics or notifications want it), the client, the worker."""
     account_lock = stack.enter_context(contextlib.closing(_lock(runner, spec, url)))
     account = StateDir(runner.state_dir).account(spec.name)
-    journal = Journal.for_account(account, spec.order_ref_prefix, identity=identity(runner, spec))
+    binding = identity(runner, spec)
+    fresh = not account.journal.exists()  # a new journal records its binding in its first commit
+    journal = Journal.for_account(
+        account, spec.order_ref_prefix, identity=binding if fresh else None
+    )
     stack.callback(journal.close)
+    if not fresh:
+        refuse_other_binding(journal, binding, spec.name)
+        journal.record_identity(binding)
     stop = StopFlag()
     stack.callback(stop.close)
     window = StopWindow(stop)
@@ -218,6 +225,12 @@ def run_sweep(runner: RunnerSpec, name: str, *, server_url: str, deadline_s: flo
     except BaseException:
         account_lock.close()
         raise
+    try:
+        refuse_other_binding(journal, identity(runner, spec), name)
+    except BaseException:
+        journal.close()
+        account_lock.close()
+        raise
     outcome = Outcome()
     try:
         held = len(journal.held()) + len(journal.intents())
@@ -258,10 +271,31 @@ def run_sweep(runner: RunnerSpec, name: str, *, server_url: str, deadline_s: flo
 
 def identity(runner: RunnerSpec, spec: AccountSpec) -> dict[str, str]:
     """The server account an account of ``runner`` trades, as its journal records it."""
-    return {
-        "server": runner.server, "user": spec.user, "runmode": spec.runmode,
-        "accountid": spec.accountid,
-    }  # fmt: skip
+    return ownership.binding(runner, spec)
+
+
+def refuse_other_binding(journal: Journal, binding: dict[str, str], name: str) -> None:
+    """Raise :class:`FatalError` naming the trades when ``journal`` holds trades opened
+    under another server account than ``binding`` (its accountid, user, runmode or server
+    edited): that account's listings would "settle" them while the server keeps them
+    open on the old one. A journal holding nothing takes the new binding."""
+    recorded = journal.identity()
+    if recorded is None or ownership.same_binding(recorded, binding):
+        return
+    if not (journal.held() or journal.intents()):
+        return
+    trades = ownership.held_trades(journal.path, name)
+    edits = ", ".join(
+        f"{key} {recorded.get(key)} -> {binding.get(key)}"
+        for key in ("server", "user", "runmode", "accountid")
+        if recorded.get(key) != binding.get(key)
+    )
+    raise FatalError(
+        f"account {name}: its journal holds {len(trades)} trade(s) opened on another server "
+        f"account than the config names now ({edits}): {'; '.join(trades)}; refusing to "
+        "start (the new account's listings cannot settle them): put the old value back and "
+        "close them (multirun close, or on_stop: close and stop) before changing it"
+    )
 
 
 def _lock(runner: RunnerSpec, spec: AccountSpec, url: str) -> ownership.AccountLock:

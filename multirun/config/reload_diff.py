@@ -16,13 +16,19 @@ Top-level settings:
 - ``stop_timeout`` and ``watchdog_timeout`` are supervisor settings the running
   supervisor applies live (listed in ``settings``); no worker restarts for them.
 
+Accounts: an account whose journal holds trades (``held``, from the caller: this module
+reads no file) keeps its server account: an edit of its ``user``, ``runmode`` or
+``accountid`` is *refused*, the trades named. The new account's listings would never
+show them: the next worker would take them for closed while the server keeps them open on
+the old account. Close them first (or change it back).
+
 Secrets are compared but never shown: a changed ``api_key`` reads ``api_key: changed``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,8 +94,15 @@ class ReloadPlan:
         }
 
 
-def plan(old: RunnerSpec, new: RunnerSpec) -> ReloadPlan:
-    """What reloading ``new`` over a supervisor running ``old`` would do."""
+# The fields naming the server account an account trades (with the top-level server).
+BINDING_FIELDS = ("user", "runmode", "accountid")
+# What an account's journal holds, named (one string per trade): nothing by default.
+Held = Callable[[str], tuple[str, ...]]
+
+
+def plan(old: RunnerSpec, new: RunnerSpec, held: Held = lambda name: ()) -> ReloadPlan:
+    """What reloading ``new`` over a supervisor running ``old`` would do; ``held(name)``:
+    the trades account ``name``'s journal holds (a binding change of one is refused)."""
     old_by_name = {a.name: a for a in old.accounts}
     new_by_name = {a.name: a for a in new.accounts}
     changed: dict[str, tuple[str, ...]] = {}
@@ -105,7 +118,7 @@ def plan(old: RunnerSpec, new: RunnerSpec) -> ReloadPlan:
         removed=tuple(sorted(old_by_name.keys() - new_by_name.keys())),
         changed=changed,
         unchanged=tuple(unchanged),
-        refused=tuple(_refused(old, new)),
+        refused=tuple(_refused(old, new) + _rebound(old_by_name, new_by_name, held, new.path)),
         settings=tuple(_live_settings(old, new)),
     )
 
@@ -159,6 +172,25 @@ def _refused(old: RunnerSpec, new: RunnerSpec) -> list[str]:
         for key, (a, b) in pairs.items()
         if a != b
     ]
+
+
+def _rebound(
+    old: Mapping[str, AccountSpec], new: Mapping[str, AccountSpec], held: Held, path: object
+) -> list[str]:
+    """One line per account holding trades whose server account the edit changes."""
+    out = []
+    for name in sorted(old.keys() & new.keys()):
+        before, after = account_fields(old[name]), account_fields(new[name])
+        edits = [f"{k} {before[k]} -> {after[k]}" for k in BINDING_FIELDS if before[k] != after[k]]
+        trades = held(name) if edits else ()
+        if trades:
+            out.append(
+                f"{name}: {', '.join(edits)} cannot apply while its journal holds "
+                f"{len(trades)} trade(s) opened on the old account: {'; '.join(trades)}; "
+                f"with the old value in the file, `multirun stop {path} {name}` then "
+                f"`multirun close {path} {name}` first, then edit and reload"
+            )
+    return out
 
 
 def _listen(runner: RunnerSpec) -> str | None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from multirun.account.journal.schema import CorruptJournal
 from multirun.account.journal.store import Journal
+from multirun.account.ownership import same_binding
 from multirun.account.process import identity, run_sweep
 from multirun.config.specs import AccountSpec, RunnerSpec
 from multirun.core.errors import EXIT_OK, UsageError
@@ -72,7 +73,9 @@ def credentials_for(runner: RunnerSpec, name: str, borrow: str | None) -> Accoun
                 f"journal {name!r} traded {_what(recorded)}, but account {borrow!r} trades "
                 f"{_what(identity(runner, base))}: refusing to close with the wrong credentials"
             )
-    elif any(a.name == name for a in runner.accounts):
+    elif any(a.name == name for a in runner.accounts) and (
+        recorded is None or same_binding(recorded, identity(runner, runner.account(name)))
+    ):
         base = runner.account(name)
     elif recorded is None:
         raise UsageError(
@@ -80,7 +83,7 @@ def credentials_for(runner: RunnerSpec, name: str, borrow: str | None) -> Accoun
             "multirun): name the configured account whose credentials to use with --as NAME"
         )
     else:
-        same = [a for a in runner.accounts if identity(runner, a) == recorded]
+        same = [a for a in runner.accounts if same_binding(recorded, identity(runner, a))]
         if not same:
             raise UsageError(
                 f"no account in {runner.path} trades {_what(recorded)}, which journal "

@@ -274,7 +274,7 @@ class RunnerCatalog:
         spec, problems = self.rereader(path)
         if spec is None:
             return Reread(False, problems)
-        plan = reload.plan(self.runner, spec)
+        plan = reload.plan(self.runner, spec, ownership.journal_holds(self.runner.state_dir))
         if not plan.ok:
             return Reread(False, [*plan.lines(), "a full restart is needed: stop, then start"])
 
@@ -320,12 +320,9 @@ def start(
         secrets_of(runner),
         log_format=log_format,
     )
-    for orphan in ownership.orphan_journals(runner):  # renamed or removed accounts
-        router.event(
-            f"{orphan.name}: not in {runner.path}, but its journal ({orphan.path}) holds "
-            f"{len(orphan.trades)} trade(s): {'; '.join(orphan.trades)}; close them with "
-            f"`multirun close {runner.path} {orphan.name}`"
-        )
+    orphans = ownership.orphan_journals(runner)  # renamed, removed or rebound accounts
+    for line in ownership.orphan_lines(runner, orphans):
+        router.event(line)
     arbiter = Arbiter(
         programs(runner, names),
         state_dir=runner.state_dir,

@@ -119,3 +119,19 @@ def test_supervisor_settings_apply_live(tmp_path: Path) -> None:
     assert result.ok and result.unchanged == ("a",) and not result.is_empty
     assert len(result.settings) == 1 and result.settings[0].startswith("stop_timeout: ")
     assert result.lines()[-1].startswith("~ (supervisor) stop_timeout: ")
+
+
+def test_a_binding_change_of_an_account_holding_trades_is_refused_naming_them(
+    tmp_path: Path,
+) -> None:
+    old = load(tmp_path, HEAD + DEFAULTS + "accounts:\n" + account("a") + account("b"))
+    edited = account("a").replace("'a1'", "'a9'") + account("b").replace("'b1'", "'b9'")
+    new = load(tmp_path, HEAD + DEFAULTS + "accounts:\n" + edited)
+    held = {"a": ("trade 7 BUY 1 BTCUSD (mr-a-X-1)",)}
+    result = plan(old, new, lambda name: held.get(name, ()))
+    assert not result.ok
+    assert len(result.refused) == 1  # b holds nothing: its binding may change
+    line = result.refused[0]
+    assert line.startswith("a: accountid a1 -> a9 cannot apply"), line
+    assert "trade 7 BUY 1 BTCUSD (mr-a-X-1)" in line and "multirun close" in line
+    assert plan(old, new).ok  # nothing held: a plain change

@@ -348,3 +348,38 @@ def test_restart_runs_the_strategy_file_as_edited(run: Any) -> None:
     done = cli("restart", str(r.config), "ca")
     assert done.returncode == 0, done.stdout + done.stderr
     wait_until(lambda: "strategy version 22" in r.out(), timeout=10)
+
+
+@pytest.mark.process
+@pytest.mark.slow
+def test_an_accountid_edit_under_held_trades_is_refused_and_the_trades_stay_tracked(
+    run: Any,
+) -> None:
+    """Issue 23 case 1: the new account's listings would 'settle' trades the server keeps
+    open on the old one; reload (dry run too) refuses, naming them, and so does a worker."""
+    r = run({"ca": 1})
+    r.config.write_text(r.config.read_text().replace("on_stop: close", "on_stop: keep"))
+    r.start()
+    wait_until(lambda: r.ticking("ca") and r.open_trades("ca"), timeout=30)
+    pid = r.pid("ca")
+    r.config.write_text(r.config.read_text().replace("accountid: ACC-ca", "accountid: ACC-new"))
+
+    for extra in (("--dry-run",), ()):
+        refused = cli("reload", str(r.config), *extra)
+        assert refused.returncode != 0, refused.stdout + refused.stderr
+        said = refused.stdout + refused.stderr
+        assert "accountid ACC-ca -> ACC-new cannot apply" in said, said
+        assert "trade " in said and "mr-ca-" in said, said
+    assert r.pid("ca") == pid  # untouched: still trading the old account
+    held = {o["orderRef"] for o in r.open_trades("ca")}
+    assert held and all(o["status"] == "OPEN" for o in r.open_trades("ca"))
+
+    stopped = cli("stop", str(r.config), "ca")  # on_stop keep: the trades stay journaled
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    worker = cli("run-account", str(r.config), "ca", timeout=30)
+    assert worker.returncode == 78, worker.stdout + worker.stderr
+    last = worker.stderr.strip().splitlines()[-1]
+    assert "accountid ACC-ca -> ACC-new" in last and sorted(held)[0] in last, last
+    assert {o["orderRef"] for o in r.open_trades("ca")} == held  # still OPEN on the server
+    shown = cli("validate", str(r.config))
+    assert "ca" in shown.stdout + shown.stderr and sorted(held)[0] in shown.stdout + shown.stderr
