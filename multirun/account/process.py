@@ -86,6 +86,7 @@ def run_account(
     supervised: bool = False,
     on_up: Callable[[], None] | None = None,
     on_beat: Callable[[], None] | None = None,
+    on_condition: Callable[[str, str | None], None] | None = None,
 ) -> int:
     """Run account ``name`` of ``runner`` in the foreground; returns the exit code.
 
@@ -95,7 +96,8 @@ def run_account(
     ``server_url``, ``start_server`` starts one for this run (standalone demos).
     ``supervised``: the supervisor stamps each line with the time and the account.
     ``on_up``: called once the account is reconciled and its ticks scheduled;
-    ``on_beat``: at each heartbeat (the worker is alive: systemd's watchdog).
+    ``on_beat``: at each heartbeat (the worker is alive: systemd's watchdog);
+    ``on_condition``: at each change of its state or halted reason (the supervisor's pipe).
     """
     _configure_logging(name, stamped=not supervised)
     try:
@@ -112,7 +114,10 @@ def run_account(
         raise FatalError(f"account {name}: {exc}") from None
     with contextlib.ExitStack() as stack:
         url = server_url or _server_url(runner, stack, start_server)
-        worker = _build_account(runner, spec, url, on_tick, stack, on_up=on_up, on_beat=on_beat)
+        worker = _build_account(
+            runner, spec, url, on_tick, stack, on_up=on_up, on_beat=on_beat,
+            on_condition=on_condition,
+        )  # fmt: skip
         stack.enter_context(_signals(worker))
         code = _run(worker, name, url)
     if worker.left_open is not None:  # the last line, once everything is closed
@@ -129,6 +134,7 @@ def _build_account(
     *,
     on_up: Callable[[], None] | None,
     on_beat: Callable[[], None] | None = None,
+    on_condition: Callable[[str, str | None], None] | None = None,
 ) -> Worker:
     """Everything the account's worker runs on, built in dependency order (each closed
     by ``stack``): the account lock, the journal, the stop flag, the heartbeat guarding
@@ -164,7 +170,7 @@ def _build_account(
         runner, spec, client, journal, on_tick, stop=stop, window=window,
         heartbeat=heartbeat, observer=telemetry or NULL_OBSERVER, on_up=on_up,
         on_foreign=foreign.adopted, account_lost=loss.why,
-        check_ownership=ownership.EpochWatch(client, foreign),
+        check_ownership=ownership.EpochWatch(client, foreign), on_condition=on_condition,
     )  # fmt: skip
 
 
@@ -185,6 +191,7 @@ def build_worker(
     on_foreign: Callable[[str], None] = lambda order_ref: None,
     account_lost: Callable[[], str | None] = lambda: None,
     check_ownership: Callable[[], None] = lambda: None,
+    on_condition: Callable[[str, str | None], None] | None = None,
 ) -> Worker:
     """The worker of ``spec`` over ``client`` and ``journal``, with what it is made of:
     its pricing, told by the reconciler what it lists and closes; the reconciler, which
@@ -203,6 +210,7 @@ def build_worker(
         status_file=status_file, stop=stop, started=started, clock=clock, timing=timing,
         window=window, heartbeat=heartbeat, observer=observer, on_up=on_up,
         account_lost=account_lost, check_ownership=check_ownership,
+        on_condition=on_condition or (lambda state, reason: None),
     )  # fmt: skip
 
 

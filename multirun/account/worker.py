@@ -152,6 +152,7 @@ class Worker:
         on_up: Callable[[], None] | None = None,
         account_lost: Callable[[], str | None] = lambda: None,
         check_ownership: Callable[[], None] = lambda: None,
+        on_condition: Callable[[str, str | None], None] = lambda state, reason: None,
     ) -> None:
         self.runner = runner
         self.account_lost = account_lost  # why the account is no longer ours alone, or None
@@ -159,6 +160,10 @@ class Worker:
         # from the heartbeat between ticks, so at least once a minute whatever the interval.
         self.check_ownership = check_ownership
         self.on_up = on_up or (lambda: None)
+        # Told each change of (state, halted_reason): the supervisor's copy, true when
+        # status.json cannot be written (a full disk)
+        self.on_condition = on_condition
+        self.told: tuple[str, str | None] = (State.RUNNING, None)
         self.spec = spec
         self.client = client
         self.journal = journal
@@ -693,6 +698,9 @@ class Worker:
         """Write status.json when due (see :mod:`multirun.account.status_file`), or now with
         ``force``. Best-effort: a failure is logged once (again only after a success)."""
         self.status_file.write(self.status, force=force)
+        if (self.state, self.halted_reason) != self.told:
+            self.told = (self.state, self.halted_reason)
+            self.on_condition(*self.told)
 
     @contextlib.contextmanager
     def _busy(self) -> Iterator[None]:

@@ -15,7 +15,9 @@ a reader (files written by older versions lack newer fields), hence ``total=Fals
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypedDict, cast
 
 from multirun.core.procutil import read_json, write_json_atomic
@@ -33,6 +35,10 @@ class ProcessEntry(TypedDict, total=False):
     last_error: str | None
     next_start_utc: str | None  # when a BACKOFF child starts again
     note: str | None
+    # An account: the worker's own state (RUNNING, HALTED, STOPPED) and why, as it last
+    # told the supervisor over its pipe; true when its status.json cannot be written.
+    worker_state: str | None
+    worker_reason: str | None
 
 
 # Where a reader gets each account's process entry: supervisor.json's ``accounts`` by
@@ -128,6 +134,52 @@ class WorkerMetrics(TypedDict, total=False):
     counters: list[CounterSample]
     histograms: dict[str, dict[str, Any]]
     last_successful_tick: float | None
+
+
+def condition_line(state: str, reason: str | None) -> str:
+    """The line a worker writes on its pipe when its state or halted reason changes (one
+    JSON object, short enough for one atomic pipe write)."""
+    return json.dumps({"state": state, "reason": None if reason is None else reason[:400]})
+
+
+def read_condition(line: str) -> tuple[str, str | None] | None:
+    """A :func:`condition_line`'s state and reason; None for any other line ("up")."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("state"), str):
+        return None
+    reason = data.get("reason")
+    return data["state"], reason if isinstance(reason, str) else None
+
+
+class SupervisorRecord(TypedDict, total=False):
+    """``<runtime dir>/supervisor-<pid>.json``: a running supervisor, found there when its
+    state directory is gone (written at its start, removed at its exit)."""
+
+    pid: int
+    config: str | None
+    state_dir: str
+
+
+def supervisor_record(runtime: Path, pid: int) -> Path:
+    return runtime / f"supervisor-{pid}.json"
+
+
+def write_supervisor_record(runtime: Path, data: SupervisorRecord) -> None:
+    """Raises OSError, as :func:`write_supervisor`."""
+    write_json_atomic(supervisor_record(runtime, data["pid"]), data, compact=True)
+
+
+def read_supervisor_records(runtime: Path) -> list[SupervisorRecord]:
+    """Every record in ``runtime`` (stale ones too: the caller checks each pid)."""
+    found = []
+    for path in sorted(runtime.glob("supervisor-*.json")):
+        data = read_json(path)
+        if data is not None and isinstance(data.get("pid"), int):
+            found.append(cast(SupervisorRecord, data))
+    return found
 
 
 def read_supervisor(layout: StateDir) -> SupervisorFile:

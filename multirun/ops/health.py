@@ -1,9 +1,11 @@
-"""`multirun health`: whether one account's worker is ticking, from its state files only.
+"""`multirun health`: whether one account's worker is ticking, from the supervisor and files.
 
-Reads ``state_dir/<name>/status.json`` (written by the worker after every tick) and asks
-the kernel whether the pid it names is still a multirun process; never the server, never
-the supervisor. Healthy: the worker ticked within its interval plus a grace, or started
-less than that long ago and has not ticked yet. The probes of `multirun export` run it.
+Asks the running supervisor first (its control socket: the condition each worker last
+said on its pipe, true when no file can be written, a full disk); then reads
+``state_dir/<name>/status.json`` (written by the worker after every tick) and asks the
+kernel whether the pid it names is still a multirun process; never the server. Healthy:
+the worker ticked within its interval plus a grace, or started less than that long ago
+and has not ticked yet. The probes of `multirun export` run it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from multirun.core.procutil import looks_like_multirun
 from multirun.core.statedir import StateDir
 from multirun.core.statefiles import read_worker_status
 from multirun.core.states import State
+from multirun.ops import locate
+from multirun.ops.status import live_view
 
 # Beyond the interval: a tick that retries a slow server, or start-up reconciliation.
 DEFAULT_GRACE_S = 60.0
@@ -50,6 +54,9 @@ def check(
     except KeyError:
         known = ", ".join(a.name for a in runner.accounts) or "none"
         return Health(False, f"{name}: no such account in {runner.path} (accounts: {known})")
+    said = _said(runner, name)
+    if said is not None and said[0] == State.HALTED and not liveness:
+        return Health(False, f"{name}: HALTED: {_one_line(said[1] or 'halted')}")
     files = StateDir(runner.state_dir).account(name)
     status, path = read_worker_status(files), files.status
     if not status:
@@ -82,6 +89,17 @@ def check(
             f"every {interval} s (allowed {allowed:.0f} s)",
         )
     return Health(True, f"{name}: ok: {state}, last tick {age:.0f} s ago (every {interval} s)")
+
+
+def _said(runner: RunnerSpec, name: str) -> tuple[str, str | None] | None:
+    """What the worker of ``name`` last said on its pipe, as the running supervisor holds
+    it (its control reply); None when no supervisor answers or it said nothing."""
+    found = locate.running(runner.state_dir)
+    if found is None:
+        return None
+    entry = live_view(runner.state_dir, found).get("accounts", {}).get(name) or {}
+    state = entry.get("worker_state")
+    return (state, entry.get("worker_reason")) if state and entry.get("pid") else None
 
 
 def _one_line(text: object) -> str:

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from multirun.account import ownership
 from multirun.config import schema
 from multirun.config.interpolate import InterpolationError, interpolate
 from multirun.config.yamlload import load_bytes
-from multirun.core.errors import SupervisorError, UsageError
+from multirun.core.errors import JournalError, SupervisorError, UsageError
 from multirun.core.procutil import is_locked, looks_like_multirun, read_pid
 from multirun.core.statedir import StateDir
-from multirun.core.statefiles import SupervisorFile, read_supervisor
+from multirun.core.statefiles import SupervisorFile, read_supervisor, read_supervisor_records
 
 _STATE_DIR_LINE = re.compile(r"^state_dir\s*:\s*(?P<value>[^#\n]*?)\s*(?:#.*)?$", re.MULTILINE)
 _UNSET = "unset-for-status-and-stop"
@@ -48,6 +49,9 @@ class Running:
     pid: int
     config: str | None  # the config file it was started from (supervisor.json)
     data: SupervisorFile  # its supervisor.json ({} until it wrote one)
+    # found by its record in the host lock directory only: its pidfile is gone (its state
+    # directory deleted under it)
+    unlisted: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,12 +102,27 @@ def running(state_dir: Path) -> Running | None:
     layout = StateDir(state_dir)
     pid = read_pid(layout.supervisor_pid)
     if pid is None or not is_locked(layout.supervisor_pid) or not looks_like_multirun(pid):
-        return None
+        return registered(state_dir)
     data = read_supervisor(layout)
     if data.get("pid") != pid:
         data = SupervisorFile()  # a new supervisor that has not written its file yet
     config = data.get("config")
     return Running(pid, str(config) if config else None, data)
+
+
+def registered(state_dir: Path) -> Running | None:
+    """The supervisor whose record in the host lock directory names ``state_dir``, alive;
+    found this way when the state directory lost its pidfile (deleted under it)."""
+    try:
+        records = read_supervisor_records(ownership.runtime_dir())
+    except (OSError, JournalError):
+        return None
+    where = Path(state_dir).resolve()
+    for record in records:
+        pid, config = record["pid"], record.get("config")
+        if Path(str(record.get("state_dir"))).resolve() == where and looks_like_multirun(pid):
+            return Running(pid, str(config) if config else None, SupervisorFile(), unlisted=True)
+    return None
 
 
 def refuse_other_config(config: Path, state_dir: Path) -> None:

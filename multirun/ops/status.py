@@ -21,21 +21,23 @@ import threading
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from multirun.account import final_report
 from multirun.config.specs import RunnerSpec
 from multirun.core.clock import iso_ms, parse_iso, short_time
+from multirun.core.errors import SupervisorError
 from multirun.core.statedir import StateDir
 from multirun.core.statefiles import (
     HeldPosition,
     ProcessEntry,
+    SupervisorFile,
     WorkerStatus,
     read_supervisor,
     read_worker_status,
 )
 from multirun.core.states import State
-from multirun.ops import locate
+from multirun.ops import control_client, locate
 
 
 @dataclass
@@ -79,6 +81,9 @@ class Snapshot:
     left_open: list[str] = field(default_factory=list)  # the last stop's final lines
     config: str | None = None  # the config file the running supervisor was started from
     file_problem: str | None = None  # why the config file could not be read whole
+    # the state directory the running supervisor lost (deleted under it): nothing it
+    # holds can be shown, and nothing is known to run as it should
+    lost_state_dir: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +95,7 @@ class Snapshot:
             "accounts": [_shallow(a) for a in self.accounts],
             "left_open": list(self.left_open),
             "file_problem": self.file_problem,
+            "lost_state_dir": self.lost_state_dir,
             "exit_code": self.exit_code(),
         }
 
@@ -98,6 +104,8 @@ class Snapshot:
         RUNNING, 3 some are not, 4 no supervisor runs."""
         if not self.running:
             return EXIT_NOT_RUNNING
+        if self.lost_state_dir:
+            return EXIT_SOME_NOT_RUNNING
         held = [a for a in self.accounts if a.supervised and a.note != DISABLED]
         return 0 if all(a.state == State.RUNNING for a in held) else EXIT_SOME_NOT_RUNNING
 
@@ -107,6 +115,7 @@ def _shallow(row: AccountStatus) -> dict[str, Any]:
     return {f.name: getattr(row, f.name) for f in fields(row)}
 
 
+ASK_S = 2.0  # how long the running supervisor gets to answer `status` on its socket
 EXIT_SOME_NOT_RUNNING = 3
 EXIT_NOT_RUNNING = 4
 DISABLED = "disabled"
@@ -136,7 +145,7 @@ def collect_at(
     now = time.time() if now is None else now
     layout = StateDir(state_dir)
     found = locate.running(state_dir)
-    sup = found.data if found else read_supervisor(layout)
+    sup = live_view(state_dir, found) if found else read_supervisor(layout)
     known = sup.get("accounts", {}) if isinstance(sup.get("accounts"), dict) else {}
     in_file = dict(file.accounts) if file is not None and file.accounts is not None else None
     if found is not None:
@@ -161,7 +170,20 @@ def collect_at(
     config = found.config if found else None
     problem = file.problem if file is not None else None
     pid = found.pid if found else None
-    return Snapshot(pid, found is not None, rows, left, config, problem)
+    lost = str(state_dir) if found is not None and found.unlisted else None
+    return Snapshot(pid, found is not None, rows, left, config, problem, lost)
+
+
+def live_view(state_dir: Path, found: locate.Running) -> SupervisorFile:
+    """The running supervisor's view from its memory (its control reply: true when no file
+    can be written, a full disk), else from its ``supervisor.json``."""
+    try:
+        reply = control_client.request(state_dir, {"cmd": "status"}, timeout_s=ASK_S)
+    except (SupervisorError, OSError):
+        return found.data
+    if not reply.get("ok") or reply.get("pid") != found.pid:
+        return found.data
+    return cast(SupervisorFile, reply)
 
 
 def merge(
@@ -180,10 +202,9 @@ def merge(
     if not running:
         state = State.FATAL if state == State.FATAL else State.STOPPED
         pid = None
-    elif (
-        state in (State.STARTING, State.RUNNING)
-        and same_process
-        and worker.get("state") == State.HALTED
+    elif state in (State.STARTING, State.RUNNING) and (
+        sup.get("worker_state") == State.HALTED  # said on its pipe: true with no file written
+        or (same_process and worker.get("state") == State.HALTED)
     ):
         state = State.HALTED
     started = sup.get("started_utc") if pid else None
@@ -202,7 +223,7 @@ def merge(
         open_trades=worker.get("open_trades"),
         token_expires_utc=worker.get("token_expires_utc"),
         last_error=_last_error(sup, worker, same_process),
-        halted_reason=worker.get("halted_reason"),
+        halted_reason=_halted_reason(sup, worker),
         note=sup.get("note"),
         positions=worker.get("positions"),
         nav=worker.get("nav"),
@@ -223,6 +244,14 @@ def _last_error(sup: ProcessEntry, worker: WorkerStatus, same_process: bool) -> 
     if same_process and worker.get("ticks"):
         return None
     return sup.get("last_error")
+
+
+def _halted_reason(sup: ProcessEntry, worker: WorkerStatus) -> str | None:
+    """Why it halted: what its worker said on its pipe (its status file may be stale: a
+    full disk), else what its status file says."""
+    if sup.get("worker_state") == State.HALTED and sup.get("worker_reason"):
+        return sup.get("worker_reason")
+    return worker.get("halted_reason")
 
 
 def _next_tick(worker: WorkerStatus) -> str | None:
@@ -262,6 +291,11 @@ def render_text(snapshot: Snapshot) -> str:
         if snapshot.running
         else "supervisor: not running (last known details)"
     )
+    if snapshot.lost_state_dir:
+        head += (
+            f"\nwarning: its state directory {snapshot.lost_state_dir} is gone: what its "
+            "accounts hold cannot be read; `multirun stop` stops it"
+        )
     if snapshot.file_problem:
         head += f"\nnote: the config file does not parse now ({_short(snapshot.file_problem)})"
     cells = [list(COLUMNS)] + [_cells(a) for a in snapshot.accounts]

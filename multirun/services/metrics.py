@@ -141,10 +141,12 @@ class StateDirCollector(Collector):
 
 
 def account_state(proc: ProcessEntry, status: WorkerStatus) -> State:
-    """The supervisor's state, HALTED when its running worker says so (as ``status`` shows)."""
+    """The supervisor's state, HALTED when its running worker says so (as ``status`` shows):
+    in its status.json, or on its pipe (``worker_state``: when no file can be written)."""
     current = states.parse(proc.get("state"))
     same = proc.get("pid") is not None and status.get("pid") == proc.get("pid")
-    if current in ALIVE and same and status.get("state") == State.HALTED:
+    said = proc.get("worker_state") == State.HALTED
+    if current in ALIVE and (said or (same and status.get("state") == State.HALTED)):
         return State.HALTED
     return current
 

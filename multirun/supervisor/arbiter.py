@@ -84,11 +84,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from multirun.account import final_report
+from multirun.account import final_report, ownership
 from multirun.account.final_report import Leftover
 from multirun.core import procutil, statefiles
 from multirun.core.clock import iso_ms
-from multirun.core.errors import SupervisorError
+from multirun.core.errors import JournalError, SupervisorError
 from multirun.core.procutil import kill
 from multirun.core.redact import Redactor
 from multirun.core.statedir import StateDir
@@ -221,6 +221,7 @@ class Arbiter:
                 "stop it first with `multirun stop`"
             )
         try:
+            self.register()
             self._setup()
             self.log(f"supervisor pid {os.getpid()}: starting {len(self.accounts)} account(s)")
             for proc in self.services:
@@ -494,13 +495,12 @@ class Arbiter:
         """Read a service's handshake pipe; its first line is what it announces. An
         account's line says it is up (its exit before that is an ordinary crash)."""
         assert self.pipes is not None
+        if proc.program.announces_up:
+            for said in self.pipes.read_lines(proc):
+                self.heard(proc, said)
+            return
         line = self.pipes.read_ready(proc)
         if line is None:
-            return
-        if proc.program.announces_up:
-            if line and proc.state == State.STARTING:
-                proc.transition(State.RUNNING)
-                self.save()
             return
         if not line:
             if self.stop_request is None:
@@ -511,6 +511,17 @@ class Arbiter:
             proc.transition(State.RUNNING)
         self.log(f"{proc.name}: ready at {line} (pid {proc.pid})")
         self.save()
+
+    def heard(self, proc: Proc, line: str) -> None:
+        """One line of an account's pipe: "up" (RUNNING), or its worker's new condition
+        (kept in memory: ``status`` and ``health`` get it when no file can be written)."""
+        condition = statefiles.read_condition(line)
+        if condition is not None:
+            proc.worker_state, proc.worker_reason = condition
+            self.save()
+        elif line and proc.state == State.STARTING:
+            proc.transition(State.RUNNING)
+            self.save()
 
     # --- exits -----------------------------------------------------------------------------------
 
@@ -834,7 +845,23 @@ class Arbiter:
         if self.pipes is not None:
             self.pipes.shut()
         self.router.close()
+        self.unregister()
         self.pidfile.release()
+
+    def register(self) -> None:
+        """A record of this run in the host lock directory: ``multirun status`` and
+        ``stop`` find it there when the state directory is gone (``rm -rf``)."""
+        record: statefiles.SupervisorRecord = {
+            "pid": os.getpid(), "config": self.config, "state_dir": str(self.layout.path),
+        }  # fmt: skip
+        try:
+            statefiles.write_supervisor_record(ownership.runtime_dir(), record)
+        except (OSError, JournalError) as error:
+            self.log(f"cannot register in the host lock directory: {error}")
+
+    def unregister(self) -> None:
+        with contextlib.suppress(OSError, JournalError):
+            statefiles.supervisor_record(ownership.runtime_dir(), os.getpid()).unlink()
 
     def _wait_gone(self, proc: Proc, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -14,7 +14,8 @@ is here too:
   descriptor of the arbiter's is closed (one ``close_range`` call: listing them cost the
   arbiter time in proportion to its children at every fork);
 - a child with a ready handshake gets a third pipe and a callback that writes one line
-  to it (the simulator announces its URL that way);
+  to it per call (the simulator announces its URL that way; a worker says it is up, then
+  each change of its state and halted reason);
 - the target's exit status becomes the process's: our own errors as one line
   (``multirun: error: ...``), anything else with its traceback.
 """
@@ -55,7 +56,7 @@ class ChildContext:
     name: str
     # The line each child with a ready handshake announced (the simulator: its URL).
     announced: Mapping[str, str]
-    # Announce readiness: one line to the arbiter (a no-op for a child without handshake).
+    # One line to the arbiter, never blocking (a no-op for a child without handshake).
     ready: Ready
 
 
@@ -134,9 +135,14 @@ def _held(hold: int, main: Callable[[], int]) -> int:
 
 
 def _announcer(ready_w: int) -> Ready:
+    """One line per call, never blocking: the ready line, then an account's changes of
+    condition. A line the full pipe cannot take now is dropped (its status file stays
+    the record); one the arbiter no longer reads (a service after its ready line) too."""
+    os.set_blocking(ready_w, False)
+
     def ready(line: str) -> None:
-        os.write(ready_w, line.encode() + b"\n")
-        os.close(ready_w)
+        with contextlib.suppress(OSError):
+            os.write(ready_w, line.encode() + b"\n")
 
     return ready
 

@@ -22,6 +22,7 @@ from multirun.account.final_report import Leftover
 from multirun.config.specs import SERVICE_NAMES, AccountSpec, RunnerSpec
 from multirun.core.errors import SupervisorError, UsageError
 from multirun.core.statedir import StateDir
+from multirun.core.statefiles import condition_line
 from multirun.supervisor.account_requests import Reread
 from multirun.supervisor.arbiter import Arbiter
 from multirun.supervisor.fork import ChildContext
@@ -97,8 +98,9 @@ def run_worker(runner: RunnerSpec, name: str, context: ChildContext) -> int:
     fresh_strategy_module(runner.account(name).strategy)
     url = context.announced.get(SIM)
     return account_process.run_account(
-        runner, name, server_url=url, supervised=True, on_up=lambda: context.ready("up")
-    )
+        runner, name, server_url=url, supervised=True, on_up=lambda: context.ready("up"),
+        on_condition=lambda state, reason: context.ready(condition_line(state, reason)),
+    )  # fmt: skip
 
 
 def sweep_from_journal(runner: RunnerSpec, name: str, context: ChildContext) -> int:

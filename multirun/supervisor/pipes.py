@@ -3,8 +3,8 @@
 Each child has a stdout and a stderr pipe (cut into lines by a
 :class:`~multirun.core.redact.LineSplitter`, then sent to the
 :class:`~multirun.supervisor.output.LogRouter`) and, with a ready handshake, a pipe that
-carries one line. A signal handler writes a byte to the wake-up pipe so that
-:meth:`Pipes.select` returns at once.
+carries one line (a service's), or a line per change of an account's condition. A signal
+handler writes a byte to the wake-up pipe so that :meth:`Pipes.select` returns at once.
 """
 
 from __future__ import annotations
@@ -106,6 +106,21 @@ class Pipes:
             return None
         self.close_ready(proc)
         return proc.ready_data.split(b"\n")[0].decode(errors="replace").strip()
+
+    def read_lines(self, proc: Proc) -> list[str]:
+        """Read ``proc``'s handshake pipe when it stays open (an account: "up", then each
+        change of its condition): the complete lines come so far; at EOF the pipe is closed."""
+        assert proc.ready_fd is not None
+        try:
+            data = os.read(proc.ready_fd, 65536)
+        except BlockingIOError:
+            return []
+        except OSError:
+            data = b""
+        if not data:
+            self.close_ready(proc)
+        *lines, proc.ready_data = (proc.ready_data + data).split(b"\n")
+        return [line.decode(errors="replace").strip() for line in lines]
 
     def close_ready(self, proc: Proc) -> None:
         if proc.ready_fd is not None:

@@ -137,6 +137,10 @@ class Proc:
     held: bool = False  # stopped by a command: not restarted, not wound down for
     keep: bool = False  # stopped with SIGHUP (restart --keep): its trades stay, no sweep
     stop_deadline: float | None = None  # monotonic: a per-account stop's SIGKILL moment
+    # An account's own condition, as its worker last said on its pipe (its status.json
+    # may be unwritable: a full disk); None until it said anything but "up"
+    worker_state: str | None = None
+    worker_reason: str | None = None
 
     @property
     def name(self) -> str:
@@ -166,6 +170,7 @@ class Proc:
         service's ends the run: :class:`ServiceFailed`. None when it did not start."""
         self.transition(State.STARTING)
         self.kill_reason, self.stop_deadline = None, None
+        self.worker_state, self.worker_reason = None, None
         try:
             forked = fork(self.program)
         except OSError as error:
@@ -302,6 +307,8 @@ class Proc:
             "last_error": self.last_error,
             "next_start_utc": next_start,
             "note": self.note,
+            "worker_state": self.worker_state if self.pid else None,
+            "worker_reason": self.worker_reason if self.pid else None,
         }
 
 

@@ -54,10 +54,14 @@ def utc_day(seconds: float) -> str:
 
 
 def account_state(proc: Mapping[str, Any], status: Mapping[str, Any]) -> str | None:
-    """The account's state: the supervisor's, or HALTED when its running worker says so."""
+    """The account's state: the supervisor's, or HALTED when its running worker says so (in
+    its status.json, or on its pipe: ``worker_state``, when no file can be written)."""
     state = proc.get("state")
     same = status.get("pid") is not None and status.get("pid") == proc.get("pid")
-    if state in (State.STARTING, State.RUNNING) and same and status.get("state") == State.HALTED:
+    said = proc.get("worker_state") == State.HALTED
+    if state in (State.STARTING, State.RUNNING) and (
+        said or (same and status.get("state") == State.HALTED)
+    ):
         return State.HALTED
     return state if isinstance(state, str) else None
 
@@ -181,7 +185,8 @@ class Watcher:
 def why(name: str, state: str, proc: Mapping[str, Any], status: Mapping[str, Any]) -> str:
     """One line on an account entering an alert state."""
     if state == State.HALTED:
-        return f"{name}: HALTED: {status.get('halted_reason') or 'no reason given'}"
+        reason = status.get("halted_reason") or proc.get("worker_reason") or "no reason given"
+        return f"{name}: HALTED: {reason}"
     if state == State.OVERDUE:
         return f"{name}: OVERDUE: no sign of life (heartbeat); killed and restarted if silent"
     detail = "; ".join(str(x) for x in (proc.get("last_exit"), proc.get("last_error")) if x)

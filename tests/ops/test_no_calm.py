@@ -1,0 +1,106 @@
+"""Never report a calm that is not there (issue 23, cases 3 and 11): real supervisors, the sim.
+
+Case 3, a full disk, simulated without root (and despite it: chmod does not stop root):
+mid-run, status.json and supervisor.json become non-empty directories, so neither can be
+written (an atomic replace fails); the worker halts ("status.json could not be written").
+The supervisor's memory (the worker's pipe, its control reply) carries the HALTED.
+Case 11: ``rm -rf`` of the state directory under a running supervisor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from multirun.core import procutil
+from multirun.core.statedir import StateDir
+from multirun.core.statefiles import read_supervisor, read_worker_status
+from multirun.ops import control_client, locate, stop
+from multirun.services import metrics
+from multirun.sim import SimServer
+from tests.conftest import wait_until
+from tests.ops.test_status_without_config import account, cli, module_for, start, ticked, write
+
+__all__ = ["start"]  # the fixture, imported
+
+
+def _unwritable(*paths: Path) -> None:
+    """``paths`` can no longer be replaced (a write of each fails as on a full disk; a
+    chmod would not stop root): each becomes a directory that is not empty."""
+    for path in paths:
+        path.unlink()
+        (path / "full").mkdir(parents=True)
+
+
+@pytest.mark.process
+@pytest.mark.slow
+def test_a_full_disk_shows_halted_in_status_health_and_metrics(
+    sim: SimServer, tmp_path: Path, start: Any
+) -> None:
+    module = module_for(tmp_path)
+    config = write(
+        tmp_path,
+        sim.base_url,
+        account("a", module).replace("interval: 1s", "interval: 1s\n    halt_after_failures: 1"),
+    )
+    proc = start(config)
+    state = tmp_path / "state"
+    wait_until(lambda: ticked(state, "a", proc, tmp_path / "runner.out"), timeout=30)
+    files = StateDir(state)
+    stale = read_supervisor(files)["accounts"]["a"]
+    assert stale["state"] == "RUNNING"
+    _unwritable(files.account("a").status, files.supervisor_json)  # as on a full disk
+    reply: dict[str, Any] = {}
+
+    def halted() -> bool:
+        reply.update(control_client.request(state, {"cmd": "status"}, timeout_s=5))
+        return reply["accounts"]["a"].get("worker_state") == "HALTED"
+
+    wait_until(halted, timeout=15)
+    entry = reply["accounts"]["a"]
+    assert "status.json could not be written" in entry["worker_reason"]
+    assert not read_supervisor(files) and not read_worker_status(files.account("a"))
+
+    shown = cli("status", str(config), "--json")
+    assert shown.returncode == 3, shown.stdout + shown.stderr
+    row = json.loads(shown.stdout)["accounts"][0]
+    assert row["state"] == "HALTED", row
+    assert "status.json could not be written" in row["halted_reason"]
+
+    health = cli("health", str(config), "a")
+    assert health.returncode == 1, health.stdout + health.stderr
+    assert "HALTED: status.json could not be written" in health.stdout + health.stderr
+
+    assert metrics.account_state(entry, {}) == "HALTED"
+
+
+@pytest.mark.process
+@pytest.mark.slow
+def test_a_deleted_state_dir_does_not_lose_the_running_supervisor(
+    sim: SimServer, tmp_path: Path, start: Any
+) -> None:
+    module = module_for(tmp_path)
+    config = write(tmp_path, sim.base_url, account("a", module))
+    proc = start(config)
+    state = tmp_path / "state"
+    wait_until(lambda: ticked(state, "a", proc, tmp_path / "runner.out"), timeout=30)
+    subprocess.run(["rm", "-rf", str(state)], check=True)
+
+    found = locate.running(state)
+    assert found is not None and found.pid == proc.pid
+    shown = cli("status", str(config))
+    assert shown.returncode == 3, shown.stdout + shown.stderr
+    assert f"running (pid {proc.pid})" in shown.stdout and "is gone" in shown.stdout
+
+    lines: list[str] = []
+    stop.stop(state, echo=lines.append)
+    assert f"stopping the supervisor (pid {proc.pid})" in lines[0], lines
+    assert procutil.exited(proc.pid)  # stop returned only once it was gone
+    assert proc.wait(10) == 0, lines
+    assert locate.running(state) is None
+    assert not os.path.exists(state / "supervisor.pid")
