@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,8 +134,8 @@ def test_a_new_journal_commits_its_epoch_and_identity_once(
     commits: list[str] = []
     connect = journal_module.connect
 
-    def traced(path: Path) -> sqlite3.Connection:
-        db = connect(path)  # the schema: one commit of its own (tested above)
+    def traced(path: Path, **kwargs: Any) -> sqlite3.Connection:
+        db = connect(path, **kwargs)  # the schema: one commit of its own (tested above)
         db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
         return db
 
