@@ -183,10 +183,11 @@ def verdict(
 
 def swept(accounts: Mapping[str, str], *, most: int = 10) -> str | None:
     """The line naming the accounts a stop had to sweep (``accounts``: name -> how its
-    worker went), None when none; at most ``most`` named, the rest counted."""
+    worker went), None when none; at most ``most`` named (in name order: the same stop
+    reads the same whichever worker went first), the rest counted."""
     if not accounts:
         return None
-    named = [f"{name} ({why})" for name, why in list(accounts.items())[:most]]
+    named = [f"{name} ({accounts[name]})" for name in sorted(accounts)[:most]]
     more = len(accounts) - len(named)
     tail = f" and {more} more (see above)" if more else ""
     return f"{len(accounts)} account(s) needed a sweep: {', '.join(named)}{tail}"

@@ -882,7 +882,7 @@ def test_a_stop_sweeps_every_account_holding_trades_then_stops_the_services(
     assert "b: its journal holds 1 trade(s); applying on_stop (close) from the journal" in out
     assert "b: sweep done: nothing of ours held" in out
     assert "LEFT OPEN" not in out
-    final = ["2 account(s) needed a sweep: b (its worker: exit 3), a (its worker: exit 0)",
+    final = ["2 account(s) needed a sweep: a (its worker: exit 0), b (its worker: exit 3)",
              "stopped; every account flat"]  # fmt: skip
     assert last_lines(out, 2) == [f"supervisor | {line}" for line in final]
     assert run.sup()["left_open"] == {} and run.sup()["exit_code"] == 0
