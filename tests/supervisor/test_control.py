@@ -358,7 +358,13 @@ def test_an_accountid_edit_under_held_trades_is_refused_and_the_trades_stay_trac
     """Issue 23 case 1: the new account's listings would 'settle' trades the server keeps
     open on the old one; reload (dry run too) refuses, naming them, and so does a worker."""
     r = run({"ca": 1})
-    r.config.write_text(r.config.read_text().replace("on_stop: close", "on_stop: keep"))
+    # a strategy that buys once and holds (random closes and reopens every tick: at a given
+    # instant it may hold nothing, and then there is nothing to refuse for)
+    module = f"ctl_hold_{os.getpid()}_{time.monotonic_ns()}"
+    (r.tmp / f"{module}.py").write_text("def hold(ctx):\n    return 'BUY'\n")
+    text = r.config.read_text().replace("on_stop: close", "on_stop: keep")
+    text = text.replace("strategy: random", f"strategy: {module}:hold")
+    r.config.write_text(text.replace("    params:\n      seed: 3\n", ""))
     r.start()
     wait_until(lambda: r.ticking("ca") and r.open_trades("ca"), timeout=30)
     pid = r.pid("ca")
