@@ -365,7 +365,9 @@ def test_an_order_the_server_refuses_is_told_with_its_reason(
 
     wait_until(told, timeout=20)
     text = next(b["text"] for _p, b in r.posts if "refused by the server" in b["text"])
-    assert text.startswith("multirun: greedy: 1 order(s) refused") and "margin" in text, text
+    # one alert for the refusals the notifier saw since its last look (1 s apart): one,
+    # or two when the machine is slow and two ticks' refusals fall in one look
+    assert re.match(r"multirun: greedy: \d+ order\(s\) refused", text) and "margin" in text, text
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=20)
 
