@@ -5,7 +5,8 @@ stopping included); each supervised child is a ``program`` (its process says wha
 exit means: restart, FATAL, stopped), forked by ``fork``, its output read by ``pipes``
 into ``output``; the heartbeat ``watchdog``, ``sweeps`` (on_stop for an account whose
 worker is gone), the control socket (``control_server``, per-account requests in
-``account_requests``); and ``standalone``, what a supervisor's service children do
+``account_requests``), what a stop finds that no journal tells and its verdict
+(``stop_outcome``); and ``standalone``, what a supervisor's service children do
 for one account run by an outside engine (``multirun run-account`` under systemd,
 Kubernetes, Compose). May import ``core``, ``config``, ``account`` (to run a worker
 or a sweep in a child, and to read the ``final_report`` of what a stop left open),

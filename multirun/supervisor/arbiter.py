@@ -101,6 +101,7 @@ from multirun.supervisor.fork import HANDLED_SIGNALS, ChildContext, Forked, Read
 from multirun.supervisor.output import LogRouter
 from multirun.supervisor.pipes import Pipes
 from multirun.supervisor.program import Proc, Program, RestartPolicy, ServiceFailed, live
+from multirun.supervisor.stop_outcome import StopOutcome
 from multirun.supervisor.sweeps import Sweeps
 from multirun.supervisor.watchdog import BACK, KILL, LATE, HeartbeatWatchdog
 
@@ -176,19 +177,13 @@ class Arbiter:
         self.stop_request: StopRequest | None = None
         self.services_kill_at: float | None = None  # monotonic, once they got SIGTERM
         self.failure: str | None = None  # a service failed to start: raised after teardown
-        # what made this run fail that no journal tells (a service that died, a worker with
-        # no journal to read killed...): each is a reason of the final verdict
-        self.problems: list[str] = []
-        self.unknowns: dict[str, str] = {}  # account with no journal -> how its worker went
-        self.swept: dict[str, str] = {}  # accounts a stop swept -> how their worker went
-        self.killed: dict[str, str] = {}  # account -> why the stop SIGKILLed its worker
+        self.outcome = StopOutcome()  # what the stop finds that no journal tells
         self.started_wall = time.time()
         self.sweeps = Sweeps()
         self.watchdog = HeartbeatWatchdog(
             self.layout, watchdog_timeout_s, kill_after_s=watchdog_kill_after_s
         )
         self.left_open: dict[str, Leftover] = {}  # the final report, once everything stopped
-        self.final: tuple[int, list[tuple[str, str | None]]] | None = None  # code, lines
         self.control: ControlServer | None = None
         self.requests = AccountRequests(
             catalog,  # what per-account requests and reloads may start
@@ -261,9 +256,7 @@ class Arbiter:
             self.start_sweeps(self.requests.held_accounts())  # accounts stopped by a request
             return
         for account in self.start_sweeps():
-            self.swept[account.name] = self.killed.get(account.name) or (
-                f"its worker: {account.last_exit}" if account.last_exit else "no worker ran"
-            )
+            self.outcome.sweep(account)
         if not live(self.accounts) and not self.sweeps.live():
             if not live(self.services):
                 self.phase = Phase.DONE
@@ -311,37 +304,9 @@ class Arbiter:
         return self.verdict()[0]
 
     def verdict(self) -> tuple[int, list[tuple[str, str | None]]]:
-        """The exit status and the final lines (each with the account it is about): what
-        each account still holds, which accounts needed a sweep, the verdict. Computed once,
-        from the final report (:meth:`_teardown`)."""
-        if self.final is not None:
-            return self.final
-        lines: list[tuple[str, str | None]] = []
-        for left in self.left_open.values():
-            lines += [(line, left.account) for line in final_report.lines([left])]
-        swept = final_report.swept(self.swept)
-        if swept is not None:
-            lines.append((swept, None))
-        fatal = [p.name for p in self.accounts if p.state == State.FATAL]
-        problems = [f"FATAL: {', '.join(fatal)} (see above)"] if fatal else []
-        problems += [
-            f"what {name} holds is unknown ({how}, no journal to read)"
-            for name, how in self.unknowns.items()
-        ]
-        code, last = final_report.verdict(self.left_open, [*problems, *self.problems])
-        self.final = code, [*lines, (last, None)]
-        return self.final
-
-    def problem(self, reason: str) -> None:
-        """Something no journal tells went wrong: the stop's verdict names it (exit 1)."""
-        if reason not in self.problems:
-            self.problems.append(reason)
-
-    def unknown(self, proc: Proc, how: str) -> None:
-        """``proc``'s worker went otherwise than asked (``how``): with no journal to read,
-        what it left is unknown; with one, the final report tells."""
-        if proc.program.sweep is None and not proc.program.service:
-            self.unknowns.setdefault(proc.name, how)  # the first word: why it was killed
+        """The exit status and the final lines (:meth:`StopOutcome.verdict`), from the final
+        report read in :meth:`_teardown`."""
+        return self.outcome.verdict(self.left_open, self.accounts)
 
     def fail(self, message: str) -> None:
         """A service could not start: leave the loop; :meth:`run` raises ``message``."""
@@ -552,7 +517,7 @@ class Arbiter:
             self.sweeps.exited(proc, account, exit)
         elif proc.state == State.STOPPING:
             if not proc.stopped(exit):
-                self.unknown(proc, f"stopped with {exit.description}")
+                self.outcome.unknown(proc, f"stopped with {exit.description}")
         elif proc.program.service:
             self.service_exited(proc, exit.description)
         else:
@@ -567,7 +532,7 @@ class Arbiter:
             self.fail(f"{proc.program.called} exited before it was ready")
         else:
             self.log(f"{proc.name}: {proc.program.called} exited unexpectedly ({description})")
-            self.problem(f"{proc.program.called} exited unexpectedly ({description})")
+            self.outcome.problem(f"{proc.program.called} exited unexpectedly ({description})")
             self.begin_stop(f"{proc.name} gone")
 
     # --- stopping --------------------------------------------------------------------------------
@@ -663,8 +628,7 @@ class Arbiter:
         self.log(f"{reason}: SIGKILL to {', '.join(p.name for p in running)}")
         why = why or f"killed: {reason}"
         for proc in running:
-            self.killed.setdefault(proc.name, why)
-            self.unknown(proc, why)
+            self.outcome.kill(proc, why)
             kill(proc.pid, signal.SIGKILL)
         if self.sweeps.procs or any(p.program.sweep for p in running):
             self.log("their journaled trades are swept next; signal again to abandon the sweep")
@@ -825,9 +789,9 @@ class Arbiter:
         for proc in live(self.all_procs()):
             kill(proc.pid, signal.SIGKILL)
             if proc.program.service:
-                self.problem(f"{proc.program.called} still running at the end: SIGKILL")
+                self.outcome.problem(f"{proc.program.called} still running at the end: SIGKILL")
             elif not self.sweeps.owns(proc):  # a sweep's account: its journal tells
-                self.unknown(proc, "still running at the end: SIGKILL")
+                self.outcome.unknown(proc, "still running at the end: SIGKILL")
         if self.pipes is not None:
             for proc in self.all_procs():
                 self._wait_gone(proc, 5.0)
