@@ -37,20 +37,25 @@ def _unwritable(*paths: Path) -> None:
         (path / "full").mkdir(parents=True)
 
 
+def _ticking(
+    sim: SimServer, tmp_path: Path, start: Any, interval: str = "interval: 1s"
+) -> tuple[Path, Any, Path]:
+    """A supervisor running account ``a`` (its ``interval:`` line as given), once it
+    ticked: its config, its process, its state dir."""
+    text = account("a", module_for(tmp_path)).replace("interval: 1s", interval)
+    config = write(tmp_path, sim.base_url, text)
+    proc = start(config)
+    state = tmp_path / "state"
+    wait_until(lambda: ticked(state, "a", proc, tmp_path / "runner.out"), timeout=30)
+    return config, proc, state
+
+
 @pytest.mark.process
 @pytest.mark.slow
 def test_a_full_disk_shows_halted_in_status_health_and_metrics(
     sim: SimServer, tmp_path: Path, start: Any
 ) -> None:
-    module = module_for(tmp_path)
-    config = write(
-        tmp_path,
-        sim.base_url,
-        account("a", module).replace("interval: 1s", "interval: 1s\n    halt_after_failures: 1"),
-    )
-    proc = start(config)
-    state = tmp_path / "state"
-    wait_until(lambda: ticked(state, "a", proc, tmp_path / "runner.out"), timeout=30)
+    config, _proc, state = _ticking(sim, tmp_path, start, "interval: 1s\n    halt_after_failures: 1")
     files = StateDir(state)
     stale = read_supervisor(files)["accounts"]["a"]
     assert stale["state"] == "RUNNING"
@@ -84,11 +89,7 @@ def test_a_full_disk_shows_halted_in_status_health_and_metrics(
 def test_a_deleted_state_dir_does_not_lose_the_running_supervisor(
     sim: SimServer, tmp_path: Path, start: Any
 ) -> None:
-    module = module_for(tmp_path)
-    config = write(tmp_path, sim.base_url, account("a", module))
-    proc = start(config)
-    state = tmp_path / "state"
-    wait_until(lambda: ticked(state, "a", proc, tmp_path / "runner.out"), timeout=30)
+    config, proc, state = _ticking(sim, tmp_path, start)
     subprocess.run(["rm", "-rf", str(state)], check=True)
 
     found = locate.running(state)
