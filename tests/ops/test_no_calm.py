@@ -55,7 +55,9 @@ def _ticking(
 def test_a_full_disk_shows_halted_in_status_health_and_metrics(
     sim: SimServer, tmp_path: Path, start: Any
 ) -> None:
-    config, _proc, state = _ticking(sim, tmp_path, start, "interval: 1s\n    halt_after_failures: 1")
+    config, _proc, state = _ticking(
+        sim, tmp_path, start, "interval: 1s\n    halt_after_failures: 1"
+    )
     files = StateDir(state)
     stale = read_supervisor(files)["accounts"]["a"]
     assert stale["state"] == "RUNNING"
