@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TextIO, cast
 
-from multirun.account import final_report
+from multirun.account import final_report, ownership
 from multirun.config.specs import RunnerSpec
 from multirun.core.clock import iso_ms, parse_iso, short_time
 from multirun.core.errors import SupervisorError
@@ -121,6 +121,7 @@ EXIT_NOT_RUNNING = 4
 DISABLED = "disabled"
 IN_FILE_ONLY = "in the file, not running"
 NOT_IN_FILE = "not in the file any more"
+ORPHANED = "not in the file"
 
 
 def supervisor_pid(state_dir: Path) -> int | None:
@@ -166,6 +167,8 @@ def collect_at(
         elif in_file is not None and name not in in_file and found is not None:
             row.note = row.note or NOT_IN_FILE
         rows.append(row)
+    if in_file is not None:  # journals of accounts renamed or removed: still holding money
+        rows += orphan_rows(layout, [*names, *layout.account_names()], set(names), now)
     left = [] if found else final_report.lines(final_report.from_json(sup.get("left_open")))
     config = found.config if found else None
     problem = file.problem if file is not None else None
@@ -184,6 +187,23 @@ def live_view(state_dir: Path, found: locate.Running) -> SupervisorFile:
     if not reply.get("ok") or reply.get("pid") != found.pid:
         return found.data
     return cast(SupervisorFile, reply)
+
+
+def orphan_rows(
+    layout: StateDir, candidates: list[str], shown: set[str], now: float
+) -> list[AccountStatus]:
+    """A row for each account directory not otherwise shown whose journal still holds
+    trades (an account renamed or removed from the file): never out of sight."""
+    rows = []
+    for name in sorted(set(candidates) - shown):
+        held = ownership.held_trades(layout.account(name).journal, name)
+        if held:
+            row = merge(
+                name, None, read_worker_status(layout.account(name)), running=False, now=now
+            )
+            row.note = f"{ORPHANED}, {len(held)} trade(s) held: multirun close {name}"
+            rows.append(row)
+    return rows
 
 
 def merge(

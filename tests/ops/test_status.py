@@ -6,9 +6,11 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from multirun.account.journal.store import Journal
 from multirun.core import procutil
 from multirun.core.statedir import StateDir
 from multirun.ops.status import (
+    ORPHANED,
     AccountStatus,
     Snapshot,
     collect,
@@ -125,3 +127,22 @@ def test_the_error_a_previous_run_exited_with_shows_until_the_new_run_ticks() ->
     assert merge("a", sup, starting, running=True, now=NOW).last_error == sup["last_error"]
     ticking = {**starting, "ticks": 3}
     assert merge("a", sup, ticking, running=True, now=NOW).last_error is None
+
+
+def test_a_journal_of_an_account_gone_from_the_file_stays_in_sight(tmp_path: Path) -> None:
+    """Issue 23, case 1: an account renamed or removed from the file whose journal still
+    holds a trade gets a row of its own, naming the command that closes it; a journal
+    holding nothing does not."""
+    runner = runner_for(tmp_path, "new")
+    layout = StateDir(tmp_path)
+    for name, holds in (("old", True), ("empty", False)):
+        journal = Journal.for_account(layout.account(name), f"mr-{name}-")
+        if holds:
+            order = journal.new_intent("BTCUSD", "BUY", 0.5)
+            journal.mark_acked(order.order_ref, "7")
+        journal.close()
+    rows = {row.name: row for row in collect(runner, now=NOW).accounts}
+    assert set(rows) == {"new", "old"}
+    assert rows["old"].state == "STOPPED"
+    assert rows["old"].note == f"{ORPHANED}, 1 trade(s) held: multirun close old"
+    assert "1 trade(s) held: multirun close old" in render_text(collect(runner, now=NOW))
