@@ -59,8 +59,9 @@ def test_a_full_disk_shows_halted_in_status_health_and_metrics(
         sim, tmp_path, start, "interval: 1s\n    halt_after_failures: 1"
     )
     files = StateDir(state)
-    stale = read_supervisor(files)["accounts"]["a"]
-    assert stale["state"] == "RUNNING"
+    # the file shows RUNNING before the disk fills (written at most every 0.1 s: it may
+    # lag the control reply `ticked` read)
+    wait_until(lambda: read_supervisor(files)["accounts"]["a"]["state"] == "RUNNING", timeout=5)
     _unwritable(files.account("a").status, files.supervisor_json)  # as on a full disk
     reply: dict[str, Any] = {}
 
