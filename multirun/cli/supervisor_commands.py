@@ -12,7 +12,7 @@ with its status.
 # when it builds the command line, and evaluating them from strings costs ~7 ms a build.
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -26,9 +26,6 @@ from multirun.cli.args import (
     set_log_level,
 )
 from multirun.core.errors import ConfigError, MultirunError, SupervisorError, UsageError
-
-if TYPE_CHECKING:
-    from multirun.config.specs import RunnerSpec
 
 
 def _control_wait_s(runner: object) -> float:
@@ -94,7 +91,7 @@ def start(
             only=[*(only or ()), *names],
             live=live,
             log_format=fmt,
-            rereader=_reread,
+            rereader=configcli.reread,
         )
     except MultirunError as error:
         fail(error)
@@ -103,21 +100,6 @@ def start(
 
 def _echo_err(line: str) -> None:
     typer.echo(line, err=True)
-
-
-def _reread(path: str) -> "tuple[RunnerSpec | None, list[str]]":
-    """For the supervisor's reload: CONFIG re-read and validated, or the problems as
-    `validate` prints them."""
-    from multirun.cli import validate as configcli
-    from multirun.config import loader as runner_config
-
-    try:
-        report = runner_config.validate(Path(path))
-    except MultirunError as error:
-        return None, [f"multirun: error: {error}"]
-    if not report.ok or report.spec is None:
-        return None, configcli.render(report).splitlines()
-    return report.spec, []
 
 
 def stop(

@@ -17,8 +17,8 @@ from multirun.account import ownership
 from multirun.config import loader as config
 from multirun.config import schema
 from multirun.config.findings import CheckReport, Problem
-from multirun.config.specs import AccountSpec, format_interval
-from multirun.core.errors import EXIT_FAILURE, EXIT_OK
+from multirun.config.specs import AccountSpec, RunnerSpec, format_interval
+from multirun.core.errors import EXIT_FAILURE, EXIT_OK, MultirunError
 
 TABLE_COLUMNS = ("name", "runmode", "accountid", "strategy", "instrument", "volume", "interval")
 
@@ -149,3 +149,15 @@ def summary(report: CheckReport) -> str:
 def schema_json() -> str:
     """The schema as ``multirun schema`` prints it."""
     return json.dumps(schema.document(), indent=2)
+
+
+def reread(path: str) -> tuple[RunnerSpec | None, list[str]]:
+    """For the supervisor's reload: CONFIG re-read and validated, or the problems as
+    ``validate`` prints them."""
+    try:
+        report = config.validate(Path(path))
+    except MultirunError as error:
+        return None, [f"multirun: error: {error}"]
+    if not report.ok or report.spec is None:
+        return None, render(report).splitlines()
+    return report.spec, []
