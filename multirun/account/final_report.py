@@ -144,11 +144,6 @@ def lines(leftovers: Mapping[str, Leftover] | list[Leftover]) -> list[str]:
     return out
 
 
-def any_failed(leftovers: Mapping[str, Leftover] | list[Leftover]) -> bool:
-    items = leftovers.values() if isinstance(leftovers, Mapping) else leftovers
-    return any(left.failed for left in items)
-
-
 def verdict(
     leftovers: Mapping[str, Leftover] | list[Leftover], problems: Sequence[str] = ()
 ) -> tuple[int, str]:
