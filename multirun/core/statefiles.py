@@ -186,6 +186,12 @@ def read_supervisor(layout: StateDir) -> SupervisorFile:
     return cast(SupervisorFile, read_json(layout.supervisor_json) or {})
 
 
+def supervised(layout: StateDir) -> Mapping[str, ProcessEntry]:
+    """Each account's process entry as the supervisor last wrote it (the default
+    :data:`ProcessEntries` of a reader)."""
+    return read_supervisor(layout).get("accounts") or {}
+
+
 def write_supervisor(layout: StateDir, data: SupervisorFile, *, compact: bool = True) -> None:
     """Raises OSError (a full disk, a directory gone): the caller decides what it costs."""
     write_json_atomic(layout.supervisor_json, data, compact=compact)

@@ -16,10 +16,11 @@ value: labels are account names (from runner.yaml) and the small fixed sets of
 
 from __future__ import annotations
 
+import functools
 import platform
 import signal
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -76,10 +77,7 @@ class StateDirCollector(Collector):
         self, state_dir: Path, *, processes: statefiles.ProcessEntries | None = None
     ) -> None:
         self.layout = StateDir(state_dir)
-        self.processes = processes or self._supervised
-
-    def _supervised(self) -> Mapping[str, ProcessEntry]:
-        return statefiles.read_supervisor(self.layout).get("accounts") or {}
+        self.processes = processes or functools.partial(statefiles.supervised, self.layout)
 
     def collect(self) -> Iterator[Metric]:
         accounts = self.processes()

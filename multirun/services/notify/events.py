@@ -10,6 +10,7 @@ RUNNING again. The journals tell what a stop left open (:func:`left_open`).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,6 @@ from multirun.config.specs import AccountSpec
 from multirun.core import statefiles
 from multirun.core.clock import iso_ms
 from multirun.core.statedir import StateDir
-from multirun.core.statefiles import ProcessEntry
 from multirun.core.states import State
 
 BACKOFF_AFTER = 3  # BACKOFF is told once an account has been restarted this many times
@@ -80,7 +80,7 @@ class Watcher:
     ) -> None:
         self.layout = layout
         # each account's process entry: supervisor.json's, or run-account's own
-        self.processes = processes or self._supervised
+        self.processes = processes or functools.partial(statefiles.supervised, self.layout)
         self.names = list(names)
         self.clock = clock
         self.backoff_after = backoff_after
@@ -89,9 +89,6 @@ class Watcher:
         self.refusals: dict[str, int] = {}  # orders refused, as last counted
         self.statuses: dict[str, Mapping[str, Any]] = {}  # the last status.json read
         self.day = utc_day(clock())
-
-    def _supervised(self) -> Mapping[str, ProcessEntry]:
-        return statefiles.read_supervisor(self.layout).get("accounts") or {}
 
     def poll(self) -> list[Event]:
         now = self.clock()
