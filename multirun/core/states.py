@@ -12,7 +12,8 @@ Process states (the supervisor's view of one child)::
     RUNNING --heartbeat late--> OVERDUE --killed--> BACKOFF
 
 Account states (the worker's own view, in its ``status.json``): RUNNING, HALTED
-(guardrail tripped: no new orders until restarted), STOPPED. ``multirun status`` shows
+(guardrail tripped: no new orders until restarted), PAUSED (no new opens, by the
+operator, a money limit or the trading hours; closes still act, until resumed), STOPPED. ``multirun status`` shows
 HALTED in place of the supervisor's RUNNING when the worker reports it.
 
 A :class:`State` is a ``str``: it is written to and read from JSON files as its name.
@@ -31,6 +32,7 @@ class State(StrEnum):
     STOPPED = "STOPPED"
     FATAL = "FATAL"
     HALTED = "HALTED"
+    PAUSED = "PAUSED"
     OVERDUE = "OVERDUE"
 
 
@@ -56,6 +58,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.STOPPING: frozenset({State.STOPPED, State.FATAL}),
     State.FATAL: frozenset({State.STARTING, State.FATAL, State.STOPPED}),
     State.HALTED: frozenset({State.RUNNING, State.STOPPED}),
+    State.PAUSED: frozenset({State.RUNNING, State.HALTED, State.STOPPED}),
 }
 
 
