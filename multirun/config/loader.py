@@ -53,7 +53,9 @@ from multirun.config.specs import (
     Guardrails,
     MetricsSpec,
     NotifyTarget,
+    RiskSpec,
     RunnerSpec,
+    TradingHours,
     WebSpec,
     freeze,
     parse_interval,
@@ -381,6 +383,7 @@ class _Checker:
                 data["metrics"]["listen"], data["metrics"].get("allow_remote") is True
             ),
             web=None if "web" not in data else _web_spec(data["web"]),
+            risk=None if "risk" not in data else RiskSpec.from_values(data["risk"]),
         )
 
 
@@ -404,6 +407,10 @@ def _account_spec(account: AccountEntry) -> AccountSpec:
         on_stop=values["on_stop"],
         enabled=values["enabled"],
         guardrails=Guardrails.from_values(values),
+        risk=None if values.get("risk") is None else RiskSpec.from_values(values["risk"]),
+        trading_hours=None
+        if values.get("trading_hours") is None
+        else TradingHours.from_values(values["trading_hours"]),
     )
 
 

@@ -14,7 +14,12 @@ Top-level settings:
   version changes what the file means. A plan with anything refused must change nothing:
   a full ``multirun stop`` then ``start`` is needed.
 - ``stop_timeout`` and ``watchdog_timeout`` are supervisor settings the running
-  supervisor applies live (listed in ``settings``); no worker restarts for them.
+  supervisor applies live (listed in ``settings``); no worker restarts for them. So is the
+  file's ``risk`` (its limits and ``on_breach``: the supervisor sums the accounts), except
+  ``risk.day_starts``: every worker counts its day from it, so a change of it is a change
+  of every account (restarted: trades and a journaled pause carry over).
+- An account's own ``risk`` and ``trading_hours`` are account fields: a change restarts
+  its worker, which keeps its trades (journal) and a journaled pause.
 
 Accounts: an account whose journal holds trades (``held``, from the caller: this module
 reads no file) keeps its server account: an edit of its ``user``, ``runmode`` or
@@ -44,7 +49,7 @@ REFUSED_SETTINGS: dict[str, str] = {
     "web": "the dashboard is bound once, at start",
 }
 # Supervisor settings the running supervisor takes over without restarting a worker.
-LIVE_SETTINGS = ("stop_timeout", "watchdog_timeout")
+LIVE_SETTINGS = ("stop_timeout", "watchdog_timeout", "risk")
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,7 @@ def plan(old: RunnerSpec, new: RunnerSpec, held: Held = lambda name: ()) -> Relo
     changed: dict[str, tuple[str, ...]] = {}
     unchanged: list[str] = []
     for name in sorted(old_by_name.keys() & new_by_name.keys()):
-        diff = account_changes(old_by_name[name], new_by_name[name])
+        diff = account_changes(old_by_name[name], new_by_name[name]) + _day_start(old, new)
         if diff:
             changed[name] = tuple(diff)
         else:
@@ -141,6 +146,10 @@ def account_fields(spec: AccountSpec) -> dict[str, Any]:
         "max_orders_per_hour": spec.guardrails.max_orders_per_hour,
         "halt_after_failures": spec.guardrails.halt_after_failures,
         "tick_timeout": format_interval(spec.tick_timeout_s),
+        # money limits and trading hours: a change restarts the worker, like any field
+        # here; its trades (journal) and a journaled pause carry over to the new one
+        "risk": None if spec.risk is None else spec.risk.describe(),
+        "trading_hours": None if spec.trading_hours is None else spec.trading_hours.describe(),
     }
 
 
@@ -206,8 +215,20 @@ def _web(runner: RunnerSpec) -> dict[str, Any] | None:
     return {"listen": spec.listen, "read_only": spec.read_only, "token": spec.token}
 
 
+def _day_start(old: RunnerSpec, new: RunnerSpec) -> list[str]:
+    """``risk.day_starts`` changed: every worker counts its day from it (restarted)."""
+    before, after = str(old.day_starts), str(new.day_starts)
+    return [] if before == after else [f"risk.day_starts: {_show(before)} -> {_show(after)}"]
+
+
+def _file_risk(runner: RunnerSpec) -> str | None:
+    """The file-level limits the supervisor applies (day_starts aside: see _day_start)."""
+    return None if runner.risk is None else runner.risk.describe()
+
+
 def _live_settings(old: RunnerSpec, new: RunnerSpec) -> list[str]:
     pairs = {
+        "risk": (_file_risk(old), _file_risk(new)),
         "stop_timeout": (old.stop_timeout_s, new.stop_timeout_s),
         "watchdog_timeout": (
             format_interval(old.watchdog_timeout_s),

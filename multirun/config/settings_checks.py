@@ -16,17 +16,20 @@ from urllib.parse import urlsplit
 from multirun.config import schema
 from multirun.config.entry import AccountEntry
 from multirun.config.findings import Findings, YamlPath
+from multirun.config.risk_checks import check_risk
 from multirun.config.specs import SERVICE_NAMES, MetricsSpec, WebSpec, parse_interval
 
 WATCHDOG_ROOM_S = 30  # watchdog_timeout must exceed every tick_timeout by more than this
 
 
 def check_settings(data: dict[str, Any], accounts: list[AccountEntry], found: Findings) -> None:
-    """The top-level settings of ``data``: the watchdog, notify targets, metrics, web."""
+    """The top-level settings of ``data``: the watchdog, notify targets, metrics, web; the
+    money limits and trading hours (:mod:`multirun.config.risk_checks`)."""
     _check_watchdog(data, accounts, found)
     _check_notify(data, found)
     _check_metrics(data, found)
     _check_web(data, found)
+    check_risk(data, accounts, found)
 
 
 def check_service_names(accounts: list[AccountEntry], found: Findings) -> None:

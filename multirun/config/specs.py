@@ -111,6 +111,137 @@ class Guardrails:
 COUNT_GUARDRAILS = ("max_open_trades", "max_orders_per_hour", "halt_after_failures")
 
 
+OnBreach = Literal["pause", "flatten"]
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # weekday() order
+_CLOCK_TIME = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+MIDNIGHT_END = 24 * 60  # ``to: "24:00"``: the window ends at midnight
+
+
+def parse_clock_time(text: object, *, end: bool = False) -> int:
+    """Minutes after midnight of ``HH:MM`` (``24:00`` too with ``end``); ValueError else.
+
+    An unquoted ``16:30`` reaches here as the number 990 (YAML 1.1 reads it in base 60):
+    the error says to quote it."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        hours, minutes = divmod(text, 60)
+        raise ValueError(
+            f'quote the time ("{hours:02d}:{minutes:02d}"): unquoted, YAML reads it as '
+            f"the number {text}"
+        )
+    value = str(text).strip()
+    if end and value == "24:00":
+        return MIDNIGHT_END
+    match = _CLOCK_TIME.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a time of day: use HH:MM (00:00 to 23:59)")
+    return int(match.group(1)) * 60 + int(match.group(2))
+
+
+def parse_days(text: str) -> frozenset[int]:
+    """Weekdays (0 = Monday) of ``mon-fri``, ``mon,wed,fri``, ``sat-sun,mon`` (a range may
+    wrap: ``fri-mon``); ValueError naming what is not a day."""
+    days: set[int] = set()
+    for part in str(text).lower().replace(" ", "").split(","):
+        first, _, last = part.partition("-")
+        for name in (first, last) if last else (first,):
+            if name not in DAY_NAMES:
+                raise ValueError(
+                    f"{name or part!r} is not a day: use {', '.join(DAY_NAMES)}, "
+                    "ranges like mon-fri, separated by commas"
+                )
+        start, stop = DAY_NAMES.index(first), DAY_NAMES.index(last or first)
+        days.update((start + k) % 7 for k in range((stop - start) % 7 + 1))
+    return frozenset(days)
+
+
+@dataclass(frozen=True)
+class DayStart:
+    """When the trading day of ``max_daily_loss`` starts: minutes after midnight in ``tz``."""
+
+    minutes: int = 0
+    tz: str = "UTC"
+
+    @classmethod
+    def parse(cls, text: str) -> DayStart:
+        """``HH:MM`` then an optional IANA time zone (UTC by default): ``17:00 America/New_York``.
+        The zone's name is not looked up here (see :mod:`multirun.config.risk_checks`)."""
+        clock, _, tz = str(text).strip().partition(" ")
+        return cls(parse_clock_time(clock), tz.strip() or "UTC")
+
+    def __str__(self) -> str:
+        return f"{self.minutes // 60:02d}:{self.minutes % 60:02d} {self.tz}"
+
+
+@dataclass(frozen=True)
+class RiskSpec:
+    """Money limits (``risk:``): of one account, or of the whole file (then with the day's
+    start). An amount of None sets no limit."""
+
+    max_daily_loss: float | None = None
+    max_drawdown: float | None = None
+    on_breach: OnBreach = "pause"
+    day_starts: DayStart = field(default_factory=DayStart)
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> RiskSpec:
+        def amount(key: str) -> float | None:
+            return None if values.get(key) is None else float(values[key])
+
+        return cls(
+            max_daily_loss=amount("max_daily_loss"),
+            max_drawdown=amount("max_drawdown"),
+            on_breach="flatten" if values.get("on_breach") == "flatten" else "pause",
+            day_starts=DayStart.parse(values.get("day_starts") or "00:00 UTC"),
+        )
+
+    def describe(self) -> str:
+        """``max_daily_loss 300, max_drawdown 600, on_breach pause`` (reload lines)."""
+        parts = [
+            f"{key} {value:g}"
+            for key, value in (("max_daily_loss", self.max_daily_loss),
+                               ("max_drawdown", self.max_drawdown))
+            if value is not None
+        ]  # fmt: skip
+        return ", ".join([*parts, f"on_breach {self.on_breach}"])
+
+
+@dataclass(frozen=True)
+class TradingHours:
+    """``trading_hours:``: the weekly window an account may trade in (see
+    :mod:`multirun.account.trading_hours`). ``start``/``end``: minutes after midnight in
+    ``tz``; ``overnight``: ``end`` is on the day after ``start`` (``days`` name the day
+    the window opens)."""
+
+    days: frozenset[int]
+    start: int
+    end: int
+    tz: str = "UTC"
+    overnight: bool = False
+    flatten_at_end: bool = False
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> TradingHours:
+        """The window of checked values (:mod:`multirun.config.risk_checks`)."""
+        return cls(
+            days=parse_days(values.get("days") or "mon-sun"),
+            start=parse_clock_time(values["from"]),
+            end=parse_clock_time(values["to"], end=True),
+            tz=str(values.get("tz") or "UTC"),
+            overnight=values.get("overnight") is True,
+            flatten_at_end=values.get("flatten_at_end") is True,
+        )
+
+    def describe(self) -> str:
+        """``mon-fri 08:00-16:30 Europe/London, flatten at end`` (reload lines, logs)."""
+        days = ",".join(DAY_NAMES[d] for d in sorted(self.days))
+        hours = f"{_hhmm(self.start)}-{_hhmm(self.end)}{' next day' if self.overnight else ''}"
+        return f"{days} {hours} {self.tz}" + (", flatten at end" if self.flatten_at_end else "")
+
+
+def _hhmm(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
 @dataclass(frozen=True)
 class AccountSpec:
     """One account of runner.yaml, defaults merged and environment interpolated."""
@@ -129,6 +260,8 @@ class AccountSpec:
     enabled: bool = bool(_ACCOUNT_DEFAULTS["enabled"])
     guardrails: Guardrails = field(default_factory=Guardrails)
     tick_timeout_s: int = parse_interval(_ACCOUNT_DEFAULTS["tick_timeout"])
+    risk: RiskSpec | None = None  # this account's money limits (``risk:``)
+    trading_hours: TradingHours | None = None  # None: it may trade at any time
 
     @property
     def order_ref_prefix(self) -> str:
@@ -246,6 +379,12 @@ class RunnerSpec:
     notify: tuple[NotifyTarget, ...] = ()
     metrics: MetricsSpec | None = None  # off unless runner.yaml has `metrics:`
     web: WebSpec | None = None  # off unless runner.yaml has `web:`
+    risk: RiskSpec | None = None  # the whole file's money limits (``risk:``)
+
+    @property
+    def day_starts(self) -> DayStart:
+        """When the trading day starts for every account (``risk.day_starts``)."""
+        return self.risk.day_starts if self.risk is not None else DayStart()
 
     @property
     def uses_sim(self) -> bool:
