@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,9 +44,18 @@ SKEW_S = 60.0  # a server time further than this from our own is not used as the
 class Pricing:
     """Prices one account's trades into its journal; the worker tells it what it sees."""
 
-    def __init__(self, client: Any, journal: Journal) -> None:
+    def __init__(
+        self,
+        client: Any,
+        journal: Journal,
+        *,
+        on_realized: Callable[[float], None] = lambda delta: None,
+    ) -> None:
         self.client = client
         self.journal = journal
+        # Told how much each close priced (or priced again) moved the realized P&L: the
+        # money limits' running sum (multirun.account.risk), with no journal read per tick
+        self.on_realized = on_realized
         self.quotes: dict[str, Quote] = {}  # the last quote seen per symbol
         self.unrealized: dict[str, float] = {}  # per orderRef: P&L in its last listing
         self.balance: Balance | None = None  # the last /balance read
@@ -103,6 +112,7 @@ class Pricing:
                 source = ""
             if source:
                 self.journal.record_close(ref, price, pl, source)
+                self.on_realized((pl or 0.0) - (row.realized_pl or 0.0))
             if first:
                 log.info(
                     "closed %s %s %s @ %s, P&L %s (trade %s, %s; %s)",

@@ -54,7 +54,7 @@ from multirun.account.telemetry import Telemetry
 from multirun.account.ticker import StopFlag
 from multirun.account.worker import ORPHANED, Client, Orphaned, StoppedReconciling, Worker
 from multirun.config.specs import AccountSpec, RunnerSpec
-from multirun.core.clock import SYSTEM_CLOCK, Clock
+from multirun.core.clock import SYSTEM_CLOCK, Clock, iso_ms
 from multirun.core.errors import (
     EXIT_API,
     EXIT_OK,
@@ -65,7 +65,8 @@ from multirun.core.errors import (
     StrategyError,
     UsageError,
 )
-from multirun.core.statedir import StateDir
+from multirun.core.statedir import AccountDir, StateDir
+from multirun.core.statefiles import WorkerStatus, read_worker_status, write_worker_status
 from multirun.strategies.context import StrategyContext
 
 log = logging.getLogger("multirun.worker")
@@ -214,67 +215,119 @@ def build_worker(
     )  # fmt: skip
 
 
-def run_sweep(runner: RunnerSpec, name: str, *, server_url: str, deadline_s: float) -> int:
+def run_sweep(
+    runner: RunnerSpec,
+    name: str,
+    *,
+    server_url: str,
+    deadline_s: float,
+    lock: Callable[[], ownership.AccountLock | None] | None = None,
+) -> int:
     """Apply account ``name``'s on_stop from its journal, loading no strategy code.
 
-    Takes the journal's lock, reconciles it with the server, then closes and cancels
-    every trade of ours (``on_stop: close``), retrying until ``deadline_s`` seconds
-    from now; ``keep`` leaves them. Exit 0 when nothing of ours is left open (or keep),
-    else 3 with a last stderr line ``multirun: error: <account>: N trade(s) left open:
-    ...``. SIGTERM/SIGINT end it early (with that line); SIGHUP is ignored: it is bounded.
+    Takes the account lock (``lock()`` instead when given: None there means closing beside
+    another account of this config on the same server account, see :mod:`multirun.ops.close`)
+    and the journal's, reconciles it with the server, then closes and cancels every trade
+    of ours (``on_stop: close``), retrying until ``deadline_s`` seconds from now; ``keep``
+    leaves them. Each close is priced from the server's history and ``status.json`` then
+    shows what is left. Exit 0 when nothing of ours is left open (or keep), else 3 with a
+    last stderr line ``multirun: error: <account>: N trade(s) left open: ...``.
+    SIGTERM/SIGINT end it early (with that line); SIGHUP is ignored: it is bounded.
     """
     _configure_logging(name, stamped=False)
     began = time.monotonic()
     spec = runner.account(name)
-    account_lock = _lock(runner, spec, server_url)
     account = StateDir(runner.state_dir).account(name)
-    try:
-        journal = Journal.for_account(account, spec.order_ref_prefix)
-    except BaseException:
-        account_lock.close()
-        raise
-    try:
-        refuse_other_binding(journal, identity(runner, spec), name)
-    except BaseException:
-        journal.close()
-        account_lock.close()
-        raise
     outcome = Outcome()
-    try:
-        held = len(journal.held()) + len(journal.intents())
-        if spec.on_stop == "keep":
-            log.info("sweep: on_stop keep: leaving %d trade(s) of ours open and journaled", held)
-            return EXIT_OK
-        log.info("sweep: on_stop close for %d journaled trade(s), within %.0f s", held, deadline_s)
-        heartbeat = Heartbeat(account.heartbeat)
-        stop = StopFlag()
-        window = StopWindow(stop)
-        window.deadline = began + deadline_s
-        client = _make_client(server_url, spec, window, heartbeat)
+    with contextlib.ExitStack() as stack:
+        account_lock = lock() if lock is not None else _lock(runner, spec, server_url)
+        if account_lock is not None:
+            stack.callback(account_lock.close)
+        journal = Journal.for_account(account, spec.order_ref_prefix)
+        stack.callback(journal.close)  # closed first: the account lock last
+        refuse_other_binding(journal, identity(runner, spec), name)
         try:
-            client.share_tokens(runner.state_dir)  # one token per user: not revoke the others'
-            reconciler = Reconciler(
-                client, journal, stop=window, timing=DEFAULT_TIMING, started=time.time()
+            held = len(journal.held()) + len(journal.intents())
+            if spec.on_stop == "keep":
+                log.info(
+                    "sweep: on_stop keep: leaving %d trade(s) of ours open and journaled", held
+                )
+                return EXIT_OK
+            log.info(
+                "sweep: on_stop close for %d journaled trade(s), within %.0f s", held, deadline_s
             )
-            reconciler.close_send_windows()  # their senders are gone: settle them
-            closer = Closer(client, journal, reconciler, window, heartbeat=heartbeat)
-            with _sweep_signals():
-                outcome = closer.run(began + deadline_s * 0.9, began + deadline_s)
-        finally:
-            client.close()
-            stop.close()
-    except (MultirunError, DeadlinePassed) as exc:
-        outcome.last_error = f"{type(exc).__name__}: {exc}"
-        outcome.left = outcome.left or closer_left(journal)
-    finally:
-        journal.close()
-        account_lock.close()
+            outcome = _sweep_close(runner, spec, journal, server_url, began + deadline_s)
+        except (MultirunError, DeadlinePassed) as exc:
+            outcome.last_error = f"{type(exc).__name__}: {exc}"
+            outcome.left = outcome.left or closer_left(journal)
     if outcome.unjournaled:
         log.error("%s", outcome.unjournaled_line(name))
     if outcome.ok:
         return EXIT_OK
     print(outcome.error_line(name), file=sys.stderr, flush=True)
     return EXIT_API
+
+
+def _sweep_close(
+    runner: RunnerSpec, spec: AccountSpec, journal: Journal, url: str, deadline: float
+) -> Outcome:
+    """A sweep's on_stop close until ``deadline`` (monotonic); its closes priced (the
+    server's history), then the account's status.json rewritten with what is left."""
+    account = StateDir(runner.state_dir).account(spec.name)
+    heartbeat = Heartbeat(account.heartbeat)
+    stop = StopFlag()
+    window = StopWindow(stop)
+    window.deadline = deadline
+    client = _make_client(url, spec, window, heartbeat)
+    try:
+        client.share_tokens(runner.state_dir)  # one token per user: not revoke the others'
+        pricing = Pricing(client, journal)
+        reconciler = Reconciler(
+            client, journal, stop=window, timing=DEFAULT_TIMING, started=time.time(),
+            on_listed=pricing.listed, on_closed=pricing.closed,
+        )  # fmt: skip
+        reconciler.close_send_windows()  # their senders are gone: settle them
+        closer = Closer(client, journal, reconciler, window, heartbeat=heartbeat,
+                        on_closed=pricing.closed)  # fmt: skip
+        with _sweep_signals():
+            began = time.monotonic()
+            outcome = closer.run(began + (deadline - began) * 0.9, deadline)
+            _price_closes(pricing, deadline)
+    finally:
+        client.close()
+        stop.close()
+    refresh_status(account, pricing.status(), len(journal.held()))
+    return outcome
+
+
+PRICE_RETRY_S = 0.5  # a close the history does not list yet is looked up again this soon
+
+
+def _price_closes(pricing: Pricing, deadline: float) -> None:
+    """The sweep's closes priced from the server's history (as the worker does over its
+    next ticks: a sweep has none), within ``deadline``."""
+    pricing.price()
+    while pricing.pending and time.monotonic() + PRICE_RETRY_S < deadline:
+        time.sleep(PRICE_RETRY_S)
+        pricing.price()
+
+
+def refresh_status(account: AccountDir, priced: WorkerStatus, open_trades: int) -> None:
+    """After a sweep: the account's status.json shows what its journal holds now (its
+    positions, open trades and realized P&L today), the rest as its worker left it."""
+    status = read_worker_status(account)
+    status["positions"] = priced.get("positions", [])
+    status["open_trades"] = open_trades
+    status["realized_pl_today"] = priced.get("realized_pl_today", 0.0)
+    status["updated_utc"] = iso_ms(time.time())
+    if not status["positions"]:
+        status["unrealized_pl"] = None
+    try:
+        write_worker_status(account, status)
+    except OSError as exc:
+        log.warning(
+            "cannot write %s (%s): status shows the worker's last view", account.status, exc
+        )
 
 
 def identity(runner: RunnerSpec, spec: AccountSpec) -> dict[str, str]:

@@ -14,9 +14,18 @@ A :class:`Worker` owns one account's client, journal, strategy and ticker
    ``max_open_trades``, ``max_orders_per_hour`` or ``max_volume`` or while an order is
    UNCERTAIN, and halt the account after ``halt_after_failures`` failures in a row
    (HALTED: no more orders, still writing its status, until stopped).
-4. A strategy call running past ``tick_timeout`` is interrupted (SIGALRM, see
+4. Money limits and trading hours (issue 24): :meth:`Worker.pause`, :meth:`Worker.resume`
+   and :meth:`Worker.flatten` (the supervisor's commands, and a breach of the account's own
+   ``risk``, :mod:`multirun.account.risk`) make the account PAUSED: the strategy still
+   ticks, closes and FLAT still act, nothing new opens; the pause is journaled, so a
+   restarted worker starts PAUSED. Outside its ``trading_hours``
+   (:mod:`multirun.account.trading_hours`) a tick sends no request at all (PAUSED, outside
+   trading hours), except to close what it holds after ``to`` with ``flatten_at_end``.
+   Each tick tells ``on_money`` the day's P&L and the equity estimate (the supervisor sums
+   them for the file's limits).
+5. A strategy call running past ``tick_timeout`` is interrupted (SIGALRM, see
    :mod:`multirun.account.alarm`): a failed tick, logged with the strategy's stack.
-5. Once stopped (between ticks; a tick under way opens nothing more), ``on_stop``:
+6. Once stopped (between ticks; a tick under way opens nothing more), ``on_stop``:
    close our trades until the stop deadline (:mod:`multirun.account.on_stop`), or keep them
    journaled. A stop during start-up reconciliation finishes reconciling first. What
    is left open is named and the exit code is 3. Orphaned (the supervisor died):
@@ -39,19 +48,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from multirun.account import alarm, guardrails
+from multirun.account import alarm, guardrails, trading_hours
 from multirun.account.journal.store import Journal, JournalOrder
 from multirun.account.observer import NULL_OBSERVER, WorkerObserver
 from multirun.account.on_stop import HARD_MARGIN, STOP_MARGIN, Closer, Outcome, StopWindow
 from multirun.account.orders_plan import OrderPlan, open_trade, plan_orders
 from multirun.account.pricing import Pricing
 from multirun.account.reconcile import DEFAULT_TIMING, Listings, Reconciler, Timing
+from multirun.account.risk import Money, MoneyWatch, Pause
 from multirun.account.status_file import StatusFile
 from multirun.account.ticker import StopFlag, Tick, Ticker
 from multirun.api.models import Bar, OrderAck, Quote
 from multirun.api.transport import is_retryable
 from multirun.config.specs import AccountSpec, RunnerSpec
-from multirun.core.clock import SYSTEM_CLOCK, Clock, iso_ms, iso_of
+from multirun.core.clock import SYSTEM_CLOCK, Clock, hms, iso_ms, iso_of
 from multirun.core.errors import (
     EXIT_API,
     EXIT_OK,
@@ -73,6 +83,8 @@ from multirun.strategies.context import Decision, OpenTrade, StrategyContext
 log = logging.getLogger("multirun.worker")
 
 ORPHANED = "orphaned"  # the stop reason when the supervisor is gone
+OUTSIDE_HOURS = "outside trading hours"  # the PAUSED reason outside the trading window
+OPERATOR_RESUME = "resumed by operator"
 # Start-up reconciliation refused for a passing reason (a session token refused after its
 # renewal, throttling): retried after these pauses, doubling from the first to the last.
 START_BACKOFF_S = (1.0, 30.0)
@@ -141,6 +153,7 @@ class Worker:
         *,
         reconciler: Reconciler,
         pricing: Pricing,
+        money: MoneyWatch,
         status_file: StatusFile,
         stop: StopFlag,
         started: float,
@@ -153,6 +166,7 @@ class Worker:
         account_lost: Callable[[], str | None] = lambda: None,
         check_ownership: Callable[[], None] = lambda: None,
         on_condition: Callable[[str, str | None], None] = lambda state, reason: None,
+        on_money: Callable[[float, float | None], None] = lambda day_pnl, equity: None,
     ) -> None:
         self.runner = runner
         self.account_lost = account_lost  # why the account is no longer ours alone, or None
@@ -160,9 +174,12 @@ class Worker:
         # from the heartbeat between ticks, so at least once a minute whatever the interval.
         self.check_ownership = check_ownership
         self.on_up = on_up or (lambda: None)
-        # Told each change of (state, halted_reason): the supervisor's copy, true when
-        # status.json cannot be written (a full disk)
+        # Told each change of (state, reason: halted or paused): the supervisor's copy,
+        # true when status.json cannot be written (a full disk)
         self.on_condition = on_condition
+        # Told once a tick (day's P&L, equity estimate or None): the supervisor sums them
+        # for the file's money limits
+        self.on_money = on_money
         self.told: tuple[str, str | None] = (State.RUNNING, None)
         self.spec = spec
         self.client = client
@@ -204,6 +221,13 @@ class Worker:
         # nothing of ours (it sends nothing); otherwise it ends, then on_stop applies.
         self.reconciling = False
         self.nothing_journaled = not journal.held() and not journal.intents()
+        # Money limits (risk.py; told each close's P&L by pricing), and the pause
+        # journaled (if any): a restarted worker starts PAUSED, goes on with a flatten
+        self.money = money
+        recorded = journal.pause()
+        self.paused: Pause | None = None if recorded is None else Pause.from_json(recorded)
+        self.outside_hours = False  # the last tick found the trading window closed
+        self._settle_state()
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -244,6 +268,9 @@ class Worker:
                 self.spec.name, self.spec.strategy, self.spec.instrument,
                 self.spec.interval_s, len(self.journal.held()),
             )  # fmt: skip
+            if self.paused is not None:
+                log.warning("PAUSED (%s): nothing opens until `multirun resume`%s",
+                            self.paused.reason, self._lifts_text())  # fmt: skip
             self.write_status(force=True)  # now with its next tick
             self.on_up()
             self.ticker.run()
@@ -418,6 +445,9 @@ class Worker:
         if self.state == State.HALTED:
             self.write_status(force=True)  # its only work: its ticks still show
             return
+        if self._closed_hours(tick):  # outside the trading window: not one request
+            self.write_status()
+            return
         if self._throttled(tick.started):  # the server asked for quiet: not one request
             self.write_status()
             return
@@ -427,6 +457,7 @@ class Worker:
             with self.journal.batch():
                 self._guarded_tick(tick)
                 self.pricing.record()
+                self._watch_money()
         except JournalError as exc:  # those writes could not be committed
             self._failed(exc)
         self.heartbeat()
@@ -457,6 +488,8 @@ class Worker:
             self.halt(reason)
 
     def _tick(self, tick: Tick) -> None:
+        if self.paused is not None and self.paused.flatten:  # cut short (or restarted): on
+            self._flatten_now()
         held = self.sync()
         if self.reconciler.extras:
             self._ordering = True
@@ -532,6 +565,137 @@ class Worker:
         log.error("HALTED: %s; no more orders until restarted", reason)
         self.write_status()
 
+    # --- pause, resume, flatten (issue 24) ---------------------------------------------
+
+    def pause(self, reason: str, *, until: float | None = None) -> None:
+        """No new opens from now on (the strategy still ticks; closes and FLAT still act),
+        PAUSED with ``reason``; journaled before returning. It lifts by itself at
+        ``until`` (by default a ``daily loss ...`` pause at the next day's start), else
+        only by :meth:`resume`."""
+        self._record_pause(Pause(reason, time.time(), until or self.money.lifts_at(reason)))
+        log.warning("PAUSED: %s; nothing opens until `multirun resume`%s", reason,
+                    self._lifts_text())  # fmt: skip
+
+    def resume(self, reason: str = OPERATOR_RESUME) -> None:
+        """Clear any pause (the operator's, a breach's; journaled) and count the drawdown
+        from here. Outside the trading window the account stays PAUSED for that."""
+        was = self.paused
+        self.money.reset_peak()
+        self._record_pause(None)
+        if was is not None:
+            log.warning("RESUMED (%s): was paused: %s", reason, was.reason)
+        if self.outside_hours:
+            log.info("still outside trading hours: nothing opens until the window opens")
+
+    def flatten(self, reason: str, *, until: float | None = None) -> None:
+        """Close everything held (each trade once, confirmed by the server: on_stop's
+        close path), then stay PAUSED with ``reason``. Journaled first: a worker
+        restarted meanwhile starts paused and goes on closing. Anything the server would
+        not close yet is tried again at each tick. ``until``: as :meth:`pause`'s."""
+        lifts = until or self.money.lifts_at(reason)
+        self._record_pause(Pause(reason, time.time(), lifts, flatten=True))
+        log.warning("FLATTEN: %s: closing everything held, then PAUSED", reason)
+        if self.busy:  # a breach inside a tick
+            self._flatten_now()
+            return
+        with self._busy(), self.journal.batch():
+            self._flatten_now()
+
+    def _flatten_now(self) -> None:
+        """One bounded attempt at closing everything (a stop's budget at most)."""
+        closer = Closer(
+            self.client, self.journal, self.reconciler, StopWindow(self.stop),
+            confirm_s=self.timing.close_confirm_s, heartbeat=self.heartbeat,
+            on_closed=self.pricing.closed,
+        )  # fmt: skip
+        began = time.monotonic()
+        budget = self.runner.stop_timeout_s
+        outcome = closer.run(began + budget * STOP_MARGIN, began + budget * HARD_MARGIN)
+        self.pricing.price()
+        if not outcome.ok:
+            log.error("flatten: %d trade(s) still open, trying again next tick: %s",
+                      len(outcome.left), "; ".join(outcome.left))  # fmt: skip
+            return
+        if self.paused is not None and self.paused.flatten:
+            self._record_pause(self.paused.done_flattening())
+        log.info("flatten: nothing of ours open; PAUSED until resumed")
+
+    def _record_pause(self, pause: Pause | None) -> None:
+        self.journal.record_pause(None if pause is None else pause.to_json())
+        self.paused = pause
+        self._settle_state()
+        self.write_status(force=True)
+
+    def _lifts_text(self) -> str:
+        until = None if self.paused is None else self.paused.until
+        return "" if until is None else f" (or {iso_ms(until)}: the day's end)"
+
+    def _settle_state(self) -> None:
+        """RUNNING or PAUSED after a pause, resume or trading-window change (HALTED and
+        STOPPED stay as they are)."""
+        if self.state in (State.RUNNING, State.PAUSED):
+            paused = self.paused is not None or self.outside_hours
+            self.state = State.PAUSED if paused else State.RUNNING
+
+    def paused_reason(self) -> str | None:
+        """Why nothing opens now (a journaled pause first, then the trading hours)."""
+        if self.paused is not None:
+            return self.paused.reason
+        return OUTSIDE_HOURS if self.outside_hours else None
+
+    def _watch_money(self) -> None:
+        """After each tick's pricing: the money limits (no request, no journal read), the
+        supervisor told, a breach acted on, a daily-loss pause lifted at the day's end."""
+        held = self.journal.held()  # cached in the tick's batch
+        unrealized = sum(self.pricing.unrealized.get(row.order_ref, 0.0) for row in held)
+        balance = self.pricing.balance
+        money = self.money.observe(
+            time.time(), unrealized, None if balance is None else balance.nav,
+            self.pricing.sampled_at,
+        )  # fmt: skip
+        self.on_money(money.day_pnl, money.equity)
+        paused = self.paused
+        if paused is not None and paused.until is not None and time.time() >= paused.until:
+            self.resume(f"a new trading day: {paused.reason} was yesterday's")
+        if self.paused is not None:
+            return
+        breach = self.money.breach(money)
+        if breach is None:
+            return
+        on_breach = self.spec.risk.on_breach if self.spec.risk else "pause"
+        if on_breach == "flatten":
+            self.flatten(breach)
+        else:
+            self.pause(breach)
+
+    def _closed_hours(self, tick: Tick) -> bool:
+        """Outside the trading window: PAUSED, and True (the tick sends nothing), except
+        to close what is held with ``flatten_at_end``. Inside: False."""
+        hours = self.spec.trading_hours
+        if hours is None:
+            return False
+        now = tick.started
+        if trading_hours.is_open(hours, now):
+            if self.outside_hours:
+                self.outside_hours = False
+                self._settle_state()
+                closes = trading_hours.closes_at(hours, now)
+                log.info("trading hours: open until %s UTC", hms(closes or now))
+            return False
+        if not self.outside_hours:
+            self.outside_hours = True
+            self._settle_state()
+            opens = trading_hours.opens_at(hours, now)
+            log.info("%s (%s): no request until %s", OUTSIDE_HOURS, hours.describe(),
+                     "later" if opens is None else iso_ms(opens))  # fmt: skip
+        if hours.flatten_at_end and (self.journal.held() or self.journal.intents()):
+            log.info("trading hours ended: closing what is held (flatten_at_end)")
+            with self._busy(), self.journal.batch():
+                self._flatten_now()
+        last = self.money.last
+        self.on_money(last.day_pnl, last.equity)  # the supervisor's sum keeps this account
+        return True
+
     def _context(self, tick: Tick, trades: list[OpenTrade]) -> StrategyContext:
         return StrategyContext(
             spec=self.spec,
@@ -579,6 +743,10 @@ class Worker:
         forbids; whether it was opened."""
         if self.stop.is_set():
             log.info("not opening %s: stop requested", side)
+            return False
+        paused = self.paused_reason()
+        if paused is not None:
+            log.info("not opening %s: PAUSED (%s)", side, paused)
             return False
         refusal = self._refusal()
         if refusal is not None:
@@ -685,9 +853,23 @@ class Worker:
             throttled_until_utc=iso_ms(self.throttled_until),
             stop_reason=self.stop.reason,
             journal_rebuilt=self.journal.rebuilt.line() if self.journal.rebuilt else None,
+            **self._money_status(),
         )
         status.update(self.pricing.status())  # positions, nav, unrealized_pl, realized_pl_today
         return status
+
+    def _money_status(self) -> WorkerStatus:
+        """The pause and the money limits' figures, for status.json."""
+        money: Money = self.money.last
+        pause = self.paused
+        return WorkerStatus(
+            paused_reason=self.paused_reason(),
+            paused_since_utc=None if pause is None else iso_ms(pause.since),
+            paused_until_utc=None if pause is None else iso_ms(pause.until),
+            day_pnl=round(money.day_pnl, 2),
+            equity=None if money.equity is None else round(money.equity, 2),
+            drawdown=round(money.drawdown, 2),
+        )
 
     @property
     def status_failing(self) -> bool:
@@ -698,8 +880,9 @@ class Worker:
         """Write status.json when due (see :mod:`multirun.account.status_file`), or now with
         ``force``. Best-effort: a failure is logged once (again only after a success)."""
         self.status_file.write(self.status, force=force)
-        if (self.state, self.halted_reason) != self.told:
-            self.told = (self.state, self.halted_reason)
+        reason = self.halted_reason if self.state == State.HALTED else self.paused_reason()
+        if (self.state, reason) != self.told:
+            self.told = (self.state, reason)
             self.on_condition(*self.told)
 
     @contextlib.contextmanager

@@ -119,6 +119,15 @@ class WorkerStatus(TypedDict, total=False):
     realized_pl_today: float
     # the journal replaced a damaged one, set aside: when, why, where the old one is kept
     journal_rebuilt: str | None
+    # issue 24: why nothing opens (PAUSED: an operator, a money limit, the trading hours),
+    # since and until when (a daily-loss pause lifts at the next day's start); the money
+    # limits' figures: P&L since the day's start, equity estimate, drawdown from its peak
+    paused_reason: str | None
+    paused_since_utc: str | None
+    paused_until_utc: str | None
+    day_pnl: float
+    equity: float | None
+    drawdown: float
 
 
 class CounterSample(TypedDict):

@@ -12,24 +12,36 @@ Credentials: a configured NAME uses its own. A NAME no longer in the config borr
 those of the configured account trading the same server account (server, user, runmode,
 accountid), which the journal records; ``--as OTHER`` names that account explicitly
 (needed for a journal written before multirun recorded its account), and is refused
-when the journal records a different server account. Like any trader, it takes the
-account lock: while a supervisor runs that server account, stop it first.
+when the journal records a different server account.
+
+Beside a running supervisor: with ``server: sim`` the URL of its simulator is read from
+``supervisor.json`` (``announced``). Like any trader, a close takes the account lock;
+when the holder is another account of this same config (a renamed account's successor,
+trading the same server account), the close goes on beside it: each touches only the
+trades of its own orderRef prefix (``mr-NAME-``), and NAME's journal is locked. NAME's own
+running worker must be stopped first (``multirun stop CONFIG NAME``). Each close is
+priced from the server's history, and NAME's status.json shows what is left.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from multirun.account import ownership
 from multirun.account.journal.schema import CorruptJournal
 from multirun.account.journal.store import Journal
-from multirun.account.ownership import same_binding
+from multirun.account.ownership import AccountInUse, AccountLock, same_binding
 from multirun.account.process import identity, run_sweep
 from multirun.config.specs import AccountSpec, RunnerSpec
 from multirun.core.errors import EXIT_OK, UsageError
+from multirun.core.locks import read_holder
 from multirun.core.statedir import StateDir
+from multirun.ops import locate
 
 
 def close_accounts(
@@ -43,20 +55,74 @@ def close_accounts(
     """Close what each NAME's journal holds; the worst exit status (0: all closed)."""
     if not names:
         raise UsageError("close: name at least one account (its state_dir sub-directory)")
-    url = server_url or runner.server
-    if runner.uses_sim and server_url is None:
-        raise UsageError(f"{runner.path}: server: sim: pass --server URL of the simulator")
+    url = server_url or server_of(runner)
     plans = [(name, credentials_for(runner, name, borrow)) for name in names]
     worst = EXIT_OK
     for name, spec in plans:
         single = dataclasses.replace(runner, accounts=(spec,))
         code = run_sweep(
-            single, name, server_url=url, deadline_s=timeout_s or runner.stop_timeout_s
-        )
+            single, name, server_url=url, deadline_s=timeout_s or runner.stop_timeout_s,
+            lock=functools.partial(account_lock, runner, spec, url),
+        )  # fmt: skip
         if code == EXIT_OK:
             print(f"{name}: nothing of ours left open (confirmed by the server)", flush=True)
         worst = max(worst, code)
     return worst
+
+
+def server_of(runner: RunnerSpec) -> str:
+    """The server to close on: the file's, or for ``server: sim`` the simulator of the
+    supervisor running on the state dir (as its ``supervisor.json`` announces it)."""
+    if not runner.uses_sim:
+        return runner.server
+    found = locate.running(runner.state_dir)
+    url = found.data.get("announced", {}).get("sim") if found else None
+    if not url:
+        raise UsageError(
+            f"{runner.path}: server: sim: no supervisor runs on {runner.state_dir}, so no "
+            "simulator either: start it (multirun start), or pass --server URL of a simulator"
+        )
+    print(f"server: sim: the running supervisor's simulator, {url}", file=sys.stderr, flush=True)
+    return str(url)
+
+
+def account_lock(runner: RunnerSpec, spec: AccountSpec, url: str) -> AccountLock | None:
+    """The account lock for closing ``spec.name``'s journal, or None when another account
+    of this config holds it (the same server account under another orderRef prefix: the
+    close goes on beside it, said on stderr). NAME's own worker holding it: refused."""
+    try:
+        return ownership.lock_account(
+            url, spec.user, spec.runmode, spec.accountid, config=runner.path, name=spec.name
+        )
+    except AccountInUse:
+        holder = _holder_of(url, spec)
+        other = holder.get("account")
+        ours = isinstance(holder.get("config"), str) and locate.same_file(
+            str(holder["config"]), runner.path
+        )
+        if not ours or not isinstance(other, str):
+            raise
+        if other == spec.name:
+            raise AccountInUse(
+                f"account {spec.name} is running (pid {holder.get('pid')}): stop it first "
+                f"(multirun stop {runner.path} {spec.name}: its on_stop applies), then close"
+            ) from None
+        print(
+            f"{spec.name}: closing beside account {other!r} (pid {holder.get('pid')}), which "
+            f"trades the same server account: each touches only its own orderRefs "
+            f"(mr-{spec.name}-... here)", file=sys.stderr, flush=True,
+        )  # fmt: skip
+        return None
+
+
+def _holder_of(url: str, spec: AccountSpec) -> dict[str, object]:
+    """The record in the account lock's file of ``spec``'s server account ({} unreadable)."""
+    key = ownership.account_key(url, spec.user, spec.runmode, spec.accountid)
+    try:
+        record = json.loads(read_holder(ownership.runtime_dir() / f"{key}.lock") or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def credentials_for(runner: RunnerSpec, name: str, borrow: str | None) -> AccountSpec:

@@ -48,6 +48,7 @@ from multirun.core.statedir import AccountDir
 
 INTENT, OPEN, CLOSING, CLOSED, ABANDONED = "INTENT", "OPEN", "CLOSING", "CLOSED", "ABANDONED"
 HELD = (OPEN, CLOSING)  # states in which the trade may still be open on the server
+PAUSE_KEY = "pause"  # meta: the account's pause, if any (no new opens; see Journal.pause)
 
 
 class Journal:
@@ -364,6 +365,24 @@ class Journal:
             with self._tx() as db:
                 db.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('account', ?)", (text,)
+                )
+
+    # --- a pause (issue 24: an operator's, a money limit's) ------------------------------
+
+    def pause(self) -> str | None:
+        """The pause recorded by :meth:`record_pause` (its JSON text), None when not paused."""
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", (PAUSE_KEY,))
+        return str(rows[0][0]) if rows else None
+
+    def record_pause(self, text: str | None) -> None:
+        """Record a pause (``text``: :class:`multirun.account.risk.Pause` as JSON), or clear
+        it (None); durably, before returning: a restarted worker starts paused."""
+        with self._tx() as db:
+            if text is None:
+                db.execute("DELETE FROM meta WHERE key = ?", (PAUSE_KEY,))
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (PAUSE_KEY, text)
                 )
 
     def _recorded_rebuilt(self) -> Rebuilt | None:

@@ -1,0 +1,153 @@
+"""One account's money limits: its day's P&L and drawdown every tick, and what a breach is.
+
+:class:`MoneyWatch` is told what the worker already knows, so a check costs no request and
+no journal read per tick: the realized P&L of each close as
+:class:`~multirun.account.pricing.Pricing` prices it (a running sum, read from the journal
+once at start and once per day), the
+unrealized P&L of each held trade in the server's listing read at the tick's start (the
+sync every tick makes), and the server's ``/balance`` NAV when pricing samples it (at
+most every :data:`~multirun.account.pricing.EQUITY_EVERY_S` seconds).
+
+- **Day P&L**: realized P&L of the closes priced since the day's start (``risk.day_starts``,
+  default 00:00 UTC) plus the unrealized P&L of what is held now.
+- **Equity** (NAV estimate): the last sampled NAV, moved since by what our own P&L moved
+  (None before the first sample).
+- **Drawdown**: how far the equity estimate is below its peak since the worker's start or
+  the last ``resume`` (before the first NAV sample, on our own P&L alone).
+
+:class:`Pause` is a pause as the journal keeps it (``meta`` key ``pause``): why, since
+when, until when it lifts by itself (a daily-loss pause: the next day's start), and
+whether a flatten is still under way (a restarted worker goes on closing).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from multirun.config.specs import DayStart, RiskSpec
+
+
+@dataclass(frozen=True)
+class Money:
+    """What one tick knows of the account's money."""
+
+    day_pnl: float  # realized since the day's start + unrealized now
+    equity: float | None  # NAV estimate; None before the first /balance sample
+    drawdown: float  # below the peak since start or resume (>= 0)
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A journaled pause (see the module docstring)."""
+
+    reason: str
+    since: float
+    until: float | None = None  # lifts by itself at this time (None: only by resume)
+    flatten: bool = False  # closing everything is still under way
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Pause | None:
+        """The pause ``text`` records; None when unreadable (not a pause at all)."""
+        try:
+            data = json.loads(text)
+            return cls(
+                reason=str(data["reason"]),
+                since=float(data["since"]),
+                until=None if data.get("until") is None else float(data["until"]),
+                flatten=data.get("flatten") is True,
+            )
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    def done_flattening(self) -> Pause:
+        return replace(self, flatten=False)
+
+
+def day_bounds(day: DayStart, t: float) -> tuple[float, float]:
+    """The start of the trading day holding ``t`` and the start of the next (Unix times)."""
+    zone = ZoneInfo(day.tz)
+    local = datetime.fromtimestamp(t, zone)
+    hours, minutes = divmod(day.minutes, 60)
+    start = local.replace(hour=hours, minute=minutes, second=0, microsecond=0)
+    if start.timestamp() > t:
+        start = _same_time(start, -1, zone)
+    return start.timestamp(), _same_time(start, 1, zone).timestamp()
+
+
+def _same_time(moment: datetime, days: int, zone: ZoneInfo) -> datetime:
+    """The same wall-clock time ``days`` later in ``zone`` (a day of 23 or 25 hours)."""
+    naive = moment.replace(tzinfo=None) + timedelta(days=days)
+    return naive.replace(tzinfo=zone)
+
+
+class MoneyWatch:
+    """An account's running P&L sums and limits (see the module docstring)."""
+
+    def __init__(
+        self,
+        limits: RiskSpec | None,
+        day: DayStart,
+        realized_since: Callable[[float], float],
+        now: float,
+    ) -> None:
+        self.limits = limits
+        self.day = day
+        self.realized_since = realized_since  # the journal's sum: once at start, once a day
+        self.day_start, self.next_day = day_bounds(day, now)
+        self.realized_today = realized_since(self.day_start)
+        self.realized_run = 0.0  # realized since this watch began (drawdown's level)
+        self.anchor: float | None = None  # sampled NAV minus our level at that sample
+        self.sampled_at: float | None = None
+        self.peak: float | None = None
+        self.last: Money = Money(self.realized_today, None, 0.0)
+
+    def realized(self, delta: float) -> None:
+        """A close was priced (or priced again): its realized P&L moved by ``delta``."""
+        self.realized_today += delta
+        self.realized_run += delta
+
+    def observe(
+        self, now: float, unrealized: float, nav: float | None, sampled_at: float | None
+    ) -> Money:
+        """The money at ``now``: ``unrealized`` of what is held, the last ``/balance``
+        NAV and when it was sampled (a new sample re-anchors the equity estimate)."""
+        if now >= self.next_day:
+            self.day_start, self.next_day = day_bounds(self.day, now)
+            self.realized_today = self.realized_since(self.day_start)
+        level = self.realized_run + unrealized
+        if nav is not None and sampled_at is not None and sampled_at != self.sampled_at:
+            anchor = nav - level
+            if self.anchor is None and self.peak is not None:
+                self.peak += anchor  # the peak was on our level alone: now in NAV terms
+            self.anchor, self.sampled_at = anchor, sampled_at
+        value = level + (self.anchor or 0.0)
+        self.peak = value if self.peak is None else max(self.peak, value)
+        equity = None if self.anchor is None else value
+        self.last = Money(self.realized_today + unrealized, equity, self.peak - value)
+        return self.last
+
+    def breach(self, money: Money) -> str | None:
+        """Why ``money`` breaks a limit (``daily loss 312.40 > 300``), or None."""
+        limits = self.limits
+        if limits is None:
+            return None
+        if limits.max_daily_loss is not None and -money.day_pnl > limits.max_daily_loss:
+            return f"daily loss {-money.day_pnl:.2f} > {limits.max_daily_loss:g}"
+        if limits.max_drawdown is not None and money.drawdown > limits.max_drawdown:
+            return f"drawdown {money.drawdown:.2f} > {limits.max_drawdown:g}"
+        return None
+
+    def lifts_at(self, reason: str) -> float | None:
+        """When a pause for ``reason`` lifts by itself: a daily loss's at the next day."""
+        return self.next_day if reason.startswith("daily loss") else None
+
+    def reset_peak(self) -> None:
+        """``resume``: the drawdown counts from here."""
+        self.peak = None
