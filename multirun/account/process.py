@@ -49,6 +49,7 @@ from multirun.account.observer import NULL_OBSERVER, WorkerObserver
 from multirun.account.on_stop import Closer, Outcome, StopWindow
 from multirun.account.pricing import Pricing
 from multirun.account.reconcile import DEFAULT_TIMING, Reconciler, Timing
+from multirun.account.risk import MoneyWatch
 from multirun.account.status_file import StatusFile
 from multirun.account.telemetry import Telemetry
 from multirun.account.ticker import StopFlag
@@ -88,6 +89,7 @@ def run_account(
     on_up: Callable[[], None] | None = None,
     on_beat: Callable[[], None] | None = None,
     on_condition: Callable[[str, str | None], None] | None = None,
+    on_money: Callable[[float, float | None], None] | None = None,
 ) -> int:
     """Run account ``name`` of ``runner`` in the foreground; returns the exit code.
 
@@ -98,7 +100,8 @@ def run_account(
     ``supervised``: the supervisor stamps each line with the time and the account.
     ``on_up``: called once the account is reconciled and its ticks scheduled;
     ``on_beat``: at each heartbeat (the worker is alive: systemd's watchdog);
-    ``on_condition``: at each change of its state or halted reason (the supervisor's pipe).
+    ``on_condition``: at each change of its state or halted reason (the supervisor's pipe);
+    ``on_money``: once a tick, its day's P&L and equity estimate (the supervisor's pipe).
     """
     _configure_logging(name, stamped=not supervised)
     try:
@@ -117,7 +120,7 @@ def run_account(
         url = server_url or _server_url(runner, stack, start_server)
         worker = _build_account(
             runner, spec, url, on_tick, stack, on_up=on_up, on_beat=on_beat,
-            on_condition=on_condition,
+            on_condition=on_condition, on_money=on_money,
         )  # fmt: skip
         stack.enter_context(_signals(worker))
         code = _run(worker, name, url)
@@ -136,6 +139,7 @@ def _build_account(
     on_up: Callable[[], None] | None,
     on_beat: Callable[[], None] | None = None,
     on_condition: Callable[[str, str | None], None] | None = None,
+    on_money: Callable[[float, float | None], None] | None = None,
 ) -> Worker:
     """Everything the account's worker runs on, built in dependency order (each closed
     by ``stack``): the account lock, the journal, the stop flag, the heartbeat guarding
@@ -172,6 +176,7 @@ def _build_account(
         heartbeat=heartbeat, observer=telemetry or NULL_OBSERVER, on_up=on_up,
         on_foreign=foreign.adopted, account_lost=loss.why,
         check_ownership=ownership.EpochWatch(client, foreign), on_condition=on_condition,
+        on_money=on_money,
     )  # fmt: skip
 
 
@@ -193,14 +198,17 @@ def build_worker(
     account_lost: Callable[[], str | None] = lambda: None,
     check_ownership: Callable[[], None] = lambda: None,
     on_condition: Callable[[str, str | None], None] | None = None,
+    on_money: Callable[[float, float | None], None] | None = None,
 ) -> Worker:
     """The worker of ``spec`` over ``client`` and ``journal``, with what it is made of:
-    its pricing, told by the reconciler what it lists and closes; the reconciler, which
+    its money limits (told each close's P&L by pricing); its pricing, told by the
+    reconciler what it lists and closes; the reconciler, which
     tells ``on_foreign`` of trades of ours it never held appearing once ticking; the
     status file. The client shares this user's session tokens (before its first call)."""
     client.share_tokens(runner.state_dir)
     started = time.time()
-    pricing = Pricing(client, journal)
+    money = MoneyWatch(spec.risk, runner.day_starts, journal.realized_since, started)
+    pricing = Pricing(client, journal, on_realized=money.realized)
     reconciler = Reconciler(
         client, journal, stop=stop, timing=timing, started=started,
         on_listed=pricing.listed, on_closed=pricing.closed, on_foreign=on_foreign,
@@ -208,10 +216,11 @@ def build_worker(
     status_file = StatusFile(StateDir(runner.state_dir).account(spec.name), spec.interval_s)
     return Worker(
         runner, spec, client, journal, on_tick, reconciler=reconciler, pricing=pricing,
-        status_file=status_file, stop=stop, started=started, clock=clock, timing=timing,
-        window=window, heartbeat=heartbeat, observer=observer, on_up=on_up,
+        money=money, status_file=status_file, stop=stop, started=started, clock=clock,
+        timing=timing, window=window, heartbeat=heartbeat, observer=observer, on_up=on_up,
         account_lost=account_lost, check_ownership=check_ownership,
         on_condition=on_condition or (lambda state, reason: None),
+        on_money=on_money or (lambda day_pnl, equity: None),
     )  # fmt: skip
 
 

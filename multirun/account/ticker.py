@@ -117,6 +117,11 @@ class StopFlag:
         select.select([self._read_fd], [], [], None if timeout is None else max(0.0, timeout))
         return self.is_set()
 
+    def fileno(self) -> int:
+        """The descriptor a request makes readable: a sleeper that also waits on other
+        descriptors (the worker's command pipe, :mod:`multirun.account.commands`) selects on it."""
+        return self._read_fd
+
     def close(self) -> None:
         for fd in (self._read_fd, self._write_fd):
             with contextlib.suppress(OSError):

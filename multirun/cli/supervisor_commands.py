@@ -176,6 +176,54 @@ def restart(
     raise typer.Exit(code)
 
 
+AllOption = Annotated[bool, typer.Option("--all", help="Every account the supervisor runs.")]
+
+
+def _pause_command(cmd: str, args: list[str] | None, every: bool) -> None:
+    """pause, resume, flatten: [CONFIG] NAME...|--all through the control socket."""
+    from multirun.ops import locate
+    from multirun.ops import pause as pausing
+
+    config, names = config_and_names(args)
+    try:
+        runner = locate.target(config)  # never loads the config or a strategy
+        if runner.foreign:
+            raise SupervisorError(f"{runner.foreign}: not sending {cmd} to it")
+        code = pausing.send(
+            runner.state_dir, cmd, names, every=every, timeout_s=_control_wait_s(runner),
+            echo=typer.echo, echo_err=_echo_err,
+        )  # fmt: skip
+    except MultirunError as error:
+        fail(error)
+    raise typer.Exit(code)
+
+
+def pause(args: Names = None, every: AllOption = False) -> None:
+    """Pause accounts NAME... (or --all): no new opens; the strategy still ticks, its
+    closes and FLAT still act. Kept across restarts (journaled) until `multirun resume`.
+
+    Prints each account's state and reason; exit 0 when every one is PAUSED.
+    """
+    _pause_command("pause", args, every)
+
+
+def resume(args: Names = None, every: AllOption = False) -> None:
+    """Resume accounts NAME... (or --all) that are PAUSED (by an operator, a money limit or
+    a flatten): they open again. Exit 0 when every one is RUNNING.
+    """
+    _pause_command("resume", args, every)
+
+
+def flatten(args: Names = None, every: AllOption = False) -> None:
+    """Close every trade of accounts NAME... (or --all), confirmed by the server, then
+    pause them (`multirun resume` to trade again); the processes keep running.
+
+    Prints what each closed and what is still open (its journal); exit 0 when every one
+    is PAUSED holding nothing.
+    """
+    _pause_command("flatten", args, every)
+
+
 def reload(
     config: ConfigArg = Path("runner.yaml"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,

@@ -54,6 +54,21 @@ class LeftOpenEntry(TypedDict, total=False):
     trades: list[dict[str, Any]]  # supervisor.final_report.HeldTrade, as a dict
 
 
+class FleetRiskEntry(TypedDict, total=False):
+    """``supervisor.json``'s ``risk``: every account's money summed from their pipes, and
+    the file-level limits (``risk:``) they are held to."""
+
+    day_pnl: float | None  # the day's P&L, summed
+    equity: float | None  # the equity, summed
+    peak: float | None  # the summed equity's peak since the start (or a resume)
+    accounts: int  # how many accounts said something
+    max_daily_loss: float | None
+    max_drawdown: float | None
+    on_breach: str | None
+    breach: str | None  # the breach acted on (latched until resume): its reason
+    breach_utc: str | None
+
+
 class SupervisorFile(TypedDict, total=False):
     """``state_dir/supervisor.json``."""
 
@@ -69,6 +84,7 @@ class SupervisorFile(TypedDict, total=False):
     announced: dict[str, str]  # each service's ready line (e.g. the metrics address)
     accounts: dict[str, ProcessEntry]
     services: dict[str, ProcessEntry]
+    risk: FleetRiskEntry  # the file-level money limits and the sums they hold (fleet_risk)
     # written once, by the final save of a stop:
     exit_code: int
     stopped_utc: str

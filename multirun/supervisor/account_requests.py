@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from multirun.account import final_report
+from multirun.config.specs import RiskSpec
 from multirun.core.errors import MultirunError
 from multirun.core.procutil import kill
 from multirun.core.states import State
@@ -48,6 +49,7 @@ class Reread:
     stop_timeout_s: float | None = None  # the new spec's, applied live
     watchdog_timeout_s: float | None = None  # the new spec's, applied live
     secrets: tuple[str, ...] = ()  # the new spec's API keys, masked from now on
+    risk: RiskSpec | None = None  # the new spec's file-level money limits, applied live
 
 
 class Catalog(Protocol):

@@ -75,6 +75,7 @@ bootstrap are in :mod:`multirun.supervisor.fork`, the pipes it reads in
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import os
 import signal
@@ -86,6 +87,7 @@ from typing import Any
 
 from multirun.account import final_report, ownership
 from multirun.account.final_report import Leftover
+from multirun.config.specs import RiskSpec
 from multirun.core import procutil, statefiles
 from multirun.core.clock import iso_ms
 from multirun.core.errors import JournalError, SupervisorError
@@ -97,8 +99,11 @@ from multirun.core.states import State
 from multirun.supervisor import fork as spawn
 from multirun.supervisor.account_requests import AccountRequests, Catalog, Reread
 from multirun.supervisor.control_server import Conn, ControlServer, error_reply
+from multirun.supervisor.fleet_risk import Breach, FleetRisk
 from multirun.supervisor.fork import HANDLED_SIGNALS, ChildContext, Forked, Ready
 from multirun.supervisor.output import LogRouter
+from multirun.supervisor.pause_requests import COMMANDS as PAUSE_COMMANDS
+from multirun.supervisor.pause_requests import PauseRequests
 from multirun.supervisor.pipes import Pipes
 from multirun.supervisor.program import Proc, Program, RestartPolicy, ServiceFailed, live
 from multirun.supervisor.stop_outcome import StopOutcome
@@ -159,6 +164,7 @@ class Arbiter:
         watchdog_timeout_s: float | None = None,
         watchdog_kill_after_s: float | None = None,
         catalog: Catalog | None = None,
+        risk: RiskSpec | None = None,
     ) -> None:
         # names may repeat: sim, sim
         self.procs = [Proc(program, self.log) for program in programs]
@@ -196,6 +202,17 @@ class Arbiter:
             reply=self.reply,
             stop_timeout_s=lambda: self.stop_timeout_s,
             adopt=self.adopt,
+        )
+        # the file-level money limits, against the sum of what the workers say on their pipes
+        self.fleet = FleetRisk(risk)
+        self.fleet_looked_at = 0.0  # monotonic: the last look for a fleet pause a new day ends
+        self.pauses = PauseRequests(
+            lambda: self.accounts,
+            log=self.log,
+            reply=self.reply,
+            save=self.save,
+            resumed=self.fleet.resumed,
+            flatten_wait_s=lambda: self.stop_timeout_s + 30.0,
         )
         self.hold_r = -1  # during a launch: the pipe whose EOF lets its workers start
         self.by_pid: dict[int, Proc] = {}  # every live child, accounts and sweeps alike
@@ -238,6 +255,7 @@ class Arbiter:
             if self.phase is Phase.DONE:
                 break
             self.requests.advance()
+            self.pauses.advance()
             self.watch()
             self.advance()
             if self.control is not None:
@@ -395,6 +413,8 @@ class Arbiter:
             return error_reply("the supervisor is stopping")
         if self.phase is Phase.STARTING_SERVICES or self.requests.catalog is None:
             return error_reply("the supervisor is still starting; try again in a moment")
+        if cmd in PAUSE_COMMANDS:
+            return self.pauses.handle(conn, cmd, request)
         return self.requests.handle(conn, cmd, request)
 
     def hangup(self) -> None:
@@ -424,6 +444,7 @@ class Arbiter:
             self.stop_timeout_s = found.stop_timeout_s
         if found.watchdog_timeout_s is not None:
             self.watchdog.timeout_s = found.watchdog_timeout_s
+        self.fleet.adopt(found.risk)
 
     # --- starting children -----------------------------------------------------------------------
 
@@ -441,20 +462,36 @@ class Arbiter:
         self.save()
 
     def fork(self, program: Program) -> Forked:
-        """Fork ``program``'s child: it is given what every service announced so far."""
+        """Fork ``program``'s child: it is given what every service announced so far, and
+        an account its command pipe (the arbiter keeps the write end, non-blocking)."""
         announced = dict(self.announced)
+        command_r, command_w = procutil.pipe() if program.announces_up else (-1, -1)
+        commands = command_r if command_r >= 0 else None
 
         def main(ready: Ready) -> int:
-            return program.target(ChildContext(program.name, announced, ready))
+            return program.target(ChildContext(program.name, announced, ready, commands))
 
-        return spawn.fork_child(
-            program.name,
-            main,
-            death_signal=program.death_signal,
-            death_r=self.death_r,
-            handshake=program.ready_timeout_s is not None or program.announces_up,
-            hold=self.hold_r,
-        )
+        try:
+            forked = spawn.fork_child(
+                program.name,
+                main,
+                death_signal=program.death_signal,
+                death_r=self.death_r,
+                handshake=program.ready_timeout_s is not None or program.announces_up,
+                hold=self.hold_r,
+                commands=command_r,
+            )
+        except OSError:
+            if command_w >= 0:
+                os.close(command_w)
+            raise
+        finally:
+            if command_r >= 0:
+                os.close(command_r)
+        if command_w < 0:
+            return forked
+        os.set_blocking(command_w, False)
+        return dataclasses.replace(forked, commands=command_w)
 
     def read_ready(self, proc: Proc) -> None:
         """Read a service's handshake pipe; its first line is what it announces. An
@@ -478,8 +515,14 @@ class Arbiter:
         self.save()
 
     def heard(self, proc: Proc, line: str) -> None:
-        """One line of an account's pipe: "up" (RUNNING), or its worker's new condition
-        (kept in memory: ``status`` and ``health`` get it when no file can be written)."""
+        """One line of an account's pipe: "up" (RUNNING), its worker's new condition
+        (kept in memory: ``status`` and ``health`` get it when no file can be written), or
+        its day's P&L and equity (summed against the file's ``risk:`` at once)."""
+        money = statefiles.read_money(line)
+        if money is not None:
+            self.fleet.heard(proc.name, *money)
+            self.check_fleet()
+            return
         condition = statefiles.read_condition(line)
         if condition is not None:
             proc.worker_state, proc.worker_reason = condition
@@ -487,6 +530,40 @@ class Arbiter:
         elif line and proc.state == State.STARTING:
             proc.transition(State.RUNNING)
             self.save()
+        if line == "up" and self.fleet.breach is not None:  # a worker started after a breach
+            proc.command(self.fleet.breach.cmd, self.fleet.breach.reason)
+
+    # --- the fleet limit ---------------------------------------------------------------------
+
+    def check_fleet(self) -> None:
+        """The sum of what the workers said against the file's limits: on a new breach,
+        ``on_breach`` to every running account, one log line naming the sum and the limit
+        (and ``supervisor.json``'s ``risk.breach``: the ``risk_breach`` alert)."""
+        breach = self.fleet.check()
+        if breach is None:
+            return
+        self.log(breach.line())
+        self.send_all(breach)
+        self.save(now=True)
+
+    def send_all(self, breach: Breach) -> None:
+        for proc in self.accounts:
+            if proc.pid is not None and not proc.command(breach.cmd, breach.reason):
+                self.log(f"{proc.name}: risk: {breach.cmd} could not be sent", proc.name)
+
+    def end_fleet_days(self, now: float) -> None:
+        """At most once a second: accounts paused for the fleet's daily loss of a day that
+        is over are resumed (the worker journals the pause, so this holds across restarts)."""
+        if now - self.fleet_looked_at < 1.0:
+            return
+        self.fleet_looked_at = now
+        paused = [(p.name, p.worker_reason) for p in self.accounts
+                  if p.pid is not None and p.worker_state == State.PAUSED]  # fmt: skip
+        for name in self.fleet.stale_day_pauses(paused):
+            proc = next(p for p in self.accounts if p.name == name)
+            if proc.command("resume", "a new trading day: the fleet's daily loss counts again"):
+                self.log(f"{name}: risk: a new trading day: resume", name)
+                proc.worker_reason = None  # sent once; its answer comes on its pipe
 
     # --- exits -----------------------------------------------------------------------------------
 
@@ -507,6 +584,7 @@ class Arbiter:
         if proc is None or proc.pid != pid:
             return
         exit = proc.reaped(status)
+        proc.close_commands()
         if proc.ready_fd is not None:
             self.read_ready(proc)
         assert self.pipes is not None
@@ -545,6 +623,7 @@ class Arbiter:
         if self.phase in (Phase.STARTING_SERVICES, Phase.RUNNING):
             self.phase = Phase.STOPPING_ACCOUNTS
         self.requests.abandon(f"the supervisor is stopping ({reason})")
+        self.pauses.abandon(f"the supervisor is stopping ({reason})")
         self.log(
             f"{reason}: stopping {len(live(self.accounts))} account(s) (SIGTERM; SIGKILL after "
             f"{self.stop_timeout_s:g} s; Ctrl-C again to force)"
@@ -659,6 +738,7 @@ class Arbiter:
     def advance(self) -> None:
         now = time.monotonic()
         self.requests.overdue_stops(now)
+        self.end_fleet_days(now)
         for proc in self.procs:
             if proc.start_timed_out(now):
                 handshake = proc.program.ready_timeout_s
@@ -738,6 +818,8 @@ class Arbiter:
                 "services": {proc.name: proc.to_dict() for proc in self.services},
             }
         )
+        if self.fleet.limits is not None or self.fleet.readings:
+            data["risk"] = self.fleet.to_dict()
         return data
 
     def deadline_utc(self) -> str | None:
@@ -784,8 +866,11 @@ class Arbiter:
     def _teardown(self) -> None:
         """Never leave a child behind, whatever happened."""
         self.requests.abandon("the supervisor stopped")
+        self.pauses.abandon("the supervisor stopped")
         if self.control is not None:
             self.control.shut()
+        for proc in self.accounts:
+            proc.close_commands()
         for proc in live(self.all_procs()):
             kill(proc.pid, signal.SIGKILL)
             if proc.program.service:

@@ -35,7 +35,10 @@ PROTOCOL = 1
 MAX_REQUEST = 64 * 1024
 READ_DEADLINE_S = 10.0  # to send a whole request
 WRITE_DEADLINE_S = 10.0  # for a client to read its reply
-COMMANDS = ("status", "stop", "start", "restart", "reload", "shutdown")
+COMMANDS = (
+    *("status", "stop", "start", "restart", "reload", "shutdown"),
+    *("pause", "resume", "flatten"),
+)
 
 Handler = Callable[["Conn", dict[str, Any]], "dict[str, Any] | None"]
 

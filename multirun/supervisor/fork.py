@@ -15,7 +15,10 @@ is here too:
   arbiter time in proportion to its children at every fork);
 - a child with a ready handshake gets a third pipe and a callback that writes one line
   to it per call (the simulator announces its URL that way; a worker says it is up, then
-  each change of its state and halted reason);
+  each change of its state and halted reason, and its day's P&L and equity);
+- an account's child keeps the read end of a fourth pipe, its commands (pause, resume,
+  flatten: one JSON line each, see :func:`~multirun.core.statefiles.command_line`), which
+  the arbiter creates and writes to;
 - the target's exit status becomes the process's: our own errors as one line
   (``multirun: error: ...``), anything else with its traceback.
 """
@@ -58,6 +61,8 @@ class ChildContext:
     announced: Mapping[str, str]
     # One line to the arbiter, never blocking (a no-op for a child without handshake).
     ready: Ready
+    # An account: the read end of its command pipe (the worker reads it between ticks).
+    commands: int | None = None
 
 
 # The function a forked child runs; its return value is the child's exit status.
@@ -72,6 +77,7 @@ class Forked:
     stdout: int
     stderr: int
     ready: int | None  # the ready pipe, for a child with a handshake
+    commands: int | None = None  # an account: the write end of its command pipe
 
 
 def fork_child(
@@ -82,6 +88,7 @@ def fork_child(
     death_r: int,
     handshake: bool = False,
     hold: int = -1,
+    commands: int = -1,
 ) -> Forked:
     """Fork a child that runs ``main(ready)`` and exits with its status.
 
@@ -89,8 +96,9 @@ def fork_child(
     child closes every other descriptor above 2 but its own pipes. With ``hold`` (the read
     end of a pipe the arbiter keeps open while it forks a batch), the child waits for its
     EOF before running ``main``: the arbiter forks 500 workers without competing with them
-    for the CPU. Raises OSError when the fork fails (EAGAIN, ENOMEM), with every pipe
-    closed again.
+    for the CPU. ``commands`` (an account's command pipe, read end) stays open in the child
+    (the caller closes its own copy). Raises OSError when the fork fails (EAGAIN, ENOMEM),
+    with every pipe closed again.
     """
     out_r, out_w = procutil.pipe()
     err_r, err_w = procutil.pipe()
@@ -100,7 +108,7 @@ def fork_child(
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     parent = os.getpid()
-    keep = [death_r, *(fd for fd in (*theirs, hold) if fd >= 0)]
+    keep = [death_r, *(fd for fd in (*theirs, hold, commands) if fd >= 0)]
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     try:
         pid = os.fork()

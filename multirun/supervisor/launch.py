@@ -22,7 +22,7 @@ from multirun.account.final_report import Leftover
 from multirun.config.specs import SERVICE_NAMES, AccountSpec, RunnerSpec
 from multirun.core.errors import SupervisorError, UsageError
 from multirun.core.statedir import StateDir
-from multirun.core.statefiles import condition_line
+from multirun.core.statefiles import condition_line, money_line
 from multirun.supervisor.account_requests import Reread
 from multirun.supervisor.arbiter import Arbiter
 from multirun.supervisor.fork import ChildContext
@@ -92,7 +92,8 @@ def fresh_strategy_module(ref: str) -> None:
 
 
 def run_worker(runner: RunnerSpec, name: str, context: ChildContext) -> int:
-    """An account's program: the worker, against the simulator when one announced itself."""
+    """An account's program: the worker, against the simulator when one announced itself;
+    it tells the arbiter of its condition and money on its pipe, and reads its commands."""
     from multirun.account import process as account_process
 
     fresh_strategy_module(runner.account(name).strategy)
@@ -100,7 +101,23 @@ def run_worker(runner: RunnerSpec, name: str, context: ChildContext) -> int:
     return account_process.run_account(
         runner, name, server_url=url, supervised=True, on_up=lambda: context.ready("up"),
         on_condition=lambda state, reason: context.ready(condition_line(state, reason)),
+        commands=context.commands,
     )  # fmt: skip
+
+
+class MoneyReport:
+    """A worker's ``on_money`` (called once a tick): a :func:`money_line` on its pipe to
+    the arbiter when the day's P&L or the equity changed (to the cent), else nothing."""
+
+    def __init__(self, ready: Callable[[str], None]) -> None:
+        self.ready = ready
+        self.last: str | None = None
+
+    def __call__(self, day_pnl: float, equity: float | None) -> None:
+        line = money_line(day_pnl, equity)
+        if line != self.last:
+            self.last = line
+            self.ready(line)
 
 
 def sweep_from_journal(runner: RunnerSpec, name: str, context: ChildContext) -> int:
@@ -293,6 +310,7 @@ class RunnerCatalog:
             stop_timeout_s=spec.stop_timeout_s,
             watchdog_timeout_s=float(spec.watchdog_timeout_s),
             secrets=tuple(secrets_of(spec)),
+            risk=spec.risk,
         )
 
 
@@ -334,5 +352,6 @@ def start(
         config=str(runner.path),
         watchdog_timeout_s=float(runner.watchdog_timeout_s),
         catalog=RunnerCatalog(runner, live=live, rereader=rereader),
+        risk=runner.risk,
     )
     return arbiter.run()

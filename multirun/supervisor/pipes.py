@@ -55,6 +55,8 @@ class Pipes:
             forked.stderr: ("stderr", LineSplitter(redactor=redactor)),
         }
         proc.ready_fd, proc.ready_data = forked.ready, b""
+        proc.close_commands()
+        proc.command_fd = forked.commands
         for fd in [*proc.pipes, *([forked.ready] if forked.ready is not None else [])]:
             os.set_blocking(fd, False)
             self.selector.register(fd, selectors.EVENT_READ, proc)

@@ -23,6 +23,7 @@ What an exit means for the whole run (a service gone, a sweep done) is the arbit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -34,7 +35,7 @@ from multirun.account.final_report import Leftover
 from multirun.core.clock import iso_ms
 from multirun.core.errors import EXIT_FATAL
 from multirun.core.redact import LineSplitter
-from multirun.core.statefiles import ProcessEntry
+from multirun.core.statefiles import ProcessEntry, command_line
 from multirun.core.states import State, allowed
 from multirun.supervisor.fork import Forked, Target
 
@@ -141,10 +142,30 @@ class Proc:
     # may be unwritable: a full disk); None until it said anything but "up"
     worker_state: str | None = None
     worker_reason: str | None = None
+    # An account: the write end of its worker's command pipe, while the worker runs
+    command_fd: int | None = None
 
     @property
     def name(self) -> str:
         return self.program.name
+
+    def command(self, cmd: str, reason: str) -> bool:
+        """Write one command line (:func:`~multirun.core.statefiles.command_line`) to its
+        worker, never blocking; False when it has no pipe, or the pipe is full or closed."""
+        if self.command_fd is None:
+            return False
+        line = command_line(cmd, reason).encode() + b"\n"
+        try:
+            return os.write(self.command_fd, line) == len(line)
+        except OSError:
+            return False
+
+    def close_commands(self) -> None:
+        """Its worker is gone (or replaced): close the write end of its command pipe."""
+        if self.command_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.command_fd)
+            self.command_fd = None
 
     @property
     def restarts(self) -> int:

@@ -1,0 +1,192 @@
+"""The fleet limit: the file-level ``risk:`` against every account's money, summed.
+
+Each worker says its day's P&L (realized + unrealized, since the day's start) and its
+equity on its pipe once a tick when they change (:func:`multirun.core.statefiles.money_line`);
+:class:`FleetRisk` keeps the last of each account and sums them, never from files (the
+limit must hold with a full disk). On the sum crossing ``max_daily_loss`` (the day's P&L
+below minus the limit) or ``max_drawdown`` (the summed equity this far below its peak)
+it returns one :class:`Breach`, latched: the arbiter then sends ``on_breach`` (pause or
+flatten) to every account, and nothing more is sent for it until a ``resume``.
+
+The peak is this supervisor's: since its start, or since the last ``resume``, and taken
+again when the accounts that make the sum change (one starting to report, one gone).
+After a ``resume`` the day's loss counts from the sum at that moment (when it was a
+loss), so a resume is not undone at once; a new day starts the count again. A pause for
+the fleet's daily loss names its day (``fleet daily loss 1612.40 > 1500 (day
+2026-12-07)``): once that day is over, :meth:`FleetRisk.stale_day_pauses` names the
+accounts to resume, after a restart of the supervisor too (the reason is in each
+worker's journal).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from multirun.config.specs import DayStart, RiskSpec
+from multirun.core.clock import iso_ms
+from multirun.core.statefiles import FleetRiskEntry
+
+FLEET_DAILY_LOSS = "fleet daily loss"
+FLEET_DRAWDOWN = "fleet drawdown"
+_DAY_IN_REASON = re.compile(re.escape(FLEET_DAILY_LOSS) + r" .*\(day (\d{4}-\d{2}-\d{2})\)")
+
+
+@dataclass(frozen=True)
+class Breach:
+    """The fleet's sum crossed a limit: what to send every account, and why."""
+
+    kind: str  # "max_daily_loss" | "max_drawdown"
+    cmd: str  # "pause" | "flatten" (the limits' on_breach)
+    total: float  # the day's summed P&L, or the summed equity's fall from its peak
+    limit: float
+    reason: str  # the accounts' PAUSED reason and the log line's
+    at: float  # Unix time
+
+    def line(self) -> str:
+        return f"risk: {self.reason}: {self.cmd} every account"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What one account's worker last said of its money."""
+
+    day: str  # the trading day it was said on (``day_starts``)
+    day_pnl: float
+    equity: float | None
+
+
+def trading_day(now: float, starts: DayStart) -> str:
+    """The trading day ``now`` falls in (``2026-12-07``): the calendar date, in the day's
+    zone, of ``now`` minus the day's start (``17:00 America/New_York``: 16:59 there is
+    still the day before). An unknown zone counts as UTC (validate refuses one)."""
+    try:
+        zone: dt.tzinfo = ZoneInfo(starts.tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = dt.UTC
+    local = dt.datetime.fromtimestamp(now, zone) - dt.timedelta(minutes=starts.minutes)
+    return local.date().isoformat()
+
+
+class FleetRisk:
+    """Every account's last word on its money, and the file-level limits they are held to."""
+
+    def __init__(self, limits: RiskSpec | None, *, clock: Callable[[], float] = time.time) -> None:
+        self.limits = limits
+        self.clock = clock
+        self.readings: dict[str, Reading] = {}
+        self.peak: float | None = None  # the summed equity's highest since start or resume
+        self.members: frozenset[str] = frozenset()  # the accounts whose equity makes the sum
+        self.baseline: tuple[str, float] | None = None  # (day, the day's sum at a resume)
+        self.breach: Breach | None = None  # latched until a resume (or new limits)
+
+    # --- what the workers say ------------------------------------------------------------
+
+    def heard(self, name: str, day_pnl: float, equity: float | None) -> None:
+        day = trading_day(self.clock(), self.starts)
+        self.readings[name] = Reading(day, day_pnl, equity)
+
+    def forget(self, name: str) -> None:
+        """An account no longer in the file (a reload removed it)."""
+        self.readings.pop(name, None)
+
+    @property
+    def starts(self) -> DayStart:
+        return self.limits.day_starts if self.limits is not None else DayStart()
+
+    def day_pnl(self) -> float | None:
+        """Today's summed P&L (accounts that said nothing today count nothing)."""
+        today = trading_day(self.clock(), self.starts)
+        values = [r.day_pnl for r in self.readings.values() if r.day == today]
+        return round(sum(values), 2) if values else None
+
+    def equity(self) -> tuple[float | None, frozenset[str]]:
+        """The summed equity of the accounts that report one, and which they are."""
+        members = frozenset(n for n, r in self.readings.items() if r.equity is not None)
+        total = sum(r.equity for r in self.readings.values() if r.equity is not None)
+        return (round(total, 2) if members else None), members
+
+    # --- the limits ------------------------------------------------------------------------
+
+    def check(self) -> Breach | None:
+        """A new breach (once; then latched until :meth:`resumed`), else None. Keeps the peak."""
+        equity, members = self.equity()
+        if equity is not None and (members != self.members or self.peak is None):
+            self.peak, self.members = equity, members  # a new sum: its own peak
+        elif equity is not None and self.peak is not None:
+            self.peak = max(self.peak, equity)
+        limits = self.limits
+        if limits is None or self.breach is not None:
+            return None
+        now = self.clock()
+        loss = self.counted_loss()
+        if limits.max_daily_loss is not None and loss is not None and loss > limits.max_daily_loss:
+            day = trading_day(now, limits.day_starts)
+            reason = f"{FLEET_DAILY_LOSS} {loss:.2f} > {limits.max_daily_loss:g} (day {day})"
+            self.breach = Breach("max_daily_loss", limits.on_breach, loss,
+                                 limits.max_daily_loss, reason, now)  # fmt: skip
+        elif limits.max_drawdown is not None and equity is not None and self.peak is not None:
+            fall = round(self.peak - equity, 2)
+            if fall > limits.max_drawdown:
+                reason = (
+                    f"{FLEET_DRAWDOWN} {fall:.2f} > {limits.max_drawdown:g} "
+                    f"(summed equity {equity:,.2f}, peak {self.peak:,.2f})"
+                )
+                self.breach = Breach("max_drawdown", limits.on_breach, fall,
+                                     limits.max_drawdown, reason, now)  # fmt: skip
+        return self.breach
+
+    def counted_loss(self) -> float | None:
+        """The day's loss the limit sees: minus the day's sum, less a resume's baseline."""
+        total = self.day_pnl()
+        if total is None:
+            return None
+        today = trading_day(self.clock(), self.starts)
+        base = self.baseline[1] if self.baseline and self.baseline[0] == today else 0.0
+        return round(base - total, 2)
+
+    def resumed(self) -> None:
+        """A ``resume``: the latch opens; the peak is taken again and the day's loss counts
+        from now (when the day is a loss so far)."""
+        self.breach = None
+        self.peak, self.members = None, frozenset()
+        total = self.day_pnl()
+        today = trading_day(self.clock(), self.starts)
+        self.baseline = (today, min(0.0, total or 0.0))
+
+    def adopt(self, limits: RiskSpec | None) -> None:
+        """A reload's limits: checked afresh from now (the latch opens; the peak stays)."""
+        if limits != self.limits:
+            self.limits, self.breach = limits, None
+
+    def stale_day_pauses(self, paused: Iterable[tuple[str, str | None]]) -> list[str]:
+        """Of (account, PAUSED reason) pairs, the accounts paused for the fleet's daily
+        loss of a day that is over: to be resumed."""
+        today = trading_day(self.clock(), self.starts)
+        stale = []
+        for name, reason in paused:
+            found = _DAY_IN_REASON.match(reason or "")
+            if found and found.group(1) != today:
+                stale.append(name)
+        return stale
+
+    def to_dict(self) -> FleetRiskEntry:
+        """``supervisor.json``'s ``risk`` (and the control reply's): the sums, the limits,
+        the breach latched."""
+        equity, _ = self.equity()
+        limits = self.limits
+        return {
+            "day_pnl": self.day_pnl(),
+            "equity": equity,
+            "peak": self.peak,
+            "accounts": len(self.readings),
+            "max_daily_loss": limits.max_daily_loss if limits else None,
+            "max_drawdown": limits.max_drawdown if limits else None,
+            "on_breach": limits.on_breach if limits else None,
+            "breach": self.breach.reason if self.breach else None,
+            "breach_utc": iso_ms(self.breach.at) if self.breach else None,
+        }

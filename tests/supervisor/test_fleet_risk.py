@@ -1,0 +1,110 @@
+"""The fleet limit: sums of what the workers say on their pipes against the file's risk:."""
+
+from __future__ import annotations
+
+from multirun.config.specs import DayStart, RiskSpec
+from multirun.core.statefiles import money_line, read_condition, read_money
+from multirun.supervisor.fleet_risk import FleetRisk, trading_day
+
+MONDAY_NOON = 1_796_644_800.0  # 2026-12-07 12:00:00 UTC
+
+
+class Clock:
+    def __init__(self, now: float = MONDAY_NOON) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_two_accounts_breach_the_daily_loss_together_that_neither_breaches_alone() -> None:
+    fleet = FleetRisk(RiskSpec(max_daily_loss=100.0, on_breach="flatten"), clock=Clock())
+    fleet.heard("a", -60.0, 10_000.0)
+    assert fleet.check() is None  # a alone: 60
+    fleet.heard("b", -30.0, 10_000.0)
+    assert fleet.check() is None  # 90
+    fleet.heard("b", -45.5, 10_000.0)
+    breach = fleet.check()
+    assert breach is not None
+    assert (breach.kind, breach.cmd, breach.total, breach.limit) == (
+        "max_daily_loss", "flatten", 105.5, 100.0,
+    )  # fmt: skip
+    assert breach.reason == "fleet daily loss 105.50 > 100 (day 2026-12-07)"
+    assert (
+        breach.line()
+        == "risk: fleet daily loss 105.50 > 100 (day 2026-12-07): flatten every account"
+    )
+    fleet.heard("a", -90.0, 10_000.0)
+    assert fleet.check() is None  # latched: sent once
+    assert fleet.to_dict()["breach"] == breach.reason
+
+
+def test_the_drawdown_is_the_summed_equity_below_its_peak_and_a_resume_takes_it_again() -> None:
+    fleet = FleetRisk(RiskSpec(max_drawdown=300.0), clock=Clock())
+    fleet.heard("a", 0.0, 5_000.0)
+    fleet.heard("b", 0.0, 5_000.0)
+    fleet.check()
+    fleet.heard("a", 0.0, 5_400.0)  # peak 10,400
+    assert fleet.check() is None
+    fleet.heard("a", 0.0, 5_150.0)
+    fleet.heard("b", 0.0, 4_900.0)  # 10,050: 350 below the peak
+    breach = fleet.check()
+    assert breach is not None and breach.kind == "max_drawdown" and breach.total == 350.0
+    assert breach.cmd == "pause" and "peak 10,400.00" in breach.reason
+    fleet.resumed()
+    assert fleet.check() is None  # the peak is now 10,050
+    fleet.heard("b", 0.0, 4_500.0)
+    assert fleet.check() is not None
+
+
+def test_an_account_joining_the_sum_is_no_drawdown() -> None:
+    fleet = FleetRisk(RiskSpec(max_drawdown=100.0), clock=Clock())
+    fleet.heard("a", 0.0, 5_000.0)
+    fleet.heard("b", 0.0, None)  # no equity yet: not in the sum
+    fleet.check()
+    fleet.heard("b", 0.0, 3_000.0)
+    assert fleet.check() is None
+    fleet.heard("a", 0.0, 4_950.0)
+    assert fleet.check() is None  # 50 below 8,000
+
+
+def test_after_a_resume_the_days_loss_counts_from_there_and_a_new_day_from_zero() -> None:
+    clock = Clock()
+    fleet = FleetRisk(RiskSpec(max_daily_loss=100.0), clock=clock)
+    fleet.heard("a", -150.0, None)
+    first = fleet.check()
+    assert first is not None
+    fleet.resumed()
+    fleet.heard("a", -200.0, None)
+    assert fleet.check() is None  # 50 more since the resume
+    fleet.heard("a", -251.0, None)
+    assert fleet.check() is not None  # 101 since the resume
+    paused = [("a", first.reason), ("b", "paused by operator"), ("c", None)]
+    assert fleet.stale_day_pauses(paused) == []
+    clock.now += 86_400
+    assert fleet.day_pnl() is None  # yesterday's word counts nothing today
+    assert fleet.stale_day_pauses(paused) == ["a"]
+
+
+def test_the_trading_day_starts_at_day_starts_in_its_zone() -> None:
+    new_york_5pm = DayStart(17 * 60, "America/New_York")
+    assert trading_day(MONDAY_NOON, new_york_5pm) == "2026-12-06"  # 07:00 there
+    assert trading_day(MONDAY_NOON + 10 * 3600, new_york_5pm) == "2026-12-07"  # 17:00 there
+    assert trading_day(MONDAY_NOON, DayStart()) == "2026-12-07"
+
+
+def test_no_limits_no_breach_and_new_limits_apply_afresh() -> None:
+    fleet = FleetRisk(None, clock=Clock())
+    fleet.heard("a", -1e9, 1.0)
+    assert fleet.check() is None
+    fleet.adopt(RiskSpec(max_daily_loss=10.0))
+    assert fleet.check() is not None
+
+
+def test_money_lines_round_trip_and_are_no_condition() -> None:
+    line = money_line(-12.3456, None)
+    assert read_money(line) == (-12.35, None)
+    assert read_condition(line) is None
+    assert read_money('{"state": "PAUSED", "reason": "x"}') is None
+    assert read_money('{"day_pnl": true, "equity": 1}') is None
+    assert read_money("up") is None
