@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 from multirun import strategies
 from multirun.account import ownership
 from multirun.account.alarm import DeadlinePassed, Heartbeat
+from multirun.account.commands import CommandClock, CommandReader
 from multirun.account.journal.store import Journal
 from multirun.account.observer import NULL_OBSERVER, WorkerObserver
 from multirun.account.on_stop import Closer, Outcome, StopWindow
@@ -90,6 +91,7 @@ def run_account(
     on_beat: Callable[[], None] | None = None,
     on_condition: Callable[[str, str | None], None] | None = None,
     on_money: Callable[[float, float | None], None] | None = None,
+    commands: int | None = None,
 ) -> int:
     """Run account ``name`` of ``runner`` in the foreground; returns the exit code.
 
@@ -102,6 +104,8 @@ def run_account(
     ``on_beat``: at each heartbeat (the worker is alive: systemd's watchdog);
     ``on_condition``: at each change of its state or halted reason (the supervisor's pipe);
     ``on_money``: once a tick, its day's P&L and equity estimate (the supervisor's pipe).
+    ``commands``: the read end of the supervisor's command pipe (pause, resume, flatten:
+    :mod:`multirun.account.commands`).
     """
     _configure_logging(name, stamped=not supervised)
     try:
@@ -120,7 +124,7 @@ def run_account(
         url = server_url or _server_url(runner, stack, start_server)
         worker = _build_account(
             runner, spec, url, on_tick, stack, on_up=on_up, on_beat=on_beat,
-            on_condition=on_condition, on_money=on_money,
+            on_condition=on_condition, on_money=on_money, commands=commands,
         )  # fmt: skip
         stack.enter_context(_signals(worker))
         code = _run(worker, name, url)
@@ -140,10 +144,12 @@ def _build_account(
     on_beat: Callable[[], None] | None = None,
     on_condition: Callable[[str, str | None], None] | None = None,
     on_money: Callable[[float, float | None], None] | None = None,
+    commands: int | None = None,
 ) -> Worker:
     """Everything the account's worker runs on, built in dependency order (each closed
     by ``stack``): the account lock, the journal, the stop flag, the heartbeat guarding
-    both, telemetry (when metrics or notifications want it), the client, the worker."""
+    both, telemetry (when metrics or notifications want it), the client, the worker
+    (with ``commands``: on a clock whose waits serve the supervisor's command pipe)."""
     account_lock = stack.enter_context(contextlib.closing(_lock(runner, spec, url)))
     account = StateDir(runner.state_dir).account(spec.name)
     binding = identity(runner, spec)
@@ -171,13 +177,19 @@ def _build_account(
     )
     stack.callback(client.close)
     foreign = ownership.ForeignTrades(loss, prefix=spec.order_ref_prefix, epoch=journal.epoch)
-    return build_worker(
+    clock = None if commands is None else CommandClock(CommandReader(commands))
+    if clock is not None:
+        stack.callback(clock.reader.close)
+    worker = build_worker(
         runner, spec, client, journal, on_tick, stop=stop, window=window,
         heartbeat=heartbeat, observer=telemetry or NULL_OBSERVER, on_up=on_up,
         on_foreign=foreign.adopted, account_lost=loss.why,
         check_ownership=ownership.EpochWatch(client, foreign), on_condition=on_condition,
-        on_money=on_money,
+        on_money=on_money, clock=clock or SYSTEM_CLOCK,
     )  # fmt: skip
+    if clock is not None:
+        clock.actor = worker  # commands act on it from now on, between its ticks
+    return worker
 
 
 def build_worker(

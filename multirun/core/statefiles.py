@@ -179,6 +179,54 @@ def read_condition(line: str) -> tuple[str, str | None] | None:
     return data["state"], reason if isinstance(reason, str) else None
 
 
+# What the supervisor may ask of a worker on its command pipe (see :func:`command_line`).
+WORKER_COMMANDS = ("pause", "resume", "flatten")
+
+
+def money_line(day_pnl: float, equity: float | None) -> str:
+    """The line a worker writes on its pipe, at most once a tick and only when it changed:
+    its P&L since the day's start (realized + unrealized) and its equity (NAV estimate, or
+    None), which the supervisor sums across accounts (never from files: a full disk)."""
+    return json.dumps(
+        {"day_pnl": round(day_pnl, 2), "equity": None if equity is None else round(equity, 2)}
+    )
+
+
+def read_money(line: str) -> tuple[float, float | None] | None:
+    """A :func:`money_line`'s day P&L and equity; None for any other line."""
+    data = _json_object(line)
+    if data is None or isinstance(data.get("day_pnl"), bool):
+        return None
+    pnl, equity = data.get("day_pnl"), data.get("equity")
+    if not isinstance(pnl, int | float) or not (equity is None or isinstance(equity, int | float)):
+        return None
+    return float(pnl), None if equity is None else float(equity)
+
+
+def command_line(cmd: str, reason: str) -> str:
+    """The line the supervisor writes on a worker's command pipe: one of
+    :data:`WORKER_COMMANDS` and why (shown as the worker's PAUSED reason); one JSON object,
+    short enough for one atomic pipe write."""
+    return json.dumps({"cmd": cmd, "reason": reason[:400]})
+
+
+def read_command(line: str) -> tuple[str, str] | None:
+    """A :func:`command_line`'s command and reason; None for anything else."""
+    data = _json_object(line)
+    if data is None or data.get("cmd") not in WORKER_COMMANDS:
+        return None
+    reason = data.get("reason")
+    return str(data["cmd"]), reason if isinstance(reason, str) else ""
+
+
+def _json_object(line: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 class SupervisorRecord(TypedDict, total=False):
     """``<runtime dir>/supervisor-<pid>.json``: a running supervisor, found there when its
     state directory is gone (written at its start, removed at its exit)."""

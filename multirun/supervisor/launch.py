@@ -101,7 +101,7 @@ def run_worker(runner: RunnerSpec, name: str, context: ChildContext) -> int:
     return account_process.run_account(
         runner, name, server_url=url, supervised=True, on_up=lambda: context.ready("up"),
         on_condition=lambda state, reason: context.ready(condition_line(state, reason)),
-        commands=context.commands,
+        on_money=MoneyReport(context.ready), commands=context.commands,
     )  # fmt: skip
 
 
