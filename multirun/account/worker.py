@@ -227,6 +227,7 @@ class Worker:
         recorded = journal.pause()
         self.paused: Pause | None = None if recorded is None else Pause.from_json(recorded)
         self.outside_hours = False  # the last tick found the trading window closed
+        self.refused_paused: str | None = None  # the pause an open was last refused for
         self._settle_state()
 
     # --- lifecycle ------------------------------------------------------------------
@@ -488,6 +489,9 @@ class Worker:
             self.halt(reason)
 
     def _tick(self, tick: Tick) -> None:
+        paused = self.paused
+        if paused is not None and paused.until is not None and time.time() >= paused.until:
+            self.resume(f"a new trading day: {paused.reason} was the day before's")
         if self.paused is not None and self.paused.flatten:  # cut short (or restarted): on
             self._flatten_now()
         held = self.sync()
@@ -654,9 +658,6 @@ class Worker:
             self.pricing.sampled_at,
         )  # fmt: skip
         self.on_money(money.day_pnl, money.equity)
-        paused = self.paused
-        if paused is not None and paused.until is not None and time.time() >= paused.until:
-            self.resume(f"a new trading day: {paused.reason} was yesterday's")
         if self.paused is not None:
             return
         breach = self.money.breach(money)
@@ -746,7 +747,9 @@ class Worker:
             return False
         paused = self.paused_reason()
         if paused is not None:
-            log.info("not opening %s: PAUSED (%s)", side, paused)
+            if self.refused_paused != paused:  # once per pause, as a guardrail is
+                log.info("not opening %s: PAUSED (%s)", side, paused)
+            self.refused_paused = paused
             return False
         refusal = self._refusal()
         if refusal is not None:

@@ -4,22 +4,108 @@ breaching its own max_daily_loss (pause or flatten)."""
 
 from __future__ import annotations
 
+import signal
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from multirun.account.worker import Worker
+from multirun.config.specs import RiskSpec
 from multirun.core.states import State
+from multirun.sim import SimServer
+from multirun.strategies import Signal
+from multirun.strategies.context import Decision, StrategyContext
+from tests.account.test_process import bench
 from tests.account.test_worker import PREFIX, Harness, Script, open_ours, tick
-from tests.conftest import SimCaller
+from tests.conftest import SimCaller, wait_until
 
 BTC = 30000.0  # where each test pins BTCUSD first
 MOVE = 100.0  # the price's fall per tick in a losing run (volume 1: 100 USD per tick)
 
 
-def ours(harness: Harness) -> list[dict[str, Any]]:
+def ours(where: Harness | SimServer, prefix: str = PREFIX) -> list[dict[str, Any]]:
     """Our orders as the simulator's ledger records them, in the order received."""
-    return [o for o in harness.sim.ledger() if str(o["orderRef"]).startswith(PREFIX)]
+    sim = where.sim if isinstance(where, Harness) else where
+    return [o for o in sim.ledger() if str(o["orderRef"]).startswith(prefix)]
+
+
+SPREAD = 36.0  # the simulator's BTCUSD spread: each round trip loses it
+
+
+def churn(ctx: StrategyContext) -> Decision:
+    """A losing strategy in a falling market: long, closed and opened again every tick."""
+    return Decision(Signal.BUY, fresh=True)
+
+
+def hold(ctx: StrategyContext) -> str:
+    """Long and staying long (a drawdown grows with the fall)."""
+    return "BUY"
+
+
+def losing_run(harness: Harness, worker: Worker, ticks: int) -> tuple[int, int, float]:
+    """Tick ``worker`` while BTCUSD falls MOVE a tick; (the tick of the breach, our orders
+    then, the unrealized loss of what was held at the breach)."""
+    worker.reconcile()
+    breach, orders, open_loss = -1, 0, 0.0
+    for n in range(ticks):
+        harness.sim.set_price("BTCUSD", BTC - n * MOVE)
+        tick(worker)
+        assert worker.failures == 0, worker.last_error
+        if breach < 0 and worker.state == State.PAUSED:
+            breach, orders = n, len(ours(harness))
+            held = [r.order_ref for r in worker.journal.held()]
+            open_loss = -sum(worker.pricing.unrealized.get(ref, 0.0) for ref in held)
+    return breach, orders, open_loss
+
+
+def loss_at_rest(harness: Harness) -> float:
+    """What our trades lost, all closed, by the simulator's own figures."""
+    orders = ours(harness)
+    assert orders and {o["status"] for o in orders} == {"CLOSED"}
+    return -sum(float(o["realized_pl"]) for o in orders)
+
+
+@pytest.mark.parametrize("on_breach", ["pause", "flatten"])
+def test_a_losing_account_stops_opening_at_its_daily_loss(
+    harness: Harness, alice: SimCaller, on_breach: str
+) -> None:
+    limit = 300.0
+    worker = harness.worker(churn, risk=RiskSpec(max_daily_loss=limit, on_breach=on_breach))
+    breach, orders, open_loss = losing_run(harness, worker, 6)
+    assert breach > 0, "no breach"
+    reason = worker.paused_reason() or ""
+    assert reason.startswith("daily loss ") and reason.endswith(" > 300"), reason
+    assert worker.paused is not None and worker.paused.until is not None  # lifts tomorrow
+    assert len(ours(harness)) == orders  # nothing opened after the breach
+    if on_breach == "flatten":
+        assert open_ours(alice) == {} and open_loss == 0.0  # closed at the breach
+    assert open_ours(alice) == {}  # pause: the strategy's own close acted on the next tick
+    loss = loss_at_rest(harness)
+    # Over the limit by at most: the crossing tick's own step, what was held then, and
+    # one more tick's move for what a pause left open until the strategy closed it.
+    assert limit < loss <= limit + (MOVE + SPREAD) + open_loss + MOVE + SPREAD, loss
+    assert worker.status()["day_pnl"] == pytest.approx(-loss, abs=0.05)
+
+
+def test_a_drawdown_from_the_peak_pauses(harness: Harness, alice: SimCaller) -> None:
+    worker = harness.worker(hold, risk=RiskSpec(max_drawdown=250.0))
+    breach, orders, open_loss = losing_run(harness, worker, 5)
+    assert breach > 0 and orders == 1 and len(open_ours(alice)) == 1  # held: pause closes nothing
+    assert (worker.paused_reason() or "").startswith("drawdown ")
+    assert worker.paused is not None and worker.paused.until is None  # only resume lifts it
+    assert 250.0 < open_loss <= 250.0 + MOVE + SPREAD
+
+
+def test_a_daily_loss_pause_lifts_at_the_next_day(harness: Harness) -> None:
+    worker = harness.worker(Script("BUY"))
+    worker.reconcile()
+    worker.pause("daily loss 312.40 > 300", until=time.time() - 1)  # yesterday's
+    assert worker.state == State.PAUSED
+    tick(worker)
+    assert worker.state == State.RUNNING and worker.journal.pause() is None
+    assert len(ours(harness)) == 1
 
 
 def told(worker: Worker) -> list[tuple[str, str | None]]:
@@ -84,3 +170,47 @@ def harness(sim: Any, tmp_path: Any) -> Any:
     yield h
     for worker in list(h.workers):
         h.close(worker)
+
+
+@pytest.mark.process
+def test_a_breach_survives_a_sigkilled_worker(sim: SimServer, tmp_path: Path) -> None:
+    """A real ``run-account`` breaches a tiny max_daily_loss (the spread of its first trade
+    is enough), is SIGKILLed, and its restart is PAUSED from its first status on, opening
+    nothing."""
+    config = bench.write_config(tmp_path)
+    text = config.read_text().replace(
+        "    on_stop: close\n", "    on_stop: close\n    risk: {max_daily_loss: 0.01}\n"
+    )
+    config.write_text(text)
+    log = tmp_path / "worker.log"
+    proc = bench.start_worker(config, sim.base_url, log)
+    try:
+        paused = wait_until(lambda: breached(tmp_path, proc.pid), timeout=30)
+        proc.kill()
+        proc.wait(timeout=10)
+        orders = len(ours(sim, bench.PREFIX))
+        assert orders >= 1
+        restarted = bench.start_worker(config, sim.base_url, log)
+        try:
+            first = wait_until(lambda: status_of(tmp_path, restarted.pid), timeout=20)
+            assert first["state"] == "PAUSED" and first["paused_reason"] == paused
+            wait_until(lambda: status_of(tmp_path, restarted.pid).get("ticks", 0) >= 2, 20)
+            assert len(ours(sim, bench.PREFIX)) == orders  # ticking, paused: nothing opened
+            restarted.send_signal(signal.SIGTERM)
+            assert restarted.wait(timeout=30) == 0
+        finally:
+            restarted.kill()
+    finally:
+        proc.kill()
+    assert {o["status"] for o in ours(sim, bench.PREFIX)} == {"CLOSED"}  # on_stop close
+
+
+def status_of(workdir: Path, pid: int) -> dict[str, Any]:
+    """The worker ``pid``'s status.json ({} while another process wrote the last one)."""
+    status = bench.status(workdir)
+    return status if status.get("pid") == pid else {}
+
+
+def breached(workdir: Path, pid: int) -> str | None:
+    reason = status_of(workdir, pid).get("paused_reason")
+    return reason if isinstance(reason, str) and reason.startswith("daily loss") else None
