@@ -15,6 +15,10 @@ most every :data:`~multirun.account.pricing.EQUITY_EVERY_S` seconds).
 - **Drawdown**: how far the equity estimate is below its peak since the worker's start or
   the last ``resume`` (before the first NAV sample, on our own P&L alone).
 
+After a ``resume`` the day's loss counts from the day's P&L at that moment (when it was a
+loss), as the supervisor's fleet limit does: a resume is not undone at the next tick; the
+next day counts from zero again.
+
 :class:`Pause` is a pause as the journal keeps it (``meta`` key ``pause``): why, since
 when, until when it lifts by itself (a daily-loss pause: the next day's start), and
 whether a flatten is still under way (a restarted worker goes on closing).
@@ -106,6 +110,7 @@ class MoneyWatch:
         self.anchor: float | None = None  # sampled NAV minus our level at that sample
         self.sampled_at: float | None = None
         self.peak: float | None = None
+        self.loss_base = 0.0  # the day's P&L a resume counts the loss from (<= 0)
         self.last: Money = Money(self.realized_today, None, 0.0)
 
     def realized(self, delta: float) -> None:
@@ -121,6 +126,7 @@ class MoneyWatch:
         if now >= self.next_day:
             self.day_start, self.next_day = day_bounds(self.day, now)
             self.realized_today = self.realized_since(self.day_start)
+            self.loss_base = 0.0
         level = self.realized_run + unrealized
         if nav is not None and sampled_at is not None and sampled_at != self.sampled_at:
             anchor = nav - level
@@ -138,8 +144,10 @@ class MoneyWatch:
         limits = self.limits
         if limits is None:
             return None
-        if limits.max_daily_loss is not None and -money.day_pnl > limits.max_daily_loss:
-            return f"daily loss {-money.day_pnl:.2f} > {limits.max_daily_loss:g}"
+        loss = self.loss_base - money.day_pnl
+        if limits.max_daily_loss is not None and loss > limits.max_daily_loss:
+            since = " since the resume" if self.loss_base else ""
+            return f"daily loss {loss:.2f} > {limits.max_daily_loss:g}{since}"
         if limits.max_drawdown is not None and money.drawdown > limits.max_drawdown:
             return f"drawdown {money.drawdown:.2f} > {limits.max_drawdown:g}"
         return None
@@ -148,6 +156,8 @@ class MoneyWatch:
         """When a pause for ``reason`` lifts by itself: a daily loss's at the next day."""
         return self.next_day if reason.startswith("daily loss") else None
 
-    def reset_peak(self) -> None:
-        """``resume``: the drawdown counts from here."""
+    def resumed(self) -> None:
+        """``resume``: the drawdown counts from here, and the day's loss from the day's
+        P&L now (when it is a loss)."""
         self.peak = None
+        self.loss_base = min(0.0, self.last.day_pnl)

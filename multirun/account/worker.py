@@ -581,10 +581,11 @@ class Worker:
                     self._lifts_text())  # fmt: skip
 
     def resume(self, reason: str = OPERATOR_RESUME) -> None:
-        """Clear any pause (the operator's, a breach's; journaled) and count the drawdown
-        from here. Outside the trading window the account stays PAUSED for that."""
+        """Clear any pause (the operator's, a breach's; journaled); the drawdown and the
+        day's loss count from here (:meth:`MoneyWatch.resumed`). Outside the trading
+        window the account stays PAUSED for that."""
         was = self.paused
-        self.money.reset_peak()
+        self.money.resumed()
         self._record_pause(None)
         if was is not None:
             log.warning("RESUMED (%s): was paused: %s", reason, was.reason)

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from multirun.account.risk import Money, MoneyWatch
 from multirun.account.worker import Worker
-from multirun.config.specs import RiskSpec
+from multirun.config.specs import DayStart, RiskSpec
 from multirun.core.states import State
 from multirun.sim import SimServer
 from multirun.strategies import Signal
@@ -214,3 +215,35 @@ def status_of(workdir: Path, pid: int) -> dict[str, Any]:
 def breached(workdir: Path, pid: int) -> str | None:
     reason = status_of(workdir, pid).get("paused_reason")
     return reason if isinstance(reason, str) and reason.startswith("daily loss") else None
+
+
+def test_money_watch_sums_days_equity_and_resumes() -> None:
+    asked: list[float] = []
+
+    def realized_since(ts: float) -> float:
+        asked.append(ts)
+        return -10.0 if len(asked) == 1 else 0.0  # today's closes, then the next day's
+
+    noon = 1_796_644_800.0  # 2026-12-07 12:00 UTC
+    watch = MoneyWatch(
+        RiskSpec(max_daily_loss=100, max_drawdown=80), DayStart(), realized_since, noon
+    )
+    assert asked == [noon - 12 * 3600]  # one read: the day's start
+    money = watch.observe(noon, unrealized=-30.0, nav=None, sampled_at=None)
+    assert money == Money(-40.0, None, 0.0) and watch.breach(money) is None
+    money = watch.observe(noon + 1, unrealized=10.0, nav=1000.0, sampled_at=noon + 1)
+    assert money == Money(0.0, 1000.0, 0.0)  # anchored on the NAV: the peak with it
+    watch.realized(-60.0)  # a close priced: no journal read
+    money = watch.observe(noon + 2, unrealized=-10.0, nav=1000.0, sampled_at=noon + 1)
+    assert money == Money(-80.0, 920.0, 80.0) and watch.breach(money) is None
+    money = watch.observe(noon + 3, unrealized=-60.0, nav=None, sampled_at=None)
+    assert watch.breach(money) == "daily loss 130.00 > 100"
+    watch.resumed()  # the loss counts from -130 now, the drawdown from the next peak
+    money = watch.observe(noon + 4, unrealized=-60.0, nav=None, sampled_at=None)
+    assert money.drawdown == 0.0 and watch.breach(money) is None
+    money = watch.observe(noon + 5, unrealized=-150.0, nav=None, sampled_at=None)
+    assert watch.breach(money) == "drawdown 90.00 > 80"
+    money = watch.observe(noon + 6, unrealized=-180.0, nav=None, sampled_at=None)
+    assert watch.breach(money) == "daily loss 120.00 > 100 since the resume"
+    tomorrow = watch.observe(noon + 12 * 3600, unrealized=0.0, nav=None, sampled_at=None)
+    assert len(asked) == 2 and tomorrow.day_pnl == 0.0 and watch.loss_base == 0.0
