@@ -179,6 +179,23 @@ def read_condition(line: str) -> tuple[str, str | None] | None:
     return data["state"], reason if isinstance(reason, str) else None
 
 
+# The worker's own states that stand in for the supervisor's RUNNING (as status shows them).
+WORKER_SAYS = ("HALTED", "PAUSED")
+
+
+def worker_says(proc: ProcessEntry, status: WorkerStatus) -> str | None:
+    """HALTED or PAUSED when the account's running worker says so: on its pipe first
+    (``worker_state``, true when no file can be written: a full disk), else in its
+    status.json (same pid); None when the supervisor's state stands. The one rule
+    ``status``, ``health``, metrics and alerts show an account's state by."""
+    said = proc.get("worker_state")
+    if said in WORKER_SAYS:
+        return said
+    same = proc.get("pid") is not None and status.get("pid") == proc.get("pid")
+    written = status.get("state")
+    return written if same and written in WORKER_SAYS else None
+
+
 # What the supervisor may ask of a worker on its command pipe (see :func:`command_line`).
 WORKER_COMMANDS = ("pause", "resume", "flatten")
 

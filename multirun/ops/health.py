@@ -46,7 +46,9 @@ def check(
 
     ``liveness``: only whether the worker is alive and ticking; a HALTED worker still
     ticks (it sends no orders until restarted, and restarting it would lift the halt),
-    so it passes. Without it a HALTED worker is unhealthy (not ready).
+    so it passes. Without it a HALTED worker is unhealthy (not ready). A PAUSED worker
+    (an operator, a money limit, the trading hours) is healthy either way: it does what
+    it was told, ticks and manages what it holds; its line says why it is paused.
     """
     now = time.time() if now is None else now
     try:
@@ -88,6 +90,10 @@ def check(
             f"{name}: stale by {age - interval:.0f} s: last tick {age:.0f} s ago, "
             f"every {interval} s (allowed {allowed:.0f} s)",
         )
+    if said is not None and said[0] == State.PAUSED:  # the pipe first: a full disk
+        state = f"PAUSED ({_one_line(said[1] or 'paused')})"
+    elif state == State.PAUSED:
+        state = f"PAUSED ({_one_line(status.get('paused_reason') or 'paused')})"
     return Health(True, f"{name}: ok: {state}, last tick {age:.0f} s ago (every {interval} s)")
 
 

@@ -7,7 +7,8 @@ Sources (all in ``runner.state_dir``):
   (per account: state, pid, started, restarts, last exit, next start);
 - ``<name>/status.json``: the worker's view (ticks, trades, token, errors).
 
-Rules: a worker reporting HALTED overrides the supervisor's RUNNING (same pid); OVERDUE
+Rules: a worker reporting HALTED or PAUSED (on its pipe, else in its status.json) overrides
+the supervisor's RUNNING (same pid); OVERDUE
 (no heartbeat: the supervisor's watchdog) shows as it is; when no supervisor runs, every
 account is STOPPED (FATAL stays FATAL) with its last known details, followed by the final
 report of the last stop when it left trades open (``supervisor.json``'s ``left_open``).
@@ -29,12 +30,14 @@ from multirun.core.clock import iso_ms, parse_iso, short_time
 from multirun.core.errors import SupervisorError
 from multirun.core.statedir import StateDir
 from multirun.core.statefiles import (
+    FleetRiskEntry,
     HeldPosition,
     ProcessEntry,
     SupervisorFile,
     WorkerStatus,
     read_supervisor,
     read_worker_status,
+    worker_says,
 )
 from multirun.core.states import State
 from multirun.ops import control_client, locate
@@ -69,6 +72,11 @@ class AccountStatus:
     # guardrail refusing new opens now.
     uncertain_orders: list[str] | None = None
     blocked_by: str | None = None
+    # PAUSED: why (an operator, a money limit, the trading hours; its pipe first) and since
+    paused_reason: str | None = None
+    paused_since_utc: str | None = None
+    paused_until_utc: str | None = None  # a daily-loss pause lifts by itself then
+    day_pnl: float | None = None  # P&L since the day's start, realized + unrealized
     strategy: str | None = None
     journal_rebuilt: str | None = None  # its journal replaced a damaged one (set aside)
 
@@ -84,6 +92,8 @@ class Snapshot:
     # the state directory the running supervisor lost (deleted under it): nothing it
     # holds can be shown, and nothing is known to run as it should
     lost_state_dir: str | None = None
+    # the file-level money limits and the fleet's sums (the running supervisor's memory)
+    risk: FleetRiskEntry | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,18 +106,21 @@ class Snapshot:
             "left_open": list(self.left_open),
             "file_problem": self.file_problem,
             "lost_state_dir": self.lost_state_dir,
+            "risk": self.risk,
             "exit_code": self.exit_code(),
         }
 
     def exit_code(self) -> int:
         """supervisorctl's convention: 0 every enabled account the supervisor runs is
-        RUNNING, 3 some are not, 4 no supervisor runs."""
+        RUNNING (or PAUSED: alive, doing what it was told), 3 some are not, 4 no
+        supervisor runs."""
         if not self.running:
             return EXIT_NOT_RUNNING
         if self.lost_state_dir:
             return EXIT_SOME_NOT_RUNNING
         held = [a for a in self.accounts if a.supervised and a.note != DISABLED]
-        return 0 if all(a.state == State.RUNNING for a in held) else EXIT_SOME_NOT_RUNNING
+        fine = (State.RUNNING, State.PAUSED)
+        return 0 if all(a.state in fine for a in held) else EXIT_SOME_NOT_RUNNING
 
 
 def _shallow(row: AccountStatus) -> dict[str, Any]:
@@ -174,7 +187,8 @@ def collect_at(
     problem = file.problem if file is not None else None
     pid = found.pid if found else None
     lost = str(state_dir) if found is not None and found.unlisted else None
-    return Snapshot(pid, found is not None, rows, left, config, problem, lost)
+    risk = sup.get("risk") if found is not None and isinstance(sup.get("risk"), dict) else None
+    return Snapshot(pid, found is not None, rows, left, config, problem, lost, risk)
 
 
 def live_view(state_dir: Path, found: locate.Running) -> SupervisorFile:
@@ -222,11 +236,8 @@ def merge(
     if not running:
         state = State.FATAL if state == State.FATAL else State.STOPPED
         pid = None
-    elif state in (State.STARTING, State.RUNNING) and (
-        sup.get("worker_state") == State.HALTED  # said on its pipe: true with no file written
-        or (same_process and worker.get("state") == State.HALTED)
-    ):
-        state = State.HALTED
+    elif state in (State.STARTING, State.RUNNING):
+        state = worker_says(sup, worker) or state
     started = sup.get("started_utc") if pid else None
     return AccountStatus(
         name=name,
@@ -238,7 +249,7 @@ def merge(
         last_exit=sup.get("last_exit"),
         next_start_utc=sup.get("next_start_utc") if state == State.BACKOFF else None,
         last_tick_utc=worker.get("last_tick_utc"),
-        next_tick_utc=_next_tick(worker) if state in (State.RUNNING, State.HALTED) else None,
+        next_tick_utc=_next_tick(worker) if state in TICKING else None,
         ticks=worker.get("ticks"),
         open_trades=worker.get("open_trades"),
         token_expires_utc=worker.get("token_expires_utc"),
@@ -251,9 +262,23 @@ def merge(
         realized_pl_today=worker.get("realized_pl_today"),
         uncertain_orders=[str(ref) for ref in worker.get("uncertain_orders") or ()],
         blocked_by=worker.get("blocked_by"),
+        paused_reason=_paused_reason(sup, worker) if state == State.PAUSED else None,
+        paused_since_utc=worker.get("paused_since_utc") if state == State.PAUSED else None,
+        paused_until_utc=worker.get("paused_until_utc") if state == State.PAUSED else None,
+        day_pnl=worker.get("day_pnl"),
         strategy=worker.get("strategy"),
         journal_rebuilt=worker.get("journal_rebuilt"),
     )
+
+
+TICKING = (State.RUNNING, State.HALTED, State.PAUSED)
+
+
+def _paused_reason(sup: ProcessEntry, worker: WorkerStatus) -> str | None:
+    """Why it is paused: its pipe's word first (its status file may be stale)."""
+    if sup.get("worker_state") == State.PAUSED and sup.get("worker_reason"):
+        return sup.get("worker_reason")
+    return worker.get("paused_reason")
 
 
 def _last_error(sup: ProcessEntry, worker: WorkerStatus, same_process: bool) -> str | None:
@@ -318,6 +343,12 @@ def render_text(snapshot: Snapshot) -> str:
         )
     if snapshot.file_problem:
         head += f"\nnote: the config file does not parse now ({_short(snapshot.file_problem)})"
+    limits = snapshot.risk and (
+        snapshot.risk.get("max_daily_loss") is not None
+        or snapshot.risk.get("max_drawdown") is not None
+    )
+    if snapshot.running and snapshot.risk and limits:
+        head += "\n" + risk_line(snapshot.risk)
     cells = [list(COLUMNS)] + [_cells(a) for a in snapshot.accounts]
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
     lines = [
@@ -328,8 +359,29 @@ def render_text(snapshot: Snapshot) -> str:
     return "\n".join([head, *lines])
 
 
+def risk_line(risk: FleetRiskEntry) -> str:
+    """``risk (all accounts): day P&L -412.30 (limit -1500), equity 19,588.00; drawdown
+    412.00 of 3000``, then the breach acted on, if any (the file's ``risk:``)."""
+    limit = risk.get("max_daily_loss")
+    drawdown = risk.get("max_drawdown")
+    pnl, equity, peak = risk.get("day_pnl"), risk.get("equity"), risk.get("peak")
+    parts = [f"day P&L {'-' if pnl is None else f'{pnl:+.2f}'}"
+             + (f" (limit -{limit:g})" if limit is not None else "")]  # fmt: skip
+    if equity is not None:
+        fall = f"; drawdown {peak - equity:.2f} of {drawdown:g}" if drawdown and peak else ""
+        parts.append(f"equity {equity:,.2f}{fall}")
+    line = "risk (all accounts): " + ", ".join(parts)
+    if risk.get("breach"):
+        line += f"\nBREACH: {risk['breach']} at {short_time(risk.get('breach_utc'))}: " + (
+            f"{risk.get('on_breach')} sent to every account; `multirun resume --all` to go on"
+        )
+    return line
+
+
 def _cells(a: AccountStatus) -> list[str]:
     error = a.halted_reason if a.state == State.HALTED and a.halted_reason else a.last_error
+    if a.state == State.PAUSED:
+        error = f"paused: {a.paused_reason or 'no reason given'}"
     if not error and a.state == State.BACKOFF and a.next_start_utc:
         error = f"restart at {short_time(a.next_start_utc)}"
     if not error and a.last_exit and a.last_exit != "exit 0" and a.state != State.RUNNING:

@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from multirun.account.journal.reader import AccountLog, JournalTrade, read
+from multirun.account.journal.reader import AccountLog, JournalTrade, paused, read
 from multirun.core.errors import UsageError
 from multirun.core.statedir import StateDir
 from multirun.report import render
@@ -136,4 +137,24 @@ def _notes(
                          "the server's history (off by the spread and any move since)")  # fmt: skip
         if configured and log.name not in configured:
             notes.append(f"{log.name}: not in the runner file (a renamed or removed account)")
+        pause = paused(StateDir(state_dir).account(log.name).journal, log.name)
+        if pause is not None:
+            notes.append(pause_note(log.name, pause))
     return notes
+
+
+def pause_note(name: str, pause: dict[str, Any]) -> str:
+    """``a: PAUSED since 2026-12-07 14:02 UTC: daily loss 312.40 > 300 (nothing opens until
+    multirun resume, or 2026-12-08 00:00 UTC)``, from its journal."""
+
+    def when(value: object) -> str:
+        if not isinstance(value, int | float):
+            return "?"
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+    until = pause.get("until")
+    lifts = "" if until is None else f", or {when(until)}"
+    return (
+        f"{name}: PAUSED since {when(pause.get('since'))}: {pause.get('reason') or 'paused'} "
+        f"(nothing opens until `multirun resume`{lifts})"
+    )

@@ -65,6 +65,8 @@ STATUS_GAUGES = {
     "nav": ("nav", "Net asset value, account currency."),
     "realized_pl_today": ("realized_pl_today", "Realized P&L since 00:00 UTC, account currency."),
     "unrealized_pl": ("unrealized_pl", "Unrealized P&L of the open trades, account currency."),
+    "day_pnl": ("day_pnl", "P&L since the day's start (risk.day_starts), realized + unrealized."),
+    "drawdown": ("drawdown", "Equity below its peak since the start (or a resume)."),
 }
 
 
@@ -96,6 +98,11 @@ class StateDirCollector(Collector):
         )
         up = GaugeMetricFamily("multirun_account_up", "1 while its worker runs.", labels=[ACCOUNT])
         halted = GaugeMetricFamily("multirun_account_halted", "1 when HALTED.", labels=[ACCOUNT])
+        paused = GaugeMetricFamily(
+            "multirun_account_paused",
+            "1 when PAUSED (no new opens: an operator, a money limit, the trading hours).",
+            labels=[ACCOUNT],
+        )
         restarts = CounterMetricFamily(
             "multirun_account_restarts", "Restarts of its worker.", labels=[ACCOUNT]
         )
@@ -124,8 +131,9 @@ class StateDirCollector(Collector):
             counts[current] = counts.get(current, 0) + 1
             for each in STATES:
                 state.add_metric([name, each], 1 if each == current else 0)
-            up.add_metric([name], 1 if proc.get("pid") and current in ALIVE | {State.HALTED} else 0)
+            up.add_metric([name], 1 if proc.get("pid") and current in ALIVE | WORKER_STATES else 0)
             halted.add_metric([name], 1 if current == State.HALTED else 0)
+            paused.add_metric([name], 1 if current == State.PAUSED else 0)
             restarts.add_metric([name], _number(proc.get("restarts")) or 0)
             for key, family in gauges.items():
                 value = _number(status.get(key))
@@ -134,19 +142,19 @@ class StateDirCollector(Collector):
             _add_worker(name, statefiles.read_metrics(files), counters, histograms, last_ok)
         for each, count in counts.items():
             per_state.add_metric([each], count)
-        yield from (per_state, state, up, halted, restarts, last_ok, *gauges.values())
+        yield from (per_state, state, up, halted, paused, restarts, last_ok, *gauges.values())
         yield from (*counters.values(), *histograms.values())
 
 
+WORKER_STATES = frozenset({State.HALTED, State.PAUSED})  # a live worker's own states
+
+
 def account_state(proc: ProcessEntry, status: WorkerStatus) -> State:
-    """The supervisor's state, HALTED when its running worker says so (as ``status`` shows):
-    in its status.json, or on its pipe (``worker_state``: when no file can be written)."""
+    """The supervisor's state, HALTED or PAUSED when its running worker says so (as
+    ``status`` shows: :func:`~multirun.core.statefiles.worker_says`)."""
     current = states.parse(proc.get("state"))
-    same = proc.get("pid") is not None and status.get("pid") == proc.get("pid")
-    said = proc.get("worker_state") == State.HALTED
-    if current in ALIVE and (said or (same and status.get("state") == State.HALTED)):
-        return State.HALTED
-    return current
+    said = statefiles.worker_says(proc, status)
+    return states.parse(said, current) if current in ALIVE and said else current
 
 
 def _add_worker(

@@ -65,10 +65,30 @@ def _start_effect(on_stop: str | None, positions: Sequence[dict[str, Any]]) -> s
     return f"starts its worker: it trades from its next tick{adopt}"
 
 
+def _pause_effect(on_stop: str | None, positions: Sequence[dict[str, Any]]) -> str:
+    keeps = f"; it keeps {held(positions)}" if positions else ""
+    return (
+        "opens nothing new until resumed (kept across restarts); the strategy still ticks "
+        f"and its closes act{keeps}"
+    )
+
+
+def _resume_effect(on_stop: str | None, positions: Sequence[dict[str, Any]]) -> str:
+    return "opens again from its next tick (a money limit still crossed pauses it again)"
+
+
+def _flatten_effect(on_stop: str | None, positions: Sequence[dict[str, Any]]) -> str:
+    closes = f"closes {held(positions)}" if positions else "closes anything it holds"
+    return f"{closes} (confirmed by the server), then pauses it; the process keeps running"
+
+
 ACTIONS: dict[str, Action] = {
     "stop": Action("stop", _stop_effect),
     "start": Action("start", _start_effect),
     "restart": Action("restart", _restart_effect),
+    "pause": Action("pause", _pause_effect),
+    "resume": Action("resume", _resume_effect),
+    "flatten": Action("flatten", _flatten_effect),
 }
 
 

@@ -148,8 +148,12 @@ class Fleet:
 
     def _banners(self, status: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, str]]:
         """What needs a look: trades left open, uncertain orders, a guardrail breach or a
-        halt, a disk (nearly) full."""
+        halt, a pause (and the file-level money limit's breach), a disk (nearly) full."""
         out = [{"kind": "left_open", "text": f"left open: {line}"} for line in status["left_open"]]
+        risk = status.get("risk") or {}
+        if risk.get("breach"):
+            text = f"all accounts: {risk['breach']}: {risk.get('on_breach') or 'pause'} sent"
+            out.append(_banner("breach", text))
         for row in rows:
             name, held = row["name"], row.get("open_trades") or len(row.get("positions") or ())
             if row["state"] in STOPPED_STATES and held and status["supervisor"]["running"]:
@@ -161,6 +165,9 @@ class Fleet:
             if row["state"] == State.HALTED:
                 why = row.get("halted_reason") or "no reason given"
                 out.append(_banner("breach", f"{name}: HALTED ({why})"))
+            elif row["state"] == State.PAUSED:
+                why = row.get("paused_reason") or "no reason given"
+                out.append(_banner("paused", f"{name}: PAUSED ({why})"))
             elif row.get("blocked_by"):
                 out.append(_banner("breach", f"{name}: orders blocked ({row['blocked_by']})"))
         free = self.disk_free(self.layout.path)

@@ -302,9 +302,9 @@ def test_every_counter_combination_is_shown_at_zero_from_the_first_scrape(
     first = scrape(tmp_path)
     counters = [s for s in first if s.labels.get("account") == "a" and s.name.endswith("_total")]
     assert len(counters) == 153 and all(s.value == 0 for s in counters)
-    # 214 in all (docs/metrics.md) less the five gauges absent until known: NAV, P&L x2,
-    # open trades (no status.json yet), the last good tick's time
-    assert len([s for s in first if s.labels.get("account") == "a"]) == 214 - 5
+    # 215 in all (docs/metrics.md) less the seven gauges absent until known: NAV, P&L x2,
+    # the day's P&L and drawdown, open trades (no status.json yet), the last good tick's time
+    assert len([s for s in first if s.labels.get("account") == "a"]) == 217 - 7
     every_combination_shown(first, "a")
     telemetry = Telemetry(layout.account("a"))
     telemetry.order_sent("BUY", OrderUncertain("open_order: timed out"), 5.0)

@@ -10,10 +10,12 @@ supervisor. Journals written before prices were kept lack the ``orders`` price c
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from multirun.core.errors import JournalError
@@ -122,6 +124,29 @@ def nav_series(path: Path, name: str, since: float) -> list[tuple[float, float]]
             return [(float(ts), float(nav)) for ts, nav in rows]
     except sqlite3.Error as error:
         raise JournalError(f"{name}: cannot read {path}: {error}") from None
+
+
+PAUSE_KEY = "pause"  # the journal's meta row of a pause (Journal.record_pause writes it)
+
+
+def paused(path: Path, name: str) -> dict[str, Any] | None:
+    """The account's pause as its journal records it (``reason``, ``since``, ``until``: a
+    worker restarted now starts PAUSED), None when it is not paused or the journal
+    predates pauses; JournalError if it cannot be read."""
+    if not path.is_file():
+        return None
+    try:
+        with _open_ro(path) as db:
+            if not _columns(db, "meta"):
+                return None
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (PAUSE_KEY,)).fetchone()
+    except sqlite3.Error as error:
+        raise JournalError(f"{name}: cannot read {path}: {error}") from None
+    try:
+        data = json.loads(row[0]) if row else None
+    except (TypeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 @contextlib.contextmanager
