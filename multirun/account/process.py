@@ -64,6 +64,7 @@ from multirun.core.errors import (
     FatalError,
     MultirunError,
     NetworkError,
+    RequestRejected,
     StrategyError,
     UsageError,
 )
@@ -389,6 +390,7 @@ def _lock(runner: RunnerSpec, spec: AccountSpec, url: str) -> ownership.AccountL
 def _run(worker: Worker, name: str, url: str) -> int:
     """``worker.run()``; a refused key is fatal, an unreachable server names its cause."""
     try:
+        check_instrument(worker.client, worker.spec)
         return worker.run()
     except AuthError as exc:
         if exc.status == 403:  # forbidden (an account not available): no retry changes that
@@ -401,6 +403,25 @@ def _run(worker: Worker, name: str, url: str) -> int:
             f"account {name}: cannot reach {_safe(url)}: {diagnose(url)} ({exc})",
             endpoint=exc.endpoint,
         ) from None
+
+
+def check_instrument(client: Client, spec: AccountSpec) -> None:
+    """Before the first order: the server quotes ``spec.instrument``; one it refuses is
+    :class:`FatalError` (each order would be refused, every tick, until HALTED). A server
+    that does not answer now is the worker's to find out (it reconciles, retrying)."""
+    try:
+        quoted = spec.instrument in client.realtime_price(spec.instrument)
+        why = "not in its quote reply"
+    except RequestRejected as exc:
+        quoted, why = False, str(exc)
+    except MultirunError:
+        return
+    if not quoted:
+        raise FatalError(
+            f"account {spec.name}: instrument {spec.instrument} is refused by the server "
+            f"({why}): fix `instrument` in the config, then `multirun reload` (`multirun "
+            "validate --online` checks it first)"
+        )
 
 
 def diagnose(url: str, timeout_s: float = 3.0) -> str:

@@ -27,6 +27,13 @@ reads no file) keeps its server account: an edit of its ``user``, ``runmode`` or
 show them: the next worker would take them for closed while the server keeps them open on
 the old account. Close them first (or change it back).
 
+Every account line says what it does to money (``effects``, from ``held`` and the
+running spec's ``on_stop``): ``- coin-aud: removed: stopped; on_stop close: closes 1
+trade: trade 7 SELL 0.1 AUDUSD (...)``, or ``on_stop keep: leaves ... open``; a changed
+account is stopped the same way before its new process starts; ``=`` touches nothing.
+An account the edit makes ``livetrade`` (real money) while the supervisor runs without
+``--live`` is *refused* (``live=False``), saying how to start it live.
+
 Secrets are compared but never shown: a changed ``api_key`` reads ``api_key: changed``.
 """
 
@@ -62,6 +69,7 @@ class ReloadPlan:
     unchanged: tuple[str, ...] = ()
     refused: tuple[str, ...] = ()  # one line per refused top-level setting
     settings: tuple[str, ...] = ()  # live supervisor settings changed, 'key: old -> new'
+    effects: Mapping[str, str] = field(default_factory=dict)  # name -> effect on positions
 
     @property
     def ok(self) -> bool:
@@ -74,17 +82,23 @@ class ReloadPlan:
         return not (self.added or self.removed or self.changed or self.settings)
 
     def lines(self) -> list[str]:
-        """The plan as printed: ``+ a``, ``- b``, ``~ c: volume 0.01 -> 0.02``, ``= d``."""
+        """The plan as printed, each account line with its effect on positions:
+        ``+ a: added: ...``, ``- b: removed: ...``, ``~ c: volume 0.01 -> 0.02: ...``,
+        ``= d: unchanged: ...``."""
         out = [f"! {line}" for line in self.refused]
-        out += [f"+ {name}" for name in self.added]
-        out += [f"- {name}" for name in self.removed]
+        out += [self._line("+", name, "added") for name in self.added]
+        out += [self._line("-", name, "removed") for name in self.removed]
         out += [
-            f"~ {name}: {', '.join(c.replace(': ', ' ', 1) for c in self.changed[name])}"
+            self._line("~", name, ", ".join(c.replace(": ", " ", 1) for c in self.changed[name]))
             for name in sorted(self.changed)
         ]
-        out += [f"= {name}" for name in self.unchanged]
+        out += [self._line("=", name, "unchanged") for name in self.unchanged]
         out += [f"~ (supervisor) {line}" for line in self.settings]
         return out
+
+    def _line(self, mark: str, name: str, what: str) -> str:
+        effect = self.effects.get(name)
+        return f"{mark} {name}: {what}" + (f": {effect}" if effect else "")
 
     def to_dict(self) -> dict[str, Any]:
         """The plan for ``--json``; as safe to print as :meth:`lines`."""
@@ -96,6 +110,7 @@ class ReloadPlan:
             "unchanged": list(self.unchanged),
             "refused": list(self.refused),
             "settings": list(self.settings),
+            "effects": dict(sorted(self.effects.items())),
         }
 
 
@@ -105,9 +120,12 @@ BINDING_FIELDS = ("user", "runmode", "accountid")
 Held = Callable[[str], tuple[str, ...]]
 
 
-def plan(old: RunnerSpec, new: RunnerSpec, held: Held = lambda name: ()) -> ReloadPlan:
+def plan(
+    old: RunnerSpec, new: RunnerSpec, held: Held = lambda name: (), *, live: bool = True
+) -> ReloadPlan:
     """What reloading ``new`` over a supervisor running ``old`` would do; ``held(name)``:
-    the trades account ``name``'s journal holds (a binding change of one is refused)."""
+    the trades account ``name``'s journal holds (a binding change of one is refused);
+    ``live``: the supervisor runs with ``--live`` (else a new livetrade account is refused)."""
     old_by_name = {a.name: a for a in old.accounts}
     new_by_name = {a.name: a for a in new.accounts}
     changed: dict[str, tuple[str, ...]] = {}
@@ -118,14 +136,87 @@ def plan(old: RunnerSpec, new: RunnerSpec, held: Held = lambda name: ()) -> Relo
             changed[name] = tuple(diff)
         else:
             unchanged.append(name)
+    added = tuple(sorted(new_by_name.keys() - old_by_name.keys()))
+    removed = tuple(sorted(old_by_name.keys() - new_by_name.keys()))
+    effects = {name: _started(new_by_name[name], held(name)) for name in added}
+    effects |= {name: _stopped(old_by_name[name], held(name), new.path) for name in removed}
+    effects |= {
+        name: _restarted(old_by_name[name], new_by_name[name], held(name), new.path)
+        for name in changed
+    }
+    effects |= {name: "same process, its positions untouched" for name in unchanged}
+    refused = _refused(old, new) + _rebound(old_by_name, new_by_name, held, new.path)
+    if not live:
+        refused += _real_money(old_by_name, new_by_name, new.path)
     return ReloadPlan(
-        added=tuple(sorted(new_by_name.keys() - old_by_name.keys())),
-        removed=tuple(sorted(old_by_name.keys() - new_by_name.keys())),
+        added=added,
+        removed=removed,
         changed=changed,
         unchanged=tuple(unchanged),
-        refused=tuple(_refused(old, new) + _rebound(old_by_name, new_by_name, held, new.path)),
+        refused=tuple(refused),
         settings=tuple(_live_settings(old, new)),
+        effects=effects,
     )
+
+
+def _holding(trades: tuple[str, ...]) -> str:
+    return f"{len(trades)} trade(s): {'; '.join(trades)}"
+
+
+def _started(spec: AccountSpec, trades: tuple[str, ...]) -> str:
+    if not spec.enabled:
+        return "not started (enabled: false)" + (f", its journal holds {_holding(trades)}"
+                                                  if trades else "")  # fmt: skip
+    if trades:
+        return f"started; adopts what its journal holds, {_holding(trades)}"
+    return "started, holding nothing yet"
+
+
+def _stopped(spec: AccountSpec, trades: tuple[str, ...], path: object) -> str:
+    """A removed account's stop: its (running) on_stop on what its journal holds."""
+    if not trades:
+        return "stopped, holding nothing"
+    if spec.on_stop == "close":
+        return f"stopped; on_stop close: closes {_holding(trades)}"
+    return (
+        f"stopped; on_stop keep: leaves {_holding(trades)} open, journaled (`multirun close "
+        f"{path} {spec.name}` closes them)"
+    )
+
+
+def _restarted(old: AccountSpec, new: AccountSpec, trades: tuple[str, ...], path: object) -> str:
+    """A changed account: stopped with its running on_stop, then started anew."""
+    if old.enabled and not new.enabled:
+        return _stopped(old, trades, path).replace("stopped", "stopped (enabled: false)", 1)
+    if not old.enabled:
+        return _started(new, trades)
+    if not trades:
+        return "restarted, holding nothing"
+    if old.on_stop == "close":
+        return f"restarted; on_stop close: closes {_holding(trades)}; the new process starts flat"
+    return f"restarted; on_stop keep: {_holding(trades)} stay open, adopted by the new process"
+
+
+def _real_money(
+    old: Mapping[str, AccountSpec], new: Mapping[str, AccountSpec], path: object
+) -> list[str]:
+    """Accounts the edit makes livetrade (real money) under a supervisor without --live."""
+    out = []
+    for name, spec in sorted(new.items()):
+        before = old.get(name)
+        if not (spec.enabled and spec.is_live):
+            continue
+        if before is not None and before.enabled and before.is_live:
+            continue  # live already (run with --live, or left out with --only)
+        was = "not in the file" if before is None else f"runmode {before.runmode}"
+        if before is not None and before.is_live:
+            was = "enabled: false"
+        out.append(
+            f"{name}: runmode livetrade trades real money and this supervisor was started "
+            f"without --live ({name} was {was}): put the old value back, or stop and "
+            f"`multirun start {path} --live`"
+        )
+    return out
 
 
 def account_fields(spec: AccountSpec) -> dict[str, Any]:

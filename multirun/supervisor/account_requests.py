@@ -113,6 +113,9 @@ class AccountRequests:
         self.stop_timeout_s = stop_timeout_s
         self.adopt = adopt
         self.ops: list[Op] = []
+        # accounts a reload stopped without starting again (disabled, or not startable):
+        # a later reload that makes them startable starts them (a `stop NAME` keeps them)
+        self.reload_stopped: set[str] = set()
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -144,6 +147,7 @@ class AccountRequests:
                 return error_reply(f"{cmd}: {error}")
         to_stop = names if cmd in ("stop", "restart") else []
         to_start = names if cmd in ("start", "restart") else []
+        self.reload_stopped -= set(names)  # the operator's word from now on
         self.begin_op(Op(cmd, conn, names, to_stop, to_start, keep=bool(request.get("keep"))))
         return None
 
@@ -163,10 +167,12 @@ class AccountRequests:
         to_start = [
             n
             for n in [*found.added, *found.changed]
-            if self.catalog.startable(n) and (n in running or n not in held)
+            if self.catalog.startable(n)
+            and (n in running or n not in held or n in self.reload_stopped)
         ]
         changed = [n for n in found.changed if n in running]
         to_stop = [n for n in [*found.removed, *changed] if n in {p.name for p in accounts}]
+        self.reload_stopped = (self.reload_stopped | set(to_stop)) - set(to_start)
         names = sorted({*to_stop, *to_start})
         how = "SIGHUP: reload" if conn is None else "reload"
         self.log(f"{how} of {path}: " + "; ".join(found.lines or ["nothing changed"]))

@@ -293,7 +293,8 @@ class RunnerCatalog:
         spec, problems = self.rereader(path)
         if spec is None:
             return Reread(False, problems)
-        plan = reload.plan(self.runner, spec, ownership.journal_holds(self.runner.state_dir))
+        holds = ownership.journal_holds(self.runner.state_dir)
+        plan = reload.plan(self.runner, spec, holds, live=self.live)
         if not plan.ok:
             return Reread(False, [*plan.lines(), "a full restart is needed: stop, then start"])
 

@@ -41,7 +41,12 @@ def test_added_removed_changed_unchanged(tmp_path: Path) -> None:
     assert (result.added, result.removed, result.unchanged) == (("d",), ("b",), ("a",))
     assert dict(result.changed) == {"c": ("volume: 0.01 -> 0.02",)}
     assert result.ok and not result.is_empty
-    assert result.lines() == ["+ d", "- b", "~ c: volume 0.01 -> 0.02", "= a"]
+    assert result.lines() == [
+        "+ d: added: started, holding nothing yet",
+        "- b: removed: stopped, holding nothing",
+        "~ c: volume 0.01 -> 0.02: restarted, holding nothing",
+        "= a: unchanged: same process, its positions untouched",
+    ]
     data = json.loads(json.dumps(result.to_dict()))
     assert data["changed"] == {"c": ["volume: 0.01 -> 0.02"]} and data["refused"] == []
 
@@ -76,7 +81,7 @@ def test_secrets_are_compared_but_never_shown(tmp_path: Path) -> None:
     new = load(tmp_path, HEAD + DEFAULTS + "accounts:\n" + account("a", key=SECRET_NEW))
     result = plan(old, new)
     assert dict(result.changed) == {"a": ("api_key: changed",)}
-    assert result.lines() == ["~ a: api_key changed"]
+    assert result.lines() == ["~ a: api_key changed: restarted, holding nothing"]
     shown = "\n".join(result.lines()) + json.dumps(result.to_dict())
     assert SECRET_OLD not in shown and SECRET_NEW not in shown
 

@@ -271,13 +271,17 @@ def test_reload_adds_removes_changes_and_leaves_the_rest_alone(run: Any) -> None
 
     write_config(r.config, r.sim.base_url, r.state, {"keep1": 1, "vol": 2, "new": 1})
     dry = cli("reload", str(r.config), "--dry-run")
-    assert dry.returncode == 0 and "+ new" in dry.stdout and "- gone" in dry.stdout, dry
+    assert dry.returncode == 0 and "+ new: added: started" in dry.stdout, dry
+    gone = next(x for x in dry.stdout.splitlines() if x.startswith("- gone: removed: stopp"))
+    assert "holding nothing" in gone or "; on_stop close: closes 1 trade(s): trade " in gone
     assert r.pid("gone") is not None and r.pid("new") is None  # a dry run changes nothing
 
     done = cli("reload", str(r.config))
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert "+ new" in lines and "- gone" in lines and "= keep1" in lines
+    assert "= keep1: unchanged: same process, its positions untouched" in lines, lines
+    assert any(x.startswith("+ new: added: ") for x in lines), lines
+    assert any(x.startswith("- gone: removed: ") for x in lines), lines
     assert any(line.startswith("~ vol: volume") for line in lines), lines
     assert r.pid("keep1") == pids["keep1"]
     assert r.pid("vol") not in (None, pids["vol"])

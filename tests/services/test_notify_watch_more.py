@@ -1,0 +1,27 @@
+"""The notifier watches what the supervisor runs (issue 23, cases 3 and 6): accounts a
+reload added (they appear in the supervisor's entries, not in the start's list), and a
+HALTED the supervisor knows from a worker's pipe while no file can be written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from multirun.core.statedir import StateDir
+from multirun.services.notify.events import Watcher
+
+
+def test_an_account_added_by_a_reload_is_watched_like_the_others(tmp_path: Path) -> None:
+    entries: dict[str, Any] = {"a": {"state": "RUNNING", "pid": 7}}
+    watcher = Watcher(StateDir(tmp_path), ["a"], processes=lambda: entries)
+    assert watcher.poll() == []
+    why = "instrument BTCUSDT is refused"
+    entries["btc"] = {"state": "FATAL", "pid": None, "restarts": 0,
+                      "last_exit": "exit 78", "last_error": why}  # fmt: skip
+    events = watcher.poll()
+    assert [(e.kind, e.account) for e in events] == [("fatal", "btc")], events
+    assert "instrument BTCUSDT is refused" in events[0].text
+    entries["btc"] = {"state": "RUNNING", "pid": 9, "worker_state": "HALTED",
+                      "worker_reason": "status.json could not be written"}  # fmt: skip
+    events = watcher.poll()
+    assert [(e.kind, e.account) for e in events] == [("halted", "btc")], events
