@@ -5,7 +5,11 @@ each account's ``status.json`` the tick-level one (HALTED, uncertain orders, ord
 P&L) and its ``metrics.json`` the orders the server refused; a worker reporting HALTED
 overrides the supervisor's RUNNING, as ``status`` does.
 An account's alert state is told once when it is entered; ``recovered`` when it is
-RUNNING again. The journals tell what a stop left open (:func:`left_open`).
+RUNNING again. PAUSED (issue 24) is told as ``risk_breach`` when a money limit of its own
+paused it, ``paused`` when an operator did (a pause for the trading hours is the plan,
+not news: not told), and ``resumed`` when it is RUNNING again; the file-level limit's
+breach (``supervisor.json``'s ``risk.breach``) is one ``risk_breach`` for the whole
+fleet, not one per account. The journals tell what a stop left open (:func:`left_open`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from multirun.account import final_report
 from multirun.config.specs import AccountSpec
@@ -25,6 +29,21 @@ from multirun.core.states import State
 
 BACKOFF_AFTER = 3  # BACKOFF is told once an account has been restarted this many times
 ALERT_STATES = (State.FATAL, State.HALTED, State.OVERDUE, State.BACKOFF)
+# A PAUSED reason naming a money limit (the worker's own: "daily loss 312.40 > 300", the
+# fleet's: "fleet daily loss ..."), and the trading hours' (no alert: the plan)
+LIMIT_WORDS = ("daily loss", "drawdown")
+FLEET = "fleet "
+OUTSIDE_HOURS = "outside trading hours"
+
+
+def pause_alert(reason: str | None) -> str | None:
+    """The event a PAUSED account with ``reason`` is told as: ``risk_breach`` (a limit of
+    its own), ``paused`` (an operator, a flatten), or None (the fleet's limit: told once
+    for all; the trading hours: the plan)."""
+    text = (reason or "").lower()
+    if text.startswith(FLEET) or text.startswith(OUTSIDE_HOURS):
+        return None
+    return "risk_breach" if any(word in text for word in LIMIT_WORDS) else "paused"
 
 
 @dataclass(frozen=True)
@@ -54,15 +73,14 @@ def utc_day(seconds: float) -> str:
 
 
 def account_state(proc: Mapping[str, Any], status: Mapping[str, Any]) -> str | None:
-    """The account's state: the supervisor's, or HALTED when its running worker says so (in
-    its status.json, or on its pipe: ``worker_state``, when no file can be written)."""
+    """The account's state: the supervisor's, or HALTED or PAUSED when its running worker
+    says so (:func:`~multirun.core.statefiles.worker_says`, as ``status`` shows)."""
     state = proc.get("state")
-    same = status.get("pid") is not None and status.get("pid") == proc.get("pid")
-    said = proc.get("worker_state") == State.HALTED
-    if state in (State.STARTING, State.RUNNING) and (
-        said or (same and status.get("state") == State.HALTED)
-    ):
-        return State.HALTED
+    if state in (State.STARTING, State.RUNNING):
+        said = statefiles.worker_says(
+            cast(statefiles.ProcessEntry, proc), cast(statefiles.WorkerStatus, status)
+        )
+        return said or state
     return state if isinstance(state, str) else None
 
 
@@ -88,6 +106,8 @@ class Watcher:
         self.uncertain: dict[str, set[str]] = {}
         self.refusals: dict[str, int] = {}  # orders refused, as last counted
         self.statuses: dict[str, Mapping[str, Any]] = {}  # the last status.json read
+        self.paused: dict[str, str] = {}  # account -> the PAUSED reason last seen
+        self.fleet_breach: str | None = None  # the file-level limit's breach last told
         self.day = utc_day(clock())
 
     def poll(self) -> list[Event]:
@@ -97,6 +117,7 @@ class Watcher:
             events.append(self.summary(now))
             self.day = utc_day(now)
         procs = self.processes()
+        events.extend(self.fleet(now))
         # accounts a reload added are in the supervisor's entries: watched from then on
         self.names += [name for name in procs if name not in self.names]
         for name in self.names:
@@ -131,6 +152,7 @@ class Watcher:
             del self.alerted[name]
             text = f"{name}: recovered: RUNNING again (was {told})"
             events.append(Event("recovered", text, name, state, now, {"was": told}))
+        events.extend(self.pause(name, state, proc, status, now))
         events.extend(self.refused(name, state, status, now))
         refs = {str(r) for r in status.get("uncertain_orders") or ()}
         new = sorted(refs - self.uncertain.get(name, set()))
@@ -142,6 +164,49 @@ class Watcher:
             )
             events.append(Event("uncertain", text, name, state, now, {"order_refs": new}))
         return events
+
+    def pause(
+        self,
+        name: str,
+        state: str | None,
+        proc: Mapping[str, Any],
+        status: Mapping[str, Any],
+        now: float,
+    ) -> list[Event]:
+        """PAUSED entered (or paused again for another reason): ``risk_breach`` or
+        ``paused``; left for RUNNING: ``resumed``."""
+        was = self.paused.get(name)
+        if state != State.PAUSED:
+            if was is None:
+                return []
+            del self.paused[name]
+            if state != State.RUNNING or pause_alert(was) is None:
+                return []
+            text = f"{name}: resumed: RUNNING again (was PAUSED: {was or 'no reason given'})"
+            return [Event("resumed", text, name, state, now, {"was": was})]
+        said = proc.get("worker_reason") if proc.get("worker_state") == State.PAUSED else None
+        reason = str(said or status.get("paused_reason") or "")
+        if was == reason:
+            return []
+        self.paused[name] = reason
+        kind = pause_alert(reason)
+        if kind is None:
+            return []
+        text = f"{name}: PAUSED: {reason or 'no reason given'}; nothing opens until resumed"
+        return [Event(kind, text, name, state, now, {"reason": reason})]
+
+    def fleet(self, now: float) -> list[Event]:
+        """The file-level limit's breach (the supervisor's ``risk.breach``): told once."""
+        risk = statefiles.read_supervisor(self.layout).get("risk") or {}
+        breach = risk.get("breach")
+        if breach == self.fleet_breach:
+            return []
+        self.fleet_breach = breach
+        if not breach:
+            return []
+        text = f"all accounts: {breach}: {risk.get('on_breach') or 'pause'} sent to every account"
+        data = {key: risk.get(key) for key in ("day_pnl", "equity", "peak", "on_breach")}
+        return [Event("risk_breach", text, None, State.PAUSED, now, {"reason": breach, **data})]
 
     def refused(
         self, name: str, state: str | None, status: Mapping[str, Any], now: float
