@@ -1,0 +1,200 @@
+"""Deployed CPU, side by side: N multirun accounts beside N fair hand-written loops, at once.
+
+    python bench/deployed_cpu.py [--accounts 50] [--interval 5] [--window 30] [--reps 3] [--json]
+
+The fair anchor of issue 27: ``bench/seedplus.py`` (ALGOGENE's example loop written by hand
+to do what a multirun trading tick does: journal durably before sending, confirm the
+fill, close, confirm the close, read the P&L, record it). Each repetition starts two
+``multirun sim`` processes with 20 ms fills (one per side, so each side's requests are
+counted apart and neither waits on the other's server), then, at the same time:
+
+- ``multirun start`` of N accounts (strategy ``random``, every ``--interval`` s), the real
+  supervisor and its N forked workers;
+- N ``python bench/seedplus.py`` processes at the same interval.
+
+Once every worker is RUNNING and has ticked and every loop has run a round, it reads
+utime + stime (/proc/PID/stat) of each side's processes over ``--window`` seconds of
+ticking (both sides tick through the same window, so machine noise hits both alike),
+and each simulator's request counts. Prints per side: % of a core, CPU ms per
+account-tick (the window's CPU over N * window / interval ticks), requests per tick;
+then the ratio multirun / seedplus, median [min-max] over the repetitions. Linux only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.procstat import cpu_ticks  # noqa: E402
+from bench.scale import ACCOUNT, start_sim, stop_and_time, tree, wait_for  # noqa: E402
+from multirun.core import procutil  # noqa: E402
+from multirun.core.statedir import StateDir  # noqa: E402
+
+SEEDPLUS = ROOT / "bench" / "seedplus.py"
+
+
+@dataclass
+class Side:
+    """One side's figures over one window."""
+
+    cpu_pct: float  # of one core, every process of the side (multirun: supervisor included)
+    cpu_ms_per_tick: float
+    requests_per_tick: float
+    sim_cpu_pct: float
+    per_tick: dict[str, float] = field(default_factory=dict)  # requests by endpoint
+
+
+def _sim_requests(url: str) -> Counter[str]:
+    """The simulator's API requests so far, by endpoint."""
+    root = url.split("/rest/")[0]
+    with urllib.request.urlopen(root + "/sim/stats", timeout=10) as reply:
+        counts = json.load(reply)["requests"]
+    return Counter({name: n for name, n in counts.items() if not name.startswith("sim/")})
+
+
+def _cpu_s(pids: list[int]) -> float:
+    return sum(cpu_ticks(pid) or 0 for pid in pids) / os.sysconf("SC_CLK_TCK")
+
+
+def start_multirun(
+    url: str, n: int, interval: int, workdir: Path, source: Path = ROOT
+) -> subprocess.Popen[bytes]:
+    state = workdir / "state"
+    config = workdir / "runner.yaml"
+    text = f"version: 1\nserver: {url}\nstate_dir: {state}\nstop_timeout: 60\naccounts:\n"
+    text += "".join(ACCOUNT.format(i=i, interval=f"{interval}") for i in range(n))
+    config.write_text(text)
+    with (workdir / "multirun.log").open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "multirun", "start", str(config)],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(source)},
+        )  # fmt: skip
+
+
+def start_seedplus(url: str, n: int, interval: int, workdir: Path) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for i in range(n):
+        args = [url, f"sp-{i:03d}", f"sp-key-{i:03d}", f"SP-{i:03d}", str(interval),
+                str(workdir / f"sp-{i:03d}.sqlite"), str(i)]  # fmt: skip
+        with (workdir / f"sp-{i:03d}.log").open("wb") as out:
+            procs.append(subprocess.Popen([sys.executable, str(SEEDPLUS), *args], stdout=out,
+                                          stderr=subprocess.STDOUT))  # fmt: skip
+    return procs
+
+
+def one_run(
+    n: int, interval: int, window: float, workdir: Path, source: Path = ROOT
+) -> tuple[Side, Side]:
+    """One repetition: (multirun, seedplus)."""
+    for side in ("m", "s"):
+        (workdir / side).mkdir()
+    sims = [start_sim(20, workdir / side) for side in ("m", "s")]
+    (sim_m, url_m), (sim_s, url_s) = sims
+    multirun = start_multirun(url_m, n, interval, workdir / "m", source)
+    seeds = start_seedplus(url_s, n, interval, workdir / "s")
+    statuses = [StateDir(workdir / "m" / "state").account(f"acct-{i:03d}").status for i in range(n)]
+    logs = [workdir / "s" / f"sp-{i:03d}.log" for i in range(n)]
+    try:
+        wait_for("every worker ticked", lambda: all(
+            (procutil.read_json(p) or {}).get("ticks") for p in statuses), 300)  # fmt: skip
+        wait_for("every loop ran a round", lambda: all("round" in p.read_text() for p in logs), 300)
+        for log in logs:
+            if "Error" in log.read_text() or "seedplus:" in log.read_text():
+                raise SystemExit(f"deployed_cpu: {log} failed:\n{log.read_text()[-2000:]}")
+        time.sleep(interval)  # past everyone's first (costlier) tick
+        ours, theirs = tree([multirun.pid]), [p.pid for p in seeds]
+        before = [_cpu_s(ours), _cpu_s(theirs), _cpu_s([sim_m.pid]), _cpu_s([sim_s.pid])]
+        asked = [_sim_requests(url_m), _sim_requests(url_s)]
+        time.sleep(window)
+        after = [_cpu_s(ours), _cpu_s(theirs), _cpu_s([sim_m.pid]), _cpu_s([sim_s.pid])]
+        asked = [_sim_requests(url_m) - asked[0], _sim_requests(url_s) - asked[1]]
+    finally:
+        stop_and_time([multirun, *seeds], 120)
+        for sim, _ in sims:
+            sim.send_signal(signal.SIGTERM)
+            sim.wait(timeout=30)
+    used = [a - b for a, b in zip(after, before, strict=True)]
+    ticks = n * window / interval
+    sides = [
+        Side(
+            100 * used[i] / window,
+            1000 * used[i] / ticks,
+            sum(asked[i].values()) / ticks,
+            100 * used[i + 2] / window,
+            {name: round(count / ticks, 2) for name, count in sorted(asked[i].items())},
+        )
+        for i in (0, 1)
+    ]
+    return sides[0], sides[1]
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
+
+
+def report(runs: list[tuple[Side, Side]], n: int, interval: int, window: float) -> tuple[str, dict]:
+    ratio = [m.cpu_pct / s.cpu_pct for m, s in runs]
+    rows = [("CPU while ticking (% core)", "cpu_pct"), ("CPU per account-tick (ms)",
+            "cpu_ms_per_tick"), ("requests per tick", "requests_per_tick"),
+            ("its simulator's CPU (% core)", "sim_cpu_pct")]  # fmt: skip
+    lines = [
+        f"{n} multirun accounts beside {n} bench/seedplus.py loops, every {interval} s, "
+        f"{window:g} s windows, {len(runs)} reps (median [min-max])",
+        f"{'':32}{'multirun':>22}{'seedplus':>22}",
+    ]
+    for label, key in rows:
+        ours = [getattr(m, key) for m, _ in runs]
+        theirs = [getattr(s, key) for _, s in runs]
+        lines.append(f"{label:32}{spread(ours):>22}{spread(theirs):>22}")
+    for label, pick in (("multirun", 0), ("seedplus", 1)):
+        last = runs[-1][pick].per_tick
+        lines.append(f"{label} requests per tick (last rep): " + ", ".join(
+            f"{name} {count:.2f}" for name, count in last.items()))  # fmt: skip
+    lines.append(f"ratio multirun / seedplus (CPU): {spread(ratio)}")
+    figures = {
+        "accounts": n, "interval_s": interval, "window_s": window,
+        "ratio": statistics.median(ratio), "ratio_min": min(ratio), "ratio_max": max(ratio),
+        "runs": [{"multirun": asdict(m), "seedplus": asdict(s)} for m, s in runs],
+    }  # fmt: skip
+    return "\n".join(lines), figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--accounts", type=int, default=50)
+    parser.add_argument("--interval", type=int, default=5)
+    parser.add_argument("--window", type=float, default=30.0)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument(
+        "--tree",
+        type=Path,
+        default=ROOT,
+        help="run multirun from this source tree (a before/after comparison)",
+    )
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    runs = []
+    for _ in range(args.reps):
+        with tempfile.TemporaryDirectory() as tmp:
+            runs.append(one_run(args.accounts, args.interval, args.window, Path(tmp), args.tree))
+    table, figures = report(runs, args.accounts, args.interval, args.window)
+    print(json.dumps({**figures, "table": table}, indent=2) if args.json else table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
