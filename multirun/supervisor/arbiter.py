@@ -206,6 +206,7 @@ class Arbiter:
         # the file-level money limits, against the sum of what the workers say on their pipes
         self.fleet = FleetRisk(risk)
         self.fleet_looked_at = 0.0  # monotonic: the last look for a fleet pause a new day ends
+        self.fleet_resumes: set[tuple[int | None, str | None]] = set()  # (pid, reason) sent
         self.pauses = PauseRequests(
             lambda: self.accounts,
             log=self.log,
@@ -561,9 +562,12 @@ class Arbiter:
                   if p.pid is not None and p.worker_state == State.PAUSED]  # fmt: skip
         for name in self.fleet.stale_day_pauses(paused):
             proc = next(p for p in self.accounts if p.name == name)
+            sent = (proc.pid, proc.worker_reason)
+            if sent in self.fleet_resumes:
+                continue  # sent once to this worker; its answer comes on its pipe
             if proc.command("resume", "a new trading day: the fleet's daily loss counts again"):
+                self.fleet_resumes.add(sent)
                 self.log(f"{name}: risk: a new trading day: resume", name)
-                proc.worker_reason = None  # sent once; its answer comes on its pipe
 
     # --- exits -----------------------------------------------------------------------------------
 

@@ -90,10 +90,6 @@ class FleetRisk:
         day = trading_day(self.clock(), self.starts)
         self.readings[name] = Reading(day, day_pnl, equity)
 
-    def forget(self, name: str) -> None:
-        """An account no longer in the file (a reload removed it)."""
-        self.readings.pop(name, None)
-
     @property
     def starts(self) -> DayStart:
         return self.limits.day_starts if self.limits is not None else DayStart()
