@@ -90,6 +90,9 @@ class SupervisorFile(TypedDict, total=False):
     stopped_utc: str
     left_open: dict[str, LeftOpenEntry]
     final_lines: list[str]  # the last lines it printed: what is held, the swept, the verdict
+    # its first lines on what the previous supervisor left when that one died without a stop
+    # (supervisor/previous_run.py): the notifier tells them
+    previous_died: list[str]
 
 
 class HeldPosition(TypedDict, total=False):

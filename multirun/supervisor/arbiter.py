@@ -97,6 +97,7 @@ from multirun.core.statedir import StateDir
 from multirun.core.statefiles import SupervisorFile
 from multirun.core.states import State
 from multirun.supervisor import fork as spawn
+from multirun.supervisor import previous_run
 from multirun.supervisor.account_requests import AccountRequests, Catalog, Reread
 from multirun.supervisor.control_server import Conn, ControlServer, error_reply
 from multirun.supervisor.fleet_risk import Breach, FleetRisk
@@ -219,6 +220,7 @@ class Arbiter:
         self.by_pid: dict[int, Proc] = {}  # every live child, accounts and sweeps alike
         self.dirty = False  # supervisor.json is behind: written at the end of a loop turn
         self.saved_at = float("-inf")  # monotonic
+        self.previous_died: list[str] = []  # what a supervisor that died left (first lines)
 
     # --- the main loop ---------------------------------------------------------------------------
 
@@ -234,9 +236,12 @@ class Arbiter:
                 "stop it first with `multirun stop`"
             )
         try:
+            self.look_at_previous()
             self.register()
             self._setup()
             self.log(f"supervisor pid {os.getpid()}: starting {len(self.accounts)} account(s)")
+            for line in self.previous_died:
+                self.log(line)
             for proc in self.services:
                 self.spawn(proc)
             self.loop()
@@ -245,6 +250,17 @@ class Arbiter:
         if self.failure is not None:
             raise SupervisorError(self.failure)
         return self.exit_code()  # from the final report, read in _teardown
+
+    def look_at_previous(self) -> None:
+        """A previous supervisor that died without a stop: once its workers are gone, what
+        its journals hold, for the first lines and ``supervisor.json``."""
+        previous = previous_run.died(self.layout, os.getpid())
+        if previous is None:
+            return
+        previous_run.wait_workers_gone(previous)
+        starting = [p.name for p in self.accounts]
+        where = self.config or self.layout.path
+        self.previous_died = previous_run.lines(previous, self.layout, starting, where)
 
     def loop(self) -> None:
         while self.failure is None:
@@ -824,6 +840,8 @@ class Arbiter:
         )
         if self.fleet.limits is not None or self.fleet.readings:
             data["risk"] = self.fleet.to_dict()
+        if self.previous_died:
+            data["previous_died"] = self.previous_died
         return data
 
     def deadline_utc(self) -> str | None:

@@ -21,5 +21,6 @@ EVENTS = (
     "rejected",
     "left_open",
     "daily_summary",
+    "supervisor_died",
 )
 FORMATS = ("json", "slack", "discord", "telegram")

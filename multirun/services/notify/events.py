@@ -109,6 +109,7 @@ class Watcher:
         self.paused: dict[str, str] = {}  # account -> the PAUSED reason last seen
         self.fleet_breach: str | None = None  # the file-level limit's breach last told
         self.day = utc_day(clock())
+        self.told_previous = False  # previous_died: told at the first poll
 
     def poll(self) -> list[Event]:
         now = self.clock()
@@ -117,6 +118,7 @@ class Watcher:
             events.append(self.summary(now))
             self.day = utc_day(now)
         procs = self.processes()
+        events.extend(self.previous_died(now))
         events.extend(self.fleet(now))
         # accounts a reload added are in the supervisor's entries: watched from then on
         self.names += [name for name in procs if name not in self.names]
@@ -126,6 +128,19 @@ class Watcher:
             if status:
                 self.statuses[name] = status
         return events
+
+    def previous_died(self, now: float) -> list[Event]:
+        """Once, at the first poll: what a supervisor that died without a stop left, as
+        the new one found it (``supervisor.json``'s ``previous_died``; the dead one's
+        notifier died with it)."""
+        if self.told_previous:
+            return []
+        self.told_previous = True
+        found = statefiles.read_supervisor(self.layout).get("previous_died") or []
+        if not found:
+            return []
+        text = "\n".join(found)
+        return [Event("supervisor_died", text, None, None, now, {"lines": list(found)})]
 
     def account(
         self, name: str, proc: Mapping[str, Any], status: Mapping[str, Any], now: float
