@@ -22,6 +22,7 @@ from typing import Any
 
 from multirun.account import final_report
 from multirun.account.final_report import Leftover
+from multirun.account.worker import OUTSIDE_HOURS
 from multirun.core.states import State
 from multirun.supervisor.control_server import Conn, error_reply
 from multirun.supervisor.program import Log, Proc
@@ -125,14 +126,15 @@ class PauseRequests:
         nothing (looked at by :meth:`look`)."""
         if proc is None or proc.pid is None:
             return True
-        if op.cmd == "resume":
-            return proc.worker_state != State.PAUSED
+        if op.cmd == "resume":  # outside its trading hours it stays PAUSED for that alone
+            return proc.worker_state != State.PAUSED or proc.worker_reason == OUTSIDE_HOURS
         if op.cmd == "pause":
-            return proc.worker_state == State.PAUSED
-        return self.told_flatten(op, proc) and proc.name in op.flat
+            return self.told(op, proc)
+        return self.told(op, proc) and proc.name in op.flat
 
     @staticmethod
-    def told_flatten(op: PauseOp, proc: Proc) -> bool:
+    def told(op: PauseOp, proc: Proc) -> bool:
+        """Its worker says it is PAUSED for ``op`` (not for an earlier pause, a flatten's)."""
         return proc.worker_state == State.PAUSED and proc.worker_reason == op.reason
 
     def look(self, op: PauseOp, procs: dict[str, Proc], now: float) -> None:
@@ -143,7 +145,7 @@ class PauseRequests:
         op.looked_at = now
         for name in op.names:
             proc = procs.get(name)
-            if proc is not None and name not in op.flat and self.told_flatten(op, proc):
+            if proc is not None and name not in op.flat and self.told(op, proc):
                 left = self.held(proc)
                 if not left.trades and not left.error:
                     op.flat.add(name)

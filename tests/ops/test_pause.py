@@ -3,12 +3,13 @@ real simulator (its ledger is the judge of what was closed). One scenario, to ke
 processes few:
 
 1. two accounts each buy and hold 1 BTCUSD: each is down by about the spread (36), under
-   the file's max_daily_loss of 50; together they are over it: the supervisor pauses both
-   (one log line naming the sum and the limit), and nothing else;
+   the file's max_daily_loss of 50; together they are over it: the supervisor flattens
+   both (on_breach: flatten; one log line naming the sum and the limit): nothing of
+   theirs open in the ledger, each trade closed once, both PAUSED;
 2. a SIGKILLed worker comes back PAUSED (its journal), and so does every worker under a
    restarted supervisor whose file no longer has any limit;
-3. resume and pause by command; flatten --all: nothing of ours open in the ledger, each
-   trade closed once, and the reply names exactly the trades the ledger closed.
+3. resume by command (the account buys again), flatten --all: nothing of ours open in the
+   ledger, and the reply names exactly the trade the ledger closed; pause by command.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-RISK = "risk:\n  max_daily_loss: 50\n  on_breach: pause\n"
+RISK = "risk:\n  max_daily_loss: 50\n  on_breach: flatten\n"
 ACCOUNT = """\
   - name: {name}
     user: alice
@@ -121,17 +122,23 @@ def fleet(tmp_path: Path, sim: SimServer) -> Iterator[Fleet]:
         made.proc.wait()
 
 
+def flat(fleet: Fleet, name: str) -> bool:
+    """Flattened for the fleet's breach: PAUSED, its one trade closed in the ledger."""
+    orders = fleet.orders(name)
+    closed = len(orders) == 1 and orders[0]["status"] == "CLOSED"
+    return closed and fleet.paused(name, "fleet daily loss")
+
+
 @pytest.mark.process
-def test_fleet_limit_pause_persistence_resume_and_flatten(fleet: Fleet) -> None:
+def test_fleet_limit_flatten_persistence_resume_and_flatten(fleet: Fleet) -> None:
     fleet.start()
-    wait_until(lambda: all(fleet.paused(n, "fleet daily loss") for n in ("pa", "pb")), 30)
-    held = {n: fleet.held(n) for n in ("pa", "pb")}
-    assert all(len(trades) == 1 for trades in held.values()), held
+    wait_until(lambda: flat(fleet, "pa") and flat(fleet, "pb"), 30)
     # each alone is under the limit (down by about the spread); their sum was over it
     assert all(-50 < fleet.day_pnl(n) < 0 for n in ("pa", "pb"))
     breach = [line for line in fleet.out().splitlines() if "risk: fleet daily loss" in line]
     assert len(breach) == 1 and "> 50 (day " in breach[0], fleet.out()
-    assert breach[0].endswith(": pause every account")
+    assert breach[0].endswith(": flatten every account")
+    held = {n: [str(o["tradeID"]) for o in fleet.orders(n)] for n in ("pa", "pb")}
 
     # a SIGKILLed worker comes back paused (its journal)
     old = fleet.entry("pb")["pid"]
@@ -144,23 +151,27 @@ def test_fleet_limit_pause_persistence_resume_and_flatten(fleet: Fleet) -> None:
     fleet.config.write_text(fleet.config.read_text().replace(RISK, ""))
     fleet.start()
     wait_until(lambda: all(fleet.paused(n, "fleet daily loss") for n in ("pa", "pb")), 30)
-    assert {n: fleet.held(n) for n in ("pa", "pb")} == held
+    assert {n: [str(o["tradeID"]) for o in fleet.orders(n)] for n in ("pa", "pb")} == held
 
     resumed = fleet.request({"cmd": "resume", "names": ["pa"]})
     assert resumed["ok"] and resumed["lines"] == ["pa: RUNNING"], resumed
+    wait_until(lambda: fleet.held("pa"), 10)  # it buys again
+    (trade,) = fleet.held("pa")
+    done = cli("flatten", str(fleet.config), "--all")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert all(fleet.held(n) == [] for n in ("pa", "pb"))  # the ledger: nothing of ours open
+    (order,) = [o for o in fleet.orders("pa") if str(o["tradeID"]) == trade]
+    assert order["status"] == "CLOSED"
+    assert done.stdout.splitlines() == [
+        f"pa: PAUSED ({fleet.entry('pa')['worker_reason']})",
+        f"  closed: trade {trade} BUY 1 BTCUSD (orderRef {order['orderRef']})",
+        f"pb: PAUSED ({fleet.entry('pb')['worker_reason']})",
+        "  nothing was open",
+    ], done.stdout
+    assert fleet.paused("pa", "flattened by operator at ")
+
     paused = fleet.request({"cmd": "pause", "names": ["pa"]})
     assert paused["lines"] == ["pa: PAUSED (paused by operator)"], paused
     unknown = fleet.request({"cmd": "pause", "names": ["nope"]})
     assert unknown["error"] == "pause: no account named nope (accounts: pa, pb)"
-
-    done = cli("flatten", str(fleet.config), "--all")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert all(fleet.held(n) == [] for n in ("pa", "pb"))  # the ledger: nothing of ours open
-    for name in ("pa", "pb"):
-        assert fleet.paused(name, "flattened by operator at ")
-        closed = [o for o in fleet.orders(name) if o["status"] == "CLOSED"]
-        assert [str(o["tradeID"]) for o in closed] == held[name]  # each trade closed once
-        said = [line for line in done.stdout.splitlines() if held[name][0] in line]
-        assert said == [f"  closed: trade {held[name][0]} BUY 1 BTCUSD (orderRef "
-                        f"{closed[0]['orderRef']})"], done.stdout  # fmt: skip
     fleet.stop()

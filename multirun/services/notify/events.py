@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from multirun.account import final_report
+from multirun.account.worker import OUTSIDE_HOURS
 from multirun.config.specs import AccountSpec
 from multirun.core import statefiles
 from multirun.core.clock import iso_ms
@@ -33,7 +34,6 @@ ALERT_STATES = (State.FATAL, State.HALTED, State.OVERDUE, State.BACKOFF)
 # fleet's: "fleet daily loss ..."), and the trading hours' (no alert: the plan)
 LIMIT_WORDS = ("daily loss", "drawdown")
 FLEET = "fleet "
-OUTSIDE_HOURS = "outside trading hours"
 
 
 def pause_alert(reason: str | None) -> str | None:
