@@ -210,8 +210,11 @@ def web_program(runner: RunnerSpec) -> list[Program]:
 def serve_notify(runner: RunnerSpec, context: ChildContext) -> int:
     """The notifier's program (with ``notify:``): watch the state dir, post alerts."""
     from multirun.services.notify import service
+    from multirun.supervisor import live_entries
 
-    return service.serve(runner, [a.name for a in runner.accounts])
+    # the supervisor's memory (its control socket): right while no file can be written
+    processes = partial(live_entries.entries, StateDir(runner.state_dir))
+    return service.serve(runner, [a.name for a in runner.accounts], processes=processes)
 
 
 def notify_program(runner: RunnerSpec) -> list[Program]:

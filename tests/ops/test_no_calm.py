@@ -4,7 +4,8 @@ Case 3, a full disk, simulated without root (and despite it: chmod does not stop
 mid-run, status.json and supervisor.json become non-empty directories, so neither can be
 written (an atomic replace fails); the worker halts ("status.json could not be written").
 The supervisor's memory (the worker's pipe, its control reply) carries the HALTED.
-Case 11: ``rm -rf`` of the state directory under a running supervisor.
+The notifier asks the supervisor too (its control socket), so the ``halted`` webhook goes
+out within seconds. Case 11: ``rm -rf`` of the state directory under a running supervisor.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from multirun.services import metrics
 from multirun.sim import SimServer
 from tests.conftest import wait_until
 from tests.ops.test_status_without_config import account, cli, module_for, start, ticked, write
+from tests.services.test_notify import Receiver
 
 __all__ = ["start"]  # the fixture, imported
 
@@ -38,12 +40,13 @@ def _unwritable(*paths: Path) -> None:
 
 
 def _ticking(
-    sim: SimServer, tmp_path: Path, start: Any, interval: str = "interval: 1s"
+    sim: SimServer, tmp_path: Path, start: Any, interval: str = "interval: 1s", top: str = ""
 ) -> tuple[Path, Any, Path]:
-    """A supervisor running account ``a`` (its ``interval:`` line as given), once it
-    ticked: its config, its process, its state dir."""
+    """A supervisor running account ``a`` (its ``interval:`` line as given; ``top``: more
+    top-level settings), once it ticked: its config, its process, its state dir."""
     text = account("a", module_for(tmp_path)).replace("interval: 1s", interval)
     config = write(tmp_path, sim.base_url, text)
+    config.write_text(config.read_text().replace("accounts:\n", f"{top}accounts:\n", 1))
     proc = start(config)
     state = tmp_path / "state"
     wait_until(lambda: ticked(state, "a", proc, tmp_path / "runner.out"), timeout=30)
@@ -52,11 +55,21 @@ def _ticking(
 
 @pytest.mark.process
 @pytest.mark.slow
-def test_a_full_disk_shows_halted_in_status_health_and_metrics(
-    sim: SimServer, tmp_path: Path, start: Any
+def test_a_full_disk_shows_halted_in_status_health_metrics_and_alerts(
+    sim: SimServer, tmp_path: Path, start: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    hook = Receiver()
+    monkeypatch.setenv("FULL_DISK_HOOK", f"http://127.0.0.1:{hook.server.server_address[1]}/h")
+    try:
+        _a_full_disk(sim, tmp_path, start, hook)
+    finally:
+        hook.close()
+
+
+def _a_full_disk(sim: SimServer, tmp_path: Path, start: Any, hook: Receiver) -> None:
+    notify = "notify:\n  - url: ${FULL_DISK_HOOK}\n    format: json\n"
     config, _proc, state = _ticking(
-        sim, tmp_path, start, "interval: 1s\n    halt_after_failures: 1"
+        sim, tmp_path, start, "interval: 1s\n    halt_after_failures: 1", notify
     )
     files = StateDir(state)
     # the file shows RUNNING before the disk fills (written at most every 0.1 s: it may
@@ -70,6 +83,9 @@ def test_a_full_disk_shows_halted_in_status_health_and_metrics(
         return reply["accounts"]["a"].get("worker_state") == "HALTED"
 
     wait_until(halted, timeout=15)
+    # the webhook, from the supervisor's memory (no file says HALTED), within seconds
+    told = wait_until(lambda: [b for _p, b in hook.posts if b.get("event") == "halted"], 5)
+    assert told[0]["account"] == "a" and "status.json could not be written" in told[0]["text"]
     entry = reply["accounts"]["a"]
     assert "status.json could not be written" in entry["worker_reason"]
     assert not read_supervisor(files) and not read_worker_status(files.account("a"))

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from multirun.config.specs import RunnerSpec
+from multirun.core import statefiles
 from multirun.core.redact import mask_url
 from multirun.core.statedir import StateDir
 from multirun.services.notify import deliver
@@ -31,8 +32,16 @@ def secrets_of(runner: RunnerSpec) -> list[str]:
     return [a.api_key.reveal() for a in runner.accounts if a.api_key]
 
 
-def serve(runner: RunnerSpec, names: Sequence[str], *, poll_s: float = POLL_S) -> int:
-    """Watch the state dir until SIGTERM, sending what it finds; then the last messages."""
+def serve(
+    runner: RunnerSpec,
+    names: Sequence[str],
+    *,
+    poll_s: float = POLL_S,
+    processes: statefiles.ProcessEntries | None = None,
+) -> int:
+    """Watch the state dir until SIGTERM, sending what it finds; then the last messages.
+    ``processes``: each account's process entry (the supervisor's memory; by default
+    ``supervisor.json``)."""
     if not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -41,7 +50,7 @@ def serve(runner: RunnerSpec, names: Sequence[str], *, poll_s: float = POLL_S) -
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     layout = StateDir(runner.state_dir)
-    watcher = Watcher(layout, names)
+    watcher = Watcher(layout, names, processes=processes)
     deliverer = deliver.Deliverer.for_targets(
         runner.notify, secrets_of(runner), config=str(runner.path)
     )

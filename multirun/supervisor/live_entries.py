@@ -1,0 +1,58 @@
+"""The notifier's view of the accounts: the supervisor's own memory, not only its file.
+
+On a full disk (issue 23, case 3) no file can be written: ``supervisor.json`` and every
+``status.json`` keep saying RUNNING while a worker, told on its pipe, is HALTED. The
+notifier, a child of the supervisor, asks the supervisor over its control socket (the
+``status`` request ``multirun status`` makes) each time it looks, and reads
+``supervisor.json`` only when the socket does not answer (a stopping supervisor, an
+older one). The reply's accounts have the file's shape (:class:`ProcessEntry`), with
+``worker_state`` and ``worker_reason`` from the pipes.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from multirun.core import statefiles
+from multirun.core.statedir import StateDir
+from multirun.supervisor.control_server import PROTOCOL, bind_or_connect
+
+ASK_TIMEOUT_S = 1.0  # the notifier looks once a second: an answer later than that is stale
+MAX_REPLY = 16 * 1024 * 1024
+
+
+def entries(
+    layout: StateDir, timeout_s: float = ASK_TIMEOUT_S
+) -> Mapping[str, statefiles.ProcessEntry]:
+    """Each account's process entry, from the supervisor's memory if it answers in time,
+    else from ``supervisor.json``."""
+    reply = ask(layout, {"cmd": "status"}, timeout_s)
+    accounts = reply.get("accounts") if reply and reply.get("ok") else None
+    if isinstance(accounts, dict):
+        return accounts
+    return statefiles.supervised(layout)
+
+
+def ask(layout: StateDir, payload: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
+    """One request on the control socket; its reply, or None (no answer in time)."""
+    deadline = time.monotonic() + timeout_s
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.settimeout(timeout_s)
+            bind_or_connect(sock, layout.control_socket, bind=False)
+            sock.sendall(json.dumps({"v": PROTOCOL, **payload}).encode() + b"\n")
+            data = b""
+            while b"\n" not in data and len(data) < MAX_REPLY:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return None
+                data += chunk
+            reply = json.loads(data.split(b"\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+    return reply if isinstance(reply, dict) else None
