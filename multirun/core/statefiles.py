@@ -35,8 +35,8 @@ class ProcessEntry(TypedDict, total=False):
     last_error: str | None
     next_start_utc: str | None  # when a BACKOFF child starts again
     note: str | None
-    # An account: the worker's own state (RUNNING, HALTED, STOPPED) and why, as it last
-    # told the supervisor over its pipe; true when its status.json cannot be written.
+    # An account: the worker's own state (RUNNING, HALTED, PAUSED, STOPPED) and why, as it
+    # last told the supervisor over its pipe; true when its status.json cannot be written.
     worker_state: str | None
     worker_reason: str | None
 

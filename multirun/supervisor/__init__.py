@@ -5,7 +5,8 @@ stopping included); each supervised child is a ``program`` (its process says wha
 exit means: restart, FATAL, stopped), forked by ``fork``, its output read by ``pipes``
 into ``output``; the heartbeat ``watchdog``, ``sweeps`` (on_stop for an account whose
 worker is gone), the control socket (``control_server``, per-account requests in
-``account_requests``), what a stop finds that no journal tells and its verdict
+``account_requests``, pause, resume and flatten in ``pause_requests``), the file-level
+money limit summed from the workers' pipes (``fleet_risk``), what a stop finds that no journal tells and its verdict
 (``stop_outcome``); and ``standalone``, what a supervisor's service children do
 for one account run by an outside engine (``multirun run-account`` under systemd,
 Kubernetes, Compose). May import ``core``, ``config``, ``account`` (to run a worker
