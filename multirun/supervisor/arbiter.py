@@ -67,7 +67,12 @@ finished worker (it was stopped by someone) and is not restarted.
 The control socket (:mod:`multirun.supervisor.control_server`, ``state_dir/control.sock``)
 is one more descriptor of that select: ``multirun stop`` is handled here, ``multirun
 stop/start/restart NAME...`` and ``reload`` act on some accounts while the others keep
-their processes (:mod:`multirun.supervisor.account_requests`). Forking and the child's
+their processes (:mod:`multirun.supervisor.account_requests`); ``multirun
+pause/resume/flatten`` go down each worker's command pipe
+(:mod:`multirun.supervisor.pause_requests`). Each worker's money line (its day's P&L and
+equity) is summed against the file's ``risk:`` the moment it is read
+(:mod:`multirun.supervisor.fleet_risk`): a breach sends ``on_breach`` to every account
+in the same loop turn. Forking and the child's
 bootstrap are in :mod:`multirun.supervisor.fork`, the pipes it reads in
 :mod:`multirun.supervisor.pipes`.
 """
