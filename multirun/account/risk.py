@@ -11,7 +11,9 @@ most every :data:`~multirun.account.pricing.EQUITY_EVERY_S` seconds).
 - **Day P&L**: realized P&L of the closes priced since the day's start (``risk.day_starts``,
   default 00:00 UTC) plus the unrealized P&L of what is held now.
 - **Equity** (NAV estimate): the last sampled NAV, moved since by what our own P&L moved
-  (None before the first sample).
+  (None before the first sample). The sample is anchored on the server's own unrealized
+  P&L in the same ``/balance`` reply: a trade opened in the tick, not listed yet, has no
+  unrealized P&L of ours until the next tick, and must not shift the anchor.
 - **Drawdown**: how far the equity estimate is below its peak since the worker's start or
   the last ``resume`` (before the first NAV sample, on our own P&L alone).
 
@@ -119,17 +121,24 @@ class MoneyWatch:
         self.realized_run += delta
 
     def observe(
-        self, now: float, unrealized: float, nav: float | None, sampled_at: float | None
+        self,
+        now: float,
+        unrealized: float,
+        nav: float | None,
+        sampled_at: float | None,
+        nav_unrealized: float | None = None,
     ) -> Money:
-        """The money at ``now``: ``unrealized`` of what is held, the last ``/balance``
-        NAV and when it was sampled (a new sample re-anchors the equity estimate)."""
+        """The money at ``now``: ``unrealized`` of what is held (the listings'), the last
+        ``/balance`` NAV, when it was sampled and the unrealized P&L in that reply (a new
+        sample re-anchors the equity estimate)."""
         if now >= self.next_day:
             self.day_start, self.next_day = day_bounds(self.day, now)
             self.realized_today = self.realized_since(self.day_start)
             self.loss_base = 0.0
         level = self.realized_run + unrealized
         if nav is not None and sampled_at is not None and sampled_at != self.sampled_at:
-            anchor = nav - level
+            at_sample = unrealized if nav_unrealized is None else nav_unrealized
+            anchor = nav - (self.realized_run + at_sample)
             if self.anchor is None and self.peak is not None:
                 self.peak += anchor  # the peak was on our level alone: now in NAV terms
             self.anchor, self.sampled_at = anchor, sampled_at

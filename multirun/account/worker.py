@@ -257,6 +257,7 @@ class Worker:
         try:
             if self.stop.is_set():  # during reconciliation: on_stop reconciles, then applies
                 return self.orphaned() if self.stop.reason == ORPHANED else self.finish()
+            self._first_sample()
             # Scheduled only now: the first tick is the first grid point after reconciling.
             self.ticker = Ticker(
                 self.spec.interval_s, self.tick, stop=self.stop, clock=self.clock,
@@ -656,7 +657,7 @@ class Worker:
         balance = self.pricing.balance
         money = self.money.observe(
             time.time(), unrealized, None if balance is None else balance.nav,
-            self.pricing.sampled_at,
+            self.pricing.sampled_at, None if balance is None else balance.unrealized_pl,
         )  # fmt: skip
         self.on_money(money.day_pnl, money.equity)
         if self.paused is not None:
@@ -669,6 +670,19 @@ class Worker:
             self.flatten(breach)
         else:
             self.pause(breach)
+
+    def _first_sample(self) -> None:
+        """Once reconciled, before the first tick: the NAV (one ``/balance`` read, never
+        failing), so the drawdown's first peak is the NAV before anything this run
+        opens, not after the first trade's spread."""
+        with self._busy(), self.journal.batch():
+            self.pricing.sample(force=True)
+        held = self.journal.held()
+        unrealized = sum(self.pricing.unrealized.get(row.order_ref, 0.0) for row in held)
+        balance = self.pricing.balance
+        if balance is not None:
+            self.money.observe(time.time(), unrealized, balance.nav, self.pricing.sampled_at,
+                               balance.unrealized_pl)  # fmt: skip
 
     def _closed_hours(self, tick: Tick) -> bool:
         """Outside the trading window: PAUSED, and True (the tick sends nothing), except
