@@ -624,7 +624,8 @@ class Worker:
             return
         if self.paused is not None and self.paused.flatten:
             self._record_pause(self.paused.done_flattening())
-        log.info("flatten: nothing of ours open; PAUSED until resumed")
+        log.info("flatten: nothing of ours open; PAUSED until `multirun resume`%s",
+                 self._lifts_text())  # fmt: skip
 
     def _record_pause(self, pause: Pause | None) -> None:
         self.journal.record_pause(None if pause is None else pause.to_json())
