@@ -381,7 +381,9 @@ def risk_line(risk: FleetRiskEntry) -> str:
 def _cells(a: AccountStatus) -> list[str]:
     error = a.halted_reason if a.state == State.HALTED and a.halted_reason else a.last_error
     if a.state == State.PAUSED:
-        error = f"paused: {a.paused_reason or 'no reason given'}"
+        lifts = a.paused_until_utc  # a daily loss: the next day's start
+        until = f" (lifts {short_time(lifts, date=True)})" if lifts else ""
+        error = f"paused: {a.paused_reason or 'no reason given'}{until}"
     if not error and a.state == State.BACKOFF and a.next_start_utc:
         error = f"restart at {short_time(a.next_start_utc)}"
     if not error and a.last_exit and a.last_exit != "exit 0" and a.state != State.RUNNING:
