@@ -137,3 +137,10 @@ def test_cli_config_defaults_to_runner_yaml(
     assert result.exit_code == 1 and "HALTED: guardrail" in result.output
     live = CliRunner().invoke(app, ["health", "--liveness", "acct"])
     assert live.exit_code == 0, live.output
+
+
+def test_paused_is_healthy_and_says_why(runner: RunnerSpec) -> None:
+    write_status(runner, state="PAUSED", paused_reason="daily loss 312.40 > 300")
+    line = "acct: ok: PAUSED (daily loss 312.40 > 300), last tick 2 s ago (every 5 s)"
+    assert verdict(runner) == (True, line)
+    assert verdict(runner, liveness=True) == (True, line)

@@ -146,3 +146,23 @@ def test_a_journal_of_an_account_gone_from_the_file_stays_in_sight(tmp_path: Pat
     assert rows["old"].state == "STOPPED"
     assert rows["old"].note == f"{ORPHANED}, 1 trade(s) held: multirun close old"
     assert "1 trade(s) held: multirun close old" in render_text(collect(runner, now=NOW))
+
+
+def test_a_paused_worker_shows_paused_with_its_reason_its_pipe_first() -> None:
+    """Said on its pipe (a full disk: its status.json stale) or written in its status.json;
+    PAUSED is not a failure of status's exit code."""
+    piped = {**SUP, "worker_state": "PAUSED", "worker_reason": "paused by operator"}
+    stale = {**WORKER, "state": "RUNNING", "halted_reason": None, "last_error": None}
+    row = merge("a", piped, stale, running=True, now=NOW)
+    assert (row.state, row.paused_reason) == ("PAUSED", "paused by operator")
+    written = {**stale, "state": "PAUSED", "paused_reason": "daily loss 312.40 > 300",
+               "paused_until_utc": "2026-01-03T00:00:00+00:00"}  # fmt: skip
+    other = merge("b", SUP, written, running=True, now=NOW)
+    assert (other.state, other.paused_reason) == ("PAUSED", "daily loss 312.40 > 300")
+    for each in (row, other):
+        each.supervised = True
+    snapshot = Snapshot(99, True, [row, other])
+    assert snapshot.exit_code() == 0
+    text = render_text(snapshot)
+    assert "paused: daily loss 312.40 > 300 (lifts 2026-01-03 00:00)" in text
+    assert "paused: paused by operator" in text
