@@ -81,7 +81,7 @@ class PauseRequests:
         procs = {p.name: p for p in self.accounts()}
         names = [str(n) for n in request.get("names") or []]
         if request.get("all"):
-            names = [n for n, p in procs.items() if p.pid is not None]
+            names = [n for n, p in procs.items() if self.serving(p)]
             if not names:
                 return error_reply(f"{cmd} --all: no account is running")
         if not names:
@@ -92,7 +92,7 @@ class PauseRequests:
                 f"{cmd}: no account named {', '.join(unknown)} "
                 f"(accounts: {', '.join(sorted(procs)) or 'none'})"
             )
-        idle = [n for n in names if procs[n].command_fd is None]
+        idle = [n for n in names if not self.serving(procs[n])]
         if idle:
             states = ", ".join(f"{n} ({procs[n].state})" for n in idle)
             return error_reply(
@@ -113,6 +113,11 @@ class PauseRequests:
             self.resumed()
         self.ops.append(op)
         return None
+
+    @staticmethod
+    def serving(proc: Proc) -> bool:
+        """Its worker runs and reads its commands (a stopping one acts on none)."""
+        return proc.command_fd is not None and proc.state != State.STOPPING
 
     @staticmethod
     def held(proc: Proc) -> Leftover:
