@@ -28,7 +28,7 @@ later), the supervisor is stopped (SIGTERM) and the **loss at rest** is the ledg
 realized P&L of every trade, all closed; the **overshoot** is loss at rest / L. The
 bound (issue 24): the loss at rest exceeds L by at most what was held at the crossing
 plus one tick's price move (and, for churn, the spread of the tick that crosses). Exit
-status 1 when a scenario did not breach or left a trade open.
+status 1 when a scenario did not breach, left a trade open or ended past that bound.
 """
 
 from __future__ import annotations
@@ -139,9 +139,16 @@ class Outcome:
     left_open: int = 0
     reasons: list[str] = field(default_factory=list)
 
+    bound: float | None = None  # what the loss at rest may be at most (issue 24)
+
     @property
     def overshoot(self) -> float | None:
         return None if self.loss_at_rest is None else self.loss_at_rest / self.limit
+
+    @property
+    def within(self) -> bool:
+        return None not in (self.loss_at_rest, self.bound) and (
+            self.loss_at_rest or 0.0) <= (self.bound or 0.0)  # fmt: skip
 
 
 class Falling:
@@ -216,6 +223,12 @@ def run_scenario(scenario: Scenario, interval: int, fall: float, limit: float) -
         outcome.left_open = sum(o["status"] != "CLOSED" for o in ledger)
         if outcome.left_open == 0 and ledger:
             outcome.loss_at_rest = round(-sum(float(o["realized_pl"]) for o in ledger), 2)
+        if outcome.held_loss_at_crossing is not None:
+            # the limit, what was held at the crossing, one tick's move of each account's
+            # trade, and the spread of a trade a churning account opens in the crossing tick
+            spread = SPREAD if scenario.strategy == "churn" else 0.0
+            step = (fall * interval + spread) * scenario.accounts
+            outcome.bound = round(limit + outcome.held_loss_at_crossing + step, 2)
     return outcome
 
 
@@ -290,13 +303,14 @@ def held_loss(readers: list[AlgogeneClient]) -> float:
 def print_table(outcomes: list[Outcome], interval: int, fall: float) -> None:
     print(f"risk: interval {interval} s, BTCUSD falling {fall:g} USD/s, volume 1; "
           f"pid {os.getpid()}")  # fmt: skip
-    header = ("scenario", "limit", "loss@cross", "held@cross", "loss at rest", "overshoot",
-              "reaction s", "ticks", "reason")  # fmt: skip
+    header = ("scenario", "limit", "loss@cross", "held@cross", "loss at rest", "bound",
+              "overshoot", "reaction s", "ticks", "reason")  # fmt: skip
     print(" | ".join(header))
     for o in outcomes:
         cells = [
             o.scenario, f"{o.limit:g}", _num(o.loss_at_crossing), _num(o.held_loss_at_crossing),
-            _num(o.loss_at_rest), "-" if o.overshoot is None else f"{o.overshoot:.3f}",
+            _num(o.loss_at_rest), _num(o.bound) + ("" if o.within else " EXCEEDED"),
+            "-" if o.overshoot is None else f"{o.overshoot:.3f}",
             _num(o.reaction_s, 3), "-" if o.reaction_ticks is None else str(o.reaction_ticks),
             "; ".join(o.reasons) or "-",
         ]  # fmt: skip
@@ -325,9 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.redirect_stdout(table if args.json else sys.stdout):
         print_table(outcomes, args.interval, args.fall)
     if args.json:
-        figures = {o.scenario: {**asdict(o), "overshoot": o.overshoot} for o in outcomes}
+        figures = {
+            o.scenario: {**asdict(o), "overshoot": o.overshoot, "within": o.within}
+            for o in outcomes
+        }
         print(json.dumps({**figures, "table": table.getvalue().strip()}, indent=2))
-    ok = all(o.crossed and o.paused and o.left_open == 0 for o in outcomes)
+    ok = all(o.crossed and o.paused and o.left_open == 0 and o.within for o in outcomes)
     return 0 if ok else 1
 
 
