@@ -608,7 +608,18 @@ class Worker:
             self._flatten_now()
 
     def _flatten_now(self) -> None:
-        """One bounded attempt at closing everything (a stop's budget at most)."""
+        """One bounded attempt at closing everything (a stop's budget at most); a pause
+        that was flattening is then marked done."""
+        if not self._close_everything():
+            return
+        if self.paused is not None and self.paused.flatten:
+            self._record_pause(self.paused.done_flattening())
+        log.info("flatten: nothing of ours open; PAUSED until `multirun resume`%s",
+                 self._lifts_text())  # fmt: skip
+
+    def _close_everything(self) -> bool:
+        """Close every trade of ours (on_stop's Closer, within a stop's budget); whether
+        nothing of ours is left (else what is left is logged, for the next tick)."""
         closer = Closer(
             self.client, self.journal, self.reconciler, StopWindow(self.stop),
             confirm_s=self.timing.close_confirm_s, heartbeat=self.heartbeat,
@@ -621,11 +632,7 @@ class Worker:
         if not outcome.ok:
             log.error("flatten: %d trade(s) still open, trying again next tick: %s",
                       len(outcome.left), "; ".join(outcome.left))  # fmt: skip
-            return
-        if self.paused is not None and self.paused.flatten:
-            self._record_pause(self.paused.done_flattening())
-        log.info("flatten: nothing of ours open; PAUSED until `multirun resume`%s",
-                 self._lifts_text())  # fmt: skip
+        return outcome.ok
 
     def _record_pause(self, pause: Pause | None) -> None:
         self.journal.record_pause(None if pause is None else pause.to_json())
@@ -653,13 +660,7 @@ class Worker:
     def _watch_money(self) -> None:
         """After each tick's pricing: the money limits (no request, no journal read), the
         supervisor told, a breach acted on, a daily-loss pause lifted at the day's end."""
-        held = self.journal.held()  # cached in the tick's batch
-        unrealized = sum(self.pricing.unrealized.get(row.order_ref, 0.0) for row in held)
-        balance = self.pricing.balance
-        money = self.money.observe(
-            time.time(), unrealized, None if balance is None else balance.nav,
-            self.pricing.sampled_at, None if balance is None else balance.unrealized_pl,
-        )  # fmt: skip
+        money = self._observe_money()
         self.on_money(money.day_pnl, money.equity)
         if self.paused is not None:
             return
@@ -672,18 +673,25 @@ class Worker:
         else:
             self.pause(breach)
 
+    def _observe_money(self) -> Money:
+        """The money now, from what pricing last saw: the listings' unrealized P&L of
+        what the journal holds (cached in a tick's batch), the last /balance sample."""
+        held = self.journal.held()
+        unrealized = sum(self.pricing.unrealized.get(row.order_ref, 0.0) for row in held)
+        balance = self.pricing.balance
+        return self.money.observe(
+            time.time(), unrealized, None if balance is None else balance.nav,
+            self.pricing.sampled_at, None if balance is None else balance.unrealized_pl,
+        )  # fmt: skip
+
     def _first_sample(self) -> None:
         """Once reconciled, before the first tick: the NAV (one ``/balance`` read, never
         failing), so the drawdown's first peak is the NAV before anything this run
         opens, not after the first trade's spread."""
-        with self._busy(), self.journal.batch():
+        with contextlib.suppress(JournalError), self._busy(), self.journal.batch():
             self.pricing.sample(force=True)
-        held = self.journal.held()
-        unrealized = sum(self.pricing.unrealized.get(row.order_ref, 0.0) for row in held)
-        balance = self.pricing.balance
-        if balance is not None:
-            self.money.observe(time.time(), unrealized, balance.nav, self.pricing.sampled_at,
-                               balance.unrealized_pl)  # fmt: skip
+        with contextlib.suppress(JournalError):
+            self._observe_money()
 
     def _closed_hours(self, tick: Tick) -> bool:
         """Outside the trading window: PAUSED, and True (the tick sends nothing), except
@@ -705,12 +713,18 @@ class Worker:
             opens = trading_hours.opens_at(hours, now)
             log.info("%s (%s): no request until %s", OUTSIDE_HOURS, hours.describe(),
                      "later" if opens is None else iso_ms(opens))  # fmt: skip
-        if hours.flatten_at_end and (self.journal.held() or self.journal.intents()):
-            log.info("trading hours ended: closing what is held (flatten_at_end)")
-            with self._busy(), self.journal.batch():
-                self._flatten_now()
-        last = self.money.last
-        self.on_money(last.day_pnl, last.equity)  # the supervisor's sum keeps this account
+        try:
+            if hours.flatten_at_end and (self.journal.held() or self.journal.intents()):
+                log.info("trading hours ended: closing what is held (flatten_at_end)")
+                with self._busy(), self.journal.batch():
+                    if self._close_everything():
+                        log.info("flatten_at_end: nothing of ours open")
+            # No request: the last prices seen (a new day's start still counts from
+            # zero), so the supervisor's sum keeps this account
+            money = self._observe_money()
+            self.on_money(money.day_pnl, money.equity)
+        except JournalError as exc:  # a journal that cannot be read: a failed tick
+            self._failed(exc)
         return True
 
     def _context(self, tick: Tick, trades: list[OpenTrade]) -> StrategyContext:
