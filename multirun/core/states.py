@@ -13,8 +13,9 @@ Process states (the supervisor's view of one child)::
 
 Account states (the worker's own view, in its ``status.json``): RUNNING, HALTED
 (guardrail tripped: no new orders until restarted), PAUSED (no new opens, by the
-operator, a money limit or the trading hours; closes still act, until resumed), STOPPED. ``multirun status`` shows
-HALTED in place of the supervisor's RUNNING when the worker reports it.
+operator, a money limit or the trading hours; closes still act, until resumed),
+STOPPED. ``multirun status`` shows HALTED or PAUSED in place of the supervisor's
+RUNNING when the worker reports it.
 
 A :class:`State` is a ``str``: it is written to and read from JSON files as its name.
 """
