@@ -29,6 +29,7 @@ whether a flatten is still under way (a restarted worker goes on closing).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
@@ -71,6 +72,16 @@ class Pause:
             )
         except (ValueError, TypeError, KeyError):
             return None
+
+    @classmethod
+    def read(cls, text: str) -> Pause:
+        """The pause a journal records; one it cannot read is still a pause (the safe
+        side), until ``resume`` clears it."""
+        return cls.from_json(text) or cls(
+            f"a pause recorded in the journal that cannot be read ({text[:60]!r}): "
+            "multirun resume clears it",
+            time.time(),
+        )
 
     def done_flattening(self) -> Pause:
         return replace(self, flatten=False)

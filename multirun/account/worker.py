@@ -225,7 +225,7 @@ class Worker:
         # journaled (if any): a restarted worker starts PAUSED, goes on with a flatten
         self.money = money
         recorded = journal.pause()
-        self.paused: Pause | None = None if recorded is None else Pause.from_json(recorded)
+        self.paused: Pause | None = None if recorded is None else Pause.read(recorded)
         self.outside_hours = False  # the last tick found the trading window closed
         self.refused_paused: str | None = None  # the pause an open was last refused for
         self._settle_state()

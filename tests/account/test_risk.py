@@ -247,3 +247,14 @@ def test_money_watch_sums_days_equity_and_resumes() -> None:
     assert watch.breach(money) == "daily loss 120.00 > 100 since the resume"
     tomorrow = watch.observe(noon + 12 * 3600, unrealized=0.0, nav=None, sampled_at=None)
     assert len(asked) == 2 and tomorrow.day_pnl == 0.0 and watch.loss_base == 0.0
+
+
+def test_an_unreadable_journaled_pause_is_still_a_pause(harness: Harness) -> None:
+    worker = harness.worker(Script("BUY"))
+    worker.journal.record_pause("{not json")
+    harness.close(worker)
+    again = harness.worker(Script("BUY"))
+    assert again.state == State.PAUSED and "cannot be read" in (again.paused_reason() or "")
+    again.reconcile()
+    tick(again)
+    assert ours(harness) == []
