@@ -635,10 +635,14 @@ class Worker:
         return outcome.ok
 
     def _record_pause(self, pause: Pause | None) -> None:
-        self.journal.record_pause(None if pause is None else pause.to_json())
+        """Take ``pause`` (None: none) at once, then journal it: a journal that cannot
+        be written (a full disk) raises, but the pause holds in this worker meanwhile."""
         self.paused = pause
         self._settle_state()
-        self.write_status(force=True)
+        try:
+            self.journal.record_pause(None if pause is None else pause.to_json())
+        finally:
+            self.write_status(force=True)
 
     def _lifts_text(self) -> str:
         until = None if self.paused is None else self.paused.until

@@ -14,10 +14,12 @@ import pytest
 from multirun.account.risk import Money, MoneyWatch
 from multirun.account.worker import Worker
 from multirun.config.specs import DayStart, RiskSpec
+from multirun.core.errors import JournalError
 from multirun.core.states import State
 from multirun.sim import SimServer
 from multirun.strategies import Signal
 from multirun.strategies.context import Decision, StrategyContext
+from tests.account.journal.test_store import BrokenDisk
 from tests.account.test_process import bench
 from tests.account.test_worker import PREFIX, Harness, Script, open_ours, tick
 from tests.conftest import SimCaller, wait_until
@@ -258,3 +260,15 @@ def test_an_unreadable_journaled_pause_is_still_a_pause(harness: Harness) -> Non
     again.reconcile()
     tick(again)
     assert ours(harness) == []
+
+
+def test_a_pause_holds_when_the_journal_cannot_record_it(harness: Harness) -> None:
+    worker = harness.worker(Script("BUY"))
+    conditions = told(worker)
+    good = worker.journal._db
+    worker.journal._db = BrokenDisk(good)  # type: ignore[assignment]
+    with pytest.raises(JournalError, match="disk I/O error"):
+        worker.pause("paused by operator")
+    worker.journal._db = good  # type: ignore[assignment]
+    assert worker.state == State.PAUSED and conditions == [(State.PAUSED, "paused by operator")]
+    assert worker.journal.pause() is None  # not durable: said by the raise
