@@ -46,6 +46,27 @@ HARD_MARGIN = 0.92  # past this share, a request still in flight is interrupted 
 BACKOFF_S = (0.1, 1.0)  # the first and the longest pause between rounds
 
 
+CLIENT_LOG = "multirun.api.client"  # the client says there each close it retries, and why
+
+
+class RequestFailures(logging.Handler):
+    """The client's own word on the close and cancel requests that failed while a
+    :class:`Closer` runs: it retries them within one call, so no exception tells the
+    closer. The last one is the cause a stop's deadline cut short (issue 23, case 8: a
+    5xx is said, not only ``Interrupted: stop requested``)."""
+
+    ENDPOINTS = ("close_orders:", "cancel_orders:")
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text.startswith(self.ENDPOINTS):
+            self.last = text.rsplit("; ", 1)[0]  # without what the client does next
+
+
 def retryable(exc: BaseException) -> bool:
     """Whether closing again may succeed: the transport's rule, plus an unconfirmed close."""
     return isinstance(exc, CloseUnconfirmed) or is_retryable(exc)
@@ -129,19 +150,23 @@ class Closer:
         self.heartbeat = heartbeat
         self.outcome = Outcome()
         self.listed: dict[str, Trade] = {}  # ours, as last listed by the server
+        self.requests = RequestFailures()  # the close requests that failed, as the client says
 
     def run(self, deadline: float, hard_deadline: float | None = None) -> Outcome:
         """Close until done or ``deadline`` (monotonic); a request still in flight at
         ``hard_deadline`` is interrupted. Returns what is left."""
         self.window.deadline = deadline
         hard = max(deadline, hard_deadline or deadline) - time.monotonic()
+        client_log = logging.getLogger(CLIENT_LOG)
+        client_log.addHandler(self.requests)
         try:
             with alarm.deadline(max(0.01, hard), "on_stop close"):
                 self._until(deadline)
-        except alarm.DeadlinePassed as exc:
+        except (alarm.DeadlinePassed, Interrupted) as exc:
             self._failed(exc)
-        except Interrupted as exc:
-            self._failed(exc)
+            self.outcome.left = self._left()  # cut short mid-round: what may be open still
+        finally:
+            client_log.removeHandler(self.requests)
         if not self.outcome.left:
             log.info("on_stop close: no trade of ours left open")
         return self.outcome
@@ -235,7 +260,12 @@ class Closer:
             log.error("on_stop close: could not journal the %s; closing anyway", note)
 
     def _failed(self, exc: BaseException) -> None:
-        self.outcome.last_error = one_line(exc)
+        line = one_line(exc)
+        if isinstance(exc, Interrupted | alarm.DeadlinePassed):
+            cause = self.outcome.last_error or self.requests.last
+            if cause:  # the stop's end is not the cause: what it cut short is
+                line = f"{cause}; then {line}"
+        self.outcome.last_error = line
 
     def _left(self) -> list[str]:
         """Every trade of ours that may still be open: the journal's, and the server's."""

@@ -28,6 +28,7 @@ DNS, TLS, timeout).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -183,7 +184,8 @@ def _build_account(
         stack.callback(clock.reader.close)
     worker = build_worker(
         runner, spec, client, journal, on_tick, stop=stop, window=window,
-        heartbeat=heartbeat, observer=telemetry or NULL_OBSERVER, on_up=on_up,
+        heartbeat=heartbeat, observer=telemetry or NULL_OBSERVER,
+        on_up=functools.partial(_up, client, spec, on_up),
         on_foreign=foreign.adopted, account_lost=loss.why,
         check_ownership=ownership.EpochWatch(client, foreign), on_condition=on_condition,
         on_money=on_money, clock=clock or SYSTEM_CLOCK,
@@ -390,7 +392,6 @@ def _lock(runner: RunnerSpec, spec: AccountSpec, url: str) -> ownership.AccountL
 def _run(worker: Worker, name: str, url: str) -> int:
     """``worker.run()``; a refused key is fatal, an unreachable server names its cause."""
     try:
-        check_instrument(worker.client, worker.spec)
         return worker.run()
     except AuthError as exc:
         if exc.status == 403:  # forbidden (an account not available): no retry changes that
@@ -403,6 +404,13 @@ def _run(worker: Worker, name: str, url: str) -> int:
             f"account {name}: cannot reach {_safe(url)}: {diagnose(url)} ({exc})",
             endpoint=exc.endpoint,
         ) from None
+
+
+def _up(client: Client, spec: AccountSpec, on_up: Callable[[], None] | None) -> None:
+    """Once reconciled, before the first tick: the instrument checked, then ``on_up``."""
+    check_instrument(client, spec)
+    if on_up is not None:
+        on_up()
 
 
 def check_instrument(client: Client, spec: AccountSpec) -> None:

@@ -246,6 +246,9 @@ def reload(
             typer.echo(configcli.render(runner_config.validate(config)), err=True)
             raise typer.Exit(1) from None
         runner = locate.target(config)
+        moved = _running_from(config) if runner.running is None else None
+        if moved is not None:  # its state_dir edited: that supervisor refuses it, naming it
+            runner = locate.target(config, moved)
         if runner.foreign:
             raise SupervisorError(f"{runner.foreign}: not reloading it")
         code = controlclient.reload(
@@ -255,6 +258,26 @@ def reload(
     except MultirunError as error:
         fail(error)
     raise typer.Exit(code)
+
+
+def _running_from(config: Path) -> Path | None:
+    """The supervisor started from ``config`` on another state dir than the file names
+    now (found by its host record): a reload there refuses the edited ``state_dir``."""
+    from multirun.account.ownership import runtime_dir
+    from multirun.core.procutil import looks_like_multirun
+    from multirun.core.statefiles import read_supervisor_records
+    from multirun.ops import locate
+
+    try:
+        records = read_supervisor_records(runtime_dir())
+    except (OSError, MultirunError):
+        return None
+    for record in records:
+        started = record.get("config")
+        alive = looks_like_multirun(record["pid"])
+        if alive and started and locate.same_file(started, config) and record.get("state_dir"):
+            return Path(str(record.get("state_dir")))
+    return None
 
 
 def status(

@@ -189,6 +189,7 @@ class Arbiter:
         self.stop_request: StopRequest | None = None
         self.services_kill_at: float | None = None  # monotonic, once they got SIGTERM
         self.failure: str | None = None  # a service failed to start: raised after teardown
+        self.failed: Proc | None = None  # that service
         self.outcome = StopOutcome()  # what the stop finds that no journal tells
         self.started_wall = time.time()
         self.sweeps = Sweeps()
@@ -348,10 +349,22 @@ class Arbiter:
         report read in :meth:`_teardown`."""
         return self.outcome.verdict(self.left_open, self.accounts)
 
-    def fail(self, message: str) -> None:
-        """A service could not start: leave the loop; :meth:`run` raises ``message``."""
+    def fail(self, message: str, proc: Proc | None = None) -> None:
+        """A service (``proc``) could not start: leave the loop; :meth:`run` raises
+        ``message`` with the service's own last error line, and the verdict names it alone
+        (the others stopped because of it, not on their own)."""
         if self.failure is None:
             self.failure = message
+            self.failed = proc
+
+    def failure_named(self) -> None:
+        """Once the failed service's output is read: its error line joins the failure."""
+        if self.failure is None:
+            return
+        said = self.failed.last_error if self.failed is not None else None
+        if said and said not in self.failure:
+            self.failure = f"{self.failure}: {said}"
+        self.outcome.problem(self.failure)
 
     # --- signals and control requests --------------------------------------------------------
 
@@ -528,7 +541,7 @@ class Arbiter:
             return
         if not line:
             if self.stop_request is None:
-                self.fail(f"{proc.program.called} exited before it was ready")
+                self.fail(f"{proc.program.called} exited before it was ready", proc)
             return
         self.announced[proc.name] = line
         if proc.state == State.STARTING:
@@ -629,10 +642,12 @@ class Arbiter:
 
     def service_exited(self, proc: Proc, description: str) -> None:
         proc.transition(State.STOPPED)
-        if self.stop_request is not None:
-            self.log(f"{proc.name}: stopped ({description})")
+        if proc is self.failed:
+            self.log(f"{proc.name}: exited ({description})")
+        elif self.stop_request is not None or self.failure is not None:
+            self.log(f"{proc.name}: stopped ({description})")  # by us: not news, nor a cause
         elif proc.program.ready_timeout_s is not None and proc.name not in self.announced:
-            self.fail(f"{proc.program.called} exited before it was ready")
+            self.fail(f"{proc.program.called} exited before it was ready ({description})", proc)
         else:
             self.log(f"{proc.name}: {proc.program.called} exited unexpectedly ({description})")
             self.outcome.problem(f"{proc.program.called} exited unexpectedly ({description})")
@@ -767,7 +782,7 @@ class Arbiter:
         for proc in self.procs:
             if proc.start_timed_out(now):
                 handshake = proc.program.ready_timeout_s
-                self.fail(f"{proc.program.called} did not start within {handshake:g} s")
+                self.fail(f"{proc.program.called} did not start within {handshake:g} s", proc)
             elif proc.settle(now, self.policy):
                 self.save()
             elif proc.restart_due(now):
@@ -900,7 +915,7 @@ class Arbiter:
             proc.close_commands()
         for proc in live(self.all_procs()):
             kill(proc.pid, signal.SIGKILL)
-            if proc.program.service:
+            if proc.program.service and self.failure is None:
                 self.outcome.problem(f"{proc.program.called} still running at the end: SIGKILL")
             elif not self.sweeps.owns(proc):  # a sweep's account: its journal tells
                 self.outcome.unknown(proc, "still running at the end: SIGKILL")
@@ -911,6 +926,7 @@ class Arbiter:
             if proc.state != State.FATAL:
                 proc.transition(State.STOPPED)
         self.left_open = {p.name: self.sweeps.final(p) for p in self.accounts if p.program.sweep}
+        self.failure_named()
         self.save_final()
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, spawn.default_handler(signum))

@@ -64,8 +64,10 @@ class StopOutcome:
         swept = final_report.swept(self.swept)
         if swept is not None:
             lines.append((swept, None))
-        fatal = [p.name for p in accounts if p.state == State.FATAL]
-        problems = [f"FATAL: {', '.join(fatal)} (see above)"] if fatal else []
+        fatal = [p for p in accounts if p.state == State.FATAL]
+        problems = [f"FATAL: {', '.join(p.name for p in fatal)} (see above)"] if fatal else []
+        if len(fatal) == 1 and fatal[0].last_error:  # its cause, in the one line read
+            problems = [f"FATAL: {fatal[0].name}: {fatal[0].last_error}"]
         problems += [
             f"what {name} holds is unknown ({how}, no journal to read)"
             for name, how in self.unknowns.items()
