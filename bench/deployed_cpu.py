@@ -81,6 +81,7 @@ def start_multirun(
     with (workdir / "multirun.log").open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "multirun", "start", str(config)],
+            cwd=source,  # -m puts the working directory first on sys.path, before PYTHONPATH
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(source)},
         )  # fmt: skip
 
@@ -109,6 +110,9 @@ def one_run(
     statuses = [StateDir(workdir / "m" / "state").account(f"acct-{i:03d}").status for i in range(n)]
     logs = [workdir / "s" / f"sp-{i:03d}.log" for i in range(n)]
     try:
+        if multirun.poll() is not None:
+            raise SystemExit("deployed_cpu: multirun start exited early:\n"
+                             + (workdir / "m" / "multirun.log").read_text()[-3000:])  # fmt: skip
         wait_for("every worker ticked", lambda: all(
             (procutil.read_json(p) or {}).get("ticks") for p in statuses), 300)  # fmt: skip
         wait_for("every loop ran a round", lambda: all("round" in p.read_text() for p in logs), 300)

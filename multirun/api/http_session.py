@@ -13,6 +13,10 @@ body not yet (:mod:`multirun.api.transport` reads it within its deadline and siz
   as much CPU as the exchange itself. It sends what requests would send (request line,
   default headers, query string, JSON body) and raises the exceptions requests' adapter
   would (:func:`as_requests_error`), so the transport cannot tell the two apart.
+- **The wire**: when no proxy applies, the hot path's request goes out through the
+  standard library's http.client (:mod:`multirun.api.wire`, half the CPU of urllib3's
+  pool), with requests' CA setting and every behaviour of the pool path; else (``wire``
+  off, a client certificate, an Accept-Encoding the wire cannot decode) through the pool.
 - **Through requests' Session** when a proxy applies (requests' proxy handling), when
   requests' adapter has been replaced (the ``responses`` mock of the unit tests), on
   requests older than 2.32.2, or with :attr:`HttpSession.direct` off.
@@ -29,6 +33,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from multirun.api.request_deadline import POOL_CLASSES
+from multirun.api.wire import DECODABLE, Wire
 
 # A JSON object: what we send (query parameters or JSON body).
 Json = dict[str, Any]
@@ -43,8 +48,12 @@ class HttpSession:
         self._base = base_url.rstrip("/")
         self.session = http_session(self._base)
         self.direct = True  # the hot path through requests' own pool (tests turn it off)
+        self.wire = True  # ... and through http.client rather than the pool (likewise)
         self._pool: urllib3.HTTPConnectionPool | None = None
-        self._path = urllib.parse.urlsplit(self._base).path
+        self._wire: Wire | None = None
+        parts = urllib.parse.urlsplit(self._base)
+        self._parts = parts
+        self._path = parts.path
         # requests' default headers, as it sends them
         self._headers = {k: str(v) for k, v in self.session.headers.items()}
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
@@ -52,6 +61,9 @@ class HttpSession:
     def close(self) -> None:
         """Close the session (its pooled connections). Idempotent."""
         self._pool = None
+        if self._wire is not None:
+            self._wire.close()
+            self._wire = None
         self.session.close()
 
     def open(self, method: str, endpoint: str, payload: Json, timeout: tuple[float, float]) -> Any:
@@ -77,6 +89,9 @@ class HttpSession:
         else:
             body = json.dumps(payload, allow_nan=False).encode("utf-8")
             headers = self._json_headers
+        wire = self.wire_path()
+        if wire is not None:
+            return wire.request(method, target, body, headers, timeout)
         try:
             return pool.urlopen(
                 method, target, body=body, headers=headers, retries=False, redirect=False,
@@ -85,6 +100,21 @@ class HttpSession:
             )  # fmt: skip
         except urllib3.exceptions.HTTPError as exc:
             raise as_requests_error(exc) from None  # its text holds the URL: never chained
+
+    def wire_path(self) -> Wire | None:
+        """The http.client wire to our host, or None: the pool (called once the direct
+        path applies: no proxy, requests' own adapter)."""
+        if not self.wire or self.session.cert or self._parts.scheme not in ("http", "https"):
+            return None
+        accepted = {e.strip().lower() for e in self._headers.get("Accept-Encoding", "").split(",")}
+        if not accepted <= DECODABLE | {"", "identity"}:
+            return None  # e.g. br or zstd, when their packages are installed
+        if self._wire is None:
+            verify = self.session.verify
+            parts = self._parts
+            self._wire = Wire(parts.scheme, parts.hostname or "", parts.port,
+                              verify if isinstance(verify, bool | str) else True)  # fmt: skip
+        return self._wire
 
     def pool(self) -> urllib3.HTTPConnectionPool | None:
         """The pool of requests' adapter for our host, or None: go through requests."""

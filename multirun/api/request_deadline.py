@@ -18,6 +18,7 @@ earliest deadline in flight. After a fork the child gets a fresh one.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import socket
 import threading
@@ -94,7 +95,7 @@ class RequestWatchdog:
                 if conn is not None and getattr(conn, "_multirun_watch", None) is watch:
                     conn._multirun_watch = None  # back in the pool: nobody's to cut
 
-    def attach(self, conn: HTTPConnection) -> None:
+    def attach(self, conn: http.client.HTTPConnection) -> None:
         """Called by a connection as it connects or sends: it belongs to this thread's
         watched request now (if any); cut at once if that one's deadline already passed."""
         watch = getattr(_LOCAL, "watch", None)
@@ -126,7 +127,7 @@ class RequestWatchdog:
                 self._cond.wait(self._wake_at - now if self._wake_at is not None else None)
 
 
-def _cut(conn: HTTPConnection) -> None:
+def _cut(conn: http.client.HTTPConnection) -> None:
     """Shut the connection's socket down: a read blocked on it returns at once."""
     sock = conn.sock
     if sock is None:
@@ -171,6 +172,14 @@ class WatchedHTTPConnection(_Watched, HTTPConnection):
 
 
 class WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    """The same for HTTPS."""
+
+
+class WatchedWireHTTPConnection(_Watched, http.client.HTTPConnection):
+    """The standard library's connection (:mod:`multirun.api.wire`), attaching itself alike."""
+
+
+class WatchedWireHTTPSConnection(_Watched, http.client.HTTPSConnection):
     """The same for HTTPS."""
 
 

@@ -1,8 +1,8 @@
-"""The transport's hot path: straight to the urllib3 pool of requests' own adapter.
+"""The transport's hot path: http.client's wire, or the urllib3 pool of requests' adapter.
 
-It must send what requests would send (request line, headers, body) and fail as requests
-would (the same typed errors, with the same messages), and step aside for proxies and
-for a replaced adapter (the ``responses`` mock of the unit tests).
+Each must send what requests would send (request line, headers, body) and fail as
+requests would (the same typed errors, with the same messages), and step aside for
+proxies and for a replaced adapter (the ``responses`` mock of the unit tests).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ class Recorder(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        self.seen.append({"line": self.requestline, "headers": headers, "body": body})
+        self.seen.append({"line": self.requestline, "headers": headers, "body": body,
+                          "peer": self.client_address})  # fmt: skip
         reply = json.dumps({"res": "ok"}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -70,9 +71,14 @@ def wire(sender: RequestSender) -> HttpTransport:
     return sender.transport
 
 
-def transport(url: str, *, direct: bool = True) -> RequestSender:
+# (direct, wire): http.client's wire, urllib3's pool, requests' Session
+PATHS = [(True, True), (True, False), (False, False)]
+
+
+def transport(url: str, *, direct: bool = True, wire_on: bool = True) -> RequestSender:
     http = HttpTransport(url)
     http.http.direct = direct
+    http.http.wire = wire_on
     return RequestSender(
         url, connect_timeout=1.0, read_timeout=1.0, secrets=lambda: ["secret-key-0123456789"],
         clock=SYSTEM_CLOCK, rng=random.Random(1), transport=http,
@@ -99,17 +105,18 @@ def test_the_query_string_is_the_one_requests_builds(payload: Json) -> None:
 @pytest.mark.parametrize("payload", PAYLOADS[:3])
 def test_both_paths_send_the_same_request(recorder: Any, method: str, payload: Json) -> None:
     url, seen = recorder
-    for direct in (True, False):
-        client = transport(url, direct=direct)
+    for direct, wire_on in PATHS:
+        client = transport(url, direct=direct, wire_on=wire_on)
         try:
             reply, _date = client.send(method, "opened_trades", payload)
         finally:
             client.close()
         assert reply == {"res": "ok"}
-    fast, slow = seen
-    assert fast["line"] == slow["line"]
-    assert fast["body"] == slow["body"]
-    assert fast["headers"] == slow["headers"]
+    fast, pooled, slow = seen
+    for other in (pooled, slow):
+        assert fast["line"] == other["line"]
+        assert fast["body"] == other["body"]
+        assert fast["headers"] == other["headers"]
     if method == "POST":
         sent = {k: list(v) if isinstance(v, tuple) else v for k, v in payload.items()}
         assert json.loads(fast["body"]) == sent
@@ -125,15 +132,18 @@ def test_the_hot_path_bypasses_the_session_and_reuses_its_connection(
         raise AssertionError("Session.send called on the hot path")
 
     monkeypatch.setattr(requests.Session, "send", forbidden)
-    client = transport(url)
-    try:
-        for _ in range(3):
-            assert client.send("GET", "balance", {"user": "alice"})[0] == {"res": "ok"}
-        pool = wire(client).http.pool()
-        assert pool is not None and pool.num_connections == 1  # one connection, kept alive
-    finally:
-        client.close()
-    assert len(seen) == 3
+    for wire_on in (True, False):
+        client = transport(url, wire_on=wire_on)
+        try:
+            for _ in range(3):
+                assert client.send("GET", "balance", {"user": "alice"})[0] == {"res": "ok"}
+            pool = wire(client).http.pool()
+            assert pool is not None
+            assert pool.num_connections == (0 if wire_on else 1)  # the wire's, or the pool's
+        finally:
+            client.close()
+    assert len(seen) == 6
+    assert len({r["peer"] for r in seen[:3]}) == 1  # the wire's one connection, kept alive
 
 
 def test_a_proxy_or_a_replaced_adapter_goes_through_requests(recorder: Any) -> None:
@@ -158,17 +168,14 @@ def test_a_refused_connection_is_not_connected_on_both_paths() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed again: connections are refused
     errors = []
-    for direct in (True, False):
-        client = transport(f"http://127.0.0.1:{port}/rest/v1", direct=direct)
+    for direct, wire_on in PATHS:
+        client = transport(f"http://127.0.0.1:{port}/rest/v1", direct=direct, wire_on=wire_on)
         with pytest.raises(ApiError) as info:
             client.send("POST", "open_order", {"api_key": "secret-key-0123456789"})
         client.close()
         errors.append((type(info.value).__name__, str(info.value)))
-    assert (
-        errors[0]
-        == errors[1]
-        == ("NotConnected", "open_order: connection could not be made (nothing sent)")
-    )
+    expected = ("NotConnected", "open_order: connection could not be made (nothing sent)")
+    assert errors == [expected] * 3
 
 
 RAW_FAILURES = [
@@ -191,7 +198,7 @@ RAW_FAILURES = [
 @pytest.mark.parametrize("make", RAW_FAILURES)
 def test_both_paths_fail_alike(recorder: Any, monkeypatch: pytest.MonkeyPatch, make: Any) -> None:
     """The same low-level failure (urllib3's own retry handling above it on both paths)
-    is the same typed error with the same message."""
+    is the same typed error with the same message (the wire's own: tests/api/test_wire.py)."""
     url, _seen = recorder
 
     def failing(pool: Any, *args: Any, **kwargs: Any) -> None:
@@ -200,7 +207,7 @@ def test_both_paths_fail_alike(recorder: Any, monkeypatch: pytest.MonkeyPatch, m
     monkeypatch.setattr(urllib3.connectionpool.HTTPConnectionPool, "_make_request", failing)
     errors = []
     for direct in (True, False):
-        client = transport(url, direct=direct)
+        client = transport(url, direct=direct, wire_on=False)
         with pytest.raises(ApiError) as info:
             client.send("GET", "balance", {"api_key": "secret-key-0123456789"})
         client.close()
@@ -214,7 +221,7 @@ def test_a_closed_transport_forgets_its_pool(recorder: Any) -> None:
     client = transport(url)
     client.send("GET", "balance", {})
     client.close()
-    assert wire(client).http._pool is None
+    assert wire(client).http._pool is None and wire(client).http._wire is None
     with contextlib.suppress(ApiError):  # a new pool, or a typed error: never a crash
         client.send("GET", "balance", {})
     client.close()
