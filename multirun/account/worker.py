@@ -599,13 +599,20 @@ class Worker:
         restarted meanwhile starts paused and goes on closing. Anything the server would
         not close yet is tried again at each tick. ``until``: as :meth:`pause`'s."""
         lifts = until or self.money.lifts_at(reason)
-        self._record_pause(Pause(reason, time.time(), lifts, flatten=True))
+        unjournaled: JournalError | None = None
+        try:
+            self._record_pause(Pause(reason, time.time(), lifts, flatten=True))
+        except JournalError as exc:  # a full disk: close all the same, then say so
+            unjournaled = exc
+            log.error("flatten: the pause could not be journaled (%s): closing anyway", exc)
         log.warning("FLATTEN: %s: closing everything held, then PAUSED", reason)
         if self.busy:  # a breach inside a tick
             self._flatten_now()
-            return
-        with self._busy(), self.journal.batch():
-            self._flatten_now()
+        else:
+            with self._busy(), self.journal.batch():
+                self._flatten_now()
+        if unjournaled is not None:
+            raise unjournaled
 
     def _flatten_now(self) -> None:
         """One bounded attempt at closing everything (a stop's budget at most); a pause
@@ -628,7 +635,8 @@ class Worker:
         began = time.monotonic()
         budget = self.runner.stop_timeout_s
         outcome = closer.run(began + budget * STOP_MARGIN, began + budget * HARD_MARGIN)
-        self.pricing.price()
+        with contextlib.suppress(JournalError):  # a figure only: priced again next tick
+            self.pricing.price()
         if not outcome.ok:
             log.error("flatten: %d trade(s) still open, trying again next tick: %s",
                       len(outcome.left), "; ".join(outcome.left))  # fmt: skip

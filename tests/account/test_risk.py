@@ -5,7 +5,9 @@ breaching its own max_daily_loss (pause or flatten)."""
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +274,35 @@ def test_a_pause_holds_when_the_journal_cannot_record_it(harness: Harness) -> No
     worker.journal._db = good  # type: ignore[assignment]
     assert worker.state == State.PAUSED and conditions == [(State.PAUSED, "paused by operator")]
     assert worker.journal.pause() is None  # not durable: said by the raise
+
+
+class FullDisk:
+    """A connection on a full disk: reads work, every write fails."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if not sql.lstrip().upper().startswith(("SELECT", "PRAGMA")):
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._db.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+@pytest.mark.slow  # the closer retries the journal's rows until its deadline (0.4 s here)
+def test_a_flatten_closes_even_when_the_journal_cannot_record_it(
+    harness: Harness, alice: SimCaller
+) -> None:
+    worker = harness.worker(Script("BUY"))
+    worker.runner = replace(worker.runner, stop_timeout_s=0.5)  # the flatten's budget
+    worker.reconcile()
+    tick(worker)
+    assert len(open_ours(alice)) == 1
+    good = worker.journal._db
+    worker.journal._db = FullDisk(good)  # type: ignore[assignment]
+    with pytest.raises(JournalError, match="disk is full"):
+        worker.flatten("flattened by operator")
+    worker.journal._db = good  # type: ignore[assignment]
+    assert open_ours(alice) == {} and worker.state == State.PAUSED
