@@ -58,6 +58,10 @@ def lines(
         "report was written"
     )
     names = sorted({*(previous.get("accounts") or {}), *starting})
+    # server: sim: that run's simulator died with it, and its trades with it
+    adopted = "adopted by its worker now (its on_stop applies at the next stop)"
+    if (previous.get("announced") or {}).get("sim"):
+        adopted = "gone with that run's simulator (server: sim): its worker records them closed"
     out = []
     for name in names:
         journal = layout.account(name).journal
@@ -66,7 +70,7 @@ def lines(
             continue
         what = f"{name}: {len(held)} trade(s) held: {'; '.join(held)}"
         if name in starting:
-            out.append(f"{what}: adopted by its worker now (its on_stop applies at the next stop)")
+            out.append(f"{what}: {adopted}")
         else:
             out.append(
                 f"{what}: not started by this run: `multirun close {config} {name}` closes them"
