@@ -176,8 +176,20 @@ class MoneyWatch:
         """When a pause for ``reason`` lifts by itself: a daily loss's at the next day."""
         return self.next_day if reason.startswith("daily loss") else None
 
-    def resumed(self) -> None:
+    def resumed(self) -> str:
         """``resume``: the drawdown counts from here, and the day's loss from the day's
-        P&L now (when it is a loss)."""
+        P&L now (when it is a loss). Returns that as JSON for the journal
+        (:meth:`restore`: a restarted worker counts the same way)."""
         self.peak = None
         self.loss_base = min(0.0, self.last.day_pnl)
+        return json.dumps({"day_start": self.day_start, "loss_base": self.loss_base})
+
+    def restore(self, resumed: str | None) -> None:
+        """What a resume recorded today (:meth:`resumed`): the day's loss counts from it
+        again after a restart; a resume of an earlier day counts for nothing."""
+        try:
+            data = json.loads(resumed or "{}")
+            if float(data["day_start"]) == self.day_start:
+                self.loss_base = min(0.0, float(data["loss_base"]))
+        except (ValueError, TypeError, KeyError):
+            return

@@ -226,6 +226,7 @@ class Worker:
         self.money = money
         recorded = journal.pause()
         self.paused: Pause | None = None if recorded is None else Pause.read(recorded)
+        self.money.restore(journal.resumed())  # a resume today counts after a restart
         self.outside_hours = False  # the last tick found the trading window closed
         self.refused_paused: str | None = None  # the pause an open was last refused for
         self._settle_state()
@@ -586,8 +587,7 @@ class Worker:
         day's loss count from here (:meth:`MoneyWatch.resumed`). Outside the trading
         window the account stays PAUSED for that."""
         was = self.paused
-        self.money.resumed()
-        self._record_pause(None)
+        self._record_pause(None, resumed=self.money.resumed())
         if was is not None:
             log.warning("RESUMED (%s): was paused: %s", reason, was.reason)
         if self.outside_hours:
@@ -642,13 +642,14 @@ class Worker:
                       len(outcome.left), "; ".join(outcome.left))  # fmt: skip
         return outcome.ok
 
-    def _record_pause(self, pause: Pause | None) -> None:
-        """Take ``pause`` (None: none) at once, then journal it: a journal that cannot
-        be written (a full disk) raises, but the pause holds in this worker meanwhile."""
+    def _record_pause(self, pause: Pause | None, *, resumed: str | None = None) -> None:
+        """Take ``pause`` (None: none) at once, then journal it (with what a resume
+        counts from): a journal that cannot be written (a full disk) raises, but the
+        pause holds in this worker meanwhile."""
         self.paused = pause
         self._settle_state()
         try:
-            self.journal.record_pause(None if pause is None else pause.to_json())
+            self.journal.record_pause(None if pause is None else pause.to_json(), resumed=resumed)
         finally:
             self.write_status(force=True)
 

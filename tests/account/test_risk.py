@@ -306,3 +306,15 @@ def test_a_flatten_closes_even_when_the_journal_cannot_record_it(
         worker.flatten("flattened by operator")
     worker.journal._db = good  # type: ignore[assignment]
     assert open_ours(alice) == {} and worker.state == State.PAUSED
+
+
+def test_a_resume_counts_after_a_restart_the_same_day(harness: Harness) -> None:
+    limits = RiskSpec(max_daily_loss=100)
+    worker = harness.worker(Script(), risk=limits)
+    worker.money.last = Money(-150.0, None, 0.0)  # a day's loss beyond the limit
+    worker.pause("daily loss 150.00 > 100")
+    worker.resume()
+    harness.close(worker)
+    again = harness.worker(Script(), risk=limits)
+    assert again.state == State.RUNNING and again.money.loss_base == -150.0
+    assert again.money.breach(Money(-200.0, None, 0.0)) is None  # 50 since the resume

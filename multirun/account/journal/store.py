@@ -49,6 +49,7 @@ from multirun.core.statedir import AccountDir
 INTENT, OPEN, CLOSING, CLOSED, ABANDONED = "INTENT", "OPEN", "CLOSING", "CLOSED", "ABANDONED"
 HELD = (OPEN, CLOSING)  # states in which the trade may still be open on the server
 PAUSE_KEY = "pause"  # meta: the account's pause, if any (no new opens; see Journal.pause)
+RESUMED_KEY = "resumed"  # meta: the day's loss the last resume counts from (Journal.resumed)
 
 
 class Journal:
@@ -374,9 +375,11 @@ class Journal:
         rows = self._rows("SELECT value FROM meta WHERE key = ?", (PAUSE_KEY,))
         return str(rows[0][0]) if rows else None
 
-    def record_pause(self, text: str | None) -> None:
+    def record_pause(self, text: str | None, *, resumed: str | None = None) -> None:
         """Record a pause (``text``: :class:`multirun.account.risk.Pause` as JSON), or clear
-        it (None); durably, before returning: a restarted worker starts paused."""
+        it (None) and record what the resume counts from (``resumed``: JSON of
+        :meth:`multirun.account.risk.MoneyWatch.resumed`); durably, before returning: a
+        restarted worker starts paused, or counts its day's loss as the resume did."""
         with self._tx() as db:
             if text is None:
                 db.execute("DELETE FROM meta WHERE key = ?", (PAUSE_KEY,))
@@ -384,6 +387,16 @@ class Journal:
                 db.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (PAUSE_KEY, text)
                 )
+            if resumed is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    (RESUMED_KEY, resumed),
+                )
+
+    def resumed(self) -> str | None:
+        """What the last resume counts the day's loss from (JSON), None: never resumed."""
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", (RESUMED_KEY,))
+        return str(rows[0][0]) if rows else None
 
     def _recorded_rebuilt(self) -> Rebuilt | None:
         rows = self._rows("SELECT value FROM meta WHERE key = ?", (set_aside.META_KEY,))
