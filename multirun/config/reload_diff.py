@@ -97,7 +97,7 @@ class ReloadPlan:
         return out
 
     def _line(self, mark: str, name: str, what: str) -> str:
-        effect = self.effects.get(name)
+        effect = self.effects.get(name) if self.ok else None  # refused: nothing happens
         return f"{mark} {name}: {what}" + (f": {effect}" if effect else "")
 
     def to_dict(self) -> dict[str, Any]:

@@ -59,4 +59,5 @@ def test_an_edit_to_livetrade_without_live_is_refused_saying_what_to_do(tmp_path
         f"--live (a was runmode livetest): put the old value back, or stop and `multirun "
         f"start {new.path} --live`"
     )
+    assert refused.lines()[1] == "~ a: runmode livetest -> livetrade"  # no effect promised
     assert plan(old, new, live=True).ok  # started with --live: a plain change
