@@ -199,27 +199,28 @@ def _pause_command(cmd: str, args: list[str] | None, every: bool) -> None:
 
 
 def pause(args: Names = None, every: AllOption = False) -> None:
-    """Pause accounts NAME... (or --all): no new opens; the strategy still ticks, its
-    closes and FLAT still act. Kept across restarts (journaled) until `multirun resume`.
+    """Pause accounts NAME... (or --all): no new opens until `multirun resume`.
 
-    Prints each account's state and reason; exit 0 when every one is PAUSED.
+    The strategy still ticks; its closes and FLAT still act. Kept across restarts
+    (journaled). Prints each account's state and reason; exit 0 when every one is PAUSED.
     """
     _pause_command("pause", args, every)
 
 
 def resume(args: Names = None, every: AllOption = False) -> None:
-    """Resume accounts NAME... (or --all) that are PAUSED (by an operator, a money limit or
-    a flatten): they open again. Exit 0 when every one is RUNNING.
+    """Resume accounts NAME... (or --all) that are PAUSED: they open again.
+
+    Paused by an operator, a money limit or a flatten. Exit 0 when every one is RUNNING.
     """
     _pause_command("resume", args, every)
 
 
 def flatten(args: Names = None, every: AllOption = False) -> None:
-    """Close every trade of accounts NAME... (or --all), confirmed by the server, then
-    pause them (`multirun resume` to trade again); the processes keep running.
+    """Close every trade of accounts NAME... (or --all), confirmed, then pause them.
 
-    Prints what each closed and what is still open (its journal); exit 0 when every one
-    is PAUSED holding nothing.
+    `multirun resume` to trade again; the processes keep running. Prints what each
+    closed and what is still open (its journal); exit 0 when every one is PAUSED
+    holding nothing.
     """
     _pause_command("flatten", args, every)
 
