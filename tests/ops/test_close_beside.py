@@ -65,7 +65,7 @@ def test_close_of_a_renamed_account_beside_its_successor_prices_and_refreshes_st
     try:
         assert close_accounts(runner, ["old"]) == 0
         assert "closing beside account 'new'" in capsys.readouterr().err
-        with pytest.raises(ownership.AccountInUse, match="account new is running .* stop it"):
+        with pytest.raises(ownership.AccountInUse, match=r"account new is running .* stop it"):
             close_accounts(runner, ["new"])  # its own worker runs: stop it first
     finally:
         held.close()
@@ -83,3 +83,13 @@ def test_close_of_a_renamed_account_beside_its_successor_prices_and_refreshes_st
         journal.close()
     status = read_worker_status(StateDir(tmp_path / "state").account("old"))
     assert status["positions"] == [] and status["open_trades"] == 0, status
+
+
+def test_the_hint_for_a_renamed_account_points_at_real_text(tmp_path: Path) -> None:
+    runner = loader.load(_runner(tmp_path, "http://127.0.0.1:1/rest/v1"))
+    orphan = ownership.Orphan("old", tmp_path / "state" / "old", ("trade 7 BUY 1 BTCUSD (x)",))
+    [line] = ownership.orphan_lines(runner, [orphan])
+    assert f"`multirun close {runner.path} old`" in line
+    section = line.split("(see docs/operating.md: ", 1)[1].removesuffix(")")
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "operating.md").read_text()
+    assert f"\n## {section}\n" in docs, section
