@@ -53,9 +53,9 @@ def lines(
     """What the dead supervisor left, as the new one's first lines."""
     head = (
         f"the previous supervisor (pid {previous.get('pid')}, started "
-        f"{previous.get('started_utc', '?')}) ended without a stop (killed, or its machine "
-        "went down): its workers exited closing nothing, no on_stop was applied, no final "
-        "report was written"
+        f"{previous.get('started_utc', '?')}) ended without a stop, leaving no final report "
+        "(killed: its workers then exit closing nothing, no on_stop applied; or its machine "
+        "went down, or its disk was full)"
     )
     names = sorted({*(previous.get("accounts") or {}), *starting})
     # server: sim: that run's simulator died with it, and its trades with it
@@ -77,4 +77,4 @@ def lines(
             )
     if not out:
         return [f"{head}; its journals hold nothing"]
-    return [f"{head}; what it left:", *out]
+    return [f"{head}; what its journals hold:", *out]

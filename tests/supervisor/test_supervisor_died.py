@@ -72,8 +72,8 @@ def test_a_killed_supervisor_is_reported_and_its_trade_adopted_by_the_next_start
         wait_until(lambda: "adopted by its worker now" in (tmp_path / "runner.out").read_text(), 30)
         out = (tmp_path / "runner.out").read_text().split(f"supervisor pid {second.pid}")[1]
         first_lines = [line.split("| ", 1)[1] for line in out.splitlines()[1:3]]
-        head = rf"the previous supervisor \(pid {first.pid}, started .*\) ended without a stop "
-        assert re.match(head + ".*; what it left:$", first_lines[0]), first_lines
+        head = rf"the previous supervisor \(pid {first.pid}, started .*\) ended without a stop, "
+        assert re.match(head + ".*; what its journals hold:$", first_lines[0]), first_lines
         trade = f"a: 1 trade(s) held: trade {held['tradeID']} BUY 1 BTCUSD"
         assert first_lines[1].startswith(trade), first_lines
         assert first_lines[1].endswith("adopted by its worker now (its on_stop applies at the "
