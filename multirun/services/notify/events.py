@@ -15,6 +15,7 @@ fleet, not one per account. The journals tell what a stop left open (:func:`left
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,8 +137,9 @@ class Watcher:
         if self.told_previous:
             return []
         self.told_previous = True
-        found = statefiles.read_supervisor(self.layout).get("previous_died") or []
-        if not found:
+        current = statefiles.read_supervisor(self.layout)
+        found = current.get("previous_died") or []
+        if not found or current.get("pid") != os.getppid():  # our supervisor's word only
             return []
         text = "\n".join(found)
         return [Event("supervisor_died", text, None, None, now, {"lines": list(found)})]
