@@ -24,8 +24,9 @@ starts ~1 ms late. The wait is therefore in two phases: heartbeat-sized waits th
 Spread. Hundreds of workers on one interval would all wake at the same instant and queue
 for the CPU. Each account wakes at a small fixed offset after the grid point
 (:func:`wake_offset`: deterministic from its name and the names of the accounts on its
-interval, evenly spaced below :data:`MAX_OFFSET_S` and :data:`MAX_OFFSET_FRACTION` of the
-interval). The tick still *is for* the grid point (``Tick.due``, the strategy's
+interval, evenly spaced below runner.yaml's ``tick_spread`` (:data:`TICK_SPREAD_S` by
+default) and :data:`MAX_OFFSET_FRACTION` of the interval: 250 ms at 1 s, 1.25 s at 5 s,
+5 s from 20 s on). The tick still *is for* the grid point (``Tick.due``, the strategy's
 ``tick_utc``); its ``lateness`` is measured from its scheduled wake-up, grid point plus
 offset (``grid_lateness`` includes the offset).
 """
@@ -56,21 +57,26 @@ FINAL_WAIT_S = 0.02
 # Below this, a wake-up is due: a float Unix time (~1e9) moves in steps of ~2e-7 s, so
 # a wait for less could leave a clock at the same value and the loop spinning.
 ROUNDING_S = 1e-6
-MAX_OFFSET_S = 0.25  # an account's wake-up offset after the grid point is below this...
+# An account's wake-up offset after the grid point is below tick_spread (this by default,
+# from the schema)... At 60 s the old fixed 250 ms cap queued 500 accounts' ticks for the
+# CPU (p99 lateness ~90 ms); spread over 5 s they are 10 ms apart.
+TICK_SPREAD_S = 5.0
 MAX_OFFSET_FRACTION = 0.25  # ...and below this fraction of its interval
 
 
-def wake_offset(name: str, interval_s: int, peers: Collection[str] = ()) -> float:
+def wake_offset(
+    name: str, interval_s: int, peers: Collection[str] = (), spread_s: float = TICK_SPREAD_S
+) -> float:
     """The fixed delay after each grid point at which account ``name`` wakes, in seconds.
 
-    Within ``[0, min(MAX_OFFSET_S, MAX_OFFSET_FRACTION * interval))``, the same on every
-    start and host. ``peers``: the names of every account that ticks on this interval,
-    ``name`` among them; they are spaced evenly in name order (200 accounts at 1 s: 1.25 ms
-    apart). Without them (or ``name`` not among them), a hash of the name in whole
-    milliseconds: spread too, but hashes cluster (some accounts in the same millisecond),
-    and a cluster of ticks queues for the CPU.
+    Within ``[0, min(spread_s, MAX_OFFSET_FRACTION * interval))`` (``spread_s`` 0: no
+    offset), the same on every start and host. ``peers``: the names of every account that
+    ticks on this interval, ``name`` among them; they are spaced evenly in name order (200
+    accounts at 1 s: 1.25 ms apart). Without them (or ``name`` not among them), a hash of
+    the name in whole milliseconds: spread too, but hashes cluster (some accounts in the
+    same millisecond), and a cluster of ticks queues for the CPU.
     """
-    span = min(MAX_OFFSET_S, MAX_OFFSET_FRACTION * interval_s)
+    span = min(spread_s, MAX_OFFSET_FRACTION * interval_s)
     span_ms = int(1000 * span)
     if span_ms <= 0:
         return 0.0
@@ -246,7 +252,8 @@ class Ticker:
     An exception escaping ``on_tick`` is logged and the schedule continues; the
     worker handles its own failures, this is the last line of defence. With ``account``
     (and its ``peers`` on this interval), each tick starts :func:`wake_offset` after its
-    grid point (``offset_s`` sets it directly; neither: no offset).
+    grid point, spread below ``spread_s`` (``offset_s`` sets it directly; neither: no
+    offset).
     """
 
     def __init__(
@@ -259,6 +266,7 @@ class Ticker:
         heartbeat: Callable[[], None] | None = None,
         account: str | None = None,
         peers: Collection[str] = (),
+        spread_s: float = TICK_SPREAD_S,
         offset_s: float | None = None,
         final_wait_s: float = FINAL_WAIT_S,
         heartbeat_s: float = HEARTBEAT_S,
@@ -266,7 +274,7 @@ class Ticker:
         if interval_s < 1:
             raise ValueError("interval must be at least 1 second")
         if offset_s is None:
-            offset_s = 0.0 if account is None else wake_offset(account, interval_s, peers)
+            offset_s = 0.0 if account is None else wake_offset(account, interval_s, peers, spread_s)
         if not 0 <= offset_s < interval_s:
             raise ValueError("the wake-up offset must be within the interval")
         self.interval_s = interval_s

@@ -264,6 +264,7 @@ class Worker:
                 self.spec.interval_s, self.tick, stop=self.stop, clock=self.clock,
                 heartbeat=self.heartbeat, account=self.spec.name,
                 peers=self.runner.names_on_interval(self.spec.interval_s),
+                spread_s=self.runner.tick_spread_s,
                 heartbeat_s=alarm.heartbeat_every(self.runner.watchdog_timeout_s),
             )  # fmt: skip
             log.info(

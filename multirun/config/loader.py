@@ -376,6 +376,7 @@ class _Checker:
             version=int(values["version"]),
             stop_timeout_s=float(values["stop_timeout"]),
             watchdog_timeout_s=parse_interval(values["watchdog_timeout"]),
+            tick_spread_s=float(values["tick_spread"]),
             notify=tuple(_notify_target(t) for t in values.get("notify") or ()),
             metrics=None
             if "metrics" not in data

@@ -54,6 +54,7 @@ REFUSED_SETTINGS: dict[str, str] = {
     "version": "it changes what the whole file means",
     "metrics": "the metrics server is bound once, at start",
     "web": "the dashboard is bound once, at start",
+    "tick_spread": "every worker's wake-up offset follows from it",
 }
 # Supervisor settings the running supervisor takes over without restarting a worker.
 LIVE_SETTINGS = ("stop_timeout", "watchdog_timeout", "risk")
@@ -265,6 +266,7 @@ def _refused(old: RunnerSpec, new: RunnerSpec) -> list[str]:
         "version": (old.version, new.version),
         "metrics": (_listen(old), _listen(new)),
         "web": (_web(old), _web(new)),
+        "tick_spread": (old.tick_spread_s, new.tick_spread_s),
     }
     return [
         f"{key}: {_show(a)} -> {_show(b)} cannot apply live ({REFUSED_SETTINGS[key]}): "

@@ -376,6 +376,7 @@ class RunnerSpec:
     version: int = int(_RUNNER_DEFAULTS["version"])
     stop_timeout_s: float = float(_RUNNER_DEFAULTS["stop_timeout"])
     watchdog_timeout_s: int = parse_interval(_RUNNER_DEFAULTS["watchdog_timeout"])
+    tick_spread_s: float = float(_RUNNER_DEFAULTS["tick_spread"])  # wake-ups spread below it
     notify: tuple[NotifyTarget, ...] = ()
     metrics: MetricsSpec | None = None  # off unless runner.yaml has `metrics:`
     web: WebSpec | None = None  # off unless runner.yaml has `web:`

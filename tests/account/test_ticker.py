@@ -14,7 +14,7 @@ from multirun.account.ticker import (
     FINAL_WAIT_S,
     HEARTBEAT_S,
     MAX_OFFSET_FRACTION,
-    MAX_OFFSET_S,
+    TICK_SPREAD_S,
     StopFlag,
     Tick,
     Ticker,
@@ -122,7 +122,7 @@ def test_wake_offsets_are_fixed_small_and_spread(interval: int) -> None:
     names = [f"acct-{i:03d}" for i in range(200)]
     offsets = [wake_offset(name, interval) for name in names]
     assert offsets == [wake_offset(name, interval) for name in names]  # deterministic
-    bound = min(MAX_OFFSET_S, MAX_OFFSET_FRACTION * interval)
+    bound = min(TICK_SPREAD_S, MAX_OFFSET_FRACTION * interval)
     assert all(0 <= o < bound for o in offsets)
     assert all(round(o * 1000) == pytest.approx(o * 1000) for o in offsets)  # whole ms
     assert len(set(offsets)) >= 0.5 * min(len(names), round(bound * 1000))  # not bunched
@@ -134,11 +134,25 @@ def test_wake_offsets_of_peers_are_evenly_spaced_in_name_order(interval: int) ->
     shuffled = random.Random(3).sample(names, len(names))
     offsets = [wake_offset(name, interval, shuffled) for name in names]
     assert offsets == [wake_offset(name, interval, names) for name in names]  # any order
-    bound = min(MAX_OFFSET_S, MAX_OFFSET_FRACTION * interval)
+    bound = min(TICK_SPREAD_S, MAX_OFFSET_FRACTION * interval)
     assert offsets[0] == 0 and offsets == sorted(offsets) and offsets[-1] < bound
     gaps = [b - a for a, b in itertools.pairwise(offsets)]
     assert min(gaps) == pytest.approx(bound / len(names), abs=2e-6)  # none bunched
     assert wake_offset("stranger", interval, names) == wake_offset("stranger", interval)
+
+
+def test_tick_spread_bounds_the_offsets_and_zero_turns_them_off() -> None:
+    names = [f"acct-{i:03d}" for i in range(500)]
+    at_60 = [wake_offset(name, 60, names) for name in names]
+    assert at_60[-1] == pytest.approx(TICK_SPREAD_S * 499 / 500)  # 5 s, not the old 250 ms
+    assert min(b - a for a, b in itertools.pairwise(at_60)) == pytest.approx(0.01)
+    assert max(wake_offset(name, 60, names, spread_s=0.5) for name in names) < 0.5
+    assert max(wake_offset(name, 4, names, spread_s=30) for name in names) < 1.0  # a quarter
+    assert {wake_offset(name, 60, names, spread_s=0) for name in names} == {0.0}
+    ticker = Ticker(60, lambda tick: None, stop=StopFlag(), account="acct-499", peers=names,
+                    spread_s=0.5)  # fmt: skip
+    assert ticker.offset_s == wake_offset("acct-499", 60, names, 0.5) > 0.49
+    ticker.stop.close()
 
 
 def test_an_offset_delays_the_start_but_the_tick_is_for_the_grid_point() -> None:

@@ -109,7 +109,9 @@ def test_top_level_defaults(tmp_path: Path) -> None:
 
 def test_every_default_is_the_schemas() -> None:
     runner, account = schema.runner_defaults(), schema.account_defaults()
-    assert set(runner) == {"version", "server", "state_dir", "stop_timeout", "watchdog_timeout"}
+    assert set(runner) == {
+        "version", "server", "state_dir", "stop_timeout", "watchdog_timeout", "tick_spread"
+    }  # fmt: skip
     assert set(account) == {"on_stop", "enabled", "tick_timeout", *COUNT_GUARDRAILS}
     assert Guardrails() == Guardrails(**{k: account[k] for k in COUNT_GUARDRAILS})
     assert Guardrails().max_volume is None and "max_volume" in schema.account_fields()
@@ -123,6 +125,17 @@ def test_every_default_is_the_schemas() -> None:
     assert MAX_INTERVAL_S == 7 * 86400  # the schema's bound on whole seconds
     assert spec.watchdog_timeout_s == parse_interval(runner["watchdog_timeout"]) == 90
     assert fields["tick_timeout_s"].default == parse_interval(account["tick_timeout"]) == 30
+    assert spec.tick_spread_s == runner["tick_spread"] == 5
+
+
+def test_tick_spread_is_seconds_from_zero(tmp_path: Path) -> None:
+    body = "server: sim\nSPREADaccounts:\n" + ACCOUNT.format(
+        name="alpha", key="${K:-sim-key}", runmode="livetest"
+    )
+    ok = config.validate(write(tmp_path, body.replace("SPREAD", "tick_spread: 0.5\n")), environ={})
+    assert ok.problems == [] and ok.spec is not None and ok.spec.tick_spread_s == 0.5
+    bad = config.validate(write(tmp_path, body.replace("SPREAD", "tick_spread: -1\n")), environ={})
+    assert [p.path for p in bad.problems] == ["tick_spread"]
 
 
 def test_watchdog_timeout_must_exceed_every_tick_timeout_by_30_s(tmp_path: Path) -> None:
