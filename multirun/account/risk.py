@@ -32,8 +32,6 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from multirun.config.specs import DayStart, RiskSpec
 
@@ -87,23 +85,6 @@ class Pause:
         return replace(self, flatten=False)
 
 
-def day_bounds(day: DayStart, t: float) -> tuple[float, float]:
-    """The start of the trading day holding ``t`` and the start of the next (Unix times)."""
-    zone = ZoneInfo(day.tz)
-    local = datetime.fromtimestamp(t, zone)
-    hours, minutes = divmod(day.minutes, 60)
-    start = local.replace(hour=hours, minute=minutes, second=0, microsecond=0)
-    if start.timestamp() > t:
-        start = _same_time(start, -1, zone)
-    return start.timestamp(), _same_time(start, 1, zone).timestamp()
-
-
-def _same_time(moment: datetime, days: int, zone: ZoneInfo) -> datetime:
-    """The same wall-clock time ``days`` later in ``zone`` (a day of 23 or 25 hours)."""
-    naive = moment.replace(tzinfo=None) + timedelta(days=days)
-    return naive.replace(tzinfo=zone)
-
-
 class MoneyWatch:
     """An account's running P&L sums and limits (see the module docstring)."""
 
@@ -117,7 +98,7 @@ class MoneyWatch:
         self.limits = limits
         self.day = day
         self.realized_since = realized_since  # the journal's sum: once at start, once a day
-        self.day_start, self.next_day = day_bounds(day, now)
+        self.day_start, self.next_day = day.bounds(now)
         self.realized_today = realized_since(self.day_start)
         self.realized_run = 0.0  # realized since this watch began (drawdown's level)
         self.anchor: float | None = None  # sampled NAV minus our level at that sample
@@ -143,7 +124,7 @@ class MoneyWatch:
         ``/balance`` NAV, when it was sampled and the unrealized P&L in that reply (a new
         sample re-anchors the equity estimate)."""
         if now >= self.next_day:
-            self.day_start, self.next_day = day_bounds(self.day, now)
+            self.day_start, self.next_day = self.day.bounds(now)
             self.realized_today = self.realized_since(self.day_start)
             self.loss_base = 0.0
         level = self.realized_run + unrealized

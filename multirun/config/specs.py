@@ -9,9 +9,11 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from multirun.config import schema
 from multirun.core.redact import Secret
@@ -170,6 +172,37 @@ class DayStart:
 
     def __str__(self) -> str:
         return f"{self.minutes // 60:02d}:{self.minutes % 60:02d} {self.tz}"
+
+    @property
+    def zone(self) -> tzinfo:
+        """The day's time zone (UTC for a name this machine does not know: validate
+        refuses one, so only a file edited under a running supervisor meets that)."""
+        try:
+            return ZoneInfo(self.tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            return ZoneInfo("UTC")
+
+    def bounds(self, t: float) -> tuple[float, float]:
+        """The start of the trading day holding ``t`` and the start of the next (Unix
+        times): the one rule of the day's boundary, for each account and for the fleet."""
+        zone = self.zone
+        hours, minutes = divmod(self.minutes, 60)
+        local = datetime.fromtimestamp(t, zone)
+        start = local.replace(hour=hours, minute=minutes, second=0, microsecond=0)
+        if start.timestamp() > t:
+            start = _same_wall_time(start, -1, zone)
+        return start.timestamp(), _same_wall_time(start, 1, zone).timestamp()
+
+    def day_of(self, t: float) -> date:
+        """The trading day ``t`` falls in, named by the calendar date its start has in
+        the day's zone (``17:00 America/New_York``: 16:59 there is still the day before)."""
+        return datetime.fromtimestamp(self.bounds(t)[0], self.zone).date()
+
+
+def _same_wall_time(moment: datetime, days: int, zone: tzinfo) -> datetime:
+    """The same wall-clock time ``days`` later in ``zone`` (a day of 23 or 25 hours)."""
+    naive = moment.replace(tzinfo=None) + timedelta(days=days)
+    return naive.replace(tzinfo=zone)
 
 
 @dataclass(frozen=True)

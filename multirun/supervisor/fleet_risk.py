@@ -20,12 +20,10 @@ worker's journal).
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from multirun.config.specs import DayStart, RiskSpec
 from multirun.core.clock import iso_ms
@@ -60,18 +58,6 @@ class Reading:
     equity: float | None
 
 
-def trading_day(now: float, starts: DayStart) -> str:
-    """The trading day ``now`` falls in (``2026-12-07``): the calendar date, in the day's
-    zone, of ``now`` minus the day's start (``17:00 America/New_York``: 16:59 there is
-    still the day before). An unknown zone counts as UTC (validate refuses one)."""
-    try:
-        zone: dt.tzinfo = ZoneInfo(starts.tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = dt.UTC
-    local = dt.datetime.fromtimestamp(now, zone) - dt.timedelta(minutes=starts.minutes)
-    return local.date().isoformat()
-
-
 class FleetRisk:
     """Every account's last word on its money, and the file-level limits they are held to."""
 
@@ -87,16 +73,17 @@ class FleetRisk:
     # --- what the workers say ------------------------------------------------------------
 
     def heard(self, name: str, day_pnl: float, equity: float | None) -> None:
-        day = trading_day(self.clock(), self.starts)
+        day = self.today()
         self.readings[name] = Reading(day, day_pnl, equity)
 
-    @property
-    def starts(self) -> DayStart:
-        return self.limits.day_starts if self.limits is not None else DayStart()
+    def today(self) -> str:
+        """The trading day now (``2026-12-07``), by the file's ``risk.day_starts``."""
+        starts = self.limits.day_starts if self.limits is not None else DayStart()
+        return starts.day_of(self.clock()).isoformat()
 
     def day_pnl(self) -> float | None:
         """Today's summed P&L (accounts that said nothing today count nothing)."""
-        today = trading_day(self.clock(), self.starts)
+        today = self.today()
         values = [r.day_pnl for r in self.readings.values() if r.day == today]
         return round(sum(values), 2) if values else None
 
@@ -121,8 +108,8 @@ class FleetRisk:
         now = self.clock()
         loss = self.counted_loss()
         if limits.max_daily_loss is not None and loss is not None and loss > limits.max_daily_loss:
-            day = trading_day(now, limits.day_starts)
-            reason = f"{FLEET_DAILY_LOSS} {loss:.2f} > {limits.max_daily_loss:g} (day {day})"
+            limit = limits.max_daily_loss
+            reason = f"{FLEET_DAILY_LOSS} {loss:.2f} > {limit:g} (day {self.today()})"
             self.breach = Breach("max_daily_loss", limits.on_breach, loss,
                                  limits.max_daily_loss, reason, now)  # fmt: skip
         elif limits.max_drawdown is not None and equity is not None and self.peak is not None:
@@ -141,7 +128,7 @@ class FleetRisk:
         total = self.day_pnl()
         if total is None:
             return None
-        today = trading_day(self.clock(), self.starts)
+        today = self.today()
         base = self.baseline[1] if self.baseline and self.baseline[0] == today else 0.0
         return round(base - total, 2)
 
@@ -151,7 +138,7 @@ class FleetRisk:
         self.breach = None
         self.peak, self.members = None, frozenset()
         total = self.day_pnl()
-        today = trading_day(self.clock(), self.starts)
+        today = self.today()
         self.baseline = (today, min(0.0, total or 0.0))
 
     def adopt(self, limits: RiskSpec | None) -> None:
@@ -162,7 +149,7 @@ class FleetRisk:
     def stale_day_pauses(self, paused: Iterable[tuple[str, str | None]]) -> list[str]:
         """Of (account, PAUSED reason) pairs, the accounts paused for the fleet's daily
         loss of a day that is over: to be resumed."""
-        today = trading_day(self.clock(), self.starts)
+        today = self.today()
         stale = []
         for name, reason in paused:
             found = _DAY_IN_REASON.match(reason or "")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from multirun.config.specs import DayStart, RiskSpec
 from multirun.core.statefiles import money_line, read_condition, read_money
-from multirun.supervisor.fleet_risk import FleetRisk, trading_day
+from multirun.supervisor.fleet_risk import FleetRisk
 
 MONDAY_NOON = 1_796_644_800.0  # 2026-12-07 12:00:00 UTC
 
@@ -88,9 +88,9 @@ def test_after_a_resume_the_days_loss_counts_from_there_and_a_new_day_from_zero(
 
 def test_the_trading_day_starts_at_day_starts_in_its_zone() -> None:
     new_york_5pm = DayStart(17 * 60, "America/New_York")
-    assert trading_day(MONDAY_NOON, new_york_5pm) == "2026-12-06"  # 07:00 there
-    assert trading_day(MONDAY_NOON + 10 * 3600, new_york_5pm) == "2026-12-07"  # 17:00 there
-    assert trading_day(MONDAY_NOON, DayStart()) == "2026-12-07"
+    assert new_york_5pm.day_of(MONDAY_NOON).isoformat() == "2026-12-06"  # 07:00 there
+    assert new_york_5pm.day_of(MONDAY_NOON + 10 * 3600).isoformat() == "2026-12-07"  # 17:00 there
+    assert DayStart().day_of(MONDAY_NOON).isoformat() == "2026-12-07"
 
 
 def test_no_limits_no_breach_and_new_limits_apply_afresh() -> None:
