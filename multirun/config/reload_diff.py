@@ -94,7 +94,9 @@ class ReloadPlan:
             for name in sorted(self.changed)
         ]
         out += [self._line("=", name, "unchanged") for name in self.unchanged]
-        out += [f"~ (supervisor) {line}" for line in self.settings]
+        out += [
+            f"~ (supervisor) {line}: applied live, no account restarts" for line in self.settings
+        ]
         return out
 
     def _line(self, mark: str, name: str, what: str) -> str:

@@ -61,3 +61,13 @@ def test_an_edit_to_livetrade_without_live_is_refused_saying_what_to_do(tmp_path
     )
     assert refused.lines()[1] == "~ a: runmode livetest -> livetrade"  # no effect promised
     assert plan(old, new, live=True).ok  # started with --live: a plain change
+
+
+def test_a_supervisor_setting_says_no_account_restarts(tmp_path: Path) -> None:
+    old = spec(tmp_path, "a")
+    new = spec(tmp_path, "a")
+    text = new.path.read_text().replace("version: 1\n", "version: 1\nstop_timeout: 45\n")
+    new.path.write_text(text)
+    lines = plan(old, config.load(new.path, environ={})).lines()
+    assert lines[-1].startswith("~ (supervisor) stop_timeout: ")
+    assert lines[-1].endswith(": applied live, no account restarts"), lines
