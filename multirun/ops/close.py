@@ -104,8 +104,9 @@ def account_lock(runner: RunnerSpec, spec: AccountSpec, url: str) -> AccountLock
             raise
         if other == spec.name:
             raise AccountInUse(
-                f"account {spec.name} is running (pid {holder.get('pid')}): stop it first "
-                f"(multirun stop {runner.path} {spec.name}: its on_stop applies), then close"
+                f"account {spec.name} is running (pid {holder.get('pid')}): `multirun flatten "
+                f"{runner.path} {spec.name}` closes its trades and keeps it paused; or stop it "
+                f"first (multirun stop {runner.path} {spec.name}: its on_stop applies), then close"
             ) from None
         print(
             f"{spec.name}: closing beside account {other!r} (pid {holder.get('pid')}), which "
