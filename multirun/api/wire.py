@@ -14,6 +14,8 @@ tick makes five or six of them. Every behaviour of the pool path is kept:
 - **TLS**: verified against requests' CA setting for the host (``verify``: True means
   certifi's bundle, a path a file or directory of CAs, False no verification), host name
   checked, TLS 1.2 at least (urllib3's default).
+- **Headers**: read by :func:`read_headers` (http.client's limits, its email parser
+  left out: a third of a request's CPU); the rest of the reply's framing is http.client's.
 - **Reply**: :class:`WireReply` reads the body in chunks and decompresses gzip and
   deflate with a bounded output per chunk (a gzip bomb never inflates past the caller's
   cap plus one chunk); ``read_body`` caps and times it as on the pool path.
@@ -47,6 +49,88 @@ from multirun.api.request_deadline import WatchedWireHTTPConnection, WatchedWire
 
 DECODABLE = frozenset({"gzip", "deflate"})  # what WireReply decompresses
 MAX_IDLE = 4  # idle connections kept (requests' adapter: pool_maxsize=4)
+MAX_LINE = 65536  # the longest status or header line read (http.client's own limits)
+MAX_HEADERS = 100
+
+
+class WireHeaders(dict[str, str]):
+    """A reply's headers: names folded to lower case, the first of repeated ones kept
+    (as email.message.Message.get); ``get`` takes a name in any case."""
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return dict.get(self, name.lower(), default)
+
+
+def read_headers(fp: Any) -> WireHeaders:
+    """The header block from ``fp`` up to its blank line, with http.client's limits
+    (line length, count); folded continuation lines joined to the header before."""
+    headers = WireHeaders()
+    last = ""
+    for _ in range(MAX_HEADERS + 1):
+        line = fp.readline(MAX_LINE + 1)
+        if len(line) > MAX_LINE:
+            raise http.client.LineTooLong("header line")
+        if line in (b"\r\n", b"\n", b""):
+            return headers
+        text = line.decode("iso-8859-1").rstrip("\r\n")
+        if text[:1] in (" ", "\t") and last:
+            headers[last] = f"{headers[last]} {text.strip()}"
+            continue
+        name, colon, value = text.partition(":")
+        if not colon:
+            continue  # not a header line: ignored, as the email parser keeps it out
+        last = name.strip().lower()
+        headers.setdefault(last, value.strip())
+    raise http.client.HTTPException(f"got more than {MAX_HEADERS} headers")
+
+
+class WireResponse(http.client.HTTPResponse):
+    """http.client's response, its headers read by :func:`read_headers`: the email
+    parser http.client uses cost a third of a request's CPU. The rest of ``begin``
+    (status line, 100 Continue, chunked, keep-alive, length) is http.client's own."""
+
+    def begin(self) -> None:
+        if self.headers is not None:
+            return
+        while True:
+            version, status, reason = self._read_status()
+            if status != http.client.CONTINUE:
+                break
+            read_headers(self.fp)  # a 100 Continue's headers: skipped
+        self.code = self.status = status
+        self.reason = reason.strip()
+        if version in ("HTTP/1.0", "HTTP/0.9"):
+            self.version = 10
+        elif version.startswith("HTTP/1."):
+            self.version = 11
+        else:
+            raise http.client.UnknownProtocol(version)
+        self.headers = self.msg = read_headers(self.fp)
+        encoding = self.headers.get("transfer-encoding")
+        self.chunked = bool(encoding and encoding.lower() == "chunked")
+        self.chunk_left = None
+        self.will_close = self._check_close()
+        self.length = None
+        length = self.headers.get("content-length")
+        if length and not self.chunked:
+            try:
+                self.length = int(length)
+            except ValueError:
+                self.length = None
+            if self.length is not None and self.length < 0:
+                self.length = None
+        if status in (204, 304) or 100 <= status < 200 or self._method == "HEAD":
+            self.length = 0
+        if not self.will_close and not self.chunked and self.length is None:
+            self.will_close = True
+
+
+class WireHTTPConnection(WatchedWireHTTPConnection):
+    response_class = WireResponse
+
+
+class WireHTTPSConnection(WatchedWireHTTPSConnection):
+    response_class = WireResponse
 
 
 def tls_context(verify: bool | str) -> ssl.SSLContext:
@@ -201,11 +285,11 @@ class Wire:
                 return conn
             conn.close()
         if self._context is not None:
-            conn = WatchedWireHTTPSConnection(
+            conn = WireHTTPSConnection(
                 self.host, self.port, timeout=connect_s, context=self._context
             )
         else:
-            conn = WatchedWireHTTPConnection(self.host, self.port, timeout=connect_s)
+            conn = WireHTTPConnection(self.host, self.port, timeout=connect_s)
         try:
             conn.connect()
         except BaseException as exc:

@@ -8,6 +8,8 @@ path): tests/api/test_request_deadline.py.
 from __future__ import annotations
 
 import gzip
+import http.client
+import io
 import json
 import random
 import ssl
@@ -22,6 +24,7 @@ from typing import Any
 import pytest
 
 from multirun.api.transport import HttpTransport, NotConnected, RequestSender
+from multirun.api.wire import read_headers
 from multirun.core.clock import SYSTEM_CLOCK
 from multirun.core.errors import NetworkError
 
@@ -163,3 +166,27 @@ def test_a_silent_server_is_a_read_timeout_and_a_refused_connect_sent_nothing() 
     with pytest.raises(NotConnected, match="nothing sent"):
         client.send("POST", "open_order", {"api_key": "secret-key-0123456789"})
     client.close()
+
+
+def test_headers_are_read_as_the_email_parser_reads_them() -> None:
+    raw = (b"Content-Type: application/json\r\nX-Note: first\r\nx-note: second\r\n"
+           b"X-Folded: one\r\n  two\r\nDate: Mon, 07 Dec 2026 15:00:00 GMT\r\n"
+           b"\r\nbody")  # fmt: skip
+    ours = read_headers(io.BytesIO(raw))
+    theirs = http.client.parse_headers(io.BytesIO(raw))
+    for name in ("content-type", "X-NOTE", "Date", "x-folded", "absent"):
+        assert ours.get(name) == (theirs.get(name) and " ".join(theirs[name].split())), name
+    assert ours.get("absent", "") == ""
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (b"X: " + b"a" * 70_000 + b"\r\n\r\n", http.client.LineTooLong),
+        (b"".join(b"X-%d: 1\r\n" % n for n in range(101)) + b"\r\n", http.client.HTTPException),
+    ],
+    ids=["long line", "too many"],
+)
+def test_header_limits_are_http_clients(raw: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        read_headers(io.BytesIO(raw))
