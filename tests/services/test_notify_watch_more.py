@@ -7,8 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from multirun.config import loader
 from multirun.core.statedir import StateDir
 from multirun.services.notify.events import Watcher
+from multirun.services.notify.service import watched_specs
 
 
 def test_an_account_added_by_a_reload_is_watched_like_the_others(tmp_path: Path) -> None:
@@ -25,3 +27,15 @@ def test_an_account_added_by_a_reload_is_watched_like_the_others(tmp_path: Path)
                       "worker_reason": "status.json could not be written"}  # fmt: skip
     events = watcher.poll()
     assert [(e.kind, e.account) for e in events] == [("halted", "btc")], events
+
+
+def test_the_stop_alert_reads_the_accounts_a_reload_added(tmp_path: Path) -> None:
+    path = tmp_path / "runner.yaml"
+    entry = ("  - name: {0}\n    user: u\n    api_key: k-123456789\n    accountid: {0}1\n"
+             "    instrument: BTCUSD\n    strategy: random\n    volume: 1\n    interval: 1m\n"
+             "    runmode: livetest\n    on_stop: keep\n")  # fmt: skip
+    path.write_text("version: 1\nserver: sim\naccounts:\n" + entry.format("a"))
+    runner = loader.load(path, environ={})
+    path.write_text(path.read_text() + entry.format("added"))  # reloaded since
+    specs = watched_specs(runner, ["a", "added"])
+    assert [(s.name, s.on_stop) for s in specs] == [("a", "keep"), ("added", "keep")]

@@ -15,8 +15,9 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
-from multirun.config.specs import RunnerSpec
+from multirun.config.specs import AccountSpec, RunnerSpec
 from multirun.core import statefiles
+from multirun.core.errors import MultirunError
 from multirun.core.redact import mask_url
 from multirun.core.statedir import StateDir
 from multirun.services.notify import deliver
@@ -70,11 +71,26 @@ def serve(
         if stop.wait(poll_s):
             break
     guarded(watcher.poll)
-    accounts = [runner.account(n) for n in names]
+    accounts = watched_specs(runner, watcher.names)
     guarded(lambda: [e for e in [left_open(layout, accounts)] if e is not None])
     if not deliverer.close(FINAL_DEADLINE_S):
         log.warning("notify: stopped with messages not sent (deadline %g s)", FINAL_DEADLINE_S)
     return 0
+
+
+def watched_specs(runner: RunnerSpec, names: Sequence[str]) -> list[AccountSpec]:
+    """The specs of the accounts watched: the start's, and for the accounts a reload added
+    (not in it), the file's as it is now (re-read once, at the stop)."""
+    known = {a.name: a for a in runner.accounts}
+    if any(name not in known for name in names):
+        from multirun.config import loader
+
+        try:
+            known = {a.name: a for a in loader.load(runner.path).accounts} | known
+        except MultirunError as exc:
+            log.warning("notify: %s not re-read for the accounts a reload added: %s",
+                        runner.path, exc)  # fmt: skip
+    return [known[name] for name in names if name in known]
 
 
 def notify_test(runner: RunnerSpec, *, echo: Callable[[str], None] = print) -> int:
