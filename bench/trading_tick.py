@@ -143,9 +143,10 @@ class CountingClient(AlgogeneClient):
     settle_polls: Schedule | None = None
 
     def close_trades(self, trade_ids: Any, *, confirm_timeout_s: float = 10.0,
-                     polls: Schedule | None = None) -> None:  # fmt: skip
+                     polls: Schedule | None = None,
+                     order_ref: str | None = None) -> None:  # fmt: skip
         super().close_trades(trade_ids, confirm_timeout_s=confirm_timeout_s,
-                             polls=polls or self.settle_polls)  # fmt: skip
+                             polls=polls or self.settle_polls, order_ref=order_ref)  # fmt: skip
 
     def _read(self, endpoint: str, *args: Any, **kwargs: Any) -> Any:
         if endpoint == "opened_trades":

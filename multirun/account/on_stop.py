@@ -95,7 +95,10 @@ class StopWindow:
 class Closing(Listings, Protocol):
     """What closing uses of the client (see :class:`multirun.api.client.AlgogeneClient`)."""
 
-    def close_trades(self, trade_ids: Sequence[str], *, confirm_timeout_s: float = ...) -> None: ...
+    def close_trades(
+        self, trade_ids: Sequence[str], *, confirm_timeout_s: float = ...,
+        order_ref: str | None = ...,
+    ) -> None: ...  # fmt: skip
     def cancel_orders(
         self, trade_ids: Sequence[str], *, confirm_timeout_s: float = ...
     ) -> None: ...

@@ -36,7 +36,10 @@ from multirun.core.statefiles import HeldPosition, WorkerStatus
 
 log = logging.getLogger("multirun.worker")
 
-EQUITY_EVERY_S = 15.0  # the least time between two equity samples
+# The least time between two equity samples: one /balance request in 12 ticks at 5 s,
+# in 60 at 1 s (every 15 s, it was one request a tick in 20 at 5 s; issue 27). The
+# money limits move the last sample by our own P&L meanwhile (multirun.account.risk).
+EQUITY_EVERY_S = 60.0
 HISTORY_TRIES = 3  # history reads of a close priced by the fallback, one per tick
 SKEW_S = 60.0  # a server time further than this from our own is not used as the fill time
 

@@ -69,7 +69,10 @@ class Listings(Protocol):
     def strategy_trades(
         self, order_ref: str | None = None, acdate: str = ""
     ) -> list[Transaction]: ...
-    def close_trades(self, trade_ids: Sequence[str], *, confirm_timeout_s: float = ...) -> None: ...
+    def close_trades(
+        self, trade_ids: Sequence[str], *, confirm_timeout_s: float = ...,
+        order_ref: str | None = ...,
+    ) -> None: ...  # fmt: skip
 
 
 @dataclass(frozen=True)

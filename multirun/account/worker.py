@@ -100,7 +100,10 @@ class Client(Listings, Protocol):
     def open_order(
         self, instrument: str, buysell: str, volume: float, order_ref: str
     ) -> OrderAck: ...
-    def close_trades(self, trade_ids: Sequence[str], *, confirm_timeout_s: float = ...) -> None: ...
+    def close_trades(
+        self, trade_ids: Sequence[str], *, confirm_timeout_s: float = ...,
+        order_ref: str | None = ...,
+    ) -> None: ...  # fmt: skip
     def cancel_orders(
         self, trade_ids: Sequence[str], *, confirm_timeout_s: float = ...
     ) -> None: ...
@@ -772,13 +775,16 @@ class Worker:
         return sent
 
     def close(self, trades: Sequence[OpenTrade]) -> None:
-        """Close ``trades`` and confirm it through opened_trades (journaled both ways)."""
+        """Close ``trades`` and confirm it through the server (journaled both ways): one
+        trade by its orderRef's history, whose close row pricing then reads for the P&L
+        without asking again (several: through opened_trades)."""
         refs = [t.order_ref for t in trades]
         self.reconciler.await_listed(refs)
         self.journal.mark_close_requested(refs)
         self.client.close_trades(
-            [t.trade_id for t in trades], confirm_timeout_s=self.timing.close_confirm_s
-        )
+            [t.trade_id for t in trades], confirm_timeout_s=self.timing.close_confirm_s,
+            order_ref=refs[0] if len(refs) == 1 else None,
+        )  # fmt: skip
         self.journal.mark_closed(refs)
         self.pricing.closed(refs)
         self.pricing.price()  # logs "closed BUY 0.01 BTCUSD @ 97110.0, P&L +0.98 (...)"

@@ -153,6 +153,8 @@ class AlgogeneClient:
         )
         self._seen_tokens: list[str] = []
         self._close_polls = Learned(SETTLE_POLLS)  # close_trades' polls learn per account
+        # orderRef -> its history rows, read by a close confirmation that found the close
+        self._close_history: dict[str, list[Transaction]] = {}
 
     def __repr__(self) -> str:
         return f"AlgogeneClient(user={self._user!r}, accountid={self._accountid!r})"
@@ -266,7 +268,11 @@ class AlgogeneClient:
         """``/strategy_trade``: the account's transactions (closed trades included), in
         ascending time; ``acdate`` "YYYY-MM-DD" or "" for the whole history; with
         ``order_ref``, only that orderRef's (filtered here too, should the server ignore
-        the filter). Raises as :meth:`accounts`."""
+        the filter). The rows of an orderRef that a close confirmation just read showing
+        its close (:meth:`close_trades`) are returned once without a request: a closed
+        trade's history no longer changes. Raises as :meth:`accounts`."""
+        if order_ref is not None and not acdate and order_ref in self._close_history:
+            return self._close_history.pop(order_ref)  # a close confirmation's read, once
         params: dict[str, Any] = {"acdate": acdate, "runtime_id": self._accountid}
         if order_ref is not None:
             params["orderRef"] = order_ref
@@ -322,7 +328,8 @@ class AlgogeneClient:
         return self._placer().place(body, order_ref)
 
     def close_trades(self, trade_ids: TradeIds, *, confirm_timeout_s: float = 10.0,
-                     polls: Schedule | None = None) -> None:  # fmt: skip
+                     polls: Schedule | None = None,
+                     order_ref: str | None = None) -> None:  # fmt: skip
         """``/close_orders`` for ``trade_ids``, then wait until ``/opened_trades`` no
         longer lists them. Idempotent: a trade already closed (or unknown to the server)
         counts as closed; a market order acknowledged but not filled yet is waited for and
@@ -333,12 +340,22 @@ class AlgogeneClient:
         ``polls``: the confirmation's schedule; by default one that learns how soon this
         account's closes show (:class:`multirun.api.polls.Learned`: its first read then).
 
+        ``order_ref``: the orderRef of the one trade closed. Then each confirmation poll
+        reads that orderRef's history (``/strategy_trade``) first: its close row is the
+        server's word that the trade is closed (as the reconciler takes it), and the rows
+        are what pricing reads next for the close's exact P&L (:meth:`strategy_trades`
+        hands them over once instead of asking again). One request where the listing
+        and then the history made two; a history without the close yet is followed by
+        the listing read, as without ``order_ref``.
+
         Raises CloseUnconfirmed when a trade is still open or unfilled after
         ``confirm_timeout_s`` (a pending limit/stop order never fills on request: cancel
         it instead); OrderRejected when the server refuses to close a trade it lists as
         open; AuthError, RateLimitError as sent back."""
-        self._settle("close_orders", "opened_trades", trade_ids_of(trade_ids),
-                     confirm_timeout_s, polls or self._close_polls)  # fmt: skip
+        ids = trade_ids_of(trade_ids)
+        history = (ids[0], order_ref) if len(ids) == 1 and order_ref else None
+        self._settle("close_orders", "opened_trades", ids, confirm_timeout_s,
+                     polls or self._close_polls, history)  # fmt: skip
 
     def cancel_orders(self, trade_ids: TradeIds, *, confirm_timeout_s: float = 10.0) -> None:
         """``/cancel_orders`` for pending ``trade_ids``, then wait until
@@ -350,8 +367,9 @@ class AlgogeneClient:
     # --- close/cancel: the server side of multirun.api.confirm ----------------------
 
     def _settle(self, endpoint: str, listing: str, ids: list[str], timeout: float,
-                polls: Schedule | None = None) -> None:  # fmt: skip
-        desk = _Desk(self, endpoint, listing)
+                polls: Schedule | None = None,
+                history: tuple[str, str] | None = None) -> None:  # fmt: skip
+        desk = _Desk(self, endpoint, listing, history)
         settle(desk, ids, timeout, clock=self._clock, hold_s=self._transport.read_timeout,
                interrupt=self._transport.active_interrupt(), polls=polls)  # fmt: skip
 
@@ -494,10 +512,17 @@ class _OrderDesk:
 class _Desk:
     """What :func:`multirun.api.confirm.settle` needs of the server, over the client's calls."""
 
-    def __init__(self, client: AlgogeneClient, endpoint: str, listing: str) -> None:
+    def __init__(
+        self,
+        client: AlgogeneClient,
+        endpoint: str,
+        listing: str,
+        history: tuple[str, str] | None = None,
+    ) -> None:
         self.client = client
         self.endpoint = endpoint
         self.listing = listing
+        self.history = history  # (trade id, orderRef): the history proves its close
 
     def send(self, ids: list[str]) -> tuple[ApiError | None, set[str]]:
         """POST ``tradeIDs``. Returns (None, the ids the reply names as submitted) when
@@ -524,6 +549,25 @@ class _Desk:
             log.info("%s: could not read it to confirm (%s)", self.listing, failed)
             return None
         return {t.trade_id for t in trades}
+
+    def closed_in_history(self, deadline: float) -> set[str] | None:
+        """With ``history``: the trade ids its orderRef's history shows closed (the rows
+        kept for pricing when they show ours); None without one, or unread."""
+        if self.history is None:
+            return None
+        trade_id, order_ref = self.history
+        params = {"acdate": "", "runtime_id": self.client._accountid, "orderRef": order_ref}
+        try:
+            rows = self.client._read("strategy_trade", params, models.transactions_from_api,
+                                     deadline=deadline)  # fmt: skip
+        except (ApiError, NotSent) as unread:
+            log.info("strategy_trade: could not read it to confirm (%s)", _told_to_wait(unread))
+            return None  # the listing decides
+        rows = [r for r in rows if r.order_ref == order_ref]
+        closed = models.closed_trade_ids(rows)
+        if trade_id in closed:
+            self.client._close_history = {order_ref: rows}
+        return closed
 
     def fill(self, trade_id: str) -> Fill:
         try:

@@ -3,7 +3,11 @@
 ``close_orders`` and ``cancel_orders`` are idempotent, so unlike ``open_order`` they
 may be sent again freely; what needs care is deciding when they are *done*. A trade
 is done when the listing it must leave (``opened_trades`` for a close,
-``pending_trades`` for a cancel) no longer shows it, with one catch for a close: a
+``pending_trades`` for a cancel) no longer shows it, or (a close) when the trade's
+history shows its close row (:meth:`Desk.closed_in_history`: the server's own word, read
+first when the caller asked for it; for :data:`HISTORY_ALONE_S` after the send a history
+without the close is a poll like a listing that still shows the trade, later the listing
+is read too), with one catch for a close: a
 market order acknowledged but not filled yet is not listed as open either, and
 closing it does nothing. So a close counts a trade missing from the listing as
 closed only if it had filled before that listing was read (seen listed earlier, or
@@ -38,6 +42,10 @@ from multirun.core.errors import (
 SETTLE_MAX_SENDS = 10  # close/cancel requests per call, at most
 SETTLE_RESEND_S = 1.0  # a trade still listed this long after its accepted request: again
 SETTLE_RETRY_S = 0.2  # the same after a failed (ambiguous) request
+# A history read that shows no close yet, this soon after the send, means "not yet": the
+# listing is not read as well (a request more). Below SETTLE_RESEND_S, so a resend is
+# decided by the listing.
+HISTORY_ALONE_S = 0.5
 
 # What we knew of a trade when we last sent the request for it.
 Known = Literal["seen", "unfilled", "unknown"]
@@ -82,6 +90,12 @@ class Desk(Protocol):
 
     def fill(self, trade_id: str) -> Fill:
         """Whether ``trade_id`` ever filled (asked only for a close)."""
+        ...
+
+    def closed_in_history(self, deadline: float) -> set[str] | None:
+        """The trade ids the server's history shows closed (their close rows): done,
+        whatever was known of their fill; None when the caller gave no history to read
+        (or it could not be read): the listing decides."""
         ...
 
 
@@ -138,11 +152,21 @@ def settle(
                     _pause(clock, interrupt, desk, todo,
                            min(first_sent_at + plan.delay_s, deadline) - sent_at)  # fmt: skip
         read_at = clock.monotonic()
-        listed = desk.listed(deadline)
+        shown = desk.closed_in_history(deadline) if desk.endpoint == "close_orders" else None
+        if (
+            shown is not None
+            and not set(todo) <= shown
+            and read_at - first_sent_at < (HISTORY_ALONE_S)
+        ):
+            missed, to_send = read_at - first_sent_at, []  # not closed yet: poll again
+            _pause(clock, interrupt, desk, todo, min(next(pauses), deadline - read_at))
+            continue
+        proven = shown or set()
+        listed = set() if shown is not None and set(todo) <= shown else desk.listed(deadline)
         stalled = stalled or listed is None
         to_send, before = [], dict(known)
         if listed is not None:
-            todo = [i for i in todo if not _gone(desk, i, listed, known)]
+            todo = [i for i in todo if not _gone(desk, i, listed, known, proven)]
             to_send = _due(todo, listed, last, clock.monotonic())
             if sends >= SETTLE_MAX_SENDS:
                 to_send = []  # no more sends: poll the listing at the usual pace
@@ -185,13 +209,15 @@ def _pause(
         )
 
 
-def _gone(desk: Desk, trade_id: str, listed: set[str], known: dict[str, Known]) -> bool:
+def _gone(
+    desk: Desk, trade_id: str, listed: set[str], known: dict[str, Known], proven: set[str]
+) -> bool:
     """Whether ``trade_id`` is done with. For a close, a trade missing from the listing
     is closed only if it had filled before that listing was read (seen listed earlier,
     or query_order said so); an unfilled market order is not."""
     if trade_id in listed:
         return False
-    if desk.endpoint != "close_orders" or known[trade_id] == SEEN:
+    if desk.endpoint != "close_orders" or known[trade_id] == SEEN or trade_id in proven:
         return True
     fill = desk.fill(trade_id)
     if fill == ABSENT:

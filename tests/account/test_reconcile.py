@@ -43,7 +43,10 @@ class Server:
     def strategy_trades(self, order_ref: str | None = None, acdate: str = "") -> list[Transaction]:
         raise AssertionError("not asked while awaiting a listing")
 
-    def close_trades(self, trade_ids: Sequence[str], *, confirm_timeout_s: float = 10.0) -> None:
+    def close_trades(
+        self, trade_ids: Sequence[str], *, confirm_timeout_s: float = 10.0,
+        order_ref: str | None = None,
+    ) -> None:  # fmt: skip
         raise AssertionError("not asked while awaiting a listing")
 
 

@@ -60,6 +60,8 @@ class Desk:
         self.sent: list[list[str]] = []
         self.reads = 0
         self.queries: list[str] = []
+        self.history: set[str] | None = None  # what the history shows closed (None: unread)
+        self.history_reads = 0
         self.on_read: Callable[[int], None] = lambda n: None  # before the n-th listing
 
     def send(self, ids: list[str]) -> tuple[ApiError | None, set[str]]:
@@ -83,6 +85,12 @@ class Desk:
         if self.unreadable and self.unreadable.pop(0):
             return None
         return set(self.open)
+
+    def closed_in_history(self, deadline: float) -> set[str] | None:
+        if self.history is None:
+            return None
+        self.history_reads += 1
+        return set(self.history)
 
     def fill(self, trade_id: str) -> Fill:
         assert self.endpoint == "close_orders", "a cancel never asks whether a trade filled"
@@ -128,6 +136,24 @@ def test_a_trade_missing_and_never_seen_is_asked_about_then_read_again(desk: Des
     run(desk, ["1"])  # not listed; query_order: filled -> the next listing decides
     assert desk.queries == ["1"]
     assert desk.reads == 2 and len(desk.sent) == 1
+
+
+def test_a_close_the_history_shows_is_done_without_asking_about_its_fill(desk: Desk) -> None:
+    desk.outcomes = ["ignored"]  # accepted; the reply names nothing: its fill unknown
+    desk.history = {"1"}  # the history shows its close
+    run(desk, ["1"])
+    assert (desk.history_reads, desk.reads, desk.queries, desk.sent) == (1, 0, [], [["1"]])
+
+
+def test_a_history_without_the_close_is_a_poll_then_the_listing_decides(desk: Desk) -> None:
+    desk.open = {"1"}
+    desk.outcomes = ["ignored"]  # accepted, no effect yet: the trade stays listed
+    desk.history = set()
+    first: list[int] = []  # history reads when the listing is first read
+    desk.on_read = lambda n: first.append(desk.history_reads) if n == 1 else None
+    run(desk, ["1"], timeout_s=3.0, polls=Polls(0.1, 1.0, 0.1))
+    assert 6 <= first[0] <= 7  # polls 0.1 s apart: the history alone until 0.5 s
+    assert desk.sent[:2] == [["1"], ["1"]]  # sent again after 1 s: the listing showed it
 
 
 def test_a_trade_the_server_does_not_know_is_done(desk: Desk) -> None:
