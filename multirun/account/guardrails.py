@@ -63,9 +63,11 @@ def failure_halt(
     return None
 
 
-def status_halt(spec: AccountSpec, status_failures: int) -> str | None:
-    """Why the worker halts after ticks whose status could not be written, or None."""
+def status_halt(spec: AccountSpec, status_failures: int, why: str | None = None) -> str | None:
+    """Why the worker halts after ticks whose status could not be written (``why``: the
+    write's error, e.g. a full disk's "No space left on device"), or None."""
     limit = spec.guardrails.halt_after_failures
     if limit and status_failures >= limit:
-        return f"status.json could not be written {status_failures} ticks in a row"
+        cause = f" ({why})" if why else ""
+        return f"status.json could not be written {status_failures} ticks in a row{cause}"
     return None

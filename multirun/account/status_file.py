@@ -57,6 +57,7 @@ class StatusFile:
         self.account = account
         self.path = account.status
         self.failing = False  # the last write failed (logged once)
+        self.why: str | None = None  # and why (the OS's word: "No space left on device")
         # The least time between two writes of progress alone (0: every tick).
         self.every_s = PROGRESS_EVERY_S if 0 < interval_s < PROGRESS_EVERY_S else 0.0
         self._clock = clock
@@ -84,6 +85,7 @@ class StatusFile:
             if not self.failing:
                 log.warning("cannot write %s (%s): going on without it", self.path, exc)
             self.failing = True
+            self.why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         else:
             if self.failing:
                 log.info("%s written again", self.path)

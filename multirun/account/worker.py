@@ -490,7 +490,7 @@ class Worker:
 
     def _count_status_failure(self) -> None:
         self.status_failures = self.status_failures + 1 if self.status_failing else 0
-        reason = guardrails.status_halt(self.spec, self.status_failures)
+        reason = guardrails.status_halt(self.spec, self.status_failures, self.status_file.why)
         if reason is not None and self.state != State.HALTED:
             self.halt(reason)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,7 @@ def _a_full_disk(sim: SimServer, tmp_path: Path, start: Any, hook: Receiver) -> 
     # the webhook, from the supervisor's memory (no file says HALTED), within seconds
     told = wait_until(lambda: [b for _p, b in hook.posts if b.get("event") == "halted"], 5)
     assert told[0]["account"] == "a" and "status.json could not be written" in told[0]["text"]
+    assert re.search(r"ticks? in a row \(.+\)", told[0]["text"]), told  # and why (the OS's word)
     entry = reply["accounts"]["a"]
     assert "status.json could not be written" in entry["worker_reason"]
     assert not read_supervisor(files) and not read_worker_status(files.account("a"))
