@@ -94,6 +94,11 @@ def account_key(server: str, user: str, runmode: str, accountid: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def lock_path(server: str, user: str, runmode: str, accountid: str) -> Path:
+    """The file of one server account's :class:`AccountLock` (it names its holder)."""
+    return runtime_dir() / f"{account_key(server, user, runmode, accountid)}.lock"
+
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -141,7 +146,7 @@ class AccountLock:
     def __init__(
         self, server: str, user: str, runmode: str, accountid: str, *, holder: dict[str, object]
     ) -> None:
-        self.path = runtime_dir() / f"{account_key(server, user, runmode, accountid)}.lock"
+        self.path = lock_path(server, user, runmode, accountid)
         what = f"{user}/{runmode}/{accountid} on {server}"
         lock = HeldLock.try_acquire(self.path)
         if lock is None:

@@ -118,9 +118,9 @@ def account_lock(runner: RunnerSpec, spec: AccountSpec, url: str) -> AccountLock
 
 def _holder_of(url: str, spec: AccountSpec) -> dict[str, object]:
     """The record in the account lock's file of ``spec``'s server account ({} unreadable)."""
-    key = ownership.account_key(url, spec.user, spec.runmode, spec.accountid)
+    path = ownership.lock_path(url, spec.user, spec.runmode, spec.accountid)
     try:
-        record = json.loads(read_holder(ownership.runtime_dir() / f"{key}.lock") or b"{}")
+        record = json.loads(read_holder(path) or b"{}")
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) else {}
