@@ -143,8 +143,10 @@ class Closer:
         confirm_s: float = 10.0,
         heartbeat: Callable[[], None] = alarm.no_heartbeat,
         on_closed: Callable[[list[str]], None] = lambda refs: None,
+        purpose: str = "on_stop close",
     ) -> None:
         self.client = client
+        self.purpose = purpose  # what its log lines say it does: a stop's close, a flatten
         self.on_closed = on_closed  # told each close it confirmed (the worker's pricing)
         self.journal = journal
         self.reconciler = reconciler
@@ -163,7 +165,7 @@ class Closer:
         client_log = logging.getLogger(CLIENT_LOG)
         client_log.addHandler(self.requests)
         try:
-            with alarm.deadline(max(0.01, hard), "on_stop close"):
+            with alarm.deadline(max(0.01, hard), self.purpose):
                 self._until(deadline)
         except (alarm.DeadlinePassed, Interrupted) as exc:
             self._failed(exc)
@@ -171,7 +173,7 @@ class Closer:
         finally:
             client_log.removeHandler(self.requests)
         if not self.outcome.left:
-            log.info("on_stop close: no trade of ours left open")
+            log.info("%s: no trade of ours left open", self.purpose)
         return self.outcome
 
     def _until(self, deadline: float) -> None:
@@ -190,7 +192,7 @@ class Closer:
                 if not retryable(exc) and not isinstance(exc, JournalError | OSError):
                     break
                 left = deadline - time.monotonic()
-                log.warning("on_stop close: %s; trying again (%.1f s left)", one_line(exc), left)
+                log.warning("%s: %s; trying again (%.1f s left)", self.purpose, one_line(exc), left)
             if time.monotonic() >= deadline:
                 break
             time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
@@ -260,7 +262,7 @@ class Closer:
         note = f"{what}: {exc}"
         if note not in self.outcome.unjournaled:
             self.outcome.unjournaled.append(note)
-            log.error("on_stop close: could not journal the %s; closing anyway", note)
+            log.error("%s: could not journal the %s; closing anyway", self.purpose, note)
 
     def _failed(self, exc: BaseException) -> None:
         line = one_line(exc)

@@ -634,7 +634,7 @@ class Worker:
         closer = Closer(
             self.client, self.journal, self.reconciler, StopWindow(self.stop),
             confirm_s=self.timing.close_confirm_s, heartbeat=self.heartbeat,
-            on_closed=self.pricing.closed,
+            on_closed=self.pricing.closed, purpose="flatten",
         )  # fmt: skip
         began = time.monotonic()
         budget = self.runner.stop_timeout_s
