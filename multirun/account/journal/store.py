@@ -76,9 +76,13 @@ class Journal:
         # strategy's state) wait in an open transaction for the next commit.
         self._batching = False
         self._open_tx = False  # a transaction holding deferred writes is open
-        # Query results by states, kept in a batch while nothing is written, when we hold
-        # the lock: then this process is the journal's only writer.
+        # The mirror (issue 27), kept while we hold the lock (this process is then the
+        # journal's only writer): query results by states, and rows by orderRef. Every
+        # write of an orders row names its orderRefs, which are read again inside the
+        # write's transaction and patched into both; any other write, a rollback or a
+        # failed commit drops them (read again from the file). Reads cost no SELECT.
         self._cache: dict[tuple[str, ...], list[JournalOrder]] = {}
+        self._rows_by_ref: dict[str, JournalOrder | None] = {}
         existed = path.exists() and path.stat().st_size > 0
         if lock is not None:  # before opening: only the lock's holder sets a journal aside
             self._lock = _lock(lock)
@@ -151,7 +155,7 @@ class Journal:
         """Commit the intent of an order (with a fresh orderRef) before it is sent."""
         if self.refusal is not None:
             raise JournalError(f"no new orders: {self.refusal}")
-        with self._tx() as db:
+        with self._tx(refs=()) as db:
             seq = order_refs.next_seq(db)
             ref = f"{self.prefix}{self.epoch}-{seq}"
             db.execute(
@@ -159,6 +163,7 @@ class Journal:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (ref, instrument, side, volume, INTENT, self._now()),
             )
+            self._mirror([ref])
         return self.get(ref)
 
     def mark_send_ended(self, order_ref: str, at: float | None = None) -> None:
@@ -187,7 +192,7 @@ class Journal:
         if not refs:
             return  # no transaction at all (sync calls it every tick)
         now = self._now()
-        with self._deferred() as db:
+        with self._deferred(refs) as db:
             for ref in refs:
                 db.execute(
                     "UPDATE orders SET listed_ts = ? WHERE order_ref = ? AND listed_ts IS NULL",
@@ -202,7 +207,7 @@ class Journal:
     ) -> JournalOrder:
         """Record a trade of ours the journal did not know (or thought gone) as OPEN."""
         now = self._now()
-        with self._tx() as db:
+        with self._tx(refs=[order_ref]) as db:
             db.execute(
                 "INSERT INTO orders (order_ref, instrument, side, volume, origin, state,"
                 " trade_id, created_ts, acked_ts, listed_ts, note)"
@@ -218,8 +223,9 @@ class Journal:
 
     def mark_close_requested(self, order_refs: Iterable[str]) -> None:
         now = self._now()
-        with self._tx() as db:
-            for ref in order_refs:
+        refs = list(order_refs)
+        with self._tx(refs=refs) as db:
+            for ref in refs:
                 db.execute(
                     "UPDATE orders SET state = ?, close_requested_ts = ? WHERE order_ref = ?",
                     (CLOSING, now, ref),
@@ -229,7 +235,7 @@ class Journal:
         """The closes of ``order_refs`` are confirmed."""
         now = self._now()
         refs = list(order_refs)
-        with self._tx() as db:
+        with self._tx(refs=refs) as db:
             for ref in refs:
                 db.execute(
                     "UPDATE orders SET state = ?, closed_ts = ?, note = ? WHERE order_ref = ?",
@@ -268,7 +274,7 @@ class Journal:
         self, ts: float, nav: float | None, realized: float | None, unrealized: float | None
     ) -> None:
         """One point of the server's equity series (deferred in a batch)."""
-        with self._deferred() as db:
+        with self._deferred(()) as db:  # no orders row
             db.execute(
                 "INSERT INTO equity (ts, nav, realized_pl, unrealized_pl) VALUES (?, ?, ?, ?)",
                 (ts, nav, realized, unrealized),
@@ -290,10 +296,19 @@ class Journal:
     # --- queries ----------------------------------------------------------------
 
     def get(self, order_ref: str) -> JournalOrder:
-        rows = self._rows("SELECT * FROM orders WHERE order_ref = ?", (order_ref,))
-        if not rows:
+        if order_ref in self._rows_by_ref:
+            row = self._rows_by_ref[order_ref]
+        else:
+            row = self._read_row(order_ref)
+            if self._lock is not None:
+                self._rows_by_ref[order_ref] = row
+        if row is None:
             raise KeyError(order_ref)
-        return JournalOrder(**dict(rows[0]))
+        return row
+
+    def _read_row(self, order_ref: str) -> JournalOrder | None:
+        rows = self._rows("SELECT * FROM orders WHERE order_ref = ?", (order_ref,))
+        return JournalOrder(**dict(rows[0])) if rows else None
 
     def find(self, order_ref: str) -> JournalOrder | None:
         try:
@@ -308,7 +323,7 @@ class Journal:
         marks = ",".join("?" * len(states))
         rows = self._rows(f"SELECT * FROM orders WHERE state IN ({marks}) ORDER BY id", states)
         orders = [JournalOrder(**dict(row)) for row in rows]
-        if self._batching and self._lock is not None:  # the only writer, in a tick
+        if self._lock is not None:  # the only writer: the mirror keeps it
             self._cache[states] = orders
         return list(orders)
 
@@ -425,7 +440,7 @@ class Journal:
         except (TypeError, ValueError) as exc:
             raise JournalError(f"strategy state is not JSON-serialisable: {exc}") from None
         # Deferred in a batch: lost in a crash, the strategy sees its previous state.
-        with self._deferred() as db:
+        with self._deferred(()) as db:  # no orders row
             db.execute("INSERT OR REPLACE INTO strategy_state (id, json) VALUES (1, ?)", (text,))
 
     # --- internals ----------------------------------------------------------------
@@ -463,13 +478,11 @@ class Journal:
             yield
         except BaseException:
             self._batching = outer
-            self._cache.clear()
             if not outer:
                 with contextlib.suppress(JournalError):
                     self.commit()
             raise
         self._batching = outer
-        self._cache.clear()
         if not outer:
             self.commit()
 
@@ -480,30 +493,41 @@ class Journal:
             try:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
+                self._forget()  # rolled back: the file no longer has what the mirror has
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
                 raise JournalError(f"journal {self.path}: cannot commit: {exc}") from None
 
-    def _deferred(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+    def _deferred(
+        self, refs: Sequence[str] | None = None
+    ) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A write that protects no order: in a batch, left in the open transaction for
-        the next commit; outside one, a transaction of its own."""
-        return self._tx(commit=not self._batching)
+        the next commit; outside one, a transaction of its own. ``refs`` as :meth:`_tx`."""
+        return self._tx(commit=not self._batching, refs=refs)
 
     @contextlib.contextmanager
-    def _tx(self, *, commit: bool = True) -> Iterator[sqlite3.Connection]:
+    def _tx(
+        self, *, commit: bool = True, refs: Sequence[str] | None = None
+    ) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction (with the deferred writes before it, if any):
-        committed (durably: synchronous=FULL) on exit, rolled back on error."""
-        self._cache.clear()
+        committed (durably: synchronous=FULL) on exit, rolled back on error. ``refs``:
+        the orderRefs of every orders row the block writes (their rows are read again
+        into the mirror before the commit); None (unknown) drops the mirror."""
+        if refs is None:
+            self._forget()
         if not self._open_tx:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
+                self._forget()  # a failing disk: the reads that follow find it too
                 raise JournalError(f"journal {self.path}: {exc}") from None
             self._open_tx = True
         try:
             yield self._db
+            self._mirror(refs or ())
         except BaseException as exc:
             self._open_tx = False
+            self._forget()  # rolled back, deferred writes before it too
             with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
                 self._db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
@@ -522,8 +546,29 @@ class Journal:
     def _update(
         self, order_ref: str, assignments: str, *values: Any, deferred: bool = False
     ) -> None:
-        with self._deferred() if deferred else self._tx() as db:
+        refs = [order_ref]
+        with self._deferred(refs) if deferred else self._tx(refs=refs) as db:
             db.execute(f"UPDATE orders SET {assignments} WHERE order_ref = ?", (*values, order_ref))
+
+    def _mirror(self, refs: Iterable[str]) -> None:
+        """Read ``refs``' rows again (inside the writing transaction: what the commit
+        will make durable) and patch them into the mirror."""
+        if self._lock is None:
+            self._forget()  # not the only writer: nothing is kept
+            return
+        for ref in refs:
+            row = self._read_row(ref)
+            self._rows_by_ref[ref] = row
+            for states, orders in self._cache.items():
+                kept = [o for o in orders if o.order_ref != ref]
+                if row is not None and row.state in states:
+                    kept = sorted([*kept, row], key=lambda o: o.id)
+                self._cache[states] = kept
+
+    def _forget(self) -> None:
+        """Drop the mirror: the next reads go to the file."""
+        self._cache.clear()
+        self._rows_by_ref.clear()
 
 
 def _open(path: Path, *, locked: bool) -> tuple[sqlite3.Connection, Rebuilt | None]:

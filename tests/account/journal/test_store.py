@@ -193,13 +193,16 @@ class BrokenDisk:
 
 def test_a_failing_disk_is_a_one_line_journal_error(journal: Journal) -> None:
     intent = journal.new_intent("BTCUSD", "BUY", 1.0)
+    assert journal.held() == []
     journal._db = BrokenDisk(journal._db)  # type: ignore[assignment]
+    assert journal.held() == []  # the mirror answers (issue 27): no read reaches the disk
+    assert journal.find(intent.order_ref) == intent
     for call in (
+        lambda: journal.mark_acked(intent.order_ref, "1"),  # fails: the mirror is dropped
         journal.held,
         lambda: journal.find(intent.order_ref),
         lambda: journal.sent_since(0),
         journal.load_state,
-        lambda: journal.mark_acked(intent.order_ref, "1"),
         lambda: journal.new_intent("BTCUSD", "BUY", 1.0),
     ):
         with pytest.raises(JournalError, match="disk I/O error"):
