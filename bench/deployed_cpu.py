@@ -12,6 +12,9 @@ counted apart and neither waits on the other's server), then, at the same time:
   supervisor and its N forked workers;
 - N ``python bench/seedplus.py`` processes at the same interval.
 
+``--tree DIR`` runs multirun from another source tree; given twice, both fleets run side
+by side (each on its own simulator), a before/after comparison in one window.
+
 Once every worker is RUNNING and has ticked and every loop has run a round, it reads
 utime + stime (/proc/PID/stat) of each side's processes over ``--window`` seconds of
 ticking (both sides tick through the same window, so machine noise hits both alike),
@@ -97,22 +100,25 @@ def start_seedplus(url: str, n: int, interval: int, workdir: Path) -> list[subpr
     return procs
 
 
-def one_run(
-    n: int, interval: int, window: float, workdir: Path, source: Path = ROOT
-) -> tuple[Side, Side]:
-    """One repetition: (multirun, seedplus)."""
-    for side in ("m", "s"):
+def one_run(n: int, interval: int, window: float, workdir: Path,
+            sources: list[Path]) -> list[Side]:  # fmt: skip
+    """One repetition: a Side per multirun tree in ``sources``, then seedplus's."""
+    sides = [f"m{k}" for k in range(len(sources))] + ["s"]
+    for side in sides:
         (workdir / side).mkdir()
-    sims = [start_sim(20, workdir / side) for side in ("m", "s")]
-    (sim_m, url_m), (sim_s, url_s) = sims
-    multirun = start_multirun(url_m, n, interval, workdir / "m", source)
-    seeds = start_seedplus(url_s, n, interval, workdir / "s")
-    statuses = [StateDir(workdir / "m" / "state").account(f"acct-{i:03d}").status for i in range(n)]
+    sims = [start_sim(20, workdir / side) for side in sides]
+    urls = [url for _, url in sims]
+    fleets = [start_multirun(urls[k], n, interval, workdir / f"m{k}", source)
+              for k, source in enumerate(sources)]  # fmt: skip
+    seeds = start_seedplus(urls[-1], n, interval, workdir / "s")
+    statuses = [StateDir(workdir / f"m{k}" / "state").account(f"acct-{i:03d}").status
+                for k in range(len(sources)) for i in range(n)]  # fmt: skip
     logs = [workdir / "s" / f"sp-{i:03d}.log" for i in range(n)]
     try:
-        if multirun.poll() is not None:
-            raise SystemExit("deployed_cpu: multirun start exited early:\n"
-                             + (workdir / "m" / "multirun.log").read_text()[-3000:])  # fmt: skip
+        for k, fleet in enumerate(fleets):
+            if fleet.poll() is not None:
+                log = (workdir / f"m{k}" / "multirun.log").read_text()[-3000:]
+                raise SystemExit(f"deployed_cpu: multirun start exited early:\n{log}")
         wait_for("every worker ticked", lambda: all(
             (procutil.read_json(p) or {}).get("ticks") for p in statuses), 300)  # fmt: skip
         wait_for("every loop ran a round", lambda: all("round" in p.read_text() for p in logs), 300)
@@ -120,59 +126,66 @@ def one_run(
             if "Error" in log.read_text() or "seedplus:" in log.read_text():
                 raise SystemExit(f"deployed_cpu: {log} failed:\n{log.read_text()[-2000:]}")
         time.sleep(interval)  # past everyone's first (costlier) tick
-        ours, theirs = tree([multirun.pid]), [p.pid for p in seeds]
-        before = [_cpu_s(ours), _cpu_s(theirs), _cpu_s([sim_m.pid]), _cpu_s([sim_s.pid])]
-        asked = [_sim_requests(url_m), _sim_requests(url_s)]
+        groups = [tree([fleet.pid]) for fleet in fleets] + [[p.pid for p in seeds]]
+        groups += [[sim.pid] for sim, _ in sims]
+        before = [_cpu_s(group) for group in groups]
+        asked = [_sim_requests(url) for url in urls]
         time.sleep(window)
-        after = [_cpu_s(ours), _cpu_s(theirs), _cpu_s([sim_m.pid]), _cpu_s([sim_s.pid])]
-        asked = [_sim_requests(url_m) - asked[0], _sim_requests(url_s) - asked[1]]
+        after = [_cpu_s(group) for group in groups]
+        asked = [_sim_requests(url) - was for url, was in zip(urls, asked, strict=True)]
     finally:
-        stop_and_time([multirun, *seeds], 120)
+        stop_and_time([*fleets, *seeds], 120)
         for sim, _ in sims:
             sim.send_signal(signal.SIGTERM)
             sim.wait(timeout=30)
     used = [a - b for a, b in zip(after, before, strict=True)]
     ticks = n * window / interval
-    sides = [
+    count = len(sides)
+    return [
         Side(
             100 * used[i] / window,
             1000 * used[i] / ticks,
             sum(asked[i].values()) / ticks,
-            100 * used[i + 2] / window,
-            {name: round(count / ticks, 2) for name, count in sorted(asked[i].items())},
+            100 * used[i + count] / window,
+            {name: round(c / ticks, 2) for name, c in sorted(asked[i].items())},
         )
-        for i in (0, 1)
+        for i in range(count)
     ]
-    return sides[0], sides[1]
 
 
 def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
 
 
-def report(runs: list[tuple[Side, Side]], n: int, interval: int, window: float) -> tuple[str, dict]:
-    ratio = [m.cpu_pct / s.cpu_pct for m, s in runs]
+def report(runs: list[list[Side]], labels: list[str], n: int, interval: int,
+           window: float) -> tuple[str, dict]:  # fmt: skip
+    """The table and figures; ``labels`` name the multirun trees (seedplus is last)."""
+    ratios = [[run[k].cpu_pct / run[-1].cpu_pct for run in runs] for k in range(len(labels))]
     rows = [("CPU while ticking (% core)", "cpu_pct"), ("CPU per account-tick (ms)",
             "cpu_ms_per_tick"), ("requests per tick", "requests_per_tick"),
             ("its simulator's CPU (% core)", "sim_cpu_pct")]  # fmt: skip
+    names = [*labels, "seedplus"]
     lines = [
         f"{n} multirun accounts beside {n} bench/seedplus.py loops, every {interval} s, "
         f"{window:g} s windows, {len(runs)} reps (median [min-max])",
-        f"{'':32}{'multirun':>22}{'seedplus':>22}",
+        f"{'':32}" + "".join(f"{name:>22}" for name in names),
     ]
     for label, key in rows:
-        ours = [getattr(m, key) for m, _ in runs]
-        theirs = [getattr(s, key) for _, s in runs]
-        lines.append(f"{label:32}{spread(ours):>22}{spread(theirs):>22}")
-    for label, pick in (("multirun", 0), ("seedplus", 1)):
-        last = runs[-1][pick].per_tick
-        lines.append(f"{label} requests per tick (last rep): " + ", ".join(
-            f"{name} {count:.2f}" for name, count in last.items()))  # fmt: skip
-    lines.append(f"ratio multirun / seedplus (CPU): {spread(ratio)}")
+        cells = [spread([getattr(run[k], key) for run in runs]) for k in range(len(names))]
+        lines.append(f"{label:32}" + "".join(f"{cell:>22}" for cell in cells))
+    for k, name in enumerate(names):
+        last = runs[-1][k].per_tick
+        lines.append(f"{name} requests per tick (last rep): " + ", ".join(
+            f"{endpoint} {c:.2f}" for endpoint, c in last.items()))  # fmt: skip
+    for name, ratio in zip(labels, ratios, strict=True):
+        lines.append(f"ratio {name} / seedplus (CPU): {spread(ratio)}")
+    first = ratios[0]
     figures = {
         "accounts": n, "interval_s": interval, "window_s": window,
-        "ratio": statistics.median(ratio), "ratio_min": min(ratio), "ratio_max": max(ratio),
-        "runs": [{"multirun": asdict(m), "seedplus": asdict(s)} for m, s in runs],
+        "ratio": statistics.median(first), "ratio_min": min(first), "ratio_max": max(first),
+        "ratios": {name: statistics.median(r) for name, r in zip(labels, ratios, strict=True)},
+        "runs": [{name: asdict(side) for name, side in zip(names, run, strict=True)}
+                 for run in runs],
     }  # fmt: skip
     return "\n".join(lines), figures
 
@@ -186,16 +199,18 @@ def main() -> int:
     parser.add_argument(
         "--tree",
         type=Path,
-        default=ROOT,
-        help="run multirun from this source tree (a before/after comparison)",
+        action="append",
+        help="run multirun from this source tree; twice: both side by side (before/after)",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    sources = args.tree or [ROOT]
+    labels = ["multirun"] if len(sources) == 1 else [f"multirun {p.name}" for p in sources]
     runs = []
     for _ in range(args.reps):
         with tempfile.TemporaryDirectory() as tmp:
-            runs.append(one_run(args.accounts, args.interval, args.window, Path(tmp), args.tree))
-    table, figures = report(runs, args.accounts, args.interval, args.window)
+            runs.append(one_run(args.accounts, args.interval, args.window, Path(tmp), sources))
+    table, figures = report(runs, labels, args.accounts, args.interval, args.window)
     print(json.dumps({**figures, "table": table}, indent=2) if args.json else table)
     return 0
 

@@ -1,0 +1,196 @@
+"""A deployed fleet trading every tick: ticks run, tick lateness, start and stop times.
+
+    python bench/fleet.py [--accounts 300] [--interval 1] [--window 20] [--reps 1]
+                          [--tick-spread S] [--tree DIR] [--json]
+
+Starts ``multirun sim`` (20 ms fills) as its own process and ``multirun start`` of N
+accounts trading the built-in ``random`` strategy every ``--interval`` seconds (a close
+and an open on two ticks in three, everything confirmed and journaled), metrics on (the
+workers' ``metrics.json``: their tick counts and lateness histograms). Measures:
+
+- **all RUNNING**: from ``multirun start`` until every worker's status says RUNNING;
+- over ``--window`` seconds once every worker ticked: **ticks run** (the workers'
+  ``ticks_total`` over N * window / interval due: a tick that overran collapses the ones
+  it missed into one), **tick lateness** p50 / p99 (from the start scheduled for the tick,
+  its grid point plus the account's wake-up offset; interpolated within the histogram's
+  buckets, 5, 10, 25, 50, 100 ms..., as Prometheus' ``histogram_quantile``), and the CPU of
+  the whole tree, simulator included (% of one core);
+- **stopped**: SIGTERM to every process gone (each worker closing what it holds).
+
+``--window 0``: start and stop only (every worker RUNNING, then SIGTERM at once).
+
+Prints the median [min-max] over ``--reps``. Linux only. The machine's other load counts:
+say so beside the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.procstat import cpu_ticks  # noqa: E402
+from bench.scale import ACCOUNT, start_sim, stop_and_time, tree, wait_for  # noqa: E402
+from multirun.core import procutil  # noqa: E402
+from multirun.core.statedir import StateDir  # noqa: E402
+
+
+@dataclass
+class Run:
+    up_s: float
+    ticks_run_pct: float
+    p50_ms: float
+    p99_ms: float
+    cpu_pct: float  # the whole tree, simulator included
+    stop_s: float
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def histogram_quantile(q: float, bounds: list[float], counts: list[float]) -> float:
+    """The ``q`` quantile of bucket counts (one per bound, then +Inf), interpolated
+    linearly within its bucket; past the last bound: that bound."""
+    total = sum(counts)
+    if total <= 0:
+        return 0.0
+    rank, seen, lower = q * total, 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=False):
+        if count and seen + count >= rank:
+            return lower + (bound - lower) * (rank - seen) / count
+        seen += count
+        lower = bound
+    return bounds[-1]
+
+
+def snapshot(paths: list[Path]) -> tuple[float, list[float], list[float]]:
+    """(ticks_total summed, lateness bucket counts summed, their bounds)."""
+    ticks, counts, bounds = 0.0, [], []
+    for path in paths:
+        metrics = procutil.read_json(path) or {}
+        ticks += sum(c["value"] for c in metrics.get("counters", []) if c["name"] == "ticks_total")
+        late = metrics.get("histograms", {}).get("tick_lateness_seconds")
+        if late:
+            bounds = late["bounds"]
+            counts = [a + b for a, b in zip(counts or [0] * len(late["counts"]),
+                                            late["counts"], strict=True)]  # fmt: skip
+    return ticks, counts, bounds
+
+
+def config_text(url: str, state: Path, n: int, interval: int, spread: float | None) -> str:
+    text = f"version: 1\nserver: {url}\nstate_dir: {state}\nstop_timeout: 60\n"
+    text += f"metrics:\n  listen: 127.0.0.1:{free_port()}\n"
+    if spread is not None:
+        text += f"tick_spread: {spread}\n"
+    return text + "accounts:\n" + "".join(ACCOUNT.format(i=i, interval=interval) for i in range(n))
+
+
+def one_run(n: int, interval: int, window: float, spread: float | None, source: Path,
+            workdir: Path) -> Run:  # fmt: skip
+    sim, url = start_sim(20, workdir)
+    state = workdir / "state"
+    config = workdir / "runner.yaml"
+    config.write_text(config_text(url, state, n, interval, spread))
+    layout = StateDir(state)
+    accounts = [layout.account(f"acct-{i:03d}") for i in range(n)]
+    start = time.monotonic()
+    with (workdir / "multirun.log").open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "multirun", "start", str(config)], cwd=source,
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(source)},
+        )  # fmt: skip
+    try:
+
+        def statuses() -> list[dict]:
+            return [procutil.read_json(a.status) or {} for a in accounts]
+
+        def running() -> bool:
+            if proc.poll() is not None:
+                raise SystemExit("fleet: multirun start exited:\n"
+                                 + (workdir / "multirun.log").read_text()[-3000:])  # fmt: skip
+            return all(s.get("state") == "RUNNING" for s in statuses())
+
+        up = wait_for("all workers RUNNING", running, 300) - start
+        if not window:  # start and stop only
+            return Run(up, 0.0, 0.0, 0.0, 0.0, stop_s=stop_and_time([proc], 120))
+        wait_for("all ticked", lambda: all(s.get("ticks") for s in statuses()), 300)
+        time.sleep(2 * interval)  # past the first ticks
+        metrics = [a.metrics for a in accounts]
+        pids = tree([proc.pid, sim.pid])
+        cpu0 = sum(cpu_ticks(p) or 0 for p in pids)
+        ticks0, counts0, _ = snapshot(metrics)
+        time.sleep(window)
+        ticks1, counts1, bounds = snapshot(metrics)
+        cpu1 = sum(cpu_ticks(p) or 0 for p in pids)
+    finally:
+        stop_s = stop_and_time([proc], 120) if proc.poll() is None else 0.0
+        sim.send_signal(signal.SIGTERM)
+        sim.wait(timeout=30)
+    counts = [b - a for a, b in zip(counts0, counts1, strict=True)]
+    due = n * window / interval
+    return Run(
+        up_s=up,
+        ticks_run_pct=100 * (ticks1 - ticks0) / due,
+        p50_ms=1000 * histogram_quantile(0.5, bounds, counts),
+        p99_ms=1000 * histogram_quantile(0.99, bounds, counts),
+        cpu_pct=100 * (cpu1 - cpu0) / os.sysconf("SC_CLK_TCK") / window,
+        stop_s=stop_s,
+    )
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} [{min(values):.1f}-{max(values):.1f}]"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--accounts", type=int, default=300)
+    parser.add_argument("--interval", type=int, default=1)
+    parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--tick-spread", type=float, help="runner.yaml's tick_spread")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="run multirun from this tree")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    runs = []
+    for _ in range(args.reps):
+        with tempfile.TemporaryDirectory() as tmp:
+            runs.append(one_run(args.accounts, args.interval, args.window, args.tick_spread,
+                                args.tree, Path(tmp)))  # fmt: skip
+    label = f"{args.accounts} accounts trading every {args.interval} s"
+    if args.tick_spread is not None:
+        label += f", tick_spread {args.tick_spread:g} s"
+    lines = [f"{label}, {args.window:g} s windows, {len(runs)} rep(s) (median [min-max])"]
+    rows = (("up_s", "start until all RUNNING (s)"), ("ticks_run_pct", "ticks run (%)"),
+            ("p50_ms", "tick lateness p50 (ms)"), ("p99_ms", "tick lateness p99 (ms)"),
+            ("cpu_pct", "CPU incl. simulator (% core)"),
+            ("stop_s", "SIGTERM until all gone (s)"))  # fmt: skip
+    for key, what in rows if args.window else (rows[0], rows[-1]):
+        lines.append(f"  {what:32}{spread([getattr(r, key) for r in runs]):>24}")
+    table = "\n".join(lines)
+    worst = {key: max(getattr(r, key) for r in runs) for key in ("up_s", "p99_ms", "stop_s")}
+    worst["ticks_run_pct"] = min(r.ticks_run_pct for r in runs)
+    figures = {"accounts": args.accounts, "interval_s": args.interval, "worst": worst,
+               "median": {k: statistics.median(getattr(r, k) for r in runs) for k in worst},
+               "runs": [asdict(r) for r in runs]}  # fmt: skip
+    print(json.dumps({**figures, "table": table}, indent=2) if args.json else table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
