@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import fcntl
 import json
 import os
@@ -47,7 +46,10 @@ def set_parent_death_signal(signum: int) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The process's own symbols (libc's among them), not ctypes.util.find_library: that
+        # runs `ldconfig -p` in a subprocess, in every forked worker (~6 ms and ~1 MiB of
+        # pages copied from the supervisor each, 500 ldconfig runs for a start of 500).
+        libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
@@ -56,8 +58,12 @@ def set_parent_death_signal(signum: int) -> bool:
 def set_process_name(name: str) -> None:
     """Name this process as ``ps -e`` and ``top`` show it (Linux: ``comm``, 15 bytes);
     its command line, which ``ps -f`` shows, stays the one it was started with."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/comm").write_bytes(name.encode()[:15])
+    with contextlib.suppress(OSError):  # os calls: pathlib's code would be run in each child
+        fd = os.open("/proc/self/comm", os.O_WRONLY)
+        try:
+            os.write(fd, name.encode()[:15])
+        finally:
+            os.close(fd)
 
 
 def alive(pid: int) -> bool:

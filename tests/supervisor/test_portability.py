@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import fcntl
 import os
 import socket
@@ -32,6 +33,23 @@ def test_pipe_without_pipe2_is_cloexec_and_as_blocking_as_asked(
     finally:
         os.close(r)
         os.close(w)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_prctl_runs_no_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each forked worker asks for its death signal: through the process's own symbols,
+    not ctypes.util.find_library (an `ldconfig -p` subprocess and ~1 MiB of copied pages
+    per worker)."""
+
+    def no_subprocess(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a subprocess to find libc")
+
+    monkeypatch.setattr(subprocess, "Popen", no_subprocess)
+    monkeypatch.setattr(ctypes.util, "find_library", no_subprocess)
+    current = ctypes.c_int()
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(2, ctypes.byref(current), 0, 0, 0) == 0  # PR_GET_PDEATHSIG
+    assert procutil.set_parent_death_signal(current.value) is True  # set to what it was
 
 
 @pytest.mark.process
