@@ -1,7 +1,7 @@
 """N accounts under one multirun supervisor next to N seed-style scripts, in one run.
 
     python bench/scale.py [--accounts 50] [--interval 5] [--idle-window 20] [--no-seed]
-                          [--skip S] [--json]
+                          [--skip S] [--against DIR] [--json]
 
 Starts ``multirun sim`` as its own process (so its CPU is measured too), then:
 
@@ -23,7 +23,10 @@ the same window, and the time from SIGTERM to every process gone (multirun: on_s
 of every open trade included). Then the ratios. ``--skip S`` starts multirun's window S
 seconds after all ticked: with ``--interval 60 --skip 5 --idle-window 45`` it holds no
 tick, the CPU of 50 accounts waiting between ticks. The two sets run one after the other, so
-they never compete for the CPU. Linux only.
+they never compete for the CPU. ``--against DIR`` runs multirun from another source tree
+too (a ``git worktree`` of the code before a change), right after this one's, against
+the same simulator, and prints its column and the ratio: a change's before/after
+measured side by side in one run. Linux only.
 """
 
 from __future__ import annotations
@@ -210,7 +213,9 @@ def _alive(pid: int) -> bool:
 
 
 def run_multirun(url: str, sim_pid: int, n: int, interval: int, window: float,
-                 workdir: Path, skip: float = 0.0) -> Figures:  # fmt: skip
+                 workdir: Path, skip: float = 0.0, root: Path = ROOT) -> Figures:  # fmt: skip
+    """``multirun start`` of N accounts, multirun imported from ``root``'s tree."""
+    workdir.mkdir(parents=True, exist_ok=True)
     state = workdir / "state"
     config = workdir / "runner.yaml"
     text = f"version: 1\nserver: {url}\nstate_dir: {state}\nstop_timeout: 60\naccounts:\n"
@@ -225,8 +230,8 @@ def run_multirun(url: str, sim_pid: int, n: int, interval: int, window: float,
     start = time.monotonic()
     with (workdir / "multirun.log").open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "multirun", "start", str(config)],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            [sys.executable, "-m", "multirun", "start", str(config)], cwd=root,  # -m: cwd first
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(root)},
         )  # fmt: skip
     try:
         running = lambda: all(s.get("state") == "RUNNING" for s in statuses())  # noqa: E731
@@ -276,7 +281,44 @@ def run_seeds(url: str, sim_pid: int, n: int, interval: int, window: float,
     return figures
 
 
-def report(multirun: Figures, seed: Figures | None, n: int, interval: int) -> str:
+def report(multirun: Figures, seed: Figures | None, n: int, interval: int,
+           against: Figures | None = None, against_name: str = "") -> str:  # fmt: skip
+    table = seed_table(multirun, seed, n, interval)
+    lines = [table]
+    if seed is not None:
+        ratio = multirun.pss_per_account_mib / seed.pss_per_account_mib
+        verdict = "met" if ratio <= PSS_TARGET else "NOT met"
+        lines.append(f"PSS per account / seed-style: {ratio:.2f} (issue 27: <= {PSS_TARGET:g}, "
+                     f"{verdict})")  # fmt: skip
+    if against is not None:
+        lines.append(against_table(multirun, against, against_name))
+    return "\n".join(lines)
+
+
+PSS_TARGET = 0.65  # issue 27: PSS per account at 50 accounts / the seed-style script's
+
+
+def against_table(ours: Figures, theirs: Figures, name: str) -> str:
+    """This tree next to ``--against``'s, measured in the same run."""
+    accounts = max(1, ours.processes - 1)  # the supervisor's and its workers'
+    rows = [
+        ("time until all up (s)", ours.up_s, theirs.up_s),
+        ("SIGTERM to all gone (s)", ours.stop_s, theirs.stop_s),
+        ("PSS per account (MiB)", ours.pss_per_account_mib, theirs.pss_per_account_mib),
+        ("supervisor PSS (MiB)", ours.supervisor_pss_mib, theirs.supervisor_pss_mib),
+        ("CPU while ticking (% core)", ours.cpu_pct, theirs.cpu_pct),
+        ("supervisor CPU to ticked (ms/acct)", ours.supervisor_start_cpu_ms / accounts,
+         theirs.supervisor_start_cpu_ms / accounts),
+    ]  # fmt: skip
+    lines = [f"this tree against {name} (same simulator, one after the other):",
+             f"{'':36}{'this':>10}{'against':>10}{'ratio':>8}"]  # fmt: skip
+    for label, a, b in rows:
+        ratio = f"{a / b:.3f}" if b else "-"
+        lines.append(f"{label:36}{a:10.2f}{b:10.2f}{ratio:>8}")
+    return "\n".join(lines)
+
+
+def seed_table(multirun: Figures, seed: Figures | None, n: int, interval: int) -> str:
     rows = [
         ("time until all up (s)", multirun.up_s, seed and seed.up_s),
         ("time until all ticked (s)", multirun.ticked_s, seed and seed.ticked_s),
@@ -312,16 +354,28 @@ def run(accounts: int, interval: int, window: float, seeds: bool,
         fill_delay_ms: int = 20, skip: float = 0.0) -> tuple[Figures, Figures | None]:  # fmt: skip
     """Both sets against one ``multirun sim`` process; the seed figures are None without
     ``seeds``."""
+    ours, theirs, _ = run_all(accounts, interval, window, seeds, fill_delay_ms, skip)
+    return ours, theirs
+
+
+def run_all(accounts: int, interval: int, window: float, seeds: bool, fill_delay_ms: int = 20,
+            skip: float = 0.0, against: Path | None = None,
+            ) -> tuple[Figures, Figures | None, Figures | None]:  # fmt: skip
+    """:func:`run`, and multirun from the ``against`` tree after this one's (None without)."""
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         sim, url = start_sim(fill_delay_ms, workdir)
         try:
             ours = run_multirun(url, sim.pid, accounts, interval, window, workdir, skip)
+            other = None
+            if against is not None:
+                other = run_multirun(url, sim.pid, accounts, interval, window,
+                                     workdir / "against", skip, root=against)  # fmt: skip
             theirs = run_seeds(url, sim.pid, accounts, interval, window, workdir) if seeds else None
         finally:
             sim.send_signal(signal.SIGTERM)
             sim.wait(timeout=30)
-    return ours, theirs
+    return ours, theirs, other
 
 
 def main() -> int:
@@ -332,20 +386,30 @@ def main() -> int:
     parser.add_argument("--no-seed", action="store_true", help="Skip the seed-style set.")
     parser.add_argument("--skip", type=float, default=0.0,
                         help="multirun: seconds between all ticked and the window")  # fmt: skip
+    parser.add_argument("--against", type=Path, default=None,
+                        help="another source tree (e.g. a git worktree of the code before a "
+                        "change): its multirun is run too, in the same run")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     args = parser.parse_args()
     if not Path("/proc/self/smaps_rollup").exists():
         print("scale: needs Linux /proc (smaps_rollup)", file=sys.stderr)
         return 2
-    ours, theirs = run(args.accounts, args.interval, args.idle_window, not args.no_seed,
-                       skip=args.skip)  # fmt: skip
+    if args.against is not None and not (args.against / "multirun").is_dir():
+        print(f"scale: --against {args.against}: no multirun package there", file=sys.stderr)
+        return 2
+    ours, theirs, other = run_all(
+        args.accounts, args.interval, args.idle_window, not args.no_seed, skip=args.skip,
+        against=args.against,
+    )  # fmt: skip
+    name = str(args.against)
+    table = report(ours, theirs, args.accounts, args.interval, other, name)
     if args.json:
-        table = report(ours, theirs, args.accounts, args.interval)
-        print(json.dumps({"accounts": args.accounts, "interval_s": args.interval,
-                          "multirun": asdict(ours), "seed": theirs and asdict(theirs),
-                          "table": table}, indent=2))  # fmt: skip
+        figures = {"accounts": args.accounts, "interval_s": args.interval,
+                   "multirun": asdict(ours), "seed": theirs and asdict(theirs),
+                   "against": other and asdict(other), "table": table}  # fmt: skip
+        print(json.dumps(figures, indent=2))
     else:
-        print(report(ours, theirs, args.accounts, args.interval))
+        print(table)
     return 0
 
 
