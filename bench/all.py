@@ -12,9 +12,11 @@ figures are regenerated, never edited by hand. Takes about 9 minutes on 2 cores.
 The targets are issue 27's, numbered as there: 1. deployed CPU against the fair
 hand-written loop, side by side; 2. 300 accounts at 1 s (ticks run, lateness), 200
 accounts, one account at 1 s / 1 m / 1 h; 3. memory per account against the seed's; 5.
-500 accounts started and stopped, the worst of 5 runs. Target 4 (what money limits,
-the dashboard, metrics and alerts add) has its own benches (bench/dashboard_cost.py,
-bench/metrics_cost.py), not run here (their three phases each take minutes).
+500 accounts started and stopped, the worst of 5 runs; and issue 24's money limits
+(bench/risk.py: the loss at rest against its bound, the fleet's reaction). Target 4
+(what money limits, the dashboard, metrics and alerts add) has its own benches
+(bench/dashboard_cost.py, bench/metrics_cost.py), not run here (their three phases each
+take minutes).
 """
 
 from __future__ import annotations
@@ -135,6 +137,21 @@ def trading(fig: Figures) -> list[Target]:
                    "x", 0.5)]  # fmt: skip
 
 
+def risk(fig: Figures) -> list[Target]:
+    """Issue 24's money limits: each scenario's loss at rest against its bound (the limit
+    plus what was held at the crossing plus one tick's move), and the fleet's reaction."""
+    found = []
+    for name, o in fig.items():
+        if not isinstance(o, dict) or o.get("loss_at_rest") is None or not o.get("bound"):
+            continue
+        found.append(Target(f"24. {name}: loss at rest / its bound (limit {o['limit']:g})",
+                            o["loss_at_rest"] / o["bound"], "x", 1.0))  # fmt: skip
+        if name.startswith("fleet") and o.get("reaction_s") is not None:
+            found.append(Target(f"24. {name}: the sum's crossing to every account paused",
+                                o["reaction_s"], "s", 2.0))  # fmt: skip
+    return found
+
+
 LATENESS = ["bench/tick_lateness.py", "--interval"]
 FLEET = ["bench/fleet.py", "--interval", "1", "--window", "15", "--accounts"]
 STEPS = [
@@ -152,6 +169,7 @@ STEPS = [
          lateness("1 account at 1 h (shortcut)", 2)),
     Step("trading-tick", ["bench/trading_tick.py", "--fill-delays", "20", "--rounds", "2"],
          trading),
+    Step("risk", ["bench/risk.py"], risk),
     Step("tick-cost", ["bench/tick_cost.py", "--rounds", "2", "--spaced-ticks", "5"]),  # shown
 ]  # fmt: skip
 
