@@ -117,8 +117,8 @@ def one_run(n: int, interval: int, window: float, workdir: Path,
     try:
         for k, fleet in enumerate(fleets):
             if fleet.poll() is not None:
-                log = (workdir / f"m{k}" / "multirun.log").read_text()[-3000:]
-                raise SystemExit(f"deployed_cpu: multirun start exited early:\n{log}")
+                tail = (workdir / f"m{k}" / "multirun.log").read_text()[-3000:]
+                raise SystemExit(f"deployed_cpu: multirun start exited early:\n{tail}")
         wait_for("every worker ticked", lambda: all(
             (procutil.read_json(p) or {}).get("ticks") for p in statuses), 300)  # fmt: skip
         wait_for("every loop ran a round", lambda: all("round" in p.read_text() for p in logs), 300)

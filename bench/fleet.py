@@ -80,7 +80,7 @@ def histogram_quantile(q: float, bounds: list[float], counts: list[float]) -> fl
 
 def snapshot(paths: list[Path]) -> tuple[float, list[float], list[float]]:
     """(ticks_total summed, lateness bucket counts summed, their bounds)."""
-    ticks, counts, bounds = 0.0, [], []
+    ticks, counts, bounds = 0.0, list[float](), list[float]()
     for path in paths:
         metrics = procutil.read_json(path) or {}
         ticks += sum(c["value"] for c in metrics.get("counters", []) if c["name"] == "ticks_total")

@@ -33,11 +33,12 @@ import sqlite3
 import sys
 from datetime import datetime, timedelta
 from time import sleep
+from typing import Any
 
 import requests
 
-base_url, user, api_key, accountid, interval, journal_path = sys.argv[1:7]
-interval = float(interval)
+base_url, user, api_key, accountid, interval_arg, journal_path = sys.argv[1:7]
+interval = float(interval_arg)
 runmode = "livetest"
 rng = random.Random(int(sys.argv[7]) if len(sys.argv) > 7 else None)
 http = requests.Session()
@@ -51,44 +52,44 @@ db.execute(
 print("up", flush=True)
 
 
-def journal(sql, *args):
+def journal(sql: str, *args: object) -> None:
     with db:  # BEGIN ... COMMIT: durable (fsync) before the next line runs
         db.execute("BEGIN IMMEDIATE")
         db.execute(sql, args)
 
 
-def get_session_token():
+def get_session_token() -> Any:
     data = {"api_key": api_key, "user": user}
     return http.get(base_url + "/session", params=data, timeout=10).json()
 
 
-def open_order(instrument, buysell, volume, orderRef):
+def open_order(instrument: str, buysell: str, volume: float, orderRef: str) -> Any:
     data = {"api_key": api_key, "user": user, "runmode": runmode, "accountid": accountid,
             "instrument": instrument, "buysell": buysell, "volume": volume,
             "orderRef": orderRef, "ordertype": "MKT", "token": token}  # fmt: skip
     return http.post(base_url + "/open_order", data=json.dumps(data), timeout=10).json()
 
 
-def close_order(tradeID):
+def close_order(tradeID: str) -> Any:
     data = {"api_key": api_key, "user": user, "runmode": runmode, "accountid": accountid,
             "tradeIDs": tradeID, "token": token}  # fmt: skip
     return http.post(base_url + "/close_orders", data=json.dumps(data), timeout=10).json()
 
 
-def query_order(tradeID):
+def query_order(tradeID: str) -> Any:
     data = {"api_key": api_key, "user": user, "runmode": runmode, "accountid": accountid,
             "tradeID": tradeID, "token": token}  # fmt: skip
     return http.get(base_url + "/opened_trades", params=data, timeout=10).json()
 
 
-def history(orderRef):
+def history(orderRef: str) -> Any:
     data = {"api_key": api_key, "user": user, "runmode": runmode, "accountid": accountid,
             "acdate": "", "runtime_id": accountid, "orderRef": orderRef,
             "token": token}  # fmt: skip
     return http.get(base_url + "/strategy_trade", params=data, timeout=10).json()
 
 
-def await_listing(tradeID, listed):
+def await_listing(tradeID: str, listed: bool) -> Any:
     """Poll /opened_trades until the trade is listed (a fill) or gone (a close)."""
     sleep(0.02)
     for _ in range(500):
