@@ -9,9 +9,6 @@ state, and returns the exit status: 0 only if every named account reached it.
 from __future__ import annotations
 
 import contextlib
-import json
-import socket
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,7 @@ from typing import Any
 from multirun.core import procutil
 from multirun.core.errors import SupervisorError
 from multirun.core.statedir import StateDir
-from multirun.supervisor.control_server import MAX_REQUEST, PROTOCOL, bind_or_connect
+from multirun.supervisor.control_server import NoAnswer, exchange
 
 Echo = Callable[[str], None]
 
@@ -38,47 +35,13 @@ def request(state_dir: Path, payload: dict[str, Any], *, timeout_s: float) -> di
     path = StateDir(state_dir).control_socket
     if not running(state_dir):
         raise NotRunning(f"no supervisor running on {state_dir}")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.settimeout(min(timeout_s, 10.0))
-        try:
-            bind_or_connect(sock, path, bind=False)
-        except OSError as error:
-            raise NotRunning(
-                f"the supervisor on {state_dir} does not answer on {path.name} "
-                f"({error.strerror or error}); is it an older multirun?"
-            ) from None
-        sock.sendall(json.dumps({"v": PROTOCOL, **payload}).encode() + b"\n")
-        return _read_reply(sock, time.monotonic() + timeout_s)
-    finally:
-        sock.close()
-
-
-def _read_reply(sock: socket.socket, deadline: float) -> dict[str, Any]:
-    data = b""
-    while b"\n" not in data:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise SupervisorError("no reply from the supervisor in time (the change may go on)")
-        sock.settimeout(min(left, 1.0))
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        except OSError as error:
-            raise SupervisorError(f"the supervisor closed the connection: {error}") from None
-        if not chunk:
-            raise SupervisorError("the supervisor closed the connection without a reply")
-        data += chunk
-        if len(data) > 64 * MAX_REQUEST:
-            raise SupervisorError("the supervisor's reply is too long")
-    try:
-        reply = json.loads(data.split(b"\n", 1)[0])
-    except ValueError:
-        raise SupervisorError("the supervisor's reply is not JSON") from None
-    if not isinstance(reply, dict):
-        raise SupervisorError("the supervisor's reply is not a JSON object")
-    return reply
+        return exchange(path, payload, timeout_s)
+    except NoAnswer as error:
+        raise NotRunning(
+            f"the supervisor on {state_dir} does not answer on {path.name} "
+            f"({error}); is it an older multirun?"
+        ) from None
 
 
 def show(reply: dict[str, Any], echo: Echo, echo_err: Echo) -> int:

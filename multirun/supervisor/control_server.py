@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from multirun.core.errors import SupervisorError
+
 PROTOCOL = 1
 MAX_REQUEST = 64 * 1024
 READ_DEADLINE_S = 10.0  # to send a whole request
@@ -93,6 +95,53 @@ def bind_or_connect(sock: socket.socket, path: Path, *, bind: bool) -> None:
     finally:
         os.fchdir(here)
         os.close(here)
+
+
+class NoAnswer(SupervisorError):
+    """Nothing accepts connections on the control socket (no supervisor, or an older one)."""
+
+
+def exchange(path: Path, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """The client's side, for every caller (the CLI, the dashboard, the notifier): one
+    request on the socket at ``path`` and its one reply, a JSON object, within
+    ``timeout_s``. Raises :class:`NoAnswer` when the connection is refused, another
+    :class:`SupervisorError` when no proper reply comes in time."""
+    deadline = time.monotonic() + timeout_s
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(min(timeout_s, 10.0))
+        try:
+            bind_or_connect(sock, path, bind=False)
+        except OSError as error:
+            raise NoAnswer(error.strerror or str(error)) from None
+        sock.sendall(json.dumps({"v": PROTOCOL, **payload}).encode() + b"\n")
+        return _read_reply(sock, deadline)
+
+
+def _read_reply(sock: socket.socket, deadline: float) -> dict[str, Any]:
+    data = b""
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise SupervisorError("no reply from the supervisor in time (the change may go on)")
+        sock.settimeout(min(left, 1.0))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError as error:
+            raise SupervisorError(f"the supervisor closed the connection: {error}") from None
+        if not chunk:
+            raise SupervisorError("the supervisor closed the connection without a reply")
+        data += chunk
+        if len(data) > 64 * MAX_REQUEST:
+            raise SupervisorError("the supervisor's reply is too long")
+    try:
+        reply = json.loads(data.split(b"\n", 1)[0])
+    except ValueError:
+        raise SupervisorError("the supervisor's reply is not JSON") from None
+    if not isinstance(reply, dict):
+        raise SupervisorError("the supervisor's reply is not a JSON object")
+    return reply
 
 
 class ControlServer:

@@ -11,18 +11,15 @@ older one). The reply's accounts have the file's shape (:class:`ProcessEntry`), 
 
 from __future__ import annotations
 
-import json
-import socket
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from multirun.core import statefiles
+from multirun.core.errors import SupervisorError
 from multirun.core.statedir import StateDir
-from multirun.supervisor.control_server import PROTOCOL, bind_or_connect
+from multirun.supervisor.control_server import exchange
 
 ASK_TIMEOUT_S = 1.0  # the notifier looks once a second: an answer later than that is stale
-MAX_REPLY = 16 * 1024 * 1024
 
 
 def entries(
@@ -39,20 +36,7 @@ def entries(
 
 def ask(layout: StateDir, payload: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
     """One request on the control socket; its reply, or None (no answer in time)."""
-    deadline = time.monotonic() + timeout_s
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        try:
-            sock.settimeout(timeout_s)
-            bind_or_connect(sock, layout.control_socket, bind=False)
-            sock.sendall(json.dumps({"v": PROTOCOL, **payload}).encode() + b"\n")
-            data = b""
-            while b"\n" not in data and len(data) < MAX_REPLY:
-                sock.settimeout(max(0.01, deadline - time.monotonic()))
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return None
-                data += chunk
-            reply = json.loads(data.split(b"\n", 1)[0])
-        except (OSError, ValueError):
-            return None
-    return reply if isinstance(reply, dict) else None
+    try:
+        return exchange(layout.control_socket, payload, timeout_s)
+    except (SupervisorError, OSError):
+        return None
