@@ -77,6 +77,8 @@ class AccountStatus:
     paused_since_utc: str | None = None
     paused_until_utc: str | None = None  # a daily-loss pause lifts by itself then
     day_pnl: float | None = None  # P&L since the day's start, realized + unrealized
+    equity: float | None = None  # the worker's NAV estimate (its max_drawdown's measure)
+    drawdown: float | None = None  # the equity's fall from its peak (since start or resume)
     strategy: str | None = None
     journal_rebuilt: str | None = None  # its journal replaced a damaged one (set aside)
 
@@ -266,6 +268,8 @@ def merge(
         paused_since_utc=worker.get("paused_since_utc") if state == State.PAUSED else None,
         paused_until_utc=worker.get("paused_until_utc") if state == State.PAUSED else None,
         day_pnl=worker.get("day_pnl"),
+        equity=worker.get("equity"),
+        drawdown=worker.get("drawdown"),
         strategy=worker.get("strategy"),
         journal_rebuilt=worker.get("journal_rebuilt"),
     )

@@ -109,6 +109,15 @@ def test_the_open_position_nav_and_todays_pl_show_in_table_and_json() -> None:
     assert render_text(Snapshot(99, True, [none])).splitlines()[2].split()[7] == "-"
 
 
+def test_the_money_limits_figures_of_a_worker_show_in_json() -> None:
+    """What an account's own limits are checked against (issue 24): the day's P&L, the
+    equity estimate and its fall from the peak, as the worker's status.json says."""
+    money = {"day_pnl": -312.4, "equity": 99687.6, "drawdown": 401.25}
+    row = merge("alpha", SUP, {**WORKER, **money}, running=True, now=NOW)
+    data = json.loads(render_json(Snapshot(99, True, [row])))["accounts"][0]
+    assert (data["day_pnl"], data["equity"], data["drawdown"]) == (-312.4, 99687.6, 401.25)
+
+
 def test_durations() -> None:
     assert [format_duration(s) for s in (5, 65, 3700, 90000)] == ["5s", "1m05s", "1h01m", "1d1h"]
 
