@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from multirun.account.ticker import StopFlag
+from multirun.core import procutil
 from multirun.core.clock import SYSTEM_CLOCK, Clock, StopSignal
 from multirun.core.statefiles import read_command
 
@@ -58,16 +59,11 @@ class CommandReader:
         """The commands complete so far; at EOF the pipe is closed (and None from then on)."""
         if self.fd is None:
             return []
-        try:
-            chunk = os.read(self.fd, 65536)
-        except BlockingIOError:
-            return []
-        except OSError:
-            chunk = b""
-        if not chunk:
+        lines, self.data, eof = procutil.read_lines(self.fd, self.data)
+        if eof:
             self.close()
-        *lines, self.data = (self.data + chunk).split(b"\n")
-        found = [read_command(line.decode(errors="replace")) for line in lines if line.strip()]
+        lines = [line for line in lines if line.strip()]
+        found = [read_command(line) for line in lines]
         for line, command in zip(lines, found, strict=True):
             if command is None:
                 log.warning("command pipe: not a command, ignored: %r", line[:200])

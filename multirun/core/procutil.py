@@ -41,6 +41,20 @@ def pipe(*, nonblocking: bool = False) -> tuple[int, int]:
     return r, w
 
 
+def read_lines(fd: int, pending: bytes) -> tuple[list[str], bytes, bool]:
+    """What a non-blocking pipe holds now, after ``pending`` (the part of a line read
+    before): (its complete lines, decoded; the part of a line left; whether it is at EOF,
+    a read error counting as EOF). Nothing to read is ([], pending, False)."""
+    try:
+        chunk = os.read(fd, 65536)
+    except BlockingIOError:
+        return [], pending, False
+    except OSError:
+        chunk = b""
+    *lines, rest = (pending + chunk).split(b"\n")
+    return [line.decode(errors="replace") for line in lines], rest, not chunk
+
+
 def set_parent_death_signal(signum: int) -> bool:
     """Ask the kernel to send ``signum`` to this process when its parent dies (Linux)."""
     if not sys.platform.startswith("linux"):

@@ -113,16 +113,10 @@ class Pipes:
         """Read ``proc``'s handshake pipe when it stays open (an account: "up", then each
         change of its condition): the complete lines come so far; at EOF the pipe is closed."""
         assert proc.ready_fd is not None
-        try:
-            data = os.read(proc.ready_fd, 65536)
-        except BlockingIOError:
-            return []
-        except OSError:
-            data = b""
-        if not data:
+        lines, proc.ready_data, eof = procutil.read_lines(proc.ready_fd, proc.ready_data)
+        if eof:
             self.close_ready(proc)
-        *lines, proc.ready_data = (proc.ready_data + data).split(b"\n")
-        return [line.decode(errors="replace").strip() for line in lines]
+        return [line.strip() for line in lines]
 
     def close_ready(self, proc: Proc) -> None:
         if proc.ready_fd is not None:
