@@ -15,12 +15,20 @@ counted apart and neither waits on the other's server), then, at the same time:
 ``--tree DIR`` runs multirun from another source tree; given twice, both fleets run side
 by side (each on its own simulator), a before/after comparison in one window.
 
-Once every worker is RUNNING and has ticked and every loop has run a round, it reads
+Once every worker is RUNNING and has ticked ``--warmup`` times (default 4) and every loop
+has run a round, it reads
 utime + stime (/proc/PID/stat) of each side's processes over ``--window`` seconds of
 ticking (both sides tick through the same window, so machine noise hits both alike),
 and each simulator's request counts. Prints per side: % of a core, CPU ms per
 account-tick (the window's CPU over N * window / interval ticks), requests per tick;
 then the ratio multirun / seedplus, median [min-max] over the repetitions. Linux only.
+
+Why a warm-up: a fleet is measured as it runs for weeks, in its steady state. A worker
+learns how long the server takes to show a fill or a close (``multirun.api.polls.Learned``)
+from its first two confirmations of each kind, which poll on the base schedule (about 4
+reads each instead of 1-2); with only one tick before the window, those first
+confirmations fell inside it and added about 1.3 requests per tick (5.5 instead of 4.2).
+``--warmup 1`` measures that start-up phase instead.
 """
 
 from __future__ import annotations
@@ -101,7 +109,7 @@ def start_seedplus(url: str, n: int, interval: int, workdir: Path) -> list[subpr
 
 
 def one_run(n: int, interval: int, window: float, workdir: Path,
-            sources: list[Path]) -> list[Side]:  # fmt: skip
+            sources: list[Path], warmup: int = 4) -> list[Side]:  # fmt: skip
     """One repetition: a Side per multirun tree in ``sources``, then seedplus's."""
     sides = [f"m{k}" for k in range(len(sources))] + ["s"]
     for side in sides:
@@ -119,13 +127,13 @@ def one_run(n: int, interval: int, window: float, workdir: Path,
             if fleet.poll() is not None:
                 tail = (workdir / f"m{k}" / "multirun.log").read_text()[-3000:]
                 raise SystemExit(f"deployed_cpu: multirun start exited early:\n{tail}")
-        wait_for("every worker ticked", lambda: all(
-            (procutil.read_json(p) or {}).get("ticks") for p in statuses), 300)  # fmt: skip
+        wait_for(f"every worker ticked {warmup} times", lambda: all(
+            ((procutil.read_json(p) or {}).get("ticks") or 0) >= warmup for p in statuses),
+            300 + warmup * interval)  # fmt: skip
         wait_for("every loop ran a round", lambda: all("round" in p.read_text() for p in logs), 300)
         for log in logs:
             if "Error" in log.read_text() or "seedplus:" in log.read_text():
                 raise SystemExit(f"deployed_cpu: {log} failed:\n{log.read_text()[-2000:]}")
-        time.sleep(interval)  # past everyone's first (costlier) tick
         groups = [tree([fleet.pid]) for fleet in fleets] + [[p.pid for p in seeds]]
         groups += [[sim.pid] for sim, _ in sims]
         before = [_cpu_s(group) for group in groups]
@@ -197,6 +205,9 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument(
+        "--warmup", type=int, default=4, help="ticks of every worker before the window"
+    )
+    parser.add_argument(
         "--tree",
         type=Path,
         action="append",
@@ -209,7 +220,9 @@ def main() -> int:
     runs = []
     for _ in range(args.reps):
         with tempfile.TemporaryDirectory() as tmp:
-            runs.append(one_run(args.accounts, args.interval, args.window, Path(tmp), sources))
+            runs.append(
+                one_run(args.accounts, args.interval, args.window, Path(tmp), sources, args.warmup)
+            )
     table, figures = report(runs, labels, args.accounts, args.interval, args.window)
     print(json.dumps({**figures, "table": table}, indent=2) if args.json else table)
     return 0
