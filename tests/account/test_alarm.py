@@ -1,12 +1,14 @@
-"""How often an idle worker touches its heartbeat (multirun.account.alarm.heartbeat_every)."""
+"""How often a worker touches its heartbeat (multirun.account.alarm: heartbeat_every, Heartbeat)."""
 
 from __future__ import annotations
 
 import itertools
+import os
+from pathlib import Path
 
 import pytest
 
-from multirun.account.alarm import heartbeat_every
+from multirun.account.alarm import Heartbeat, heartbeat_every
 from multirun.account.ticker import FINAL_WAIT_S, StopFlag, Tick, Ticker
 from tests.clocks import ManualClock
 
@@ -39,3 +41,19 @@ def test_an_idle_ticker_waits_at_most_its_heartbeat_interval_and_beats_between()
     assert clock.waits[-1] == pytest.approx(FINAL_WAIT_S)
     assert len(beats) == 12  # one before each long wait: never more than 5 s apart
     assert max(b - a for a, b in itertools.pairwise(beats)) == pytest.approx(5.0)
+
+
+def test_the_heartbeat_touches_its_file_at_most_every_half_second(tmp_path: Path) -> None:
+    now = [100.0]
+    touched: list[float] = []
+    beat = Heartbeat(tmp_path / "heartbeat", on_beat=lambda: touched.append(now[0]),
+                     clock=lambda: now[0])  # fmt: skip
+    beat()  # the first call creates the file
+    assert (tmp_path / "heartbeat").exists() and touched == [100.0]
+    os.utime(tmp_path / "heartbeat", (1, 1))
+    for now[0] in (100.1, 100.2, 100.49):  # a tick's requests, within ms of each other
+        beat()
+    assert touched == [100.0] and (tmp_path / "heartbeat").stat().st_mtime == 1
+    now[0] = 100.5
+    beat()
+    assert touched == [100.0, 100.5] and (tmp_path / "heartbeat").stat().st_mtime > 1

@@ -172,6 +172,12 @@ class Journal:
         self._update(order_ref, "send_ended_ts = ?", self._now() if at is None else at)
 
     def mark_acked(self, order_ref: str, trade_id: str) -> None:
+        """The server took the order as ``trade_id``.
+
+        Deferred in a batch (committed with the next order write, at the latest at the
+        tick's end, before anything else is sent): it protects no order of its own. Lost
+        in a crash, the row is the intent it was, and the restart finds the trade by its
+        orderRef, as after a crash while the open was being sent."""
         now = self._now()
         self._update(
             order_ref,
@@ -181,6 +187,7 @@ class Journal:
             str(trade_id),
             now,
             now,
+            deferred=True,
         )
 
     def mark_listed(self, order_refs: Iterable[str]) -> None:
@@ -232,10 +239,14 @@ class Journal:
                 )
 
     def mark_closed(self, order_refs: Iterable[str], note: str = "close confirmed") -> None:
-        """The closes of ``order_refs`` are confirmed."""
+        """The closes of ``order_refs`` are confirmed.
+
+        Deferred in a batch, as :meth:`mark_acked`: lost in a crash, the rows are CLOSING
+        again, and the restart asks the server, which says closed (a trade is declared
+        closed only on the server's word either way)."""
         now = self._now()
         refs = list(order_refs)
-        with self._tx(refs=refs) as db:
+        with self._deferred(refs) as db:
             for ref in refs:
                 db.execute(
                     "UPDATE orders SET state = ?, closed_ts = ?, note = ? WHERE order_ref = ?",
@@ -467,12 +478,13 @@ class Journal:
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """Within the block, writes that protect no order (:meth:`mark_listed`,
-        :meth:`record_fill`, :meth:`record_close`, :meth:`add_equity`,
-        :meth:`save_state`) are committed with the next write that does (an intent, an
-        ack, a close...) or at the end of the block: one transaction instead of one
-        each. Reads see them. Committed even when the block raises (a failed commit is
-        then ignored: the block's error comes first); else it raises JournalError."""
+        """Within the block, writes that protect no order (:meth:`mark_acked`,
+        :meth:`mark_listed`, :meth:`mark_closed`, :meth:`record_fill`,
+        :meth:`record_close`, :meth:`add_equity`, :meth:`save_state`) are committed
+        with the next write that does (an intent, a close request...) or at the end of
+        the block: one transaction instead of one each. Reads see them. Committed even
+        when the block raises (a failed commit is then ignored: the block's error comes
+        first); else it raises JournalError."""
         outer, self._batching = self._batching, True
         try:
             yield

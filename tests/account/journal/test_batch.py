@@ -1,9 +1,10 @@
 """Journal batches: writes that protect no order ride with the next one that does.
 
 Inside :meth:`Journal.batch` (a worker's tick), prices, listed times, equity points and
-the strategy's state wait in the open transaction; an intent, an ack, a close (every
-write that protects an order) commits them with itself, durably, as before. A crash
-loses at most the deferred ones.
+the strategy's state wait in the open transaction, and so do an ack and a confirmed
+close (the restart asks the server about an intent or a CLOSING row anyway); an intent
+or a close request (the writes that protect an order) commits them with itself, durably.
+A crash loses at most the deferred ones.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from multirun.account.journal.store import CLOSED, INTENT, OPEN, Journal
+from multirun.account.journal.store import CLOSED, CLOSING, INTENT, OPEN, Journal
 from multirun.core.errors import JournalError
 from multirun.core.statedir import StateDir
 
@@ -52,13 +53,22 @@ def test_deferred_writes_wait_for_the_next_order_write(journal: Journal, state: 
             assert other.load_state() == {"draws": 1}
             assert other.get(intent.order_ref).state == INTENT
             journal.mark_acked(intent.order_ref, "7")
-            assert other.get(intent.order_ref).state == OPEN  # at once, as before
+            assert journal.get(intent.order_ref).state == OPEN
+            assert other.get(intent.order_ref).state == INTENT  # the ack waits too
             journal.mark_listed([intent.order_ref])
             journal.record_fill(intent.order_ref, 97000.0, None, "listing")
             assert journal.get(intent.order_ref).fill_price == 97000.0
             assert other.get(intent.order_ref).fill_price is None
         row = other.get(intent.order_ref)  # the end of the batch commits them
-        assert row.fill_price == 97000.0 and row.listed_ts is not None
+        assert row.state == OPEN and row.fill_price == 97000.0 and row.listed_ts is not None
+        with journal.batch():
+            journal.mark_close_requested([intent.order_ref])  # protects the close: at once
+            assert other.get(intent.order_ref).state == CLOSING
+            journal.mark_closed([intent.order_ref])
+            assert other.get(intent.order_ref).state == CLOSING  # the confirmation waits
+            second = journal.new_intent("BTCUSD", "SELL", 1.0)  # the next order's commit
+            assert other.get(intent.order_ref).state == CLOSED
+            assert other.get(second.order_ref).state == INTENT
     finally:
         other.close()
 
@@ -145,9 +155,12 @@ def test_a_crash_in_a_batch_loses_only_the_deferred_writes(state: Path) -> None:
     journal = Journal.for_account(StateDir(state).account("alpha"), PREFIX)
     try:
         row = journal.get(ref)
-        assert row.state == OPEN and row.trade_id == "11"  # the intent and its ack hold
+        # the intent holds (the restart looks it up by orderRef, never resends it:
+        # tests/account/test_worker.py::test_an_intent_found_on_the_server_is_recorded_not_resent);
+        # its ack, listed time and price were lost with the process
+        assert row.state == INTENT and row.trade_id is None and row.send_ended_ts is None
         assert journal.load_state() == {"draws": 5}  # committed with the intent
-        assert row.fill_price is None and row.listed_ts is None  # lost: priced again later
+        assert row.fill_price is None and row.listed_ts is None
         assert journal.seq_of(journal.new_intent("BTCUSD", "BUY", 1.0).order_ref) == 2
     finally:
         journal.close()
