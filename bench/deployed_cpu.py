@@ -15,7 +15,7 @@ counted apart and neither waits on the other's server), then, at the same time:
 ``--tree DIR`` runs multirun from another source tree; given twice, both fleets run side
 by side (each on its own simulator), a before/after comparison in one window.
 
-Once every worker is RUNNING and has ticked ``--warmup`` times (default 4) and every loop
+Once every worker is RUNNING and has ticked ``--warmup`` times (default 6) and every loop
 has run a round, it reads
 utime + stime (/proc/PID/stat) of each side's processes over ``--window`` seconds of
 ticking (both sides tick through the same window, so machine noise hits both alike),
@@ -109,7 +109,7 @@ def start_seedplus(url: str, n: int, interval: int, workdir: Path) -> list[subpr
 
 
 def one_run(n: int, interval: int, window: float, workdir: Path,
-            sources: list[Path], warmup: int = 4) -> list[Side]:  # fmt: skip
+            sources: list[Path], warmup: int = 6) -> list[Side]:  # fmt: skip
     """One repetition: a Side per multirun tree in ``sources``, then seedplus's."""
     sides = [f"m{k}" for k in range(len(sources))] + ["s"]
     for side in sides:
@@ -205,7 +205,7 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument(
-        "--warmup", type=int, default=4, help="ticks of every worker before the window"
+        "--warmup", type=int, default=6, help="ticks of every worker before the window"
     )
     parser.add_argument(
         "--tree",
