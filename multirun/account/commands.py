@@ -104,9 +104,14 @@ class CommandClock:
             return self.inner.wait(stop, seconds)
         end = self.inner.monotonic() + max(0.0, seconds)
         while not stop.is_set():
-            fds = [stop.fileno(), *([self.reader.fd] if self.reader.fd is not None else [])]
+            # poll, not select: the pipe keeps the number it had in the supervisor, above
+            # 1024 (select's limit) once a few hundred accounts run
+            poller = select.poll()
+            for fd in (stop.fileno(), self.reader.fd):
+                if fd is not None:
+                    poller.register(fd, select.POLLIN)
             left = end - self.inner.monotonic()
-            readable, _, _ = select.select(fds, [], [], max(0.0, left))
+            readable = [fd for fd, _ in poller.poll(max(0.0, left) * 1000)]
             if self.reader.fd is not None and self.reader.fd in readable:
                 self.pending += self.reader.read()
                 if self.serve():

@@ -5,6 +5,7 @@ before the wait starts, so a wait that did not listen would sleep its whole 5 s)
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 
@@ -116,3 +117,31 @@ def test_command_lines_round_trip_and_refuse_the_rest() -> None:
     assert read_command('{"cmd": "buy", "reason": "x"}') is None
     assert read_command('{"state": "PAUSED"}') is None
     assert read_command("up") is None
+
+
+def test_a_pipe_numbered_above_select_s_limit_is_served() -> None:
+    """A worker forked by a supervisor of 500 accounts keeps its command pipe's number,
+    above 1024: the wait still reads it (select() raised ValueError there)."""
+    read_fd, write_fd = os.pipe()
+    high = 1500
+    try:
+        os.dup2(read_fd, high)
+    except OSError:
+        pytest.skip("this process may not open descriptor 1500")
+    os.close(read_fd)
+    stop = StopFlag()
+    clock = CommandClock(CommandReader(high))
+    worker = FakeWorker(stop)
+    clock.actor = worker
+    sender = threading.Timer(0.05, send, (write_fd, "pause", "paused by operator"))
+    try:
+        sender.start()  # comes while the wait sleeps on the pipe
+        began = time.monotonic()
+        assert clock.wait(stop, 5.0) is False
+        assert time.monotonic() - began < 1.0
+        assert worker.done == [("pause", "paused by operator")]
+    finally:
+        sender.join()
+        clock.reader.close()
+        stop.close()
+        os.close(write_fd)
