@@ -1,8 +1,10 @@
 """The per-account order journal: a SQLite database that survives any crash.
 
 One file per account (:attr:`multirun.core.statedir.AccountDir.journal`; 0600, directory
-0700), WAL mode with ``synchronous=FULL``, so a committed row is on disk before we act
-on it. The worker running the account holds :attr:`~multirun.core.statedir.AccountDir.lock`.
+0700), WAL mode. Every write that protects an order is committed with
+``synchronous=FULL``, so it is on disk before we act on it; the writes a tick defers
+(:meth:`Journal.batch`) are committed without waiting for the disk. The worker running
+the account holds :attr:`~multirun.core.statedir.AccountDir.lock`.
 
 An order goes through these states::
 
@@ -76,6 +78,7 @@ class Journal:
         # strategy's state) wait in an open transaction for the next commit.
         self._batching = False
         self._open_tx = False  # a transaction holding deferred writes is open
+        self._synchronous = "FULL"  # the connection's level (schema.connect sets FULL)
         # The mirror (issue 27), kept while we hold the lock (this process is then the
         # journal's only writer): query results by states, and rows by orderRef. Every
         # write of an orders row names its orderRefs, which are read again inside the
@@ -521,19 +524,21 @@ class Journal:
     def _tx(
         self, *, commit: bool = True, refs: Sequence[str] | None = None
     ) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction (with the deferred writes before it, if any):
-        committed (durably: synchronous=FULL) on exit, rolled back on error. ``refs``:
-        the orderRefs of every orders row the block writes (their rows are read again
-        into the mirror before the commit); None (unknown) drops the mirror."""
+        """One IMMEDIATE transaction, rolled back on error. ``commit``: committed
+        durably (synchronous=FULL: on disk before the caller acts) on exit; else left
+        open for the writes deferred in a batch, committed later without waiting for
+        the disk (synchronous=NORMAL: a process killed keeps them, as the OS has them; a
+        power cut may lose them, as a crash may lose deferred writes). Deferred writes
+        still open when a durable one begins are committed first, on their own (the
+        durable commit then syncs them too: the log is synced whole). ``refs``: the
+        orderRefs of every orders row the block writes (their rows are read again into
+        the mirror before the commit); None (unknown) drops the mirror."""
         if refs is None:
             self._forget()
+        if commit and self._open_tx:
+            self.commit()
         if not self._open_tx:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                self._forget()  # a failing disk: the reads that follow find it too
-                raise JournalError(f"journal {self.path}: {exc}") from None
-            self._open_tx = True
+            self._begin("FULL" if commit else "NORMAL")
         try:
             yield self._db
             self._mirror(refs or ())
@@ -547,6 +552,19 @@ class Journal:
             raise
         if commit:
             self.commit()
+
+    def _begin(self, synchronous: str) -> None:
+        """BEGIN IMMEDIATE at ``synchronous`` (a level SQLite lets change only between
+        transactions)."""
+        try:
+            if synchronous != self._synchronous:
+                self._db.execute(f"PRAGMA synchronous={synchronous}")
+                self._synchronous = synchronous
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._forget()  # a failing disk: the reads that follow find it too
+            raise JournalError(f"journal {self.path}: {exc}") from None
+        self._open_tx = True
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """A read's rows; a failing database (disk full, I/O error) is a JournalError."""

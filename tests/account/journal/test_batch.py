@@ -164,3 +164,25 @@ def test_a_crash_in_a_batch_loses_only_the_deferred_writes(state: Path) -> None:
         assert journal.seq_of(journal.new_intent("BTCUSD", "BUY", 1.0).order_ref) == 2
     finally:
         journal.close()
+
+
+def test_only_the_writes_that_protect_an_order_wait_for_the_disk(journal: Journal) -> None:
+    """A tick's deferred writes commit at synchronous=NORMAL (no fsync: a killed process
+    keeps them); an intent or a close request commits at FULL, on its own, after them."""
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
+    try:
+        with journal.batch():
+            journal.save_state({"draws": 6})
+            intent = journal.new_intent("BTCUSD", "BUY", 1.0)
+            journal.mark_acked(intent.order_ref, "12")
+        durable = statements.index("PRAGMA synchronous=FULL")
+        assert statements[:2] == ["PRAGMA synchronous=NORMAL", "BEGIN IMMEDIATE"]
+        assert statements[durable - 1] == "COMMIT"  # the deferred state, on its own
+        assert statements[durable + 1] == "BEGIN IMMEDIATE"
+        assert any(s.startswith("INSERT INTO orders") for s in statements[durable:])
+        tail = statements[statements.index("PRAGMA synchronous=NORMAL", durable) :]
+        assert tail[1] == "BEGIN IMMEDIATE" and tail[-1] == "COMMIT"  # the ack, at the end
+        assert all("INSERT INTO orders" not in s for s in tail)
+    finally:
+        journal._db.set_trace_callback(None)
