@@ -8,15 +8,19 @@ the seed's own style (one ``requests.Session``, module-level functions, a plain
 ``while True``) to get multirun's guarantees for the same strategy (close what is held,
 then BUY, SELL or nothing, 2 draws in 3), and nothing more. Every round:
 
-1. close the trade held: journal ``CLOSING`` (committed), ``/close_orders``, confirm it
-   gone from ``/opened_trades`` (polled until absent), read ``/strategy_trade`` for the
-   exact P&L of its close, journal ``CLOSED`` with it (committed);
+1. close the trade held: journal ``CLOSING`` (committed, fsync) *before* sending,
+   ``/close_orders``, confirm it gone from ``/opened_trades`` (polled until absent), read
+   ``/strategy_trade`` for the exact P&L of its close, journal ``CLOSED`` with it
+   (committed);
 2. draw a side; open: journal the intent with its orderRef (committed, fsync) *before*
    sending, ``/open_order`` carrying that orderRef, journal the trade id (committed),
    confirm the fill in ``/opened_trades`` (polled until listed), journal its price
    (committed).
 
-The journal is SQLite, WAL, ``synchronous=FULL``, as multirun's. The session token is
+The journal is SQLite in WAL mode, with multirun's durability: the two writes that
+protect an order (the intent, the close request) are committed at ``synchronous=FULL``
+(on disk before the request leaves), the others at ``NORMAL`` (a killed process keeps
+them; a power cut may lose them, and a restart would ask the server). The session token is
 renewed when it expires. Polls: first after 20 ms, then every 10 ms (the simulator's
 fills take 20 ms). Between rounds it sleeps until the next one is due (the seed's
 ``sleep(1)`` would space rounds up to a second late, and so run fewer of them).
@@ -44,7 +48,6 @@ rng = random.Random(int(sys.argv[7]) if len(sys.argv) > 7 else None)
 http = requests.Session()
 db = sqlite3.connect(journal_path, isolation_level=None)
 db.execute("PRAGMA journal_mode=WAL")
-db.execute("PRAGMA synchronous=FULL")
 db.execute(
     "CREATE TABLE IF NOT EXISTS orders (ref TEXT PRIMARY KEY, side TEXT, volume REAL,"
     " state TEXT, trade_id TEXT, open_price REAL, close_price REAL, pnl REAL)"
@@ -52,8 +55,10 @@ db.execute(
 print("up", flush=True)
 
 
-def journal(sql: str, *args: object) -> None:
-    with db:  # BEGIN ... COMMIT: durable (fsync) before the next line runs
+def journal(sql: str, *args: object, durable: bool = False) -> None:
+    # durable: on disk (fsync) before the next line runs; else in the OS's hands
+    db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+    with db:
         db.execute("BEGIN IMMEDIATE")
         db.execute(sql, args)
 
@@ -111,7 +116,7 @@ while True:
             token = res["res"]["token"]
             token_expiry = res["res"]["expired_utc"]
         if tradeID != "":
-            journal("UPDATE orders SET state='CLOSING' WHERE ref=?", ref)
+            journal("UPDATE orders SET state='CLOSING' WHERE ref=?", ref, durable=True)
             res = close_order(tradeID)
             if res.get("status") != "SUCCESS":
                 raise SystemExit(f"seedplus: close refused: {res}")
@@ -127,7 +132,7 @@ while True:
             seq += 1
             ref = f"sp-{user}-{seq}"
             journal("INSERT INTO orders (ref, side, volume, state) VALUES (?, ?, 1, 'INTENT')",
-                    ref, buysell)  # fmt: skip
+                    ref, buysell, durable=True)  # fmt: skip
             res = open_order(instrument="BTCUSD", buysell=buysell, volume=1, orderRef=ref)
             if "tradeID" not in res:
                 raise SystemExit(f"seedplus: open refused: {res}")
