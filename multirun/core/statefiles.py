@@ -304,5 +304,6 @@ def read_metrics(account: AccountDir) -> WorkerMetrics:
 
 
 def write_metrics(account: AccountDir, data: WorkerMetrics) -> None:
-    """Raises OSError, as :func:`write_supervisor`."""
-    write_json_atomic(account.metrics, data)
+    """Raises OSError, as :func:`write_supervisor`. One line (json's C encoder): written
+    after every tick, indented it cost the worker ~0.3 ms a tick more."""
+    write_json_atomic(account.metrics, data, compact=True)
