@@ -17,6 +17,13 @@ Version 2 (issue 16) keeps the money:
   ``/opened_trades``), ``'quote'`` (the last quote the worker saw; a fallback).
 - ``equity (ts, nav, realized_pl, unrealized_pl)``: the server's own ``/balance``
   figures, sampled by the worker (:mod:`multirun.equity`).
+
+Version 3 (issue 27) indexes ``orders.closed_ts`` and ``orders.created_ts``: every tick
+sums the day's realized P&L (``closed_ts >= day start``) and counts the orders of the
+last hour (``created_ts >= an hour ago``). Without them each was a scan of every order
+ever journaled: 6 ms a tick each at 100,000 orders (about nine days of an account
+trading two ticks in three every 5 s), three times a whole tick's CPU; with them, a few
+rows read whatever the journal's age.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from pathlib import Path
 
 from multirun.core.errors import JournalError
 
-VERSION = 2
+VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,10 @@ _STEPS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE IF NOT EXISTS equity (ts REAL NOT NULL, nav REAL,"
         " realized_pl REAL, unrealized_pl REAL)",
         "CREATE INDEX IF NOT EXISTS equity_ts ON equity (ts)",
+    ),
+    3: (
+        "CREATE INDEX IF NOT EXISTS orders_closed_ts ON orders (closed_ts)",
+        "CREATE INDEX IF NOT EXISTS orders_created_ts ON orders (created_ts)",
     ),
 }
 

@@ -86,6 +86,9 @@ class Journal:
         # failed commit drops them (read again from the file). Reads cost no SELECT.
         self._cache: dict[tuple[str, ...], list[JournalOrder]] = {}
         self._rows_by_ref: dict[str, JournalOrder | None] = {}
+        # (since_ts, realized_since(since_ts)) kept up to date by the mirror: read every
+        # tick, it would otherwise sum a day of closes each time
+        self._realized: tuple[float, float] | None = None
         existed = path.exists() and path.stat().st_size > 0
         if lock is not None:  # before opening: only the lock's holder sets a journal aside
             self._lock = _lock(lock)
@@ -166,6 +169,7 @@ class Journal:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (ref, instrument, side, volume, INTENT, self._now()),
             )
+            self._rows_by_ref.setdefault(ref, None)  # inserted: no row before it
             self._mirror([ref])
         return self.get(ref)
 
@@ -295,10 +299,16 @@ class Journal:
             )
 
     def realized_since(self, since_ts: float) -> float:
-        """The realized P&L of trades of ours closed since ``since_ts`` (priced ones)."""
+        """The realized P&L of trades of ours closed since ``since_ts`` (priced ones).
+        The lock's holder reads the sum once per ``since_ts``; its mirror then adds what
+        each write changes (see :meth:`_mirror`)."""
+        if self._realized is not None and self._realized[0] == since_ts:
+            return self._realized[1]
         (row,) = self._rows(
             "SELECT COALESCE(SUM(realized_pl), 0) FROM orders WHERE closed_ts >= ?", (since_ts,)
         )
+        if self._lock is not None:  # the only writer: the mirror keeps it
+            self._realized = (since_ts, float(row[0]))
         return float(row[0])
 
     def bump_seq(self, seen_suffix: int | None) -> None:
@@ -588,6 +598,7 @@ class Journal:
             return
         for ref in refs:
             row = self._read_row(ref)
+            self._count_realized(self._rows_by_ref.get(ref, _UNKNOWN), row)
             self._rows_by_ref[ref] = row
             for states, orders in self._cache.items():
                 kept = [o for o in orders if o.order_ref != ref]
@@ -595,10 +606,33 @@ class Journal:
                     kept = sorted([*kept, row], key=lambda o: o.id)
                 self._cache[states] = kept
 
+    def _count_realized(self, was: JournalOrder | str | None, row: JournalOrder | None) -> None:
+        """Move the kept :meth:`realized_since` sum by what a row's write changed
+        (``was``: the row before it; :data:`_UNKNOWN` when the mirror did not hold it,
+        then the sum is read again next time)."""
+        if self._realized is None:
+            return
+        if isinstance(was, str):
+            self._realized = None
+            return
+        since, total = self._realized
+        self._realized = (since, total + _realized_after(row, since) - _realized_after(was, since))
+
     def _forget(self) -> None:
         """Drop the mirror: the next reads go to the file."""
         self._cache.clear()
         self._rows_by_ref.clear()
+        self._realized = None
+
+
+_UNKNOWN = "unknown"  # a row the mirror does not hold (see Journal._count_realized)
+
+
+def _realized_after(row: JournalOrder | None, since_ts: float) -> float:
+    """What ``row`` adds to :meth:`Journal.realized_since` (its SQL, row by row)."""
+    if row is None or row.closed_ts is None or row.realized_pl is None:
+        return 0.0
+    return row.realized_pl if row.closed_ts >= since_ts else 0.0
 
 
 def _open(path: Path, *, locked: bool) -> tuple[sqlite3.Connection, Rebuilt | None]:

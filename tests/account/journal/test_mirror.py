@@ -23,6 +23,9 @@ PREFIX = "mr-alpha-"
 STATES = (HELD, (INTENT,), ("CLOSED",))
 
 
+SINCE = 4e9  # a day start after every close (2096): none counts
+
+
 @pytest.fixture
 def journal(tmp_path: Path) -> Iterator[Journal]:
     j = Journal.for_account(StateDir(tmp_path / "state").account("alpha"), PREFIX)
@@ -45,6 +48,14 @@ def agrees(journal: Journal) -> None:
         assert journal.in_states(*states) == wanted, states
     for ref, row in rows.items():
         assert journal.get(ref) == row
+    with sqlite3.connect(journal.path) as other:  # the day's P&L the mirror keeps
+        sql = "SELECT COALESCE(SUM(realized_pl), 0) FROM orders WHERE closed_ts >= ?"
+        for since in (0.0, SINCE):
+            (on_disk,) = other.execute(sql, (since,)).fetchone()
+            assert journal.realized_since(since) == pytest.approx(on_disk), since
+        assert journal.realized_since(0.0) == pytest.approx(
+            other.execute(sql, (0.0,)).fetchone()[0]
+        )
 
 
 def test_the_mirror_follows_every_write_of_an_orders_life(journal: Journal) -> None:
@@ -66,9 +77,18 @@ def test_the_mirror_follows_every_write_of_an_orders_life(journal: Journal) -> N
     journal.mark_closed([first.order_ref])
     journal.record_close(first.order_ref, 101.0, 1.0, "history")
     agrees(journal)
+    journal.record_close(first.order_ref, 99.0, -1.0, "history")  # priced again
+    agrees(journal)
     journal.adopt("mr-alpha-OTHERS-9", "8", "BTCUSD", "BUY", 1.0)
     agrees(journal)
     assert [o.order_ref for o in journal.held()] == ["mr-alpha-OTHERS-9"]
+    journal.record_close("mr-alpha-OTHERS-9", 99.5, 2.5, "history")  # priced, then closed
+    agrees(journal)
+    journal.mark_close_requested(["mr-alpha-OTHERS-9"])
+    journal.mark_closed(["mr-alpha-OTHERS-9"])
+    agrees(journal)
+    journal.adopt("mr-alpha-OTHERS-9", "8", "BTCUSD", "BUY", 1.0)  # seen open again
+    agrees(journal)
 
 
 class FailingCommit:

@@ -71,10 +71,14 @@ def test_a_v1_journal_migrates_in_place_and_its_rows_keep_working(tmp_path: Path
     finally:
         journal.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 3
     assert db.execute("SELECT * FROM equity").fetchall() == [(400.0, 1000.5, 0.5, -0.25)]
     db.close()
-    Journal(path, PREFIX).close()  # opening a migrated journal again is a no-op
+    journal = Journal(path, PREFIX)  # opening a migrated journal again is a no-op
+    try:
+        assert tick_queries_indexed(journal)
+    finally:
+        journal.close()
 
 
 def test_a_journal_newer_than_this_program_is_refused(tmp_path: Path) -> None:
@@ -101,5 +105,30 @@ def test_close_price_and_realized_pl_and_todays_sum(tmp_path: Path) -> None:
         assert order.price_source == "history"
         assert journal.realized_since(0.0) == pytest.approx(0.48)
         assert journal.realized_since(order.closed_ts + 1) == 0.0
+    finally:
+        journal.close()
+
+
+def tick_queries_indexed(journal: Journal) -> bool:
+    """Whether the two queries every tick makes (Journal.realized_since, the day's
+    P&L; Journal.sent_since, the orders of the last hour) read an index, not every
+    order ever journaled: their SQL as sent, captured, then explained."""
+    sent: list[str] = []
+    journal._db.set_trace_callback(sent.append)
+    try:
+        journal.realized_since(0.0)
+        journal.sent_since(0.0)
+    finally:
+        journal._db.set_trace_callback(None)
+    assert len(sent) == 2
+    plans = [journal._db.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall() for sql in sent]
+    return all(any(str(row[-1]).startswith("SEARCH orders USING INDEX") for row in plan)
+               for plan in plans)  # fmt: skip
+
+
+def test_the_queries_of_every_tick_read_an_index_in_a_new_journal(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "alpha" / "journal.sqlite", PREFIX)
+    try:
+        assert tick_queries_indexed(journal)
     finally:
         journal.close()
