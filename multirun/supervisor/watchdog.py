@@ -1,9 +1,10 @@
 """The heartbeat watchdog: a worker that stopped showing signs of life is OVERDUE, then killed.
 
 A worker's main thread touches its heartbeat file
-(:attr:`multirun.core.statedir.AccountDir.heartbeat`) at least every second while idle, around
-every tick, strategy call and HTTP request. As gunicorn's arbiter does with its workers'
-temporary files, the supervisor reads the file's mtime (at most once a second):
+(:attr:`multirun.core.statedir.AccountDir.heartbeat`) at least every second while idle, and
+around every tick, strategy call and HTTP request (at most every half second). As
+gunicorn's arbiter does with its workers' temporary files, the supervisor reads the
+file's mtime (at most once a second):
 
 - no sign of life for ``timeout_s``: the account is OVERDUE (``multirun status`` shows it);
 - still none ``kill_after_s`` later: SIGKILL, and a restart as after a crash (the new
@@ -17,6 +18,7 @@ version) is not watched.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -60,13 +62,18 @@ class HeartbeatWatchdog:
         self.wall, self.monotonic = wall, monotonic
         self.last_check = float("-inf")
         self.late_since: dict[int, float] = {}  # pid -> monotonic time it became late
+        # account name -> its heartbeat's path: built once, stat'ed every second
+        self._paths: dict[str, str] = {}
 
     def silence(self, proc: Proc) -> float | None:
         """Seconds since ``proc``'s last heartbeat (or its start), None when not watched."""
         if proc.pid is None or proc.started_wall is None:
             return None
+        path = self._paths.get(proc.name)
+        if path is None:
+            path = self._paths[proc.name] = os.fspath(self.layout.account(proc.name).heartbeat)
         try:
-            mtime = self.layout.account(proc.name).heartbeat.stat().st_mtime
+            mtime = os.stat(path).st_mtime
         except OSError:
             return None  # never created: an older worker, not watched
         return max(0.0, self.wall() - max(mtime, proc.started_wall))
