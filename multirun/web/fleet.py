@@ -11,12 +11,13 @@ Every string that leaves here passes the :class:`~multirun.core.redact.Redactor`
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,11 @@ from multirun.core.states import State
 from multirun.ops import locate, logs_view
 from multirun.ops import status as fleet_status
 
-STATUS_TTL_S = 1.5  # pages poll every 2 s: one read of the state files serves them all
+STATUS_TTL_S = 2.0  # pages poll every 2 s: one read of the state files serves them all
 JOURNAL_TTL_S = 5.0  # today's orders and trades may lag a few seconds
+# An order is journaled (committed) as it is created: a read that starts this long before
+# the last one's time cannot miss one committed late.
+TALLY_OVERLAP_S = 60.0
 EQUITY_TTL_S = 15.0  # the worker samples its equity every 15 s: no use reading it sooner
 LOG_LINES = 200
 LOG_TAIL_BYTES = 256 * 1024  # enough for 200 lines of any sane length
@@ -78,6 +82,8 @@ class Fleet:
         self.disk_free = disk_free or _disk_free
         self._lock = threading.RLock()  # view() reads status() under it
         self._cache: dict[str, _Cached] = {}
+        self._journals: dict[str, Path] = {}  # each account's journal path
+        self._tallies: dict[str, _Tally] = {}  # each account's orders today, counted so far
 
     # --- the documents -------------------------------------------------------------------
 
@@ -216,9 +222,16 @@ class Fleet:
         """How many orders the journal holds since 0:00 UTC (None: no journal)."""
 
         def count() -> int | None:
-            log = self._journal(name, EQUITY_TTL_S)  # the selected account's is fresher
-            start = self._midnight()
-            return None if log is None else sum(1 for t in log.trades if t.created_ts >= start)
+            start, now = self._midnight(), self.clock()
+            tally = self._tallies.get(name)
+            if tally is None or tally.day != start:
+                tally = self._tallies[name] = _Tally(start, start)
+            path = self.layout.account(name).journal
+            try:  # only what was created since the last read (and what is held)
+                log = reader.read(path, name, since=tally.cursor, with_equity=False)
+            except JournalError:
+                return None
+            return tally.add(log.trades, max(start, now - TALLY_OVERLAP_S))
 
         stamp = self._journal_stamp(name)
         result: int | None = self._cached(f"orders:{name}", EQUITY_TTL_S, count, stamp=stamp)
@@ -242,8 +255,12 @@ class Fleet:
     def _journal_stamp(self, name: str) -> Callable[[], object]:
         """The journal's files as they are (an idle account's journal does not change:
         its reads are reused, not repeated), and the day (today's view starts at 0:00)."""
-        path = self.layout.account(name).journal
-        return lambda: (final_report.signature(path), self._midnight())
+        return functools.partial(self._journal_files, name)
+
+    def _journal_files(self, name: str) -> object:
+        if name not in self._journals:  # a path made once: three rows' stamps a build
+            self._journals[name] = self.layout.account(name).journal
+        return final_report.signature(self._journals[name]), self._midnight()
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -278,6 +295,33 @@ class Fleet:
                 return hit.value
             self._cache[key] = _Cached(now, make(), current)
             return self._cache[key].value
+
+
+@dataclass
+class _Tally:
+    """An account's orders created today, counted read after read: each read asks the
+    journal only for what was created since ``cursor`` (re-reading the whole day every
+    15 s for 50 accounts grew with the day: most of what the dashboard cost by evening).
+    Every order created in [day, cursor) is counted; those created since ``cursor``
+    (read again next time, within the overlap) are remembered so none counts twice."""
+
+    day: float  # today's 0:00 UTC
+    cursor: float
+    count: int = 0
+    recent: dict[str, float] = field(default_factory=dict)  # order_ref -> created_ts
+
+    def add(self, trades: Sequence[reader.JournalTrade], cursor: float) -> int:
+        """Count ``trades`` (read since :attr:`cursor`); the next read starts at ``cursor``."""
+        for trade in trades:
+            if (
+                trade.created_ts >= max(self.day, self.cursor)
+                and trade.order_ref not in self.recent
+            ):
+                self.recent[trade.order_ref] = trade.created_ts
+                self.count += 1
+        self.cursor = cursor
+        self.recent = {ref: ts for ref, ts in self.recent.items() if ts >= cursor}
+        return self.count
 
 
 def _banner(kind: str, text: str) -> dict[str, str]:

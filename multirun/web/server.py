@@ -69,6 +69,8 @@ class Dashboard:
         self.page = _asset("page.html")
         self.login_page = _asset("login.html")
         self.httpd: ThreadingHTTPServer | None = None
+        self._body_lock = threading.Lock()
+        self._fleet_body: tuple[dict[str, Any], bytes] | None = None  # the view, encoded
 
     @property
     def url(self) -> str:
@@ -111,7 +113,20 @@ class Dashboard:
         return self.page.replace("__MULTIRUN_CONFIG__", text)
 
     def fleet_view(self) -> dict[str, Any]:
-        view = dict(self.fleet.view())
+        return self._with_effects(self.fleet.view())
+
+    def fleet_json(self) -> bytes:
+        """``/api/fleet``'s body, encoded once per build of the fleet's view: the pages
+        polling while it lives get the same bytes (each page's own effects and encoding
+        were a third of what the dashboard cost at 50 accounts)."""
+        view = self.fleet.view()
+        with self._body_lock:
+            if self._fleet_body is None or self._fleet_body[0] is not view:
+                self._fleet_body = (view, json.dumps(self._with_effects(view)).encode())
+            return self._fleet_body[1]
+
+    def _with_effects(self, fleet_view: dict[str, Any]) -> dict[str, Any]:
+        view = dict(fleet_view)
         view["accounts"] = [
             {**row, "effects": actions.effects(row.get("on_stop"), row.get("positions") or ())}
             for row in view["accounts"]
@@ -153,7 +168,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/status":
             self._json(HTTPStatus.OK, self.dashboard.fleet.status())
         elif path == "/api/fleet":
-            self._json(HTTPStatus.OK, self.dashboard.fleet_view())
+            self.send_response(HTTPStatus.OK)
+            self._body(self.dashboard.fleet_json(), "application/json")
         elif len(parts) == 4 and parts[:2] == ["api", "accounts"] and parts[3] in ACTIONS:
             self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
             self._body(b'{"error": "actions are POST only"}', "application/json", allow="POST")
