@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+
+import pytest
+
 from multirun.config.specs import DayStart, RiskSpec
 from multirun.core.statefiles import money_line, read_condition, read_money
 from multirun.supervisor.fleet_risk import FleetRisk
@@ -108,3 +112,25 @@ def test_money_lines_round_trip_and_are_no_condition() -> None:
     assert read_money('{"state": "PAUSED", "reason": "x"}') is None
     assert read_money('{"day_pnl": true, "equity": 1}') is None
     assert read_money("up") is None
+
+
+def test_the_sums_kept_line_by_line_are_the_sums_of_every_account() -> None:
+    """Kept as each line comes (not summed over every account at each line): the same
+    sums, accounts that stop reporting equity and a new trading day included."""
+    clock = Clock()
+    fleet = FleetRisk(RiskSpec(max_daily_loss=1e9, day_starts=DayStart()), clock=clock)
+    rng = random.Random(5)
+    for step in range(3000):
+        if step == 2000:
+            clock.now += 86_400.0  # the next day: yesterday's words count nothing today
+        name = f"acct-{rng.randrange(40)}"
+        equity = None if rng.random() < 0.1 else rng.uniform(9e5, 1.1e6)
+        fleet.heard(name, rng.uniform(-500.0, 500.0), equity)
+        fleet.check()
+        today = fleet.today()
+        days = [r.day_pnl for r in fleet.readings.values() if r.day == today]
+        equities = {n: r.equity for n, r in fleet.readings.items() if r.equity is not None}
+        assert fleet.day_pnl() == (pytest.approx(sum(days), abs=0.011) if days else None)
+        total, members = fleet.equity()
+        assert members == set(equities)
+        assert total == pytest.approx(sum(equities.values()), abs=0.011)
