@@ -8,7 +8,14 @@ accounts trading the built-in ``random`` strategy every ``--interval`` seconds (
 and an open on two ticks in three, everything confirmed and journaled), metrics on (the
 workers' ``metrics.json``: their tick counts and lateness histograms). Measures:
 
-- **all RUNNING**: from ``multirun start`` until every worker's status says RUNNING;
+- **all RUNNING**: from ``multirun start`` until every account is RUNNING in
+  ``supervisor.json`` (the supervisor's view: the worker said it is up, or ``startsecs``
+  passed) *and* every worker reconciled with the server and scheduled its first tick (its
+  ``status.json`` names its next tick: it has a session, its journal and the server's
+  listings agree). Also shown: until every worker wrote its first ``status.json`` (it
+  says RUNNING from the start of its run, before any request: what this bench measured
+  before), and the CPU each part of the tree spent until all RUNNING (the simulator, the
+  supervisor, the workers summed) with the requests the simulator served per account;
 - over ``--window`` seconds once every worker ticked: **ticks run** (the workers'
   ``ticks_total`` over N * window / interval due: a tick that overran collapses the ones
   it missed into one), **tick lateness** p50 / p99 (from the start scheduled for the tick,
@@ -35,7 +42,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+import urllib.request
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,12 +57,56 @@ from multirun.core.statedir import StateDir  # noqa: E402
 
 @dataclass
 class Run:
-    up_s: float
+    up_s: float  # every account RUNNING (supervisor.json) and reconciled (status.json)
     ticks_run_pct: float
     p50_ms: float
     p99_ms: float
     cpu_pct: float  # the whole tree, simulator included
     stop_s: float
+    status_s: float = 0.0  # every worker wrote its first status.json (before any request)
+    start_cpu: dict[str, float] = field(default_factory=dict)  # CPU s until all RUNNING
+    start_requests: float = 0.0  # the simulator's requests per account until all RUNNING
+
+
+class StartWatch:
+    """When a fleet is all RUNNING (see the module docstring), read cheaply: each
+    status file only until it said what is awaited (500 files read every poll would take
+    a good share of a core from the fleet it measures)."""
+
+    def __init__(self, layout: StateDir, names: list[str], began: float) -> None:
+        self.layout = layout
+        self.began = began
+        self.unwritten = {name: layout.account(name).status for name in names}
+        self.unscheduled = dict(self.unwritten)
+        self.n = len(names)
+        self.status_s: float | None = None
+
+    def up(self) -> bool:
+        """Every worker reconciled and scheduled, and every account RUNNING."""
+        now = time.monotonic() - self.began
+        for name, path in list(self.unwritten.items()):
+            if path.exists():
+                del self.unwritten[name]
+        if not self.unwritten and self.status_s is None:
+            self.status_s = now
+        for name, path in list(self.unscheduled.items()):
+            if (procutil.read_json(path) or {}).get("next_tick_utc"):
+                del self.unscheduled[name]
+        if self.unscheduled:
+            return False
+        found = (procutil.read_json(self.layout.supervisor_json) or {}).get("accounts") or {}
+        return len(found) == self.n and all(a.get("state") == "RUNNING" for a in found.values())
+
+
+TICKS_S = os.sysconf("SC_CLK_TCK")  # /proc's CPU clock ticks a second
+
+
+def sim_requests(url: str) -> int:
+    """How many API requests the simulator at ``url`` served so far (its /sim/stats)."""
+    base = url.split("/rest/", 1)[0].rstrip("/")
+    with urllib.request.urlopen(f"{base}/sim/stats", timeout=30) as reply:
+        served = json.load(reply)["requests"]
+    return sum(count for endpoint, count in served.items() if not endpoint.startswith("sim/"))
 
 
 def free_port() -> int:
@@ -107,7 +159,10 @@ def one_run(n: int, interval: int, window: float, spread: float | None, source: 
     config = workdir / "runner.yaml"
     config.write_text(config_text(url, state, n, interval, spread))
     layout = StateDir(state)
-    accounts = [layout.account(f"acct-{i:03d}") for i in range(n)]
+    names = [f"acct-{i:03d}" for i in range(n)]
+    accounts = [layout.account(name) for name in names]
+    served = sim_requests(url)
+    sim_cpu = cpu_ticks(sim.pid) or 0
     start = time.monotonic()
     with (workdir / "multirun.log").open("wb") as out:
         proc = subprocess.Popen(
@@ -119,15 +174,24 @@ def one_run(n: int, interval: int, window: float, spread: float | None, source: 
         def statuses() -> list[dict]:
             return [procutil.read_json(a.status) or {} for a in accounts]
 
+        watch = StartWatch(layout, names, start)
+
         def running() -> bool:
             if proc.poll() is not None:
                 raise SystemExit("fleet: multirun start exited:\n"
                                  + (workdir / "multirun.log").read_text()[-3000:])  # fmt: skip
-            return all(s.get("state") == "RUNNING" for s in statuses())
+            return watch.up()
 
         up = wait_for("all workers RUNNING", running, 300) - start
+        start_cpu = {
+            "simulator": ((cpu_ticks(sim.pid) or 0) - sim_cpu) / TICKS_S,
+            "supervisor": (cpu_ticks(proc.pid) or 0) / TICKS_S,
+            "workers": sum(cpu_ticks(p) or 0 for p in tree([proc.pid])[1:]) / TICKS_S,
+        }
+        requests = (sim_requests(url) - served) / n
+        started = Run(up, 0.0, 0.0, 0.0, 0.0, 0.0, watch.status_s or up, start_cpu, requests)
         if not window:  # start and stop only
-            return Run(up, 0.0, 0.0, 0.0, 0.0, stop_s=stop_and_time([proc], 120))
+            return replace(started, stop_s=stop_and_time([proc], 120))
         wait_for("all ticked", lambda: all(s.get("ticks") for s in statuses()), 300)
         time.sleep(2 * interval)  # past the first ticks
         metrics = [a.metrics for a in accounts]
@@ -143,18 +207,29 @@ def one_run(n: int, interval: int, window: float, spread: float | None, source: 
         sim.wait(timeout=30)
     counts = [b - a for a, b in zip(counts0, counts1, strict=True)]
     due = n * window / interval
-    return Run(
-        up_s=up,
+    return replace(
+        started,
         ticks_run_pct=100 * (ticks1 - ticks0) / due,
         p50_ms=1000 * histogram_quantile(0.5, bounds, counts),
         p99_ms=1000 * histogram_quantile(0.99, bounds, counts),
-        cpu_pct=100 * (cpu1 - cpu0) / os.sysconf("SC_CLK_TCK") / window,
+        cpu_pct=100 * (cpu1 - cpu0) / TICKS_S / window,
         stop_s=stop_s,
     )
 
 
 def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.1f} [{min(values):.1f}-{max(values):.1f}]"
+
+
+def start_lines(runs: list[Run]) -> list[str]:
+    """The start's details: first status.json (before any request), requests and CPU."""
+    rows = [
+        ("every first status.json (s)", [r.status_s for r in runs]),
+        ("requests per account", [r.start_requests for r in runs]),
+    ]
+    for part in ("simulator", "supervisor", "workers"):
+        rows.append((f"CPU to RUNNING: {part} (s)", [r.start_cpu[part] for r in runs]))
+    return [f"  {what:32}{spread(values):>24}" for what, values in rows]
 
 
 def main() -> int:
@@ -182,6 +257,7 @@ def main() -> int:
             ("stop_s", "SIGTERM until all gone (s)"))  # fmt: skip
     for key, what in rows if args.window else (rows[0], rows[-1]):
         lines.append(f"  {what:32}{spread([getattr(r, key) for r in runs]):>24}")
+    lines += start_lines(runs)
     table = "\n".join(lines)
     worst = {key: max(getattr(r, key) for r in runs) for key in ("up_s", "p99_ms", "stop_s")}
     worst["ticks_run_pct"] = min(r.ticks_run_pct for r in runs)
