@@ -12,11 +12,11 @@ figures are regenerated, never edited by hand. Takes about 9 minutes on 2 cores.
 The targets are issue 27's, numbered as there: 1. deployed CPU against the fair
 hand-written loop, side by side; 2. 300 accounts at 1 s (ticks run, lateness), 200
 accounts, one account at 1 s / 1 m / 1 h; 3. memory per account against the seed's; 5.
-500 accounts started and stopped, the worst of 5 runs; and issue 24's money limits
-(bench/risk.py: the loss at rest against its bound, the fleet's reaction). Target 4
-(what money limits, the dashboard, metrics and alerts add) has its own benches
-(bench/dashboard_cost.py, bench/metrics_cost.py), not run here (their three phases each
-take minutes).
+500 accounts started and stopped, the worst of 5 runs; 4. what money limits, the
+dashboard (3 open pages), metrics (scraped) and alerts add, a bare fleet beside one with
+them all (bench/features_cost.py: CPU, and tick lateness at 1 s against two bare fleets'
+difference); and issue 24's money limits (bench/risk.py: the loss at rest against its
+bound, the fleet's reaction).
 """
 
 from __future__ import annotations
@@ -137,6 +137,23 @@ def trading(fig: Figures) -> list[Target]:
                    "x", 0.5)]  # fmt: skip
 
 
+# --- issue 27 target 4 (bench/features_cost.py): begin
+def features(fig: Figures) -> list[Target]:
+    """What risk limits, metrics, the dashboard and alerts add, measured side by side."""
+    n, late = fig["accounts"], fig.get("late_accounts")
+    found = [Target(f"4. CPU, {n} accounts at {fig['interval_s']} s with risk, metrics, web "
+                    f"(3 pages), notify / without [{fig['ratio_min']:.2f}-{fig['ratio_max']:.2f}]",
+                    fig["ratio"], "x", 1.05)]  # fmt: skip
+    if "late_excess_ms" in fig:
+        found.append(Target(f"4. tick lateness p99, {late} accounts at {fig['late_interval_s']} s, "
+                            "with them - without (bound: two bare fleets' difference)",
+                            fig["late_excess_ms"], "ms", fig["late_noise_ms"]))  # fmt: skip
+    return found
+
+
+# --- issue 27 target 4: end
+
+
 def risk(fig: Figures) -> list[Target]:
     """Issue 24's money limits: each scenario's loss at rest against its bound (the limit
     plus what was held at the crossing plus one tick's move), and the fleet's reaction."""
@@ -169,6 +186,9 @@ STEPS = [
          lateness("1 account at 1 h (shortcut)", 2)),
     Step("trading-tick", ["bench/trading_tick.py", "--fill-delays", "20", "--rounds", "2"],
          trading),
+    Step("features-50", ["bench/features_cost.py", "--accounts", "50", "--interval", "5",
+                         "--window", "30", "--late-window", "15", "--late-accounts", "30",
+                         "--reps", "1"], features),  # issue 27 target 4: side by side
     Step("risk", ["bench/risk.py"], risk),
     Step("tick-cost", ["bench/tick_cost.py", "--rounds", "2", "--spaced-ticks", "5"]),  # shown
 ]  # fmt: skip

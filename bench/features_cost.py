@@ -37,6 +37,10 @@ and ``tick_offset_ms``), polled every ``POLL_S``: bare fleets keep no histograms
 other tick is seen, which one not depending on its lateness. The all fleet's own
 histograms (5 ms buckets, interpolated) are printed beside as a check.
 
+``--before DIR`` runs a third fleet in phase 1, the all fleet's twin run from another
+source tree (``git archive`` of a commit before a change, ``schemas/`` included), with
+its own pages and scraper: a change's before/after in the same window.
+
 Targets (exit 0 when met): CPU all / bare <= 1.05 (phase 1's median); lateness p99 of
 all minus bare (phase 2's median) within the noise: at most what bare2 and bare differ
 by (the median of the reps' absolute differences), never less than the 1 ms resolution
@@ -83,6 +87,7 @@ CPU_BOUND = 1.05
 FILE_RISK = "risk:\n  max_daily_loss: 1000000\n  max_drawdown: 1000000\n  on_breach: pause\n"
 ACCOUNT_RISK = "    risk:\n      max_daily_loss: 100000\n      max_drawdown: 100000\n"
 FEATURES = ("risk", "metrics", "web", "notify")
+BEFORE = "before"  # the all fleet's twin run from --before's tree
 SERVICES = ("metrics", "web", "notify")  # the all fleet's service children (mr:NAME)
 PROCESS_GROUPS = ("supervisor", "workers", *SERVICES, "other")
 
@@ -101,6 +106,7 @@ class Fleet:
     sim: subprocess.Popen[bytes]
     url: str
     features: frozenset[str] = frozenset()  # of FEATURES: none for a bare fleet
+    source: Path = ROOT  # the multirun tree it runs
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -153,24 +159,27 @@ def config_text(fleet: Fleet, hook_url: str) -> str:
     )
 
 
-def start_fleets(labels: list[str], n: int, interval: int, workdir: Path, hook_url: str,
-                 features: frozenset[str]) -> list[Fleet]:  # fmt: skip
-    """A fleet per label, each on its own simulator; ``all`` has ``features``."""
+def start_fleets(labels: list[str], n: int, interval: int, workdir: Path,
+                 setup: Setup) -> list[Fleet]:  # fmt: skip
+    """A fleet per label, each on its own simulator; ``all`` (and ``before``, from the
+    ``--before`` tree) has the features."""
     fleets: list[Fleet] = []
     names = [f"acct-{i:03d}" for i in range(n)]
     try:
         for label in labels:
             (workdir / label).mkdir()
             sim, url = start_sim(20, workdir / label)
-            chosen = features if label == "all" else frozenset()
-            fleets.append(Fleet(label, workdir / label, interval, names, sim, url, chosen))
+            chosen = setup.features if label in ("all", BEFORE) else frozenset()
+            source = setup.before if label == BEFORE and setup.before else ROOT
+            fleets.append(Fleet(label, workdir / label, interval, names, sim, url, chosen, source))
         for fleet in fleets:
             config = fleet.workdir / "runner.yaml"
-            config.write_text(config_text(fleet, hook_url))
+            config.write_text(config_text(fleet, setup.hook_url))
             with fleet.log.open("wb") as out:
                 fleet.proc = subprocess.Popen(
-                    [sys.executable, "-m", "multirun", "start", str(config)], cwd=ROOT,
+                    [sys.executable, "-m", "multirun", "start", str(config)], cwd=fleet.source,
                     stdout=out, stderr=subprocess.STDOUT,
+                    env={**os.environ, "PYTHONPATH": str(fleet.source)},
                 )  # fmt: skip
     except BaseException:
         stop_fleets(fleets)
@@ -408,28 +417,29 @@ class Side:
 class Setup:
     """What every phase shares: the fleets' size, the all fleet's features and pages."""
 
-    accounts: int
+    accounts: int  # a fleet's, phase 1
+    late_accounts: int  # a fleet's, phase 2
     features: frozenset[str]
     pages: int
     hook_url: str
+    before: Path | None = None  # a tree whose multirun runs a third fleet in phase 1
 
 
-def run_phase(labels: list[str], interval: int, window: float, setup: Setup,
+def run_phase(labels: list[str], n: int, interval: int, window: float, setup: Setup,
               workdir: Path) -> dict[str, Side]:  # fmt: skip
-    """Fleets ``labels`` side by side every ``interval`` s; each one's figures over ``window``."""
-    n = setup.accounts
-    fleets = start_fleets(labels, n, interval, workdir, setup.hook_url, setup.features)
+    """Fleets ``labels`` of ``n`` accounts side by side every ``interval`` s; each one's
+    figures over ``window``."""
+    fleets = start_fleets(labels, n, interval, workdir, setup)
     sampler = LatenessSampler(fleets)
-    clients: subprocess.Popen[str] | None = None
+    clients: dict[str, subprocess.Popen[str]] = {}
     try:
         wait_ticking(fleets)
         full = next(f for f in fleets if f.full)
-        clients = start_clients(full, setup.pages)
+        clients = {f.label: start_clients(f, setup.pages) for f in fleets if f.features}
         time.sleep(max(interval, 3))  # past the first (costlier) ticks; the pages open
         groups = {f.label: process_groups(f) for f in fleets}
         pids = [p for g in groups.values() for ps in g.values() for p in ps]
-        clients_pid = clients.pid
-        pids += [f.sim.pid for f in fleets] + [clients_pid]
+        pids += [f.sim.pid for f in fleets] + [c.pid for c in clients.values()]
         hist0 = lateness(full.layout, full.names)[0]
         asked0 = {f.label: sim_requests(f.url) for f in fleets}
         before = {p: cpu_s([p]) for p in pids}
@@ -441,15 +451,16 @@ def run_phase(labels: list[str], interval: int, window: float, setup: Setup,
         hist = [b - a for a, b in zip(hist0, lateness(full.layout, full.names)[0], strict=True)]
         time.sleep(min(2 * POLL_S + 0.5, interval))  # the window's last ticks read
         used = {p: after[p] - before[p] for p in pids}
-        counts = stop_clients(clients)
-        clients = None
+        counts = {label: stop_clients(c) for label, c in clients.items()}
+        clients_pids = {label: c.pid for label, c in clients.items()}
+        clients = {}
         states = {f.label: [(procutil.read_json(p) or {}).get("state") for p in f.statuses()]
                   for f in fleets}  # fmt: skip
     finally:
         sampler.close()
-        if clients is not None:
-            clients.kill()
-            clients.wait()
+        for proc in clients.values():
+            proc.kill()
+            proc.wait()
         stop_fleets(fleets)
     ticks = n * window / interval
     sides = {}
@@ -457,7 +468,7 @@ def run_phase(labels: list[str], interval: int, window: float, setup: Setup,
         by_group = {g: sum(used[p] for p in ps) for g, ps in groups[fleet.label].items()}
         total = sum(by_group.values())
         late = sampler.between(fleet.label, began, ended)
-        p99 = quantile(0.99, hist) if fleet.telemetry else None
+        p99 = quantile(0.99, hist) if fleet.full else None
         sides[fleet.label] = Side(
             cpu_pct=100 * total / window,
             cpu_ms_per_tick=1000 * total / ticks,
@@ -469,8 +480,12 @@ def run_phase(labels: list[str], interval: int, window: float, setup: Setup,
             late_max_ms=late[-1] if late else None,
             late_samples=len(late),
             hist_p99_ms=None if p99 is None else 1000 * p99,
-            clients_cpu_pct=100 * used[clients_pid] / window if fleet.full else 0.0,
-            clients=counts if fleet.full else {},
+            clients_cpu_pct=(
+                100 * used[clients_pids[fleet.label]] / window
+                if fleet.label in clients_pids
+                else 0.0
+            ),
+            clients=counts.get(fleet.label, {}),
             not_running=sum(state != "RUNNING" for state in states[fleet.label]),
         )
     return sides
@@ -518,13 +533,21 @@ def phase_table(title: str, runs: list[dict[str, Side]]) -> list[str]:
     return lines
 
 
+def shown(features: frozenset[str], pages: int) -> str:
+    said = {"risk": "risk limits", "metrics": f"metrics scraped every {SCRAPE_S:g} s",
+            "web": f"web with {pages} open pages", "notify": "notify"}  # fmt: skip
+    return ", ".join(said[f] for f in FEATURES if f in features)
+
+
 def report(cpu: list[dict[str, Side]], late: list[dict[str, Side]], args: argparse.Namespace,
            posts: Counter[str]) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    features = frozenset(args.features.split(","))
+    late_accounts = args.late_accounts or args.accounts
     ratios = [run["all"].cpu_pct / run["bare"].cpu_pct for run in cpu]
     lines = phase_table(
-        f"features_cost: {args.accounts} accounts a fleet, bare beside all (risk, metrics "
-        f"scraped every {SCRAPE_S:g} s, web with {args.pages} open pages, notify), every "
-        f"{args.interval} s, {args.window:g} s windows, {len(cpu)} reps (median [min-max])",
+        f"features_cost: {args.accounts} accounts a fleet, bare beside all "
+        f"({shown(features, args.pages)}), every {args.interval} s, {args.window:g} s windows, "
+        f"{len(cpu)} reps (median [min-max])",
         cpu,
     )
     lines.append(f"ratio all / bare (CPU, {args.interval} s): {spread(ratios)} "
@@ -535,6 +558,10 @@ def report(cpu: list[dict[str, Side]], late: list[dict[str, Side]], args: argpar
         "ratio_max": max(ratios), "webhook_posts": dict(posts),
         "cpu_runs": [{k: asdict(s) for k, s in run.items()} for run in cpu],
     }  # fmt: skip
+    if BEFORE in cpu[0]:
+        was = [run[BEFORE].cpu_pct / run["bare"].cpu_pct for run in cpu]
+        lines.append(f"ratio before / bare (all, run from {args.before}): {spread(was)}")
+        figures["before_ratio"] = statistics.median(was)
     if late:
         excess = [
             run["all"].late_p99_ms - run["bare"].late_p99_ms
@@ -551,8 +578,8 @@ def report(cpu: list[dict[str, Side]], late: list[dict[str, Side]], args: argpar
         bound = max(RESOLUTION_MS, statistics.median(noise)) if noise else RESOLUTION_MS
         lines.append("")
         lines += phase_table(
-            f"lateness: bare, bare2 and all side by side every {args.late_interval} s, "
-            f"{args.late_window:g} s windows",
+            f"lateness: bare, bare2 and all side by side, {late_accounts} accounts a fleet "
+            f"every {args.late_interval} s, {args.late_window:g} s windows",
             late,
         )
         lines += [
@@ -563,6 +590,7 @@ def report(cpu: list[dict[str, Side]], late: list[dict[str, Side]], args: argpar
         ]
         figures.update(
             late_interval_s=args.late_interval, late_window_s=args.late_window,
+            late_accounts=late_accounts,
             late_excess_ms=statistics.median(excess), late_noise_ms=bound,
             late_runs=[{k: asdict(s) for k, s in run.items()} for run in late],
         )  # fmt: skip
@@ -583,7 +611,13 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=30.0, help="a multiple of 15 s")
     parser.add_argument("--late-interval", type=int, default=1)
     parser.add_argument("--late-window", type=float, default=20.0, help="0: no lateness phase")
+    parser.add_argument("--late-accounts", type=int, help="a fleet's in phase 2 (--accounts)")
     parser.add_argument("--pages", type=int, default=3)
+    parser.add_argument(
+        "--before", type=Path,
+        help="a source tree (git archive of a commit before a change): its all fleet runs "
+             "beside the others in phase 1, a before/after in one window",
+    )  # fmt: skip
     parser.add_argument(
         "--features", default=",".join(FEATURES),
         help="what the all fleet has, of " + ", ".join(FEATURES) + " (to find what costs)",
@@ -595,17 +629,20 @@ def main() -> int:
     if not features <= set(FEATURES):
         parser.error(f"--features: of {', '.join(FEATURES)}")
     hooks = Hooks()
-    setup = Setup(args.accounts, features, args.pages, hooks.url)
+    late_accounts = args.late_accounts or args.accounts
+    setup = Setup(args.accounts, late_accounts, features, args.pages, hooks.url, args.before)
+    first = ["bare", "all", BEFORE] if args.before else ["bare", "all"]
     cpu, late = [], []
     try:
         for _ in range(args.reps):
             with tempfile.TemporaryDirectory() as tmp:
-                cpu.append(run_phase(["bare", "all"], args.interval, args.window, setup,
-                                     Path(tmp)))  # fmt: skip
+                cpu.append(run_phase(first, args.accounts, args.interval,
+                                     args.window, setup, Path(tmp)))  # fmt: skip
             if args.late_window > 0:
                 with tempfile.TemporaryDirectory() as tmp:
-                    late.append(run_phase(["bare", "bare2", "all"], args.late_interval,
-                                          args.late_window, setup, Path(tmp)))  # fmt: skip
+                    late.append(run_phase(["bare", "bare2", "all"], late_accounts,
+                                          args.late_interval, args.late_window, setup,
+                                          Path(tmp)))  # fmt: skip
     finally:
         hooks.close()
     table, figures = report(cpu, late, args, hooks.posts)
