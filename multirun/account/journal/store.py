@@ -598,7 +598,7 @@ class Journal:
             return
         for ref in refs:
             row = self._read_row(ref)
-            self._count_realized(self._rows_by_ref.get(ref, _UNKNOWN), row)
+            self._count_realized(ref, row)
             self._rows_by_ref[ref] = row
             for states, orders in self._cache.items():
                 kept = [o for o in orders if o.order_ref != ref]
@@ -606,15 +606,16 @@ class Journal:
                     kept = sorted([*kept, row], key=lambda o: o.id)
                 self._cache[states] = kept
 
-    def _count_realized(self, was: JournalOrder | str | None, row: JournalOrder | None) -> None:
-        """Move the kept :meth:`realized_since` sum by what a row's write changed
-        (``was``: the row before it; :data:`_UNKNOWN` when the mirror did not hold it,
-        then the sum is read again next time)."""
+    def _count_realized(self, ref: str, row: JournalOrder | None) -> None:
+        """Move the kept :meth:`realized_since` sum by what the write of ``ref`` changed
+        (the mirror's row before it, ``row`` after; a row the mirror did not hold drops
+        the sum: it is read again next time)."""
         if self._realized is None:
             return
-        if isinstance(was, str):
+        if ref not in self._rows_by_ref:
             self._realized = None
             return
+        was = self._rows_by_ref[ref]
         since, total = self._realized
         self._realized = (since, total + _realized_after(row, since) - _realized_after(was, since))
 
@@ -623,9 +624,6 @@ class Journal:
         self._cache.clear()
         self._rows_by_ref.clear()
         self._realized = None
-
-
-_UNKNOWN = "unknown"  # a row the mirror does not hold (see Journal._count_realized)
 
 
 def _realized_after(row: JournalOrder | None, since_ts: float) -> float:
