@@ -82,6 +82,7 @@ from multirun.web.server import POLL_MS  # noqa: E402
 SCRAPE_S = 15.0  # Prometheus' common scrape interval
 POLL_S = 0.5  # how often the status files are read for lateness (< 1.8 s: none missed)
 RESOLUTION_MS = 1.0  # last_tick_utc has milliseconds
+SLACK_S = 0.002  # how early a tick on time may read at that resolution
 CPU_BOUND = 1.05
 # Limits no fleet of the bench comes near (volume 1 BTCUSD): checked, never crossed.
 FILE_RISK = "risk:\n  max_daily_loss: 1000000\n  max_drawdown: 1000000\n  on_breach: pause\n"
@@ -341,8 +342,10 @@ def tick_lateness_ms(status: dict[str, Any], interval: int) -> tuple[float, floa
     if not began or offset is None:
         return None
     t = datetime.fromisoformat(began).timestamp()
-    due = math.floor((t - offset / 1000) / interval) * interval + offset / 1000
-    return t, 1000 * (t - due)
+    # The start is cut to the ms and the offset rounded to it: a tick on time may read up
+    # to ~1.5 ms early, which must not wrap to the previous grid point (a whole interval).
+    due = math.floor((t - offset / 1000 + SLACK_S) / interval) * interval + offset / 1000
+    return t, max(0.0, 1000 * (t - due))
 
 
 class LatenessSampler:
