@@ -72,8 +72,9 @@ def start(
         fail(UsageError(f"--log-format must be text or json, not {log_format!r}"))
     set_log_level(log_level)
     try:
-        locate.refuse_other_config(config, locate.target(config).state_dir)  # names the first
-        if names and (control := locate.target(config)).running is not None:
+        control = locate.target(config)  # read once: the file parsed, the host's records listed
+        locate.refuse_other_config(config, control.running, control.state_dir)  # names the first
+        if names and control.running is not None:
             if control.foreign:
                 raise SupervisorError(f"{control.foreign}: not starting accounts on it")
             code = controlclient.command(

@@ -125,12 +125,12 @@ def registered(state_dir: Path) -> Running | None:
     return None
 
 
-def refuse_other_config(config: Path, state_dir: Path) -> None:
-    """Raise when a supervisor started from another config file runs on ``state_dir``.
+def refuse_other_config(config: Path, found: Running | None, state_dir: Path) -> None:
+    """Raise when ``found``, the supervisor running on ``state_dir`` (:func:`running`), was
+    started from another config file.
 
     ``start`` of a second config sharing a state_dir calls it: the message names the first.
     """
-    found = running(state_dir)
     if found is None or not found.config or same_file(found.config, config):
         return
     raise SupervisorError(
