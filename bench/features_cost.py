@@ -345,7 +345,7 @@ def tick_lateness_ms(status: dict[str, Any], interval: int) -> tuple[float, floa
     # The start is cut to the ms and the offset rounded to it: a tick on time may read up
     # to ~1.5 ms early, which must not wrap to the previous grid point (a whole interval).
     due = math.floor((t - offset / 1000 + SLACK_S) / interval) * interval + offset / 1000
-    return t, max(0.0, 1000 * (t - due))
+    return t, round(max(0.0, 1000 * (t - due)), 3)
 
 
 class LatenessSampler:
