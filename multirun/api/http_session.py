@@ -25,7 +25,9 @@ body not yet (:mod:`multirun.api.transport` reads it within its deadline and siz
 from __future__ import annotations
 
 import json
+import os
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
 import requests
@@ -46,7 +48,11 @@ class HttpSession:
 
     def __init__(self, base_url: str) -> None:
         self._base = base_url.rstrip("/")
-        self.session = http_session(self._base)
+        # requests' Session, built when a request goes through it or its pool (a proxy, a
+        # replaced adapter, the wire off): on the wire, building it, its adapter and its
+        # pool copied ~1 MiB of the supervisor's pages into each worker (issue 27)
+        self._session: requests.Session | None = None
+        self._env_proxies, self._env_verify = environment_settings(self._base)
         self.direct = True  # the hot path through requests' own pool (tests turn it off)
         self.wire = True  # ... and through http.client rather than the pool (likewise)
         self._pool: urllib3.HTTPConnectionPool | None = None
@@ -55,8 +61,18 @@ class HttpSession:
         self._parts = parts
         self._path = parts.path
         # requests' default headers, as it sends them
-        self._headers = {k: str(v) for k, v in self.session.headers.items()}
+        self._headers = {k: str(v) for k, v in requests.utils.default_headers().items()}
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
+
+    @property
+    def session(self) -> requests.Session:
+        """requests' Session for our server (:func:`http_session`), built on first use."""
+        if self._session is None:
+            self._session = http_session(self._base)
+        return self._session
+
+    def _proxies(self) -> Mapping[str, str]:
+        return self._session.proxies if self._session is not None else self._env_proxies
 
     def close(self) -> None:
         """Close the session (its pooled connections). Idempotent."""
@@ -64,13 +80,15 @@ class HttpSession:
         if self._wire is not None:
             self._wire.close()
             self._wire = None
-        self.session.close()
+        if self._session is not None:
+            self._session.close()
 
     def open(self, method: str, endpoint: str, payload: Json, timeout: tuple[float, float]) -> Any:
         """Send one request (GET: ``payload`` in the query string; else a JSON body) with
         ``(connect, read)`` timeouts, no redirect followed; urllib3's response, streamed."""
-        pool = self.pool()
-        if pool is None:
+        wire = self.wire_path()
+        pool = None if wire is not None else self.pool()
+        if wire is None and pool is None:
             url = f"{self._base}/{endpoint}"
             if method == "GET":
                 response = self.session.get(
@@ -89,9 +107,9 @@ class HttpSession:
         else:
             body = json.dumps(payload, allow_nan=False).encode("utf-8")
             headers = self._json_headers
-        wire = self.wire_path()
         if wire is not None:
             return wire.request(method, target, body, headers, timeout)
+        assert pool is not None
         try:
             return pool.urlopen(
                 method, target, body=body, headers=headers, retries=False, redirect=False,
@@ -102,15 +120,18 @@ class HttpSession:
             raise as_requests_error(exc) from None  # its text holds the URL: never chained
 
     def wire_path(self) -> Wire | None:
-        """The http.client wire to our host, or None: the pool (called once the direct
-        path applies: no proxy, requests' own adapter)."""
-        if not self.wire or self.session.cert or self._parts.scheme not in ("http", "https"):
+        """The http.client wire to our host, or None: the pool or the Session (the wire
+        applies where the pool would: no proxy, requests' own adapter)."""
+        if not self.wire or not self._direct_applies():
+            return None
+        cert = self._session.cert if self._session is not None else None
+        if cert or self._parts.scheme not in ("http", "https"):
             return None
         accepted = {e.strip().lower() for e in self._headers.get("Accept-Encoding", "").split(",")}
         if not accepted <= DECODABLE | {"", "identity"}:
             return None  # e.g. br or zstd, when their packages are installed
         if self._wire is None:
-            verify = self.session.verify
+            verify = self._session.verify if self._session is not None else self._env_verify
             parts = self._parts
             self._wire = Wire(parts.scheme, parts.hostname or "", parts.port,
                               verify if isinstance(verify, bool | str) else True)  # fmt: skip
@@ -118,18 +139,33 @@ class HttpSession:
 
     def pool(self) -> urllib3.HTTPConnectionPool | None:
         """The pool of requests' adapter for our host, or None: go through requests."""
-        if not self.direct or self.session.proxies:
-            return None
-        if getattr(HTTPAdapter.send, "__module__", "") != _ADAPTERS:
+        if not self._direct_applies():
             return None
         if self._pool is None:
             adapter = self.session.get_adapter(self._base)
             connection_for = getattr(adapter, "get_connection_with_tls_context", None)
-            if connection_for is None:  # requests < 2.32.2
+            if connection_for is None:  # a replaced adapter
                 return None
             probe = requests.Request("GET", self._base).prepare()
             self._pool = connection_for(probe, self.session.verify, {}, None)
         return self._pool
+
+    def _direct_applies(self) -> bool:
+        """No proxy for our host, requests' own adapter (>= 2.32.2), direct not turned off."""
+        if not self.direct or self._proxies():
+            return False
+        if getattr(HTTPAdapter.send, "__module__", "") != _ADAPTERS:
+            return False
+        return hasattr(HTTPAdapter, "get_connection_with_tls_context")  # requests < 2.32.2
+
+
+def environment_settings(base_url: str) -> tuple[dict[str, str], bool | str]:
+    """The proxies and CA setting :func:`http_session` reads from the environment for
+    ``base_url``, by requests' rules (``Session.merge_environment_settings``), without
+    building a Session."""
+    proxies = requests.utils.get_environ_proxies(base_url)
+    verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    return proxies, verify
 
 
 def query_string(payload: Json) -> str:

@@ -21,7 +21,7 @@ import requests
 import responses
 import urllib3
 
-from multirun.api.http_session import query_string
+from multirun.api.http_session import HttpSession, environment_settings, http_session, query_string
 from multirun.api.transport import HttpTransport, Json, RequestSender
 from multirun.core.clock import SYSTEM_CLOCK
 from multirun.core.errors import ApiError
@@ -225,3 +225,49 @@ def test_a_closed_transport_forgets_its_pool(recorder: Any) -> None:
     with contextlib.suppress(ApiError):  # a new pool, or a typed error: never a crash
         client.send("GET", "balance", {})
     client.close()
+
+
+def test_on_the_wire_no_requests_session_is_built(recorder: Any) -> None:
+    """A worker's requests go through http.client: building requests' Session, adapter
+    and pool anyway copied ~1 MiB of the supervisor's pages into each worker."""
+    url, seen = recorder
+    client = transport(url)
+    try:
+        assert client.send("GET", "balance", {"user": "alice"})[0] == {"res": "ok"}
+        assert wire(client).http._session is None and len(seen) == 1
+    finally:
+        client.close()
+
+
+ENVIRONMENT = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE",
+               "CURL_CA_BUNDLE", "http_proxy", "https_proxy", "all_proxy", "no_proxy")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"HTTP_PROXY": "http://proxy.test:3128"},
+        {"HTTP_PROXY": "http://proxy.test:3128", "NO_PROXY": "127.0.0.1,localhost"},
+        {"REQUESTS_CA_BUNDLE": "/etc/ssl/our-ca.pem"},
+        {"CURL_CA_BUNDLE": "/etc/ssl/curl-ca.pem"},
+    ],
+)
+def test_the_environment_is_read_as_requests_reads_it(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    base = "http://127.0.0.1:8765/rest/v1"
+    session = http_session(base)
+    try:
+        assert environment_settings(base) == (session.proxies, session.verify)
+    finally:
+        session.close()
+    sender = HttpSession(base)
+    try:  # a proxy from the environment: through requests, never the wire
+        assert (sender.wire_path() is None) == bool(session.proxies)
+    finally:
+        sender.close()
