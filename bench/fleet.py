@@ -92,11 +92,11 @@ class StartWatch:
             self.status_s = now
         for name, path in list(self.unscheduled.items()):
             try:
-                found = path.stat()
+                seen = path.stat()
             except OSError:
                 continue
             # the inode too: each write is a new file renamed over (mtime is coarse)
-            stamp = (found.st_ino, found.st_mtime_ns, found.st_size)
+            stamp = (seen.st_ino, seen.st_mtime_ns, seen.st_size)
             if stamp == self.read_at.get(name):
                 continue  # unchanged since read: not parsed again
             self.read_at[name] = stamp
