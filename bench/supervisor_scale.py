@@ -9,9 +9,11 @@ Starts an in-process simulator, writes a runner.yaml of N accounts (strategy ``r
 exit. It reports, from the start of the subprocess:
 
 - ``spawned``: every account has a pid in ``supervisor.json``;
-- ``up``: every worker wrote its first ``status.json`` (it has a session and reconciled);
-- ``running``: ``supervisor.json`` shows every account RUNNING (``startsecs`` after its
-  start, so about 3 s after ``spawned`` at best);
+- ``up``: every worker reconciled with the server and scheduled its first tick (its
+  ``status.json`` names its next tick; the file it writes first, before any request,
+  does not);
+- ``running``: ``supervisor.json`` shows every account RUNNING (the worker said it is up,
+  or ``startsecs`` passed) and every worker is up (as ``bench/fleet.py`` measures it);
 - ``stop``: SIGTERM to ``multirun start`` until it exited (every worker applied on_stop);
 - the supervisor's CPU seconds over the whole run, and per account (linear in accounts:
   the per-account figure stays flat as N grows).
@@ -42,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.fleet import StartWatch  # noqa: E402
 from bench.procstat import cpu_ticks, descendants  # noqa: E402
 from bench.scale import ACCOUNT  # noqa: E402
 from multirun.core import procutil  # noqa: E402
@@ -135,12 +138,14 @@ def run_once(
         found = accounts()
         return bool(found) and all(a.get("pid") for a in found.values())
 
+    watch = StartWatch(layout, names, time.monotonic())
+
     def up() -> bool:
-        return all(layout.account(name).status.exists() for name in names)
+        watch.up()
+        return not watch.unscheduled
 
     def running() -> bool:
-        found = accounts()
-        return bool(found) and all(a.get("state") == "RUNNING" for a in found.values())
+        return watch.up()
 
     sim_cpu_at = time.process_time()
     argv = [sys.executable, "-c", SUPERVISOR, str(usage_file), profile, worker_profiles]
