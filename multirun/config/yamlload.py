@@ -160,6 +160,13 @@ def _compose_fast(text: str) -> yaml.Node | None:
         loader.dispose()
 
 
+def _unreadable(node: yaml.Node) -> yaml.MarkedYAMLError:
+    tag = node.tag.replace("tag:yaml.org,2002:", "!!", 1)
+    return yaml.constructor.ConstructorError(
+        None, None, f"this value cannot be read as {tag}", node.start_mark
+    )
+
+
 def _tag_error(node: yaml.Node) -> yaml.MarkedYAMLError:
     return yaml.constructor.ConstructorError(
         None, None, f"unsupported tag {node.tag!r}", node.start_mark
@@ -262,6 +269,10 @@ class _Builder:
             return self.loader.construct_object(node, deep=True)
         except yaml.MarkedYAMLError as error:
             raise _Refused(path, error) from None
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            # a standard tag on a value it cannot read (!!int foo, !!timestamp x): the
+            # constructor fails unmarked; named without the value (it may be a secret)
+            raise _Refused(path, _unreadable(node)) from None
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
         # Merge keys (<<: *anchor) are expanded by the safe constructor, which puts the
@@ -285,7 +296,10 @@ class _Builder:
         return result
 
     def _key(self, key_node: yaml.Node, path: Path) -> str | None:
-        key = self.loader.construct_object(key_node, deep=True)
+        try:
+            key = self.loader.construct_object(key_node, deep=True)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            raise _Refused(path, _unreadable(key_node)) from None
         if isinstance(key, str):
             return key
         self.doc.problems.append(

@@ -142,3 +142,14 @@ def test_libyaml_composes_what_pyyaml_does() -> None:
 
     for text in texts:
         assert seen(load_text(text, libyaml=True)) == seen(load_text(text, libyaml=False)), text
+
+
+@pytest.mark.parametrize("tagged", ["!!timestamp soon", "!!int ten", "!!float x", "!!bool maybe"])
+def test_a_standard_tag_on_a_value_it_cannot_read_is_a_located_problem(tagged: str) -> None:
+    """Not a traceback (the constructor raised unmarked errors); the value is not quoted."""
+    for text in (f"a: 1\nb: {tagged}\n", f"a: 1\n{tagged}: 2\n"):
+        doc = load_text(text)
+        assert doc.fatal and len(doc.problems) == 1
+        assert doc.problems[0].mark.line == 2
+        assert "cannot be read as !!" in doc.problems[0].message
+        assert tagged.split()[1] not in doc.problems[0].message
