@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import cast
 
 from multirun.core.errors import MultirunError
+from multirun.core.procutil import RewrittenJson
 from multirun.core.statedir import AccountDir
 from multirun.core.statefiles import WorkerStatus, write_worker_status
 
@@ -62,6 +63,7 @@ class StatusFile:
         self.every_s = PROGRESS_EVERY_S if 0 < interval_s < PROGRESS_EVERY_S else 0.0
         self._clock = clock
         self._written: tuple[object, ...] | None = None  # condition of the last write
+        self._file = RewrittenJson(account.status)  # no inode made and freed each tick
         self._written_at = 0.0
 
     def due(self, status: WorkerStatus) -> bool:
@@ -79,7 +81,7 @@ class StatusFile:
             if not force and not self.due(fields):
                 return
             # One line (json's C encoder): an indented file is ~10x slower to encode.
-            write_worker_status(self.account, fields)
+            write_worker_status(self.account, fields, self._file)
             self._written, self._written_at = condition(fields), self._clock()
         except (OSError, MultirunError) as exc:
             if not self.failing:

@@ -212,6 +212,91 @@ def write_json_atomic(path: Path, data: Any, *, compact: bool = False) -> None:
         raise
 
 
+# How long a reader may take between opening a rewritten file and reading it whole: its
+# content's inode is written again only this long after the file stopped naming it.
+REUSE_AFTER_S = 1.0
+
+
+class RewrittenJson:
+    """A JSON file one process rewrites often (an account's ``status.json``, after every
+    tick), so that readers see the old or the new file, never a torn one, as
+    :func:`write_json_atomic` does, without creating and freeing an inode each time.
+
+    The content goes into one of two hidden files beside it (``.<name>.a``, ``.<name>.b``,
+    0600), never the one ``path`` names now, overwritten in place; a hard link to it then
+    replaces ``path`` by a rename. Both inodes live on (each keeps its hidden name), so a
+    write allocates and frees nothing: on ext4 after an idle second, 0.10-0.13 ms instead
+    of 0.31-0.34 (issue 27: a tenth of a deployed tick's CPU went to creating a file and
+    renaming it over the last). A reader holds the inode it opened; that inode is written
+    again only :data:`REUSE_AFTER_S` after ``path`` stopped naming it (sooner than that,
+    a new file is written as :func:`write_json_atomic` does). Raises OSError."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.slots = (path.with_name(f".{path.name}.a"), path.with_name(f".{path.name}.b"))
+        self._named: int | None = None  # the slot ``path`` names (None: neither, or unknown)
+        self._left = [float("-inf"), float("-inf")]  # monotonic: when path stopped naming it
+        self._known = False  # whether _named was found on disk (once, at the first write)
+
+    def write(self, data: Any) -> None:
+        encoded = (json.dumps(data, sort_keys=True) + "\n").encode()
+        if not self._known:
+            self._named, self._known = self._naming(), True
+        now = time.monotonic()
+        free = [i for i in (0, 1) if i != self._named and now - self._left[i] >= REUSE_AFTER_S]
+        if not free:
+            write_json_atomic(self.path, data, compact=True)
+            self._moved(None, now)
+            return
+        slot = free[0]
+        _overwrite(self.slots[slot], encoded)
+        new = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(new)  # left by a process killed between its link and its rename
+        os.link(self.slots[slot], new)
+        try:
+            os.replace(new, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(new)
+            raise
+        self._moved(slot, now)
+
+    def _moved(self, slot: int | None, now: float) -> None:
+        if self._named is not None and self._named != slot:
+            self._left[self._named] = now
+        self._named = slot
+
+    def _naming(self) -> int | None:
+        """The slot ``path`` names on disk (a previous run's worker left it), or None."""
+        try:
+            named = os.stat(self.path).st_ino
+        except OSError:
+            return None
+        for index, slot in enumerate(self.slots):
+            with contextlib.suppress(OSError):
+                if os.stat(slot).st_ino == named:
+                    return index
+        return None
+
+
+def _overwrite(path: Path, data: bytes) -> None:
+    """``path``'s content replaced by ``data`` in place (0600 when created)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, flags, 0o600)
+    try:
+        done = 0
+        while done < len(data):
+            done += os.pwrite(fd, data[done:], done)
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
     """The JSON object in ``path``, or None when missing or unreadable."""
     try:

@@ -14,6 +14,7 @@
         journal.sqlite           the account's order journal (WAL mode)
         worker.lock              flock-held by the one process trading the account
         status.json              the worker's own view: ticks, trades, token, errors
+        .status.json.a, .b       its two inodes, written in turn (procutil.RewrittenJson)
         metrics.json             the worker's counters and histograms (with `metrics:`)
         worker.log               the account's log lines (rotated by size)
         heartbeat                touched by the worker's main thread while it is alive and

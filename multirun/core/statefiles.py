@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
-from multirun.core.procutil import read_json, write_json_atomic
+from multirun.core.procutil import RewrittenJson, read_json, write_json_atomic
 from multirun.core.statedir import AccountDir, StateDir
 
 
@@ -294,9 +294,15 @@ def read_worker_status(account: AccountDir) -> WorkerStatus:
     return cast(WorkerStatus, read_json(account.status) or {})
 
 
-def write_worker_status(account: AccountDir, data: WorkerStatus) -> None:
-    """Raises OSError, as :func:`write_supervisor`."""
-    write_json_atomic(account.status, data, compact=True)
+def write_worker_status(
+    account: AccountDir, data: WorkerStatus, rewritten: RewrittenJson | None = None
+) -> None:
+    """Raises OSError, as :func:`write_supervisor`. ``rewritten``: the worker's own writer
+    of ``account.status`` (it rewrites the file after every tick: :class:`RewrittenJson`)."""
+    if rewritten is not None:
+        rewritten.write(data)
+    else:
+        write_json_atomic(account.status, data, compact=True)
 
 
 def read_metrics(account: AccountDir) -> WorkerMetrics:
