@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import json
 import os
@@ -215,6 +216,16 @@ def write_json_atomic(path: Path, data: Any, *, compact: bool = False) -> None:
 # How long a reader may take between opening a rewritten file and reading it whole: its
 # content's inode is written again only this long after the file stopped naming it.
 REUSE_AFTER_S = 1.0
+# What os.link raises on a file system without hard links (some network or FUSE mounts):
+# RewrittenJson then writes a new file each time, as write_json_atomic does.
+NO_HARD_LINKS = {
+    errno.EPERM,
+    errno.EOPNOTSUPP,
+    errno.ENOTSUP,
+    errno.EXDEV,
+    errno.EMLINK,
+    errno.ENOSYS,
+}
 
 
 class RewrittenJson:
@@ -229,7 +240,8 @@ class RewrittenJson:
     of 0.31-0.34 (issue 27: a tenth of a deployed tick's CPU went to creating a file and
     renaming it over the last). A reader holds the inode it opened; that inode is written
     again only :data:`REUSE_AFTER_S` after ``path`` stopped naming it (sooner than that,
-    a new file is written as :func:`write_json_atomic` does). Raises OSError."""
+    a new file is written as :func:`write_json_atomic` does; so is every write on a file
+    system that refuses hard links). Raises OSError."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -237,6 +249,7 @@ class RewrittenJson:
         self._named: int | None = None  # the slot ``path`` names (None: neither, or unknown)
         self._left = [float("-inf"), float("-inf")]  # monotonic: when path stopped naming it
         self._known = False  # whether _named was found on disk (once, at the first write)
+        self.links = True  # False where the file system refuses hard links
 
     def write(self, data: Any) -> None:
         encoded = (json.dumps(data, sort_keys=True) + "\n").encode()
@@ -244,7 +257,7 @@ class RewrittenJson:
             self._named, self._known = self._naming(), True
         now = time.monotonic()
         free = [i for i in (0, 1) if i != self._named and now - self._left[i] >= REUSE_AFTER_S]
-        if not free:
+        if not free or not self.links:
             write_json_atomic(self.path, data, compact=True)
             self._moved(None, now)
             return
@@ -253,7 +266,14 @@ class RewrittenJson:
         new = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(new)  # left by a process killed between its link and its rename
-        os.link(self.slots[slot], new)
+        try:
+            os.link(self.slots[slot], new)
+        except OSError as exc:
+            if exc.errno not in NO_HARD_LINKS:
+                raise
+            self.links = False  # a file system without hard links: a new file each time
+            self.write(data)
+            return
         try:
             os.replace(new, self.path)
         except BaseException:

@@ -3,6 +3,7 @@ the old or the new content, and no inode is made or freed by a write."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -71,3 +72,19 @@ def test_a_shorter_content_leaves_no_tail(tmp_path: Path, later: list[float]) ->
         status.write({"text": text})
         later[0] += 1.0
         assert json.loads(path.read_text()) == {"text": text}
+
+
+def test_a_file_system_without_hard_links_gets_a_new_file_each_time(
+    tmp_path: Path, later: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(*args: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")  # as some network mounts
+
+    monkeypatch.setattr(procutil.os, "link", refused)
+    path = tmp_path / "status.json"
+    status = RewrittenJson(path)
+    for n in range(3):
+        status.write({"ticks": n})  # never raises: the status is still written
+        later[0] += 1.0
+        assert json.loads(path.read_text()) == {"ticks": n}
+    assert not status.links
