@@ -24,6 +24,7 @@ from typing import Any
 
 from multirun.account.ticker import Tick
 from multirun.core.errors import OrderRejected, OrderUncertain
+from multirun.core.procutil import RewrittenJson
 from multirun.core.statedir import AccountDir
 from multirun.core.statefiles import CounterSample, WorkerMetrics, write_metrics
 
@@ -87,6 +88,7 @@ class Telemetry:
         self.histograms = {name: Histogram(bounds) for name, bounds in BUCKETS.items()}
         self.last_success: float | None = None  # wall time of the last tick that did not fail
         self._tick_began = 0.0  # monotonic
+        self._file = RewrittenJson(account.metrics)  # no inode made and freed each tick
 
     def count(self, name: str, amount: float = 1.0, **labels: str) -> None:
         key = (name, tuple(sorted(labels.items())))
@@ -110,7 +112,7 @@ class Telemetry:
     def write(self) -> None:
         """Best-effort: a state directory that cannot take it loses this write only."""
         with contextlib.suppress(OSError, ValueError):
-            write_metrics(self.account, self.snapshot())
+            write_metrics(self.account, self.snapshot(), self._file)
 
     # --- what is observed -------------------------------------------------------------
 

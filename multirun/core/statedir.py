@@ -16,6 +16,7 @@
         status.json              the worker's own view: ticks, trades, token, errors
         .status.json.a, .b       its two inodes, written in turn (procutil.RewrittenJson)
         metrics.json             the worker's counters and histograms (with `metrics:`)
+        .metrics.json.a, .b      its two inodes, written in turn (as status.json's)
         worker.log               the account's log lines (rotated by size)
         heartbeat                touched by the worker's main thread while it is alive and
                                  responsive; its mtime is what the supervisor's watchdog reads
