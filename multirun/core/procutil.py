@@ -252,7 +252,6 @@ class RewrittenJson:
         self.links = True  # False where the file system refuses hard links
 
     def write(self, data: Any) -> None:
-        encoded = (json.dumps(data, sort_keys=True) + "\n").encode()
         if not self._known:
             self._named, self._known = self._naming(), True
         now = time.monotonic()
@@ -262,7 +261,7 @@ class RewrittenJson:
             self._moved(None, now)
             return
         slot = free[0]
-        _overwrite(self.slots[slot], encoded)
+        _overwrite(self.slots[slot], (json.dumps(data, sort_keys=True) + "\n").encode())
         new = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(new)  # left by a process killed between its link and its rename

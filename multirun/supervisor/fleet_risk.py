@@ -76,8 +76,8 @@ class FleetRisk:
         # at each line was O(accounts) a line, O(accounts^2) a second at 1 s ticks), summed
         # again exactly once every len(readings) lines so rounding cannot drift.
         self._equity_total = 0.0
-        self._members: set[str] = set()
-        self._frozen_members: frozenset[str] | None = frozenset()  # None: build again
+        self._reporting: set[str] = set()  # the accounts reporting an equity now
+        self._reporting_frozen: frozenset[str] | None = frozenset()  # None: build again
         self._day_totals: dict[str, float] = {}  # day -> the sum of the readings of that day
         self._day_counts: dict[str, int] = {}
         self._since_exact = 0
@@ -88,12 +88,12 @@ class FleetRisk:
         reading = Reading(self.today(), day_pnl, equity)
         was = self.readings.get(name)
         self.readings[name] = reading
-        if (equity is not None) != (name in self._members):
+        if (equity is not None) != (name in self._reporting):
             if equity is not None:
-                self._members.add(name)
+                self._reporting.add(name)
             else:
-                self._members.discard(name)
-            self._frozen_members = None
+                self._reporting.discard(name)
+            self._reporting_frozen = None
         self._since_exact += 1
         if self._since_exact >= len(self.readings):
             self._sum_exactly()
@@ -138,9 +138,9 @@ class FleetRisk:
 
     def equity(self) -> tuple[float | None, frozenset[str]]:
         """The summed equity of the accounts that report one, and which they are."""
-        if self._frozen_members is None:
-            self._frozen_members = frozenset(self._members)
-        members = self._frozen_members
+        if self._reporting_frozen is None:
+            self._reporting_frozen = frozenset(self._reporting)
+        members = self._reporting_frozen
         return (round(self._equity_total, 2) if members else None), members
 
     # --- the limits ------------------------------------------------------------------------
