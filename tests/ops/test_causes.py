@@ -58,8 +58,12 @@ def test_a_stop_meeting_5xx_closes_names_the_5xx(
 
 
 def _sim_ledger(state: Path) -> list[dict[str, Any]]:
-    """The embedded simulator's ledger (GET /sim/ledger), at the URL its supervisor announced."""
-    base = read_supervisor(StateDir(state))["announced"]["sim"].split("/rest/", 1)[0]
+    """The embedded simulator's ledger (GET /sim/ledger), at the URL its supervisor announced
+    (none until supervisor.json says it: the worker's first tick may show before that)."""
+    announced = read_supervisor(StateDir(state)).get("announced") or {}
+    if "sim" not in announced:
+        return []
+    base = announced["sim"].split("/rest/", 1)[0]
     reply = requests.get(f"{base}/sim/ledger", timeout=5)
     return list(reply.json()["orders"])
 
