@@ -13,9 +13,10 @@
 - :class:`ForeignTrades`: across machines no lock helps; a worker that sees a trade of its
   prefix under another journal's epoch (``<prefix><EPOCH>-<n>``) appear after its start
   halts at once; one that keeps adopting trades of its own epoch it never journaled trips
-  it too. :class:`EpochWatch` reads the server's listings and history for that at start and
-  every :data:`EPOCH_CHECK_S` (from the idle heartbeat: whatever the interval), so both
-  traders of an account see each other's epoch and halt instead of fighting.
+  it too. :class:`EpochWatch` reads the server's listings and history for that at start (the
+  listings the start-up reconciliation read, handed over: not read twice) and every
+  :data:`EPOCH_CHECK_S` (from the idle heartbeat: whatever the interval), so both traders
+  of an account see each other's epoch and halt instead of fighting.
 - :func:`orphan_journals` / :func:`orphan_lines`: journals in ``state_dir`` holding trades
   that no configured account owns (a renamed or removed account): ``start`` and
   ``validate`` name them, ``multirun close`` closes them.
@@ -35,13 +36,14 @@ import stat
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from multirun.account.journal import order_refs
 from multirun.account.journal.store import Journal
 from multirun.account.reconcile import Listings
+from multirun.api.models import Trade
 from multirun.config.specs import AccountSpec, RunnerSpec
 from multirun.core.errors import FatalError, JournalError, MultirunError
 from multirun.core.locks import HeldLock, read_holder
@@ -324,7 +326,14 @@ class EpochWatch:
     other trader's, adopted by the start-up reconciliation) and at most every ``every_s``
     after, even without ticks (the worker runs it from its idle heartbeat). Each such
     orderRef first seen after start goes to ``foreign`` (:meth:`ForeignTrades.adopted`):
-    the trade of another live trader, opened, or closed, after we started."""
+    the trade of another live trader, opened, or closed, after we started.
+
+    At start the listings are those the start-up reconciliation read, when it hands them
+    over (:meth:`listed_at_start`): reading them again moments later would see nothing
+    more of another trader (a trade it filled in between is in the day's history read
+    here; an order it left pending is reported at the next check, where a second read
+    would have counted it as there at start) and would cost a starting fleet two
+    requests per worker."""
 
     def __init__(
         self,
@@ -341,6 +350,15 @@ class EpochWatch:
         self._next = 0.0
         self._read_at: float | None = None  # wall time of the last successful read
         self.known: set[str] | None = None  # other epochs' orderRefs seen at start
+        # The orderRefs the start-up reconciliation listed (opened and pending), taken by
+        # the first read instead of reading the listings again; None: read them
+        self._start_listing: set[str] | None = None
+
+    def listed_at_start(self, trades: Iterable[Trade]) -> None:
+        """What the start-up reconciliation's last listing showed (opened and pending
+        trades, whoever's): the first check's listings, before it has read any."""
+        if self.known is None:
+            self._start_listing = {t.order_ref for t in trades}
 
     def __call__(self) -> None:
         now = self.clock()
@@ -353,7 +371,7 @@ class EpochWatch:
             log.debug("ownership check: server unreadable (%s)", exc)
             return
         if self.known is None:
-            self.known = refs
+            self.known, self._start_listing = refs, None
             return
         for ref in sorted(refs - self.known):
             self.foreign.adopted(ref)
@@ -364,12 +382,19 @@ class EpochWatch:
         days = {time.strftime("%Y-%m-%d", time.gmtime(wall))}
         if self._read_at is not None:  # the day of the last read too, past midnight
             days.add(time.strftime("%Y-%m-%d", time.gmtime(self._read_at - 5.0)))
-        refs = {t.order_ref for t in self.client.opened_trades()}
-        refs |= {t.order_ref for t in self.client.pending_trades()}
+        refs = self._listed()
         for day in sorted(days):
             refs |= {row.order_ref for row in self.client.strategy_trades(None, day)}
         self._read_at = wall
         return {ref for ref in refs if ref and self.foreign.other_epoch(ref)}
+
+    def _listed(self) -> set[str]:
+        """The orderRefs opened and pending: at the first check the start-up
+        reconciliation's (when it handed them over), after it the server's now."""
+        if self.known is None and self._start_listing is not None:
+            return set(self._start_listing)
+        refs = {t.order_ref for t in self.client.opened_trades()}
+        return refs | {t.order_ref for t in self.client.pending_trades()}
 
 
 # --- journals no configured account owns --------------------------------------------

@@ -56,6 +56,7 @@ from multirun.account.status_file import StatusFile
 from multirun.account.telemetry import Telemetry
 from multirun.account.ticker import StopFlag
 from multirun.account.worker import ORPHANED, Client, Orphaned, StoppedReconciling, Worker
+from multirun.api.models import Trade
 from multirun.config.specs import AccountSpec, RunnerSpec
 from multirun.core.clock import SYSTEM_CLOCK, Clock, iso_ms
 from multirun.core.errors import (
@@ -179,6 +180,8 @@ def _build_account(
     )
     stack.callback(client.close)
     foreign = ownership.ForeignTrades(loss, prefix=spec.order_ref_prefix, epoch=journal.epoch)
+    # its first check takes the listings the start-up reconciliation read (one read each)
+    epochs = ownership.EpochWatch(client, foreign)
     clock = None if commands is None else CommandClock(CommandReader(commands))
     if clock is not None:
         stack.callback(clock.reader.close)
@@ -187,8 +190,8 @@ def _build_account(
         heartbeat=heartbeat, observer=telemetry or NULL_OBSERVER,
         on_up=functools.partial(_up, client, spec, on_up),
         on_foreign=foreign.adopted, account_lost=loss.why,
-        check_ownership=ownership.EpochWatch(client, foreign), on_condition=on_condition,
-        on_money=on_money, clock=clock or SYSTEM_CLOCK,
+        check_ownership=epochs, on_start_listing=epochs.listed_at_start,
+        on_condition=on_condition, on_money=on_money, clock=clock or SYSTEM_CLOCK,
     )  # fmt: skip
     if clock is not None:
         clock.actor = worker  # commands act on it from now on, between its ticks
@@ -212,13 +215,16 @@ def build_worker(
     on_foreign: Callable[[str], None] = lambda order_ref: None,
     account_lost: Callable[[], str | None] = lambda: None,
     check_ownership: Callable[[], None] = lambda: None,
+    on_start_listing: Callable[[list[Trade]], None] = lambda trades: None,
     on_condition: Callable[[str, str | None], None] | None = None,
     on_money: Callable[[float, float | None], None] | None = None,
 ) -> Worker:
     """The worker of ``spec`` over ``client`` and ``journal``, with what it is made of:
     its money limits (told each close's P&L by pricing); its pricing, told by the
     reconciler what it lists and closes; the reconciler, which
-    tells ``on_foreign`` of trades of ours it never held appearing once ticking; the
+    tells ``on_foreign`` of trades of ours it never held appearing once ticking, and
+    ``on_start_listing`` what its start-up reconciliation listed last (the ownership
+    check's start: :meth:`ownership.EpochWatch.listed_at_start`); the
     status file. The client shares this user's session tokens (before its first call)."""
     client.share_tokens(runner.state_dir)
     started = time.time()
@@ -227,6 +233,7 @@ def build_worker(
     reconciler = Reconciler(
         client, journal, stop=stop, timing=timing, started=started,
         on_listed=pricing.listed, on_closed=pricing.closed, on_foreign=on_foreign,
+        on_start_listing=on_start_listing,
     )  # fmt: skip
     status_file = StatusFile(StateDir(runner.state_dir).account(spec.name), spec.interval_s)
     return Worker(

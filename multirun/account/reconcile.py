@@ -110,6 +110,7 @@ class Reconciler:
         on_listed: Callable[[list[Trade]], None] = lambda trades: None,
         on_closed: Callable[[list[str]], None] = lambda refs: None,
         on_foreign: Callable[[str], None] = lambda order_ref: None,
+        on_start_listing: Callable[[list[Trade]], None] = lambda trades: None,
     ) -> None:
         self.client = client
         self.clock = clock
@@ -132,6 +133,11 @@ class Reconciler:
         # another process may trade this account (ownership.ForeignTrades).
         self.on_foreign = on_foreign
         self.adopted_on_start: list[str] = []  # never held, adopted while reconciling on start
+        # Told, once the start-up reconciliation is over, every trade (whoever's) its last
+        # listing showed, opened and pending: the ownership check's view of the start
+        # (ownership.EpochWatch), so it need not list them again
+        self.on_start_listing = on_start_listing
+        self._listing: list[Trade] = []  # the last listing read while reconciling on start
         # await_listed's polls: how soon this account's fills were listed, per process
         self.listed_polls: Schedule = (
             Learned(timing.listed_polls) if timing.learn else timing.listed_polls
@@ -152,6 +158,8 @@ class Reconciler:
         if settled:  # else nothing changed since the sync above: listing again shows the same
             self.sync()
         self.reconciled = True
+        listing, self._listing = self._listing, []
+        self.on_start_listing(listing)
 
     def _young_intents(self) -> list[JournalOrder]:
         now = time.time()
@@ -163,6 +171,8 @@ class Reconciler:
         the journal's orderRef put back). Updates :attr:`unattributed`."""
         pending = self.client.pending_trades() if with_pending else []
         opened = self.client.opened_trades()
+        if not self.reconciled:
+            self._listing = [*opened, *pending]
         by_id = {row.trade_id: row.order_ref for row in self.journal.held() if row.trade_id}
         by_id.update((t.trade_id, t.order_ref) for t in self.extras.values())
 
