@@ -30,6 +30,7 @@ class Pipes:
         self.wake_r, self.wake_w = procutil.pipe(nonblocking=True)
         self.selector.register(self.wake_r, selectors.EVENT_READ, None)
         self.readers: dict[int, Callable[[], None]] = {}  # other descriptors (the control socket)
+        self.stirred = False  # the last select woke for a signal or another reader
 
     def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
         """Call ``callback`` from :meth:`select` whenever ``fd`` is readable."""
@@ -62,13 +63,18 @@ class Pipes:
             self.selector.register(fd, selectors.EVENT_READ, proc)
 
     def select(self, timeout: float) -> list[tuple[Proc, int]]:
-        """Wait up to ``timeout`` s; the children's descriptors that became readable."""
+        """Wait up to ``timeout`` s; the children's descriptors that became readable.
+        :attr:`stirred` says whether a signal or another reader (the control socket) woke it
+        too: what the arbiter must answer with a turn of its loop."""
         readable = []
+        self.stirred = False
         for key, _ in self.selector.select(timeout):
             if key.fd == self.wake_r:
                 _drain(self.wake_r)
+                self.stirred = True
             elif key.fd in self.readers:
                 self.readers[key.fd]()
+                self.stirred = True
             elif key.data is not None:  # None: a reader removed during this turn
                 readable.append((key.data, key.fd))
         return readable

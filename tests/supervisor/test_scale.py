@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,9 @@ from multirun.core.statedir import StateDir
 from multirun.core.states import State
 from multirun.supervisor import arbiter as arbiter_module
 from multirun.supervisor.arbiter import SAVE_EVERY_S, Arbiter
-from multirun.supervisor.fork import ChildContext
+from multirun.supervisor.fork import ChildContext, Forked
 from multirun.supervisor.output import LogRouter
+from multirun.supervisor.pipes import Pipes
 from multirun.supervisor.program import Proc, Program
 from tests.conftest import wait_until
 
@@ -203,3 +206,32 @@ def test_a_held_child_runs_only_once_the_batch_is_forked(tmp_path: Path) -> None
         check=True,
     )
     assert result.stdout.split("\n") == ["written before the release", "0"]
+
+
+def test_lines_that_change_nothing_do_not_end_the_wait_a_condition_does(tmp_path: Path) -> None:
+    """Log lines and a P&L under the fleet's limit are routed inside one wait (a turn of
+    the loop costs O(accounts)); a worker's new condition ends it at once."""
+    arb = make_arbiter(tmp_path, 1)
+    proc = arb.procs[0]
+    proc.program = Program(proc.name, idle, announces_up=True)
+    arb.pipes = Pipes(arb.router)
+    out, err, ready = os.pipe(), os.pipe(), os.pipe()
+    arb.pipes.watch(proc, Forked(1, out[0], err[0], ready[0]))
+    for line in (statefiles.money_line(-5.0, 1000.0), statefiles.money_line(-6.0, 990.0)):
+        os.write(ready[1], line.encode() + b"\n")
+    os.write(out[1], b"a log line\n")
+    condition = statefiles.condition_line(State.HALTED, "margin")
+    timer = threading.Timer(0.3, os.write, (ready[1], condition.encode() + b"\n"))
+    began = time.monotonic()
+    timer.start()
+    arb.wait(10.0)
+    waited = time.monotonic() - began
+    assert 0.25 <= waited < 5.0, waited  # not at the first line, not at the timeout
+    assert (proc.worker_state, proc.worker_reason) == (State.HALTED, "margin")
+    assert arb.fleet.readings  # the P&L lines were heard on the way
+    threading.Timer(0.1, arb.pipes.wake).start()  # a signal's wake-up ends a wait too
+    began = time.monotonic()
+    arb.wait(10.0)
+    assert time.monotonic() - began < 5.0
+    for fd in (*out, *err, *ready):
+        os.close(fd)
