@@ -213,6 +213,7 @@ class Arbiter:
         # the file-level money limits, against the sum of what the workers say on their pipes
         self.fleet = FleetRisk(risk)
         self.fleet_looked_at = 0.0  # monotonic: the last look for a fleet pause a new day ends
+        self.saves = 0  # calls of save(): every change of what status_data() holds
         self.fleet_resumes: set[tuple[int | None, str | None]] = set()  # (pid, reason) sent
         self.pauses = PauseRequests(
             lambda: self.accounts,
@@ -434,7 +435,9 @@ class Arbiter:
         """A control request: a reply now, or None (the reply comes once the op is done)."""
         cmd = str(request["cmd"])
         if cmd == "status":
-            return {"ok": True, **self.status_data()}
+            if request.get("unless") == self.generation:  # the asker's copy is current
+                return {"ok": True, "generation": self.generation, "unchanged": True}
+            return {"ok": True, "generation": self.generation, **self.status_data()}
         if cmd == "shutdown":
             if request.get("force"):
                 self.begin_stop("multirun stop --force")
@@ -892,8 +895,15 @@ class Arbiter:
         """``state_dir/supervisor.json`` (read by ``multirun status``) is to be rewritten:
         at the end of this loop turn, at most every :data:`SAVE_EVERY_S`; ``now``: at once."""
         self.dirty = True
+        self.saves += 1
         if now:
             self.write_status()
+
+    @property
+    def generation(self) -> str:
+        """Names the state :meth:`save` last marked: a status reply that names it again
+        would hold nothing new (the notifier asks every second with ``unless``)."""
+        return f"{os.getpid()}.{self.saves}"
 
     def flush(self) -> None:
         """Once a loop turn: write ``supervisor.json`` if it is behind and its time came."""

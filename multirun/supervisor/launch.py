@@ -213,7 +213,7 @@ def serve_notify(runner: RunnerSpec, context: ChildContext) -> int:
     from multirun.supervisor import live_entries
 
     # the supervisor's memory (its control socket): right while no file can be written
-    processes = partial(live_entries.entries, StateDir(runner.state_dir))
+    processes = live_entries.Entries(StateDir(runner.state_dir))
     return service.serve(runner, [a.name for a in runner.accounts], processes=processes)
 
 

@@ -22,16 +22,34 @@ from multirun.supervisor.control_server import exchange
 ASK_TIMEOUT_S = 1.0  # the notifier looks once a second: an answer later than that is stale
 
 
-def entries(
-    layout: StateDir, timeout_s: float = ASK_TIMEOUT_S
-) -> Mapping[str, statefiles.ProcessEntry]:
+class Entries:
     """Each account's process entry, from the supervisor's memory if it answers in time,
-    else from ``supervisor.json``."""
-    reply = ask(layout, {"cmd": "status"}, timeout_s)
-    accounts = reply.get("accounts") if reply and reply.get("ok") else None
-    if isinstance(accounts, dict):
+    else from ``supervisor.json``. Asked once a second, the supervisor answers
+    "unchanged" (a few bytes, not every account's entry) while nothing was saved since
+    the reply kept here (its ``generation``)."""
+
+    def __init__(self, layout: StateDir, timeout_s: float = ASK_TIMEOUT_S) -> None:
+        self.layout = layout
+        self.timeout_s = timeout_s
+        self.kept: tuple[str, Mapping[str, statefiles.ProcessEntry]] | None = None
+
+    def __call__(self) -> Mapping[str, statefiles.ProcessEntry]:
+        payload: dict[str, Any] = {"cmd": "status"}
+        if self.kept is not None:
+            payload["unless"] = self.kept[0]
+        reply = ask(self.layout, payload, self.timeout_s)
+        self.kept, kept = None, self.kept
+        if not reply or not reply.get("ok"):
+            return statefiles.supervised(self.layout)
+        if reply.get("unchanged") and kept is not None and reply.get("generation") == kept[0]:
+            self.kept = kept
+            return kept[1]
+        accounts = reply.get("accounts")
+        if not isinstance(accounts, dict):
+            return statefiles.supervised(self.layout)
+        if isinstance(reply.get("generation"), str):
+            self.kept = (reply["generation"], accounts)
         return accounts
-    return statefiles.supervised(layout)
 
 
 def ask(layout: StateDir, payload: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:

@@ -24,6 +24,7 @@ from multirun.core import procutil
 from multirun.core.clock import parse_iso
 from multirun.core.statedir import StateDir
 from multirun.sim import SimServer
+from multirun.supervisor import live_entries
 from multirun.supervisor.control_server import PROTOCOL
 from tests.conftest import wait_until
 
@@ -230,10 +231,20 @@ def test_restart_changes_only_that_pid_and_stop_then_start_one(run: Any) -> None
     r.start()
     wait_until(lambda: r.ticking("ca", "cb"), timeout=30)
     before = {n: r.pid(n) for n in ("ca", "cb")}
+    entries = live_entries.Entries(StateDir(r.state))  # the notifier's view, kept between asks
+    assert entries()["ca"]["pid"] == before["ca"]
+
+    def unchanged_when_nothing_was_saved() -> bool:
+        generation = r.request({"v": PROTOCOL, "cmd": "status"})["generation"]
+        again = r.request({"v": PROTOCOL, "cmd": "status", "unless": generation})
+        return again == {"v": PROTOCOL, "ok": True, "generation": generation, "unchanged": True}
+
+    wait_until(unchanged_when_nothing_was_saved, timeout=10)
     done = cli("restart", str(r.config), "ca")
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("ca: RUNNING (pid ")
     assert r.pid("ca") not in (None, before["ca"]) and r.pid("cb") == before["cb"]
+    assert entries()["ca"]["pid"] == r.pid("ca")  # a save since: the whole reply again
 
     wait_until(lambda: r.traded("cb"), timeout=10)
     stopped = cli("stop", str(r.config), "cb")
