@@ -79,10 +79,14 @@ class Run:
         self.at_running: Counter[str] = Counter()
         self.at_check: Counter[str] = Counter()
         self.failed: list[BaseException] = []
+        self.done = threading.Event()  # run_account returned: no signal for it any more
         helper = threading.Thread(target=self._watch, args=(then,), daemon=True)
         helper.start()
-        self.code = run_account(runner, NAME, on_up=self._up)
-        helper.join(10)
+        try:
+            self.code = run_account(runner, NAME, on_up=self._up)
+        finally:
+            self.done.set()
+            helper.join(10)  # while quiet_sigterm still holds SIGTERM
         if self.failed:
             raise self.failed[0]
 
@@ -94,13 +98,17 @@ class Run:
 
     def _watch(self, then: Callable[[], None]) -> None:
         try:
-            wait_until(lambda: self._since_start()["strategy_trade"], timeout=10)
-            self.at_check = self._since_start()
-            then()
+            wait_until(
+                lambda: self.done.is_set() or self._since_start()["strategy_trade"], timeout=10
+            )
+            if not self.done.is_set():
+                self.at_check = self._since_start()
+                then()
         except BaseException as exc:  # raised again in the test's thread
             self.failed.append(exc)
         finally:
-            os.kill(os.getpid(), signal.SIGTERM)
+            if not self.done.is_set():
+                os.kill(os.getpid(), signal.SIGTERM)  # a graceful stop
 
 
 def status(runner: RunnerSpec) -> dict[str, object]:
