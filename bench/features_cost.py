@@ -116,8 +116,8 @@ class Fleet:
 
     @property
     def telemetry(self) -> bool:
-        """Its workers keep metrics.json (metrics: or notify: turns it on)."""
-        return bool(self.features & {"metrics", "notify"})
+        """Its workers keep metrics.json (metrics: turns it on)."""
+        return "metrics" in self.features
 
     @property
     def layout(self) -> StateDir:

@@ -172,7 +172,7 @@ def _build_account(
         Heartbeat(account.heartbeat, on_beat), [journal.lost, account_lock.lost], loss
     )
     telemetry = None
-    if runner.metrics is not None or runner.notify:  # for /metrics and rejected orders
+    if runner.metrics is not None:  # for /metrics (the notifier reads status.json)
         telemetry = Telemetry(account)
         telemetry.write()
     client = _make_client(

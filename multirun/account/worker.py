@@ -70,6 +70,7 @@ from multirun.core.errors import (
     Interrupted,
     JournalError,
     MultirunError,
+    OrderRejected,
     OrderUncertain,
     RateLimitError,
     one_line,
@@ -206,6 +207,7 @@ class Worker:
         self.last_tick: float | None = None
         self.ticks = 0
         self.orders_sent = 0
+        self.orders_refused = 0  # refused by the server: told as `rejected` by the notifier
         self.failures = 0  # consecutive failed ticks
         self.order_failures = 0  # consecutive failed orders (no-op ticks do not reset it)
         self.status_failures = 0  # consecutive ticks whose status could not be written
@@ -833,6 +835,7 @@ class Worker:
             return self._place(intent)
         except BaseException as exc:
             error = exc
+            self.orders_refused += isinstance(exc, OrderRejected)
             raise
         finally:
             self.observer.order_sent(intent.side, error, time.monotonic() - began)
@@ -893,6 +896,7 @@ class Worker:
             halted_reason=self.halted_reason,
             ticks=self.ticks,
             orders_sent=self.orders_sent,
+            orders_refused=self.orders_refused,
             updated_utc=iso_ms(time.time()),
             strategy=self.spec.strategy,
             interval_s=self.spec.interval_s,

@@ -121,6 +121,7 @@ class WorkerStatus(TypedDict, total=False):
     halted_reason: str | None
     ticks: int
     orders_sent: int
+    orders_refused: int  # of orders_sent, refused by the server (the `rejected` alert)
     updated_utc: str | None
     strategy: str
     interval_s: float

@@ -4,6 +4,7 @@ HALTED the supervisor knows from a worker's pipe while no file can be written.""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +40,23 @@ def test_the_stop_alert_reads_the_accounts_a_reload_added(tmp_path: Path) -> Non
     path.write_text(path.read_text() + entry.format("added"))  # reloaded since
     specs = watched_specs(runner, ["a", "added"])
     assert [(s.name, s.on_stop) for s in specs] == [("a", "keep"), ("added", "keep")]
+
+
+def test_refusals_are_read_from_status_json_and_each_told_once(tmp_path: Path) -> None:
+    layout = StateDir(tmp_path)
+    entries: dict[str, Any] = {"a": {"state": "RUNNING", "pid": 7}}
+    watcher = Watcher(layout, ["a"], processes=lambda: entries)
+    status = layout.account("a").status
+    status.parent.mkdir(parents=True)
+
+    def said(refused: int) -> None:
+        written = {"state": "RUNNING", "orders_refused": refused, "last_error": "margin"}
+        status.write_text(json.dumps(written))
+
+    said(2)
+    events = watcher.poll()
+    assert [(e.kind, e.data["refused_total"]) for e in events] == [("rejected", 2)], events
+    assert watcher.poll() == []  # nothing changed: nothing told again
+    said(10)  # (another size: a change seen whatever the file system's time resolution)
+    events = watcher.poll()
+    assert [e.text for e in events] == ["a: 8 order(s) refused by the server: margin"]

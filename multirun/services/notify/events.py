@@ -1,9 +1,9 @@
 """What the notifier tells: events found by comparing the state dir now with a second ago.
 
 ``supervisor.json`` is the process-level truth (FATAL, BACKOFF and its restarts, OVERDUE),
-each account's ``status.json`` the tick-level one (HALTED, uncertain orders, orders and
-P&L) and its ``metrics.json`` the orders the server refused; a worker reporting HALTED
-overrides the supervisor's RUNNING, as ``status`` does.
+each account's ``status.json`` the tick-level one (HALTED, uncertain orders, orders, the
+orders the server refused, P&L); a worker reporting HALTED overrides the supervisor's
+RUNNING, as ``status`` does.
 An account's alert state is told once when it is entered; ``recovered`` when it is
 RUNNING again. PAUSED (issue 24) is told as ``risk_breach`` when a money limit of its own
 paused it, ``paused`` when an operator did (a pause for the trading hours is the plan,
@@ -115,8 +115,10 @@ class Watcher:
         self.day = utc_day(clock())
         self.told_previous = False  # previous_died: told at the first poll
         self.statuses_read = ChangedFiles(lambda data: data)
-        self.refused_read = ChangedFiles(refused_total)  # each metrics.json's refusals
-        self.paths: dict[str, tuple[Path, Path]] = {}  # account -> status.json, metrics.json
+        self.paths: dict[str, Path] = {}  # account -> its status.json
+        # what each account's last look was made of (its entry, its status: the same
+        # objects while neither changed, and then the look would find nothing new)
+        self.looked_at: dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
 
     def poll(self) -> list[Event]:
         now = self.clock()
@@ -130,8 +132,13 @@ class Watcher:
         # accounts a reload added are in the supervisor's entries: watched from then on
         self.names += [name for name in procs if name not in self.names]
         for name in self.names:
-            status = cast(statefiles.WorkerStatus, self.statuses_read.read(self._paths(name)[0]))
-            events.extend(self.account(name, procs.get(name) or {}, status, now))
+            status = cast(statefiles.WorkerStatus, self.statuses_read.read(self._path(name)))
+            proc = procs.get(name) or {}
+            looked_at = self.looked_at.get(name)
+            if looked_at is None or looked_at[0] is not proc or looked_at[1] is not status:
+                # (the same inputs again would tell nothing: each told change is kept)
+                self.looked_at[name] = (proc, status)
+                events.extend(self.account(name, proc, status, now))
             if status:
                 self.statuses[name] = status
         return events
@@ -234,9 +241,9 @@ class Watcher:
     def refused(
         self, name: str, state: str | None, status: Mapping[str, Any], now: float
     ) -> list[Event]:
-        """Orders the server refused, counted by the worker (its ``metrics.json``: written
-        with ``notify:`` too); a new worker starts its count at 0."""
-        total = self.refused_read.read(self._paths(name)[1])
+        """Orders the server refused, as the worker counts them (its status.json's
+        ``orders_refused``); a new worker starts its count at 0."""
+        total = int(status.get("orders_refused") or 0)
         before = self.refusals.get(name, 0)
         self.refusals[name] = total
         if total <= before:
@@ -245,10 +252,9 @@ class Watcher:
         text = f"{name}: {total - before} order(s) refused by the server: {why}"
         return [Event("rejected", text, name, state, now, {"refused_total": total})]
 
-    def _paths(self, name: str) -> tuple[Path, Path]:
+    def _path(self, name: str) -> Path:
         if name not in self.paths:
-            account = self.layout.account(name)
-            self.paths[name] = (account.status, account.metrics)
+            self.paths[name] = self.layout.account(name).status
         return self.paths[name]
 
     def summary(self, now: float) -> Event:
@@ -269,20 +275,11 @@ class Watcher:
         return Event("daily_summary", "\n".join(lines), None, None, now, {"accounts": rows})
 
 
-def refused_total(metrics: Mapping[str, Any]) -> int:
-    """The orders the server refused, as a worker's ``metrics.json`` counts them."""
-    return sum(
-        int(c.get("value") or 0)
-        for c in metrics.get("counters") or ()
-        if c.get("name") == "orders_total" and (c.get("labels") or {}).get("result") == "refused"
-    )
-
-
 class ChangedFiles(Generic[T]):
     """What ``digest`` makes of JSON files, made again only when a file changed: polled
-    every second, a worker's status.json and metrics.json mostly have not (each is
-    replaced whole: a new one has another inode, size or time), and parsing 100 files
-    a second was most of what the notifier cost (2.9 ms a poll at 50 accounts)."""
+    every second, a worker's status.json mostly has not (it is replaced whole: a new one
+    has another inode, size or time), and parsing 100 files a second was most of what
+    the notifier cost (2.9 ms a poll at 50 accounts)."""
 
     def __init__(self, digest: Callable[[dict[str, Any]], T]) -> None:
         self.digest = digest
