@@ -56,6 +56,7 @@ class Figures:
     lateness_p99_ms: float | None
     ticks: int
     scrapes: int
+    metrics_child_ms_per_scrape: float | None = None  # its CPU over the window / scrapes
 
 
 def comm(pid: int) -> str:
@@ -149,6 +150,9 @@ def run(mode: str, url: str, n: int, interval: int, window: float, workdir: Path
         return round(100.0 * used / HZ / elapsed, 2)
 
     counts = [b - a for a, b in zip(late0, late1, strict=True)]
+    child_ms = None
+    if child and scrapes[0]:
+        child_ms = round(1000.0 * (after[child] - before[child]) / HZ / scrapes[0], 1)
     ticks = int(sum(counts))
     p99 = quantile(0.99, counts)
     return Figures(
@@ -160,6 +164,7 @@ def run(mode: str, url: str, n: int, interval: int, window: float, workdir: Path
         lateness_p99_ms=None if p99 is None else round(1000 * p99, 3),
         ticks=ticks,
         scrapes=scrapes[0],
+        metrics_child_ms_per_scrape=child_ms,
     )
 
 
@@ -187,6 +192,8 @@ def report(figures: dict[str, Figures], n: int, interval: int, window: float) ->
         f"{ratio(scraped.tree_cpu_pct, on.tree_cpu_pct)}",
         f"on / off: supervisor CPU {ratio(on.supervisor_cpu_pct, off.supervisor_cpu_pct)}, "
         f"tree CPU {ratio(on.tree_cpu_pct, off.tree_cpu_pct)}",
+        f"scraped: the metrics child used {scraped.metrics_child_ms_per_scrape} ms of CPU a "
+        f"scrape ({scraped.scrapes} scrapes; /proc counts CPU in 1/{HZ} s)",
     ]
     return "\n".join(lines)
 
