@@ -286,15 +286,23 @@ class FakeServer:
     def __init__(self) -> None:
         self.opened: list[str] = []
         self.history: list[str] = []
+        self.reads: list[str] = []
 
     def opened_trades(self) -> list[Trade]:
-        return [Trade("1", ref, "BTCUSD", 1, 1.0, 1.0, "") for ref in self.opened]
+        self.reads.append("opened_trades")
+        return [trade(ref) for ref in self.opened]
 
     def pending_trades(self) -> list[Trade]:
+        self.reads.append("pending_trades")
         return []
 
     def strategy_trades(self, order_ref: str | None = None, acdate: str = "") -> list[Transaction]:
+        self.reads.append("strategy_trades")
         return [Transaction("2", ref, 1.0, 1.0, "") for ref in self.history]
+
+
+def trade(order_ref: str) -> Trade:
+    return Trade("1", order_ref, "BTCUSD", 1, 1.0, 1.0, "")
 
 
 def test_the_epoch_watch_reports_other_epochs_first_seen_after_start() -> None:
@@ -310,6 +318,25 @@ def test_the_epoch_watch_reports_other_epochs_first_seen_after_start() -> None:
     server.history.append("mr-a-XYZXYZ-1")  # opened and closed between two checks
     watch()
     assert len(tripped) == 1 and "mr-a-XYZXYZ-1" in tripped[0] and "ABCDEF" in tripped[0]
+
+
+def test_the_epoch_watch_starts_from_the_listings_the_reconciliation_read() -> None:
+    """Its first check takes the start-up reconciliation's listings (not read twice) and
+    reads the day's history; a trade listed only after that reconciliation read is no
+    part of the start: the next check, reading the listings, reports it."""
+    tripped: list[str] = []
+    foreign = ownership.ForeignTrades(tripped.append, prefix="mr-a-", epoch="ABCDEF")
+    server = FakeServer()
+    watch = ownership.EpochWatch(server, foreign, every_s=0.0)  # type: ignore[arg-type]
+    watch.listed_at_start([trade("mr-a-OLDOLD-1"), trade("mr-a-ABCDEF-1"), trade("")])
+    server.opened = ["mr-a-OLDOLD-1", "mr-a-LATERR-1"]
+    server.history = ["mr-a-OLDOLD-2"]
+    watch()
+    assert server.reads == ["strategy_trades"]
+    assert watch.known == {"mr-a-OLDOLD-1", "mr-a-OLDOLD-2"} and not tripped
+    watch()
+    assert server.reads[1:] == ["opened_trades", "pending_trades", "strategy_trades"]
+    assert len(tripped) == 1 and "mr-a-LATERR-1" in tripped[0]
 
 
 def test_a_trade_of_another_epoch_adopted_after_start_trips_at_once() -> None:
