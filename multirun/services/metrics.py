@@ -253,12 +253,14 @@ class AccountPrefixes:
                 for v in grid
             ]
             self.counters[key] = ({v: i for i, v in enumerate(grid)}, zeros)
-        self.histograms = {}
+        self.histograms: dict[str, tuple[list[str], str, str]] = {}  # buckets, count, sum
         for key, family in HISTOGRAM_FAMILIES.items():
             bounds = [*map(str, BUCKETS[key]), "+Inf"]
             buckets = [sample_prefix(f"{family.name}_bucket", (account, ("le", b))) for b in bounds]
-            total = [sample_prefix(f"{family.name}_{end}", (account,)) for end in ("count", "sum")]
-            self.histograms[key] = (buckets, *total)
+            count, total = (
+                sample_prefix(f"{family.name}_{end}", (account,)) for end in ("count", "sum")
+            )
+            self.histograms[key] = (buckets, count, total)
 
     def render(
         self, proc: ProcessEntry, status: WorkerStatus, data: WorkerMetrics, current: State
