@@ -20,6 +20,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TextIO, cast
@@ -28,7 +29,7 @@ from multirun.account import final_report, ownership
 from multirun.config.specs import RunnerSpec
 from multirun.core.clock import iso_ms, parse_iso, short_time
 from multirun.core.errors import SupervisorError
-from multirun.core.statedir import StateDir
+from multirun.core.statedir import AccountDir, StateDir
 from multirun.core.statefiles import (
     FleetRiskEntry,
     HeldPosition,
@@ -153,10 +154,16 @@ def collect(runner: RunnerSpec, *, now: float | None = None) -> Snapshot:
 
 
 def collect_at(
-    state_dir: Path, file: locate.FileView | None = None, *, now: float | None = None
+    state_dir: Path,
+    file: locate.FileView | None = None,
+    *,
+    now: float | None = None,
+    read_worker: Callable[[AccountDir], WorkerStatus] = read_worker_status,
 ) -> Snapshot:
     """What runs on ``state_dir``: the supervisor's accounts first (what it actually runs),
     then accounts that are only in ``file`` (not running). Reads no config, imports no code.
+    ``read_worker``: how a worker's status file is read (the dashboard, asking every 2 s,
+    reads again only the files that changed).
     """
     now = time.time() if now is None else now
     layout = StateDir(state_dir)
@@ -173,7 +180,7 @@ def collect_at(
     rows = []
     for name in names:
         entry = known.get(name) if isinstance(known.get(name), dict) else None
-        worker = read_worker_status(layout.account(name))
+        worker = read_worker(layout.account(name))
         row = merge(name, entry, worker, running=found is not None, now=now)
         row.supervised = found is not None and entry is not None
         if entry is None:
@@ -183,7 +190,8 @@ def collect_at(
             row.note = row.note or NOT_IN_FILE
         rows.append(row)
     if in_file is not None:  # journals of accounts renamed or removed: still holding money
-        rows += orphan_rows(layout, [*names, *layout.account_names()], set(names), now)
+        candidates = [*names, *layout.account_names()]
+        rows += orphan_rows(layout, candidates, set(names), now, read_worker)
     left = [] if found else final_report.lines(final_report.from_json(sup.get("left_open")))
     config = found.config if found else None
     problem = file.problem if file is not None else None
@@ -206,7 +214,11 @@ def live_view(state_dir: Path, found: locate.Running) -> SupervisorFile:
 
 
 def orphan_rows(
-    layout: StateDir, candidates: list[str], shown: set[str], now: float
+    layout: StateDir,
+    candidates: list[str],
+    shown: set[str],
+    now: float,
+    read_worker: Callable[[AccountDir], WorkerStatus] = read_worker_status,
 ) -> list[AccountStatus]:
     """A row for each account directory not otherwise shown whose journal still holds
     trades (an account renamed or removed from the file): never out of sight."""
@@ -214,9 +226,7 @@ def orphan_rows(
     for name in sorted(set(candidates) - shown):
         held = ownership.held_trades(layout.account(name).journal, name)
         if held:
-            row = merge(
-                name, None, read_worker_status(layout.account(name)), running=False, now=now
-            )
+            row = merge(name, None, read_worker(layout.account(name)), running=False, now=now)
             row.note = f"{ORPHANED}, {len(held)} trade(s) held: multirun close {name}"
             rows.append(row)
     return rows

@@ -6,7 +6,9 @@ strategy, position, P&L, equity sparkline, orders today, uncertain orders; total
 banners that need a look), an account's last log lines and its trades today. Every
 answer is cached for a moment (:data:`STATUS_TTL_S`, :data:`JOURNAL_TTL_S`): three open
 pages polling cost what one does, and a journal is opened at most every few seconds.
-Every string that leaves here passes the :class:`~multirun.core.redact.Redactor`.
+Every string that leaves here passes the :class:`~multirun.core.redact.Redactor`: an
+account's row is masked when its text changed since the last build (masking every row
+at every build, twice, was half of what the dashboard cost), the rest at every build.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import json
 import os
 import threading
 import time
+from array import array
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +30,8 @@ from multirun.account.journal import reader
 from multirun.core.clock import iso_ms
 from multirun.core.errors import JournalError
 from multirun.core.redact import Redactor
-from multirun.core.statedir import StateDir
+from multirun.core.statedir import AccountDir, StateDir
+from multirun.core.statefiles import WorkerStatus, read_worker_status
 from multirun.core.states import State
 from multirun.ops import locate, logs_view
 from multirun.ops import status as fleet_status
@@ -43,6 +48,9 @@ SPARK_POINTS = 60
 DISK_LOW_BYTES = 200 * 1024 * 1024  # the journals and logs need room: warn below this
 DAY_S = 86400
 STOPPED_STATES = (State.STOPPED, State.FATAL)
+# A row's fields that change at every build and are numbers (no secret to mask): a row is
+# masked again only when the rest of it changed.
+VOLATILE = ("uptime_s",)
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,9 @@ class AccountFacts:
     strategy: str
     instrument: str
     on_stop: str
+
+    def masked(self, redact: Redactor) -> AccountFacts:
+        return AccountFacts(redact(self.strategy), redact(self.instrument), redact(self.on_stop))
 
 
 @dataclass
@@ -76,14 +87,17 @@ class Fleet:
     ) -> None:
         self.layout = StateDir(state_dir)
         self.file_view = file_view
-        self.accounts = dict(accounts)
         self.redact = redactor
+        self.accounts = {name: facts.masked(redactor) for name, facts in accounts.items()}
         self.clock = clock
         self.disk_free = disk_free or _disk_free
         self._lock = threading.RLock()  # view() reads status() under it
         self._cache: dict[str, _Cached] = {}
         self._journals: dict[str, Path] = {}  # each account's journal path
-        self._tallies: dict[str, _Tally] = {}  # each account's orders today, counted so far
+        self._tallies: dict[str, _Tally] = {}  # each account's day so far, read so far
+        self._rows: dict[str, dict[str, Any]] = {}  # the last build's rows: text -> masked
+        self._tails: dict[str, _Tail] = {}  # each account's log tail, read so far
+        self._statuses: dict[str, tuple[object, WorkerStatus]] = {}  # (file stamp, status)
 
     # --- the documents -------------------------------------------------------------------
 
@@ -124,20 +138,56 @@ class Fleet:
     # --- building --------------------------------------------------------------------
 
     def _read_status(self) -> dict[str, Any]:
-        snapshot = fleet_status.collect_at(self.layout.path, self.file_view())
-        return _masked(snapshot.to_dict(), self.redact)
+        found = fleet_status.collect_at(
+            self.layout.path, self.file_view(), read_worker=self._worker_status
+        )
+        snapshot = found.to_dict()
+        order = list(snapshot)  # the CLI's
+        rows = snapshot.pop("accounts")
+        status = _masked(snapshot, self.redact)
+        status["accounts"] = self._masked_rows(rows)
+        return {key: status[key] for key in order}
+
+    def _worker_status(self, account: AccountDir) -> WorkerStatus:
+        """An account's status file, parsed again only when it changed (a file replaced
+        or rewritten has another inode, size or time): a worker writes it once a tick,
+        the page asks every 2 s. Read after the look: a change between them is read
+        again next time."""
+        path = account.status
+        stamp = _file_stamp(path)
+        hit = self._statuses.get(account.path.name)
+        if hit is not None and stamp is not None and hit[0] == stamp:
+            return hit[1]
+        status = read_worker_status(account)
+        self._statuses[account.path.name] = (stamp, status)
+        return status
+
+    def _masked_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each row masked, or as it was masked at the last build when its text is the
+        same (a worker's status changes once a tick; its uptime, a number, every build)."""
+        done: dict[str, dict[str, Any]] = {}
+        out = []
+        for row in rows:
+            steady = {**row, **dict.fromkeys(VOLATILE)}
+            text = json.dumps(steady)
+            masked = self._rows.get(text) or done.get(text)
+            if masked is None:
+                masked = _masked_text(text, steady, self.redact)
+            done[text] = masked
+            out.append({key: row[key] if key in VOLATILE else masked[key] for key in row})
+        self._rows = done  # the last build's only: a row's old texts are not kept
+        return out
 
     def _build_view(self) -> dict[str, Any]:
-        status = self.status()
+        status = self.status()  # masked; so is every AccountFacts; the rest is numbers
         rows = [self._row(a) for a in status["accounts"]]
-        view = {
+        return {
             "supervisor": status["supervisor"],
             "accounts": rows,
             "totals": _totals(rows),
-            "banners": self._banners(status, rows),
+            "banners": _masked(self._banners(status, rows), self.redact),
             "generated_utc": iso_ms(self.clock()),
         }
-        return _masked(view, self.redact)  # once, over the whole page's document
 
     def _row(self, account: dict[str, Any]) -> dict[str, Any]:
         name = account["name"]
@@ -148,8 +198,7 @@ class Fleet:
             "instrument": info.instrument if info else None,
             "on_stop": info.on_stop if info else None,
             "uncertain_orders": account.get("uncertain_orders") or [],
-            "orders_today": self._orders_today(name),
-            "equity": self._sparkline(name),
+            **self._today(name),  # orders_today, equity (the sparkline)
         }
 
     def _banners(self, status: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -183,28 +232,33 @@ class Fleet:
         return out
 
     def _tail(self, name: str) -> list[dict[str, Any]]:
+        """The log's last lines: what was appended since the last read is parsed, the
+        lines before it kept (a tick's few lines, not 200 lines at every tick); the whole
+        window again when the file was replaced or cut."""
         path = self.layout.account(name).log
         try:
             with path.open("rb") as handle:
-                size = handle.seek(0, os.SEEK_END)
-                handle.seek(max(0, size - LOG_TAIL_BYTES))
-                data = handle.read()
+                found = os.fstat(handle.fileno())
+                tail = self._tails.get(name)
+                if tail is None or not tail.follows(found.st_ino, found.st_size):
+                    tail = self._tails[name] = _Tail.at(found.st_ino, found.st_size)
+                handle.seek(tail.offset)
+                data = handle.read(found.st_size - tail.offset)
         except OSError:
             return []
-        lines = data.decode("utf-8", errors="replace").splitlines()
-        if len(data) == LOG_TAIL_BYTES and lines:
-            lines = lines[1:]  # cut mid-line at the window's start
-        out = []
-        for text in lines[-LOG_LINES:]:
-            entry = logs_view.parse(text, name)
-            out.append(
-                {
-                    "ts": iso_ms(entry.ts) if entry.ts else None,
-                    "stream": entry.stream,
-                    "line": self.redact(entry.line),
-                }
-            )
-        return out
+        partial = tail.add(data, lambda text: self._log_line(name, text))
+        rows = [row for _start, row in tail.lines]
+        # a line being written: shown as it is now, read again next time
+        rows += [self._log_line(name, text) for text in partial]
+        return rows[-LOG_LINES:]
+
+    def _log_line(self, name: str, text: str) -> dict[str, Any]:
+        entry = logs_view.parse(text, name)
+        return {
+            "ts": iso_ms(entry.ts) if entry.ts else None,
+            "stream": entry.stream,
+            "line": self.redact(entry.line),
+        }
 
     def _journal(self, name: str, ttl_s: float = JOURNAL_TTL_S) -> reader.AccountLog | None:
         def read() -> reader.AccountLog | None:
@@ -218,38 +272,28 @@ class Fleet:
         result: reader.AccountLog | None = self._cached(f"journal:{name}", ttl_s, read, stamp=stamp)
         return result
 
-    def _orders_today(self, name: str) -> int | None:
-        """How many orders the journal holds since 0:00 UTC (None: no journal)."""
+    def _today(self, name: str) -> dict[str, Any]:
+        """``orders_today``: how many orders the journal holds since 0:00 UTC (None: no
+        journal); ``equity``: today's NAV, thinned to :data:`SPARK_POINTS`. One read of
+        the journal for both, of what was written since the last read (reading all of
+        today twice every 15 s for 50 accounts was most of what the dashboard cost)."""
 
-        def count() -> int | None:
+        def read() -> dict[str, Any]:
             start, now = self._midnight(), self.clock()
             tally = self._tallies.get(name)
             if tally is None or tally.day != start:
                 tally = self._tallies[name] = _Tally(start, start)
             path = self.layout.account(name).journal
             try:  # only what was created since the last read (and what is held)
-                log = reader.read(path, name, since=tally.cursor, with_equity=False)
-            except JournalError:
-                return None
-            return tally.add(log.trades, max(start, now - TALLY_OVERLAP_S))
+                log = reader.read(path, name, since=tally.cursor)
+            except JournalError:  # none yet, or unreadable now
+                return {"orders_today": None, "equity": []}
+            tally.add_navs(log.equity)
+            count = tally.add(log.trades, max(start, now - TALLY_OVERLAP_S))
+            return {"orders_today": count, "equity": _thin(tally.navs, SPARK_POINTS)}
 
         stamp = self._journal_stamp(name)
-        result: int | None = self._cached(f"orders:{name}", EQUITY_TTL_S, count, stamp=stamp)
-        return result
-
-    def _sparkline(self, name: str) -> list[float]:
-        """Today's NAV, thinned to :data:`SPARK_POINTS` once per read of the journal."""
-
-        def read() -> list[float]:
-            path = self.layout.account(name).journal
-            try:
-                navs = reader.nav_series(path, name, self._midnight()) if path.is_file() else []
-            except JournalError:
-                return []
-            return _thin([nav for _ts, nav in navs], SPARK_POINTS)
-
-        stamp = self._journal_stamp(name)
-        result: list[float] = self._cached(f"spark:{name}", EQUITY_TTL_S, read, stamp=stamp)
+        result: dict[str, Any] = self._cached(f"today:{name}", EQUITY_TTL_S, read, stamp=stamp)
         return result
 
     def _journal_stamp(self, name: str) -> Callable[[], object]:
@@ -299,16 +343,27 @@ class Fleet:
 
 @dataclass
 class _Tally:
-    """An account's orders created today, counted read after read: each read asks the
-    journal only for what was created since ``cursor`` (re-reading the whole day every
-    15 s for 50 accounts grew with the day: most of what the dashboard cost by evening).
-    Every order created in [day, cursor) is counted; those created since ``cursor``
-    (read again next time, within the overlap) are remembered so none counts twice."""
+    """An account's orders created today, counted read after read, and its NAV points
+    of today: each read asks the journal only for what was written since ``cursor``
+    (re-reading the whole day every 15 s for 50 accounts grew with the day: most of what
+    the dashboard cost by evening). Every order created in [day, cursor) is counted;
+    those created since ``cursor`` (read again next time, within the overlap) are
+    remembered so none counts twice; so are the times of the NAV points since then."""
 
     day: float  # today's 0:00 UTC
     cursor: float
     count: int = 0
     recent: dict[str, float] = field(default_factory=dict)  # order_ref -> created_ts
+    navs: array[float] = field(default_factory=lambda: array("d"))  # oldest first
+    recent_navs: set[float] = field(default_factory=set)  # their times since ``cursor``
+
+    def add_navs(self, points: Sequence[reader.EquityPoint]) -> None:
+        """Append the NAV of ``points`` (read since :attr:`cursor`, oldest first) not
+        appended yet; call before :meth:`add`, which moves the cursor."""
+        for point in points:
+            if point.nav is not None and point.ts >= self.day and point.ts not in self.recent_navs:
+                self.navs.append(point.nav)
+                self.recent_navs.add(point.ts)
 
     def add(self, trades: Sequence[reader.JournalTrade], cursor: float) -> int:
         """Count ``trades`` (read since :attr:`cursor`); the next read starts at ``cursor``."""
@@ -321,7 +376,47 @@ class _Tally:
                 self.count += 1
         self.cursor = cursor
         self.recent = {ref: ts for ref, ts in self.recent.items() if ts >= cursor}
+        self.recent_navs = {ts for ts in self.recent_navs if ts >= cursor}
         return self.count
+
+
+@dataclass
+class _Tail:
+    """An account's log tail, read as the file grows: its lines that start within the
+    last :data:`LOG_TAIL_BYTES` (the first line of a file longer than that may be cut:
+    it is left out), at most :data:`LOG_LINES` of them, each parsed once."""
+
+    inode: int
+    offset: int  # where the next read starts: past the last whole line read
+    lines: deque[tuple[int, dict[str, Any]]] = field(
+        default_factory=lambda: deque(maxlen=LOG_LINES)
+    )  # (where its line starts in the file, the row), oldest first
+
+    @classmethod
+    def at(cls, inode: int, size: int) -> _Tail:
+        """A tail of a file of ``size`` bytes seen for the first time (or replaced)."""
+        return cls(inode, max(0, size - LOG_TAIL_BYTES))
+
+    def follows(self, inode: int, size: int) -> bool:
+        """Whether the file is this tail's, grown by at most a window (else read anew)."""
+        return inode == self.inode and self.offset <= size <= self.offset + LOG_TAIL_BYTES
+
+    def add(self, data: bytes, parse: Callable[[str], dict[str, Any]]) -> list[str]:
+        """Take in ``data`` (read at :attr:`offset`, to the file's end): each whole line
+        parsed and kept, those now out of the window dropped; what follows the last
+        newline (a line being written, read again next time) is returned if in it."""
+        end_of_file = self.offset + len(data)
+        whole = data.rfind(b"\n") + 1
+        for piece in data[:whole].split(b"\n")[:-1]:
+            # as str.splitlines() of the whole window cut them (\r, form feeds...)
+            for text in piece.decode("utf-8", errors="replace").splitlines() or [""]:
+                self.lines.append((self.offset, parse(text)))
+            self.offset += len(piece) + 1
+        while self.lines and end_of_file - self.lines[0][0] >= LOG_TAIL_BYTES:
+            self.lines.popleft()  # started before the window (or at it: maybe cut)
+        if end_of_file - self.offset >= LOG_TAIL_BYTES:
+            return []
+        return data[whole:].decode("utf-8", errors="replace").splitlines()
 
 
 def _banner(kind: str, text: str) -> dict[str, str]:
@@ -367,17 +462,21 @@ def _trade_row(trade: reader.JournalTrade) -> dict[str, Any]:
     }
 
 
-def _thin(values: list[float], most: int) -> list[float]:
+def _thin(values: Sequence[float], most: int) -> list[float]:
     """At most ``most`` points, evenly picked, the last one always kept."""
     if len(values) <= most:
-        return values
+        return list(values)
     step = (len(values) - 1) / (most - 1)
     return [values[round(i * step)] for i in range(most)]
 
 
 def _masked(document: Any, redact: Redactor) -> Any:
     """``document`` with every secret masked: the last line of defence before a page."""
-    text = json.dumps(document)
+    return _masked_text(json.dumps(document), document, redact)
+
+
+def _masked_text(text: str, document: Any, redact: Redactor) -> Any:
+    """``document`` (whose JSON is ``text``) with every secret masked."""
     masked = redact(text)
     return document if masked == text else json.loads(masked)
 

@@ -14,12 +14,19 @@ Every request passes :class:`~multirun.web.guard.Guard` first (Host, then the to
 then for an action Origin, CSRF and read-only); a refused request reads nothing and
 changes nothing. Each reply says ``Cache-Control: no-store`` and a Content-Security-Policy
 that lets the page load nothing from anywhere else.
+
+HTTP/1.1 with keep-alive: an open page polls over one connection (a new connection and
+a thread per poll were a third of what the server cost), freed after
+:data:`REQUEST_TIMEOUT_S` without a request. The listening socket is waited on with the
+stop's own wake-up, so a dashboard nobody looks at costs nothing, and a stop is at once.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
+import os
+import selectors
 import signal
 import socket
 import threading
@@ -68,9 +75,15 @@ class Dashboard:
         self.host, self.port = host, port
         self.page = _asset("page.html")
         self.login_page = _asset("login.html")
-        self.httpd: ThreadingHTTPServer | None = None
+        self.httpd: _Server | None = None
+        self._serving: threading.Thread | None = None
         self._body_lock = threading.Lock()
         self._fleet_body: tuple[dict[str, Any], bytes] | None = None  # the view, encoded
+        self._encoded: dict[str, tuple[object, bytes]] = {}  # a log tail's, trades', encoded
+        # each row's actions' sentences, by its on_stop and positions: the last build's,
+        # and this one's (those of rows gone are not kept)
+        self._last_effects: dict[str, dict[str, str]] = {}
+        self._next_effects: dict[str, dict[str, str]] = {}
 
     @property
     def url(self) -> str:
@@ -80,24 +93,26 @@ class Dashboard:
     def start(self) -> str:
         """Bind and serve in a thread; the page's URL (the real port when 0 was asked)."""
         handler = type("Handler", (_Handler,), {"dashboard": self})
-        family = _Server6 if ":" in self.host else ThreadingHTTPServer
+        family = _Server6 if ":" in self.host else _Server
         try:
             self.httpd = family((self.host, self.port), handler)
         except OSError as error:
             raise FatalError(f"cannot serve the dashboard on {self.url}: {error}") from None
-        self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
         self.guard.port = self.port
-        # serve_forever checks for shutdown every poll_interval (0.5 s by default): a stop
-        # (SIGTERM from the supervisor) should not wait that long
-        serve = functools.partial(self.httpd.serve_forever, poll_interval=0.05)
-        threading.Thread(target=serve, name="dashboard", daemon=True).start()
+        self._serving = threading.Thread(target=self.httpd.serve, name="dashboard", daemon=True)
+        self._serving.start()
         return self.url
 
     def stop(self) -> None:
-        if self.httpd is not None:
-            self.httpd.shutdown()
-            self.httpd.server_close()
+        """Stop at once: no new connection, and the open ones (kept alive) closed."""
+        if self.httpd is None:
+            return
+        self.httpd.wake()
+        if self._serving is not None:
+            self._serving.join()
+        self.httpd.server_close()
+        self.httpd = None
 
     # --- documents -------------------------------------------------------------------
 
@@ -112,9 +127,6 @@ class Dashboard:
         text = json.dumps(config).replace("</", "<\\/")
         return self.page.replace("__MULTIRUN_CONFIG__", text)
 
-    def fleet_view(self) -> dict[str, Any]:
-        return self._with_effects(self.fleet.view())
-
     def fleet_json(self) -> bytes:
         """``/api/fleet``'s body, encoded once per build of the fleet's view: the pages
         polling while it lives get the same bytes (each page's own effects and encoding
@@ -123,19 +135,90 @@ class Dashboard:
         with self._body_lock:
             if self._fleet_body is None or self._fleet_body[0] is not view:
                 self._fleet_body = (view, json.dumps(self._with_effects(view)).encode())
+                self._last_effects, self._next_effects = self._next_effects, {}
             return self._fleet_body[1]
+
+    def encoded(self, key: str, document: object) -> bytes:
+        """``document`` as JSON, encoded once while the fleet returns the same object for
+        ``key`` (a log tail or trades read again only when their file changed)."""
+        with self._body_lock:
+            hit = self._encoded.get(key)
+            if hit is None or hit[0] is not document:
+                hit = self._encoded[key] = (document, json.dumps(document).encode())
+            return hit[1]
 
     def _with_effects(self, fleet_view: dict[str, Any]) -> dict[str, Any]:
         view = dict(fleet_view)
-        view["accounts"] = [
-            {**row, "effects": actions.effects(row.get("on_stop"), row.get("positions") or ())}
-            for row in view["accounts"]
-        ]
+        view["accounts"] = [{**row, "effects": self._effects(row)} for row in view["accounts"]]
         view["read_only"] = self.guard.read_only
         return view
 
+    def _effects(self, row: dict[str, Any]) -> dict[str, str]:
+        """Each action's sentence for ``row``, worked out again only when its on_stop or
+        positions changed since the last build (most do not between two)."""
+        on_stop, positions = row.get("on_stop"), row.get("positions") or ()
+        key = json.dumps([on_stop, positions])
+        found = self._last_effects.get(key)
+        if found is None:
+            found = actions.effects(on_stop, positions)
+        self._next_effects[key] = found
+        return found
 
-class _Server6(ThreadingHTTPServer):
+
+class _Server(ThreadingHTTPServer):
+    """A thread per connection (kept alive: one per open page), served until :meth:`wake`.
+
+    ``serve_forever`` woke every ``poll_interval`` to look for a shutdown (20 times a
+    second: most of what an idle dashboard cost); this waits on the listening socket and
+    a pipe :meth:`wake` writes to, so it sleeps until a connection or the stop.
+    """
+
+    daemon_threads = True
+    block_on_close = False  # a kept-alive connection must not hold up a stop
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self.socket.setblocking(False)  # a connection gone before accept(): no wait in it
+        self._wake_read, self._wake_write = os.pipe()
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        self._stopping = False
+
+    def serve(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            selector.register(self._wake_read, selectors.EVENT_READ)
+            while not self._stopping:
+                for key, _events in selector.select():
+                    if key.fileobj is self and not self._stopping:
+                        self.handle_request()  # ready: accepts one, never waits
+
+    def wake(self) -> None:
+        """Stop serving: the loop ends, each open connection is shut (its thread ends)."""
+        self._stopping = True
+        os.write(self._wake_write, b"x")
+        with self._open_lock:
+            for conn in self._open:
+                with contextlib.suppress(OSError):  # closed by its client meanwhile
+                    conn.shutdown(socket.SHUT_RDWR)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+
+class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
@@ -145,9 +228,12 @@ def _row_key(name: str) -> str:
 
 class _Handler(BaseHTTPRequestHandler):
     dashboard: Dashboard
-    timeout = REQUEST_TIMEOUT_S
+    protocol_version = "HTTP/1.1"  # keep-alive: every reply says its Content-Length
+    timeout = REQUEST_TIMEOUT_S  # also how long an idle kept-alive connection is kept
+    disable_nagle_algorithm = True  # the body, written after the headers, goes out at once
     server_version = "multirun"
     sys_version = ""
+    body_read = False  # whether the request's body was read (else the connection closes)
 
     # --- routing ---------------------------------------------------------------------
 
@@ -174,9 +260,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
             self._body(b'{"error": "actions are POST only"}', "application/json", allow="POST")
         elif len(parts) == 4 and parts[:2] == ["api", "accounts"] and parts[3] == "logs":
-            self._per_account(_row_key(parts[2]), self.dashboard.fleet.logs)
+            self._per_account("logs", _row_key(parts[2]), self.dashboard.fleet.logs)
         elif len(parts) == 4 and parts[:2] == ["api", "accounts"] and parts[3] == "trades":
-            self._per_account(_row_key(parts[2]), self.dashboard.fleet.trades)
+            self._per_account("trades", _row_key(parts[2]), self.dashboard.fleet.trades)
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": "no such page"})
 
@@ -251,15 +337,31 @@ class _Handler(BaseHTTPRequestHandler):
         if not length.isdigit() or int(length) > MAX_BODY:
             self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too long"})
             return None
-        return self.rfile.read(int(length))
+        body = self.rfile.read(int(length))
+        self.body_read = True
+        return body
+
+    def parse_request(self) -> bool:
+        self.body_read = False  # a kept-alive connection's handler serves request after request
+        return super().parse_request()
+
+    def _body_left(self) -> bool:
+        """Whether the request carries a body not read: it would be taken for the next
+        request on this connection, which is closed after the reply instead."""
+        if self.headers.get("Transfer-Encoding"):
+            return True
+        return not self.body_read and (self.headers.get("Content-Length") or "0") != "0"
 
     # --- replies ---------------------------------------------------------------------
 
-    def _per_account(self, name: str, read: Callable[[str], Any]) -> None:
+    def _per_account(self, kind: str, name: str, read: Callable[[str], Any]) -> None:
         try:
-            self._json(HTTPStatus.OK, read(name))
+            document = read(name)
         except KeyError:
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no account named {name}"})
+            return
+        self.send_response(HTTPStatus.OK)
+        self._body(self.dashboard.encoded(f"{kind}:{name}", document), "application/json")
 
     def _json(self, status: HTTPStatus, document: Any) -> None:
         self.send_response(status)
@@ -279,6 +381,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Referrer-Policy", "no-referrer")
         if allow:
             self.send_header("Allow", allow)
+        if self._body_left():
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(data)
 
