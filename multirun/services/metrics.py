@@ -31,10 +31,6 @@ from itertools import product
 from pathlib import Path
 from typing import Any, cast
 
-from prometheus_client.core import Metric
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.registry import Collector
-
 import multirun
 from multirun.account.telemetry import BUCKETS, LABEL_VALUES
 from multirun.config.specs import MetricsSpec
@@ -337,20 +333,6 @@ def counted(data: WorkerMetrics) -> Iterator[tuple[str, tuple[str, ...], float]]
         if key not in COUNTERS or value is None or not isinstance(labels, dict):
             continue
         yield key, tuple(str(labels.get(label, "")) for label in COUNTERS[key][1]), value
-
-
-class StateDirCollector(Collector):
-    """:class:`StateDirPage` as ``prometheus_client`` families, for a registry of one's
-    own (``run-account``'s ``/metrics``: one account). The page is parsed back: slower
-    than serving it (:func:`serve`), the same samples."""
-
-    def __init__(
-        self, state_dir: Path, *, processes: statefiles.ProcessEntries | None = None
-    ) -> None:
-        self.page = StateDirPage(state_dir, processes=processes)
-
-    def collect(self) -> Iterator[Metric]:
-        yield from text_string_to_metric_families(self.page.render().decode())
 
 
 def account_state(proc: ProcessEntry, status: WorkerStatus) -> State:

@@ -4,7 +4,7 @@ The engine is the supervisor there: it starts, restarts and stops the process. W
 supervisor's service children do for its accounts, this process does for its own one,
 beside the worker, never in its way:
 
-- ``metrics:``: ``/metrics`` (:class:`multirun.services.metrics.StateDirCollector`, in a
+- ``metrics:``: ``/metrics`` (:class:`multirun.services.metrics.StateDirPage`, in a
   thread) on :func:`metrics_address`: the configured port plus the account's position in
   ``accounts:``, so the units of one config on one host never collide; ``--metrics-listen``
   overrides it (a container: ``0.0.0.0:PORT``, the same in every pod);
@@ -141,14 +141,12 @@ def _metrics_server(
 ) -> Iterator[None]:
     """``/metrics`` in a thread; a port that cannot be bound is said, and trading goes on
     (Prometheus then shows the target down: ``up == 0``)."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    from multirun.services.exposition import start_server
+    from multirun.services.metrics import StateDirPage
 
-    from multirun.services.metrics import StateDirCollector
-
-    registry = CollectorRegistry()
-    registry.register(StateDirCollector(layout.path, processes=processes))
+    page = StateDirPage(layout.path, processes=processes)
     try:
-        server, thread = start_http_server(spec.port, addr=spec.host, registry=registry)
+        server, thread = start_server(spec.host, spec.port, page.render)
     except OSError as exc:
         _say(f"warning: cannot serve /metrics on {spec.host}:{spec.port}: {exc}")
         yield

@@ -211,10 +211,8 @@ def test_metrics_config(tmp_path: Path) -> None:
 def test_the_grafana_dashboard_uses_only_metrics_we_serve(tmp_path: Path) -> None:
     """docs/grafana-dashboard.json: one row repeated per account, every query on a metric
     the collector serves (checked against a scrape of a state directory)."""
-    from prometheus_client import CollectorRegistry, generate_latest
-
     from multirun.account.telemetry import Telemetry
-    from multirun.services.metrics import StateDirCollector
+    from multirun.services.metrics import StateDirPage
 
     layout = StateDir(tmp_path)
     procutil.write_json_atomic(
@@ -230,11 +228,9 @@ def test_the_grafana_dashboard_uses_only_metrics_we_serve(tmp_path: Path) -> Non
     telemetry.request("open_order", "2xx")
     telemetry.last_success = 1.0
     telemetry.write()
-    registry = CollectorRegistry()
-    registry.register(StateDirCollector(tmp_path))
     served = {
         s.name
-        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for family in text_string_to_metric_families(StateDirPage(tmp_path).render().decode())
         for s in family.samples
     }
     board = json.loads((Path(__file__).parents[2] / "docs" / "grafana-dashboard.json").read_text())
@@ -269,13 +265,9 @@ def test_a_port_in_use_stops_start_with_the_reason(tmp_path: Path) -> None:
 
 
 def scrape(state_dir: Path) -> list[Any]:
-    from prometheus_client import CollectorRegistry, generate_latest
+    from multirun.services.metrics import StateDirPage
 
-    from multirun.services.metrics import StateDirCollector
-
-    registry = CollectorRegistry()
-    registry.register(StateDirCollector(state_dir))
-    return samples(generate_latest(registry).decode())
+    return samples(StateDirPage(state_dir).render().decode())
 
 
 def fresh_account(tmp_path: Path, names: list[str]) -> StateDir:
