@@ -98,6 +98,7 @@ class Fleet:
         self._rows: dict[str, dict[str, Any]] = {}  # the last build's rows: text -> masked
         self._tails: dict[str, _Tail] = {}  # each account's log tail, read so far
         self._statuses: dict[str, tuple[object, WorkerStatus]] = {}  # (file stamp, status)
+        self._trade_rows: dict[str, dict[reader.JournalTrade, dict[str, Any]]] = {}
 
     # --- the documents -------------------------------------------------------------------
 
@@ -127,7 +128,13 @@ class Fleet:
                 return []
             start = self._midnight()
             today = [t for t in log.trades if t.is_held or max(_times(t)) >= start]
-            return [_trade_row(t) for t in reversed(today)]
+            # a trade's row made again only when it changed (most did not since the
+            # last read: a tick adds one or two)
+            was, made = self._trade_rows.get(name, {}), {}
+            for trade in today:
+                made[trade] = was.get(trade) or _trade_row(trade)
+            self._trade_rows[name] = made
+            return [made[t] for t in reversed(today)]
 
         stamp = self._journal_stamp(name)
         result: list[dict[str, Any]] = self._cached(
