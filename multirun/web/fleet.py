@@ -95,7 +95,8 @@ class Fleet:
         self._cache: dict[str, _Cached] = {}
         self._journals: dict[str, Path] = {}  # each account's journal path
         self._tallies: dict[str, _Tally] = {}  # each account's day so far, read so far
-        self._rows: dict[str, dict[str, Any]] = {}  # the last build's rows: text -> masked
+        # the last build's rows, by name: (as read, as masked)
+        self._rows: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._tails: dict[str, _Tail] = {}  # each account's log tail, read so far
         self._statuses: dict[str, tuple[object, WorkerStatus]] = {}  # (file stamp, status)
         self._trade_rows: dict[str, dict[reader.JournalTrade, dict[str, Any]]] = {}
@@ -170,19 +171,30 @@ class Fleet:
         return status
 
     def _masked_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Each row masked, or as it was masked at the last build when its text is the
-        same (a worker's status changes once a tick; its uptime, a number, every build)."""
-        done: dict[str, dict[str, Any]] = {}
+        """Each row masked: its fields that changed since the last build (a tick changes
+        a few) pass the Redactor, every row's at once, each as ``{"field": value}``; the
+        others are as they were masked then (the uptime, a number, is never masked)."""
+        last, now = self._rows, {}
+        changed: list[tuple[dict[str, Any], str]] = []  # (a masked row, its field)
         out = []
         for row in rows:
-            steady = {**row, **dict.fromkeys(VOLATILE)}
-            text = json.dumps(steady)
-            masked = self._rows.get(text) or done.get(text)
-            if masked is None:
-                masked = _masked_text(text, steady, self.redact)
-            done[text] = masked
-            out.append({key: row[key] if key in VOLATILE else masked[key] for key in row})
-        self._rows = done  # the last build's only: a row's old texts are not kept
+            raw, done = last.get(row["name"], ({}, {}))
+            masked = {}
+            for key, value in row.items():
+                masked[key] = value
+                if key in VOLATILE:
+                    continue
+                if key in raw and _same(raw[key], value):
+                    masked[key] = done[key]
+                else:
+                    changed.append((masked, key))
+            now[row["name"]] = (row, masked)
+            out.append(masked)
+        if changed:
+            fields = [{key: masked[key]} for masked, key in changed]
+            for (masked, key), field in zip(changed, _masked(fields, self.redact), strict=True):
+                (masked[key],) = field.values()  # its only one (whatever its name became)
+        self._rows = now
         return out
 
     def _build_view(self) -> dict[str, Any]:
@@ -477,13 +489,22 @@ def _thin(values: Sequence[float], most: int) -> list[float]:
     return [values[round(i * step)] for i in range(most)]
 
 
+def _same(was: Any, now: Any) -> bool:
+    """Equal and written alike (1, 1.0 and True are equal, not alike in JSON)."""
+    if was is now:
+        return True
+    if type(was) is not type(now) or was != now:
+        return False
+    if isinstance(now, list):
+        return all(map(_same, was, now))
+    if isinstance(now, dict):
+        return all(_same(was[key], value) for key, value in now.items())
+    return True
+
+
 def _masked(document: Any, redact: Redactor) -> Any:
     """``document`` with every secret masked: the last line of defence before a page."""
-    return _masked_text(json.dumps(document), document, redact)
-
-
-def _masked_text(text: str, document: Any, redact: Redactor) -> Any:
-    """``document`` (whose JSON is ``text``) with every secret masked."""
+    text = json.dumps(document)
     masked = redact(text)
     return document if masked == text else json.loads(masked)
 

@@ -130,3 +130,16 @@ def test_a_status_changed_since_the_last_build_is_masked_again(tmp_path: Path) -
     assert again["accounts"][0]["last_error"] == shown["accounts"][0]["last_error"]
     assert list(again) == ["supervisor", "accounts", "left_open", "file_problem",
                            "lost_state_dir", "risk", "exit_code"]  # fmt: skip
+
+
+def test_only_the_fields_changed_since_the_last_build_are_masked_again(tmp_path: Path) -> None:
+    fleet = make_fleet(tmp_path)
+    row = {"name": "alpha", "nav": 1, "last_error": f"api_key {KEY}", "uptime_s": 1.0,
+           "positions": [{"instrument": "BTCUSD", "volume": 1}]}  # fmt: skip
+    (first,) = fleet._masked_rows([row])
+    assert KEY not in json.dumps(first) and first["positions"] == row["positions"]
+    later = {**row, "nav": 1.0, "uptime_s": 2.0, "positions": [{"instrument": KEY, "volume": 1}]}
+    (second,) = fleet._masked_rows([later])
+    assert KEY not in json.dumps(second)  # a secret come in a changed field: masked
+    assert second["last_error"] == first["last_error"] and second["uptime_s"] == 2.0
+    assert json.dumps(second["nav"]) == "1.0"  # equal to 1, but shown as it is now
