@@ -4,8 +4,11 @@
 :func:`multirun.ops.status.collect_at`), the page's richer view (per account: state,
 strategy, position, P&L, equity sparkline, orders today, uncertain orders; totals; the
 banners that need a look), an account's last log lines and its trades today. Every
-answer is cached for a moment (:data:`STATUS_TTL_S`, :data:`JOURNAL_TTL_S`): three open
-pages polling cost what one does, and a journal is opened at most every few seconds.
+view is cached for a moment (:data:`STATUS_TTL_S`): three open pages polling cost what one
+does. A log tail and the trades are read again only when their file changed; each row
+says in a word (``logs_version``, ``trades_version``) what they are now, and a page
+fetches them only when that moved. The journals are read through one read-only
+connection each, kept open.
 Every string that leaves here passes the :class:`~multirun.core.redact.Redactor`: an
 account's row is masked when its text changed since the last build (masking every row
 at every build, twice, was half of what the dashboard cost), the rest at every build.
@@ -37,7 +40,6 @@ from multirun.ops import locate, logs_view
 from multirun.ops import status as fleet_status
 
 STATUS_TTL_S = 2.0  # pages poll every 2 s: one read of the state files serves them all
-JOURNAL_TTL_S = 5.0  # today's orders and trades may lag a few seconds
 # An order is journaled (committed) as it is created: a read that starts this long before
 # the last one's time cannot miss one committed late.
 TALLY_OVERLAP_S = 60.0
@@ -100,6 +102,12 @@ class Fleet:
         self._tails: dict[str, _Tail] = {}  # each account's log tail, read so far
         self._statuses: dict[str, tuple[object, WorkerStatus]] = {}  # (file stamp, status)
         self._trade_rows: dict[str, dict[reader.JournalTrade, dict[str, Any]]] = {}
+        self._logs: dict[str, Path] = {}  # each account's log path
+        self._connections = reader.Connections()  # one read-only connection a journal
+
+    def close(self) -> None:
+        """Close the journals' connections kept between reads."""
+        self._connections.close()
 
     # --- the documents -------------------------------------------------------------------
 
@@ -112,15 +120,17 @@ class Fleet:
         return self._cached("view", STATUS_TTL_S, self._build_view)
 
     def logs(self, name: str) -> list[dict[str, Any]]:
-        """Account ``name``'s last :data:`LOG_LINES` log lines, oldest first."""
+        """Account ``name``'s last :data:`LOG_LINES` log lines, oldest first: as the file
+        is now (at least as new as its row's ``logs_version``), read again only when it
+        changed."""
         self._known(name)
-        log = self.layout.account(name).log
-        return self._cached(
-            f"logs:{name}", STATUS_TTL_S, lambda: self._tail(name), stamp=lambda: _file_stamp(log)
-        )
+        stamp = functools.partial(self._log_stamp, name)
+        return self._cached(f"logs:{name}", 0.0, lambda: self._tail(name), stamp=stamp)
 
     def trades(self, name: str) -> list[dict[str, Any]]:
-        """Account ``name``'s journaled orders of today (UTC) and any still held."""
+        """Account ``name``'s journaled orders of today (UTC) and any still held: as the
+        journal is now (at least as new as its row's ``trades_version``), read again only
+        when it changed."""
         self._known(name)
 
         def rows() -> list[dict[str, Any]]:
@@ -138,9 +148,7 @@ class Fleet:
             return [made[t] for t in reversed(today)]
 
         stamp = self._journal_stamp(name)
-        result: list[dict[str, Any]] = self._cached(
-            f"trades:{name}", JOURNAL_TTL_S, rows, stamp=stamp
-        )
+        result: list[dict[str, Any]] = self._cached(f"trades:{name}", 0.0, rows, stamp=stamp)
         return result
 
     # --- building --------------------------------------------------------------------
@@ -218,6 +226,10 @@ class Fleet:
             "on_stop": info.on_stop if info else None,
             "uncertain_orders": account.get("uncertain_orders") or [],
             **self._today(name),  # orders_today, equity (the sparkline)
+            # what /logs and /trades answer now, in a word: a page fetches them again only
+            # when it moved (most polls, for an account that did not log or trade)
+            "logs_version": _version(self._log_stamp(name)),
+            "trades_version": _version(self._journal_files(name)),
         }
 
     def _banners(self, status: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -279,16 +291,19 @@ class Fleet:
             "line": self.redact(entry.line),
         }
 
-    def _journal(self, name: str, ttl_s: float = JOURNAL_TTL_S) -> reader.AccountLog | None:
+    def _journal(self, name: str) -> reader.AccountLog | None:
         def read() -> reader.AccountLog | None:
             path = self.layout.account(name).journal
             try:  # today's orders and those held: not weeks of history at every refresh
-                return reader.read(path, name, since=self._midnight(), with_equity=False)
+                since = self._midnight()
+                return reader.read(
+                    path, name, since=since, with_equity=False, connections=self._connections
+                )
             except JournalError:
                 return None
 
         stamp = self._journal_stamp(name)
-        result: reader.AccountLog | None = self._cached(f"journal:{name}", ttl_s, read, stamp=stamp)
+        result: reader.AccountLog | None = self._cached(f"journal:{name}", 0.0, read, stamp=stamp)
         return result
 
     def _today(self, name: str) -> dict[str, Any]:
@@ -304,7 +319,7 @@ class Fleet:
                 tally = self._tallies[name] = _Tally(start, start)
             path = self.layout.account(name).journal
             try:  # only what was created since the last read (and what is held)
-                log = reader.read(path, name, since=tally.cursor)
+                log = reader.read(path, name, since=tally.cursor, connections=self._connections)
             except JournalError:  # none yet, or unreadable now
                 return {"orders_today": None, "equity": []}
             tally.add_navs(log.equity)
@@ -319,6 +334,11 @@ class Fleet:
         """The journal's files as they are (an idle account's journal does not change:
         its reads are reused, not repeated), and the day (today's view starts at 0:00)."""
         return functools.partial(self._journal_files, name)
+
+    def _log_stamp(self, name: str) -> tuple[int, int, int] | None:
+        if name not in self._logs:
+            self._logs[name] = self.layout.account(name).log
+        return _file_stamp(self._logs[name])
 
     def _journal_files(self, name: str) -> object:
         if name not in self._journals:  # a path made once: three rows' stamps a build
@@ -509,10 +529,15 @@ def _masked(document: Any, redact: Redactor) -> Any:
     return document if masked == text else json.loads(masked)
 
 
+def _version(stamp: object) -> str:
+    """A stamp (nested tuples of numbers, None) as a short word for the page to compare."""
+    return format(hash(stamp) & 0xFFFFFFFFFFFF, "x")
+
+
 def _file_stamp(path: Path) -> tuple[int, int, int] | None:
     """A file's identity and extent: a rotated or appended log has another."""
     try:
-        st = path.stat()
+        st = os.stat(path)
     except OSError:
         return None
     return st.st_ino, st.st_size, st.st_mtime_ns

@@ -113,6 +113,7 @@ class Dashboard:
             self._serving.join()
         self.httpd.server_close()
         self.httpd = None
+        self.fleet.close()
 
     # --- documents -------------------------------------------------------------------
 

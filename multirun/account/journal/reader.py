@@ -2,7 +2,10 @@
 
 A report never runs an account: it opens each ``journal.sqlite`` with SQLite's read-only
 URI (``file:...?mode=ro``), never takes ``worker.lock``, and works with or without a
-supervisor. Journals written before prices were kept lack the ``orders`` price columns
+supervisor. A caller reading the same journals every few seconds (the dashboard) passes
+:class:`Connections`: one read-only connection per journal, kept between reads (opening
+the file and loading its schema was most of a read), opened again when the file is
+replaced. Journals written before prices were kept lack the ``orders`` price columns
 (``fill_price``, ``filled_ts``, ``close_price``, ``realized_pl``, ``price_source``) and the
 ``equity`` table: those read as unknown (None, no equity points), never as an error.
 """
@@ -11,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,19 +93,70 @@ class AccountLog:
     has_prices: bool  # the journal has the price columns (a newer journal)
 
 
+class Connections:
+    """One read-only connection per journal, kept between reads (never a writer: the
+    ``mode=ro`` URI, and ``query_only``). No transaction is held between reads: each
+    query sees what was committed before it began (WAL), and never holds back the
+    writer's checkpoints while idle; a journal replaced (set aside and made
+    anew: another inode) or removed is opened again or dropped. Thread-safe: one read of
+    a journal at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[Path, tuple[tuple[int, int], sqlite3.Connection]] = {}
+
+    @contextlib.contextmanager
+    def reading(self, path: Path) -> Iterator[sqlite3.Connection]:
+        """The connection to ``path``'s journal as it is now, for one read."""
+        with self._lock:
+            try:
+                st = os.stat(path)
+            except OSError:
+                self._drop(path)
+                raise sqlite3.OperationalError(f"no journal at {path}") from None
+            kept = self._open.get(path)
+            if kept is None or kept[0] != (st.st_dev, st.st_ino):
+                self._drop(path)
+                db = _connect(path, check_same_thread=False)
+                db.execute("PRAGMA query_only = ON")
+                kept = self._open[path] = ((st.st_dev, st.st_ino), db)
+            try:
+                yield kept[1]
+            except sqlite3.Error:
+                self._drop(path)  # whatever went wrong, the next read starts afresh
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            for path in list(self._open):
+                self._drop(path)
+
+    def _drop(self, path: Path) -> None:
+        kept = self._open.pop(path, None)
+        if kept is not None:
+            kept[1].close()
+
+
 def read(
-    path: Path, name: str, *, since: float | None = None, with_equity: bool = True
+    path: Path,
+    name: str,
+    *,
+    since: float | None = None,
+    with_equity: bool = True,
+    connections: Connections | None = None,
 ) -> AccountLog:
     """The journal at ``path`` read once, read-only; JournalError if it cannot be read.
 
     ``since`` (a timestamp): only the orders created or closed since then, those still
     held, and the equity points since then: a live view of today need not read weeks of
     history (the dashboard refreshes every few seconds). ``with_equity=False``: no equity
-    series (:func:`nav_series` reads a light one)."""
+    series (:func:`nav_series` reads a light one). ``connections``: the journal read
+    through the connection kept there (else opened and closed for this read)."""
     if not path.is_file():
         raise JournalError(f"{name}: no journal at {path}")
+    opened = _open_ro(path) if connections is None else connections.reading(path)
     try:
-        with _open_ro(path) as db:
+        with opened as db:
             columns = _columns(db, "orders")
             trades = _trades(db, columns, since) if columns else ()
             equity = _equity(db, since) if with_equity and _columns(db, "equity") else ()
@@ -149,10 +205,14 @@ def paused(path: Path, name: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    return sqlite3.connect(uri, uri=True, timeout=5.0, check_same_thread=check_same_thread)
+
+
 @contextlib.contextmanager
 def _open_ro(path: Path) -> Iterator[sqlite3.Connection]:
-    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
-    db = sqlite3.connect(uri, uri=True, timeout=5.0)
+    db = _connect(path)
     try:
         yield db
     finally:
