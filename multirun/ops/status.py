@@ -128,7 +128,10 @@ class Snapshot:
 
 def _shallow(row: AccountStatus) -> dict[str, Any]:
     """``row`` as a dict (its values are JSON already: no deep copy as ``asdict`` makes)."""
-    return {f.name: getattr(row, f.name) for f in fields(row)}
+    return {name: getattr(row, name) for name in _ROW_FIELDS}
+
+
+_ROW_FIELDS = tuple(f.name for f in fields(AccountStatus))  # fields() per row: a tenth of a dashboard build
 
 
 ASK_S = 2.0  # how long the running supervisor gets to answer `status` on its socket
@@ -159,16 +162,20 @@ def collect_at(
     *,
     now: float | None = None,
     read_worker: Callable[[AccountDir], WorkerStatus] = read_worker_status,
+    live: Callable[[Path, locate.Running], SupervisorFile] | None = None,
+    account_names: Callable[[], list[str]] | None = None,
 ) -> Snapshot:
     """What runs on ``state_dir``: the supervisor's accounts first (what it actually runs),
     then accounts that are only in ``file`` (not running). Reads no config, imports no code.
-    ``read_worker``: how a worker's status file is read (the dashboard, asking every 2 s,
-    reads again only the files that changed).
+    The dashboard, asking every 2 s, passes its own ways to read what rarely changes:
+    ``read_worker``, a worker's status file (read again only when it changed); ``live``,
+    the running supervisor's view (:func:`live_view`'s; asked ``unless`` it is the one
+    kept); ``account_names``, the accounts with a journal (``StateDir.account_names``'s).
     """
     now = time.time() if now is None else now
     layout = StateDir(state_dir)
     found = locate.running(state_dir)
-    sup = live_view(state_dir, found) if found else read_supervisor(layout)
+    sup = (live or live_view)(state_dir, found) if found else read_supervisor(layout)
     known = sup.get("accounts", {}) if isinstance(sup.get("accounts"), dict) else {}
     in_file = dict(file.accounts) if file is not None and file.accounts is not None else None
     if found is not None:
@@ -190,7 +197,7 @@ def collect_at(
             row.note = row.note or NOT_IN_FILE
         rows.append(row)
     if in_file is not None:  # journals of accounts renamed or removed: still holding money
-        candidates = [*names, *layout.account_names()]
+        candidates = [*names, *(account_names or layout.account_names)()]
         rows += orphan_rows(layout, candidates, set(names), now, read_worker)
     left = [] if found else final_report.lines(final_report.from_json(sup.get("left_open")))
     config = found.config if found else None

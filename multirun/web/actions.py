@@ -97,6 +97,13 @@ def effects(on_stop: str | None, positions: Sequence[dict[str, Any]]) -> dict[st
     return {name: action.effect(on_stop, positions) for name, action in ACTIONS.items()}
 
 
+def effects_key(on_stop: str | None, positions: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """What :func:`effects` depends on (its on_stop; the positions' sides, volumes and
+    instruments, as :func:`held` words them; whether there are any): two accounts with the
+    same key have the same sentences (most of a fleet shares a few)."""
+    return (str(on_stop), held(positions) if positions else "")
+
+
 class Controller:
     """Sends an action to the supervisor of ``state_dir`` and waits for the change."""
 

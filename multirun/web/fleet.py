@@ -26,17 +26,16 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from multirun.account import final_report
 from multirun.account.journal import reader
 from multirun.core.clock import iso_ms
-from multirun.core.errors import JournalError
+from multirun.core.errors import JournalError, SupervisorError
 from multirun.core.redact import Redactor
-from multirun.core.statedir import AccountDir, StateDir
-from multirun.core.statefiles import WorkerStatus, read_worker_status
+from multirun.core.statedir import JOURNAL, AccountDir, StateDir
+from multirun.core.statefiles import SupervisorFile, WorkerStatus, read_worker_status
 from multirun.core.states import State
-from multirun.ops import locate, logs_view
+from multirun.ops import control_client, locate, logs_view
 from multirun.ops import status as fleet_status
 
 STATUS_TTL_S = 2.0  # pages poll every 2 s: one read of the state files serves them all
@@ -50,6 +49,7 @@ SPARK_POINTS = 60
 DISK_LOW_BYTES = 200 * 1024 * 1024  # the journals and logs need room: warn below this
 DAY_S = 86400
 STOPPED_STATES = (State.STOPPED, State.FATAL)
+RACY_S = 2.0  # a directory changed this recently may change again within its mtime's tick
 # A row's fields that change at every build and are numbers (no secret to mask): a row is
 # masked again only when the rest of it changed.
 VOLATILE = ("uptime_s",)
@@ -86,6 +86,7 @@ class Fleet:
         redactor: Redactor,
         clock: Callable[[], float] = time.time,
         disk_free: Callable[[Path], int] | None = None,
+        ask: Callable[[Path, dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.layout = StateDir(state_dir)
         self.file_view = file_view
@@ -93,17 +94,22 @@ class Fleet:
         self.accounts = {name: facts.masked(redactor) for name, facts in accounts.items()}
         self.clock = clock
         self.disk_free = disk_free or _disk_free
+        # a request to the supervisor on its control socket, and its reply
+        self.ask = ask or functools.partial(control_client.request, timeout_s=fleet_status.ASK_S)
         self._lock = threading.RLock()  # view() reads status() under it
         self._cache: dict[str, _Cached] = {}
-        self._journals: dict[str, Path] = {}  # each account's journal path
+        self._journals: dict[str, tuple[str, str]] = {}  # each account's journal and its WAL
         self._tallies: dict[str, _Tally] = {}  # each account's day so far, read so far
         # the last build's rows, by name: (as read, as masked)
         self._rows: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._tails: dict[str, _Tail] = {}  # each account's log tail, read so far
         self._statuses: dict[str, tuple[object, WorkerStatus]] = {}  # (file stamp, status)
         self._trade_rows: dict[str, dict[reader.JournalTrade, dict[str, Any]]] = {}
-        self._logs: dict[str, Path] = {}  # each account's log path
+        self._logs: dict[str, str] = {}  # each account's log path
         self._connections = reader.Connections()  # one read-only connection a journal
+        # the supervisor's last status reply: (its pid, its generation, the reply)
+        self._live: tuple[int, str, SupervisorFile] | None = None
+        self._dirs: tuple[object, list[str]] = (None, [])  # the state dir's stamp, its dirs
 
     def close(self) -> None:
         """Close the journals' connections kept between reads."""
@@ -155,7 +161,11 @@ class Fleet:
 
     def _read_status(self) -> dict[str, Any]:
         found = fleet_status.collect_at(
-            self.layout.path, self.file_view(), read_worker=self._worker_status
+            self.layout.path,
+            self.file_view(),
+            read_worker=self._worker_status,
+            live=self._live_view,
+            account_names=self._account_names,
         )
         snapshot = found.to_dict()
         order = list(snapshot)  # the CLI's
@@ -163,6 +173,42 @@ class Fleet:
         status = _masked(snapshot, self.redact)
         status["accounts"] = self._masked_rows(rows)
         return {key: status[key] for key in order}
+
+    def _live_view(self, state_dir: Path, found: locate.Running) -> SupervisorFile:
+        """:func:`~multirun.ops.status.live_view`'s answer, the supervisor asked ``unless``
+        it still holds the reply kept here: then it says "unchanged" in a few bytes (its
+        50 accounts' entries, sent and parsed every 2 s, were a tenth of a build)."""
+        kept, self._live = self._live, None
+        payload: dict[str, Any] = {"cmd": "status"}
+        if kept is not None and kept[0] == found.pid:
+            payload["unless"] = kept[1]
+        try:
+            reply = self.ask(state_dir, payload)
+        except (SupervisorError, OSError):
+            return found.data
+        if kept is not None and reply.get("unchanged") and reply.get("generation") == kept[1]:
+            self._live = kept
+            return kept[2]
+        if not reply.get("ok") or reply.get("pid") != found.pid or reply.get("unchanged"):
+            return found.data
+        if isinstance(reply.get("generation"), str):
+            self._live = (found.pid, reply["generation"], cast(SupervisorFile, reply))
+        return cast(SupervisorFile, reply)
+
+    def _account_names(self) -> list[str]:
+        """``StateDir.account_names``: the account directories listed again only when the
+        state directory changed (one made or removed); each still asked for its journal."""
+        root = self.layout.path
+        stamp = _file_stamp(root)
+        # listed again while its time is too recent to tell two changes apart
+        racy = stamp is None or time.time() - stamp[2] / 1e9 < RACY_S
+        if racy or stamp != self._dirs[0]:
+            try:
+                dirs = sorted(e.name for e in os.scandir(root) if e.is_dir())
+            except OSError:
+                dirs = []
+            self._dirs = (stamp, dirs)
+        return [d for d in self._dirs[1] if os.path.exists(os.path.join(root, d, JOURNAL))]
 
     def _worker_status(self, account: AccountDir) -> WorkerStatus:
         """An account's status file, parsed again only when it changed (a file replaced
@@ -337,13 +383,16 @@ class Fleet:
 
     def _log_stamp(self, name: str) -> tuple[int, int, int] | None:
         if name not in self._logs:
-            self._logs[name] = self.layout.account(name).log
+            self._logs[name] = str(self.layout.account(name).log)
         return _file_stamp(self._logs[name])
 
     def _journal_files(self, name: str) -> object:
-        if name not in self._journals:  # a path made once: three rows' stamps a build
-            self._journals[name] = self.layout.account(name).journal
-        return final_report.signature(self._journals[name]), self._midnight()
+        paths = self._journals.get(name)
+        if paths is None:  # made once: two stamps a row a build
+            journal = str(self.layout.account(name).journal)
+            paths = self._journals[name] = (journal, journal + "-wal")
+        # as final_report.signature (a commit changes the WAL, a checkpoint the database)
+        return tuple(map(_file_stamp, paths)), self._midnight()
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -534,7 +583,7 @@ def _version(stamp: object) -> str:
     return format(hash(stamp) & 0xFFFFFFFFFFFF, "x")
 
 
-def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+def _file_stamp(path: Path | str) -> tuple[int, int, int] | None:
     """A file's identity and extent: a rotated or appended log has another."""
     try:
         st = os.stat(path)

@@ -1,16 +1,28 @@
-"""A page fetches an account's log tail and trades only when its row's version moved;
-the journals are read through one read-only connection each, kept between reads."""
+"""What keeps three open pages cheap: a page fetches an account's log tail and trades
+only when its row's version moved; the journals are read through one read-only
+connection each, kept between reads; the supervisor is asked ``unless`` its last reply
+is still current; the state directory is listed again only when it changed; the
+actions' sentences are sent once for the rows that share them."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from multirun.account.journal import reader, schema
+from multirun.core.redact import Redactor
+from multirun.core.statedir import StateDir
+from multirun.core.statefiles import SupervisorFile
+from multirun.ops import locate
+from multirun.web.actions import effects
 from multirun.web.fleet import Fleet
+from multirun.web.guard import Guard
+from multirun.web.server import Dashboard
 from tests.web.test_serving import make_fleet
 
 ORDER = (
@@ -88,3 +100,77 @@ def test_a_rows_versions_move_with_its_log_and_journal_and_the_answers_are_that_
     assert row(fleet)["trades_version"] != moved["trades_version"]
     assert [t["order_ref"] for t in fleet.trades("alpha")] == ["r2", "r1"]  # at once
     fleet.close()
+
+
+class FakeSupervisor:
+    """Answers ``status`` as the arbiter does: "unchanged" while nothing was saved."""
+
+    def __init__(self) -> None:
+        self.saves, self.asked, self.down = 0, [], False
+        self.pid = 4242
+
+    def __call__(self, state_dir: Path, payload: dict[str, Any]) -> dict[str, Any]:
+        self.asked.append(payload)
+        if self.down:
+            raise OSError("refused")
+        generation = f"{self.pid}.{self.saves}"
+        if payload.get("unless") == generation:
+            return {"ok": True, "generation": generation, "unchanged": True}
+        entry = {"state": "RUNNING", "pid": 99, "restarts": self.saves}
+        return {"ok": True, "generation": generation, "pid": self.pid, "accounts": {"alpha": entry}}
+
+
+def test_the_supervisors_view_is_asked_unless_the_kept_one_is_current(tmp_path: Path) -> None:
+    supervisor = FakeSupervisor()
+    fleet = Fleet(tmp_path, file_view=lambda: None, accounts={}, redactor=Redactor([]),
+                  ask=supervisor)  # fmt: skip
+    found = locate.Running(pid=4242, config=None, data=cast(SupervisorFile, {"from": "file"}))
+    first = fleet._live_view(tmp_path, found)
+    assert first["accounts"]["alpha"]["restarts"] == 0 and "unless" not in supervisor.asked[-1]
+    assert fleet._live_view(tmp_path, found) is first  # "unchanged": the kept reply
+    assert supervisor.asked[-1]["unless"] == "4242.0"
+    supervisor.saves += 1
+    assert fleet._live_view(tmp_path, found)["accounts"]["alpha"]["restarts"] == 1
+    supervisor.down = True
+    assert fleet._live_view(tmp_path, found) == {"from": "file"}  # no answer: its file
+    supervisor.down = False
+    assert fleet._live_view(tmp_path, found)["accounts"]["alpha"]["restarts"] == 1
+    assert "unless" not in supervisor.asked[-1]  # nothing kept across a failure
+    other = locate.Running(pid=5151, config=None, data=cast(SupervisorFile, {"from": "file"}))
+    assert fleet._live_view(tmp_path, other) == {"from": "file"}  # another pid's: not its
+    assert "unless" not in supervisor.asked[-1]  # the reply kept was another supervisor's
+
+
+def test_the_accounts_listed_with_a_journal_as_the_state_dir_changes(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path, file_view=lambda: None, accounts={}, redactor=Redactor([]))
+    (tmp_path / "alpha").mkdir()
+    (tmp_path / "alpha" / "journal.sqlite").touch()
+    (tmp_path / "empty").mkdir()
+    old = time.time_ns() - 10_000_000_000  # long ago: the listing is kept
+    os.utime(tmp_path, ns=(old, old))
+    assert fleet._account_names() == ["alpha"] == StateDir(tmp_path).account_names()
+    (tmp_path / "empty" / "journal.sqlite").touch()  # the state dir itself unchanged
+    assert fleet._account_names() == ["alpha", "empty"]
+    (tmp_path / "beta").mkdir()
+    (tmp_path / "beta" / "journal.sqlite").touch()
+    os.utime(tmp_path, ns=(old + 1000, old + 1000))  # changed, and long ago
+    assert fleet._account_names() == ["alpha", "beta", "empty"]
+    (tmp_path / "alpha" / "journal.sqlite").unlink()
+    assert fleet._account_names() == ["beta", "empty"] == StateDir(tmp_path).account_names()
+
+
+def test_the_actions_sentences_are_sent_once_for_the_rows_that_share_them() -> None:
+    guard = Guard("127.0.0.1", 0, token=None, read_only=False)
+    page = Dashboard(None, guard, None, host="127.0.0.1", port=0)  # type: ignore[arg-type]
+    long = {"side": "BUY", "volume": 0.5, "instrument": "BTCUSD", "unrealized_pl": 1.0}
+    again = {**long, "unrealized_pl": 2.0}  # another P&L: the same sentences
+    rows = [{"name": "a", "on_stop": "close", "positions": []},
+            {"name": "b", "on_stop": "close", "positions": None},
+            {"name": "c", "on_stop": "keep", "positions": [long]},
+            {"name": "d", "on_stop": "keep", "positions": [again]}]  # fmt: skip
+    view = page._with_effects({"accounts": rows})
+    table, ids = view["effects"], [row["effects_id"] for row in view["accounts"]]
+    assert ids == [0, 0, 1, 1] and len(table) == 2
+    for row, place in zip(rows, ids, strict=True):
+        assert table[place] == effects(row["on_stop"], row["positions"] or [])
+    assert table[1]["stop"] == "leaves 1 BUY 0.5 BTCUSD open"
