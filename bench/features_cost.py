@@ -13,10 +13,10 @@ trades) against its own ``multirun sim`` process (20 ms fills):
 - ``all``: a file-level ``risk`` and each account's own ``risk`` (limits far from
   crossed: checked every tick, never acted on), ``metrics:`` scraped every
   ``SCRAPE_S`` like Prometheus, ``web:`` with ``--pages`` clients each doing what an open
-  page does (``GET /`` once, then every ``POLL_MS`` ``/api/fleet`` and its selected
-  account's log tail and trades), ``notify:`` to a webhook receiver on 127.0.0.1 (this
-  process; a healthy fleet raises no alert, so what it costs is the notifier's watching;
-  the posts it got are printed);
+  page does (``GET /`` once, then every ``POLL_MS`` ``/api/fleet``, and its selected
+  account's log tail and trades when their row's version moved, as page.html does),
+  ``notify:`` to a webhook receiver on 127.0.0.1 (this process; a healthy fleet raises
+  no alert, so what it costs is the notifier's watching; the posts it got are printed);
 - phase 2 only: ``bare2``, a second bare fleet: what two identical fleets differ by (the
   noise the lateness difference is judged against).
 
@@ -286,14 +286,22 @@ page_url, metrics_url, pages, scrape_s, poll_s, *names = sys.argv[1:]
 stop, counts = threading.Event(), {"page_requests": 0, "scrapes": 0}
 signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
-def page(name):  # what an open page does: load it, then poll the fleet and its selection
+def page(name):  # what page.html does: load it, then poll the fleet, and its selected
+    # account's log tail and trades when their row's version moved (or never seen)
     session = requests.Session()
     session.get(page_url, timeout=10).raise_for_status()
-    paths = ["api/fleet", f"api/accounts/{name}/logs", f"api/accounts/{name}/trades"]
+    shown = {}
     while not stop.wait(float(poll_s)):
-        for path in paths:
-            session.get(page_url + path, timeout=10).raise_for_status()
-            counts["page_requests"] += 1
+        reply = session.get(page_url + "api/fleet", timeout=10)
+        reply.raise_for_status()
+        counts["page_requests"] += 1
+        row = next((a for a in reply.json()["accounts"] if a["name"] == name), {})
+        for what in ("logs", "trades"):
+            version = row.get(f"{what}_version")
+            if version is None or shown.get(what) != version:
+                session.get(page_url + f"api/accounts/{name}/{what}", timeout=10).raise_for_status()
+                counts["page_requests"] += 1
+                shown[what] = version
 
 def scrape():  # Prometheus: GET /metrics every scrape_s
     session = requests.Session()
