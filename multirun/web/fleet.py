@@ -104,6 +104,7 @@ class Fleet:
         self._rows: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._tails: dict[str, _Tail] = {}  # each account's log tail, read so far
         self._statuses: dict[str, tuple[object, WorkerStatus]] = {}  # (file stamp, status)
+        self._status_paths: dict[str, str] = {}  # each account's status file
         self._trade_rows: dict[str, dict[reader.JournalTrade, dict[str, Any]]] = {}
         self._logs: dict[str, str] = {}  # each account's log path
         self._connections = reader.Connections()  # one read-only connection a journal
@@ -215,13 +216,16 @@ class Fleet:
         or rewritten has another inode, size or time): a worker writes it once a tick,
         the page asks every 2 s. Read after the look: a change between them is read
         again next time."""
-        path = account.status
+        name = account.path.name
+        path = self._status_paths.get(name)
+        if path is None:  # made once, not joined per row per build
+            path = self._status_paths[name] = str(account.status)
         stamp = _file_stamp(path)
-        hit = self._statuses.get(account.path.name)
+        hit = self._statuses.get(name)
         if hit is not None and stamp is not None and hit[0] == stamp:
             return hit[1]
         status = read_worker_status(account)
-        self._statuses[account.path.name] = (stamp, status)
+        self._statuses[name] = (stamp, status)
         return status
 
     def _masked_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
