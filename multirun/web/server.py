@@ -135,7 +135,7 @@ class Dashboard:
         view = self.fleet.view()
         with self._body_lock:
             if self._fleet_body is None or self._fleet_body[0] is not view:
-                self._fleet_body = (view, json.dumps(self._with_effects(view)).encode())
+                self._fleet_body = (view, _compact(self._with_effects(view)))
                 self._last_effects, self._next_effects = self._next_effects, {}
             return self._fleet_body[1]
 
@@ -145,7 +145,7 @@ class Dashboard:
         with self._body_lock:
             hit = self._encoded.get(key)
             if hit is None or hit[0] is not document:
-                hit = self._encoded[key] = (document, json.dumps(document).encode())
+                hit = self._encoded[key] = (document, _compact(document))
             return hit[1]
 
     def _with_effects(self, fleet_view: dict[str, Any]) -> dict[str, Any]:
@@ -226,6 +226,12 @@ class _Server(ThreadingHTTPServer):
 
 class _Server6(_Server):
     address_family = socket.AF_INET6
+
+
+def _compact(document: object) -> bytes:
+    """JSON without the spaces after separators: a tenth less to send and for the page to
+    parse, every poll (the fleet's body is tens of KB at 50 accounts)."""
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
 def _row_key(name: str) -> str:
