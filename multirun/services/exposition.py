@@ -31,10 +31,12 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.utils import floatToGoString
+
+from multirun.core.httpserve import QuietHTTPServer
 
 GZIP_LEVEL = 1
 OPENMETRICS = "application/openmetrics-text"
@@ -136,15 +138,12 @@ class _ScrapeHandler(BaseHTTPRequestHandler):
         """One line per scrape in the log would be noise: none."""
 
 
-class MetricsServer(ThreadingHTTPServer):
-    """An HTTP server of ``render``'s page, a thread per request."""
-
-    daemon_threads = True  # a scrape in progress does not hold up a stop
+class MetricsServer(QuietHTTPServer):
+    """An HTTP server of ``render``'s page, a thread per request, asleep between scrapes."""
 
     def __init__(self, address: tuple[str, int], family: socket.AddressFamily, render: Render):
-        self.address_family = family  # before the socket is made (IPv6 for "::1")
         self.render = render
-        super().__init__(address, _ScrapeHandler)
+        super().__init__(address, _ScrapeHandler, family=family)  # IPv6 for "::1"
 
 
 def start_server(host: str, port: int, render: Render) -> tuple[MetricsServer, threading.Thread]:

@@ -16,15 +16,13 @@ import contextlib
 import email.utils
 import json
 import logging
-import os
-import selectors
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from io import BufferedIOBase
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from multirun.core.httpserve import QuietHTTPServer
 from multirun.sim.app import Reply, SimApp, json_reply
 from multirun.sim.params import ApiFail
 
@@ -32,79 +30,13 @@ MAX_BODY = 1 << 20
 log = logging.getLogger("multirun.sim")
 
 
-class SimHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
+class SimHTTPServer(QuietHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256
 
     def __init__(self, address: tuple[str, int], app: SimApp) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
         self.app = app
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        # serve_until_shutdown/shutdown: a self-pipe instead of serve_forever's 0.5 s poll.
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
-        self._serve_lock = threading.Lock()
-        self._shutdown_requested = False
-        self._serving_done = threading.Event()
-        self._serving_done.set()  # not serving yet
         super().__init__(address, _SimHandler)
-
-    def serve_until_shutdown(self) -> None:
-        """``serve_forever`` without polling: sleep in ``select`` until a connection comes
-        or :meth:`shutdown` writes to the wake-up pipe."""
-        with self._serve_lock:
-            if self._shutdown_requested:
-                return
-            self._serving_done.clear()
-        try:
-            with selectors.DefaultSelector() as selector:
-                selector.register(self, selectors.EVENT_READ)
-                selector.register(self._wake_r, selectors.EVENT_READ)
-                while not self._shutdown_requested:
-                    for key, _ in selector.select():
-                        if key.fileobj is self and not self._shutdown_requested:
-                            # socketserver's own step (untyped in typeshed): accept, then process
-                            self._handle_request_noblock()  # type: ignore[attr-defined]
-                    self.service_actions()
-        finally:
-            self._serving_done.set()
-
-    def shutdown(self) -> None:
-        """Stop :meth:`serve_until_shutdown` and wait until it has returned."""
-        with self._serve_lock:
-            first = not self._shutdown_requested
-            self._shutdown_requested = True
-        if first:  # once: after server_close the pipe's fd numbers may belong to others
-            with contextlib.suppress(OSError):
-                os.write(self._wake_w, b"x")
-        self._serving_done.wait()
-
-    def server_close(self) -> None:
-        super().server_close()
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Cut every kept-alive connection: a stopped server must not go on serving."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: object, client_address: object) -> None:
         """A client vanished mid-request: not worth a traceback on stderr."""

@@ -126,7 +126,7 @@ class SimServer:
 
     def _serve_http(self) -> None:
         assert self._httpd is not None
-        self._httpd.serve_until_shutdown()
+        self._httpd.serve_forever()
 
     def _engine(self) -> None:
         tick = max(0.001, self.config.tick_ms / 1000.0)
