@@ -71,6 +71,8 @@ class Figures:
     ticks: int
     requests: int
     polls: int = 0
+    fleet_bytes: int = 0
+    before_fleet_bytes: int = 0
     before_requests: int = 0
     before_polls: int = 0
 
@@ -83,6 +85,7 @@ class Pages:
         self.stop = threading.Event()
         self.count = 0  # requests
         self.polls = 0
+        self.fleet_bytes = 0  # the last /api/fleet body's size
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -99,6 +102,7 @@ class Pages:
             reply = session.get(self.url + "api/fleet", timeout=5)
             reply.raise_for_status()
             self.count += 1
+            self.fleet_bytes = len(reply.content)
             (row,) = [a for a in reply.json()["accounts"] if a["name"] == name]
             for what in ("logs", "trades"):
                 version = row.get(f"{what}_version")
@@ -158,6 +162,8 @@ def measure(
         ticks=ticks,
         requests=pages.count if pages is not None else 0,
         polls=pages.polls if pages is not None else 0,
+        fleet_bytes=pages.fleet_bytes if pages is not None else 0,
+        before_fleet_bytes=old[1].fleet_bytes if old and old[1] else 0,
         before_requests=old[1].count if old and old[1] else 0,
         before_polls=old[1].polls if old and old[1] else 0,
     )
@@ -271,13 +277,15 @@ def report(
         f"{ratio(again.lateness_p99_ms, base.lateness_p99_ms)}",
         f"the dashboard process itself: {on.dashboard_cpu_pct:.2f} % of a core with "
         f"{pages} pages ({base.dashboard_cpu_pct:.2f} % with none)",
-        f"  {per_poll(on.dashboard_cpu_pct, window, on.polls, on.requests)}",
+        f"  {per_poll(on.dashboard_cpu_pct, window, on.polls, on.requests)}; "
+        f"{body(on.fleet_bytes)}",
     ]
     if on.before_cpu_pct is not None and base.before_cpu_pct is not None:
         lines += [
             f"the --before dashboard, beside it: {on.before_cpu_pct:.2f} % of a core with "
             f"{pages} pages ({base.before_cpu_pct:.2f} % with none)",
-            f"  {per_poll(on.before_cpu_pct, window, on.before_polls, on.before_requests)}",
+            f"  {per_poll(on.before_cpu_pct, window, on.before_polls, on.before_requests)}; "
+            f"{body(on.before_fleet_bytes)}",
             f"after / before (pages window): {ratio(on.dashboard_cpu_pct, on.before_cpu_pct)}",
         ]
     return "\n".join(lines)
@@ -289,6 +297,10 @@ def per_poll(cpu_pct: float, window: float, polls: int, requests_made: int) -> s
     each = f"{used_ms / polls:.2f} ms of CPU a page poll" if polls else "no poll"
     per_request = f"{used_ms / requests_made:.2f} ms a request" if requests_made else ""
     return f"{each}, {per_request} ({polls} polls, {requests_made} requests)"
+
+
+def body(size: int) -> str:
+    return f"/api/fleet's body: {size / 1024:.1f} KB"
 
 
 def main() -> int:
