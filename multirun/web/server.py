@@ -23,16 +23,12 @@ stop's own wake-up, so a dashboard nobody looks at costs nothing, and a stop is 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import selectors
 import signal
-import socket
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -40,6 +36,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from multirun.config.specs import RunnerSpec, WebSpec
 from multirun.core.errors import FatalError
+from multirun.core.httpserve import QuietHTTPServer
 from multirun.core.redact import Redactor, url_secrets
 from multirun.ops import locate
 from multirun.web import actions
@@ -75,7 +72,7 @@ class Dashboard:
         self.host, self.port = host, port
         self.page = _asset("page.html")
         self.login_page = _asset("login.html")
-        self.httpd: _Server | None = None
+        self.httpd: QuietHTTPServer | None = None
         self._serving: threading.Thread | None = None
         self._body_lock = threading.Lock()
         self._fleet_body: tuple[dict[str, Any], bytes] | None = None  # the view, encoded
@@ -93,14 +90,14 @@ class Dashboard:
     def start(self) -> str:
         """Bind and serve in a thread; the page's URL (the real port when 0 was asked)."""
         handler = type("Handler", (_Handler,), {"dashboard": self})
-        family = _Server6 if ":" in self.host else _Server
         try:
-            self.httpd = family((self.host, self.port), handler)
+            self.httpd = QuietHTTPServer((self.host, self.port), handler)
         except OSError as error:
             raise FatalError(f"cannot serve the dashboard on {self.url}: {error}") from None
         self.port = int(self.httpd.server_address[1])
         self.guard.port = self.port
-        self._serving = threading.Thread(target=self.httpd.serve, name="dashboard", daemon=True)
+        serve = self.httpd.serve_forever  # asleep until a page connects (no polling)
+        self._serving = threading.Thread(target=serve, name="dashboard", daemon=True)
         self._serving.start()
         return self.url
 
@@ -108,7 +105,8 @@ class Dashboard:
         """Stop at once: no new connection, and the open ones (kept alive) closed."""
         if self.httpd is None:
             return
-        self.httpd.wake()
+        self.httpd.shutdown()
+        self.httpd.close_connections()
         if self._serving is not None:
             self._serving.join()
         self.httpd.server_close()
@@ -169,63 +167,6 @@ class Dashboard:
         view["accounts"], view["effects"] = rows, table
         view["read_only"] = self.guard.read_only
         return view
-
-
-class _Server(ThreadingHTTPServer):
-    """A thread per connection (kept alive: one per open page), served until :meth:`wake`.
-
-    ``serve_forever`` woke every ``poll_interval`` to look for a shutdown (20 times a
-    second: most of what an idle dashboard cost); this waits on the listening socket and
-    a pipe :meth:`wake` writes to, so it sleeps until a connection or the stop.
-    """
-
-    daemon_threads = True
-    block_on_close = False  # a kept-alive connection must not hold up a stop
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
-        super().__init__(address, handler)
-        self.socket.setblocking(False)  # a connection gone before accept(): no wait in it
-        self._wake_read, self._wake_write = os.pipe()
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-        self._stopping = False
-
-    def serve(self) -> None:
-        with selectors.DefaultSelector() as selector:
-            selector.register(self, selectors.EVENT_READ)
-            selector.register(self._wake_read, selectors.EVENT_READ)
-            while not self._stopping:
-                for key, _events in selector.select():
-                    if key.fileobj is self and not self._stopping:
-                        self.handle_request()  # ready: accepts one, never waits
-
-    def wake(self) -> None:
-        """Stop serving: the loop ends, each open connection is shut (its thread ends)."""
-        self._stopping = True
-        os.write(self._wake_write, b"x")
-        with self._open_lock:
-            for conn in self._open:
-                with contextlib.suppress(OSError):  # closed by its client meanwhile
-                    conn.shutdown(socket.SHUT_RDWR)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def server_close(self) -> None:
-        super().server_close()
-        os.close(self._wake_read)
-        os.close(self._wake_write)
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
 
 
 def _compact(document: object) -> bytes:
