@@ -17,18 +17,18 @@ The report is stored in ``supervisor.json`` (``left_open``, :func:`to_json`) for
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from multirun.core import procutil
 from multirun.core.errors import MultirunError
 from multirun.core.statefiles import LeftOpenEntry
 
 CLOSE, KEEP = "close", "keep"
 
 # A journal's files (database, write-ahead log) as (inode, size, mtime_ns), None if absent
-Signature = tuple[tuple[int, int, int] | None, ...]
+Signature = tuple[procutil.FileSignature | None, ...]
 
 
 @dataclass(frozen=True)
@@ -91,15 +91,7 @@ def journal_leftovers(journal: Path, prefix: str, account: str, on_stop: str) ->
 def signature(journal: Path) -> Signature:
     """The journal's files as they are now: any commit changes the log's size or time,
     a checkpoint the database's, a close removes the log."""
-    found: list[tuple[int, int, int] | None] = []
-    for path in (journal, journal.with_name(journal.name + "-wal")):
-        try:
-            st = os.stat(path)
-        except OSError:
-            found.append(None)
-        else:
-            found.append((st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(found)
+    return tuple(procutil.signature(p) for p in (journal, journal.with_name(journal.name + "-wal")))
 
 
 def unchanged(left: Leftover) -> bool:

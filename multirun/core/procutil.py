@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from multirun.core.locks import HeldLock, is_held
 
@@ -192,6 +192,30 @@ def is_locked(path: Path) -> bool:
 
 
 # --- JSON files --------------------------------------------------------------------------
+
+
+class FileSignature(NamedTuple):
+    """What tells that a file's content changed without reading it: another inode
+    (replaced), size or modification time (written in place; not the change time, which
+    a reader's open can move). Two writes within the file system's time resolution can
+    leave it equal: a reader that must see every write reads again while ``mtime_ns`` is
+    recent."""
+
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileSignature:
+        return cls(st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def signature(path: Path | str) -> FileSignature | None:
+    """``path``'s :class:`FileSignature`; None when it cannot be stat'ed (missing)."""
+    try:
+        return FileSignature.of(os.stat(path))
+    except OSError:
+        return None
 
 
 def write_json_atomic(path: Path, data: Any, *, compact: bool = False) -> None:

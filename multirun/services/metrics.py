@@ -37,6 +37,7 @@ from multirun.config.specs import MetricsSpec
 from multirun.core import statefiles, states
 from multirun.core.clock import Clock, SystemClock
 from multirun.core.errors import FatalError
+from multirun.core.procutil import FileSignature, signature
 from multirun.core.statedir import AccountDir, StateDir
 from multirun.core.statefiles import ProcessEntry, WorkerMetrics, WorkerStatus
 from multirun.core.states import ALIVE, STATES, State
@@ -117,8 +118,6 @@ GRID: dict[str, tuple[tuple[str, ...], ...]] = {
 RACY_S = 2.0
 WORKER_STATES = frozenset({State.HALTED, State.PAUSED})  # a live worker's own states
 
-Signature = tuple[int, int, int]  # a file's inode, mtime (ns), size
-
 
 class StateDirPage:
     """The ``/metrics`` page of a state directory (see the module docstring), rendered at
@@ -175,7 +174,8 @@ class StateDirPage:
         for name, proc in sorted(accounts.items()):
             files = self.layout.account(name)
             block = kept.get(name)
-            if block is None or not block.still(proc, _stat(files.status), _stat(files.metrics)):
+            signatures = signature(files.status), signature(files.metrics)
+            if block is None or not block.still(proc, *signatures):
                 block = AccountBlock.read(name, proc, files, now, block)
                 self.reread += 1
             self._kept[name] = block
@@ -190,7 +190,7 @@ class AccountBlock:
         self,
         prefixes: AccountPrefixes,
         proc: ProcessEntry,
-        signatures: tuple[Signature | None, Signature | None],
+        signatures: tuple[FileSignature | None, FileSignature | None],
         trusted: bool,
         state: State,
         lines: tuple[str, ...],
@@ -202,7 +202,9 @@ class AccountBlock:
         self.state = state
         self.lines = lines
 
-    def still(self, proc: ProcessEntry, status: Signature | None, data: Signature | None) -> bool:
+    def still(
+        self, proc: ProcessEntry, status: FileSignature | None, data: FileSignature | None
+    ) -> bool:
         """Whether these lines are still the account's: same entry, same files."""
         return self.trusted and self.signatures == (status, data) and self.proc == proc
 
@@ -221,7 +223,7 @@ class AccountBlock:
         raw_status, status_signature = _read(files.status)
         raw_data, data_signature = _read(files.metrics)
         status, data = cast(WorkerStatus, raw_status), cast(WorkerMetrics, raw_data)
-        written = [s[1] for s in (status_signature, data_signature) if s is not None]
+        written = [s.mtime_ns for s in (status_signature, data_signature) if s is not None]
         trusted = all(now - mtime_ns / 1e9 >= RACY_S for mtime_ns in written)
         current = account_state(proc, status)
         lines = prefixes.render(proc, status, data, current)
@@ -343,21 +345,13 @@ def account_state(proc: ProcessEntry, status: WorkerStatus) -> State:
     return states.parse(said, current) if current in ALIVE and said else current
 
 
-def _stat(path: Path) -> Signature | None:
-    try:
-        found = os.stat(path)
-    except OSError:
-        return None
-    return found.st_ino, found.st_mtime_ns, found.st_size
-
-
-def _read(path: Path) -> tuple[dict[str, Any], Signature | None]:
+def _read(path: Path) -> tuple[dict[str, Any], FileSignature | None]:
     """The JSON object in ``path`` ({} when missing or unreadable) and the signature of
     the file it was read from, taken before the read: what was read is never older."""
     try:
         with path.open("rb") as file:
             found = os.fstat(file.fileno())
-            signature = (found.st_ino, found.st_mtime_ns, found.st_size)
+            signature = FileSignature.of(found)
             raw = file.read()
     except OSError:
         return {}, None

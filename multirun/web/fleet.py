@@ -31,6 +31,7 @@ from typing import Any, cast
 from multirun.account.journal import reader
 from multirun.core.clock import iso_ms
 from multirun.core.errors import JournalError, SupervisorError
+from multirun.core.procutil import FileSignature, signature
 from multirun.core.redact import Redactor
 from multirun.core.statedir import JOURNAL, AccountDir, StateDir
 from multirun.core.statefiles import SupervisorFile, WorkerStatus, read_worker_status
@@ -200,9 +201,9 @@ class Fleet:
         """``StateDir.account_names``: the account directories listed again only when the
         state directory changed (one made or removed); each still asked for its journal."""
         root = self.layout.path
-        stamp = _file_stamp(root)
+        stamp = signature(root)
         # listed again while its time is too recent to tell two changes apart
-        racy = stamp is None or time.time() - stamp[2] / 1e9 < RACY_S
+        racy = stamp is None or time.time() - stamp.mtime_ns / 1e9 < RACY_S
         if racy or stamp != self._dirs[0]:
             try:
                 dirs = sorted(e.name for e in os.scandir(root) if e.is_dir())
@@ -220,7 +221,7 @@ class Fleet:
         path = self._status_paths.get(name)
         if path is None:  # made once, not joined per row per build
             path = self._status_paths[name] = str(account.status)
-        stamp = _file_stamp(path)
+        stamp = signature(path)
         hit = self._statuses.get(name)
         if hit is not None and stamp is not None and hit[0] == stamp:
             return hit[1]
@@ -385,10 +386,10 @@ class Fleet:
         its reads are reused, not repeated), and the day (today's view starts at 0:00)."""
         return functools.partial(self._journal_files, name)
 
-    def _log_stamp(self, name: str) -> tuple[int, int, int] | None:
+    def _log_stamp(self, name: str) -> FileSignature | None:
         if name not in self._logs:
             self._logs[name] = str(self.layout.account(name).log)
-        return _file_stamp(self._logs[name])
+        return signature(self._logs[name])
 
     def _journal_files(self, name: str) -> object:
         paths = self._journals.get(name)
@@ -396,7 +397,7 @@ class Fleet:
             journal = str(self.layout.account(name).journal)
             paths = self._journals[name] = (journal, journal + "-wal")
         # as final_report.signature (a commit changes the WAL, a checkpoint the database)
-        return tuple(map(_file_stamp, paths)), self._midnight()
+        return tuple(map(signature, paths)), self._midnight()
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -585,15 +586,6 @@ def _masked(document: Any, redact: Redactor) -> Any:
 def _version(stamp: object) -> str:
     """A stamp (nested tuples of numbers, None) as a short word for the page to compare."""
     return format(hash(stamp) & 0xFFFFFFFFFFFF, "x")
-
-
-def _file_stamp(path: Path | str) -> tuple[int, int, int] | None:
-    """A file's identity and extent: a rotated or appended log has another."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _disk_free(path: Path) -> int:

@@ -27,7 +27,7 @@ from multirun.account.worker import OUTSIDE_HOURS
 from multirun.config.specs import AccountSpec
 from multirun.core import statefiles
 from multirun.core.clock import iso_ms
-from multirun.core.procutil import read_json
+from multirun.core.procutil import FileSignature, read_json, signature
 from multirun.core.statedir import StateDir
 from multirun.core.states import State
 
@@ -283,19 +283,15 @@ class ChangedFiles(Generic[T]):
 
     def __init__(self, digest: Callable[[dict[str, Any]], T]) -> None:
         self.digest = digest
-        self._seen: dict[Path, tuple[tuple[int, ...], T]] = {}
+        self._seen: dict[Path, tuple[FileSignature | None, T]] = {}
 
     def read(self, path: Path) -> T:
         """What ``digest`` makes of the object in ``path`` ({} when missing or unreadable)."""
-        try:
-            st = os.stat(path)
-        except OSError:
-            st = None
-        stamp = () if st is None else (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        stamp = signature(path)
         seen = self._seen.get(path)
         if seen is not None and seen[0] == stamp:
             return seen[1]
-        made = self.digest((read_json(path) or {}) if st is not None else {})
+        made = self.digest((read_json(path) or {}) if stamp is not None else {})
         self._seen[path] = (stamp, made)
         return made
 
