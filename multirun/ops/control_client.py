@@ -17,6 +17,7 @@ from multirun.core import procutil
 from multirun.core.errors import SupervisorError
 from multirun.core.statedir import StateDir
 from multirun.supervisor.control_server import NoAnswer, exchange
+from multirun.supervisor.control_server import StatusReplies as StatusReplies  # the dashboard's
 
 Echo = Callable[[str], None]
 

@@ -117,6 +117,33 @@ def exchange(path: Path, payload: dict[str, Any], timeout_s: float) -> dict[str,
         return _read_reply(sock, deadline)
 
 
+class StatusReplies:
+    """The supervisor's ``status`` reply, asked ``unless`` the last one kept here is still
+    current: the supervisor then answers "unchanged" in a few bytes (its generation, bumped
+    at each save, names the state a reply holds), and the kept reply is given again. For
+    callers that ask every second or two (the notifier, the dashboard). ``ask`` sends one
+    request and returns its reply (raising what it raises)."""
+
+    def __init__(self, ask: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self.ask = ask
+        self.kept: dict[str, Any] | None = None
+
+    def __call__(self) -> dict[str, Any]:
+        kept, self.kept = self.kept, None
+        payload: dict[str, Any] = {"cmd": "status"}
+        if kept is not None:
+            payload["unless"] = kept["generation"]
+        reply = self.ask(payload)
+        if kept is not None and reply.get("unchanged"):
+            if reply.get("generation") != kept["generation"]:
+                return {"ok": False, "error": "an 'unchanged' reply for another state"}
+            self.kept = kept
+            return kept
+        if reply.get("ok") and isinstance(reply.get("generation"), str):
+            self.kept = reply
+        return reply
+
+
 def _read_reply(sock: socket.socket, deadline: float) -> dict[str, Any]:
     data = b""
     while b"\n" not in data:

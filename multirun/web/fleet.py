@@ -109,8 +109,8 @@ class Fleet:
         self._trade_rows: dict[str, dict[reader.JournalTrade, dict[str, Any]]] = {}
         self._logs: dict[str, str] = {}  # each account's log path
         self._connections = reader.Connections()  # one read-only connection a journal
-        # the supervisor's last status reply: (its pid, its generation, the reply)
-        self._live: tuple[int, str, SupervisorFile] | None = None
+        # the supervisor's status reply, asked `unless` the one kept is current
+        self._replies = control_client.StatusReplies(functools.partial(self.ask, self.layout.path))
         self._dirs: tuple[object, list[str]] = (None, [])  # the state dir's stamp, its dirs
 
     def close(self) -> None:
@@ -178,23 +178,17 @@ class Fleet:
 
     def _live_view(self, state_dir: Path, found: locate.Running) -> SupervisorFile:
         """:func:`~multirun.ops.status.live_view`'s answer, the supervisor asked ``unless``
-        it still holds the reply kept here: then it says "unchanged" in a few bytes (its
-        50 accounts' entries, sent and parsed every 2 s, were a tenth of a build)."""
-        kept, self._live = self._live, None
-        payload: dict[str, Any] = {"cmd": "status"}
-        if kept is not None and kept[0] == found.pid:
-            payload["unless"] = kept[1]
+        the reply kept here is current (:class:`~multirun.ops.control_client.StatusReplies`:
+        its 50 accounts' entries, sent and parsed every 2 s, were a tenth of a build)."""
+        kept = self._replies.kept
+        if kept is not None and kept.get("pid") != found.pid:
+            self._replies.kept = None  # another supervisor's: ask it afresh
         try:
-            reply = self.ask(state_dir, payload)
+            reply = self._replies()
         except (SupervisorError, OSError):
             return found.data
-        if kept is not None and reply.get("unchanged") and reply.get("generation") == kept[1]:
-            self._live = kept
-            return kept[2]
-        if not reply.get("ok") or reply.get("pid") != found.pid or reply.get("unchanged"):
+        if not reply.get("ok") or reply.get("pid") != found.pid:
             return found.data
-        if isinstance(reply.get("generation"), str):
-            self._live = (found.pid, reply["generation"], cast(SupervisorFile, reply))
         return cast(SupervisorFile, reply)
 
     def _account_names(self) -> list[str]:
