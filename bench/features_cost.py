@@ -115,11 +115,6 @@ class Fleet:
         return self.label == "all"
 
     @property
-    def telemetry(self) -> bool:
-        """Its workers keep metrics.json (metrics: turns it on)."""
-        return "metrics" in self.features
-
-    @property
     def layout(self) -> StateDir:
         return StateDir(self.workdir / "state")
 
