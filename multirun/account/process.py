@@ -40,6 +40,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import TextIO
 from urllib.parse import urlsplit
 
 from multirun import strategies
@@ -608,10 +609,15 @@ def _configure_logging(name: str, *, stamped: bool = True) -> None:
     root = logging.getLogger()
     if root.handlers:
         return
-    handler = logging.StreamHandler(sys.stderr)
+    root.addHandler(log_handler(sys.stderr, name, stamped=stamped))
+    root.setLevel(log_level())
+
+
+def log_handler(stream: TextIO, name: str, *, stamped: bool) -> logging.Handler:
+    """A worker's log lines on ``stream`` (see :func:`_configure_logging`)."""
+    handler = logging.StreamHandler(stream)
     stamp = f"%(asctime)s.%(msecs)03dZ %(levelname)s [{name}] " if stamped else "%(levelname)s "
     formatter = _TraceFormatter(stamp + "%(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
-    root.addHandler(handler)
-    root.setLevel(log_level())
+    return handler

@@ -67,6 +67,7 @@ class RequestWatchdog:
         self._watches: set[Watch] = set()
         self._thread: threading.Thread | None = None
         self._wake_at: float | None = None  # when the thread wakes next (None: when told)
+        self._closed = False
 
     @contextlib.contextmanager
     def watching(self, seconds: float) -> Iterator[Watch]:
@@ -108,9 +109,18 @@ class RequestWatchdog:
                 watch.expired = True
                 _cut(conn)
 
+    def close(self) -> None:
+        """End the thread, if it was started (requests still watched are no longer cut)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=1.0)
+
     def _run(self) -> None:
         with self._cond:
-            while True:
+            while not self._closed:
                 now = time.monotonic()
                 pending = []
                 for watch in self._watches:
@@ -146,9 +156,18 @@ def watchdog() -> RequestWatchdog:
     return _WATCHDOG
 
 
+def renew_watchdog() -> None:
+    """End this process's watchdog thread and begin a new watchdog, its thread started
+    at the next watched request: for a process done with requests for a while (the
+    supervisor after its warm-up) not to keep an idle thread through its forks."""
+    global _WATCHDOG
+    old, _WATCHDOG = _WATCHDOG, RequestWatchdog()
+    old.close()
+
+
 def _after_fork() -> None:
     global _WATCHDOG
-    _WATCHDOG = RequestWatchdog()
+    _WATCHDOG = RequestWatchdog()  # the parent's thread is not in this process
 
 
 os.register_at_fork(after_in_child=_after_fork)

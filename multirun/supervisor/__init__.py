@@ -9,7 +9,9 @@ gone), the control socket (``control_server``, per-account requests in
 money limit summed from the workers' pipes (``fleet_risk``), what a stop finds that no
 journal tells and its verdict (``stop_outcome``); and ``standalone``, what a supervisor's
 service children do for one account run by an outside engine (``multirun run-account``
-under systemd, Kubernetes, Compose). May import ``core``, ``config``, ``account`` (to run
-a worker or a sweep in a child, and to read the ``final_report`` of what a stop left
-open), ``services`` and ``sim`` (each run as a service child); never ``ops`` or ``cli``.
+under systemd, Kubernetes, Compose); ``warmup``, one worker's code run before the forks
+(so the workers share it warm). May import ``core``, ``config``, ``account`` (to run a
+worker or a sweep in a child, and to read the ``final_report`` of what a stop left open),
+``api`` and ``strategies`` (the warm-up's worker), ``services`` and ``sim`` (each run as a
+service child, the simulator also by the warm-up); never ``ops`` or ``cli``.
 """

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
 import os
 import signal
@@ -194,6 +195,11 @@ def _setup(
     parent: int, death_signal: int, death_r: int, keep: list[int], out_w: int, err_w: int
 ) -> None:
     """Runs with the arbiter's signals blocked (see :func:`fork_child`)."""
+    # What the arbiter made since preload's freeze (its children, their pipes) is never
+    # ours to collect: frozen, the collector never writes to (and so copies) its pages.
+    # Python's gc docs: freeze "right before fork()"; here, right after, in the child only,
+    # so the arbiter keeps collecting its own garbage. 0.13 MiB PSS less per account.
+    gc.freeze()
     signal.set_wakeup_fd(-1)
     for signum in TERMINAL_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)  # discards one already pending

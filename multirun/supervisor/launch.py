@@ -59,9 +59,15 @@ def select_accounts(
     return chosen
 
 
-def preload(runner: RunnerSpec, accounts: Sequence[AccountSpec]) -> None:
+def preload(
+    runner: RunnerSpec,
+    accounts: Sequence[AccountSpec],
+    warm: Callable[[], object] | None = None,
+) -> None:
     """Import what every child needs once, here, so forked children share those pages
-    (and do not each spend ~13 ms of CPU importing the worker and the client)."""
+    (and do not each spend ~13 ms of CPU importing the worker and the client); ``warm``
+    then runs a worker's code once (:mod:`multirun.supervisor.warmup`), so the code each
+    worker runs is already warm and shared."""
     import requests  # noqa: F401
 
     import multirun.account.process
@@ -76,6 +82,11 @@ def preload(runner: RunnerSpec, accounts: Sequence[AccountSpec]) -> None:
         import multirun.sim
     if runner.notify:
         import multirun.services.notify.service  # noqa: F401
+    if warm is None:
+        from multirun.supervisor.warmup import warm_worker_code
+
+        warm = warm_worker_code
+    warm()
     gc.collect()
     gc.freeze()  # keep the collector from touching (and so copying) the shared objects
 

@@ -1,0 +1,107 @@
+"""The supervisor's warm-up: a real worker's code run before the forks, leaving nothing."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from multirun.account.journal import reader
+from multirun.config.specs import RunnerSpec
+from multirun.core.statedir import StateDir
+from multirun.sim import SimServer
+from multirun.supervisor import launch, warmup
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_warm_up_worker_trades_through_every_step(sim: SimServer, tmp_path: Path) -> None:
+    assert warmup.run_a_worker(sim.base_url, tmp_path, time.monotonic() + 30)
+    journal = StateDir(tmp_path).account("warmup").journal
+    trades = reader.read(journal, "warmup").trades
+    closed = [t for t in trades if t.state == "CLOSED"]
+    # opened, confirmed, closed, priced: the code every worker runs at each of its ticks
+    assert closed and all(t.realized_pl is not None for t in closed)
+
+
+def test_the_warm_up_is_cut_short_at_its_deadline(sim: SimServer, tmp_path: Path) -> None:
+    assert not warmup.run_a_worker(sim.base_url, tmp_path, time.monotonic() - 1)
+
+
+def test_the_warm_up_leaves_no_thread_descriptor_or_log_record(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    threads, fds = set(threading.enumerate()), set(os.listdir("/proc/self/fd"))
+    disabled = logging.root.manager.disable
+    with caplog.at_level(logging.DEBUG):
+        assert warmup.warm_worker_code()
+    assert set(threading.enumerate()) <= threads  # the simulator's and the watchdog's ended
+    assert set(os.listdir("/proc/self/fd")) <= fds
+    assert logging.root.manager.disable == disabled
+    assert not caplog.records  # nothing reaches the supervisor's output
+
+
+def test_a_proxy_in_the_environment_skips_the_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # never contacted
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    started = time.monotonic()
+    assert not warmup.warm_worker_code()
+    assert time.monotonic() - started < 5
+
+
+def test_a_failing_warm_up_never_stops_a_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(url: str, state_dir: Path, deadline: float) -> bool:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(warmup, "run_a_worker", broken)
+    assert not warmup.warm_worker_code()
+
+
+def test_preload_warms_then_freezes(tmp_path: Path) -> None:
+    runner = RunnerSpec(path=tmp_path / "runner.yaml", server="http://127.0.0.1:9",
+                        state_dir=tmp_path, accounts=())  # fmt: skip
+    frozen: list[int] = []
+    launch.preload(runner, (), warm=lambda: frozen.append(gc.get_freeze_count()))
+    try:
+        assert frozen  # warmed, before the freeze took what the warm-up left
+        assert gc.get_freeze_count() >= frozen[0]
+    finally:
+        gc.unfreeze()
+
+
+FROZEN_CHILD = """
+import gc, os, sys
+from multirun.core import procutil
+from multirun.supervisor import fork as spawn
+
+death_r, death_w = procutil.pipe()
+made_after_preload = [[i] for i in range(5000)]  # the arbiter's own, tracked by the collector
+
+def main(ready):
+    print(gc.get_freeze_count(), flush=True)
+    return 0
+
+forked = spawn.fork_child("probe", main, death_signal=1, death_r=death_r)
+out = b""
+while chunk := os.read(forked.stdout, 4096):
+    out += chunk
+os.waitpid(forked.pid, 0)
+print(out.decode().strip(), gc.get_freeze_count())
+"""
+
+
+@pytest.mark.process
+def test_a_child_freezes_what_it_inherits() -> None:
+    result = subprocess.run([sys.executable, "-c", FROZEN_CHILD], capture_output=True,
+                            text=True, timeout=30, cwd=ROOT, check=True)  # fmt: skip
+    child, parent = (int(x) for x in result.stdout.split())
+    assert parent == 0  # the arbiter keeps collecting its own garbage
+    assert child >= 5000  # the child's collector never walks (and copies) those pages
