@@ -38,7 +38,7 @@ import requests  # noqa: E402
 
 from bench.procstat import cpu_ticks, descendants  # noqa: E402
 from bench.scale import ACCOUNT  # noqa: E402  (the same accounts as the scale bench)
-from multirun.account.telemetry import LATENCY_BUCKETS  # noqa: E402
+from multirun.account.telemetry import LATENESS_BUCKETS  # noqa: E402
 from multirun.core import procutil  # noqa: E402
 from multirun.core.statedir import StateDir  # noqa: E402
 from multirun.sim import SimConfig, SimServer  # noqa: E402
@@ -69,7 +69,7 @@ def comm(pid: int) -> str:
 def lateness(layout: StateDir, names: list[str]) -> tuple[list[float], float]:
     """Every account's tick-lateness bucket counts (not cumulative, +Inf last), summed, and
     their sum of seconds."""
-    counts, total = [0.0] * (len(LATENCY_BUCKETS) + 1), 0.0
+    counts, total = [0.0] * (len(LATENESS_BUCKETS) + 1), 0.0
     for name in names:
         data = procutil.read_json(layout.account(name).metrics) or {}
         found = (data.get("histograms") or {}).get("tick_lateness_seconds") or {}
@@ -85,7 +85,7 @@ def quantile(q: float, counts: list[float]) -> float | None:
     if n == 0:
         return None
     rank, seen, lower = q * n, 0.0, 0.0
-    for bound, count in zip([*LATENCY_BUCKETS, float("inf")], counts, strict=True):
+    for bound, count in zip([*LATENESS_BUCKETS, float("inf")], counts, strict=True):
         if seen + count >= rank and count:
             if bound == float("inf"):
                 return lower

@@ -310,7 +310,11 @@ class AccountPrefixes:
             shown = shown_all.get(key)
             shown = shown if isinstance(shown, dict) else {}
             counts = shown.get("counts")
-            if not isinstance(counts, list) or len(counts) != len(buckets):
+            if (
+                not isinstance(counts, list)
+                or len(counts) != len(buckets)
+                or shown.get("bounds", BUCKETS[key]) not in (BUCKETS[key], list(BUCKETS[key]))
+            ):
                 counts = [0] * len(buckets)
             running, lines = 0.0, []
             for prefix, each in zip(buckets, counts, strict=True):

@@ -18,7 +18,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from multirun.account.telemetry import LABEL_VALUES, LATENCY_BUCKETS
+from multirun.account.telemetry import BUCKETS, LABEL_VALUES
 from multirun.config import loader as config
 from multirun.core import procutil
 from multirun.core.errors import OrderUncertain
@@ -147,7 +147,7 @@ def test_scrape_agrees_with_the_ledger(
                 if s.name == f"multirun_{histogram}_bucket" and s.labels["account"] == name
             ]  # fmt: skip
             bounds = [float(s.labels["le"]) for s in buckets]
-            assert bounds == [*LATENCY_BUCKETS, float("inf")], histogram
+            assert bounds == [*BUCKETS[histogram], float("inf")], histogram
             counts = [s.value for s in buckets]
             assert counts == sorted(counts) and counts[-1] >= 1
     requests_seen = sum(s.value for s in found if s.name == "multirun_api_requests_total")
@@ -294,9 +294,9 @@ def test_every_counter_combination_is_shown_at_zero_from_the_first_scrape(
     first = scrape(tmp_path)
     counters = [s for s in first if s.labels.get("account") == "a" and s.name.endswith("_total")]
     assert len(counters) == 153 and all(s.value == 0 for s in counters)
-    # 215 in all (docs/metrics.md) less the seven gauges absent until known: NAV, P&L x2,
+    # 221 in all (docs/metrics.md) less the seven gauges absent until known: NAV, P&L x2,
     # the day's P&L and drawdown, open trades (no status.json yet), the last good tick's time
-    assert len([s for s in first if s.labels.get("account") == "a"]) == 217 - 7
+    assert len([s for s in first if s.labels.get("account") == "a"]) == 221 - 7
     every_combination_shown(first, "a")
     telemetry = Telemetry(layout.account("a"))
     telemetry.order_sent("BUY", OrderUncertain("open_order: timed out"), 5.0)
