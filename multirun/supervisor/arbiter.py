@@ -436,7 +436,8 @@ class Arbiter:
         cmd = str(request["cmd"])
         if cmd == "status":
             if request.get("unless") == self.generation:  # the asker's copy is current
-                return {"ok": True, "generation": self.generation, "unchanged": True}
+                unchanged = {"ok": True, "generation": self.generation, "unchanged": True}
+                return {**unchanged, **self.live_status()}
             return {"ok": True, "generation": self.generation, **self.status_data()}
         if cmd == "shutdown":
             if request.get("force"):
@@ -866,10 +867,11 @@ class Arbiter:
         data: SupervisorFile = {"pid": os.getpid()}
         if self.config is not None:  # an arbiter run on no config file (tests) names none
             data["config"] = self.config
+        live = self.live_status()
         data.update(
             {
                 "started_utc": stamp(self.started_wall),
-                "updated_utc": stamp(time.time()),
+                "updated_utc": live["updated_utc"],
                 "stopping": self.stop_request is not None,
                 "stop_timeout_s": self.stop_timeout_s,
                 "stop_deadline_utc": self.deadline_utc(),  # `multirun stop` waits for it
@@ -878,11 +880,20 @@ class Arbiter:
                 "services": {proc.name: proc.to_dict() for proc in self.services},
             }
         )
-        if self.fleet.limits is not None or self.fleet.readings:
-            data["risk"] = self.fleet.to_dict()
+        if "risk" in live:
+            data["risk"] = live["risk"]
         if self.previous_died:
             data["previous_died"] = self.previous_died
         return data
+
+    def live_status(self) -> SupervisorFile:
+        """What :meth:`status_data` holds that moves with no :meth:`save`: the time it
+        was made, and the file-level sums, moved by every P&L line the workers send. An
+        "unchanged" status reply carries them too: a kept reply is current but for these."""
+        live: SupervisorFile = {"updated_utc": stamp(time.time())}
+        if self.fleet.limits is not None or self.fleet.readings:
+            live["risk"] = self.fleet.to_dict()
+        return live
 
     def deadline_utc(self) -> str | None:
         """:meth:`stop_deadline` as a UTC time (``supervisor.json``'s ``stop_deadline_utc``)."""
@@ -902,7 +913,8 @@ class Arbiter:
     @property
     def generation(self) -> str:
         """Names the state :meth:`save` last marked: a status reply that names it again
-        would hold nothing new (the notifier asks every second with ``unless``)."""
+        would hold nothing new but :meth:`live_status` (the notifier asks every second
+        with ``unless``)."""
         return f"{os.getpid()}.{self.saves}"
 
     def flush(self) -> None:

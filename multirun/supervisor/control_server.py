@@ -117,12 +117,16 @@ def exchange(path: Path, payload: dict[str, Any], timeout_s: float) -> dict[str,
         return _read_reply(sock, deadline)
 
 
+UNCHANGED_KEYS = ("v", "ok", "generation", "unchanged")  # an "unchanged" reply's own words
+
+
 class StatusReplies:
     """The supervisor's ``status`` reply, asked ``unless`` the last one kept here is still
-    current: the supervisor then answers "unchanged" in a few bytes (its generation, bumped
-    at each save, names the state a reply holds), and the kept reply is given again. For
-    callers that ask every second or two (the notifier, the dashboard). ``ask`` sends one
-    request and returns its reply (raising what it raises)."""
+    current: the supervisor then answers "unchanged" (its generation, bumped at each save,
+    names the state a reply holds) with only what moves without a save (the reply's time,
+    the file-level sums: ``Arbiter.live_status``), and the kept reply is given again with
+    those replaced. For callers that ask every second or two (the notifier, the
+    dashboard). ``ask`` sends one request and returns its reply (raising what it raises)."""
 
     def __init__(self, ask: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         self.ask = ask
@@ -137,8 +141,9 @@ class StatusReplies:
         if kept is not None and reply.get("unchanged"):
             if reply.get("generation") != kept["generation"]:
                 return {"ok": False, "error": "an 'unchanged' reply for another state"}
-            self.kept = kept
-            return kept
+            live = {k: v for k, v in reply.items() if k not in UNCHANGED_KEYS}
+            self.kept = {**kept, **live}
+            return self.kept
         if reply.get("ok") and isinstance(reply.get("generation"), str):
             self.kept = reply
         return reply

@@ -25,8 +25,8 @@ ASK_TIMEOUT_S = 1.0  # the notifier looks once a second: an answer later than th
 class Entries:
     """Each account's process entry, from the supervisor's memory if it answers in time,
     else from ``supervisor.json``. Asked once a second, the supervisor answers
-    "unchanged" (a few bytes, not every account's entry) while nothing was saved since
-    the reply kept here (:class:`~multirun.supervisor.control_server.StatusReplies`)."""
+    "unchanged" (its time and the file-level sums, not every account's entry) while
+    nothing was saved since the reply kept here (:class:`~multirun.supervisor.control_server.StatusReplies`)."""
 
     def __init__(self, layout: StateDir, timeout_s: float = ASK_TIMEOUT_S) -> None:
         self.layout = layout

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import random
+from pathlib import Path
 
 import pytest
 
 from multirun.config.specs import DayStart, RiskSpec
 from multirun.core.statefiles import money_line, read_condition, read_money
+from multirun.supervisor.arbiter import Arbiter
+from multirun.supervisor.control_server import StatusReplies
 from multirun.supervisor.fleet_risk import FleetRisk
+from multirun.supervisor.output import LogRouter
+from multirun.supervisor.program import Program
 
 MONDAY_NOON = 1_796_644_800.0  # 2026-12-07 12:00:00 UTC
 
@@ -134,3 +140,21 @@ def test_the_sums_kept_line_by_line_are_the_sums_of_every_account() -> None:
         total, members = fleet.equity()
         assert members == set(equities)
         assert total == pytest.approx(sum(equities.values()), abs=0.011)
+
+
+def test_a_kept_status_reply_gets_the_sums_each_p_and_l_line_moved(tmp_path: Path) -> None:
+    """P&L lines move the file-level sums with no save: an "unchanged" reply carries them,
+    so the dashboard's and the notifier's kept copy never shows an old day's P&L."""
+    router = LogRouter.for_accounts(["a"], tmp_path, [], stream=io.StringIO())
+    arb = Arbiter([Program("a", lambda context: 0)], state_dir=tmp_path, router=router,
+                  stop_timeout_s=5, risk=RiskSpec(max_daily_loss=1_000.0))  # fmt: skip
+    replies = StatusReplies(lambda request: arb.handle(None, request) or {})  # type: ignore[arg-type]
+    arb.heard(arb.procs[0], money_line(-10.0, 5_000.0))
+    assert replies()["risk"]["day_pnl"] == -10.0  # the whole reply
+    generation = replies.kept and replies.kept["generation"]
+    arb.heard(arb.procs[0], money_line(-25.5, 4_984.5))
+    kept = replies()
+    assert kept["generation"] == generation  # nothing saved: "unchanged" was the answer
+    assert kept["risk"]["day_pnl"] == -25.5 and kept["risk"]["equity"] == 4_984.5
+    assert kept["accounts"]["a"]["state"] == arb.procs[0].state
+    router.close()
