@@ -25,6 +25,8 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import is_not
 from pathlib import Path
 from typing import Any, cast
 
@@ -226,21 +228,13 @@ class Fleet:
     def _masked_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each row masked: its fields that changed since the last build (a tick changes
         a few) pass the Redactor, every row's at once, each as ``{"field": value}``; the
-        others are as they were masked then (the uptime, a number, is never masked)."""
+        others are as they were masked then. A number (or true, false, null) holds no
+        text to mask: the uptime, and every number that moved, are shown as they are."""
         last, now = self._rows, {}
         changed: list[tuple[dict[str, Any], str]] = []  # (a masked row, its field)
         out = []
         for row in rows:
-            raw, done = last.get(row["name"], ({}, {}))
-            masked = {}
-            for key, value in row.items():
-                masked[key] = value
-                if key in VOLATILE:
-                    continue
-                if key in raw and _same(raw[key], value):
-                    masked[key] = done[key]
-                else:
-                    changed.append((masked, key))
+            masked = _row_masked(row, last.get(row["name"]), changed)
             now[row["name"]] = (row, masked)
             out.append(masked)
         if changed:
@@ -568,6 +562,48 @@ def _same(was: Any, now: Any) -> bool:
     if isinstance(now, dict):
         return all(_same(was[key], value) for key, value in now.items())
     return True
+
+
+def _row_masked(
+    row: dict[str, Any],
+    kept: tuple[dict[str, Any], dict[str, Any]] | None,
+    changed: list[tuple[dict[str, Any], str]],
+) -> dict[str, Any]:
+    """``row`` masked as the last build's (``kept``: as read, as masked) where alike; each
+    field with text that is new or changed left as it is and listed in ``changed`` to be
+    masked. Most fields of a row are the very objects of the last build (the status file
+    and the supervisor's entry read again only when they changed): those are found by
+    identity at C speed, and only the others compared."""
+    if kept is not None and tuple(kept[0]) == tuple(row):
+        raw, done = kept
+        masked = done.copy()
+        for key in compress(row, map(is_not, raw.values(), row.values())):
+            value = row[key]
+            if key in VOLATILE or not _has_text(value):
+                masked[key] = value
+            elif not _same(raw[key], value):
+                masked[key] = value
+                changed.append((masked, key))
+        return masked
+    raw, done = kept or ({}, {})
+    masked = {}
+    for key, value in row.items():
+        masked[key] = value
+        if key in VOLATILE or not _has_text(value):
+            continue
+        if key in raw and _same(raw[key], value):
+            masked[key] = done[key]
+        else:
+            changed.append((masked, key))
+    return masked
+
+
+def _has_text(value: Any) -> bool:
+    """Whether ``value`` may hold a string (a number, true, false or null cannot)."""
+    return value is not None and type(value) not in _PLAIN
+
+
+_PLAIN = (int, float, bool)
 
 
 def _masked(document: Any, redact: Redactor) -> Any:
