@@ -127,7 +127,8 @@ def test_the_supervisors_view_is_asked_unless_the_kept_one_is_current(tmp_path: 
     found = locate.Running(pid=4242, config=None, data=cast(SupervisorFile, {"from": "file"}))
     first = fleet._live_view(tmp_path, found)
     assert first["accounts"]["alpha"]["restarts"] == 0 and "unless" not in supervisor.asked[-1]
-    assert fleet._live_view(tmp_path, found) is first  # "unchanged": the kept reply
+    again = fleet._live_view(tmp_path, found)  # "unchanged": the kept reply, its accounts
+    assert again["accounts"] is first["accounts"]  # the very entries: no row built again
     assert supervisor.asked[-1]["unless"] == "4242.0"
     supervisor.saves += 1
     assert fleet._live_view(tmp_path, found)["accounts"]["alpha"]["restarts"] == 1
