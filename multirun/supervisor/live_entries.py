@@ -26,7 +26,8 @@ class Entries:
     """Each account's process entry, from the supervisor's memory if it answers in time,
     else from ``supervisor.json``. Asked once a second, the supervisor answers
     "unchanged" (its time and the file-level sums, not every account's entry) while
-    nothing was saved since the reply kept here (:class:`~multirun.supervisor.control_server.StatusReplies`)."""
+    nothing was saved since the reply kept here
+    (:class:`~multirun.supervisor.control_server.StatusReplies`)."""
 
     def __init__(self, layout: StateDir, timeout_s: float = ASK_TIMEOUT_S) -> None:
         self.layout = layout

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from multirun.account.journal import reader
-from multirun.config.specs import RunnerSpec
+from multirun.config.specs import AccountSpec, RunnerSpec
+from multirun.core.redact import Secret
 from multirun.core.statedir import StateDir
 from multirun.sim import SimServer
 from multirun.supervisor import launch, warmup
@@ -65,12 +66,32 @@ def test_a_failing_warm_up_never_stops_a_start(monkeypatch: pytest.MonkeyPatch) 
     assert not warmup.warm_worker_code()
 
 
-def test_preload_warms_then_freezes(tmp_path: Path) -> None:
+def accounts(n: int) -> tuple[AccountSpec, ...]:
+    return tuple(
+        AccountSpec(
+            name=f"a{i}",
+            user="u",
+            api_key=Secret("k-0123456789"),
+            accountid=f"A{i}",
+            runmode="livetest",
+            strategy="random",
+            instrument="BTCUSD",
+            volume=1.0,
+            interval_s=5,
+        )
+        for i in range(n)
+    )
+
+
+def test_preload_warms_then_freezes_from_enough_accounts(tmp_path: Path) -> None:
+    many, few = accounts(launch.WARM_FROM_ACCOUNTS), accounts(launch.WARM_FROM_ACCOUNTS - 1)
     runner = RunnerSpec(path=tmp_path / "runner.yaml", server="http://127.0.0.1:9",
-                        state_dir=tmp_path, accounts=())  # fmt: skip
+                        state_dir=tmp_path, accounts=many)  # fmt: skip
     frozen: list[int] = []
-    launch.preload(runner, (), warm=lambda: frozen.append(gc.get_freeze_count()))
     try:
+        launch.preload(runner, few, warm=lambda: frozen.append(-1))
+        assert not frozen  # too few to pay for it
+        launch.preload(runner, many, warm=lambda: frozen.append(gc.get_freeze_count()))
         assert frozen  # warmed, before the freeze took what the warm-up left
         assert gc.get_freeze_count() >= frozen[0]
     finally:
