@@ -287,10 +287,8 @@ class RewrittenJson:
         slot = free[0]
         _overwrite(self.slots[slot], (json.dumps(data, sort_keys=True) + "\n").encode())
         new = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(new)  # left by a process killed between its link and its rename
         try:
-            os.link(self.slots[slot], new)
+            _link_over(self.slots[slot], new)
         except OSError as exc:
             if exc.errno not in NO_HARD_LINKS:
                 raise
@@ -321,6 +319,17 @@ class RewrittenJson:
                 if os.stat(slot).st_ino == named:
                     return index
         return None
+
+
+def _link_over(source: Path, link: Path) -> None:
+    """A hard link ``link`` to ``source``; one left there (by a process of this pid killed
+    between its link and its rename) is removed first. Only then: an unlink that finds
+    nothing, before every write, was a quarter of the write's system time (~50 us)."""
+    try:
+        os.link(source, link)
+    except FileExistsError:
+        os.unlink(link)
+        os.link(source, link)
 
 
 def _overwrite(path: Path, data: bytes) -> None:

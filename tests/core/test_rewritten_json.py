@@ -88,3 +88,16 @@ def test_a_file_system_without_hard_links_gets_a_new_file_each_time(
         later[0] += 1.0
         assert json.loads(path.read_text()) == {"ticks": n}
     assert not status.links
+
+
+def test_a_link_left_by_a_process_killed_before_its_rename_is_replaced(
+    tmp_path: Path, later: list[float]
+) -> None:
+    path = tmp_path / "status.json"
+    status = RewrittenJson(path)
+    status.write({"ticks": 1})
+    left = path.with_name(f".{path.name}.{os.getpid()}.new")  # a killed process's, same pid
+    left.write_text("{}")
+    later[0] += 1.0
+    status.write({"ticks": 2})
+    assert json.loads(path.read_text()) == {"ticks": 2} and not left.exists()
