@@ -1,7 +1,8 @@
 """The dashboard's server and reads as a page polls them, in-process: one kept-alive
 connection per page, a stop at once even with a page connected, a request whose body is
 left unread closing its connection; the log tail read as the file grows equal to one
-read whole; a status file changed since the last build masked again."""
+read whole; a status file changed since the last build masked again; a log tail's or
+trades' rows encoded once each."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from multirun.ops import locate
 from multirun.web import fleet as web_fleet
 from multirun.web.fleet import AccountFacts, Fleet
 from multirun.web.guard import Guard
-from multirun.web.server import Dashboard
+from multirun.web.server import Dashboard, _compact_rows
 
 KEY = "the-api-key-0123456789"
 
@@ -143,3 +144,14 @@ def test_only_the_fields_changed_since_the_last_build_are_masked_again(tmp_path:
     assert KEY not in json.dumps(second)  # a secret come in a changed field: masked
     assert second["last_error"] == first["last_error"] and second["uptime_s"] == 2.0
     assert json.dumps(second["nav"]) == "1.0"  # equal to 1, but shown as it is now
+
+
+def test_a_list_is_encoded_as_json_would_each_row_once() -> None:
+    lines = [{"ts": None, "stream": "stdout", "line": "a"}, {"ts": "x", "line": 1.0}]
+    body, kept = _compact_rows(lines, {})
+    assert body == json.dumps(lines, separators=(",", ":")).encode()
+    later = [lines[1], {"line": "b", "n": [1, True]}]  # one line out, one in (new objects)
+    again, kept_now = _compact_rows(later, kept)
+    assert again == json.dumps(later, separators=(",", ":")).encode()
+    assert kept_now[id(lines[1])] is kept[id(lines[1])]  # the row kept: not encoded again
+    assert _compact_rows([], kept_now)[0] == b"[]"
