@@ -258,18 +258,17 @@ class Fleet:
     def _row(self, account: dict[str, Any]) -> dict[str, Any]:
         name = account["name"]
         info = self.accounts.get(name)
-        journal = self._journal_files(name)  # looked at once a row: its version, its reads
         return {
             **account,  # status --json's row: the worker's state, positions, P&L, uncertain
             "strategy": info.strategy if info else account.get("strategy"),
             "instrument": info.instrument if info else None,
             "on_stop": info.on_stop if info else None,
             "uncertain_orders": account.get("uncertain_orders") or [],
-            **self._today(name, journal),  # orders_today, equity (the sparkline)
+            **self._today(name),  # orders_today, equity (the sparkline)
             # what /logs and /trades answer now, in a word: a page fetches them again only
             # when it moved (most polls, for an account that did not log or trade)
             "logs_version": _version(self._log_stamp(name)),
-            "trades_version": _version(journal),
+            "trades_version": _version(self._journal_files(name)),
         }
 
     def _banners(self, status: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -346,12 +345,11 @@ class Fleet:
         result: reader.AccountLog | None = self._cached(f"journal:{name}", 0.0, read, stamp=stamp)
         return result
 
-    def _today(self, name: str, journal: object) -> dict[str, Any]:
+    def _today(self, name: str) -> dict[str, Any]:
         """``orders_today``: how many orders the journal holds since 0:00 UTC (None: no
         journal); ``equity``: today's NAV, thinned to :data:`SPARK_POINTS`. One read of
         the journal for both, of what was written since the last read (reading all of
-        today twice every 15 s for 50 accounts was most of what the dashboard cost).
-        ``journal``: its files as they are now (:meth:`_journal_files`)."""
+        today twice every 15 s for 50 accounts was most of what the dashboard cost)."""
 
         def read() -> dict[str, Any]:
             start, now = self._midnight(), self.clock()
@@ -367,7 +365,7 @@ class Fleet:
             count = tally.add(log.trades, max(start, now - TALLY_OVERLAP_S))
             return {"orders_today": count, "equity": _thin(tally.navs, SPARK_POINTS)}
 
-        stamp = functools.partial(_given, journal)
+        stamp = self._journal_stamp(name)
         result: dict[str, Any] = self._cached(f"today:{name}", EQUITY_TTL_S, read, stamp=stamp)
         return result
 
@@ -613,10 +611,6 @@ def _masked(document: Any, redact: Redactor) -> Any:
     text = json.dumps(document)
     masked = redact(text)
     return document if masked == text else json.loads(masked)
-
-
-def _given(value: object) -> object:
-    return value
 
 
 def _version(stamp: object) -> str:
