@@ -128,7 +128,18 @@ def test_an_exit_is_found_by_pid_without_scanning(tmp_path: Path) -> None:
     arb.router.close()
 
 
-CHILD_FDS = """
+# A probe child forked by the arbiter's fork_child, its output read to the end (the
+# script defines main and death_r first).
+PROBE_OUTPUT = """
+forked = spawn.fork_child("probe", main, death_signal=1, death_r=death_r)
+out = b""
+while chunk := os.read(forked.stdout, 4096):
+    out += chunk
+os.waitpid(forked.pid, 0)
+"""
+
+CHILD_FDS = (
+    """
 import os, sys
 from multirun.core import procutil
 from multirun.supervisor import fork as spawn
@@ -141,13 +152,12 @@ def main(ready):
     print(" ".join(map(str, fds)), death_r, extra, flush=True)
     return 0
 
-forked = spawn.fork_child("probe", main, death_signal=1, death_r=death_r)
-out = b""
-while chunk := os.read(forked.stdout, 4096):
-    out += chunk
-os.waitpid(forked.pid, 0)
+"""
+    + PROBE_OUTPUT
+    + """
 sys.stdout.write(out.decode())
 """
+)
 
 
 @pytest.mark.process
@@ -166,6 +176,35 @@ def test_a_child_holds_only_its_own_descriptors(tmp_path: Path) -> None:
     assert extra not in fds
     assert death_r in fds
     assert len([fd for fd in fds if fd > 2 and fd != death_r]) <= 1
+
+
+FROZEN_CHILD = (
+    """
+import gc, os, sys
+from multirun.core import procutil
+from multirun.supervisor import fork as spawn
+
+death_r, death_w = procutil.pipe()
+made_after_preload = [[i] for i in range(5000)]  # the arbiter's own, tracked by the collector
+
+def main(ready):
+    print(gc.get_freeze_count(), flush=True)
+    return 0
+"""
+    + PROBE_OUTPUT
+    + """
+print(out.decode().strip(), gc.get_freeze_count())
+"""
+)
+
+
+@pytest.mark.process
+def test_a_child_freezes_what_it_inherits() -> None:
+    result = subprocess.run([sys.executable, "-c", FROZEN_CHILD], capture_output=True,
+                            text=True, timeout=30, cwd=ROOT, check=True)  # fmt: skip
+    child, parent = (int(x) for x in result.stdout.split())
+    assert parent == 0  # the arbiter keeps collecting its own garbage
+    assert child >= 5000  # the child's collector never walks (and copies) those pages
 
 
 HELD_CHILD = """

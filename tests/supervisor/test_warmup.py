@@ -5,8 +5,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,8 +17,6 @@ from multirun.core.redact import Secret
 from multirun.core.statedir import StateDir
 from multirun.sim import SimServer
 from multirun.supervisor import launch, warmup
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_warm_up_worker_trades_through_every_step(sim: SimServer, tmp_path: Path) -> None:
@@ -96,33 +92,3 @@ def test_preload_warms_then_freezes_from_enough_accounts(tmp_path: Path) -> None
         assert gc.get_freeze_count() >= frozen[0]
     finally:
         gc.unfreeze()
-
-
-FROZEN_CHILD = """
-import gc, os, sys
-from multirun.core import procutil
-from multirun.supervisor import fork as spawn
-
-death_r, death_w = procutil.pipe()
-made_after_preload = [[i] for i in range(5000)]  # the arbiter's own, tracked by the collector
-
-def main(ready):
-    print(gc.get_freeze_count(), flush=True)
-    return 0
-
-forked = spawn.fork_child("probe", main, death_signal=1, death_r=death_r)
-out = b""
-while chunk := os.read(forked.stdout, 4096):
-    out += chunk
-os.waitpid(forked.pid, 0)
-print(out.decode().strip(), gc.get_freeze_count())
-"""
-
-
-@pytest.mark.process
-def test_a_child_freezes_what_it_inherits() -> None:
-    result = subprocess.run([sys.executable, "-c", FROZEN_CHILD], capture_output=True,
-                            text=True, timeout=30, cwd=ROOT, check=True)  # fmt: skip
-    child, parent = (int(x) for x in result.stdout.split())
-    assert parent == 0  # the arbiter keeps collecting its own garbage
-    assert child >= 5000  # the child's collector never walks (and copies) those pages
