@@ -46,7 +46,7 @@ from multirun.core.redact import Secret
 from multirun.core.statedir import StateDir
 from multirun.strategies.context import StrategyContext
 
-TICKS = 8  # enough for orders opened, confirmed, closed and priced (seed 1 trades in 5)
+TICKS = 8  # orders opened, confirmed, closed and priced (tests/supervisor/test_warmup.py)
 BUDGET_S = 2.0  # a warm-up is ~50 ms; a slow machine stops it early, not the start
 MEMORY_DIR = "/dev/shm"
 STRATEGY = "random"  # a built-in: no user code runs in the supervisor
