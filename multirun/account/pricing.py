@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from multirun.account.journal.store import HELD, Journal
+from multirun.account.journal.store import HELD, Journal, JournalOrder
 from multirun.api.models import Balance, Quote, Trade, Transaction, parse_api_time
 from multirun.core.errors import ApiError, Interrupted, JournalError, MultirunError
 from multirun.core.statefiles import HeldPosition, WorkerStatus
@@ -172,6 +172,7 @@ class Pricing:
     def status(self) -> WorkerStatus:
         """``positions`` (held trades: side, volume, entry price, unrealized P&L), ``nav``,
         ``unrealized_pl``, ``realized_pl_today`` (our closes since 00:00 UTC)."""
+        held = self.journal.held()
         positions = [
             HeldPosition(
                 order_ref=row.order_ref,
@@ -181,16 +182,23 @@ class Pricing:
                 entry_price=row.fill_price,
                 unrealized_pl=self.unrealized.get(row.order_ref),
             )
-            for row in self.journal.held()
+            for row in held
         ]
         midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         balance = self.balance
         return WorkerStatus(
             positions=positions,
             nav=None if balance is None else balance.nav,
-            unrealized_pl=None if balance is None else balance.unrealized_pl,
+            # the positions' (as the day's P&L counts it), not the last /balance sample's:
+            # up to EQUITY_EVERY_S old, it showed a trade's loss a minute after its close
+            unrealized_pl=round(self.unrealized_of(held), 2),
             realized_pl_today=round(self.journal.realized_since(midnight.timestamp()), 2),
         )
+
+    def unrealized_of(self, held: Iterable[JournalOrder]) -> float:
+        """The unrealized P&L of ``held``, from the listing read at the tick's start (0 for
+        a trade not listed yet): what the day's P&L and status count."""
+        return sum(self.unrealized.get(row.order_ref, 0.0) for row in held)
 
 
 def _quietly(call: Any, what: str) -> object:

@@ -695,8 +695,7 @@ class Worker:
     def _observe_money(self) -> Money:
         """The money now, from what pricing last saw: the listings' unrealized P&L of
         what the journal holds (cached in a tick's batch), the last /balance sample."""
-        held = self.journal.held()
-        unrealized = sum(self.pricing.unrealized.get(row.order_ref, 0.0) for row in held)
+        unrealized = self.pricing.unrealized_of(self.journal.held())
         balance = self.pricing.balance
         return self.money.observe(
             time.time(), unrealized, None if balance is None else balance.nav,

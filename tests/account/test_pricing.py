@@ -94,3 +94,24 @@ def test_sim_nav_follows_trades_and_market(sim: SimServer, alice: SimCaller) -> 
     )
     (row,) = [a for a in alice.ok("GET", "accounts")["res"] if a["accountid"] == "ACC-1"]
     assert row["NAV"] == pytest.approx(after["NAV"], abs=0.02)
+
+
+def test_status_unrealized_is_the_positions_not_the_last_balance_sample(
+    harness: Harness, sim: SimServer
+) -> None:
+    """/balance is sampled once a minute; a position's unrealized P&L is listed at every
+    tick: the account's figure is its positions' (what the day's P&L counts), so a
+    page never shows a loss a minute after its close, nor 0 beside a losing position."""
+    worker = harness.worker(Script("BUY", None, "FLAT"), on_stop="close")
+    tick(worker)  # opened
+    tick(worker)  # listed: its unrealized P&L known (the spread: a loss)
+    status = worker.status()
+    (position,) = status["positions"]
+    assert position["unrealized_pl"] is not None and position["unrealized_pl"] < 0
+    assert status["unrealized_pl"] == pytest.approx(position["unrealized_pl"], abs=CENT)
+    tick(worker)  # FLAT: closed
+    sample = worker.pricing.balance
+    assert sample is not None and sample.unrealized_pl < 0  # sampled with the trade open
+    assert worker.status()["unrealized_pl"] == 0.0 and worker.status()["positions"] == []
+    worker.stop.set("test")
+    assert worker.finish() == 0
