@@ -53,9 +53,6 @@ DISK_LOW_BYTES = 200 * 1024 * 1024  # the journals and logs need room: warn belo
 DAY_S = 86400
 STOPPED_STATES = (State.STOPPED, State.FATAL)
 RACY_S = 2.0  # a directory changed this recently may change again within its mtime's tick
-# A row's fields that change at every build and are numbers (no secret to mask): a row is
-# masked again only when the rest of it changed.
-VOLATILE = ("uptime_s",)
 
 
 @dataclass(frozen=True)
@@ -579,7 +576,7 @@ def _row_masked(
         masked = done.copy()
         for key in compress(row, map(is_not, raw.values(), row.values())):
             value = row[key]
-            if key in VOLATILE or not _has_text(value):
+            if not _has_text(value):  # the uptime too: a number, new every build
                 masked[key] = value
             elif not _same(raw[key], value):
                 masked[key] = value
@@ -589,7 +586,7 @@ def _row_masked(
     masked = {}
     for key, value in row.items():
         masked[key] = value
-        if key in VOLATILE or not _has_text(value):
+        if not _has_text(value):
             continue
         if key in raw and _same(raw[key], value):
             masked[key] = done[key]
