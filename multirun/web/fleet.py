@@ -354,12 +354,12 @@ class Fleet:
             if tally is None or tally.day != start:
                 tally = self._tallies[name] = _Tally(start, start)
             path = self.layout.account(name).journal
-            try:  # only what was created since the last read (and what is held)
-                log = reader.read(path, name, since=tally.cursor, connections=self._connections)
+            try:  # only what was created since the last read
+                found = reader.activity(path, name, tally.cursor, connections=self._connections)
             except JournalError:  # none yet, or unreadable now
                 return {"orders_today": None, "equity": []}
-            tally.add_navs(log.equity)
-            count = tally.add(log.trades, max(start, now - TALLY_OVERLAP_S))
+            tally.add_navs(found.navs)
+            count = tally.add(found.created, max(start, now - TALLY_OVERLAP_S))
             return {"orders_today": count, "equity": _thin(tally.navs, SPARK_POINTS)}
 
         stamp = self._journal_stamp(name)
@@ -435,16 +435,16 @@ class _Tally:
     navs: array[float] = field(default_factory=lambda: array("d"))  # oldest first
     recent_navs: set[float] = field(default_factory=set)  # their times since ``cursor``
 
-    def add_navs(self, points: Sequence[reader.EquityPoint]) -> None:
+    def add_navs(self, points: Sequence[reader.NavPoint]) -> None:
         """Append the NAV of ``points`` (read since :attr:`cursor`, oldest first) not
         appended yet; call before :meth:`add`, which moves the cursor."""
         for point in points:
-            if point.nav is not None and point.ts >= self.day and point.ts not in self.recent_navs:
+            if point.ts >= self.day and point.ts not in self.recent_navs:
                 self.navs.append(point.nav)
                 self.recent_navs.add(point.ts)
 
-    def add(self, trades: Sequence[reader.JournalTrade], cursor: float) -> int:
-        """Count ``trades`` (read since :attr:`cursor`); the next read starts at ``cursor``."""
+    def add(self, trades: Sequence[reader.Created], cursor: float) -> int:
+        """Count ``trades`` (created since :attr:`cursor`); the next read starts at ``cursor``."""
         for trade in trades:
             if (
                 trade.created_ts >= max(self.day, self.cursor)

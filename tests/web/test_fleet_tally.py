@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from multirun.account.journal.reader import JournalTrade
+from multirun.account.journal.reader import Created
 from multirun.web.fleet import _Tally
 
 DAY = 86400.0 * 20000
 
 
-def trade(ref: str, created: float, state: str = "CLOSED") -> JournalTrade:
-    return JournalTrade(ref, "BTCUSD", "BUY", 1.0, state, None, created, created, None,
-                        None, None, None, None)  # fmt: skip
+def trade(ref: str, created: float) -> Created:
+    return Created(ref, created)
 
 
 def test_each_order_of_today_counts_once_across_overlapping_reads() -> None:
     tally = _Tally(DAY, DAY)
-    yesterday_held = trade("r0", DAY - 50, "FILLED")  # held: every read returns it
+    yesterday_held = trade("r0", DAY - 50)  # created before today: never counted
     first = [yesterday_held, trade("r1", DAY + 10), trade("r2", DAY + 100)]
     assert tally.add(first, DAY + 60) == 2  # next read from 60 s before the last one's time
     second = [yesterday_held, trade("r1", DAY + 10), trade("r2", DAY + 100), trade("r3", DAY + 130)]

@@ -72,6 +72,37 @@ def test_a_kept_connection_sees_each_commit_never_writes_and_follows_a_replaced_
     kept.close()
 
 
+def test_activity_reads_what_was_created_and_the_navs_since_a_time(tmp_path: Path) -> None:
+    journal, since = tmp_path / "journal.sqlite", 1_800_000_000.0
+    writer = schema.connect(journal)
+    writer.execute(ORDER, ("r1", since - 1))
+    writer.execute(ORDER, ("r2", since))
+    writer.execute("INSERT INTO equity (ts, nav) VALUES (?, 1000.5), (?, NULL)", (since, since))
+    writer.close()
+    kept = reader.Connections()
+    found = reader.activity(journal, "alpha", since, connections=kept)
+    assert [c.order_ref for c in found.created] == ["r2"]  # r1 was created before
+    assert [p.nav for p in found.navs] == [1000.5]  # a point without a NAV is not one
+    kept.close()
+
+
+def test_activity_of_a_journal_older_than_the_equity_table_has_no_navs(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.sqlite"
+    db = sqlite3.connect(journal)
+    db.execute("CREATE TABLE orders (order_ref TEXT, created_ts REAL)")
+    db.execute("INSERT INTO orders VALUES ('old', ?)", (time.time(),))
+    db.commit()
+    db.close()
+    kept = reader.Connections()
+    with kept.reading(journal) as first:
+        pass
+    found = reader.activity(journal, "legacy", 0.0, connections=kept)
+    assert [c.order_ref for c in found.created] == ["old"] and found.navs == ()
+    with kept.reading(journal) as again:
+        assert again is first  # not an error: the connection is kept
+    kept.close()
+
+
 def row(fleet: Fleet) -> dict[str, object]:
     fleet._cache.clear()  # the view as it is now, not the one kept for a poll
     (found,) = fleet.view()["accounts"]

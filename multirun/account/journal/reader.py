@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from multirun.core.errors import JournalError
@@ -164,6 +164,59 @@ def read(
         raise JournalError(f"{name}: cannot read {path}: {error}") from None
     has_prices = "realized_pl" in columns
     return AccountLog(name, trades, equity, has_prices)
+
+
+class Created(NamedTuple):
+    """An order's reference and when it was created (what a count of orders needs)."""
+
+    order_ref: str
+    created_ts: float
+
+
+class NavPoint(NamedTuple):
+    ts: float
+    nav: float
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What a journal holds since a time, lightly: the orders created and the NAV points
+    (oldest first), without the rows a report reads (a trade object per order, two
+    ``PRAGMA table_info`` a read: most of what the dashboard's refresh of a day's
+    figures cost)."""
+
+    created: tuple[Created, ...]
+    navs: tuple[NavPoint, ...]
+
+
+def activity(path: Path, name: str, since: float, *, connections: Connections) -> Activity:
+    """The orders created and the NAV points since ``since``, read through ``connections``;
+    JournalError if the journal cannot be read. A journal without the equity table (or its
+    ``nav`` column: an older journal) has no NAV points."""
+    try:
+        with connections.reading(path) as db:
+            rows = db.execute(
+                "SELECT order_ref, created_ts FROM orders WHERE created_ts >= ?"
+                " ORDER BY created_ts, rowid",
+                (since,),
+            )
+            created = tuple(Created(str(ref), float(ts)) for ref, ts in rows)
+            navs = _navs(db, since)
+    except sqlite3.Error as error:
+        raise JournalError(f"{name}: cannot read {path}: {error}") from None
+    return Activity(created, navs)
+
+
+def _navs(db: sqlite3.Connection, since: float) -> tuple[NavPoint, ...]:
+    try:
+        rows = db.execute(
+            "SELECT ts, nav FROM equity WHERE ts >= ? AND nav IS NOT NULL ORDER BY ts", (since,)
+        )
+    except sqlite3.OperationalError as error:
+        if str(error).startswith(("no such table", "no such column")):
+            return ()  # an older journal: not an error (the connection is kept)
+        raise
+    return tuple(NavPoint(float(ts), float(nav)) for ts, nav in rows)
 
 
 def nav_series(path: Path, name: str, since: float) -> list[tuple[float, float]]:
