@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,13 +97,17 @@ def target(config: Path | None, state_dir: Path | None = None) -> Target:
     return Target(where, view, running(where))
 
 
-def running(state_dir: Path) -> Running | None:
-    """The supervisor running on ``state_dir``, or None (stale pidfiles ignored)."""
+def running(
+    state_dir: Path, read_file: Callable[[StateDir], SupervisorFile] = read_supervisor
+) -> Running | None:
+    """The supervisor running on ``state_dir``, or None (stale pidfiles ignored).
+    ``read_file``: how its ``supervisor.json`` is read (the dashboard's parses it again
+    only when it changed)."""
     layout = StateDir(state_dir)
     pid = read_pid(layout.supervisor_pid)
     if pid is None or not is_locked(layout.supervisor_pid) or not looks_like_multirun(pid):
         return registered(state_dir)
-    data = read_supervisor(layout)
+    data = read_file(layout)
     if data.get("pid") != pid:
         data = SupervisorFile()  # a new supervisor that has not written its file yet
     config = data.get("config")

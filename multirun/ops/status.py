@@ -165,17 +165,23 @@ def collect_at(
     read_worker: Callable[[AccountDir], WorkerStatus] = read_worker_status,
     live: Callable[[Path, locate.Running], SupervisorFile] | None = None,
     account_names: Callable[[], list[str]] | None = None,
+    row_of: Callable[..., AccountStatus] | None = None,
+    running: Callable[[Path], locate.Running | None] = locate.running,
 ) -> Snapshot:
     """What runs on ``state_dir``: the supervisor's accounts first (what it actually runs),
     then accounts that are only in ``file`` (not running). Reads no config, imports no code.
     The dashboard, asking every 2 s, passes its own ways to read what rarely changes:
     ``read_worker``, a worker's status file (read again only when it changed); ``live``,
     the running supervisor's view (:func:`live_view`'s; asked ``unless`` it is the one
-    kept); ``account_names``, the accounts with a journal (``StateDir.account_names``'s).
+    kept); ``account_names``, the accounts with a journal (``StateDir.account_names``'s);
+    ``row_of``, an account's row (:func:`merge`'s, made again only when its inputs
+    changed); ``running``, the supervisor found (:func:`locate.running`'s, its file parsed
+    again only when it changed).
     """
     now = time.time() if now is None else now
     layout = StateDir(state_dir)
-    found = locate.running(state_dir)
+    found = running(state_dir)
+    row_of = row_of or merge
     sup = (live or live_view)(state_dir, found) if found else read_supervisor(layout)
     known = sup.get("accounts", {}) if isinstance(sup.get("accounts"), dict) else {}
     in_file = dict(file.accounts) if file is not None and file.accounts is not None else None
@@ -189,7 +195,7 @@ def collect_at(
     for name in names:
         entry = known.get(name) if isinstance(known.get(name), dict) else None
         worker = read_worker(layout.account(name))
-        row = merge(name, entry, worker, running=found is not None, now=now)
+        row = row_of(name, entry, worker, running=found is not None, now=now)
         row.supervised = found is not None and entry is not None
         if entry is None:
             enabled = True if in_file is None else in_file.get(name, True)
@@ -332,6 +338,12 @@ def _next_tick(worker: WorkerStatus) -> str | None:
     if due_ts is None or last_ts is None or due_ts > last_ts:
         return due
     return iso_ms((last_ts // interval + 1) * interval)
+
+
+def uptime(row: AccountStatus, now: float) -> float | None:
+    """``row``'s uptime at ``now`` (the only field of :func:`merge`'s row that moves
+    while its inputs do not)."""
+    return _age(row.started_utc, now)
 
 
 def _age(iso: str | None, now: float) -> float | None:

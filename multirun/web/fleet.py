@@ -16,6 +16,7 @@ at every build, twice, was half of what the dashboard cost), the rest at every b
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -36,7 +37,13 @@ from multirun.core.errors import JournalError, SupervisorError
 from multirun.core.procutil import FileSignature, signature
 from multirun.core.redact import Redactor
 from multirun.core.statedir import JOURNAL, AccountDir, StateDir
-from multirun.core.statefiles import SupervisorFile, WorkerStatus, read_worker_status
+from multirun.core.statefiles import (
+    ProcessEntry,
+    SupervisorFile,
+    WorkerStatus,
+    read_supervisor,
+    read_worker_status,
+)
 from multirun.core.states import State
 from multirun.ops import control_client, locate, logs_view
 from multirun.ops import status as fleet_status
@@ -111,6 +118,10 @@ class Fleet:
         # the supervisor's status reply, asked `unless` the one kept is current
         self._replies = control_client.StatusReplies(functools.partial(self.ask, self.layout.path))
         self._dirs: tuple[object, list[str]] = (None, [])  # the state dir's stamp, its dirs
+        # each account's row as merged last (its inputs: entry, status, running), and
+        # supervisor.json as parsed last (its stamp): made again only when they changed
+        self._merged: dict[str, tuple[object, object, bool, fleet_status.AccountStatus]] = {}
+        self._supervisor_file: tuple[FileSignature | None, SupervisorFile] = (None, {})
 
     def close(self) -> None:
         """Close the journals' connections kept between reads."""
@@ -167,6 +178,8 @@ class Fleet:
             read_worker=self._worker_status,
             live=self._live_view,
             account_names=self._account_names,
+            row_of=self._row_of,
+            running=functools.partial(locate.running, read_file=self._read_supervisor),
         )
         snapshot = found.to_dict()
         order = list(snapshot)  # the CLI's
@@ -189,6 +202,41 @@ class Fleet:
         if not reply.get("ok") or reply.get("pid") != found.pid:
             return found.data
         return cast(SupervisorFile, reply)
+
+    def _row_of(
+        self,
+        name: str,
+        entry: ProcessEntry | None,
+        worker: WorkerStatus,
+        *,
+        running: bool,
+        now: float,
+    ) -> fleet_status.AccountStatus:
+        """:func:`~multirun.ops.status.merge`'s row, merged again only when its inputs are
+        not the very objects of the last build (the supervisor's reply and the status
+        file are kept while unchanged: most accounts, most builds); else a copy of the
+        last one with its uptime now (collect_at sets fields of the row it gets)."""
+        kept = self._merged.get(name)
+        if kept is not None and kept[0] is entry and kept[1] is worker and kept[2] == running:
+            row = copy.copy(kept[3])
+            row.uptime_s = fleet_status.uptime(row, now)
+            return row
+        row = fleet_status.merge(name, entry, worker, running=running, now=now)
+        self._merged[name] = (entry, worker, running, copy.copy(row))
+        return row
+
+    def _read_supervisor(self, layout: StateDir) -> SupervisorFile:
+        """``supervisor.json``, parsed again only when it changed (the supervisor saves it
+        on a change of state, not every 2 s)."""
+        stamp = signature(layout.supervisor_json)
+        kept = self._supervisor_file
+        # parsed again while its time is too recent to tell two writes apart
+        settled = stamp is not None and time.time() - stamp.mtime_ns / 1e9 >= RACY_S
+        if settled and kept[0] == stamp:
+            return kept[1]
+        data = read_supervisor(layout)
+        self._supervisor_file = (stamp, data)
+        return data
 
     def _account_names(self) -> list[str]:
         """``StateDir.account_names``: the account directories listed again only when the

@@ -6,6 +6,7 @@ actions' sentences are sent once for the rows that share them."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -206,3 +207,46 @@ def test_the_actions_sentences_are_sent_once_for_the_rows_that_share_them() -> N
     for row, place in zip(rows, ids, strict=True):
         assert table[place] == effects(row["on_stop"], row["positions"] or [])
     assert table[1]["stop"] == "leaves 1 BUY 0.5 BTCUSD open"
+
+
+def test_a_row_is_merged_again_only_when_its_inputs_changed_and_its_uptime_moves(
+    tmp_path: Path,
+) -> None:
+    supervisor = FakeSupervisor()
+    fleet = Fleet(tmp_path, file_view=lambda: None, accounts={}, redactor=Redactor([]),
+                  ask=supervisor)  # fmt: skip
+    entry = {"state": "RUNNING", "pid": 99, "started_utc": "2026-01-02T03:04:05Z"}
+    status: dict[str, Any] = {"pid": 99, "ticks": 1, "state": "RUNNING"}
+    first = fleet._row_of("alpha", entry, status, running=True, now=1767323145.0)  # +100 s
+    assert (first.state, first.uptime_s) == ("RUNNING", 100.0)
+    first.note = "set by collect_at on the row it got"
+    later = fleet._row_of("alpha", entry, status, running=True, now=1767323205.0)
+    assert (later.uptime_s, later.note) == (160.0, None)  # the same inputs: only the uptime
+    halted = {**status, "state": "HALTED", "halted_reason": "daily loss"}  # a new status file
+    now = fleet._row_of("alpha", entry, halted, running=True, now=1767323205.0)
+    assert (now.state, now.halted_reason) == ("HALTED", "daily loss")
+    assert fleet._row_of("alpha", entry, halted, running=False, now=1.0).state == "STOPPED"
+
+
+def test_supervisor_json_is_parsed_again_when_it_changed(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path, file_view=lambda: None, accounts={}, redactor=Redactor([]))
+    layout = StateDir(tmp_path)
+
+    def write(restarts: int, mtime_ns: int) -> None:
+        layout.supervisor_json.write_text(json.dumps({"pid": 7, "restarts": restarts}))
+        os.utime(layout.supervisor_json, ns=(mtime_ns, mtime_ns))
+
+    def restarts() -> object:
+        return dict(fleet._read_supervisor(layout)).get("restarts")
+
+    old = time.time_ns() - 10_000_000_000  # long ago: settled
+    for count in (0, 1):
+        write(count, old + count)
+        first = fleet._read_supervisor(layout)
+        assert restarts() == count
+        assert fleet._read_supervisor(layout) is first  # unchanged: not parsed again
+    recent = time.time_ns()
+    write(2, recent)
+    assert restarts() == 2
+    write(3, recent)  # the same inode, size and time: told apart only by being recent
+    assert restarts() == 3
