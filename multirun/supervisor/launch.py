@@ -232,7 +232,8 @@ def serve_notify(runner: RunnerSpec, context: ChildContext) -> int:
 
     # the supervisor's memory (its control socket): right while no file can be written
     processes = live_entries.Entries(StateDir(runner.state_dir))
-    return service.serve(runner, [a.name for a in runner.accounts], processes=processes)
+    names = [a.name for a in runner.accounts]
+    return service.serve(runner, names, processes=processes, risk=processes.risk)
 
 
 def notify_program(runner: RunnerSpec) -> list[Program]:

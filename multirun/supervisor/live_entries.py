@@ -6,13 +6,15 @@ notifier, a child of the supervisor, asks the supervisor over its control socket
 ``status`` request ``multirun status`` makes) each time it looks, and reads
 ``supervisor.json`` only when the socket does not answer (a stopping supervisor, an
 older one). The reply's accounts have the file's shape (:class:`ProcessEntry`), with
-``worker_state`` and ``worker_reason`` from the pipes.
+``worker_state`` and ``worker_reason`` from the pipes; its ``risk`` (the file-level
+limit's sums and breach, live even in an "unchanged" reply) is the file's too.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from multirun.core import statefiles
 from multirun.core.errors import SupervisorError
@@ -29,17 +31,31 @@ class Entries:
     nothing was saved since the reply kept here
     (:class:`~multirun.supervisor.control_server.StatusReplies`)."""
 
-    def __init__(self, layout: StateDir, timeout_s: float = ASK_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        layout: StateDir,
+        timeout_s: float = ASK_TIMEOUT_S,
+        ask: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        """``ask``: one request, its reply (by default over ``layout``'s control socket)."""
         self.layout = layout
-        self.replies = StatusReplies(functools.partial(exchange, layout.control_socket,
-                                                       timeout_s=timeout_s))  # fmt: skip
+        ask = ask or functools.partial(exchange, layout.control_socket, timeout_s=timeout_s)
+        self.replies = StatusReplies(ask)
+        self.seen: Mapping[str, Any] = {}  # what the last call read: the reply, or the file
 
     def __call__(self) -> Mapping[str, statefiles.ProcessEntry]:
         try:
             reply = self.replies()
         except (SupervisorError, OSError):
             reply = {}
-        accounts = reply.get("accounts") if reply.get("ok") else None
-        if isinstance(accounts, dict):
-            return accounts
-        return statefiles.supervised(self.layout)
+        if reply.get("ok") and isinstance(reply.get("accounts"), dict):
+            self.seen = reply
+        else:
+            self.seen = statefiles.read_supervisor(self.layout)
+        return self.seen.get("accounts") or {}
+
+    def risk(self) -> Mapping[str, Any]:
+        """The file-level limit's state (``risk``; {} when none) where the last call read
+        the entries: the notifier's ``risk_breach`` without parsing ``supervisor.json``
+        again, and right on a full disk."""
+        return self.seen.get("risk") or {}

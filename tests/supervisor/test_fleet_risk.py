@@ -5,14 +5,19 @@ from __future__ import annotations
 import io
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from multirun.config.specs import DayStart, RiskSpec
+from multirun.core import procutil
+from multirun.core.statedir import StateDir
 from multirun.core.statefiles import money_line, read_condition, read_money
+from multirun.services.notify.events import Watcher
 from multirun.supervisor.arbiter import Arbiter
-from multirun.supervisor.control_server import StatusReplies
+from multirun.supervisor.control_server import NoAnswer, StatusReplies
 from multirun.supervisor.fleet_risk import FleetRisk
+from multirun.supervisor.live_entries import Entries
 from multirun.supervisor.output import LogRouter
 from multirun.supervisor.program import Program
 
@@ -157,4 +162,35 @@ def test_a_kept_status_reply_gets_the_sums_each_p_and_l_line_moved(tmp_path: Pat
     assert kept["generation"] == generation  # nothing saved: "unchanged" was the answer
     assert kept["risk"]["day_pnl"] == -25.5 and kept["risk"]["equity"] == 4_984.5
     assert kept["accounts"]["a"]["state"] == arb.procs[0].state
+    router.close()
+
+
+def test_the_notifier_tells_the_fleet_breach_from_the_reply_once(tmp_path: Path) -> None:
+    """The ``risk_breach`` of the file-level limit comes with the entries, from the
+    supervisor's reply (no second read of ``supervisor.json``; right on a full disk: the
+    watcher's own state dir holds no file here), and from the file when nothing answers."""
+    router = LogRouter.for_accounts(["a"], tmp_path, [], stream=io.StringIO())
+    arb = Arbiter([Program("a", lambda context: 0)], state_dir=tmp_path, router=router,
+                  stop_timeout_s=5, risk=RiskSpec(max_daily_loss=100.0))  # fmt: skip
+    answering = [True]
+
+    def ask(request: dict[str, Any]) -> dict[str, Any]:
+        if not answering[0]:
+            raise NoAnswer("refused")
+        return arb.handle(None, request) or {}  # type: ignore[arg-type]
+
+    empty = StateDir(tmp_path / "elsewhere")
+    entries = Entries(empty, ask=ask)
+    watcher = Watcher(empty, ["a"], processes=entries, risk=entries.risk)
+    assert watcher.poll() == []
+    arb.heard(arb.procs[0], money_line(-150.0, 5_000.0))
+    told = watcher.poll()
+    assert [(e.kind, e.account) for e in told] == [("risk_breach", None)], told
+    assert told[0].data["day_pnl"] == -150.0
+    assert watcher.poll() == []  # once
+    answering[0] = False
+    assert entries() == {} and entries.risk() == {}  # the file (none here) when no answer
+    procutil.write_json_atomic(empty.supervisor_json, arb.status_data())
+    assert entries()["a"]["state"] == arb.procs[0].state
+    assert entries.risk()["breach"] == told[0].data["reason"]
     router.close()

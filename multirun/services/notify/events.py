@@ -98,10 +98,15 @@ class Watcher:
         clock: Callable[[], float] = time.time,
         backoff_after: int = BACKOFF_AFTER,
         processes: statefiles.ProcessEntries | None = None,
+        risk: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.layout = layout
         # each account's process entry: supervisor.json's, or run-account's own
         self.processes = processes or functools.partial(statefiles.supervised, self.layout)
+        # the file-level limit's state (``risk``), looked at after ``processes``: by
+        # default supervisor.json's, parsed again only when the file changed (a poll
+        # parsing the whole file each second for it was a third of the poll's CPU)
+        self.risk = risk or self.file_risk
         self.names = list(names)
         self.clock = clock
         self.backoff_after = backoff_after
@@ -226,7 +231,7 @@ class Watcher:
 
     def fleet(self, now: float) -> list[Event]:
         """The file-level limit's breach (the supervisor's ``risk.breach``): told once."""
-        risk = statefiles.read_supervisor(self.layout).get("risk") or {}
+        risk = self.risk()
         breach = risk.get("breach")
         if breach == self.fleet_breach:
             return []
@@ -250,6 +255,10 @@ class Watcher:
         why = status.get("last_error") or "no reason given"
         text = f"{name}: {total - before} order(s) refused by the server: {why}"
         return [Event("rejected", text, name, state, now, {"refused_total": total})]
+
+    def file_risk(self) -> Mapping[str, Any]:
+        """``supervisor.json``'s ``risk`` ({} when none)."""
+        return self.statuses_read.read(self.layout.supervisor_json).get("risk") or {}
 
     def _path(self, name: str) -> Path:
         if name not in self.paths:

@@ -13,7 +13,8 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from multirun.config.specs import AccountSpec, RunnerSpec
 from multirun.core import statefiles
@@ -39,10 +40,12 @@ def serve(
     *,
     poll_s: float = POLL_S,
     processes: statefiles.ProcessEntries | None = None,
+    risk: Callable[[], Mapping[str, Any]] | None = None,
 ) -> int:
     """Watch the state dir until SIGTERM, sending what it finds; then the last messages.
-    ``processes``: each account's process entry (the supervisor's memory; by default
-    ``supervisor.json``)."""
+    ``processes``: each account's process entry, ``risk``: the file-level limit's state
+    (the supervisor's memory, its ``risk`` looked at after ``processes``; by default
+    ``supervisor.json``'s)."""
     if not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -51,7 +54,7 @@ def serve(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     layout = StateDir(runner.state_dir)
-    watcher = Watcher(layout, names, processes=processes)
+    watcher = Watcher(layout, names, processes=processes, risk=risk)
     deliverer = deliver.Deliverer.for_targets(
         runner.notify, secrets_of(runner), config=str(runner.path)
     )
