@@ -107,14 +107,67 @@ def exchange(path: Path, payload: dict[str, Any], timeout_s: float) -> dict[str,
     ``timeout_s``. Raises :class:`NoAnswer` when the connection is refused, another
     :class:`SupervisorError` when no proper reply comes in time."""
     deadline = time.monotonic() + timeout_s
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(min(timeout_s, 10.0))
-        try:
-            bind_or_connect(sock, path, bind=False)
-        except OSError as error:
-            raise NoAnswer(error.strerror or str(error)) from None
+    with connect(path, timeout_s) as sock:
         sock.sendall(json.dumps({"v": PROTOCOL, **payload}).encode() + b"\n")
         return _read_reply(sock, deadline)
+
+
+def connect(path: Path, timeout_s: float) -> socket.socket:
+    """A connection to the control socket at ``path``; :class:`NoAnswer` when refused."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(min(timeout_s, 10.0))
+    try:
+        bind_or_connect(sock, path, bind=False)
+    except OSError as error:
+        sock.close()
+        raise NoAnswer(error.strerror or str(error)) from None
+    return sock
+
+
+class Closed(SupervisorError):
+    """The supervisor closed the connection before its reply."""
+
+
+class KeptConnection:
+    """:func:`exchange` for a caller that asks every second (the notifier): one connection
+    kept open from request to request (the server reads request after request on one), so
+    an ask costs the supervisor a read and a reply, not also an accept, a peer check and a
+    close, each a turn of its loop. A connection that failed (no reply in time: a late one
+    would answer the next request) is dropped and the next request opens another; a kept
+    one the server closed (idle for :data:`READ_DEADLINE_S`, a supervisor gone) is opened
+    again at once for the same request (every request sent here is a read: ``status``)."""
+
+    def __init__(self, path: Path, timeout_s: float) -> None:
+        self.path = path
+        self.timeout_s = timeout_s
+        self.sock: socket.socket | None = None
+
+    def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.sock is not None:
+            try:
+                return self._exchange(self.sock, payload)
+            except (Closed, BrokenPipeError, ConnectionResetError):
+                self.close()  # the server closed the kept one: once more on a new one
+            except BaseException:
+                self.close()
+                raise
+        self.sock = connect(self.path, self.timeout_s)
+        try:
+            return self._exchange(self.sock, payload)
+        except BaseException:
+            self.close()
+            raise
+
+    def _exchange(self, sock: socket.socket, payload: dict[str, Any]) -> dict[str, Any]:
+        deadline = time.monotonic() + self.timeout_s
+        sock.settimeout(min(self.timeout_s, 10.0))
+        sock.sendall(json.dumps({"v": PROTOCOL, **payload}).encode() + b"\n")
+        return _read_reply(sock, deadline, alone=True)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 UNCHANGED_KEYS = ("v", "ok", "generation", "unchanged")  # an "unchanged" reply's own words
@@ -149,7 +202,9 @@ class StatusReplies:
         return reply
 
 
-def _read_reply(sock: socket.socket, deadline: float) -> dict[str, Any]:
+def _read_reply(sock: socket.socket, deadline: float, *, alone: bool = False) -> dict[str, Any]:
+    """The one reply line on ``sock``; ``alone``: nothing may follow it (the connection
+    carries the next request's reply next)."""
     data = b""
     while b"\n" not in data:
         left = deadline - time.monotonic()
@@ -161,14 +216,17 @@ def _read_reply(sock: socket.socket, deadline: float) -> dict[str, Any]:
         except TimeoutError:
             continue
         except OSError as error:
-            raise SupervisorError(f"the supervisor closed the connection: {error}") from None
+            raise Closed(f"the supervisor closed the connection: {error}") from None
         if not chunk:
-            raise SupervisorError("the supervisor closed the connection without a reply")
+            raise Closed("the supervisor closed the connection without a reply")
         data += chunk
         if len(data) > 64 * MAX_REQUEST:
             raise SupervisorError("the supervisor's reply is too long")
+    line, rest = data.split(b"\n", 1)
+    if alone and rest:
+        raise SupervisorError("the supervisor's reply is followed by another")
     try:
-        reply = json.loads(data.split(b"\n", 1)[0])
+        reply = json.loads(line)
     except ValueError:
         raise SupervisorError("the supervisor's reply is not JSON") from None
     if not isinstance(reply, dict):

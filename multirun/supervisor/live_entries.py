@@ -3,23 +3,22 @@
 On a full disk (issue 23, case 3) no file can be written: ``supervisor.json`` and every
 ``status.json`` keep saying RUNNING while a worker, told on its pipe, is HALTED. The
 notifier, a child of the supervisor, asks the supervisor over its control socket (the
-``status`` request ``multirun status`` makes) each time it looks, and reads
-``supervisor.json`` only when the socket does not answer (a stopping supervisor, an
-older one). The reply's accounts have the file's shape (:class:`ProcessEntry`), with
+``status`` request ``multirun status`` makes, on one connection kept open) each time it
+looks, and reads ``supervisor.json`` only when the socket does not answer (a stopping
+supervisor, an older one). The reply's accounts have the file's shape (:class:`ProcessEntry`), with
 ``worker_state`` and ``worker_reason`` from the pipes; its ``risk`` (the file-level
 limit's sums and breach, live even in an "unchanged" reply) is the file's too.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from multirun.core import statefiles
 from multirun.core.errors import SupervisorError
 from multirun.core.statedir import StateDir
-from multirun.supervisor.control_server import StatusReplies, exchange
+from multirun.supervisor.control_server import KeptConnection, StatusReplies
 
 ASK_TIMEOUT_S = 1.0  # the notifier looks once a second: an answer later than that is stale
 
@@ -39,8 +38,7 @@ class Entries:
     ) -> None:
         """``ask``: one request, its reply (by default over ``layout``'s control socket)."""
         self.layout = layout
-        ask = ask or functools.partial(exchange, layout.control_socket, timeout_s=timeout_s)
-        self.replies = StatusReplies(ask)
+        self.replies = StatusReplies(ask or KeptConnection(layout.control_socket, timeout_s))
         self.seen: Mapping[str, Any] = {}  # what the last call read: the reply, or the file
 
     def __call__(self) -> Mapping[str, statefiles.ProcessEntry]:
