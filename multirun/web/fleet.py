@@ -3,7 +3,7 @@
 :class:`Fleet` answers ``/api/status`` (``multirun status --json``'s document, built by
 :func:`multirun.ops.status.collect_at`), the page's richer view (per account: state,
 strategy, position, P&L, equity sparkline, orders today, uncertain orders; totals; the
-banners that need a look), an account's last log lines and its trades today. Every
+banners that need a look), an account's last log lines and its last trades today. Every
 view is cached for a moment (:data:`STATUS_TTL_S`): three open pages polling cost what one
 does. A log tail and the trades are read again only when their file changed; each row
 says in a word (``logs_version``, ``trades_version``) what they are now, and a page
@@ -54,6 +54,7 @@ STATUS_TTL_S = 2.0  # pages poll every 2 s: one read of the state files serves t
 TALLY_OVERLAP_S = 60.0
 EQUITY_TTL_S = 15.0  # the worker samples its equity every 15 s: no use reading it sooner
 LOG_LINES = 200
+TRADE_ROWS = 200  # an account's last orders of today shown (and every one held)
 LOG_TAIL_BYTES = 256 * 1024  # enough for 200 lines of any sane length
 SPARK_POINTS = 60
 DISK_LOW_BYTES = 200 * 1024 * 1024  # the journals and logs need room: warn below this
@@ -146,17 +147,17 @@ class Fleet:
         return self._cached(f"logs:{name}", 0.0, lambda: self._tail(name), stamp=stamp)
 
     def trades(self, name: str) -> list[dict[str, Any]]:
-        """Account ``name``'s journaled orders of today (UTC) and any still held: as the
-        journal is now (at least as new as its row's ``trades_version``), read again only
-        when it changed."""
+        """Account ``name``'s last :data:`TRADE_ROWS` journaled orders of today (UTC) and
+        every one still held, newest first: as the journal is now (at least as new as its
+        row's ``trades_version``), read again only when it changed."""
         self._known(name)
 
         def rows() -> list[dict[str, Any]]:
-            log = self._journal(name)
-            if log is None:
+            found = self._journal(name)
+            if found is None:
                 return []
             start = self._midnight()
-            today = [t for t in log.trades if t.is_held or max(_times(t)) >= start]
+            today = [t for t in found if t.is_held or max(_times(t)) >= start]
             # a trade's row made again only when it changed (most did not since the
             # last read: a tick adds one or two)
             was, made = self._trade_rows.get(name, {}), {}
@@ -375,20 +376,23 @@ class Fleet:
             "line": self.redact(entry.line),
         }
 
-    def _journal(self, name: str) -> reader.AccountLog | None:
-        def read() -> reader.AccountLog | None:
+    def _journal(self, name: str) -> tuple[reader.JournalTrade, ...] | None:
+        def read() -> tuple[reader.JournalTrade, ...] | None:
             path = self.layout.account(name).journal
-            try:  # today's orders and those held: not weeks of history at every refresh
-                since = self._midnight()
-                return reader.read(
-                    path, name, since=since, with_equity=False, connections=self._connections
+            try:  # today's last orders and those held: not a day of them at every change
+                return reader.newest_trades(
+                    path,
+                    name,
+                    since=self._midnight(),
+                    newest=TRADE_ROWS,
+                    connections=self._connections,
                 )
             except JournalError:
                 return None
 
         stamp = self._journal_stamp(name)
-        result: reader.AccountLog | None = self._cached(f"journal:{name}", 0.0, read, stamp=stamp)
-        return result
+        result = self._cached(f"journal:{name}", 0.0, read, stamp=stamp)
+        return cast(tuple[reader.JournalTrade, ...] | None, result)
 
     def _today(self, name: str) -> dict[str, Any]:
         """``orders_today``: how many orders the journal holds since 0:00 UTC (None: no

@@ -21,7 +21,7 @@ from multirun.core.statedir import StateDir
 from multirun.core.statefiles import SupervisorFile
 from multirun.ops import locate
 from multirun.web.actions import effects
-from multirun.web.fleet import Fleet
+from multirun.web.fleet import TRADE_ROWS, Fleet
 from multirun.web.guard import Guard
 from multirun.web.server import Dashboard
 from tests.web.test_serving import make_fleet
@@ -250,3 +250,31 @@ def test_supervisor_json_is_parsed_again_when_it_changed(tmp_path: Path) -> None
     assert restarts() == 2
     write(3, recent)  # the same inode, size and time: told apart only by being recent
     assert restarts() == 3
+
+
+FULL = (
+    "INSERT INTO orders (order_ref, instrument, side, volume, state, created_ts, closed_ts)"
+    " VALUES (?, 'BTCUSD', 'BUY', 1.0, ?, ?, ?)"
+)
+
+
+def test_the_trades_shown_are_the_days_newest_and_every_one_held_however_old(
+    tmp_path: Path,
+) -> None:
+    fleet = make_fleet(tmp_path)
+    journal, now = tmp_path / "alpha" / "journal.sqlite", time.time()
+    writer = schema.connect(journal)
+    writer.execute(FULL, ("held-since-yesterday", "OPEN", now - 86400 * 2, None))
+    for i in range(TRADE_ROWS + 5):
+        writer.execute(FULL, (f"r{i:03d}", "CLOSED", now - 1000 + i, now - 999 + i))
+    writer.close()
+    refs = [t["order_ref"] for t in fleet.trades("alpha")]
+    newest = [f"r{i:03d}" for i in reversed(range(5, TRADE_ROWS + 5))]
+    assert refs == [*newest, "held-since-yesterday"]  # newest first; the held one kept
+    kept = reader.Connections()
+    found = reader.newest_trades(journal, "alpha", since=now - 1000, newest=3, connections=kept)
+    assert [t.order_ref for t in found] == [
+        "held-since-yesterday", f"r{TRADE_ROWS + 2:03d}", f"r{TRADE_ROWS + 3:03d}",
+        f"r{TRADE_ROWS + 4:03d}"]  # fmt: skip
+    kept.close()
+    fleet.close()
