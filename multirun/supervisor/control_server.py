@@ -242,7 +242,7 @@ class ControlServer:
         path: Path,
         handler: Handler,
         *,
-        add_reader: Callable[[int, Callable[[], None]], None],
+        add_reader: Callable[[int, Callable[[], bool]], None],
         remove_reader: Callable[[int], None],
         log: Callable[[str], None],
     ) -> None:
@@ -279,12 +279,13 @@ class ControlServer:
         listening = [self.listener.fileno()] if self.listener is not None else []
         return [*listening, *self.conns]
 
-    def _accept(self) -> None:
+    def _accept(self) -> bool:
+        """A new connection (or a refused one): nothing for the arbiter's loop to do."""
         assert self.listener is not None
         try:
             sock, _ = self.listener.accept()
         except OSError:
-            return
+            return False
         sock.setblocking(False)
         conn = Conn(sock, time.monotonic())
         self.conns[conn.fd] = conn
@@ -295,50 +296,59 @@ class ControlServer:
             self.send(conn, error_reply(f"permission denied: uid {uid} is not the owner"))
             conn.closing = True
             self.flush(conn)
+        return False
 
-    def _read(self, conn: Conn) -> None:
+    def _read(self, conn: Conn) -> bool:
+        """What ``conn`` sent, request by request; True when the arbiter's loop has to turn:
+        a request that may change something (any but ``status``: a stop, a deferred
+        reply), or a reply the socket did not take whole (:meth:`tick` sends the rest). A
+        ``status`` asked every second (the notifier, the dashboard) then costs a read and a
+        reply, not also a turn over every child."""
         try:
             data = conn.sock.recv(65536)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if not data:
             self.close(conn)
-            return
+            return False
         if conn.closing:
-            return
+            return False
         conn.inbox += data
+        turn = False
         while b"\n" in conn.inbox and not conn.closing and not conn.waiting:
             line, conn.inbox = conn.inbox.split(b"\n", 1)
-            self._request(conn, line)
+            turn |= self._request(conn, line) != "status"
         if len(conn.inbox) > MAX_REQUEST:
             self._refuse(conn, f"request longer than {MAX_REQUEST} bytes")
+        return turn or bool(conn.outbox) or conn.waiting
 
     def _refuse(self, conn: Conn, message: str) -> None:
         self.send(conn, error_reply(message))
         conn.closing = True
         self.flush(conn)
 
-    def _request(self, conn: Conn, line: bytes) -> None:
+    def _request(self, conn: Conn, line: bytes) -> str | None:
+        """Hand one request line to the handler (or refuse it); the command handled."""
         try:
             request = json.loads(line)
         except ValueError:
             self._refuse(conn, "not a JSON request (one JSON object per line)")
-            return
+            return None
         if not isinstance(request, dict):
             self._refuse(conn, "not a JSON object")
-            return
+            return None
         if request.get("v") != PROTOCOL:
             self._refuse(
                 conn,
                 f"protocol version {request.get('v')!r} not supported (this supervisor "
                 f"speaks {PROTOCOL}): use the same multirun for the client and the supervisor",
             )
-            return
+            return None
         if request.get("cmd") not in COMMANDS:
             self._refuse(conn, f"unknown command {request.get('cmd')!r} ({', '.join(COMMANDS)})")
-            return
+            return None
         try:
             reply = self.handler(conn, request)
         except Exception as error:  # the loop must go on whatever a request does
@@ -348,6 +358,7 @@ class ControlServer:
             conn.waiting = True
         else:
             self.send(conn, reply)
+        return str(request["cmd"])
 
     def reply(self, conn: Conn, reply: dict[str, Any]) -> None:
         """The deferred reply of ``conn``'s request, once the change is done."""

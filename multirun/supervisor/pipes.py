@@ -29,10 +29,12 @@ class Pipes:
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = procutil.pipe(nonblocking=True)
         self.selector.register(self.wake_r, selectors.EVENT_READ, None)
-        self.readers: dict[int, Callable[[], None]] = {}  # other descriptors (the control socket)
+        # other descriptors (the control socket): each callback says whether what it read
+        # needs a turn of the arbiter's loop (False: it answered and changed nothing)
+        self.readers: dict[int, Callable[[], bool]] = {}
         self.stirred = False  # the last select woke for a signal or another reader
 
-    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+    def add_reader(self, fd: int, callback: Callable[[], bool]) -> None:
         """Call ``callback`` from :meth:`select` whenever ``fd`` is readable."""
         self.readers[fd] = callback
         self.selector.register(fd, selectors.EVENT_READ, None)
@@ -73,8 +75,7 @@ class Pipes:
                 _drain(self.wake_r)
                 self.stirred = True
             elif key.fd in self.readers:
-                self.readers[key.fd]()
-                self.stirred = True
+                self.stirred |= self.readers[key.fd]()
             elif key.data is not None:  # None: a reader removed during this turn
                 readable.append((key.data, key.fd))
         return readable

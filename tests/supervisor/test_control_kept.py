@@ -1,10 +1,14 @@
-"""The notifier's kept control connection (:class:`KeptConnection`) against the real
-:class:`ControlServer`, driven by a select loop in a thread: many requests on one
-connection, a new one when the server closed it, none reused after a late reply."""
+"""What a control request every second costs: the notifier's kept connection
+(:class:`KeptConnection`) against the real :class:`ControlServer`, driven by a select
+loop in a thread (many requests on one connection, a new one when the server closed it,
+none reused after a late reply), and no turn of the arbiter's loop for a status read."""
 
 from __future__ import annotations
 
+import io
+import json
 import selectors
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -15,6 +19,9 @@ import pytest
 
 from multirun.core.errors import SupervisorError
 from multirun.supervisor.control_server import Conn, ControlServer, KeptConnection
+from multirun.supervisor.output import LogRouter
+from multirun.supervisor.pipes import Pipes
+from tests.conftest import wait_until
 
 
 class Loop:
@@ -33,7 +40,7 @@ class Loop:
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
 
-    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+    def add_reader(self, fd: int, callback: Callable[[], bool]) -> None:
         if self.server.listener is not None and fd != self.server.listener.fileno():
             self.accepted += 1
         self.selector.register(fd, selectors.EVENT_READ, callback)
@@ -88,3 +95,36 @@ def test_a_reply_that_came_late_never_answers_the_next_request(loop: Loop) -> No
     assert kept({"cmd": "status", "n": 1})["said"] == 1  # its own reply, on a new connection
     assert loop.accepted == 2
     kept.close()
+
+
+def test_a_status_request_costs_the_arbiter_no_turn_of_its_loop(tmp_path: Path) -> None:
+    """The arbiter's wait goes on after a status reply (it changed nothing); a request
+    that may change something (here a deferred one) ends the wait: its turn comes."""
+    router = LogRouter.for_accounts([], tmp_path, [], stream=io.StringIO())
+    pipes = Pipes(router)
+    handled: list[str] = []
+
+    def handle(conn: Conn, request: dict[str, Any]) -> dict[str, Any] | None:
+        handled.append(request["cmd"])
+        return {"ok": True} if request["cmd"] == "status" else None
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        server = ControlServer(Path(tmp) / "c.sock", handle, add_reader=pipes.add_reader,
+                               remove_reader=pipes.remove_reader, log=print)  # fmt: skip
+        server.open()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(5)
+            client.connect(str(server.path))
+            client.sendall(b'{"v": 1, "cmd": "status"}\n')
+            for _ in range(20):  # the accept, then the request: neither stirs the loop
+                pipes.select(0.05)
+                assert not pipes.stirred
+                if handled:
+                    break
+            assert handled == ["status"] and json.loads(client.recv(4096))["ok"]
+            client.sendall(b'{"v": 1, "cmd": "pause"}\n')
+            assert wait_until(lambda: pipes.select(0.05) == [] and pipes.stirred, timeout=5)
+            assert handled == ["status", "pause"]
+        server.shut()
+    pipes.shut()
+    router.close()
