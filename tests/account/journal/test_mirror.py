@@ -116,3 +116,23 @@ def test_a_failed_commit_leaves_the_mirror_as_the_file(journal: Journal) -> None
     journal._db = real
     assert journal.get(kept.order_ref).state == INTENT and journal.held() == []
     agrees(journal)
+
+
+def test_the_mirror_keeps_every_unsettled_row_and_only_the_last_settled_ones(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker trading for weeks must not grow by every order it ever made."""
+    monkeypatch.setattr("multirun.account.journal.store.SETTLED_KEPT", 2)
+    still_open = journal.new_intent("BTCUSD", "BUY", 1.0)
+    journal.mark_acked(still_open.order_ref, "1")
+    for i in range(5):
+        order = journal.new_intent("BTCUSD", "BUY", 1.0)
+        journal.mark_acked(order.order_ref, str(10 + i))
+        journal.mark_close_requested([order.order_ref])
+        journal.mark_closed([order.order_ref])
+        journal.record_close(order.order_ref, 101.0, 1.0 + i, "history")  # the sum follows
+    assert journal.realized_since(0.0) == pytest.approx(15.0)
+    kept = set(journal._rows_by_ref)
+    assert still_open.order_ref in kept and len(kept) == 3  # the open one, the last 2 closed
+    agrees(journal)  # those let go are read from the file again, as they are there
+    assert len(journal._rows_by_ref) == 3
