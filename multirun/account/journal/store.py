@@ -57,7 +57,7 @@ SETTLED = (CLOSED, ABANDONED)  # an order in these is done: written again rarely
 # after it is confirmed, and the day's P&L sum moves by the row it had. Keeping every
 # settled row grew a worker by ~0.8 KB a tick (14 MB a day at 5 s); an older one is read
 # from the file again.
-SETTLED_KEPT = 256
+SETTLED_KEPT = 64
 
 
 class Journal:
