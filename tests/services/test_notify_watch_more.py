@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from multirun.config import loader
+from multirun.core import procutil
 from multirun.core.statedir import StateDir
 from multirun.services.notify.events import Watcher, read_object
 from multirun.services.notify.service import watched_specs
@@ -71,3 +72,38 @@ def test_a_json_file_is_read_whole_whatever_its_size(tmp_path: Path) -> None:
     assert read_object(path) is None  # not an object
     path.write_text('{"torn": ')
     assert read_object(path) is None and read_object(tmp_path / "missing.json") is None
+
+
+def test_each_alert_field_of_status_json_reaches_its_alert_and_the_rest_tells_nothing(
+    tmp_path: Path,
+) -> None:
+    """The watcher looks at an account again only when a field of ALERT_FIELDS changed;
+    each of them still makes its alert (and a rewrite after a tick tells nothing)."""
+    layout = StateDir(tmp_path)
+    entries: dict[str, Any] = {"a": {"state": "RUNNING", "pid": 7}}
+    watcher = Watcher(layout, ["a"], processes=lambda: entries)
+    status = layout.account("a").status
+    status.parent.mkdir(parents=True)
+    base = {"pid": 7, "state": "RUNNING", "ticks": 1, "nav": 1000.0, "uncertain_orders": []}
+
+    def told(**changed: Any) -> list[str]:
+        procutil.write_json_atomic(status, {**base, **changed})
+        return [e.text for e in watcher.poll()]
+
+    assert told() == []
+    assert told(ticks=2, nav=1001.0) == []  # a tick's rewrite: nothing new
+    assert told(uncertain_orders=["r-1"]) == [
+        "a: 1 order(s) uncertain (sent, not confirmed; the account opens nothing until "
+        "settled): r-1"
+    ]
+    assert told(state="PAUSED", paused_reason="paused by operator") == [
+        "a: PAUSED: paused by operator; nothing opens until resumed"
+    ]
+    assert told(state="HALTED", halted_reason="3 failed ticks") == ["a: HALTED: 3 failed ticks"]
+    assert told(state="HALTED", halted_reason="3 failed ticks", ticks=9) == []
+    assert told(state="HALTED", pid=8) == [  # another process's file: the supervisor's word
+        "a: recovered: RUNNING again (was HALTED)"
+    ]
+    assert told(orders_refused=1, last_error="margin") == [
+        "a: 1 order(s) refused by the server: margin"
+    ]

@@ -38,6 +38,15 @@ ALERT_STATES = (State.FATAL, State.HALTED, State.OVERDUE, State.BACKOFF)
 # fleet's: "fleet daily loss ..."), and the trading hours' (no alert: the plan)
 LIMIT_WORDS = ("daily loss", "drawdown")
 FLEET = "fleet "
+# What an account's alerts are made of in its status.json: all that :meth:`Watcher.account`
+# is given of it. The file is rewritten after every tick, mostly with none of these changed
+# (its time, its P&L): then a look at the account would find nothing new, and is skipped.
+ALERT_FIELDS = (
+    *("pid", "state", "halted_reason", "paused_reason"),
+    *("uncertain_orders", "orders_refused", "last_error"),
+)
+# an account's last look: its entry, its status, that status's ALERT_FIELDS
+Look = tuple[Mapping[str, Any], Mapping[str, Any], tuple[Any, ...]]
 READ_CHUNK = 64 * 1024  # a status.json is about 1 KB; supervisor.json 250 bytes an account
 
 
@@ -122,9 +131,10 @@ class Watcher:
         self.told_previous = False  # previous_died: told at the first poll
         self.statuses_read = ChangedFiles()
         self.paths: dict[str, Path] = {}  # account -> its status.json
-        # what each account's last look was made of (its entry, its status: the same
-        # objects while neither changed, and then the look would find nothing new)
-        self.looked_at: dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
+        # what each account's last look was made of: its entry and its status (the same
+        # objects while neither changed), and that status's ALERT_FIELDS; the same again,
+        # the look would find nothing new
+        self.looked_at: dict[str, Look] = {}
 
     def poll(self) -> list[Event]:
         now = self.clock()
@@ -138,13 +148,16 @@ class Watcher:
         # accounts a reload added are in the supervisor's entries: watched from then on
         self.names += [name for name in procs if name not in self.names]
         for name in self.names:
-            status = cast(statefiles.WorkerStatus, self.statuses_read.read(self._path(name)))
+            status = self.statuses_read.read(self._path(name))
             proc = procs.get(name) or {}
             looked_at = self.looked_at.get(name)
             if looked_at is None or looked_at[0] is not proc or looked_at[1] is not status:
                 # (the same inputs again would tell nothing: each told change is kept)
-                self.looked_at[name] = (proc, status)
-                events.extend(self.account(name, proc, status, now))
+                fields = tuple(status.get(key) for key in ALERT_FIELDS)
+                if looked_at is None or looked_at[0] is not proc or looked_at[2] != fields:
+                    seen = dict(zip(ALERT_FIELDS, fields, strict=True))
+                    events.extend(self.account(name, proc, seen, now))
+                self.looked_at[name] = (proc, status, fields)
             if status:
                 self.statuses[name] = status
         return events
