@@ -31,6 +31,7 @@ says when one was deleted or replaced (a state directory removed while running).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import os
@@ -93,6 +94,8 @@ class Journal:
         self._cache: dict[tuple[str, ...], list[JournalOrder]] = {}
         self._rows_by_ref: dict[str, JournalOrder | None] = {}
         self._settled: dict[str, None] = {}  # its settled (or unknown) refs, oldest first
+        # (since_ts, the creation times of our orders since then, sorted): sent_since's
+        self._sent: tuple[float, list[float]] | None = None
         # (since_ts, realized_since(since_ts)) kept up to date by the mirror: read every
         # tick, it would otherwise sum a day of closes each time
         self._realized: tuple[float, float] | None = None
@@ -168,16 +171,19 @@ class Journal:
         """Commit the intent of an order (with a fresh orderRef) before it is sent."""
         if self.refusal is not None:
             raise JournalError(f"no new orders: {self.refusal}")
+        created = self._now()
         with self._tx(refs=()) as db:
             seq = order_refs.next_seq(db)
             ref = f"{self.prefix}{self.epoch}-{seq}"
             db.execute(
                 "INSERT INTO orders (order_ref, instrument, side, volume, state, created_ts)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (ref, instrument, side, volume, INTENT, self._now()),
+                (ref, instrument, side, volume, INTENT, created),
             )
             self._rows_by_ref.setdefault(ref, None)  # inserted: no row before it
             self._mirror([ref])
+        if self._sent is not None:  # committed: the only row of origin 'sent' we make
+            bisect.insort(self._sent[1], created)
         return self.get(ref)
 
     def mark_send_ended(self, order_ref: str, at: float | None = None) -> None:
@@ -367,11 +373,25 @@ class Journal:
         return self.in_states(INTENT)
 
     def sent_since(self, since_ts: float) -> int:
-        """How many orders we created (sent or about to) since ``since_ts``."""
-        (row,) = self._rows(
-            "SELECT COUNT(*) FROM orders WHERE origin = 'sent' AND created_ts >= ?", (since_ts,)
+        """How many orders we created (sent or about to) since ``since_ts``. The lock's
+        holder reads their times once, then keeps them (:meth:`new_intent` adds each),
+        those before ``since_ts`` let go: counting an hour of orders in the file before
+        every order (max_orders_per_hour) cost 0.2 ms at one order a second."""
+        kept = self._sent
+        if kept is not None and since_ts >= kept[0]:
+            times = kept[1]
+            del times[: bisect.bisect_left(times, since_ts)]
+            self._sent = (since_ts, times)
+            return len(times)
+        rows = self._rows(
+            "SELECT created_ts FROM orders WHERE origin = 'sent' AND created_ts >= ?"
+            " ORDER BY created_ts",
+            (since_ts,),
         )
-        return int(row[0])
+        times = [float(row[0]) for row in rows]
+        if self._lock is not None:  # the only writer: the mirror keeps them
+            self._sent = (since_ts, times)
+        return len(times)
 
     def all_orders(self) -> list[JournalOrder]:
         rows = self._rows("SELECT * FROM orders ORDER BY id")
@@ -644,6 +664,7 @@ class Journal:
         self._cache.clear()
         self._rows_by_ref.clear()
         self._settled.clear()
+        self._sent = None
         self._realized = None
 
 

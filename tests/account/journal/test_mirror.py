@@ -18,6 +18,7 @@ from multirun.account.journal.schema import JournalOrder
 from multirun.account.journal.store import HELD, INTENT, Journal
 from multirun.core.errors import JournalError
 from multirun.core.statedir import StateDir
+from tests.clocks import ManualClock
 
 PREFIX = "mr-alpha-"
 STATES = (HELD, (INTENT,), ("CLOSED",))
@@ -56,6 +57,9 @@ def agrees(journal: Journal) -> None:
         assert journal.realized_since(0.0) == pytest.approx(
             other.execute(sql, (0.0,)).fetchone()[0]
         )
+        sent = "SELECT COUNT(*) FROM orders WHERE origin = 'sent' AND created_ts >= ?"
+        for since in (0.0, 1.0):  # the mirror's, then a later start: what it keeps is cut
+            assert journal.sent_since(since) == other.execute(sent, (since,)).fetchone()[0]
 
 
 def test_the_mirror_follows_every_write_of_an_orders_life(journal: Journal) -> None:
@@ -136,3 +140,19 @@ def test_the_mirror_keeps_every_unsettled_row_and_only_the_last_settled_ones(
     assert still_open.order_ref in kept and len(kept) == 3  # the open one, the last 2 closed
     agrees(journal)  # those let go are read from the file again, as they are there
     assert len(journal._rows_by_ref) == 3
+
+
+def test_the_orders_sent_in_the_last_hour_are_counted_from_memory(tmp_path: Path) -> None:
+    clock = ManualClock(start=1000.0)
+    account = StateDir(tmp_path / "state").account("alpha")
+    journal = Journal.for_account(account, PREFIX, clock=clock)
+    first = journal.new_intent("BTCUSD", "BUY", 1.0)
+    journal.adopt("mr-alpha-OTHERS-1", "5", "BTCUSD", "BUY", 1.0)  # not one we sent
+    assert journal.sent_since(0.0) == 1
+    clock.advance(1000.0)
+    journal.new_intent("BTCUSD", "SELL", 1.0)  # committed: counted without a read
+    assert journal.sent_since(1500.0) == 1  # the first is before: let go
+    assert journal.sent_since(0.0) == 2  # an earlier start: read from the file again
+    assert journal.get(first.order_ref).origin == "sent"
+    agrees(journal)
+    journal.close()
