@@ -1,5 +1,6 @@
 """A file rewritten after every tick (multirun.core.procutil.RewrittenJson): readers see
-the old or the new content, and no inode is made or freed by a write."""
+the old or the new content, and no inode is made or freed by a write; and read_json,
+which reads such a file whole or not at all."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from multirun.core import procutil
-from multirun.core.procutil import RewrittenJson
+from multirun.core.procutil import RewrittenJson, read_json
 
 
 @pytest.fixture
@@ -101,3 +102,14 @@ def test_a_link_left_by_a_process_killed_before_its_rename_is_replaced(
     later[0] += 1.0
     status.write({"ticks": 2})
     assert json.loads(path.read_text()) == {"ticks": 2} and not left.exists()
+
+
+def test_a_json_file_is_read_whole_whatever_its_size(tmp_path: Path) -> None:
+    big = {f"acct-{i:04d}": {"state": "RUNNING", "pid": i} for i in range(3000)}  # ~150 KB
+    path = tmp_path / "supervisor.json"
+    path.write_text(json.dumps({"accounts": big}))
+    assert read_json(path) == {"accounts": big}
+    path.write_text("[1]")
+    assert read_json(path) is None  # not an object
+    path.write_text('{"torn": ')
+    assert read_json(path) is None and read_json(tmp_path / "missing.json") is None

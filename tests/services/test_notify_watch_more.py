@@ -11,7 +11,7 @@ from typing import Any
 from multirun.config import loader
 from multirun.core import procutil
 from multirun.core.statedir import StateDir
-from multirun.services.notify.events import Watcher, read_object
+from multirun.services.notify.events import Watcher
 from multirun.services.notify.service import watched_specs
 
 
@@ -61,17 +61,6 @@ def test_refusals_are_read_from_status_json_and_each_told_once(tmp_path: Path) -
     said(10)  # (another size: a change seen whatever the file system's time resolution)
     events = watcher.poll()
     assert [e.text for e in events] == ["a: 8 order(s) refused by the server: margin"]
-
-
-def test_a_json_file_is_read_whole_whatever_its_size(tmp_path: Path) -> None:
-    big = {f"acct-{i:04d}": {"state": "RUNNING", "pid": i} for i in range(3000)}  # ~150 KB
-    path = tmp_path / "supervisor.json"
-    path.write_text(json.dumps({"accounts": big}))
-    assert read_object(path) == {"accounts": big}
-    path.write_text("[1]")
-    assert read_object(path) is None  # not an object
-    path.write_text('{"torn": ')
-    assert read_object(path) is None and read_object(tmp_path / "missing.json") is None
 
 
 def test_each_alert_field_of_status_json_reaches_its_alert_and_the_rest_tells_nothing(

@@ -15,7 +15,6 @@ fleet, not one per account. The journals tell what a stop left open (:func:`left
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +27,7 @@ from multirun.account.worker import OUTSIDE_HOURS
 from multirun.config.specs import AccountSpec
 from multirun.core import statefiles
 from multirun.core.clock import iso_ms
-from multirun.core.procutil import FileSignature, signature
+from multirun.core.procutil import FileSignature, read_json, signature
 from multirun.core.statedir import StateDir
 from multirun.core.states import State
 
@@ -47,7 +46,6 @@ ALERT_FIELDS = (
 )
 # an account's last look: its entry, its status, that status's ALERT_FIELDS
 Look = tuple[Mapping[str, Any], Mapping[str, Any], tuple[Any, ...]]
-READ_CHUNK = 64 * 1024  # a status.json is about 1 KB; supervisor.json 250 bytes an account
 
 
 def pause_alert(reason: str | None) -> str | None:
@@ -318,29 +316,9 @@ class ChangedFiles:
         seen = self._seen.get(path)
         if seen is not None and seen[0] == stamp:
             return seen[1]
-        data = (read_object(path) or {}) if stamp is not None else {}
+        data = (read_json(path) or {}) if stamp is not None else {}
         self._seen[path] = (stamp, data)
         return data
-
-
-def read_object(path: Path) -> dict[str, Any] | None:
-    """:func:`~multirun.core.procutil.read_json` in four system calls (open, read, the
-    read that finds the end, close) where ``Path.read_text`` makes eight (two fstat, an
-    isatty ioctl, a seek): ten status.json files a second at 50 accounts."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return None
-    try:
-        chunks = [os.read(fd, READ_CHUNK)]
-        while chunks[-1]:  # to the end, whatever a read returned
-            chunks.append(os.read(fd, READ_CHUNK))
-        data = json.loads(b"".join(chunks))
-    except (OSError, ValueError):
-        return None
-    finally:
-        os.close(fd)
-    return data if isinstance(data, dict) else None
 
 
 def why(name: str, state: str, proc: Mapping[str, Any], status: Mapping[str, Any]) -> str:
