@@ -16,6 +16,7 @@ from typing import Any
 from multirun.core import procutil
 from multirun.core.errors import SupervisorError
 from multirun.core.statedir import StateDir
+from multirun.supervisor.control_server import KeptConnection as KeptConnection  # the dashboard's
 from multirun.supervisor.control_server import NoAnswer, exchange
 from multirun.supervisor.control_server import StatusReplies as StatusReplies  # the dashboard's
 

@@ -102,8 +102,11 @@ class Fleet:
         self.accounts = {name: facts.masked(redactor) for name, facts in accounts.items()}
         self.clock = clock
         self.disk_free = disk_free or _disk_free
-        # a request to the supervisor on its control socket, and its reply
-        self.ask = ask or functools.partial(control_client.request, timeout_s=fleet_status.ASK_S)
+        # a request to the supervisor on its control socket, and its reply: by default on
+        # one connection kept between builds (a new one every 2 s cost the supervisor an
+        # accept, a peer check and a close besides the reply)
+        self._kept = control_client.KeptConnection(self.layout.control_socket, fleet_status.ASK_S)
+        self.ask = ask or (lambda _state_dir, payload: self._kept(payload))
         self._lock = threading.RLock()  # view() reads status() under it
         self._cache: dict[str, _Cached] = {}
         self._journals: dict[str, tuple[str, str]] = {}  # each account's journal and its WAL
@@ -125,8 +128,9 @@ class Fleet:
         self._supervisor_file: tuple[FileSignature | None, SupervisorFile] = (None, {})
 
     def close(self) -> None:
-        """Close the journals' connections kept between reads."""
+        """Close the journals' connections kept between reads, and the supervisor's."""
         self._connections.close()
+        self._kept.close()
 
     # --- the documents -------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -24,6 +25,8 @@ from multirun.web.actions import effects
 from multirun.web.fleet import TRADE_ROWS, Fleet
 from multirun.web.guard import Guard
 from multirun.web.server import Dashboard
+from tests.conftest import wait_until
+from tests.supervisor.test_control_kept import Loop
 from tests.web.test_serving import make_fleet
 
 ORDER = (
@@ -278,3 +281,17 @@ def test_the_trades_shown_are_the_days_newest_and_every_one_held_however_old(
         f"r{TRADE_ROWS + 4:03d}"]  # fmt: skip
     kept.close()
     fleet.close()
+
+
+def test_the_supervisor_is_asked_on_one_connection_kept_between_builds() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:  # a short path for the socket
+        loop = Loop(StateDir(Path(tmp)).control_socket)
+        fleet = Fleet(Path(tmp), file_view=lambda: None, accounts={}, redactor=Redactor([]))
+        try:
+            said = [fleet.ask(Path(tmp), {"cmd": "status", "n": n})["said"] for n in range(3)]
+            assert said == [0, 1, 2] and loop.accepted == 1
+            fleet.close()  # and closed with the fleet
+            wait_until(lambda: not loop.server.conns, 5)  # the kept one closed
+        finally:
+            loop.done.set()
+            loop.thread.join(timeout=5)
