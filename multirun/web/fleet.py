@@ -34,15 +34,13 @@ from typing import Any, cast
 from multirun.account.journal import reader
 from multirun.core.clock import iso_ms
 from multirun.core.errors import JournalError, SupervisorError
-from multirun.core.procutil import FileSignature, signature
+from multirun.core.procutil import ChangedFiles, FileSignature, signature
 from multirun.core.redact import Redactor
 from multirun.core.statedir import JOURNAL, AccountDir, StateDir
 from multirun.core.statefiles import (
     ProcessEntry,
     SupervisorFile,
     WorkerStatus,
-    read_supervisor,
-    read_worker_status,
 )
 from multirun.core.states import State
 from multirun.ops import control_client, locate, logs_view
@@ -114,7 +112,7 @@ class Fleet:
         # the last build's rows, by name: (as read, as masked)
         self._rows: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._tails: dict[str, _Tail] = {}  # each account's log tail, read so far
-        self._statuses: dict[str, tuple[object, WorkerStatus]] = {}  # (file stamp, status)
+        self._files = ChangedFiles()  # the status files and supervisor.json, read so far
         self._status_paths: dict[str, str] = {}  # each account's status file
         self._trade_rows: dict[str, dict[reader.JournalTrade, dict[str, Any]]] = {}
         self._logs: dict[str, str] = {}  # each account's log path
@@ -122,10 +120,9 @@ class Fleet:
         # the supervisor's status reply, asked `unless` the one kept is current
         self._replies = control_client.StatusReplies(functools.partial(self.ask, self.layout.path))
         self._dirs: tuple[object, list[str]] = (None, [])  # the state dir's stamp, its dirs
-        # each account's row as merged last (its inputs: entry, status, running), and
-        # supervisor.json as parsed last (its stamp): made again only when they changed
+        # each account's row as merged last (its inputs: entry, status, running): made
+        # again only when they changed
         self._merged: dict[str, tuple[object, object, bool, fleet_status.AccountStatus]] = {}
-        self._supervisor_file: tuple[FileSignature | None, SupervisorFile] = (None, {})
 
     def close(self) -> None:
         """Close the journals' connections kept between reads, and the supervisor's."""
@@ -233,15 +230,7 @@ class Fleet:
     def _read_supervisor(self, layout: StateDir) -> SupervisorFile:
         """``supervisor.json``, parsed again only when it changed (the supervisor saves it
         on a change of state, not every 2 s)."""
-        stamp = signature(layout.supervisor_json)
-        kept = self._supervisor_file
-        # parsed again while its time is too recent to tell two writes apart
-        settled = stamp is not None and time.time() - stamp.mtime_ns / 1e9 >= RACY_S
-        if settled and kept[0] == stamp:
-            return kept[1]
-        data = read_supervisor(layout)
-        self._supervisor_file = (stamp, data)
-        return data
+        return cast(SupervisorFile, self._files.read(layout.supervisor_json))
 
     def _account_names(self) -> list[str]:
         """``StateDir.account_names``: the account directories listed again only when the
@@ -259,21 +248,14 @@ class Fleet:
         return [d for d in self._dirs[1] if os.path.exists(os.path.join(root, d, JOURNAL))]
 
     def _worker_status(self, account: AccountDir) -> WorkerStatus:
-        """An account's status file, parsed again only when it changed (a file replaced
-        or rewritten has another inode, size or time): a worker writes it once a tick,
-        the page asks every 2 s. Read after the look: a change between them is read
-        again next time."""
+        """An account's status file, parsed again only when it changed: a worker writes
+        it once a tick, the page asks every 2 s. Read after the look: a change between
+        them is read again next time."""
         name = account.path.name
         path = self._status_paths.get(name)
         if path is None:  # made once, not joined per row per build
             path = self._status_paths[name] = str(account.status)
-        stamp = signature(path)
-        hit = self._statuses.get(name)
-        if hit is not None and stamp is not None and hit[0] == stamp:
-            return hit[1]
-        status = read_worker_status(account)
-        self._statuses[name] = (stamp, status)
-        return status
+        return cast(WorkerStatus, self._files.read(path))
 
     def _masked_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each row masked: its fields that changed since the last build (a tick changes

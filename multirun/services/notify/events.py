@@ -27,7 +27,7 @@ from multirun.account.worker import OUTSIDE_HOURS
 from multirun.config.specs import AccountSpec
 from multirun.core import statefiles
 from multirun.core.clock import iso_ms
-from multirun.core.procutil import FileSignature, read_json, signature
+from multirun.core.procutil import ChangedFiles
 from multirun.core.statedir import StateDir
 from multirun.core.states import State
 
@@ -298,27 +298,6 @@ class Watcher:
                 f"NAV {fmt(row['nav'])}, {row['open_trades'] or 0} open trade(s)"
             )
         return Event("daily_summary", "\n".join(lines), None, None, now, {"accounts": rows})
-
-
-class ChangedFiles:
-    """JSON files, parsed again only when a file changed: polled every second, a
-    worker's status.json mostly has not (it is replaced whole: a new one has another
-    inode, size or time), and parsing 100 files a second was most of what the notifier
-    cost (2.9 ms a poll at 50 accounts). A file read again is a new object; an unchanged
-    one is the same object as last time."""
-
-    def __init__(self) -> None:
-        self._seen: dict[Path, tuple[FileSignature | None, dict[str, Any]]] = {}
-
-    def read(self, path: Path) -> dict[str, Any]:
-        """The object in ``path`` ({} when missing or unreadable)."""
-        stamp = signature(path)
-        seen = self._seen.get(path)
-        if seen is not None and seen[0] == stamp:
-            return seen[1]
-        data = (read_json(path) or {}) if stamp is not None else {}
-        self._seen[path] = (stamp, data)
-        return data
 
 
 def why(name: str, state: str, proc: Mapping[str, Any], status: Mapping[str, Any]) -> str:
