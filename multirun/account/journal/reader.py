@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -141,25 +141,20 @@ def read(
     path: Path,
     name: str,
     *,
-    since: float | None = None,
-    with_equity: bool = True,
     connections: Connections | None = None,
 ) -> AccountLog:
-    """The journal at ``path`` read once, read-only; JournalError if it cannot be read.
-
-    ``since`` (a timestamp): only the orders created or closed since then, those still
-    held, and the equity points since then: a live view of today need not read weeks of
-    history (the dashboard refreshes every few seconds). ``with_equity=False``: no equity
-    series (:func:`nav_series` reads a light one). ``connections``: the journal read
-    through the connection kept there (else opened and closed for this read)."""
+    """The journal at ``path`` read once, read-only, whole (a report's); JournalError if it
+    cannot be read. ``connections``: the journal read through the connection kept there
+    (else opened and closed for this read). A live view reads less: :func:`activity`,
+    :func:`newest_trades`."""
     if not path.is_file():
         raise JournalError(f"{name}: no journal at {path}")
     opened = _open_ro(path) if connections is None else connections.reading(path)
     try:
         with opened as db:
             columns = _columns(db, "orders")
-            trades = _trades(db, columns, since) if columns else ()
-            equity = _equity(db, since) if with_equity and _columns(db, "equity") else ()
+            trades = _trades(db, columns) if columns else ()
+            equity = _equity(db) if _columns(db, "equity") else ()
     except sqlite3.Error as error:
         raise JournalError(f"{name}: cannot read {path}: {error}") from None
     has_prices = "realized_pl" in columns
@@ -178,12 +173,15 @@ def newest_trades(
             columns = _columns(db, "orders")
             if not columns:
                 return ()
-            recent = _trades(db, columns, since, newest=newest)
-            held = _trades(db, columns, None, held_only=True)
+            recent = "created_ts >= ?" + (" OR closed_ts >= ?" if "closed_ts" in columns else "")
+            params = (since,) * recent.count("?")
+            newest_first = " ORDER BY created_ts DESC, rowid DESC LIMIT ?"
+            recent_rows = _trades(db, columns, f" WHERE {recent}", (*params, newest), newest_first)
+            held = _trades(db, columns, f" WHERE {_HELD_WHERE}", HELD)
     except sqlite3.Error as error:
         raise JournalError(f"{name}: cannot read {path}: {error}") from None
-    shown = {t.order_ref for t in recent}
-    both = [*recent, *(t for t in held if t.order_ref not in shown)]
+    shown = {t.order_ref for t in recent_rows}
+    both = [*recent_rows, *(t for t in held if t.order_ref not in shown)]
     return tuple(sorted(both, key=lambda t: t.created_ts))
 
 
@@ -240,22 +238,6 @@ def _navs(db: sqlite3.Connection, since: float) -> tuple[NavPoint, ...]:
     return tuple(NavPoint(float(ts), float(nav)) for ts, nav in rows)
 
 
-def nav_series(path: Path, name: str, since: float) -> list[tuple[float, float]]:
-    """(ts, nav) of the equity points since ``since``, oldest first: a sparkline's data,
-    without building a row object per point (a day at one point every 15 s is 5,760)."""
-    try:
-        with _open_ro(path) as db:
-            if "nav" not in _columns(db, "equity"):
-                return []
-            rows = db.execute(
-                "SELECT ts, nav FROM equity WHERE ts >= ? AND nav IS NOT NULL ORDER BY ts",
-                (since,),
-            )
-            return [(float(ts), float(nav)) for ts, nav in rows]
-    except sqlite3.Error as error:
-        raise JournalError(f"{name}: cannot read {path}: {error}") from None
-
-
 PAUSE_KEY = "pause"  # the journal's meta row of a pause (Journal.record_pause writes it)
 
 
@@ -297,30 +279,20 @@ def _columns(db: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
 
 
+_HELD_WHERE = f"state IN ({', '.join('?' * len(HELD))})"
+
+
 def _trades(
     db: sqlite3.Connection,
     columns: set[str],
-    since: float | None,
-    *,
-    newest: int | None = None,
-    held_only: bool = False,
+    where: str = "",
+    params: Sequence[object] = (),
+    order: str = " ORDER BY created_ts, rowid",
 ) -> tuple[JournalTrade, ...]:
-    """The orders created or closed since ``since`` and those held (every one when
-    ``since`` is None), oldest first; ``newest``: only that many of the recent ones, the
-    newest, and not the held ones beyond them; ``held_only``: the held ones alone."""
+    """The orders ``where`` says (all by default), as trades, in ``order`` (oldest first
+    by default)."""
     wanted = [c for c in _BASE] + [c for c in _OPTIONAL if c in columns]
-    held = f"state IN ({', '.join('?' * len(HELD))})"
-    where, params = "", tuple[object, ...]()
-    if held_only:
-        where, params = f" WHERE {held}", tuple(HELD)
-    elif since is not None:
-        recent = "created_ts >= ?" + (" OR closed_ts >= ?" if "closed_ts" in columns else "")
-        where = f" WHERE {recent}" if newest is not None else f" WHERE {recent} OR {held}"
-        params = (since,) * recent.count("?") + (() if newest is not None else tuple(HELD))
-    order = " ORDER BY created_ts, rowid"
-    if newest is not None:
-        order, params = " ORDER BY created_ts DESC, rowid DESC LIMIT ?", (*params, newest)
-    rows = db.execute(f"SELECT {', '.join(wanted)} FROM orders{where}{order}", params)
+    rows = db.execute(f"SELECT {', '.join(wanted)} FROM orders{where}{order}", tuple(params))
     out = []
     for values in rows:
         row = dict(zip(wanted, values, strict=True))
@@ -344,18 +316,15 @@ def _trades(
                 price_source=row.get("price_source") or None,
             )
         )
-    return tuple(reversed(out)) if newest is not None else tuple(out)
+    return tuple(out)
 
 
-def _equity(db: sqlite3.Connection, since: float | None) -> tuple[EquityPoint, ...]:
+def _equity(db: sqlite3.Connection) -> tuple[EquityPoint, ...]:
     columns = _columns(db, "equity")
     wanted = [c for c in ("nav", "realized_pl", "unrealized_pl") if c in columns]
     select = ", ".join(["ts", *wanted])
     points = []
-    rows = db.execute(
-        f"SELECT {select} FROM equity WHERE ts IS NOT NULL AND ts >= ? ORDER BY ts",
-        (float("-inf") if since is None else since,),
-    )
+    rows = db.execute(f"SELECT {select} FROM equity WHERE ts IS NOT NULL ORDER BY ts")
     for values in rows:
         row = dict(zip(["ts", *wanted], values, strict=True))
         points.append(
