@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from multirun.account.journal.schema import VERSION
+from multirun.account.journal.schema import CACHE_KIB, VERSION
 from multirun.account.journal.store import CLOSED, OPEN, Journal
 from multirun.core.errors import JournalError
 
@@ -132,3 +132,16 @@ def test_the_queries_of_every_tick_read_an_index_in_a_new_journal(tmp_path: Path
         assert tick_queries_indexed(journal)
     finally:
         journal.close()
+
+
+def test_a_journal_keeps_a_small_page_cache_whatever_its_age(tmp_path: Path) -> None:
+    """SQLite's default cache (2,000 KiB) fills as the journal grows: a worker would hold
+    ~2 MiB more after a few days. Every connection the store opens, new or reopened, is
+    bounded to CACHE_KIB."""
+    path = tmp_path / "alpha" / "journal.sqlite"
+    for _ in range(2):  # created, then reopened
+        journal = Journal(path, PREFIX)
+        try:
+            assert journal._db.execute("PRAGMA cache_size").fetchone()[0] == -CACHE_KIB
+        finally:
+            journal.close()
