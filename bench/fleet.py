@@ -6,7 +6,7 @@
 Starts ``multirun sim`` (20 ms fills) as its own process and ``multirun start`` of N
 accounts trading the built-in ``random`` strategy every ``--interval`` seconds (a close
 and an open on two ticks in three, everything confirmed and journaled), metrics on (the
-workers' ``metrics.json``: their tick counts and lateness histograms). Measures:
+workers' ``metrics.bin``: their tick counts and lateness histograms). Measures:
 
 - **all RUNNING**: from ``multirun start`` until every account is RUNNING in
   ``supervisor.json`` (the supervisor's view: the worker said it is up, or ``startsecs``
@@ -45,14 +45,15 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.procstat import cpu_ticks  # noqa: E402
 from bench.scale import ACCOUNT, start_sim, stop_and_time, tree, wait_for  # noqa: E402
-from multirun.core import procutil  # noqa: E402
-from multirun.core.statedir import StateDir  # noqa: E402
+from multirun.core import procutil, statefiles  # noqa: E402
+from multirun.core.statedir import AccountDir, StateDir  # noqa: E402
 
 
 @dataclass
@@ -140,11 +141,11 @@ def histogram_quantile(q: float, bounds: list[float], counts: list[float]) -> fl
     return bounds[-1]
 
 
-def snapshot(paths: list[Path]) -> tuple[float, list[float], list[float]]:
+def snapshot(accounts: list[AccountDir]) -> tuple[float, list[float], list[float]]:
     """(ticks_total summed, lateness bucket counts summed, their bounds)."""
     ticks, counts, bounds = 0.0, list[float](), list[float]()
-    for path in paths:
-        metrics = procutil.read_json(path) or {}
+    for account in accounts:
+        metrics: dict[str, Any] = dict(statefiles.read_metrics(account))
         ticks += sum(c["value"] for c in metrics.get("counters", []) if c["name"] == "ticks_total")
         late = metrics.get("histograms", {}).get("tick_lateness_seconds")
         if late:
@@ -204,12 +205,11 @@ def one_run(n: int, interval: int, window: float, spread: float | None, source: 
             return replace(started, stop_s=stop_and_time([proc], 120))
         wait_for("all ticked", lambda: all(s.get("ticks") for s in statuses()), 300)
         time.sleep(2 * interval)  # past the first ticks
-        metrics = [a.metrics for a in accounts]
         pids = tree([proc.pid, sim.pid])
         cpu0 = sum(cpu_ticks(p) or 0 for p in pids)
-        ticks0, counts0, _ = snapshot(metrics)
+        ticks0, counts0, _ = snapshot(accounts)
         time.sleep(window)
-        ticks1, counts1, bounds = snapshot(metrics)
+        ticks1, counts1, bounds = snapshot(accounts)
         cpu1 = sum(cpu_ticks(p) or 0 for p in pids)
     finally:
         stop_s = stop_and_time([proc], 120) if proc.poll() is None else 0.0

@@ -39,7 +39,7 @@ import requests  # noqa: E402
 from bench.procstat import cpu_ticks, descendants  # noqa: E402
 from bench.scale import ACCOUNT  # noqa: E402  (the same accounts as the scale bench)
 from multirun.account.telemetry import LATENESS_BUCKETS  # noqa: E402
-from multirun.core import procutil  # noqa: E402
+from multirun.core import procutil, statefiles  # noqa: E402
 from multirun.core.statedir import StateDir  # noqa: E402
 from multirun.sim import SimConfig, SimServer  # noqa: E402
 
@@ -71,7 +71,7 @@ def lateness(layout: StateDir, names: list[str]) -> tuple[list[float], float]:
     their sum of seconds."""
     counts, total = [0.0] * (len(LATENESS_BUCKETS) + 1), 0.0
     for name in names:
-        data = procutil.read_json(layout.account(name).metrics) or {}
+        data = statefiles.read_metrics(layout.account(name))
         found = (data.get("histograms") or {}).get("tick_lateness_seconds") or {}
         for i, count in enumerate(found.get("counts") or []):
             counts[i] += count

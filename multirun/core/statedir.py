@@ -15,8 +15,8 @@
         worker.lock              flock-held by the one process trading the account
         status.json              the worker's own view: ticks, trades, token, errors
         .status.json.a, .b       its two inodes, written in turn (procutil.RewrittenJson)
-        metrics.json             the worker's counters and histograms (with `metrics:`)
-        .metrics.json.a, .b      its two inodes, written in turn (as status.json's)
+        metrics.bin              the worker's counters and histograms (with `metrics:`),
+                                 updated in place through a mapping (core.slotfile)
         worker.log               the account's log lines (rotated by size)
         heartbeat                touched by the worker's main thread while it is alive and
                                  responsive; its mtime is what the supervisor's watchdog reads
@@ -35,7 +35,7 @@ CONTROL_SOCKET = "control.sock"
 JOURNAL = "journal.sqlite"
 WORKER_LOCK = "worker.lock"
 WORKER_STATUS = "status.json"
-WORKER_METRICS = "metrics.json"
+WORKER_METRICS = "metrics.bin"
 WORKER_LOG = "worker.log"
 HEARTBEAT = "heartbeat"
 TOKENS = ".tokens"

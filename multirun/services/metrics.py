@@ -3,10 +3,10 @@
 A supervised service child (see :func:`multirun.supervisor.launch.programs`) serves it
 (:mod:`multirun.services.exposition`). At each scrape it reads the state directory:
 ``supervisor.json`` (states, restarts), each account's ``status.json`` (open trades, NAV,
-P&L, HALTED) and ``metrics.json`` (the worker's counters and histograms, see
-:mod:`multirun.account.telemetry`). An account's lines are rendered again only when one
-of these changed (:class:`StateDirPage`); what the files say is never older on the page
-than at the scrape. A restarted worker's counters restart from zero, as Prometheus
+P&L, HALTED) and ``metrics.bin`` (the worker's counters and histograms, which it updates
+in place: see :mod:`multirun.account.telemetry`). An account's lines are rendered again
+only when one of these changed (:class:`StateDirPage`); what the files say is never older
+on the page than at the scrape. A restarted worker's counters restart from zero, as Prometheus
 expects of a counter whose process restarted. Every label combination of every counter
 is shown for each account from its first scrape, at 0 until counted: a series born at 1
 would hide an account's first uncertain order from ``increase()`` (Prometheus' advice:
@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import multirun
-from multirun.account.telemetry import BUCKETS, LABEL_VALUES
+from multirun.account.telemetry import BUCKETS, COUNTER_LABELS, LABEL_VALUES
 from multirun.config.specs import MetricsSpec
-from multirun.core import statefiles, states
+from multirun.core import slotfile, statefiles, states
 from multirun.core.clock import Clock, SystemClock
 from multirun.core.errors import FatalError
 from multirun.core.procutil import FileSignature, signature
@@ -44,15 +44,18 @@ from multirun.core.states import ALIVE, STATES, State
 from multirun.services.exposition import EOF, Family, number, sample_prefix, start_server
 
 ACCOUNT = "account"
-# The worker's counters (metrics.json names): help text and their labels past `account`
-# (each label's values: telemetry.LABEL_VALUES).
+# The worker's counters (telemetry.COUNTER_LABELS): help text and their labels past
+# `account` (each label's values: telemetry.LABEL_VALUES).
+COUNTER_HELP = {
+    "ticks_total": "Ticks run.",
+    "ticks_failed_total": "Ticks that failed (an error, a strategy timeout).",
+    "orders_total": "Orders sent, by side and result.",
+    "api_requests_total": "API requests, by endpoint and outcome.",
+    "token_renewals_total": "Session tokens fetched.",
+    "auth_rejections_total": "Requests the server refused as unauthorized.",
+}
 COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "ticks_total": ("Ticks run.", ()),
-    "ticks_failed_total": ("Ticks that failed (an error, a strategy timeout).", ()),
-    "orders_total": ("Orders sent, by side and result.", ("side", "result")),
-    "api_requests_total": ("API requests, by endpoint and outcome.", ("endpoint", "outcome")),
-    "token_renewals_total": ("Session tokens fetched.", ()),
-    "auth_rejections_total": ("Requests the server refused as unauthorized.", ()),
+    key: (COUNTER_HELP[key], labels) for key, labels in COUNTER_LABELS.items()
 }
 HISTOGRAMS = {
     "tick_lateness_seconds": "How late a tick started after its grid point + wake-up offset.",
@@ -123,11 +126,12 @@ class StateDirPage:
     """The ``/metrics`` page of a state directory (see the module docstring), rendered at
     each scrape from each account's lines. An account's lines are kept between scrapes
     with what they were read from (its supervisor.json entry; the inode, mtime and size
-    of its status.json and metrics.json) and rendered again only when one changed, or
-    when its files were written too recently to tell (:data:`RACY_S`): a kept block is
-    never older than its files. ``processes``: each account's process entry; by default
-    ``supervisor.json``'s (``run-account`` under systemd or Kubernetes has no supervisor:
-    it gives its own)."""
+    of its status.json; the bytes of its metrics.bin, read at every scrape: the worker
+    updates it in place, its mtime does not follow) and rendered again only when one
+    changed, or when status.json was written too recently to tell (:data:`RACY_S`): a
+    kept block is never older than its files. ``processes``: each account's process
+    entry; by default ``supervisor.json``'s (``run-account`` under systemd or Kubernetes
+    has no supervisor: it gives its own)."""
 
     def __init__(
         self,
@@ -174,9 +178,9 @@ class StateDirPage:
         for name, proc in sorted(accounts.items()):
             files = self.layout.account(name)
             block = kept.get(name)
-            signatures = signature(files.status), signature(files.metrics)
-            if block is None or not block.still(proc, *signatures):
-                block = AccountBlock.read(name, proc, files, now, block)
+            counts = _read_bytes(files.metrics)
+            if block is None or not block.still(proc, signature(files.status), counts):
+                block = AccountBlock.read(name, proc, files, counts, now, block)
                 self.reread += 1
             self._kept[name] = block
         return list(self._kept.values())
@@ -190,23 +194,25 @@ class AccountBlock:
         self,
         prefixes: AccountPrefixes,
         proc: ProcessEntry,
-        signatures: tuple[FileSignature | None, FileSignature | None],
+        status: FileSignature | None,
+        counts: bytes | None,
         trusted: bool,
         state: State,
         lines: tuple[str, ...],
     ) -> None:
         self.prefixes = prefixes
         self.proc = proc
-        self.signatures = signatures
+        self.status = status
+        self.counts = counts
         self.trusted = trusted
         self.state = state
         self.lines = lines
 
-    def still(
-        self, proc: ProcessEntry, status: FileSignature | None, data: FileSignature | None
-    ) -> bool:
+    def still(self, proc: ProcessEntry, status: FileSignature | None, counts: bytes | None) -> bool:
         """Whether these lines are still the account's: same entry, same files."""
-        return self.trusted and self.signatures == (status, data) and self.proc == proc
+        return (
+            self.trusted and self.status == status and self.counts == counts and self.proc == proc
+        )
 
     @classmethod
     def read(
@@ -214,21 +220,24 @@ class AccountBlock:
         name: str,
         proc: ProcessEntry,
         files: AccountDir,
+        counts: bytes | None,
         now: float,
         previous: AccountBlock | None,
     ) -> AccountBlock:
-        """Reads the account's files and renders its lines (``now``: the wall time
-        before the reads, to tell whether they were written too recently to trust)."""
+        """Reads the account's status file and renders its lines with ``counts`` (its
+        metrics.bin's bytes; ``now``: the wall time before the reads, to tell whether the
+        status file was written too recently to trust)."""
         prefixes = previous.prefixes if previous is not None else AccountPrefixes(name)
         raw_status, status_signature = _read(files.status)
-        raw_data, data_signature = _read(files.metrics)
-        status, data = cast(WorkerStatus, raw_status), cast(WorkerMetrics, raw_data)
-        written = [s.mtime_ns for s in (status_signature, data_signature) if s is not None]
-        trusted = all(now - mtime_ns / 1e9 >= RACY_S for mtime_ns in written)
+        status = cast(WorkerStatus, raw_status)
+        found = None if counts is None else slotfile.parse(counts)
+        data = {} if found is None else statefiles.decode_metrics(*found)
+        written = status_signature.mtime_ns if status_signature is not None else None
+        trusted = written is None or now - written / 1e9 >= RACY_S
         current = account_state(proc, status)
         lines = prefixes.render(proc, status, data, current)
-        signatures = (status_signature, data_signature)
-        return cls(prefixes, proc.copy(), signatures, trusted, current, lines)  # a copy: kept
+        copied = proc.copy()  # kept
+        return cls(prefixes, copied, status_signature, counts, trusted, current, lines)
 
 
 class AccountPrefixes:
@@ -329,7 +338,7 @@ class AccountPrefixes:
 
 def counted(data: WorkerMetrics) -> Iterator[tuple[str, tuple[str, ...], float]]:
     """``(counter, label values past account, value)`` for each count in ``data`` (a
-    metrics.json) of a known counter; a malformed entry is skipped."""
+    metrics.bin, decoded) of a known counter; a malformed entry is skipped."""
     entries = data.get("counters")
     for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, dict):
@@ -364,6 +373,13 @@ def _read(path: Path) -> tuple[dict[str, Any], FileSignature | None]:
     except ValueError:
         return {}, signature
     return (data if isinstance(data, dict) else {}), signature
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def _number(value: object) -> float | None:

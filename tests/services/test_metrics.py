@@ -271,7 +271,7 @@ def scrape(state_dir: Path) -> list[Any]:
 
 
 def fresh_account(tmp_path: Path, names: list[str]) -> StateDir:
-    """A state dir whose accounts' workers have just started: metrics.json counts nothing."""
+    """A state dir whose accounts' workers have just started: metrics.bin counts nothing."""
     from multirun.account.telemetry import Telemetry
 
     layout = StateDir(tmp_path)

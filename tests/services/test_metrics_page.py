@@ -37,7 +37,7 @@ import multirun
 from multirun.account.telemetry import BUCKETS, LABEL_VALUES, Telemetry
 from multirun.core import procutil, statefiles, states
 from multirun.core.errors import OrderRejected, OrderUncertain
-from multirun.core.statedir import StateDir
+from multirun.core.statedir import AccountDir, StateDir
 from multirun.core.states import ALIVE, STATES, State
 from multirun.services.exposition import GZIP_LEVEL, number, start_server
 from multirun.services.metrics import (
@@ -171,8 +171,9 @@ def sample_set(text: str) -> set[tuple[str, frozenset[tuple[str, str]], str]]:
 
 def varied_state(path: Path) -> StateDir:
     """Accounts in most of the shapes a state directory can hold: trading, PAUSED on its
-    pipe, HALTED in its file, FATAL without files, a torn status.json, a metrics.json of
-    the wrong shapes, values Go spells oddly, a name whose label needs escaping."""
+    pipe, HALTED in its file, FATAL without files, a torn status.json, a metrics.bin whose
+    header does not describe its slots, values Go spells oddly, a name whose label needs
+    escaping."""
     layout = StateDir(path)
     accounts = {
         "a": {"state": "RUNNING", "pid": 11, "restarts": 2},
@@ -183,7 +184,7 @@ def varied_state(path: Path) -> StateDir:
         WEIRD: {"state": "BACKOFF", "restarts": 1},
     }
     procutil.write_json_atomic(layout.supervisor_json, {"accounts": accounts})
-    telemetry = Telemetry(layout.account("a"))
+    telemetry = Telemetry(made(layout.account("a")))
     telemetry.count("ticks_total", 1_234_567)  # Go: 1.234567e+06
     telemetry.order_sent("BUY", None, 0.02)
     telemetry.order_sent("SELL", OrderUncertain("open_order: timed out"), 40.0)
@@ -201,14 +202,19 @@ def varied_state(path: Path) -> StateDir:
     procutil.write_json_atomic(layout.account("e").status, {"pid": 14, "state": "HALTED"})
     layout.account("d").path.mkdir(parents=True)
     layout.account("d").status.write_text('{"pid": 3, "nav": 1')  # torn
-    broken = {"counters": [{"name": "ticks_total", "labels": {}, "value": True},
-                           {"name": "orders_total", "labels": "x", "value": 1}],
-              "histograms": {"tick_duration_seconds": {"counts": [1, 2], "sum": 3.0},
-                             "order_roundtrip_seconds": {"counts": [1] * 13, "sum": "x"}},
-              "last_successful_tick": "yesterday"}  # fmt: skip
-    procutil.write_json_atomic(layout.account("d").metrics, broken)
-    Telemetry(layout.account(WEIRD)).write()
+    # a metrics file whose header does not describe its slots (one short): nothing counted
+    Telemetry(layout.account("d")).write()
+    whole = layout.account("d").metrics.read_bytes()
+    layout.account("d").metrics.unlink()  # not cut in place: the mapping holds that inode
+    layout.account("d").metrics.write_bytes(whole[:-8])
+    Telemetry(made(layout.account(WEIRD))).write()
     return layout
+
+
+def made(account: AccountDir) -> AccountDir:
+    """The account's directory, made (a worker's exists before its telemetry starts)."""
+    account.path.mkdir(parents=True, exist_ok=True)
+    return account
 
 
 def test_the_page_is_what_prometheus_client_made_of_the_old_collector(tmp_path: Path) -> None:
@@ -245,7 +251,7 @@ def test_a_change_shows_on_the_next_scrape_and_only_changed_accounts_are_read(
     layout = StateDir(tmp_path)
     entries = {name: {"state": "RUNNING", "pid": 1, "restarts": 0} for name in ("a", "b")}
     procutil.write_json_atomic(layout.supervisor_json, {"accounts": entries})
-    telemetry = {name: Telemetry(layout.account(name)) for name in entries}
+    telemetry = {name: Telemetry(made(layout.account(name))) for name in entries}
     for each in telemetry.values():
         each.count("ticks_total")
         each.write()
@@ -254,7 +260,7 @@ def test_a_change_shows_on_the_next_scrape_and_only_changed_accounts_are_read(
     assert value_of(page, "multirun_ticks_total") == 1 and page.reread == 2
     assert value_of(page, "multirun_ticks_total") == 1 and page.reread == 0  # kept
     telemetry["a"].count("ticks_total")
-    telemetry["a"].write()  # the worker's own writer (two inodes in turn)
+    telemetry["a"].write()  # the tick's end: copied into the mapped file (its mtime lags)
     clock.advance(60)
     assert value_of(page, "multirun_ticks_total") == 2 and page.reread == 1
     entries["a"]["restarts"] = 3  # supervisor.json only
@@ -266,18 +272,18 @@ def test_a_change_shows_on_the_next_scrape_and_only_changed_accounts_are_read(
 
 
 def test_a_file_written_too_recently_to_tell_is_read_again(tmp_path: Path) -> None:
-    """The same inode, size and mtime, another content (a rewrite within the file
-    system's timestamp granularity): read again while the mtime is within RACY_S of the
-    scrape, kept once older (no later write can keep that signature)."""
+    """The same inode, size and mtime, another content (a status.json rewritten within the
+    file system's timestamp granularity): read again while the mtime is within RACY_S of
+    the scrape, kept once older (no later write can keep that signature)."""
     layout = StateDir(tmp_path)
     procutil.write_json_atomic(layout.supervisor_json, {"accounts": {"a": {"state": "RUNNING"}}})
-    path = layout.account("a").metrics
+    path = layout.account("a").status
     path.parent.mkdir(parents=True)
     mtime_ns = 1_800_000_000 * 10**9
 
-    def rewrite_in_place(ticks: int) -> None:
+    def rewrite_in_place(nav: int) -> None:
         with path.open("r+b") as file:  # same inode, same size
-            file.write(f'{{"counters": [{{"name": "ticks_total", "value": {ticks}}}]}}'.encode())
+            file.write(f'{{"nav": {nav}}}'.encode())
             file.truncate()
         os.utime(path, ns=(mtime_ns, mtime_ns))
 
@@ -285,12 +291,12 @@ def test_a_file_written_too_recently_to_tell_is_read_again(tmp_path: Path) -> No
     rewrite_in_place(1)
     clock = ManualClock(start=mtime_ns / 1e9 + RACY_S / 2)
     page = StateDirPage(tmp_path, clock=clock)
-    assert value_of(page, "multirun_ticks_total") == 1
+    assert value_of(page, "multirun_nav") == 1
     rewrite_in_place(2)
-    assert value_of(page, "multirun_ticks_total") == 2 and page.reread == 1
+    assert value_of(page, "multirun_nav") == 2 and page.reread == 1
     clock.advance(RACY_S)
-    assert value_of(page, "multirun_ticks_total") == 2 and page.reread == 1  # now trusted
-    assert value_of(page, "multirun_ticks_total") == 2 and page.reread == 0  # so kept
+    assert value_of(page, "multirun_nav") == 2 and page.reread == 1  # now trusted
+    assert value_of(page, "multirun_nav") == 2 and page.reread == 0  # so kept
 
 
 def test_the_spelling_of_values_is_prometheus_clients() -> None:
