@@ -98,14 +98,19 @@ class Snapshot:
     # the file-level money limits and the fleet's sums (the running supervisor's memory)
     risk: FleetRiskEntry | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(
+        self, as_dict: Callable[[AccountStatus], dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """The document ``status --json`` prints; ``as_dict``: how a row becomes its dict
+        (:func:`row_dict`'s; the dashboard's keeps the dict of a row it kept)."""
+        as_dict = as_dict or row_dict
         return {
             "supervisor": {
                 "pid": self.supervisor_pid,
                 "running": self.running,
                 "config": self.config,
             },
-            "accounts": [_shallow(a) for a in self.accounts],
+            "accounts": [as_dict(a) for a in self.accounts],
             "left_open": list(self.left_open),
             "file_problem": self.file_problem,
             "lost_state_dir": self.lost_state_dir,
@@ -126,7 +131,7 @@ class Snapshot:
         return 0 if all(a.state in fine for a in held) else EXIT_SOME_NOT_RUNNING
 
 
-def _shallow(row: AccountStatus) -> dict[str, Any]:
+def row_dict(row: AccountStatus) -> dict[str, Any]:
     """``row`` as a dict (its values are JSON already: no deep copy as ``asdict`` makes)."""
     return {name: getattr(row, name) for name in _ROW_FIELDS}
 
@@ -164,7 +169,7 @@ def collect_at(
     now: float | None = None,
     read_worker: Callable[[AccountDir], WorkerStatus] = read_worker_status,
     live: Callable[[Path, locate.Running], SupervisorFile] | None = None,
-    account_names: Callable[[], list[str]] | None = None,
+    account_names: Callable[[set[str]], list[str]] | None = None,
     row_of: Callable[..., AccountStatus] | None = None,
     running: Callable[[Path], locate.Running | None] = locate.running,
 ) -> Snapshot:
@@ -173,10 +178,11 @@ def collect_at(
     The dashboard, asking every 2 s, passes its own ways to read what rarely changes:
     ``read_worker``, a worker's status file (read again only when it changed); ``live``,
     the running supervisor's view (:func:`live_view`'s; asked ``unless`` it is the one
-    kept); ``account_names``, the accounts with a journal (``StateDir.account_names``'s);
+    kept); ``account_names``, the accounts with a journal besides those it is given
+    (``StateDir.account_names``'s, less them: only the others are asked for theirs);
     ``row_of``, an account's row (:func:`merge`'s, made again only when its inputs
-    changed); ``running``, the supervisor found (:func:`locate.running`'s, its file parsed
-    again only when it changed).
+    changed; not changed here once made); ``running``, the supervisor found
+    (:func:`locate.running`'s, its file parsed again only when it changed).
     """
     now = time.time() if now is None else now
     layout = StateDir(state_dir)
@@ -195,17 +201,25 @@ def collect_at(
     for name in names:
         entry = known.get(name) if isinstance(known.get(name), dict) else None
         worker = read_worker(layout.account(name))
-        row = row_of(name, entry, worker, running=found is not None, now=now)
-        row.supervised = found is not None and entry is not None
-        if entry is None:
-            enabled = True if in_file is None else in_file.get(name, True)
-            row.note = (IN_FILE_ONLY if found else "not started") if enabled else DISABLED
-        elif in_file is not None and name not in in_file and found is not None:
-            row.note = row.note or NOT_IN_FILE
+        supervised = found is not None and entry is not None
+        placed = _placed(name, entry, found is not None, in_file)
+        row = row_of(
+            name,
+            entry,
+            worker,
+            running=found is not None,
+            now=now,
+            supervised=supervised,
+            placed=placed,
+        )
         rows.append(row)
     if in_file is not None:  # journals of accounts renamed or removed: still holding money
-        candidates = [*names, *(account_names or layout.account_names)()]
-        rows += orphan_rows(layout, candidates, set(names), now, read_worker)
+        shown = set(names)
+        if account_names is None:
+            others = [n for n in layout.account_names() if n not in shown]
+        else:
+            others = account_names(shown)
+        rows += orphan_rows(layout, [*names, *others], shown, now, read_worker)
     left = [] if found else final_report.lines(final_report.from_json(sup.get("left_open")))
     config = found.config if found else None
     problem = file.problem if file is not None else None
@@ -213,6 +227,19 @@ def collect_at(
     lost = str(state_dir) if found is not None and found.unlisted else None
     risk = sup.get("risk") if found is not None and isinstance(sup.get("risk"), dict) else None
     return Snapshot(pid, found is not None, rows, left, config, problem, lost, risk)
+
+
+def _placed(
+    name: str, entry: ProcessEntry | None, running: bool, in_file: dict[str, bool] | None
+) -> str | None:
+    """The note an account's place gives its row when its entry has none: no entry (only
+    in the file, not started, disabled), or not in the file any more."""
+    if entry is None:
+        enabled = True if in_file is None else in_file.get(name, True)
+        return (IN_FILE_ONLY if running else "not started") if enabled else DISABLED
+    if in_file is not None and name not in in_file and running:
+        return NOT_IN_FILE
+    return None
 
 
 def live_view(state_dir: Path, found: locate.Running) -> SupervisorFile:
@@ -253,8 +280,12 @@ def merge(
     *,
     running: bool,
     now: float,
+    supervised: bool = False,
+    placed: str | None = None,
 ) -> AccountStatus:
-    """One account's row from its supervisor entry and its worker status file."""
+    """One account's row from its supervisor entry and its worker status file;
+    ``supervised``: the running supervisor holds it; ``placed``: the note its place in the
+    fleet gives it when its entry has none (:func:`_placed`)."""
     sup = sup or {}
     state = sup.get("state") or State.STOPPED
     pid = sup.get("pid")
@@ -281,7 +312,8 @@ def merge(
         token_expires_utc=worker.get("token_expires_utc"),
         last_error=_last_error(sup, worker, same_process),
         halted_reason=_halted_reason(sup, worker),
-        note=sup.get("note"),
+        note=(sup.get("note") or placed) if placed else sup.get("note"),
+        supervised=supervised,
         positions=worker.get("positions"),
         nav=worker.get("nav"),
         unrealized_pl=worker.get("unrealized_pl"),

@@ -11,12 +11,20 @@ fetches them only when that moved. The journals are read through one read-only
 connection each, kept open.
 Every string that leaves here passes the :class:`~multirun.core.redact.Redactor`: an
 account's row is masked when its text changed since the last build (masking every row
-at every build, twice, was half of what the dashboard cost), the rest at every build.
+at every build, twice, was half of what the dashboard cost), the rest when its text
+changed.
+
+A build does for an account only what changed since the last one (at 50 accounts every
+5 s, a build 2 s after the last finds ~30 rows unchanged): its merged row is kept while
+its supervisor entry, its status file (the very objects: both are parsed again only when
+they changed) and its place in the fleet are; its row of the page while that and its
+log's and journal's files and today's figures are. Time alone moves the uptime: a row
+kept is given again with it now (the server's encoding of the row kept too, the uptime
+put in its bytes).
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import os
@@ -93,6 +101,7 @@ class Fleet:
         clock: Callable[[], float] = time.time,
         disk_free: Callable[[Path], int] | None = None,
         ask: Callable[[Path, dict[str, Any]], dict[str, Any]] | None = None,
+        running: Callable[[Path], locate.Running | None] | None = None,
     ) -> None:
         self.layout = StateDir(state_dir)
         self.file_view = file_view
@@ -105,12 +114,14 @@ class Fleet:
         # accept, a peer check and a close besides the reply)
         self._kept = control_client.KeptConnection(self.layout.control_socket, fleet_status.ASK_S)
         self.ask = ask or (lambda _state_dir, payload: self._kept(payload))
+        # the supervisor running on the state directory (its supervisor.json parsed again
+        # only when it changed)
+        self.running = running or functools.partial(locate.running, read_file=self._read_supervisor)
         self._lock = threading.RLock()  # view() reads status() under it
         self._cache: dict[str, _Cached] = {}
         self._journals: dict[str, tuple[str, str]] = {}  # each account's journal and its WAL
         self._tallies: dict[str, _Tally] = {}  # each account's day so far, read so far
-        # the last build's rows, by name: (as read, as masked)
-        self._rows: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._texts: dict[str, tuple[str, Any]] = {}  # a document's text, and it masked
         self._tails: dict[str, _Tail] = {}  # each account's log tail, read so far
         self._files = ChangedFiles()  # the status files and supervisor.json, read so far
         self._status_paths: dict[str, str] = {}  # each account's status file
@@ -120,9 +131,10 @@ class Fleet:
         # the supervisor's status reply, asked `unless` the one kept is current
         self._replies = control_client.StatusReplies(functools.partial(self.ask, self.layout.path))
         self._dirs: tuple[object, list[str]] = (None, [])  # the state dir's stamp, its dirs
-        # each account's row as merged last (its inputs: entry, status, running): made
-        # again only when they changed
-        self._merged: dict[str, tuple[object, object, bool, fleet_status.AccountStatus]] = {}
+        # each account's row as merged last, and its inputs: made again only when they changed
+        self._merged: dict[str, _Merged] = {}
+        # each account's row of the page as made last, and its inputs (the last build's)
+        self._views: dict[str, _ViewRow] = {}
 
     def close(self) -> None:
         """Close the journals' connections kept between reads, and the supervisor's."""
@@ -181,14 +193,19 @@ class Fleet:
             live=self._live_view,
             account_names=self._account_names,
             row_of=self._row_of,
-            running=functools.partial(locate.running, read_file=self._read_supervisor),
+            running=self.running,
+            now=self.clock(),
         )
-        snapshot = found.to_dict()
+        changed: list[tuple[dict[str, Any], str]] = []  # (a row shown, its field to mask)
+        snapshot = found.to_dict(functools.partial(self._shown, changed=changed))
+        if changed:  # the rows' fields with text new since the last build, masked at once
+            fields = [{key: shown[key]} for shown, key in changed]
+            for (shown, key), field in zip(changed, _masked(fields, self.redact), strict=True):
+                (shown[key],) = field.values()  # its only one (whatever its name became)
         order = list(snapshot)  # the CLI's
         rows = snapshot.pop("accounts")
-        status = _masked(snapshot, self.redact)
-        status["accounts"] = self._masked_rows(rows)
-        return {key: status[key] for key in order}
+        rest = self._masked_again("status", snapshot)
+        return {key: rows if key == "accounts" else rest[key] for key in order}
 
     def _live_view(self, state_dir: Path, found: locate.Running) -> SupervisorFile:
         """:func:`~multirun.ops.status.live_view`'s answer, the supervisor asked ``unless``
@@ -213,28 +230,66 @@ class Fleet:
         *,
         running: bool,
         now: float,
+        supervised: bool = False,
+        placed: str | None = None,
     ) -> fleet_status.AccountStatus:
         """:func:`~multirun.ops.status.merge`'s row, merged again only when its inputs are
         not the very objects of the last build (the supervisor's reply and the status
-        file are kept while unchanged: most accounts, most builds); else a copy of the
-        last one with its uptime now (collect_at sets fields of the row it gets)."""
+        file are kept while unchanged: most accounts, most builds); else the very row of
+        the last build, its uptime (the only field that moves with time alone) now."""
         kept = self._merged.get(name)
-        if kept is not None and kept[0] is entry and kept[1] is worker and kept[2] == running:
-            row = copy.copy(kept[3])
-            row.uptime_s = fleet_status.uptime(row, now)
-            return row
-        row = fleet_status.merge(name, entry, worker, running=running, now=now)
-        self._merged[name] = (entry, worker, running, copy.copy(row))
+        rest = (running, supervised, placed)
+        if kept is not None and kept.entry is entry and kept.worker is worker and kept.rest == rest:
+            kept.row.uptime_s = fleet_status.uptime(kept.row, now)
+            return kept.row
+        row = fleet_status.merge(
+            name, entry, worker, running=running, now=now, supervised=supervised, placed=placed
+        )
+        made = self._merged[name] = _Merged(entry, worker, rest, row)
+        if kept is not None:  # what was shown of the last one: only what changed is masked
+            made.raw, made.shown, made.shown_of = kept.raw, kept.shown, kept.shown_of
         return row
+
+    def _shown(
+        self, row: fleet_status.AccountStatus, changed: list[tuple[dict[str, Any], str]]
+    ) -> dict[str, Any]:
+        """``row`` as the status document shows it (masked): the dict of the last build
+        when ``row`` is the row kept then, with its uptime now; else made again, its fields
+        with text new since then listed in ``changed`` (to be masked), the others as
+        masked then (:func:`_row_masked`)."""
+        kept = self._merged.get(row.name)
+        if kept is not None and kept.shown is not None and kept.shown_of is row:
+            if kept.shown["uptime_s"] is not row.uptime_s:
+                kept.shown = {**kept.shown, "uptime_s": row.uptime_s}
+            return kept.shown
+        raw = fleet_status.row_dict(row)
+        last = None
+        if kept is not None and kept.raw is not None and kept.shown is not None:
+            last = (kept.raw, kept.shown)
+        shown = _row_masked(raw, last, changed)
+        if kept is not None and kept.row is row:  # (an orphan's row is not row_of's)
+            kept.raw, kept.shown, kept.shown_of = raw, shown, row
+        return shown
+
+    def _masked_again(self, slot: str, document: Any) -> Any:
+        """``document`` masked, as it was last time when its text is the same (the
+        Redactor's pass over a document costs as much as encoding it 20 times)."""
+        text = json.dumps(document)
+        kept = self._texts.get(slot)
+        if kept is None or kept[0] != text:
+            masked = self.redact(text)
+            kept = self._texts[slot] = (text, document if masked == text else json.loads(masked))
+        return kept[1]
 
     def _read_supervisor(self, layout: StateDir) -> SupervisorFile:
         """``supervisor.json``, parsed again only when it changed (the supervisor saves it
         on a change of state, not every 2 s)."""
         return cast(SupervisorFile, self._files.read(layout.supervisor_json))
 
-    def _account_names(self) -> list[str]:
-        """``StateDir.account_names``: the account directories listed again only when the
-        state directory changed (one made or removed); each still asked for its journal."""
+    def _account_names(self, shown: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """``StateDir.account_names`` less ``shown``: the account directories listed again
+        only when the state directory changed (one made or removed); each not shown still
+        asked for its journal (the shown ones' were 50 looks a build to no use)."""
         root = self.layout.path
         stamp = signature(root)
         # listed again while its time is too recent to tell two changes apart
@@ -245,7 +300,8 @@ class Fleet:
             except OSError:
                 dirs = []
             self._dirs = (stamp, dirs)
-        return [d for d in self._dirs[1] if os.path.exists(os.path.join(root, d, JOURNAL))]
+        others = [d for d in self._dirs[1] if d not in shown]
+        return [d for d in others if os.path.exists(os.path.join(root, d, JOURNAL))]
 
     def _worker_status(self, account: AccountDir) -> WorkerStatus:
         """An account's status file, parsed again only when it changed: a worker writes
@@ -257,50 +313,58 @@ class Fleet:
             path = self._status_paths[name] = str(account.status)
         return cast(WorkerStatus, self._files.read(path))
 
-    def _masked_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Each row masked: its fields that changed since the last build (a tick changes
-        a few) pass the Redactor, every row's at once, each as ``{"field": value}``; the
-        others are as they were masked then. A number (or true, false, null) holds no
-        text to mask: the uptime, and every number that moved, are shown as they are."""
-        last, now = self._rows, {}
-        changed: list[tuple[dict[str, Any], str]] = []  # (a masked row, its field)
-        out = []
-        for row in rows:
-            masked = _row_masked(row, last.get(row["name"]), changed)
-            now[row["name"]] = (row, masked)
-            out.append(masked)
-        if changed:
-            fields = [{key: masked[key]} for masked, key in changed]
-            for (masked, key), field in zip(changed, _masked(fields, self.redact), strict=True):
-                (masked[key],) = field.values()  # its only one (whatever its name became)
-        self._rows = now
-        return out
-
     def _build_view(self) -> dict[str, Any]:
         status = self.status()  # masked; so is every AccountFacts; the rest is numbers
-        rows = [self._row(a) for a in status["accounts"]]
+        kept, self._views = self._views, {}
+        rows = [self._row(a, kept.get(a["name"])) for a in status["accounts"]]
         return {
             "supervisor": status["supervisor"],
             "accounts": rows,
             "totals": _totals(rows),
-            "banners": _masked(self._banners(status, rows), self.redact),
+            "banners": self._masked_again("banners", self._banners(status, rows)),
             "generated_utc": iso_ms(self.clock()),
         }
 
-    def _row(self, account: dict[str, Any]) -> dict[str, Any]:
+    def _row(self, account: dict[str, Any], kept: _ViewRow | None) -> dict[str, Any]:
+        """``account``'s row of the page: ``kept`` (the last build's) when none of its
+        inputs changed (its status row but for the uptime, today's figures, its log's and
+        its journal's files), with the uptime now; else made again."""
         name = account["name"]
-        info = self.accounts.get(name)
+        journal = self._journal_files(name)  # looked at once a row, unless read below
+        today = self._today(name, journal)
+        if kept is None or today is not kept.today:
+            # read just now: a read can itself change the journal's files (its first
+            # open after the writer closed makes the -wal): its version taken after
+            journal = self._journal_files(name)
+        log = self._log_stamp(name)
+        if kept is not None and today is kept.today and (log, journal) == (kept.log, kept.journal):
+            changed = moved(kept.account, account)
+            if changed == []:
+                row = kept.row
+            elif changed == ["uptime_s"]:
+                row = {**kept.row, "uptime_s": account["uptime_s"]}
+            else:
+                row = self._new_row(account, today, log, journal)
+        else:
+            row = self._new_row(account, today, log, journal)
+        self._views[name] = _ViewRow(account, today, log, journal, row)
+        return row
+
+    def _new_row(
+        self, account: dict[str, Any], today: dict[str, Any], log: object, journal: object
+    ) -> dict[str, Any]:
+        info = self.accounts.get(account["name"])
         return {
             **account,  # status --json's row: the worker's state, positions, P&L, uncertain
             "strategy": info.strategy if info else account.get("strategy"),
             "instrument": info.instrument if info else None,
             "on_stop": info.on_stop if info else None,
             "uncertain_orders": account.get("uncertain_orders") or [],
-            **self._today(name),  # orders_today, equity (the sparkline)
+            **today,  # orders_today, equity (the sparkline)
             # what /logs and /trades answer now, in a word: a page fetches them again only
             # when it moved (most polls, for an account that did not log or trade)
-            "logs_version": _version(self._log_stamp(name)),
-            "trades_version": _version(self._journal_files(name)),
+            "logs_version": _version(log),
+            "trades_version": _version(journal),
         }
 
     def _banners(self, status: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -380,11 +444,13 @@ class Fleet:
         result = self._cached(f"journal:{name}", 0.0, read, stamp=stamp)
         return cast(tuple[reader.JournalTrade, ...] | None, result)
 
-    def _today(self, name: str) -> dict[str, Any]:
+    def _today(self, name: str, journal: object) -> dict[str, Any]:
         """``orders_today``: how many orders the journal holds since 0:00 UTC (None: no
         journal); ``equity``: today's NAV, thinned to :data:`SPARK_POINTS`. One read of
         the journal for both, of what was written since the last read (reading all of
-        today twice every 15 s for 50 accounts was most of what the dashboard cost)."""
+        today twice every 15 s for 50 accounts was most of what the dashboard cost).
+        ``journal``: its files as they are now (:meth:`_journal_files`); a new object
+        when it was read again."""
 
         def read() -> dict[str, Any]:
             start, now = self._midnight(), self.clock()
@@ -400,7 +466,7 @@ class Fleet:
             count = tally.add(found.created, max(start, now - TALLY_OVERLAP_S))
             return {"orders_today": count, "equity": _thin(tally.navs, SPARK_POINTS)}
 
-        stamp = self._journal_stamp(name)
+        stamp = functools.partial(_given, journal)
         result: dict[str, Any] = self._cached(f"today:{name}", EQUITY_TTL_S, read, stamp=stamp)
         return result
 
@@ -455,6 +521,32 @@ class Fleet:
                 return hit.value
             self._cache[key] = _Cached(now, make(), current)
             return self._cache[key].value
+
+
+@dataclass
+class _Merged:
+    """An account's row as :func:`~multirun.ops.status.merge` made it, what it was made
+    of (the supervisor's entry and the status file, by identity; the rest by value), and
+    its row of the status document as shown last."""
+
+    entry: ProcessEntry | None
+    worker: WorkerStatus
+    rest: tuple[bool, bool, str | None]  # running, supervised, placed
+    row: fleet_status.AccountStatus
+    raw: dict[str, Any] | None = None  # the row last shown as a dict (its uptime then)
+    shown: dict[str, Any] | None = None  # it masked: the row shown (its uptime now)
+    shown_of: fleet_status.AccountStatus | None = None  # what it is of: ``row`` or the last
+
+
+@dataclass(frozen=True)
+class _ViewRow:
+    """An account's row of the page and what it was made of."""
+
+    account: dict[str, Any]  # its row of the status document (masked)
+    today: dict[str, Any]  # Fleet._today's, by identity
+    log: object  # its log's signature
+    journal: object  # its journal's files (Fleet._journal_files)
+    row: dict[str, Any]
 
 
 @dataclass
@@ -646,6 +738,19 @@ def _masked(document: Any, redact: Redactor) -> Any:
     text = json.dumps(document)
     masked = redact(text)
     return document if masked == text else json.loads(masked)
+
+
+def moved(was: dict[str, Any], now: dict[str, Any]) -> list[str] | None:
+    """The keys of ``now`` whose values are not the very objects of ``was`` (found at C
+    speed: a row made of what was kept holds the same objects); None when their keys
+    differ, or their order."""
+    if list(was) != list(now):
+        return None
+    return list(compress(now, map(is_not, was.values(), now.values())))
+
+
+def _given(value: object) -> object:
+    return value
 
 
 def _version(stamp: object) -> str:

@@ -27,6 +27,7 @@ import json
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from importlib import resources
@@ -41,7 +42,7 @@ from multirun.core.redact import Redactor, url_secrets
 from multirun.ops import locate
 from multirun.web import actions
 from multirun.web.actions import ACTIONS, Controller
-from multirun.web.fleet import AccountFacts, Fleet, watched
+from multirun.web.fleet import AccountFacts, Fleet, moved, watched
 from multirun.web.guard import CSRF_HEADER, Guard
 
 POLL_MS = (
@@ -79,6 +80,8 @@ class Dashboard:
         self._encoded: dict[str, tuple[object, bytes]] = {}  # a log tail's, trades', encoded
         # their rows, each encoded, by id (each row kept with its bytes: its id is its own)
         self._rows_encoded: dict[str, dict[int, tuple[object, bytes]]] = {}
+        # each account's row of /api/fleet as encoded last (kept while only its uptime moves)
+        self._fleet_rows: dict[str, _EncodedRow] = {}
         # the actions' sentences, by what they depend on (actions.effects_key): the last
         # build's and this one's (those no row needs any more are not kept)
         self._last_effects: dict[tuple[str, ...], dict[str, str]] = {}
@@ -135,7 +138,7 @@ class Dashboard:
         view = self.fleet.view()
         with self._body_lock:
             if self._fleet_body is None or self._fleet_body[0] is not view:
-                self._fleet_body = (view, _compact(self._with_effects(view)))
+                self._fleet_body = (view, self._encode_view(view))
                 self._last_effects, self._next_effects = self._next_effects, {}
             return self._fleet_body[1]
 
@@ -154,33 +157,86 @@ class Dashboard:
                 hit = self._encoded[key] = (document, body)
             return hit[1]
 
-    def _with_effects(self, fleet_view: dict[str, Any]) -> dict[str, Any]:
-        """The view, with the actions' sentences: each set once in ``effects`` (a list),
-        each row naming its own by its place there (``effects_id``): most rows share a
-        few sets, which were two fifths of the body when every row carried its own."""
-        view = dict(fleet_view)
+    def _encode_view(self, fleet_view: dict[str, Any]) -> bytes:
+        """The view encoded, with the actions' sentences: each set once in ``effects`` (a
+        list), each row naming its own by its place there (``effects_id``): most rows
+        share a few sets, which were two fifths of the body when every row carried its
+        own. A row whose values are the very objects encoded last build but for its
+        uptime (most rows: the fleet keeps what did not change) is not encoded again,
+        nor its sentences looked up: its bytes are kept, the uptime's put in them."""
         table: list[dict[str, str]] = []
         places: dict[tuple[str, ...], int] = {}
-        rows = []
-        for row in view["accounts"]:
+        kept, self._fleet_rows = self._fleet_rows, {}
+        parts = []
+        for row in fleet_view["accounts"]:
+            was = kept.get(row["name"])
+            changed = None if was is None else moved(was.row, row)
+            same = changed is not None and changed in ([], ["uptime_s"])
             on_stop, positions = row.get("on_stop"), row.get("positions") or ()
-            key = actions.effects_key(on_stop, positions)
+            key = was.key if same and was else actions.effects_key(on_stop, positions)
             place = places.get(key)
             if place is None:
                 place = places[key] = len(table)
                 found = self._last_effects.get(key) or actions.effects(on_stop, positions)
                 table.append(found)
                 self._next_effects[key] = found
-            rows.append({**row, "effects_id": place})
-        view["accounts"], view["effects"] = rows, table
-        view["read_only"] = self.guard.read_only
-        return view
+            if same and was and place == was.place:
+                encoded = was.with_uptime(row) if changed else was
+            else:
+                encoded = _EncodedRow.of(row, key, place)
+            self._fleet_rows[row["name"]] = encoded
+            parts.append(encoded.body)
+        view = {**fleet_view, "effects": table, "read_only": self.guard.read_only}
+        return _compact_with(view, "accounts", b"[" + b",".join(parts) + b"]")
+
+
+@dataclass(frozen=True)
+class _EncodedRow:
+    """A row of ``/api/fleet`` encoded with its ``effects_id`` (``place``): ``head``, its
+    uptime, ``tail`` (the uptime alone moves with time: put in again, not the row)."""
+
+    row: dict[str, Any]  # the row encoded
+    key: tuple[str, ...]  # what its actions' sentences depend on (actions.effects_key)
+    place: int
+    head: bytes  # to its uptime's value (the whole body when it has none)
+    tail: bytes  # after the uptime's value
+    body: bytes
+
+    @classmethod
+    def of(cls, row: dict[str, Any], key: tuple[str, ...], place: int) -> _EncodedRow:
+        body = _compact({**row, "effects_id": place})
+        if "uptime_s" not in row:
+            return cls(row, key, place, body, b"", body)
+        # the fields before the uptime, as encoded in the whole: its head
+        before = list(row).index("uptime_s")
+        head = _compact(dict(list(row.items())[:before]))[:-1]
+        head += b',"uptime_s":' if before else b'"uptime_s":'
+        tail = body[len(head) + len(_compact(row["uptime_s"])) :]
+        return cls(row, key, place, head, tail, body)
+
+    def with_uptime(self, row: dict[str, Any]) -> _EncodedRow:
+        """This row encoded again with ``row``'s uptime (``row`` is this one's but for it)."""
+        body = self.head + _compact(row["uptime_s"]) + self.tail
+        return _EncodedRow(row, self.key, self.place, self.head, self.tail, body)
 
 
 def _compact(document: object) -> bytes:
     """JSON without the spaces after separators: a tenth less to send and for the page to
     parse, every poll (the fleet's body is tens of KB at 50 accounts)."""
-    return json.dumps(document, separators=(",", ":")).encode()
+    return _ENCODER.encode(document).encode()
+
+
+# json.dumps(separators=...) made an encoder at every call: one made once encodes the same
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def _compact_with(document: dict[str, Any], key: str, encoded: bytes) -> bytes:
+    """``_compact(document)``, its ``key``'s value given ``encoded`` already."""
+    items = (
+        _compact(name) + b":" + (encoded if name == key else _compact(value))
+        for name, value in document.items()
+    )
+    return b"{" + b",".join(items) + b"}"
 
 
 def _compact_rows(

@@ -135,14 +135,21 @@ def test_a_status_changed_since_the_last_build_is_masked_again(tmp_path: Path) -
 
 def test_only_the_fields_changed_since_the_last_build_are_masked_again(tmp_path: Path) -> None:
     fleet = make_fleet(tmp_path)
-    row = {"name": "alpha", "nav": 1, "last_error": f"api_key {KEY}", "uptime_s": 1.0,
-           "positions": [{"instrument": "BTCUSD", "volume": 1}]}  # fmt: skip
-    (first,) = fleet._masked_rows([row])
-    assert KEY not in json.dumps(first) and first["positions"] == row["positions"]
-    later = {**row, "nav": 1.0, "uptime_s": 2.0, "positions": [{"instrument": KEY, "volume": 1}]}
-    (second,) = fleet._masked_rows([later])
+    status = tmp_path / "alpha" / "status.json"
+
+    def shown(nav: float, instrument: str, stamp: int) -> dict[str, Any]:
+        held = [{"instrument": instrument, "volume": 1}]
+        text = {"name": "alpha", "nav": nav, "last_error": f"api_key {KEY}", "positions": held}
+        status.write_text(json.dumps(text))
+        os.utime(status, ns=(stamp, stamp))  # changed: read again
+        (row,) = fleet._read_status()["accounts"]
+        return row
+
+    first = shown(1, "BTCUSD", time.time_ns() + 5_000_000_000)
+    assert KEY not in json.dumps(first) and first["positions"][0]["instrument"] == "BTCUSD"
+    second = shown(1.0, KEY, time.time_ns() + 6_000_000_000)
     assert KEY not in json.dumps(second)  # a secret come in a changed field: masked
-    assert second["last_error"] == first["last_error"] and second["uptime_s"] == 2.0
+    assert second["last_error"] is first["last_error"]  # as masked then: not masked again
     assert json.dumps(second["nav"]) == "1.0"  # equal to 1, but shown as it is now
 
 

@@ -204,7 +204,7 @@ def test_the_actions_sentences_are_sent_once_for_the_rows_that_share_them() -> N
             {"name": "b", "on_stop": "close", "positions": None},
             {"name": "c", "on_stop": "keep", "positions": [long]},
             {"name": "d", "on_stop": "keep", "positions": [again]}]  # fmt: skip
-    view = page._with_effects({"accounts": rows})
+    view = json.loads(page._encode_view({"accounts": rows}))
     table, ids = view["effects"], [row["effects_id"] for row in view["accounts"]]
     assert ids == [0, 0, 1, 1] and len(table) == 2
     for row, place in zip(rows, ids, strict=True):
@@ -222,12 +222,13 @@ def test_a_row_is_merged_again_only_when_its_inputs_changed_and_its_uptime_moves
     status: dict[str, Any] = {"pid": 99, "ticks": 1, "state": "RUNNING"}
     first = fleet._row_of("alpha", entry, status, running=True, now=1767323145.0)  # +100 s
     assert (first.state, first.uptime_s) == ("RUNNING", 100.0)
-    first.note = "set by collect_at on the row it got"
     later = fleet._row_of("alpha", entry, status, running=True, now=1767323205.0)
-    assert (later.uptime_s, later.note) == (160.0, None)  # the same inputs: only the uptime
+    assert later is first and later.uptime_s == 160.0  # the same inputs: only the uptime
     halted = {**status, "state": "HALTED", "halted_reason": "daily loss"}  # a new status file
     now = fleet._row_of("alpha", entry, halted, running=True, now=1767323205.0)
     assert (now.state, now.halted_reason) == ("HALTED", "daily loss")
+    placed = fleet._row_of("alpha", entry, halted, running=True, now=1.0, placed="elsewhere")
+    assert placed is not now and placed.note == "elsewhere"  # its place in the fleet: a note
     assert fleet._row_of("alpha", entry, halted, running=False, now=1.0).state == "STOPPED"
 
 
