@@ -23,6 +23,7 @@ first one).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import time
 from collections.abc import Callable
 from itertools import product
@@ -157,6 +158,10 @@ class Telemetry:
             self._file = SlotFile(self.account.metrics, self.layout.header, self.slots)
         except (OSError, ValueError):
             self._tried = now
+            return
+        for stale in self.account.retired:  # an older version's metrics.json: unread now
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
     # --- what is observed -------------------------------------------------------------
 

@@ -38,6 +38,9 @@ WORKER_STATUS = "status.json"
 WORKER_METRICS = "metrics.bin"
 WORKER_LOG = "worker.log"
 HEARTBEAT = "heartbeat"
+# What an older version's worker kept in its directory and this one does not: its
+# counters as JSON, rewritten every tick (now metrics.bin).
+RETIRED = ("metrics.json", ".metrics.json.a", ".metrics.json.b")
 TOKENS = ".tokens"
 
 
@@ -70,6 +73,11 @@ class AccountDir:
     @property
     def heartbeat(self) -> Path:
         return self.path / HEARTBEAT
+
+    @property
+    def retired(self) -> tuple[Path, ...]:
+        """Files an older version left here that nothing reads any more."""
+        return tuple(self.path / name for name in RETIRED)
 
 
 @dataclass(frozen=True)

@@ -121,3 +121,12 @@ def test_a_header_that_does_not_describe_its_slots_reads_as_nothing(tmp_path: Pa
     odd = statefiles.MetricsLayout([("ticks_total", ())], {"h": [1.0]})
     assert statefiles.decode_metrics(b'{"counters": "x"}', odd.empty()) == {}
     assert statefiles.decode_metrics(b"[]", odd.empty()) == {}
+
+
+def test_an_older_versions_metrics_json_is_removed(tmp_path: Path) -> None:
+    account = account_dir(tmp_path)
+    for stale in ("metrics.json", ".metrics.json.a", ".metrics.json.b"):
+        (account.path / stale).write_text("{}")
+    (account.path / "status.json").write_text("{}")
+    Telemetry(account).write()
+    assert sorted(p.name for p in account.path.iterdir()) == ["metrics.bin", "status.json"]
