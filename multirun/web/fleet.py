@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress
-from operator import is_not
+from operator import is_not, ne
 from pathlib import Path
 from typing import Any, cast
 
@@ -339,14 +339,12 @@ class Fleet:
         log = self._log_stamp(name)
         if kept is not None and today is kept.today and (log, journal) == (kept.log, kept.journal):
             changed = moved(kept.account, account)
-            if changed == []:
-                row = kept.row
-            elif changed == ["uptime_s"]:
-                row = {**kept.row, "uptime_s": account["uptime_s"]}
-            else:
-                row = self._new_row(account, today, log, journal)
-        else:
-            row = self._new_row(account, today, log, journal)
+            if changed in ([], ["uptime_s"]):
+                if changed:
+                    kept.row = {**kept.row, "uptime_s": account["uptime_s"]}
+                kept.account, self._views[name] = account, kept
+                return kept.row
+        row = self._new_row(account, today, log, journal)
         self._views[name] = _ViewRow(account, today, log, journal, row)
         return row
 
@@ -538,7 +536,7 @@ class _Merged:
     shown_of: fleet_status.AccountStatus | None = None  # what it is of: ``row`` or the last
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _ViewRow:
     """An account's row of the page and what it was made of."""
 
@@ -744,7 +742,7 @@ def moved(was: dict[str, Any], now: dict[str, Any]) -> list[str] | None:
     """The keys of ``now`` whose values are not the very objects of ``was`` (found at C
     speed: a row made of what was kept holds the same objects); None when their keys
     differ, or their order."""
-    if list(was) != list(now):
+    if len(was) != len(now) or any(map(ne, was, now)):
         return None
     return list(compress(now, map(is_not, was.values(), now.values())))
 

@@ -24,6 +24,7 @@ stop's own wake-up, so a dashboard nobody looks at costs nothing, and a stop is 
 from __future__ import annotations
 
 import json
+import math
 import signal
 import threading
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from importlib import resources
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -161,9 +163,10 @@ class Dashboard:
         """The view encoded, with the actions' sentences: each set once in ``effects`` (a
         list), each row naming its own by its place there (``effects_id``): most rows
         share a few sets, which were two fifths of the body when every row carried its
-        own. A row whose values are the very objects encoded last build but for its
-        uptime (most rows: the fleet keeps what did not change) is not encoded again,
-        nor its sentences looked up: its bytes are kept, the uptime's put in them."""
+        own. Of a row, only the fields whose values are not the very objects encoded last
+        build are encoded again (the fleet keeps what did not change: most rows only their
+        uptime, a tick a dozen fields of 45), its sentences looked up only when its
+        positions or on_stop moved."""
         table: list[dict[str, str]] = []
         places: dict[tuple[str, ...], int] = {}
         kept, self._fleet_rows = self._fleet_rows, {}
@@ -171,53 +174,79 @@ class Dashboard:
         for row in fleet_view["accounts"]:
             was = kept.get(row["name"])
             changed = None if was is None else moved(was.row, row)
-            same = changed is not None and changed in ([], ["uptime_s"])
             on_stop, positions = row.get("on_stop"), row.get("positions") or ()
-            key = was.key if same and was else actions.effects_key(on_stop, positions)
+            if was and changed is not None and not {"positions", "on_stop"} & set(changed):
+                key = was.key  # what the sentences depend on did not move
+            else:
+                key = actions.effects_key(on_stop, positions)
             place = places.get(key)
             if place is None:
                 place = places[key] = len(table)
                 found = self._last_effects.get(key) or actions.effects(on_stop, positions)
                 table.append(found)
                 self._next_effects[key] = found
-            if same and was and place == was.place:
-                encoded = was.with_uptime(row) if changed else was
-            else:
+            if was is None or changed is None:
                 encoded = _EncodedRow.of(row, key, place)
+            else:
+                encoded = was
+                if changed or place != was.place:
+                    encoded.take(row, changed, key, place)
             self._fleet_rows[row["name"]] = encoded
             parts.append(encoded.body)
         view = {**fleet_view, "effects": table, "read_only": self.guard.read_only}
         return _compact_with(view, "accounts", b"[" + b",".join(parts) + b"]")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _EncodedRow:
-    """A row of ``/api/fleet`` encoded with its ``effects_id`` (``place``): ``head``, its
-    uptime, ``tail`` (the uptime alone moves with time: put in again, not the row)."""
+    """A row of ``/api/fleet`` encoded with its ``effects_id`` (``place``), field by field:
+    a field whose value moved is encoded again, not the row."""
 
     row: dict[str, Any]  # the row encoded
     key: tuple[str, ...]  # what its actions' sentences depend on (actions.effects_key)
     place: int
-    head: bytes  # to its uptime's value (the whole body when it has none)
-    tail: bytes  # after the uptime's value
+    fields: list[bytes]  # each field's ``"name":value``, in the row's order
+    index: dict[str, int]  # each field's place in ``fields``
     body: bytes
 
     @classmethod
     def of(cls, row: dict[str, Any], key: tuple[str, ...], place: int) -> _EncodedRow:
-        body = _compact({**row, "effects_id": place})
-        if "uptime_s" not in row:
-            return cls(row, key, place, body, b"", body)
-        # the fields before the uptime, as encoded in the whole: its head
-        before = list(row).index("uptime_s")
-        head = _compact(dict(list(row.items())[:before]))[:-1]
-        head += b',"uptime_s":' if before else b'"uptime_s":'
-        tail = body[len(head) + len(_compact(row["uptime_s"])) :]
-        return cls(row, key, place, head, tail, body)
+        fields = [_field(name, value) for name, value in row.items()]
+        index = {name: at for at, name in enumerate(row)}
+        return cls(row, key, place, fields, index, _row_body(fields, place))
 
-    def with_uptime(self, row: dict[str, Any]) -> _EncodedRow:
-        """This row encoded again with ``row``'s uptime (``row`` is this one's but for it)."""
-        body = self.head + _compact(row["uptime_s"]) + self.tail
-        return _EncodedRow(row, self.key, self.place, self.head, self.tail, body)
+    def take(
+        self, row: dict[str, Any], changed: list[str], key: tuple[str, ...], place: int
+    ) -> None:
+        """Take ``row`` (this one's fields in the same order, ``changed`` moved)."""
+        for name in changed:
+            self.fields[self.index[name]] = _field(name, row[name])
+        self.row, self.key, self.place = row, key, place
+        self.body = _row_body(self.fields, place)
+
+
+def _row_body(fields: list[bytes], place: int) -> bytes:
+    """``_compact({**row, "effects_id": place})`` of the row whose fields these are."""
+    return b"{" + b",".join(fields) + b',"effects_id":' + int.__repr__(place).encode() + b"}"
+
+
+def _field(name: str, value: object) -> bytes:
+    """``"name":value`` as :func:`_compact` writes it in an object."""
+    return encode_basestring_ascii(name).encode() + b":" + _value(value)
+
+
+def _value(value: object) -> bytes:
+    """``_compact(value)``; a string, a finite float, an int, null, true or false (most
+    fields) written directly as json writes them, without an encoder's call around it."""
+    if type(value) is str:
+        return encode_basestring_ascii(value).encode()
+    if type(value) is float and math.isfinite(value):
+        return float.__repr__(value).encode()
+    if type(value) is int:
+        return int.__repr__(value).encode()
+    if value is None or type(value) is bool:
+        return b"null" if value is None else b"true" if value else b"false"
+    return _compact(value)
 
 
 def _compact(document: object) -> bytes:

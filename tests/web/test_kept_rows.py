@@ -14,6 +14,7 @@ from multirun.account.journal import schema
 from multirun.core.redact import Redactor
 from multirun.core.statefiles import SupervisorFile
 from multirun.ops import locate
+from multirun.web.actions import effects
 from multirun.web.fleet import AccountFacts, Fleet
 from multirun.web.guard import Guard
 from multirun.web.server import Dashboard
@@ -33,7 +34,8 @@ class Supervisor:
 
     def __init__(self) -> None:
         entry = {"state": "RUNNING", "pid": 99, "started_utc": STARTED, "restarts": 0}
-        self.entries = {"alpha": dict(entry), "beta": {**entry, "pid": 98}}
+        beta = {**entry, "pid": 98, "started_utc": None}  # no uptime: nothing moves alone
+        self.entries = {"alpha": dict(entry), "beta": beta}
         self.saves = 0
 
     def save(self, name: str, **changes: Any) -> None:
@@ -83,6 +85,20 @@ class Setup:
         return Dashboard(fleet, guard, None, host="127.0.0.1", port=0)  # type: ignore[arg-type]
 
 
+def encoded_whole(page: Dashboard) -> bytes:
+    """``/api/fleet``'s body as json.dumps writes the view with its actions' sentences."""
+    view = page.fleet.view()
+    table: list[dict[str, str]] = []
+    rows = []
+    for row in view["accounts"]:
+        found = effects(row["on_stop"], row["positions"] or [])
+        if found not in table:
+            table.append(found)
+        rows.append({**row, "effects_id": table.index(found)})
+    whole = {**view, "accounts": rows, "effects": table, "read_only": False}
+    return json.dumps(whole, separators=(",", ":")).encode()
+
+
 def documents(page: Dashboard) -> tuple[bytes, str]:
     """``/api/fleet``'s and ``/api/status``'s bodies as a poll past the view's 2 s gets."""
     page.fleet._cache.pop("view", None)
@@ -101,7 +117,7 @@ def test_a_kept_row_is_what_a_fresh_dashboard_shows_after_each_of_its_inputs_cha
         expected = documents(fresh)
         fresh.fleet.close()
         found = documents(kept)
-        assert found == expected
+        assert found == expected and found[0] == encoded_whole(kept)
         assert KEY not in found[0].decode() + found[1]
         rows: dict[str, Any] = {r["name"]: r for r in json.loads(found[0])["accounts"]}
         return rows
@@ -114,7 +130,7 @@ def test_a_kept_row_is_what_a_fresh_dashboard_shows_after_each_of_its_inputs_cha
     setup.clock.advance(2.0)  # time alone: the uptime moves, nothing else
     rows = same_as_fresh()
     assert rows["alpha"]["uptime_s"] == first["alpha"]["uptime_s"] + 2.0
-    assert kept._fleet_rows["beta"].head is beta_bytes.head  # kept, the uptime put in
+    assert kept._fleet_rows["beta"] is beta_bytes  # kept, the uptime put in its bytes
     setup.write_status("alpha", pid=99, ticks=2, last_error=f"login: api_key {KEY} refused")
     rows = same_as_fresh()  # the status file rewritten: masked
     assert rows["alpha"]["ticks"] == 2 and "login: api_key" in rows["alpha"]["last_error"]

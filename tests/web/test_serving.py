@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 
 from multirun.core.redact import Redactor
+from multirun.core.states import State
 from multirun.ops import locate
 from multirun.web import fleet as web_fleet
 from multirun.web.fleet import AccountFacts, Fleet
 from multirun.web.guard import Guard
-from multirun.web.server import Dashboard, _compact_rows
+from multirun.web.server import Dashboard, _compact_rows, _field
 
 KEY = "the-api-key-0123456789"
 
@@ -151,6 +152,14 @@ def test_only_the_fields_changed_since_the_last_build_are_masked_again(tmp_path:
     assert KEY not in json.dumps(second)  # a secret come in a changed field: masked
     assert second["last_error"] is first["last_error"]  # as masked then: not masked again
     assert json.dumps(second["nav"]) == "1.0"  # equal to 1, but shown as it is now
+
+
+def test_a_field_is_written_as_json_writes_it() -> None:
+    values = ["plain", 'q"uote\\', "caf\u00e9 \u2603 \x00\n", State.RUNNING, 0, -7, 10**30, True,
+              False, None, 1.0, -0.0, 1e-7, 1e22, 0.1 + 0.2, float("nan"), float("inf"),
+              [1, "a", None], {"k": [2.5]}]  # fmt: skip
+    for value in values:
+        assert _field("f", value) == json.dumps({"f": value}, separators=(",", ":")).encode()[1:-1]
 
 
 def test_a_list_is_encoded_as_json_would_each_row_once() -> None:
