@@ -98,7 +98,7 @@ COUNTER_LABELS: dict[str, tuple[str, ...]] = {
 RETRY_S = 5.0  # a file that could not be made is tried again this long after
 
 
-def layout() -> MetricsLayout:
+def metrics_layout() -> MetricsLayout:
     """Every counter of every label combination, and the histograms: the file's slots."""
     counters = [
         (name, tuple(sorted(zip(labels, values, strict=True))))
@@ -113,7 +113,7 @@ class Telemetry:
 
     def __init__(self, account: AccountDir, clock: Callable[[], float] = time.monotonic) -> None:
         self.account = account
-        self.layout = layout()
+        self.layout = metrics_layout()
         self.clock = clock
         self.slots = self.layout.empty()  # what is counted; copied into the file by write()
         self._file: SlotFile | None = None
