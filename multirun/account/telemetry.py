@@ -146,7 +146,8 @@ class Telemetry:
         there whole (removed, replaced, cut): best-effort, tried again :data:`RETRY_S`
         after a failure."""
         if self._file is not None and self._file.intact():
-            self._file.store(self.slots)
+            with contextlib.suppress(OSError):  # unmapped, a full disk: at a later tick
+                self._file.store(self.slots)
             return
         if self._file is not None:
             self._file.close()

@@ -41,31 +41,26 @@ def _offset(header_len: int) -> int:
 
 class SlotFile:
     """``path`` made anew with ``header`` and ``values``, mapped, to be updated in place
-    with :meth:`store`. Raises OSError (0600, as every state file)."""
+    with :meth:`store`. Raises OSError (0600, as every state file). On a file system
+    that cannot map files (some FUSE ones), each :meth:`store` makes the file anew,
+    whole, as a JSON state file is written: slower, never wrong."""
 
     def __init__(self, path: Path, header: dict[str, Any], values: array[float]) -> None:
         encoded = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-        offset = _offset(len(encoded))
-        data = MAGIC + _LENGTH.pack(len(encoded)) + encoded
-        data += bytes(offset - len(data)) + values.tobytes()
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.new")
-        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            written = os.write(fd, data)
-            if written != len(data):  # a short write: the disk is full
-                raise OSError(f"{path}: wrote {written} of {len(data)} bytes")
-            self._map = mmap.mmap(fd, len(data))
-            os.replace(temporary, path)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
+        start = MAGIC + _LENGTH.pack(len(encoded)) + encoded
         self.path = path
-        self.size = len(data)
-        self._fd = fd  # kept open: its size tells whether the file was cut
-        self._inode = os.fstat(fd).st_ino
-        self._slots = memoryview(self._map)[offset:].cast("d")
+        self._head = start + bytes(_offset(len(encoded)) - len(start))
+        self.size = len(self._head) + 8 * len(values)
+        # the descriptor is kept open: its size tells whether the file was cut
+        self._fd, self._map = _made(path, self._head + values.tobytes(), mapped=True)
+        self._inode = os.fstat(self._fd).st_ino
+        self._slots = None
+        if self._map is not None:
+            self._slots = memoryview(self._map)[len(self._head) :].cast("d")
+
+    @property
+    def mapped(self) -> bool:
+        return self._slots is not None
 
     def intact(self) -> bool:
         """Whether ``path`` still names this file, whole (not removed, replaced or cut)."""
@@ -77,14 +72,46 @@ class SlotFile:
             return False
 
     def store(self, values: array[float]) -> None:
-        """Every slot set to ``values`` (as many): one copy into the mapping."""
-        self._slots[:] = memoryview(values)
+        """Every slot set to ``values`` (as many): one copy into the mapping (unmapped:
+        the file made anew, which raises OSError)."""
+        if self._slots is not None:
+            self._slots[:] = memoryview(values)
+            return
+        fd, _ = _made(self.path, self._head + values.tobytes(), mapped=False)
+        os.close(self._fd)
+        self._fd, self._inode = fd, os.fstat(fd).st_ino
 
     def close(self) -> None:
         """Unmap it (a file cut short must not be touched again) and close it."""
-        self._slots.release()
-        self._map.close()
+        if self._slots is not None:
+            self._slots.release()
+        if self._map is not None:
+            self._map.close()
         os.close(self._fd)
+
+
+def _made(path: Path, data: bytes, *, mapped: bool) -> tuple[int, mmap.mmap | None]:
+    """``data`` written whole under a temporary name, mapped (when asked, and where the
+    file system can), then renamed to ``path``: its open descriptor, and its mapping."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.new")
+    fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    mapping = None
+    try:
+        written = os.write(fd, data)
+        if written != len(data):  # a short write: the disk is full
+            raise OSError(f"{path}: wrote {written} of {len(data)} bytes")
+        if mapped:
+            with contextlib.suppress(OSError):  # ENODEV: this file system maps no file
+                mapping = mmap.mmap(fd, len(data))
+        os.replace(temporary, path)
+    except BaseException:
+        if mapping is not None:
+            mapping.close()
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return fd, mapping
 
 
 def read(path: Path) -> tuple[bytes, array[float]] | None:

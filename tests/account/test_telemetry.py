@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from multirun.account import telemetry as telemetry_module
 from multirun.account.telemetry import LATENESS_BUCKETS, Telemetry
-from multirun.core import statefiles
+from multirun.core import slotfile, statefiles
 from multirun.core.statedir import AccountDir, StateDir
 from tests.clocks import ManualClock
 
@@ -130,3 +131,24 @@ def test_an_older_versions_metrics_json_is_removed(tmp_path: Path) -> None:
     (account.path / "status.json").write_text("{}")
     Telemetry(account).write()
     assert sorted(p.name for p in account.path.iterdir()) == ["metrics.bin", "status.json"]
+
+
+def test_where_files_cannot_be_mapped_the_file_is_written_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system that maps no file (mmap: ENODEV, some FUSE ones): every tick's end
+    makes the file anew, as a JSON state file is written; the counts are right."""
+
+    def no_mapping(*_args: object) -> None:
+        raise OSError(errno.ENODEV, "No such device")
+
+    monkeypatch.setattr(slotfile.mmap, "mmap", no_mapping)
+    account = account_dir(tmp_path)
+    telemetry = Telemetry(account)
+    telemetry.write()
+    assert telemetry._file is not None and not telemetry._file.mapped
+    for expected in (1, 2):
+        telemetry.count("ticks_total")
+        telemetry.write()
+        assert ticks(account) == expected
+    assert [p.name for p in account.path.iterdir()] == ["metrics.bin"]
