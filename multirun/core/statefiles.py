@@ -370,6 +370,9 @@ class MetricsLayout:
 
     @classmethod
     def from_header(cls, header: dict[str, Any]) -> MetricsLayout | None:
+        """The layout ``header`` describes; None for another version's or a damaged one."""
+        if header.get("version") != cls.VERSION:
+            return None
         try:
             counters = [
                 (str(n), tuple(sorted(dict(labels).items()))) for n, labels in header["counters"]
@@ -393,11 +396,11 @@ class MetricsLayout:
         ]
         histograms = {}
         for name, (bounds, first) in self.histograms.items():
-            counts = [int(c) for c in slots[first : first + len(bounds) + 1]]
+            end = first + len(bounds) + 1  # the sum's slot, after the buckets and +Inf
             histograms[name] = {
                 "bounds": list(bounds),
-                "counts": counts,
-                "sum": slots[first + len(bounds) + 1],
+                "counts": list(slots[first:end]),  # floats: a damaged file's NaN reads
+                "sum": slots[end],
             }
         last = slots[self.last_successful_tick]
         return WorkerMetrics(

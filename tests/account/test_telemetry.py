@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import errno
+import math
 import os
+from array import array
 from pathlib import Path
 
 import pytest
 
 from multirun.account import telemetry as telemetry_module
 from multirun.account.telemetry import LATENESS_BUCKETS, Telemetry
-from multirun.core import slotfile, statefiles
+from multirun.core import procutil, slotfile, statefiles
 from multirun.core.statedir import AccountDir, StateDir
 from tests.clocks import ManualClock
 
@@ -152,3 +154,27 @@ def test_where_files_cannot_be_mapped_the_file_is_written_whole(
         telemetry.write()
         assert ticks(account) == expected
     assert [p.name for p in account.path.iterdir()] == ["metrics.bin"]
+
+
+def test_damaged_slots_and_another_versions_header_never_break_a_reader(tmp_path: Path) -> None:
+    """NaN and infinities where counts belong read as they are (the page shows them), and
+    a header of another version reads as nothing: the metrics child never fails on them."""
+    from multirun.services.metrics import StateDirPage
+
+    layout = StateDir(tmp_path)
+    procutil.write_json_atomic(layout.supervisor_json, {"accounts": {"a": {"state": "RUNNING"}}})
+    account = layout.account("a")
+    account.path.mkdir(parents=True)
+    Telemetry(account).write()
+    whole = account.metrics.read_bytes()
+    found = slotfile.parse(whole)
+    assert found is not None
+    header, slots = found
+    slots = array("d", [math.nan if i % 2 else math.inf for i in range(len(slots))])
+    account.metrics.unlink()  # not in place: the mapping holds that inode
+    account.metrics.write_bytes(whole[: len(whole) - 8 * len(slots)] + slots.tobytes())
+    late = statefiles.read_metrics(account)["histograms"]["tick_lateness_seconds"]
+    assert any(math.isnan(c) for c in late["counts"])
+    assert b"multirun_tick_lateness_seconds_bucket" in StateDirPage(tmp_path).render()
+    other = header.replace(b'"version":1', b'"version":2')
+    assert statefiles.decode_metrics(other, slots) == {}
