@@ -114,19 +114,10 @@ def _made(path: Path, data: bytes, *, mapped: bool) -> tuple[int, mmap.mmap | No
     return fd, mapping
 
 
-def read(path: Path) -> tuple[bytes, array[float]] | None:
-    """A slot file's header (its JSON, as written: the same for every file of one layout,
-    so a reader can keep what it made of it) and its slots as they are now; None when
-    ``path`` is missing, unreadable or not a slot file."""
-    try:
-        raw = path.read_bytes()
-    except OSError:
-        return None
-    return parse(raw)
-
-
 def parse(raw: bytes) -> tuple[bytes, array[float]] | None:
-    """:func:`read`'s, from a slot file's bytes."""
+    """A slot file's header (its JSON, as written: the same for every file of one layout,
+    so a reader can keep what it made of it) and its slots, from the file's bytes; None
+    when they are not a slot file's."""
     start = len(MAGIC) + _LENGTH.size
     if len(raw) < start or not raw.startswith(MAGIC):
         return None

@@ -313,7 +313,17 @@ def write_worker_status(
 
 def read_metrics(account: AccountDir) -> WorkerMetrics:
     """The worker's counters as they are now ({} when there is no readable file)."""
-    found = slotfile.read(account.metrics)
+    try:
+        raw = account.metrics.read_bytes()
+    except OSError:
+        return {}
+    return metrics_of(raw)
+
+
+def metrics_of(raw: bytes) -> WorkerMetrics:
+    """A metrics.bin's bytes as :class:`WorkerMetrics` ({} when they are not one): for a
+    reader that keeps the bytes too (to tell a change at its next read)."""
+    found = slotfile.parse(raw)
     return {} if found is None else decode_metrics(*found)
 
 

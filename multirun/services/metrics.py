@@ -34,7 +34,7 @@ from typing import Any, cast
 import multirun
 from multirun.account.telemetry import BUCKETS, COUNTER_LABELS, LABEL_VALUES
 from multirun.config.specs import MetricsSpec
-from multirun.core import slotfile, statefiles, states
+from multirun.core import statefiles, states
 from multirun.core.clock import Clock, SystemClock
 from multirun.core.errors import FatalError
 from multirun.core.procutil import FileSignature, signature
@@ -230,8 +230,7 @@ class AccountBlock:
         prefixes = previous.prefixes if previous is not None else AccountPrefixes(name)
         raw_status, status_signature = _read(files.status)
         status = cast(WorkerStatus, raw_status)
-        found = None if counts is None else slotfile.parse(counts)
-        data = {} if found is None else statefiles.decode_metrics(*found)
+        data = {} if counts is None else statefiles.metrics_of(counts)
         written = status_signature.mtime_ns if status_signature is not None else None
         trusted = written is None or now - written / 1e9 >= RACY_S
         current = account_state(proc, status)
